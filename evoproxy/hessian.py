@@ -1,0 +1,51 @@
+"""Hessian information per layer from Hessian-vector products (double backpropagation): the
+Hutchinson estimates of the diagonal and the trace of each layer's diagonal block (HAWQ-V2), and
+the dominant eigenvalue of each block by power iteration (HAWQ)."""
+from __future__ import annotations
+
+import torch
+
+
+def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_samples: int, tol: float,
+               generator: torch.Generator, min_samples: int = 8) -> tuple[list[torch.Tensor], list[float], int]:
+    """Estimate diag(H_ll) and tr(H_ll) for every layer l from E[v ⊙ Hv] with Rademacher v.
+
+    `grads` are the loss gradients w.r.t. `params`, built with create_graph=True. One product
+    Hv with v drawn over all layers at once serves every layer: the cross-layer terms vanish in
+    expectation. Sampling stops after `max_samples`, or once `min_samples` are drawn and the
+    summed trace estimate moves by less than `tol` (relative) from one sample to the next.
+    Returns the per-layer diagonals (shaped like the params), traces, and samples used."""
+    diag_sum = [torch.zeros_like(p) for p in params]
+    previous = None
+    for n in range(1, max_samples + 1):
+        vs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype) * 2 - 1 for p in params]
+        hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
+        for d, v, hv in zip(diag_sum, vs, hvs):
+            d.add_(v * hv)
+        total = sum(d.sum().item() for d in diag_sum) / n
+        if previous is not None and n >= min_samples and abs(total - previous) <= tol * (abs(previous) + 1e-12):
+            break
+        previous = total
+    diags = [d / n for d in diag_sum]
+    return diags, [d.sum().item() for d in diags], n
+
+
+def top_eigenvalue(grad: torch.Tensor, param: torch.Tensor, max_iter: int, tol: float,
+                   generator: torch.Generator) -> tuple[float, int]:
+    """Dominant eigenvalue (largest in magnitude, with its sign) of the Hessian block of one
+    layer, by power iteration on products H_ll v; stops after `max_iter` products or when the
+    Rayleigh quotient changes by less than `tol` (relative). Returns it and the iterations used."""
+    v = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+    v /= v.norm()
+    eig = None
+    for n in range(1, max_iter + 1):
+        (hv,) = torch.autograd.grad(grad, param, grad_outputs=v, retain_graph=True)
+        new = torch.dot(hv.flatten(), v.flatten()).item()
+        norm = hv.norm()
+        if norm == 0:
+            return 0.0, n
+        v = hv / norm
+        if eig is not None and abs(new - eig) <= tol * (abs(eig) + 1e-12):
+            return new, n
+        eig = new
+    return eig, max_iter

@@ -1,0 +1,30 @@
+import pytest
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """Conv → tanh → Linear: small enough for an exact Hessian, smooth so it is well defined."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2, bias=False)
+        self.fc = nn.Linear(18, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    x = torch.randn(16, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,))
+    return model, x, y
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # No test may read or write the user's statistics cache.
+    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(tmp_path / "cache"))

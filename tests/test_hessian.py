@@ -1,0 +1,67 @@
+import torch
+from torch.func import functional_call
+
+from evoproxy.hessian import hutchinson, top_eigenvalue
+
+
+def _exact_blocks(model, x, y):
+    names = ["conv.weight", "fc.weight"]
+    shapes = [dict(model.named_parameters())[n].shape for n in names]
+    sizes = [s.numel() for s in shapes]
+    flat0 = torch.cat([dict(model.named_parameters())[n].detach().flatten() for n in names])
+
+    def loss(flat):
+        parts = torch.split(flat, sizes)
+        params = {n: p.view(s) for n, p, s in zip(names, parts, shapes)}
+        return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    full = torch.autograd.functional.hessian(loss, flat0)
+    offsets = [0, sizes[0], sizes[0] + sizes[1]]
+    return full, [slice(a, b) for a, b in zip(offsets, offsets[1:])]
+
+
+def _grads(model, x, y):
+    params = [model.conv.weight, model.fc.weight]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    return list(torch.autograd.grad(loss, params, create_graph=True)), params
+
+
+def test_hutchinson_matches_exact_hessian(tiny):
+    model, x, y = tiny
+    full, blocks = _exact_blocks(model, x, y)
+    grads, params = _grads(model, x, y)
+    n = 3000
+    diags, traces, used = hutchinson(grads, params, n, 0.0, torch.Generator().manual_seed(1))
+    assert used == n
+    off = full - torch.diag(torch.diagonal(full))
+    for rows, diag, trace, p in zip(blocks, diags, traces, params):
+        exact_diag = torch.diagonal(full)[rows]
+        assert diag.shape == p.shape
+        # Tolerance: 4 standard errors of the estimator, from its exact variance under Rademacher v:
+        # Var[vᵀ_l (Hv)_l] = 2 Σ_{i≠j in l} H_ij² + Σ_{i in l, j not in l} H_ij²; Var[v_i (Hv)_i] = Σ_{j≠i} H_ij².
+        in_block = off[rows, rows].pow(2).sum()
+        var_trace = 2 * in_block + full[rows].pow(2).sum() - full[rows, rows].pow(2).sum()
+        assert abs(trace - exact_diag.sum().item()) <= 4 * (var_trace / n).sqrt().item()
+        se_diag = (off[rows].pow(2).sum(1) / n).sqrt()
+        assert ((diag.flatten() - exact_diag).abs() <= 5 * se_diag).all()
+        # and, in plain terms, within 10% of the exact trace and 25% (Frobenius) of the exact diagonal here
+        assert abs(trace - exact_diag.sum().item()) <= 0.10 * abs(exact_diag.sum().item())
+        assert (diag.flatten() - exact_diag).norm() <= 0.25 * exact_diag.norm()
+
+
+def test_hutchinson_stops_early_with_tolerance(tiny):
+    model, x, y = tiny
+    grads, params = _grads(model, x, y)
+    _, _, used = hutchinson(grads, params, 500, 0.5, torch.Generator().manual_seed(1))
+    assert 8 <= used < 500
+
+
+def test_power_iteration_matches_eigvalsh(tiny):
+    model, x, y = tiny
+    full, blocks = _exact_blocks(model, x, y)
+    grads, params = _grads(model, x, y)
+    for rows, g, p in zip(blocks, grads, params):
+        eigs = torch.linalg.eigvalsh(full[rows, rows])
+        dominant = eigs[eigs.abs().argmax()].item()
+        est, iters = top_eigenvalue(g, p, 500, 1e-10, torch.Generator().manual_seed(2))
+        assert abs(est - dominant) <= 1e-3 * abs(dominant), (est, dominant, iters)
