@@ -2,7 +2,6 @@
 user's model given as `package.module:function` plus a state_dict file."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass
 from importlib import resources
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from .errors import EvoproxyError
+from .hashing import tensors_hash
 
 
 class BasicBlock(nn.Module):
@@ -77,12 +77,7 @@ ALIASES = {"default": "resnet20-fmnist"}
 
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 over the model's state_dict (names, dtypes, shapes and bytes), in hex."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors_hash(model.state_dict().items())
 
 
 def checkpoint_path(spec: ModelSpec) -> Path:

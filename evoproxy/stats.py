@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import EvoproxyError
+from .hashing import tensors_hash
 from .hessian import hutchinson, top_eigenvalue
 from .layers import LayerInfo, layer_registry, quantizable_modules
 from .models import weights_hash
@@ -115,12 +116,7 @@ class ModelStats:
 
 
 def batch_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in (images, labels):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensors_hash([("images", images), ("labels", labels)])
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,1 @@
+"""Quantization: the cost model (size, BOPs) and fake-quantization of a model copy."""

@@ -1,0 +1,46 @@
+"""Cost of a bit configuration, keyed by the layer registry.
+
+Size counts the quantizable layers only: each weight at its layer's bit-width, each bias at
+`bias_bits` (32 by default, as integer accelerators keep it), in megabytes of 10^6 bytes.
+BOPs (bit operations) are Σ_l MACs_l × w_bits_l × a_bits_l for one input sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import EvoproxyError
+from ..layers import LayerInfo
+
+
+def _check(layers: Sequence[LayerInfo], bits: Sequence[int], what: str) -> None:
+    if len(bits) != len(layers):
+        raise EvoproxyError(f"{what} has {len(bits)} entries but the model has {len(layers)} quantizable layers")
+    if any(int(b) != b or b < 1 or b > 32 for b in bits):
+        raise EvoproxyError(f"{what} must be whole numbers from 1 to 32, got {list(bits)}")
+
+
+def weight_count(layer: LayerInfo) -> int:
+    n = 1
+    for d in layer.weight_shape:
+        n *= d
+    return n
+
+
+def layer_size_mb(layer: LayerInfo, w_bits: int, bias_bits: int = 32) -> float:
+    """Megabytes (10^6 bytes) of one layer's weight at `w_bits` and bias at `bias_bits`."""
+    weights = weight_count(layer)
+    return (weights * w_bits + (layer.params - weights) * bias_bits) / 8e6
+
+
+def model_size_mb(layers: Sequence[LayerInfo], w_bits: Sequence[int], bias_bits: int = 32) -> float:
+    """Megabytes of the quantizable layers under per-layer weight bit-widths `w_bits`."""
+    _check(layers, w_bits, "the weight bit configuration")
+    return sum(layer_size_mb(l, b, bias_bits) for l, b in zip(layers, w_bits))
+
+
+def model_bops(layers: Sequence[LayerInfo], w_bits: Sequence[int], a_bits: Sequence[int] | int = 8) -> float:
+    """Bit operations Σ MACs × w_bits × a_bits of one forward pass of one sample."""
+    _check(layers, w_bits, "the weight bit configuration")
+    a = [a_bits] * len(layers) if isinstance(a_bits, int) else list(a_bits)
+    _check(layers, a, "the activation bit configuration")
+    return float(sum(l.macs * wb * ab for l, wb, ab in zip(layers, w_bits, a)))

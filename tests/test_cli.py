@@ -1,0 +1,24 @@
+import json
+
+from evoproxy.cli import main
+
+FAST = ["--batch-size", "8", "--hutchinson-samples", "4", "--power-iters", "3"]
+
+
+def test_stats_on_the_default_model_prints_all_22_layers(capsys, tmp_path):
+    assert main(["stats", "--model", "default", *FAST, "--json", "--cache-dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["layers"]) == 22 and out["from_cache"] is False
+    assert out["layers"][0]["name"] == "conv1" and out["layers"][-1]["name"] == "fc"
+    assert all(row["grad_norm"] > 0 for row in out["layers"])
+    assert main(["stats", "--model", "default", *FAST, "--cache-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "from cache" in table and "layers.8.conv2" in table and "λmax(H)" in table
+
+
+def test_bad_input_is_one_line_on_stderr(capsys, tmp_path):
+    assert main(["stats", "--model", "default", "--weights", str(tmp_path / "nope.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.pt does not exist" in err and "Traceback" not in err
+    assert main(["stats", "--model", "default", "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
