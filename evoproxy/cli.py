@@ -70,12 +70,97 @@ def cmd_train(args) -> None:
 
     if args.model not in MODELS:
         raise EvoproxyError(f"unknown registry model {args.model!r}: use one of {', '.join(MODELS)}")
-    model, acc = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.data_dir)
+    model, acc = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.data_dir, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / MODELS[args.model].checkpoint)
     make_calibration_subset(out / "calib_fmnist.pt", data_dir=args.data_dir)
     print(f"test accuracy {acc:.2f}%; wrote {out / MODELS[args.model].checkpoint} and {out / 'calib_fmnist.pt'}")
+
+
+def _parse_bits(text: str, flag: str) -> list[int]:
+    try:
+        bits = sorted({int(b) for b in text.split(",")})
+    except ValueError:
+        raise EvoproxyError(f"{flag} takes comma-separated bit-widths such as 2,3,4; got {text!r}") from None
+    return bits
+
+
+def _parse_fixed(text: str, layers, bits: int) -> dict[int, int]:
+    """--fixed: 'none', or comma-separated 'first', 'last', layer indices or layer names."""
+    if text == "none":
+        return {}
+    names = {l.name: l.index for l in layers}
+    fixed = {}
+    for item in text.split(","):
+        if item in ("first", "last"):
+            fixed[0 if item == "first" else len(layers) - 1] = bits
+        elif item.isdigit() and int(item) < len(layers):
+            fixed[int(item)] = bits
+        elif item in names:
+            fixed[names[item]] = bits
+        else:
+            raise EvoproxyError(f"--fixed: {item!r} is not first, last, a layer index below {len(layers)} "
+                                "or a layer name (see `evoproxy stats`)")
+    return fixed
+
+
+def cmd_bench_build(args) -> None:
+    from .bench import describe
+    from .bench_build import build_bench
+    from .data import calibration_set, load_fmnist, normalize
+    from .layers import layer_registry
+    from .models import MODELS, load_model
+    from .quant.fakequant import QuantSettings
+
+    model, name = load_model(args.model, args.weights)
+    if name not in MODELS:
+        raise EvoproxyError("bench build measures Fashion-MNIST accuracy, so --model must be a registry model")
+    layers = layer_registry(model, MODELS[name].input_shape)
+    images, labels = load_fmnist("test", args.data_dir)
+    if not 1 <= args.eval_size <= len(images):
+        raise EvoproxyError(f"--eval-size must be between 1 and {len(images)}")
+    calib = normalize(calibration_set()[0])
+    bench = build_bench(Path(args.out), model, name, layers, calib, normalize(images[:args.eval_size]),
+                        labels[:args.eval_size], bit_choices=_parse_bits(args.bits, "--bits"),
+                        n_configs=args.configs, fixed=_parse_fixed(args.fixed, layers, args.fixed_bits),
+                        settings=QuantSettings(args.act_bits, not args.no_bn_recal), seed=args.seed, jobs=args.jobs,
+                        device=args.device,
+                        eval_desc={"dataset": "fashion-mnist", "split": "test", "first": args.eval_size},
+                        name=args.name)
+    print(describe(bench))
+
+
+def cmd_bench_show(args) -> None:
+    from .bench import describe, load_bench, shipped_benches
+
+    for ref in args.bench or shipped_benches():
+        print(describe(load_bench(ref)))
+
+
+def cmd_validity(args) -> None:
+    from .models import load_model
+    from .space import load_space
+    from .stats import load_or_compute_stats
+    from .validity import measure_validity
+
+    if args.samples < 1:
+        raise EvoproxyError("--samples must be at least 1")
+    space = load_space(args.space)
+    model, name = load_model(args.model, args.weights)
+    images, labels = _calibration(args)
+    stats, _ = load_or_compute_stats(model, images, labels, name, cache=args.cache_dir,
+                                     log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
+    report = measure_validity(space, stats, args.samples, osp=not args.no_osp, seed=args.seed)
+    if args.json:
+        print(json.dumps({"space": report.space, "osp": report.osp, "seed": args.seed, "model": stats.model,
+                          "samples": report.samples, "valid": report.valid, "rate": report.rate,
+                          "reasons": report.reasons}, indent=2))
+        return
+    print(f"{report.space} space, {'with' if report.osp else 'without'} OSP, seed {args.seed}, {stats.model}: "
+          f"{report.valid}/{report.samples} sampled proxies valid ({100 * report.rate:.2f} %)")
+    for reason, count in report.reasons.items():
+        print(f"  {count:7d}  {reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,8 +198,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files (default $EVOPROXY_FMNIST_DIR or "
                                       "/usr/share/datasets/fashion-mnist)")
+    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     p.add_argument("--out", default=".", help="folder to write the checkpoint and calibration subset to")
     p.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="build or inspect benchmarks of bit configurations with measured accuracy",
+                           description="Benchmarks (MQ-Bench style) hold bit configurations of one model and their "
+                                       "measured post-training-quantization accuracy.")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bsub.add_parser("build", help="measure configurations into a bench file (resumable)",
+                        description="Sample distinct bit configurations (seeded), fake-quantize the model for each "
+                                    "(weights per-channel MSE-clipped, activations per-tensor, BatchNorm "
+                                    "re-estimated), measure Fashion-MNIST test accuracy and append each result to "
+                                    "--out. Rerunning the same command continues a killed build.")
+    _add_model_args(p)
+    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
+    p.add_argument("--configs", type=int, default=500, help="number of distinct configurations (default 500)")
+    p.add_argument("--fixed", default="first,last",
+                   help="layers kept at --fixed-bits: first, last, indices or names, or none (default first,last)")
+    p.add_argument("--fixed-bits", type=int, default=8)
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    p.add_argument("--no-bn-recal", action="store_true",
+                   help="do not re-estimate BatchNorm statistics after weight quantization")
+    p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
+    p.add_argument("--jobs", type=int, default=1, help="joblib worker processes (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files")
+    p.add_argument("--name", help="bench name (default: the file name)")
+    p.add_argument("--out", required=True, help="bench file to write or continue (.jsonl)")
+    p.set_defaults(func=cmd_bench_build)
+    p = bsub.add_parser("show", help="summarise benchmarks (default: the shipped ones)")
+    p.add_argument("bench", nargs="*", help="shipped bench names or bench files")
+    p.set_defaults(func=cmd_bench_show)
+
+    p = sub.add_parser("validity", help="share of random proxies of a search space that are valid (EMQ Table 3)",
+                       description="Sample random proxies from a search space, evaluate each on the model's "
+                                   "statistics, and print the share that is valid and why the others are not.")
+    p.add_argument("--space", default="branched",
+                   help="search space: sequential, branched, dag or a space TOML file (default branched)")
+    p.add_argument("--samples", type=int, default=1000, help="proxies to sample (default 1000)")
+    p.add_argument("--no-osp", action="store_true", help="sample operations uniformly, without OSP weights")
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
+    p.add_argument("--calib", help="calibration file (default: the shipped Fashion-MNIST subset)")
+    p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_validity)
     return parser
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from ..errors import EvoproxyError
 from ..layers import LayerInfo
 
+BITS_PER_MB = 8e6  # a megabyte here is 10^6 bytes
+
 
 def _check(layers: Sequence[LayerInfo], bits: Sequence[int], what: str) -> None:
     if len(bits) != len(layers):
@@ -26,16 +28,22 @@ def weight_count(layer: LayerInfo) -> int:
     return n
 
 
+def layer_size_bits(layer: LayerInfo, w_bits: int, bias_bits: int = 32) -> int:
+    """Bits of one layer's weight at `w_bits` and bias at `bias_bits` (an exact integer)."""
+    weights = weight_count(layer)
+    return weights * w_bits + (layer.params - weights) * bias_bits
+
+
 def layer_size_mb(layer: LayerInfo, w_bits: int, bias_bits: int = 32) -> float:
     """Megabytes (10^6 bytes) of one layer's weight at `w_bits` and bias at `bias_bits`."""
-    weights = weight_count(layer)
-    return (weights * w_bits + (layer.params - weights) * bias_bits) / 8e6
+    return layer_size_bits(layer, w_bits, bias_bits) / BITS_PER_MB
 
 
 def model_size_mb(layers: Sequence[LayerInfo], w_bits: Sequence[int], bias_bits: int = 32) -> float:
-    """Megabytes of the quantizable layers under per-layer weight bit-widths `w_bits`."""
+    """Megabytes of the quantizable layers under per-layer weight bit-widths `w_bits`; summed
+    in whole bits and divided once, so a configuration exactly at a budget never reads above it."""
     _check(layers, w_bits, "the weight bit configuration")
-    return sum(layer_size_mb(l, b, bias_bits) for l, b in zip(layers, w_bits))
+    return sum(layer_size_bits(l, b, bias_bits) for l, b in zip(layers, w_bits)) / BITS_PER_MB
 
 
 def model_bops(layers: Sequence[LayerInfo], w_bits: Sequence[int], a_bits: Sequence[int] | int = 8) -> float:

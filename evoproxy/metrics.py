@@ -1,0 +1,46 @@
+"""Accuracy of a classifier, and the rank correlations that judge a proxy (EMQ paper, eq. 4)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats as sps
+from torch import nn
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        correct += (model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+    return 100.0 * correct / len(images)
+
+
+def spearman_at_topk(scores, truth, k: float) -> float:
+    """Spearman ρ between proxy `scores` and ground-truth `truth` on the top `k` fraction of the
+    configurations *by ground truth* (EMQ eq. 4); ties get average ranks. NaN where fewer than
+    two configurations remain or either side is constant there."""
+    scores, truth = np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
+    if scores.shape != truth.shape or scores.ndim != 1:
+        raise ValueError("scores and truth must be 1-D arrays of equal length")
+    n = max(2, int(round(k * len(truth))))
+    top = np.argsort(-truth, kind="stable")[:n]
+    s, t = scores[top], truth[top]
+    if len(top) < 2 or np.ptp(s) == 0 or np.ptp(t) == 0 or not np.isfinite(s).all():
+        return float("nan")
+    rs, rt = sps.rankdata(s), sps.rankdata(t)
+    return float(np.corrcoef(rs, rt)[0, 1])
+
+
+TOPK = (0.2, 0.5, 1.0)
+
+
+def rank_quality(scores, truth) -> dict[str, float]:
+    """ρ@20%, ρ@50%, ρ@100%, their mean (the evolution's fitness) and Kendall τ over all."""
+    parts = {f"rho@{int(k * 100)}%": spearman_at_topk(scores, truth, k) for k in TOPK}
+    out = dict(parts)
+    out["rho_mean"] = float(np.mean(list(parts.values())))
+    tau = sps.kendalltau(scores, truth).statistic if np.ptp(np.asarray(scores, float)) > 0 else float("nan")
+    out["kendall_tau"] = float(tau)
+    return out

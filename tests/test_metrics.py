@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from evoproxy.metrics import rank_quality, spearman_at_topk
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("k", [0.2, 0.5, 1.0])
+def test_spearman_at_topk_equals_scipy_on_the_ground_truth_top_k(seed, k):
+    rng = np.random.default_rng(seed)
+    n = 50
+    truth = rng.normal(size=n)
+    scores = truth + rng.normal(size=n)
+    if seed % 2:  # ties on both sides
+        truth, scores = np.round(truth, 1), np.round(scores, 0)
+    top = np.argsort(-truth, kind="stable")[:int(round(k * n))]
+    expected = spearmanr(scores[top], truth[top]).statistic
+    assert spearman_at_topk(scores, truth, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_top_k_is_taken_by_ground_truth_not_by_score():
+    truth = np.arange(10.0)
+    scores = np.array([9, 8, 7, 6, 5, 0, 1, 2, 3, 4], dtype=float)  # correct order among the best half
+    assert spearman_at_topk(scores, truth, 0.5) == pytest.approx(1.0)
+    assert spearman_at_topk(scores, truth, 1.0) < 0
+
+
+def test_constant_scores_give_nan_and_rank_quality_has_all_parts():
+    truth = np.arange(10.0)
+    assert np.isnan(spearman_at_topk(np.ones(10), truth, 1.0))
+    q = rank_quality(truth * 2, truth)
+    assert q["rho@20%"] == q["rho@50%"] == q["rho@100%"] == q["rho_mean"] == pytest.approx(1.0)
+    assert q["kendall_tau"] == pytest.approx(1.0)
