@@ -34,13 +34,44 @@ def _calibration(args) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def _add_stats_args(p: argparse.ArgumentParser) -> None:
+    """Calibration batch, statistics settings and cache: what `_stats_settings` and `_model_stats` read."""
+    p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
+    p.add_argument("--calib", help="calibration file (torch.save'd dict of 'images' and 'labels'); "
+                                   "default: the Fashion-MNIST subset shipped in the package")
+    p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
+    p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
+    p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
+    p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
+    p.add_argument("--act-max-elems", type=int, default=65536,
+                   help="cap on stored activation elements per layer (spatial subsampling; default 65536)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' random probes (default 0)")
+    p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
+
+
+def _stats_settings(args):
+    from .stats import StatsSettings
+    return StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
+                         args.act_max_elems, args.seed)
+
+
+def _model_stats(args) -> tuple:
+    """The model of --model/--weights, its canonical name and its statistics (from the cache or
+    computed, with progress on stderr)."""
+    from .models import load_model
+    from .stats import load_or_compute_stats
+    model, name = load_model(args.model, args.weights)
+    stats, _ = load_or_compute_stats(model, *_calibration(args), name, _stats_settings(args), args.cache_dir,
+                                     log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
+    return model, name, stats
+
+
 def cmd_stats(args) -> None:
     from .models import load_model
-    from .stats import StatsSettings, load_or_compute_stats
+    from .stats import load_or_compute_stats
     from .table import format_table
 
-    settings = StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
-                             args.act_max_elems, args.seed)
+    settings = _stats_settings(args)
     model, name = load_model(args.model, args.weights)
     images, labels = _calibration(args)
     log = (lambda msg: print(f"[stats] {msg}", file=sys.stderr)) if not args.json else (lambda msg: None)
@@ -182,7 +213,7 @@ def cmd_rank(args) -> None:
     if len(entries) < 2:
         raise EvoproxyError(f"the {args.split} split of {bench.name} has {len(entries)} configurations; need 2 or more")
     log = (lambda msg: None) if args.json else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    stats, stats_seconds = bench_stats(bench, log=log)
+    stats, stats_seconds, _ = bench_stats(bench, log=log)
     results = [rank_proxy(p, stats, entries, args.samples, args.repeats, args.seed) for p in proxies]
     if args.plot:
         plot_ranking(results, entries, args.plot)
@@ -208,6 +239,59 @@ def cmd_rank(args) -> None:
         print(f"wrote {args.plot}")
 
 
+def cmd_evolve(args) -> None:
+    from .evolution import Evolution, EvolutionConfig
+    from .fitness import CSPSettings
+    from .report import full_report
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.resume:
+        run_dir, config = Path(args.resume), None
+    else:
+        config = EvolutionConfig(
+            bench=args.bench, space=args.space, population=args.population,
+            iterations=0 if args.hours and args.iterations is None else (args.iterations or 1000),
+            ratio=args.ratio, p_crossover=args.p_crossover, p_mutation=args.p_mutation, samples=args.samples,
+            seed=args.seed, strategy=args.strategy, osp=not args.no_osp, dps=not args.no_dps,
+            equivalence=not args.no_equivalence,
+            csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
+                            insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
+            offspring=args.offspring, patience=args.patience if args.patience is not None else (200 if args.hours else 0))
+        name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
+        run_dir = Path(args.runs_dir) / name
+    backend = None
+    if args.backend == "dask":
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise EvoproxyError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        client = Client(args.scheduler) if args.scheduler else Client(processes=True)
+        log(f"dask cluster: {client.dashboard_link}")
+        backend = "dask"
+    evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
+    try:
+        log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, |P|={evo.config.population}, "
+            f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
+        evo.run(hours=args.hours, log_every=args.log_every)
+    finally:
+        evo.close()
+    if not args.no_report:
+        print(full_report(run_dir)[0])
+    print(f"\nsaved: {run_dir / 'best.json'}, {run_dir / 'best.py'}; resume or extend with "
+          f"`evoproxy evolve --resume {run_dir}`")
+
+
+def cmd_show(args) -> None:
+    from .report import full_report, run_summary
+
+    if args.quick:
+        s = run_summary(args.run)
+        print(f"iteration {s['iteration']}, {s['candidates']} candidates, best {s['best']['fitness']:.4f}: "
+              f"{s['best']['formula']}")
+        return
+    print(full_report(args.run)[0])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evoproxy", description=__doc__ + " Evolve training-free proxies for "
                                      "mixed-precision quantization and use them to allocate bit-widths.")
@@ -218,17 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute (or load from the cache) the per-layer statistics that proxies read, "
                                    "and print one row per quantizable layer.")
     _add_model_args(p)
-    p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
-    p.add_argument("--calib", help="calibration file (torch.save'd dict of 'images' and 'labels'); "
-                                   "default: the Fashion-MNIST subset shipped in the package")
-    p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
-    p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
-    p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
-    p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
-    p.add_argument("--act-max-elems", type=int, default=65536,
-                   help="cap on stored activation elements per layer (spatial subsampling; default 65536)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
+    _add_stats_args(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
@@ -288,6 +362,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", help="PNG file: score against accuracy per proxy, coloured by size")
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("evolve", help="evolve a proxy on a benchmark (EMQ); the product's main job",
+                       description="Evolve training-free proxies (EMQ Algorithm 1) on a benchmark's search split: "
+                                   "tournament selection, crossover, mutation, diversity-prompting selection (DPS), "
+                                   "operation sampling prioritization (OSP) and compatibility screening (CSP). "
+                                   "Defaults are the paper's settings. Every candidate is stored in "
+                                   "runs/<name>/run.db as it is judged; a killed run continues with --resume.")
+    p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
+    p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
+    p.add_argument("--population", type=int, default=20, help="|P| (default 20)")
+    p.add_argument("--iterations", type=int, help="N (default 1000; unlimited with --hours)")
+    p.add_argument("--hours", type=float, help="wall-clock budget; with it the population restarts (keeping its "
+                                               "best) after --patience iterations without improvement")
+    p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "
+                                                "with --hours, else never)")
+    p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
+    p.add_argument("--p-crossover", type=float, default=0.5)
+    p.add_argument("--p-mutation", type=float, default=0.5)
+    p.add_argument("--samples", type=int, default=50, help="configurations per fitness evaluation (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
+                   help="random: random search with the same budget (ablation baseline)")
+    p.add_argument("--offspring", type=int, default=1, help="offspring per iteration, judged together (default 1)")
+    for flag, what in (("osp", "operation sampling prioritization"), ("dps", "diversity-prompting selection"),
+                       ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
+                       ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
+        p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
+    p.add_argument("--candidate-timeout", type=float, default=5.0, help="seconds after which a candidate is rejected")
+    p.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
+    p.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--name", help="run name (default SPACE-BENCH-sSEED)")
+    p.add_argument("--runs-dir", default="runs", help="where runs are stored (default runs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored settings")
+    p.add_argument("--log-every", type=int, default=100, help="progress line every N iterations (default 100)")
+    p.add_argument("--no-report", action="store_true", help="skip the final held-out / transfer report")
+    p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("show", help="report of a finished or running evolution run",
+                       description="Best proxy of a run, its ρ@k on the held-out split and on a benchmark of "
+                                   "another model, beside the handcrafted proxies.")
+    p.add_argument("run", help="run directory (runs/<name>)")
+    p.add_argument("--quick", action="store_true", help="only the best formula so far (no correlations)")
+    p.set_defaults(func=cmd_show)
 
     p = bsub.add_parser("show", help="summarise benchmarks (default: the shipped ones)")
     p.add_argument("bench", nargs="*", help="shipped bench names or bench files")

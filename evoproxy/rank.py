@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,13 +16,13 @@ from .errors import EvoproxyError
 from .layers import layer_registry
 from .metrics import TOPK, rank_quality
 from .models import MODELS, load_model, weights_hash
-from .stats import ModelStats, StatsSettings, load_or_compute_stats
+from .stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
 
 
 def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
-                weights: str | None = None, log=lambda msg: None) -> tuple[ModelStats, float]:
-    """The statistics of the model a benchmark was made on (cached on disk), and the seconds
-    spent getting them. Checks that the model's layers and weights are the bench's."""
+                weights: str | None = None, log=lambda msg: None) -> tuple[ModelStats, float, Path]:
+    """The statistics of the model a benchmark was made on (cached on disk), the seconds spent
+    getting them, and their cache file. Checks that the model's layers and weights are the bench's."""
     name = bench.header["model"]
     if name not in MODELS:
         raise EvoproxyError(f"benchmark {bench.name} names model {name!r}, which is not in the registry")
@@ -33,7 +34,7 @@ def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = St
     x, y = calibration_batch(batch_size)
     start = time.perf_counter()
     stats, _ = load_or_compute_stats(model, x, y, name, settings, log=log)
-    return stats, time.perf_counter() - start
+    return stats, time.perf_counter() - start, stats_cache_path(model, x, y, settings)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> 
     usable = [r for r in results if r.scores is not None]
     cols = min(4, len(usable)) or 1
     rows = (len(usable) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, constrained_layout=True)
     for ax, r in zip(axes.flat, usable):
         sc = ax.scatter(r.scores, acc, c=size, s=6, cmap="viridis")
         ax.set_title(f"{r.proxy}  ρ@100%={r.rho['rho@100%'][0]:.2f}", fontsize=9)

@@ -207,16 +207,27 @@ def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def stats_cache_path(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: StatsSettings,
+                     cache: str | os.PathLike | None = None) -> Path:
+    """The cache file of the statistics of (model weights, batch, settings)."""
+    return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
+
+
+def load_stats_file(path: str | os.PathLike) -> ModelStats:
+    """Statistics from a cache file (loading runs no code: plain tensors and numbers)."""
+    return ModelStats.from_blob(torch.load(path, weights_only=True))
+
+
 def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
                           settings: StatsSettings = StatsSettings(), cache: str | os.PathLike | None = None,
                           use_cache: bool = True, log=lambda msg: None) -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present, else computed and stored there.
     Returns them and whether they came from the cache. A cache hit gives identical tensors."""
     _check_batch(images, labels)
-    path = cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
+    path = stats_cache_path(model, images, labels, settings, cache)
     if use_cache and path.is_file():
         try:
-            return ModelStats.from_blob(torch.load(path, weights_only=True)), True
+            return load_stats_file(path), True
         except Exception:  # a damaged cache entry is recomputed, never trusted
             log(f"ignoring unreadable cache entry {path}")
     stats = compute_stats(model, images, labels, model_name, settings, log)

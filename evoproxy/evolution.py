@@ -1,0 +1,348 @@
+"""The EMQ evolution loop (Algorithm 1) on a DEAP toolbox, persisted in a RunStore.
+
+Each iteration: tournament selection (draw r×|P| individuals, the best two are the parents),
+crossover with probability p_c and mutation with p_m; diversity-prompting selection (DPS): a
+fresh OSP sample competes with the offspring and the better one is kept; compatibility
+screening (CSP): a candidate whose canonical WL hash was seen before in the run is never
+evaluated again, and the early-rejection rules of fitness.py run before or instead of the full
+evaluation; when no candidate passes, the step is redone (at most `max_retries` times). The
+offspring joins the population and the worst individual leaves.
+
+Every candidate is written to SQLite as soon as it is judged, and the population and the RNG
+state after every iteration, so `resume` continues exactly where a killed run stopped: the
+candidates of the unfinished iteration are replayed from the database, never evaluated twice.
+With one worker and a fixed seed, a resumed run ends with the same best proxy as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from deap import base
+from joblib import Parallel, delayed
+
+from .bench import Bench, load_bench
+from .errors import EvoproxyError
+from .fitness import CSPSettings, FitnessTask, Outcome
+from .genome import Genome
+from .inputs import prepare_inputs
+from .rank import bench_stats
+from .space import load_space
+from .stats import load_stats_file
+from .store import RunStore
+from .variation import crossover, mutate, sample_genome
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
+    p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on)."""
+    bench: str = "fmnist-resnet20-w234"
+    space: str = "branched"
+    population: int = 20
+    iterations: int = 1000
+    ratio: float = 0.25
+    p_crossover: float = 0.5
+    p_mutation: float = 0.5
+    samples: int = 50
+    seed: int = 0
+    strategy: str = "evolution"  # or "random": random search with the same budget
+    osp: bool = True
+    dps: bool = True
+    equivalence: bool = True
+    csp: CSPSettings = field(default_factory=CSPSettings)
+    offspring: int = 1  # offspring per iteration (evaluated together, in parallel with jobs > 1)
+    patience: int = 0  # iterations without improvement before a restart (0: never restart)
+    max_retries: int = 50
+
+    def __post_init__(self):
+        if self.population < 2:
+            raise EvoproxyError("--population must be at least 2")
+        if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
+            raise EvoproxyError("--ratio must be in (0, 1] and --p-crossover, --p-mutation in [0, 1]")
+        if self.samples < 4:
+            raise EvoproxyError("--samples must be at least 4 configurations")
+        if self.strategy not in ("evolution", "random"):
+            raise EvoproxyError("--strategy must be evolution or random")
+        if self.offspring < 1 or self.iterations < 0:
+            raise EvoproxyError("--offspring must be at least 1 and --iterations at least 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvolutionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EvoproxyError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if isinstance(data.get("csp"), dict):
+            data["csp"] = CSPSettings(**data["csp"])
+        return cls(**data)
+
+
+# Worker-side state: prepared inputs and fitness task per (stats file, sample), built once per process.
+_WORKER: dict[tuple, tuple] = {}
+
+
+def _context(stats_path: str, bits: np.ndarray, acc: np.ndarray):
+    key = (stats_path, bits.tobytes(), acc.tobytes())
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = (prepare_inputs(load_stats_file(stats_path)), FitnessTask(bits, acc))
+    return _WORKER[key]
+
+
+def judge_batch(stats_path: str, bits: np.ndarray, acc: np.ndarray, genome_jsons: list[str],
+                csp: CSPSettings) -> list[Outcome]:
+    """Judge serialized genomes on the statistics in `stats_path` (what a worker process runs).
+    Small tensors: one thread per process is faster than torch's intra-op threads."""
+    torch.set_num_threads(1)
+    inputs, task = _context(stats_path, bits, acc)
+    return [task.judge(Genome.from_json(g), inputs, csp) for g in genome_jsons]
+
+
+class Evaluator:
+    """Judges candidates in this process (jobs=1) or in joblib workers (local processes, or a
+    Dask cluster through joblib's dask backend)."""
+
+    def __init__(self, stats_path: Path, bits: np.ndarray, acc: np.ndarray, csp: CSPSettings, jobs: int = 1,
+                 backend: str | None = None):
+        self.args = (str(stats_path), bits, acc)
+        self.csp, self.jobs, self.backend = csp, jobs, backend
+        self._parallel = Parallel(n_jobs=jobs, backend=backend) if jobs != 1 or backend else None
+
+    def __call__(self, genomes: list[Genome]) -> list[Outcome]:
+        payload = [g.to_json() for g in genomes]
+        if self._parallel is None:
+            return judge_batch(*self.args, payload, self.csp)
+        n = max(1, min(len(payload), abs(self.jobs) if self.jobs > 0 else 2))
+        chunks = [payload[i::n] for i in range(n)]
+        parts = self._parallel(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
+        out: list[Outcome | None] = [None] * len(payload)
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+
+def fitness_sample(bench: Bench, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed configurations (bits (n, L), accuracies (n,)) of a run, drawn from the bench's
+    search split with the run's seed."""
+    entries = bench.split("search")
+    if len(entries) < n:
+        raise EvoproxyError(f"the search split of {bench.name} has {len(entries)} configurations; "
+                            f"lower --samples below that")
+    idx = np.random.default_rng(seed).choice(len(entries), n, replace=False)
+    return Bench.arrays([entries[i] for i in sorted(idx)])
+
+
+@dataclass
+class Individual:
+    genome: Genome
+    fitness: float
+
+
+class Evolution:
+    """One run: `Evolution(run_dir, config).run()` starts or continues it; `resume(run_dir)`
+    reopens a run with its stored settings."""
+
+    def __init__(self, run_dir: str | Path, config: EvolutionConfig | None = None, jobs: int = 1,
+                 backend: str | None = None, log=print):
+        self.dir = Path(run_dir)
+        self.store = RunStore(self.dir / "run.db")
+        stored = self.store.get("config")
+        if stored is not None:
+            self.config = EvolutionConfig.from_dict(stored)
+            if config is not None and config != self.config:
+                raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
+                                    f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
+        elif config is None:
+            raise EvoproxyError(f"{self.dir} holds no run to resume")
+        else:
+            self.config = config
+            self.store.put(config=config.to_dict())
+        self.log = log
+        c = self.config
+        self.space = load_space(c.space)
+        self.bench = load_bench(c.bench)
+        stats, _, path = bench_stats(self.bench, log=lambda m: log(f"[stats] {m}"))
+        self.stats = stats
+        bits, acc = fitness_sample(self.bench, c.samples, c.seed)
+        self.evaluate = Evaluator(path, bits, acc, c.csp, jobs, backend)
+        self.rng = random.Random(c.seed)
+        self.toolbox = self._toolbox()
+
+    # -- the DEAP toolbox: one small registered function per step, swappable one at a time ----
+
+    def _toolbox(self) -> base.Toolbox:
+        c, tb = self.config, base.Toolbox()
+        tb.register("sample", sample_genome, self.space, self.rng, c.osp)
+        tb.register("mate", crossover, space=self.space, rng=self.rng)
+        tb.register("mutate", mutate, space=self.space, rng=self.rng, osp=c.osp)
+        tb.register("select", self._tournament)
+        return tb
+
+    def _tournament(self, population: list[Individual]) -> tuple[Genome, Genome]:
+        """Draw r×|P| individuals; the two fittest are the parents, in random order."""
+        k = max(2, round(self.config.ratio * len(population)))
+        drawn = self.rng.sample(population, min(k, len(population)))
+        top = sorted(drawn, key=lambda ind: -ind.fitness)[:2]
+        self.rng.shuffle(top)
+        return top[0].genome, top[-1].genome
+
+    def _propose(self, population: list[Individual]) -> list[tuple[Genome, str]]:
+        """Candidates for one offspring slot: the varied child and, with DPS, a fresh sample."""
+        c, tb = self.config, self.toolbox
+        if c.strategy == "random":
+            return [(tb.sample(), "random")]
+        a, b = tb.select(population)
+        child = tb.mate(a, b)[0] if self.rng.random() < c.p_crossover else a
+        if self.rng.random() < c.p_mutation:
+            child = tb.mutate(child)
+        return [(child, "offspring")] + ([(tb.sample(), "random")] if c.dps else [])
+
+    # -- judging with equivalence checking, replay and persistence ------------------------------
+
+    def _judge(self, proposals: list[tuple[Genome, str]], iteration: int, counts: Counter) -> list[Outcome | None]:
+        """Outcomes of proposed candidates; None for a repeat of a candidate already seen."""
+        fresh, slots = [], []
+        outcomes: list[Outcome | None] = [None] * len(proposals)
+        for i, (g, origin) in enumerate(proposals):
+            h = g.wl_hash()
+            if h in self.replay:
+                outcomes[i] = self.replay.pop(h)
+                self.seen.add(h)
+                counts["replayed"] += 1
+            elif self.config.equivalence and h in self.seen:
+                counts["duplicates"] += 1
+            else:
+                self.seen.add(h)
+                fresh.append(g)
+                slots.append(i)
+        for i, outcome in zip(slots, self.evaluate(fresh) if fresh else []):
+            g, origin = proposals[i]
+            self.store.add_candidate(g.wl_hash(), g.to_json(), g.formula(), outcome, iteration, origin)
+            outcomes[i] = outcome
+            counts["evaluated"] += 1
+            if not outcome.ok:
+                counts[outcome.rule] += 1
+        return outcomes
+
+    def _initial(self, iteration: int, counts: Counter) -> list[Individual]:
+        population: list[Individual] = []
+        for _ in range(self.config.max_retries * self.config.population):
+            need = self.config.population - len(population)
+            if need == 0:
+                break
+            proposals = [(self.toolbox.sample(), "init") for _ in range(need)]
+            for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts)):
+                if o is not None and o.ok:
+                    population.append(Individual(g, o.fitness))
+        if len(population) < self.config.population:
+            raise EvoproxyError(f"could not find {self.config.population} valid proxies in {self.space.name}")
+        return population
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[int, list[Individual], dict]:
+        state = self.store.get("state")
+        rows = self.store.candidates()
+        done = state["iteration"] if state else -1
+        self.seen = {r["hash"] for r in rows if r["iteration"] <= done}
+        self.replay = {r["hash"]: Outcome(r["fitness"] if r["fitness"] is not None else float("nan"),
+                                          {k: r[c] for k, c in (("rho@20%", "rho20"), ("rho@50%", "rho50"),
+                                                                ("rho@100%", "rho100")) if r[c] is not None},
+                                          None if r["status"] == "ok" else r["status"], r["reason"], r["seconds"])
+                       for r in rows if r["iteration"] == done + 1}
+        if not state:
+            return 0, [], {"elapsed": 0.0, "stale": 0, "restarts": 0}
+        self.rng.setstate(_tuples(state["rng"]))
+        by_hash = {r["hash"]: r for r in rows}
+        population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"])
+                      for h in state["population"]]
+        return done + 1, population, state["extra"]
+
+    def _save_state(self, iteration: int, population: list[Individual], extra: dict) -> None:
+        self.store.put(state={"iteration": iteration, "rng": self.rng.getstate(),
+                              "population": [ind.genome.wl_hash() for ind in population], "extra": extra})
+
+    def run(self, hours: float | None = None, iterations: int | None = None, log_every: int = 25) -> Individual:
+        """Run (or continue) until `iterations` (default: the config's) or `hours` of wall time
+        have passed in total. Returns the best individual and writes best.json, best.py."""
+        c = self.config
+        total = c.iterations if iterations is None else iterations
+        it, population, extra = self._load_state()
+        start = time.monotonic() - extra["elapsed"]
+        over = (lambda: hours is not None and time.monotonic() - start > hours * 3600)
+        while (it <= total or (hours is not None and iterations is None and c.iterations == 0)) and not over():
+            t0, counts = time.monotonic(), Counter()
+            if it == 0 or not population:
+                population = self._initial(it, counts)
+            else:
+                population = self._step(population, it, counts)
+                best = max(ind.fitness for ind in population)
+                extra["stale"] = 0 if best > extra.get("best", -2.0) else extra["stale"] + 1
+                extra["best"] = max(best, extra.get("best", -2.0))
+                if c.patience and extra["stale"] >= c.patience:  # restart: keep the best, resample the rest
+                    elite = max(population, key=lambda ind: ind.fitness)
+                    population = [elite] + self._initial(it, counts)[:c.population - 1]
+                    extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
+            fits = [ind.fitness for ind in population]
+            elapsed = time.monotonic() - t0
+            rejected = {k: v for k, v in counts.items() if k not in ("evaluated", "duplicates", "replayed")}
+            self.store.add_history(it, max(fits), statistics.median(fits), counts["evaluated"], rejected,
+                                   counts["duplicates"], elapsed)
+            extra["elapsed"] = time.monotonic() - start
+            self._save_state(it, population, extra)
+            if it % log_every == 0 or it == total:
+                rate = counts["evaluated"] / elapsed if elapsed > 0 else float("inf")
+                rej = " ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
+                self.log(f"iteration {it}/{total}: best {max(fits):.4f} median {statistics.median(fits):.4f} | "
+                         f"{rate:.0f} evals/s | rejected: {rej} | duplicates {counts['duplicates']}")
+            it += 1
+        best = max(population, key=lambda ind: ind.fitness)
+        best.genome.save(self.dir / "best.json")
+        (self.dir / "best.py").write_text(best.genome.to_python())
+        return best
+
+    def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:
+        slots = list(range(self.config.offspring))
+        winners: list[Individual] = []
+        for _ in range(self.config.max_retries):
+            proposals = [self._propose(population) for _ in slots]
+            flat = [p for group in proposals for p in group]
+            outcomes = iter(self._judge(flat, it, counts))
+            retry = []
+            for slot, group in zip(slots, proposals):
+                judged = [(g, next(outcomes)) for g, _ in group]
+                passed = [(g, o) for g, o in judged if o is not None and o.ok]
+                if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
+                    g, o = max(passed, key=lambda p: p[1].fitness)
+                    winners.append(Individual(g, o.fitness))
+                else:
+                    retry.append(slot)
+            slots = retry
+            if not slots:
+                break
+        population = population + winners
+        for _ in winners:  # the worst leaves (the oldest among equals)
+            worst = min(range(len(population)), key=lambda i: population[i].fitness)
+            population.pop(worst)
+        return population
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _tuples(value):
+    """JSON turns the tuples of random.getstate() into lists; setstate needs tuples back."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,110 @@
+"""The report of a run: best proxy, its correlations on the held-out split and on a benchmark
+of another model (transfer), the best handcrafted proxy beside it, and fitness over iterations."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from .bench import load_bench, shipped_benches
+from .errors import EvoproxyError
+from .genome import Genome
+from .rank import RankResult, bench_stats, rank_proxy
+from .store import RunStore
+from .table import format_table
+
+
+def transfer_bench(bench_name: str) -> str | None:
+    """A shipped benchmark of another model than `bench_name`'s, for measuring transfer."""
+    model = load_bench(bench_name).header["model"]
+    others = [n for n in shipped_benches() if load_bench(n).header["model"] != model]
+    return others[0] if others else None
+
+
+def _row(label: str, r: RankResult) -> dict:
+    row = {"proxy": label, "mean": 100 * r.rho_mean, "tau": r.kendall_tau}
+    for k in ("rho@20%", "rho@50%", "rho@100%"):
+        m, s = r.rho.get(k, (float("nan"), float("nan")))
+        row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
+    return row
+
+
+def run_summary(run_dir: str | Path) -> dict:
+    """Counts and the best candidate of a run, from its database (works while it runs)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.db").is_file():
+        raise EvoproxyError(f"{run_dir} is not a run directory (no run.db); runs live in runs/<name>/")
+    store = RunStore(run_dir / "run.db")
+    try:
+        config, state = store.get("config"), store.get("state")
+        rows = store.candidates()
+        history = store.history()
+    finally:
+        store.close()
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        raise EvoproxyError(f"{run_dir} has no evaluated proxy yet")
+    best = max(ok, key=lambda r: (r["fitness"], -r["id"]))
+    return {"config": config, "iteration": state["iteration"] if state else -1, "candidates": len(rows),
+            "status": dict(Counter(r["status"] for r in rows)), "best": dict(best), "history": history,
+            "seconds": sum(r["seconds"] for r in rows)}
+
+
+def plot_history(history: list[tuple], path: Path) -> None:
+    """Best and median fitness of the population per iteration (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [h[0] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    ax.plot(it, [h[1] for h in history], label="best")
+    ax.plot(it, [h[2] for h in history], label="median")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("fitness (mean ρ@20/50/100%)")
+    ax.legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tuple[str, dict]:
+    """The report text and its data: best proxy on the held-out split and on a transfer bench,
+    beside every handcrafted proxy's best and the mean-bit-width baseline. Writes report.txt,
+    report.json and fitness.png into the run directory."""
+    from .methods.handcrafted import HANDCRAFTED
+
+    run_dir = Path(run_dir)
+    summary = run_summary(run_dir)
+    best = Genome.from_json(summary["best"]["genome"])
+    bench_name = summary["config"]["bench"]
+    lines = [f"run {run_dir}: iteration {summary['iteration']}, {summary['candidates']} candidates "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(summary['status'].items()))}), "
+             f"{summary['seconds']:.1f} s of evaluation",
+             f"best proxy (fitness {summary['best']['fitness']:.4f} on the search sample):",
+             f"  {best.formula()}", f"  paper notation: {best.formula('paper')}"]
+    data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"]}, "benches": {}}
+    for name, split in ((bench_name, "held-out"), (transfer_bench(bench_name), "all")):
+        if name is None:
+            continue
+        bench = load_bench(name)
+        stats, _, _ = bench_stats(bench)
+        entries = bench.split(split)
+        ours = rank_proxy(best, stats, entries, samples, repeats)
+        hand = {n: rank_proxy(make(), stats, entries, samples, repeats) for n, make in HANDCRAFTED.items()}
+        usable = {n: r for n, r in hand.items() if r.error is None and n != "mean-bits"}
+        top = max(usable, key=lambda n: usable[n].rho_mean)
+        rows = [_row("evolved (this run)", ours), _row(f"best handcrafted: {top}", usable[top]),
+                _row("mean-bits baseline", hand["mean-bits"])]
+        lines += ["", f"{name}, {split} split ({len(entries)} configurations"
+                      f"{'' if name == bench_name else ', never seen by the run'}); ρ in %:",
+                  format_table(rows, ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "tau"],
+                               ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "Kendall τ"])]
+        data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
+                                 "mean_bits": hand["mean-bits"].to_dict()}
+    if summary["history"]:
+        plot_history(summary["history"], run_dir / "fitness.png")
+        lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
+    text = "\n".join(lines)
+    (run_dir / "report.txt").write_text(text + "\n")
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2))
+    return text, data
