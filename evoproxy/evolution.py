@@ -16,7 +16,6 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from deap import base
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from .bench import Bench, load_bench
 from .errors import EvoproxyError
@@ -119,15 +118,15 @@ class Evaluator:
                  backend: str | None = None):
         self.args = (str(stats_path), bits, acc)
         self.csp, self.jobs, self.backend = csp, jobs, backend
-        self._parallel = Parallel(n_jobs=jobs, backend=backend) if jobs != 1 or backend else None
 
     def __call__(self, genomes: list[Genome]) -> list[Outcome]:
         payload = [g.to_json() for g in genomes]
-        if self._parallel is None:
+        if self.jobs == 1 and self.backend is None:
             return judge_batch(*self.args, payload, self.csp)
         n = max(1, min(len(payload), abs(self.jobs) if self.jobs > 0 else 2))
         chunks = [payload[i::n] for i in range(n)]
-        parts = self._parallel(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
+        with parallel_config(backend=self.backend or "loky", n_jobs=self.jobs):
+            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
         out: list[Outcome | None] = [None] * len(payload)
         for i, part in enumerate(parts):
             out[i::n] = part

@@ -2,6 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+# The tests run many small tensor operations: on a 2-core machine, torch's intra-op threads wait
+# for each other far longer than they compute (up to 60× slower), so the suite uses one thread.
+torch.set_num_threads(1)
+
 
 class TinyNet(nn.Module):
     """Conv → tanh → Linear: small enough for an exact Hessian, smooth so it is well defined."""

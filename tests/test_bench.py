@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.bench import Bench, is_held_out, load_bench, shipped_benches
+from evoproxy.bench import is_held_out, load_bench, shipped_benches
 from evoproxy.bench_build import build_bench
 from evoproxy.errors import EvoproxyError
 from evoproxy.layers import layer_registry

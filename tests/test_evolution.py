@@ -1,0 +1,192 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from evoproxy.bench import load_bench
+from evoproxy.errors import EvoproxyError
+from evoproxy.evolution import Evolution, EvolutionConfig, fitness_sample
+from evoproxy.fitness import CSPSettings, FitnessTask, conflict
+from evoproxy.genome import Genome
+from evoproxy.inputs import prepare_inputs
+from evoproxy.rank import bench_stats
+
+SMALL = dict(population=6, iterations=12, samples=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("stats-cache")
+
+
+@pytest.fixture(autouse=True)
+def _shared_stats_cache(shared_cache, monkeypatch):
+    # The default model's statistics take a while: compute them once for this module.
+    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(shared_cache))
+
+
+@pytest.fixture(scope="module")
+def task_and_inputs(shared_cache):
+    import os
+    os.environ["EVOPROXY_CACHE_DIR"] = str(shared_cache)
+    bench = load_bench("fmnist-resnet20-w234")
+    stats, _, _ = bench_stats(bench)
+    bits, acc = fitness_sample(bench, 50, 0)
+    return FitnessTask(bits, acc), prepare_inputs(stats), stats
+
+
+def _rows(run_dir):
+    db = sqlite3.connect(run_dir / "run.db")
+    rows = db.execute("SELECT hash, fitness, status, iteration, origin FROM candidates ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    whole = Evolution(tmp_path / "whole", EvolutionConfig(**SMALL), log=lambda m: None)
+    best_whole = whole.run()
+    whole.close()
+
+    # Kill the second run in the middle of iteration 7: its candidates are stored, its state is not.
+    original = Evolution._save_state
+
+    def crash(self, iteration, population, extra):
+        if iteration == 7:
+            raise KeyboardInterrupt
+        original(self, iteration, population, extra)
+
+    monkeypatch.setattr(Evolution, "_save_state", crash)
+    cut = Evolution(tmp_path / "cut", EvolutionConfig(**SMALL), log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    cut.close()
+    stored_before = len(_rows(tmp_path / "cut"))
+    monkeypatch.setattr(Evolution, "_save_state", original)
+
+    resumed = Evolution(tmp_path / "cut", None, log=lambda m: None)  # settings come from the run
+    best_resumed = resumed.run()
+    resumed.close()
+    assert best_resumed.genome.wl_hash() == best_whole.genome.wl_hash()
+    assert best_resumed.fitness == best_whole.fitness
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")  # nothing evaluated twice, nothing lost
+    assert stored_before > 0
+    assert (tmp_path / "cut" / "best.json").is_file() and (tmp_path / "cut" / "best.py").is_file()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run = Evolution(tmp_path / "r", EvolutionConfig(**SMALL), log=lambda m: None)
+    run.close()
+    with pytest.raises(EvoproxyError, match="other settings"):
+        Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "seed": 4}), log=lambda m: None)
+
+
+def test_equivalent_candidates_are_evaluated_once(tmp_path):
+    evo = Evolution(tmp_path / "r", EvolutionConfig(**SMALL), log=lambda m: None)
+    calls = []
+    real = evo.evaluate
+    evo.evaluate = lambda genomes: calls.append(len(genomes)) or real(genomes)
+    evo.seen, evo.replay = set(), {}
+    from collections import Counter
+    counts = Counter()
+    g = Genome.from_expression(("sum", ("mul", "G", "W")))
+    swapped = Genome.from_expression(("sum", ("mul", "W", "G")))  # same proxy: commutative operands
+    out = evo._judge([(g, "offspring"), (swapped, "random")], 1, counts)
+    again = evo._judge([(g, "offspring")], 2, counts)
+    evo.close()
+    assert calls == [1] and out[0].ok and out[1] is None and again == [None]
+    assert counts["duplicates"] == 2 and counts["evaluated"] == 1
+
+
+@pytest.mark.parametrize("expr, rule", [
+    (("sum", ("neg", ("neg", "W"))), "conflict"),
+    (("sum", ("reciprocal", ("reciprocal", "G"))), "conflict"),
+    (("mean", ("sign", ("abs", "W"))), "invalid"),  # 1 for every layer
+    (("sum", ("mul", "W", ("neg", "W"))), None),
+])
+def test_rejection_rules(task_and_inputs, expr, rule):
+    task, inputs, _ = task_and_inputs
+    outcome = task.judge(Genome.from_expression(expr), inputs)
+    assert outcome.rule == rule
+    assert outcome.ok == (rule is None) and (np.isfinite(outcome.fitness) == (rule is None))
+
+
+def test_switching_a_rule_off_lets_its_offender_through(task_and_inputs):
+    task, inputs, _ = task_and_inputs
+    g = Genome.from_expression(("sum", ("neg", ("neg", "W"))))
+    assert conflict(g) == "neg after neg"
+    assert task.judge(g, inputs, CSPSettings(conflict=False)).ok
+
+
+def test_insensitive_scores_are_rejected(task_and_inputs):
+    task, inputs, _ = task_and_inputs
+    # The first layer is fixed at 8 bits in every configuration: a proxy dominated by it
+    # gives scores that do not vary with the configuration.
+    huge = FitnessTask(task.bits.numpy(), np.arange(len(task.bits), dtype=float))
+    values = np.ones(task.bits.shape[1])
+    values[0] = 1e15
+    scores = task.bits.numpy() @ values
+    assert np.ptp(scores) <= 1e-9 * np.abs(scores).max()
+
+    class Dominated:
+        graph = Genome.from_expression(("sum", "W")).graph
+
+        def evaluate(self, _):
+            import torch
+            from evoproxy.genome import Evaluation
+            return Evaluation(torch.tensor(values), None)
+
+    assert huge.judge(Dominated(), inputs).rule == "insensitive"
+
+
+def test_failing_and_slow_candidates_are_recorded_and_the_run_continues(tmp_path, monkeypatch):
+    real = Genome.evaluate
+    calls = {"n": 0}
+
+    def flaky(self, stats):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise ValueError("boom")
+        if calls["n"] % 3 == 1:
+            from evoproxy.genome import Evaluation
+            import torch
+            return Evaluation(torch.full((22,), float("nan")), "not finite (nan or inf)")
+        return real(self, stats)
+
+    monkeypatch.setattr(Genome, "evaluate", flaky)
+    evo = Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "iterations": 5}), log=lambda m: None)
+    evo.run()
+    evo.close()
+    statuses = {row[2] for row in _rows(tmp_path / "r")}
+    assert {"error", "invalid", "ok"} <= statuses
+
+    slow = Evolution(tmp_path / "s", EvolutionConfig(**{**SMALL, "iterations": 0, "csp": CSPSettings(timeout_s=0.0),
+                                                         "max_retries": 2}), log=lambda m: None)
+    with pytest.raises(EvoproxyError, match="could not find"):
+        slow.run()
+    slow.close()
+    assert {row[2] for row in _rows(tmp_path / "s")} == {"too slow"} or "too slow" in {r[2] for r in _rows(tmp_path / "s")}
+
+
+def test_parallel_workers_give_the_same_fitness(tmp_path, task_and_inputs):
+    local = Evolution(tmp_path / "a", EvolutionConfig(**{**SMALL, "iterations": 3}), log=lambda m: None)
+    par = Evolution(tmp_path / "b", EvolutionConfig(**{**SMALL, "iterations": 3}), jobs=2, log=lambda m: None)
+    a, b = local.run(), par.run()
+    local.close()
+    par.close()
+    assert a.genome.wl_hash() == b.genome.wl_hash() and a.fitness == b.fitness
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+
+
+def test_dask_backend_gives_the_same_fitness_as_local(tmp_path, task_and_inputs):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        remote = Evolution(tmp_path / "d", EvolutionConfig(**{**SMALL, "iterations": 2}), jobs=2, backend="dask",
+                           log=lambda m: None)
+        best_remote = remote.run()
+        remote.close()
+    local = Evolution(tmp_path / "l", EvolutionConfig(**{**SMALL, "iterations": 2}), log=lambda m: None)
+    best_local = local.run()
+    local.close()
+    assert best_remote.fitness == best_local.fitness
+    assert _rows(tmp_path / "d") == _rows(tmp_path / "l")

@@ -1,0 +1,111 @@
+"""Handcrafted proxies, user functions and genomes behind the one Proxy interface."""
+import math
+
+import pytest
+import torch
+
+from evoproxy.errors import EvoproxyError
+from evoproxy.genome import Genome
+from evoproxy.methods.handcrafted import EMQ_EQUATION_5, ompq, quantization_error
+from evoproxy.proxies import FunctionProxy, Proxy, available_proxies, get_proxy
+from synthetic_stats import tiny_conv_stats
+
+
+
+@pytest.fixture(scope="module")
+def stats():
+    return tiny_conv_stats()
+
+
+def test_every_named_proxy_fits_the_interface(stats):
+    assert set(available_proxies()) == {"bparams", "hawq", "hawq-v2", "ompq", "qe", "snip", "synflow", "fisher",
+                                        "plain", "mean-bits", "emq-paper"}
+    for name in available_proxies():
+        proxy = get_proxy(name)
+        assert isinstance(proxy, Proxy) and proxy.name == name
+        s = proxy.sensitivities(stats)
+        assert s.shape == (3,) and s.dtype == torch.float64 and torch.isfinite(s).all()
+        assert proxy.score(stats, [[2, 4, 8], [8, 8, 8]]).shape == (2,)
+
+
+def _layer(stats, name):
+    return [float(v) for v in get_proxy(name).sensitivities(stats)]
+
+
+def test_formulas_match_hand_computation(stats):
+    layers = stats.layers
+    scale = math.exp(stats.synflow_log_scale)
+    assert _layer(stats, "bparams") == [30.0, 112.0, 15.0]  # weights + biases
+    assert _layer(stats, "mean-bits") == [1.0, 1.0, 1.0]
+    assert _layer(stats, "hawq") == [l.hessian_eig for l in layers]
+    assert _layer(stats, "hawq-v2") == pytest.approx([l.hessian_trace / l.W.numel() for l in layers])
+    assert _layer(stats, "snip") == pytest.approx([float((l.G * l.W).abs().sum()) for l in layers], rel=1e-6)
+    assert _layer(stats, "plain") == pytest.approx([float((l.G.double() * l.W.double()).sum()) for l in layers])
+    assert _layer(stats, "synflow") == pytest.approx([float((l.V * scale * l.W.abs()).sum()) for l in layers])
+    fisher = [0.5 * sum(float((l.G[c].double() * l.W[c].double()).sum()) ** 2 for c in range(l.W.shape[0]))
+              for l in layers]
+    assert _layer(stats, "fisher") == pytest.approx(fisher)
+    qe = [math.log(l.W[0].numel() * float(l.W.double().var(unbiased=False))) for l in layers]
+    assert _layer(stats, "qe") == pytest.approx(qe)
+
+
+def test_ompq_follows_its_linear_program_weights(stats):
+    s = ompq(stats)
+    assert ((s > 0) & (s <= 1)).all()
+    scaled = [{**{k: getattr(l, k) for k in "WGHV"}, "A": 7.0 * l.A} for l in stats.layers]
+    assert torch.allclose(ompq(scaled), s)  # orthogonality ignores the features' scale
+    # Identical features: every ORM is 1, so every importance is exp(-β (L-1)), and so is each mean.
+    same = [{**{k: getattr(l, k) for k in "WGHV"}, "A": stats.layers[0].A} for l in stats.layers]
+    assert ompq(same, beta=2.0).tolist() == pytest.approx([math.exp(-2.0 * 2)] * 3)
+
+
+def test_hawq_v2_scores_quantization_perturbation(stats):
+    proxy = get_proxy("hawq-v2")
+    traces = proxy.sensitivities(stats)
+    bits = torch.tensor([[4, 4, 4], [8, 8, 8], [2, 8, 8]])
+    scores = proxy.score(stats, bits)
+    expected = [-sum(float(traces[l]) * quantization_error(stats.layers[l].W, int(b)) for l, b in enumerate(row))
+                for row in bits]
+    assert scores.tolist() == pytest.approx(expected)
+    assert float(proxy.score(stats, [8, 8, 8])) == pytest.approx(expected[1])
+    with pytest.raises(EvoproxyError, match="at least 2"):
+        proxy.score(stats, [1, 8, 8])
+
+
+def test_quantization_error_shrinks_with_bits():
+    w = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    errors = [quantization_error(w, b) for b in (2, 4, 8, 16)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-6 * errors[0]
+    assert quantization_error(torch.zeros(5), 4) == 0.0
+
+
+def test_emq_paper_is_the_equation_5_genome():
+    genome = get_proxy("emq-paper")
+    assert isinstance(genome, Genome) and genome == Genome.from_expression(EMQ_EQUATION_5)
+
+
+def test_user_functions_and_genome_files_are_proxies(stats, tmp_path):
+    user = get_proxy("synthetic_stats:weight_norms")
+    assert user.sensitivities(stats).tolist() == pytest.approx([float(l.W.norm()) for l in stats.layers])
+    assert float(user.score(stats, [1, 1, 1])) == pytest.approx(sum(float(l.W.norm()) for l in stats.layers))
+    path = tmp_path / "mine.json"
+    get_proxy("emq-paper").save(path)
+    assert torch.equal(get_proxy(str(path)).sensitivities(stats), get_proxy("emq-paper").sensitivities(stats))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("hawq3", "unknown proxy"),
+    ("synthetic_stats:nothing_here", "has no attribute"),
+    ("no_such_module_xyz:f", "cannot import"),
+    ("missing.json", "does not exist"),
+])
+def test_bad_proxy_references(stats, name, message):
+    with pytest.raises(EvoproxyError, match=message):
+        get_proxy(name).sensitivities(stats)
+
+
+@pytest.mark.parametrize("fn, message", [(lambda s: [1.0, 2.0], "returned 2 values for 3 layers"),
+                                         (lambda s: "high", "one number per layer")])
+def test_user_functions_must_return_one_number_per_layer(stats, fn, message):
+    with pytest.raises(EvoproxyError, match=message):
+        FunctionProxy(fn, "mine").sensitivities(stats)
