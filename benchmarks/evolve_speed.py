@@ -1,0 +1,59 @@
+"""Full fitness evaluations per second (screening, proxy evaluation and Spearman@topk on 50
+configurations) on the default bench, with 1 and 2 joblib workers.
+
+A fixed, seeded set of random branched-space candidates is judged `--repeats` times per worker
+count (after one warm-up that starts the workers and loads the statistics into them); the median
+rate is printed, for all candidates and for those whose inputs are among W, G, H, V (no
+activations, the largest tensors). The statistics are computed once (cached) before timing.
+
+Usage: python benchmarks/evolve_speed.py [--candidates 1000] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from evoproxy.bench import load_bench
+from evoproxy.evolution import Evaluator, fitness_sample
+from evoproxy.fitness import CSPSettings
+from evoproxy.proxy_graph import INPUT
+from evoproxy.rank import bench_stats
+from evoproxy.space import load_space
+from evoproxy.variation import sample_genome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    bench = load_bench("fmnist-resnet20-w234")
+    _, _, path = bench_stats(bench)
+    bits, acc = fitness_sample(bench, 50, 0)
+    space, rng = load_space("branched"), random.Random(0)
+    everything = [sample_genome(space, rng) for _ in range(args.candidates)]
+    no_act = [g for g in everything
+              if all(g.graph.nodes[n]["name"] != "A" for n in g.graph if g.graph.nodes[n]["role"] == INPUT)]
+    print(f"default bench, branched space, {len(everything)} candidates ({len(no_act)} without A), "
+          f"50 configurations per fitness; median of {args.repeats} runs")
+    base = None
+    for jobs in (1, 2):
+        evaluate = Evaluator(path, bits, acc, CSPSettings(), jobs=jobs)
+        evaluate(everything[:20])  # warm-up: worker start and statistics loading are not timed
+        for label, genomes in (("all inputs", everything), ("W/G/H/V only", no_act)):
+            rates = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                evaluate(genomes)
+                rates.append(len(genomes) / (time.perf_counter() - start))
+            rate = statistics.median(rates)
+            if label == "all inputs" and jobs == 1:
+                base = rate
+            print(f"  {jobs} worker{'s' if jobs > 1 else ' '}  {label:<13} {rate:7.0f} evaluations/s"
+                  f"  ({rate / base:.2f}× one worker, all inputs)")
+
+
+if __name__ == "__main__":
+    main()
