@@ -5,11 +5,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import __version__
 from .errors import EvoproxyError
+
+if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
+    from .stats import StatsSettings
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +53,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
 
 
-def _stats_settings(args) -> "StatsSettings":
+def _stats_settings(args) -> StatsSettings:
     """The StatsSettings of the flags `_add_stats_args` adds."""
     from .stats import StatsSettings
     return StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
@@ -140,7 +144,7 @@ def _parse_fixed(text: str, layers, bits: int) -> dict[int, int]:
 def cmd_bench_build(args) -> None:
     from .bench import describe
     from .bench_build import build_bench
-    from .data import calibration_set, load_fmnist, normalize
+    from .data import evaluation_data
     from .layers import layer_registry
     from .models import MODELS, load_model
     from .quant.fakequant import QuantSettings
@@ -149,12 +153,8 @@ def cmd_bench_build(args) -> None:
     if name not in MODELS:
         raise EvoproxyError("bench build measures Fashion-MNIST accuracy, so --model must be a registry model")
     layers = layer_registry(model, MODELS[name].input_shape)
-    images, labels = load_fmnist("test", args.data_dir)
-    if not 1 <= args.eval_size <= len(images):
-        raise EvoproxyError(f"--eval-size must be between 1 and {len(images)}")
-    calib = normalize(calibration_set()[0])
-    bench = build_bench(Path(args.out), model, name, layers, calib, normalize(images[:args.eval_size]),
-                        labels[:args.eval_size], bit_choices=_parse_bits(args.bits, "--bits"),
+    calib, images, labels = evaluation_data(args.eval_size, args.data_dir)
+    bench = build_bench(Path(args.out), model, name, layers, calib, images, labels, bit_choices=_parse_bits(args.bits, "--bits"),
                         n_configs=args.configs, fixed=_parse_fixed(args.fixed, layers, args.fixed_bits),
                         settings=QuantSettings(args.act_bits, not args.no_bn_recal), seed=args.seed, jobs=args.jobs,
                         device=args.device,

@@ -148,6 +148,20 @@ def fitness_sample(bench: Bench, n: int, seed: int) -> tuple[np.ndarray, np.ndar
 class Individual:
     genome: Genome
     fitness: float
+    behaviour: tuple[float, ...]  # its ρ@k parts: equal parts mean the same ranking of the sample
+
+
+_PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))
+
+
+def behaviour(parts: dict[str, float]) -> tuple[float, ...]:
+    """The ρ@k parts of a judged candidate, as a comparable key."""
+    return tuple(round(parts[key], 12) for key, _ in _PART_COLUMNS)
+
+
+def _parts_of(row) -> dict[str, float]:
+    """The ρ@k parts stored in a candidates row (none for a rejected candidate)."""
+    return {key: row[col] for key, col in _PART_COLUMNS if row[col] is not None}
 
 
 class Evolution:
@@ -245,7 +259,7 @@ class Evolution:
             proposals = [(self.toolbox.sample(), "init") for _ in range(need)]
             for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts)):
                 if o is not None and o.ok:
-                    population.append(Individual(g, o.fitness))
+                    population.append(Individual(g, o.fitness, behaviour(o.parts)))
         if len(population) < self.config.population:
             raise EvoproxyError(f"could not find {self.config.population} valid proxies in {self.space.name}")
         return population
@@ -257,17 +271,15 @@ class Evolution:
         rows = self.store.candidates()
         done = state["iteration"] if state else -1
         self.seen = {r["hash"] for r in rows if r["iteration"] <= done}
-        self.replay = {r["hash"]: Outcome(r["fitness"] if r["fitness"] is not None else float("nan"),
-                                          {k: r[c] for k, c in (("rho@20%", "rho20"), ("rho@50%", "rho50"),
-                                                                ("rho@100%", "rho100")) if r[c] is not None},
+        self.replay = {r["hash"]: Outcome(r["fitness"] if r["fitness"] is not None else float("nan"), _parts_of(r),
                                           None if r["status"] == "ok" else r["status"], r["reason"], r["seconds"])
                        for r in rows if r["iteration"] == done + 1}
         if not state:
             return 0, [], {"elapsed": 0.0, "stale": 0, "restarts": 0}
         self.rng.setstate(_tuples(state["rng"]))
         by_hash = {r["hash"]: r for r in rows}
-        population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"])
-                      for h in state["population"]]
+        population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"],
+                                 behaviour(_parts_of(by_hash[h]))) for h in state["population"]]
         return done + 1, population, state["extra"]
 
     def _save_state(self, iteration: int, population: list[Individual], extra: dict) -> None:
@@ -297,7 +309,7 @@ class Evolution:
                     extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
             fits = [ind.fitness for ind in population]
             elapsed = time.monotonic() - t0
-            rejected = {k: v for k, v in counts.items() if k not in ("evaluated", "duplicates", "replayed")}
+            rejected = {k: v for k, v in counts.items() if k not in ("evaluated", "duplicates", "replayed") and v}
             self.store.add_history(it, max(fits), statistics.median(fits), counts["evaluated"], rejected,
                                    counts["duplicates"], elapsed)
             extra["elapsed"] = time.monotonic() - start
@@ -324,9 +336,13 @@ class Evolution:
             for slot, group in zip(slots, proposals):
                 judged = [(g, next(outcomes)) for g, _ in group]
                 passed = [(g, o) for g, o in judged if o is not None and o.ok]
+                if self.config.equivalence:  # a new formula that ranks the sample exactly like a member adds nothing
+                    known = {ind.behaviour for ind in population + winners}
+                    counts["same behaviour"] += sum(behaviour(o.parts) in known for _, o in passed)
+                    passed = [(g, o) for g, o in passed if behaviour(o.parts) not in known]
                 if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
                     g, o = max(passed, key=lambda p: p[1].fitness)
-                    winners.append(Individual(g, o.fitness))
+                    winners.append(Individual(g, o.fitness, behaviour(o.parts)))
                 else:
                     retry.append(slot)
             slots = retry

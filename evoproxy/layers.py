@@ -40,6 +40,19 @@ def quantizable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
 
 
+def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], keep, what: str):
+    """`model(x)`, calling `keep(name, output)` for each module of `modules` as it runs.
+    A forward pass that torch refuses becomes an EvoproxyError that starts with `what`."""
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: keep(n, out)) for n, m in modules.items()]
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        raise EvoproxyError(f"{what}: {str(exc).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
     """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
     batch dimension). MACs are counted from the output shapes seen in one forward pass."""
@@ -47,20 +60,15 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
     out_numel: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: out_numel.__setitem__(n, out[0].numel()))
-             for n, m in modules]
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
             param = next(model.parameters())
-            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
-    except RuntimeError as exc:
-        raise EvoproxyError(f"the model does not accept inputs of shape {tuple(input_shape)}: "
-                            f"{str(exc).splitlines()[0]}") from None
+            run_with_outputs(model, torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
+                             dict(modules), lambda n, out: out_numel.__setitem__(n, out[0].numel()),
+                             f"the model does not accept inputs of shape {tuple(input_shape)}")
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     layers = []
     for index, (name, m) in enumerate(modules):

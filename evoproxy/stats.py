@@ -27,7 +27,7 @@ from torch import nn
 from .errors import EvoproxyError
 from .hashing import tensors_hash
 from .hessian import hutchinson, top_eigenvalue
-from .layers import LayerInfo, layer_registry, quantizable_modules
+from .layers import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
 from .models import weights_hash
 from .synflow import synflow_gradients
 
@@ -162,17 +162,9 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
     start = time.perf_counter()
     acts = {}
-    hooks = [modules[n].register_forward_hook(
-        lambda mod, inp, out, n=n: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)))
-        for n in names]
-    try:
-        logits = work(images.float())
-    except RuntimeError as exc:
-        raise EvoproxyError(f"the calibration batch of shape {tuple(images.shape)} does not fit the model: "
-                            f"{str(exc).splitlines()[0]}") from None
-    finally:
-        for h in hooks:
-            h.remove()
+    logits = run_with_outputs(work, images.float(), modules,
+                              lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)),
+                              f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
     if logits.dim() != 2 or logits.shape[0] != len(labels) or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
         raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
                             f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")

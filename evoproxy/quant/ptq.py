@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
 from ..layers import LayerInfo
 from ..metrics import accuracy
 from .fakequant import QuantSettings, WeightCache, quantize_model
@@ -34,12 +33,8 @@ class PtqEvaluator:
                   settings: QuantSettings = QuantSettings(), data_dir: str | os.PathLike | None = None) -> PtqEvaluator:
         """An evaluator on the first `eval_size` Fashion-MNIST test images, calibrated on the
         calibration subset shipped in the package (the benchmarks' setting)."""
-        from ..data import calibration_set, load_fmnist, normalize
-        images, labels = load_fmnist("test", data_dir)
-        if not 1 <= eval_size <= len(images):
-            raise EvoproxyError(f"--eval-size must be between 1 and {len(images)}")
-        return cls(model, layers, normalize(calibration_set()[0]), normalize(images[:eval_size]),
-                   labels[:eval_size], settings)
+        from ..data import evaluation_data
+        return cls(model, layers, *evaluation_data(eval_size, data_dir), settings)
 
     def fp_accuracy(self) -> float:
         """Accuracy of the full-precision model."""
