@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
     p.add_argument("--p-crossover", type=float, default=0.5)
     p.add_argument("--p-mutation", type=float, default=0.5)
-    p.add_argument("--samples", type=int, default=50, help="configurations per fitness evaluation (default 50)")
+    p.add_argument("--samples", type=int, default=50, help="configurations per fitness evaluation (default 50, the paper's; 0: the whole search "
+                        "split, which generalizes better to the held-out split)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
                    help="random: random search with the same budget (ablation baseline)")

@@ -43,7 +43,8 @@ from .variation import crossover, mutate, sample_genome
 @dataclass(frozen=True)
 class EvolutionConfig:
     """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
-    p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on)."""
+    p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on);
+    `samples` = 0 judges on the whole search split instead."""
     bench: str = "fmnist-resnet20-w234"
     space: str = "branched"
     population: int = 20
@@ -67,8 +68,8 @@ class EvolutionConfig:
             raise EvoproxyError("--population must be at least 2")
         if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
             raise EvoproxyError("--ratio must be in (0, 1] and --p-crossover, --p-mutation in [0, 1]")
-        if self.samples < 4:
-            raise EvoproxyError("--samples must be at least 4 configurations")
+        if self.samples != 0 and self.samples < 4:
+            raise EvoproxyError("--samples must be 0 (the whole search split) or at least 4 configurations")
         if self.strategy not in ("evolution", "random"):
             raise EvoproxyError("--strategy must be evolution or random")
         if self.offspring < 1 or self.iterations < 0:
@@ -135,8 +136,10 @@ class Evaluator:
 
 def fitness_sample(bench: Bench, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed configurations (bits (n, L), accuracies (n,)) of a run, drawn from the bench's
-    search split with the run's seed."""
+    search split with the run's seed; n = 0 takes the whole split."""
     entries = bench.split("search")
+    if n == 0:
+        return Bench.arrays(entries)
     if len(entries) < n:
         raise EvoproxyError(f"the search split of {bench.name} has {len(entries)} configurations; "
                             f"lower --samples below that")
@@ -321,8 +324,9 @@ class Evolution:
                          f"{rate:.0f} evals/s | rejected: {rej} | duplicates {counts['duplicates']}")
             it += 1
         best = max(population, key=lambda ind: ind.fitness)
-        best.genome.save(self.dir / "best.json")
-        (self.dir / "best.py").write_text(best.genome.to_python())
+        named = Genome(best.genome.graph, c.space, name=self.dir.name)  # tables show the run's name
+        named.save(self.dir / "best.json")
+        (self.dir / "best.py").write_text(named.to_python())
         return best
 
     def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:
