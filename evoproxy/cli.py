@@ -273,13 +273,13 @@ def cmd_evolve(args) -> None:
     try:
         log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, |P|={evo.config.population}, "
             f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
-        evo.run(hours=args.hours, log_every=args.log_every)
+        evo.run(hours=args.hours, iterations=args.iterations if args.resume else None, log_every=args.log_every)
     finally:
         evo.close()
     if not args.no_report:
         print(full_report(run_dir)[0])
-    print(f"\nsaved: {run_dir / 'best.json'}, {run_dir / 'best.py'}; resume or extend with "
-          f"`evoproxy evolve --resume {run_dir}`")
+    print(f"\nsaved: {run_dir / 'best.json'}, {run_dir / 'best.py'}; continue or extend with "
+          f"`evoproxy evolve --resume {run_dir} [--iterations N]`")
 
 
 def cmd_show(args) -> None:
@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
     p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
     p.add_argument("--population", type=int, default=20, help="|P| (default 20)")
-    p.add_argument("--iterations", type=int, help="N (default 1000; unlimited with --hours)")
+    p.add_argument("--iterations", type=int, help="N (default 1000; unlimited with --hours; with --resume, "
+                                                   "the new total, to extend a finished run)")
     p.add_argument("--hours", type=float, help="wall-clock budget; with it the population restarts (keeping its "
                                                "best) after --patience iterations without improvement")
     p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "

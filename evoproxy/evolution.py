@@ -174,6 +174,8 @@ class Evolution:
     def __init__(self, run_dir: str | Path, config: EvolutionConfig | None = None, jobs: int = 1,
                  backend: str | None = None, log=print):
         self.dir = Path(run_dir)
+        if config is None and not (self.dir / "run.db").is_file():
+            raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
         self.store = RunStore(self.dir / "run.db")
         stored = self.store.get("config")
         if stored is not None:
@@ -181,8 +183,6 @@ class Evolution:
             if config is not None and config != self.config:
                 raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
                                     f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
-        elif config is None:
-            raise EvoproxyError(f"{self.dir} holds no run to resume")
         else:
             self.config = config
             self.store.put(config=config.to_dict())

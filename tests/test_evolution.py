@@ -190,3 +190,20 @@ def test_dask_backend_gives_the_same_fitness_as_local(tmp_path, task_and_inputs)
     local.close()
     assert best_remote.fitness == best_local.fitness
     assert _rows(tmp_path / "d") == _rows(tmp_path / "l")
+
+
+def test_resuming_a_missing_run_is_a_clear_error_and_creates_nothing(tmp_path):
+    with pytest.raises(EvoproxyError, match="no run to resume"):
+        Evolution(tmp_path / "none", None, log=lambda m: None)
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_finished_run_can_be_extended(tmp_path):
+    evo = Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "iterations": 4}), log=lambda m: None)
+    first = evo.run()
+    evo.close()
+    more = Evolution(tmp_path / "r", None, log=lambda m: None)
+    second = more.run(iterations=8)
+    more.close()
+    assert max(r[3] for r in _rows(tmp_path / "r")) == 8
+    assert second.fitness >= first.fitness
