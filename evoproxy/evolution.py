@@ -296,8 +296,16 @@ class Evolution:
         total = c.iterations if iterations is None else iterations
         it, population, extra = self._load_state()
         start = time.monotonic() - extra["elapsed"]
-        over = (lambda: hours is not None and time.monotonic() - start > hours * 3600)
-        while (it <= total or (hours is not None and iterations is None and c.iterations == 0)) and not over():
+        endless = hours is not None and iterations is None and c.iterations == 0  # --hours alone
+
+        def more() -> bool:  # the initial population is always completed, whatever the budget
+            if not population:
+                return True
+            if hours is not None and time.monotonic() - start > hours * 3600:
+                return False
+            return endless or it <= total
+
+        while more():
             t0, counts = time.monotonic(), Counter()
             if it == 0 or not population:
                 population = self._initial(it, counts)
@@ -320,7 +328,7 @@ class Evolution:
             if it % log_every == 0 or it == total:
                 rate = counts["evaluated"] / elapsed if elapsed > 0 else float("inf")
                 rej = " ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
-                self.log(f"iteration {it}/{total}: best {max(fits):.4f} median {statistics.median(fits):.4f} | "
+                self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} median {statistics.median(fits):.4f} | "
                          f"{rate:.0f} evals/s | rejected: {rej} | duplicates {counts['duplicates']}")
             it += 1
         best = max(population, key=lambda ind: ind.fitness)

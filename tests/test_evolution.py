@@ -207,3 +207,11 @@ def test_a_finished_run_can_be_extended(tmp_path):
     more.close()
     assert max(r[3] for r in _rows(tmp_path / "r")) == 8
     assert second.fitness >= first.fitness
+
+
+def test_a_time_budget_stops_the_run_after_the_initial_population(tmp_path):
+    evo = Evolution(tmp_path / "h", EvolutionConfig(**{**SMALL, "iterations": 0}), log=lambda m: None)
+    best = evo.run(hours=1e-9)
+    evo.close()
+    assert np.isfinite(best.fitness) and (tmp_path / "h" / "best.json").is_file()
+    assert max(r[3] for r in _rows(tmp_path / "h")) == 0
