@@ -28,8 +28,10 @@ def opaque_function(name: str, latex: str, fn: Callable[[torch.Tensor], torch.Te
     of the one-element tensor [x], which is what the tensor operation gives on a one-element
     statistic (a reduction returns x itself, softmax 1, a z-score 0, ...)."""
 
-    def _latex(self, printer, *args) -> str:
-        return latex.replace("{0}", printer._print(self.args[0]))
+    def _latex(self, printer, exp=None) -> str:
+        body = latex.replace("{0}", printer._print(self.args[0]))
+        # sympy asks a function raised to a power to print the power itself
+        return body if exp is None else rf"\left({body}\right)^{{{exp}}}"
 
     def numeric(x: float) -> float:
         return fn(torch.tensor([float(x)], dtype=torch.float64)).reshape(-1)[0].item()

@@ -110,6 +110,13 @@ def minmax_normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - low) / (x.max() - low + EPS)
 
 
+@primitive("channel_sum", template="Σc({0})", latex=r"\sum_{c}\left({0}\right)", accepts=[TENSOR],
+           domain="sum over all but the first dimension, giving shape (first dim,): per output channel "
+                  "for W, G, H, V and G×W (the inner sum of Fisher), per sample for A")
+def channel_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).sum(1)
+
+
 @primitive("gram", template="gram({0})", latex=r"\operatorname{gram}\left({0}\right)", accepts=[TENSOR],
            domain="X·Xᵀ / numel with X the tensor as (first dim, rest); a vector gives its outer "
                   "product. Changes the shape, so most binary partners then mismatch")

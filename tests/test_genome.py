@@ -220,3 +220,10 @@ def test_variation_refuses_genomes_of_another_space():
     genome = emq_paper()
     with pytest.raises(EvoproxyError, match="sequential skeleton"):
         mutate(genome, load_space("sequential"), random.Random(0))
+
+
+def test_latex_of_a_squared_opaque_operation_renders():
+    # sympy passes the exponent to the printer of a function raised to a power
+    g = Genome.from_expression(("sum", ("square", ("channel_sum", "GxW"))))
+    assert g.to_latex().count("^{2}") == 1
+    assert "sum_{c}" in g.to_latex()
