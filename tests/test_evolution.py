@@ -215,3 +215,40 @@ def test_a_time_budget_stops_the_run_after_the_initial_population(tmp_path):
     evo.close()
     assert np.isfinite(best.fitness) and (tmp_path / "h" / "best.json").is_file()
     assert max(r[3] for r in _rows(tmp_path / "h")) == 0
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, shared_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--population", "6", "--iterations", "60", "--samples", "30", "--seed", "3", "--no-report",
+            "--runs-dir", str(tmp_path), "--name", "killed"]
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(shared_cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "killed" / "run.db"
+    deadline = time.monotonic() + 120
+    def stored() -> int:
+        try:
+            return len(_rows(tmp_path / "killed")) if db.is_file() else 0
+        except sqlite3.OperationalError:  # the file exists, its tables not yet
+            return 0
+
+    while proc.poll() is None and time.monotonic() < deadline:
+        if stored() >= 15:
+            proc.send_signal(signal.SIGKILL)  # mid-run, wherever it is
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL
+    assert 15 <= len(_rows(tmp_path / "killed"))
+    resumed = subprocess.run([sys.executable, "-m", "evoproxy.cli", "evolve", "--resume", str(tmp_path / "killed"),
+                              "--no-report"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = Evolution(tmp_path / "whole", EvolutionConfig(population=6, iterations=60, samples=30, seed=3),
+                      log=lambda m: None)
+    whole.run()
+    whole.close()
+    assert _rows(tmp_path / "killed") == _rows(tmp_path / "whole")
