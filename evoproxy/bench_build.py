@@ -18,7 +18,8 @@ from .layers import LayerInfo
 from .metrics import accuracy
 from .models import weights_hash
 from .quant.cost import model_bops, model_size_mb
-from .quant.fakequant import QuantSettings, WeightCache, quantize_model
+from .quant.fakequant import QuantSettings
+from .quant.ptq import PtqEvaluator
 
 # Header fields that must agree for a build to resume into an existing file.
 _IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bits", "quantizer", "eval", "seed")
@@ -26,15 +27,12 @@ _IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bit
 
 def _measure(model: nn.Module, layers: Sequence[LayerInfo], configs: Sequence[tuple[int, ...]],
              calib: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings,
-             device: str, cache: WeightCache | None = None, threads: int | None = None) -> list[float]:
-    """Accuracy (%) of each configuration: one calibration pass and one evaluation pass each."""
+             device: str, threads: int | None = None) -> list[float]:
+    """Accuracy (%) of each configuration, in a worker process."""
     if threads:
         torch.set_num_threads(threads)
-    model = model.to(device)
-    calib, images, labels = calib.to(device), images.to(device), labels.to(device)
-    cache = cache or WeightCache(model, layers)
-    return [accuracy(quantize_model(model, layers, bits, calib, settings, cache), images, labels)
-            for bits in configs]
+    evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
+    return [evaluator.accuracy(bits) for bits in configs]
 
 
 def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[LayerInfo], calib: torch.Tensor,
@@ -82,9 +80,10 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
     if todo:
         bar = tqdm(total=n_configs, initial=len(entries), desc=header["name"], unit="cfg", disable=not progress)
         chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-        if jobs == 1:
-            cache = WeightCache(model.to(device), layers)
-            results = (_measure(model, layers, c, calib, images, labels, settings, device, cache) for c in chunks)
+        if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
+            evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device),
+                                     labels.to(device), settings)
+            results = ([evaluator.accuracy(bits) for bits in c] for c in chunks)
         else:
             results = Parallel(n_jobs=jobs, return_as="generator")(
                 delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
