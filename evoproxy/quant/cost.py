@@ -14,11 +14,12 @@ from ..layers import LayerInfo
 BITS_PER_MB = 8e6  # a megabyte here is 10^6 bytes
 
 
-def _check(layers: Sequence[LayerInfo], bits: Sequence[int], what: str) -> None:
+def check_bits(layers: Sequence[LayerInfo], bits: Sequence[int], what: str, low: int = 1) -> None:
+    """Raise a clear error unless `bits` has one whole number from `low` to 32 per layer."""
     if len(bits) != len(layers):
         raise EvoproxyError(f"{what} has {len(bits)} entries but the model has {len(layers)} quantizable layers")
-    if any(int(b) != b or b < 1 or b > 32 for b in bits):
-        raise EvoproxyError(f"{what} must be whole numbers from 1 to 32, got {list(bits)}")
+    if any(int(b) != b or b < low or b > 32 for b in bits):
+        raise EvoproxyError(f"{what} must be whole numbers from {low} to 32, got {list(bits)}")
 
 
 def weight_count(layer: LayerInfo) -> int:
@@ -42,13 +43,13 @@ def layer_size_mb(layer: LayerInfo, w_bits: int, bias_bits: int = 32) -> float:
 def model_size_mb(layers: Sequence[LayerInfo], w_bits: Sequence[int], bias_bits: int = 32) -> float:
     """Megabytes of the quantizable layers under per-layer weight bit-widths `w_bits`; summed
     in whole bits and divided once, so a configuration exactly at a budget never reads above it."""
-    _check(layers, w_bits, "the weight bit configuration")
+    check_bits(layers, w_bits, "the weight bit configuration")
     return sum(layer_size_bits(l, b, bias_bits) for l, b in zip(layers, w_bits)) / BITS_PER_MB
 
 
 def model_bops(layers: Sequence[LayerInfo], w_bits: Sequence[int], a_bits: Sequence[int] | int = 8) -> float:
     """Bit operations Σ MACs × w_bits × a_bits of one forward pass of one sample."""
-    _check(layers, w_bits, "the weight bit configuration")
+    check_bits(layers, w_bits, "the weight bit configuration")
     a = [a_bits] * len(layers) if isinstance(a_bits, int) else list(a_bits)
-    _check(layers, a, "the activation bit configuration")
+    check_bits(layers, a, "the activation bit configuration")
     return float(sum(l.macs * wb * ab for l, wb, ab in zip(layers, w_bits, a)))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
 from ..layers import LayerInfo, quantizable_modules
+from .cost import check_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 
@@ -83,14 +83,6 @@ class WeightCache:
         return self._cache[key]
 
 
-def check_bits(layers: Sequence[LayerInfo], w_bits: Sequence[int]) -> None:
-    if len(w_bits) != len(layers):
-        raise EvoproxyError(f"bit configuration has {len(w_bits)} entries but the model has "
-                            f"{len(layers)} quantizable layers")
-    if any(int(b) != b or not 1 < b <= 32 for b in w_bits):
-        raise EvoproxyError(f"weight bits must be whole numbers from 2 to 32, got {list(w_bits)}")
-
-
 @torch.no_grad()
 def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
                    calib_images: torch.Tensor, settings: QuantSettings = QuantSettings(),
@@ -98,7 +90,7 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) and `settings.act_bits` activations, calibrated on `calib_images`.
     The model itself is not modified."""
-    check_bits(layers, w_bits)
+    check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
     cache = cache or WeightCache(model, layers)
     qmodel = copy.deepcopy(model).eval()
     modules = dict(quantizable_modules(qmodel))
