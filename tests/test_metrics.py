@@ -32,3 +32,18 @@ def test_constant_scores_give_nan_and_rank_quality_has_all_parts():
     q = rank_quality(truth * 2, truth)
     assert q["rho@20%"] == q["rho@50%"] == q["rho@100%"] == q["rho_mean"] == pytest.approx(1.0)
     assert q["kendall_tau"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fitness_fast_path_equals_spearman_at_topk(seed):
+    # The evolution's precomputed ρ@k must be the same definition as metrics.spearman_at_topk.
+    from evoproxy.fitness import FitnessTask
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(2, 5, (50, 6))
+    truth = np.round(rng.normal(size=50), 1)  # ties in the ground truth
+    scores = np.round(bits @ rng.normal(size=6), 0)  # and in the scores
+    parts = FitnessTask(bits, truth).parts(scores)
+    for k in (0.2, 0.5, 1.0):
+        expected = spearman_at_topk(scores, truth, k)
+        got = parts[f"rho@{int(k * 100)}%"]
+        assert got == pytest.approx(expected, abs=1e-12) or (np.isnan(got) and np.isnan(expected))
