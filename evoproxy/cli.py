@@ -60,14 +60,14 @@ def _stats_settings(args) -> StatsSettings:
                          args.act_max_elems, args.seed)
 
 
-def _model_stats(args) -> tuple:
+def _model_stats(args, settings: StatsSettings | None = None) -> tuple:
     """The model of --model/--weights, its canonical name and its statistics (from the cache or
-    computed, with progress on stderr)."""
+    computed, with progress on stderr), with `settings` or else those of the stats flags."""
     from .models import load_model
     from .stats import load_or_compute_stats
     model, name = load_model(args.model, args.weights)
-    stats, _ = load_or_compute_stats(model, *_calibration(args), name, _stats_settings(args), args.cache_dir,
-                                     log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
+    stats, _ = load_or_compute_stats(model, *_calibration(args), name, settings or _stats_settings(args),
+                                     args.cache_dir, log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
     return model, name, stats
 
 
@@ -171,18 +171,14 @@ def cmd_bench_show(args) -> None:
 
 
 def cmd_validity(args) -> None:
-    from .models import load_model
     from .space import load_space
-    from .stats import load_or_compute_stats
+    from .stats import StatsSettings
     from .validity import measure_validity
 
     if args.samples < 1:
         raise EvoproxyError("--samples must be at least 1")
     space = load_space(args.space)
-    model, name = load_model(args.model, args.weights)
-    images, labels = _calibration(args)
-    stats, _ = load_or_compute_stats(model, images, labels, name, cache=args.cache_dir,
-                                     log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
+    _, _, stats = _model_stats(args, StatsSettings())
     report = measure_validity(space, stats, args.samples, osp=not args.no_osp, seed=args.seed)
     if args.json:
         print(json.dumps({"space": report.space, "osp": report.osp, "seed": args.seed, "model": stats.model,
