@@ -16,7 +16,7 @@ import statistics
 import time
 
 from evoproxy.bench import load_bench
-from evoproxy.evolution import Evaluator, fitness_sample
+from evoproxy.evolution import Evaluator, search_partition
 from evoproxy.fitness import CSPSettings
 from evoproxy.proxy_graph import INPUT
 from evoproxy.rank import bench_stats
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     bench = load_bench("fmnist-resnet20-w234")
     _, _, path = bench_stats(bench)
-    bits, acc = fitness_sample(bench, 50, 0)
+    bits, acc = search_partition(bench, 50, 0)[0]
     space, rng = load_space("branched"), random.Random(0)
     everything = [sample_genome(space, rng) for _ in range(args.candidates)]
     no_act = [g for g in everything

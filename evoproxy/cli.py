@@ -253,7 +253,7 @@ def cmd_evolve(args) -> None:
             equivalence=not args.no_equivalence,
             csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
                             insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
-            offspring=args.offspring, patience=args.patience if args.patience is not None else (200 if args.hours else 0))
+            offspring=args.offspring, select_top=args.select_top, patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
         run_dir = Path(args.runs_dir) / name
     backend = None
@@ -283,8 +283,7 @@ def cmd_show(args) -> None:
 
     if args.quick:
         s = run_summary(args.run)
-        print(f"iteration {s['iteration']}, {s['candidates']} candidates, best {s['best']['fitness']:.4f}: "
-              f"{s['best']['formula']}")
+        print(f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  {s['best']['formula']}")
         return
     print(full_report(args.run)[0])
 
@@ -524,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
                        ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
+    p.add_argument("--select-top", type=int, default=20, metavar="K",
+                   help="the result is the best of the K fittest distinct proxies on the search configurations "
+                        "outside the fitness sample, which tracks the held-out split better than fitness "
+                        "(default 20; 0: the fittest)")
     p.add_argument("--candidate-timeout", type=float, default=5.0, help="seconds after which a candidate is rejected")
     p.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
     p.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")

@@ -44,7 +44,9 @@ from .variation import crossover, mutate, sample_genome
 class EvolutionConfig:
     """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
     p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on);
-    `samples` = 0 judges on the whole search split instead."""
+    `samples` = 0 judges on the whole search split instead. The run's result is the best, on the
+    search configurations the fitness never saw, of its `select_top` fittest distinct proxies
+    (0: simply the fittest)."""
     bench: str = "fmnist-resnet20-w234"
     space: str = "branched"
     population: int = 20
@@ -62,6 +64,7 @@ class EvolutionConfig:
     offspring: int = 1  # offspring per iteration (evaluated together, in parallel with jobs > 1)
     patience: int = 0  # iterations without improvement before a restart (0: never restart)
     max_retries: int = 50
+    select_top: int = 20
 
     def __post_init__(self):
         if self.population < 2:
@@ -72,8 +75,8 @@ class EvolutionConfig:
             raise EvoproxyError("--samples must be 0 (the whole search split) or at least 4 configurations")
         if self.strategy not in ("evolution", "random"):
             raise EvoproxyError("--strategy must be evolution or random")
-        if self.offspring < 1 or self.iterations < 0:
-            raise EvoproxyError("--offspring must be at least 1 and --iterations at least 0")
+        if self.offspring < 1 or self.iterations < 0 or self.select_top < 0:
+            raise EvoproxyError("--offspring must be at least 1, --iterations and --select-top at least 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,17 +137,20 @@ class Evaluator:
         return out
 
 
-def fitness_sample(bench: Bench, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed configurations (bits (n, L), accuracies (n,)) of a run, drawn from the bench's
-    search split with the run's seed; n = 0 takes the whole split."""
+def search_partition(bench: Bench, n: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The configurations of a run as (bits (n, L), accuracies (n,)) pairs: the fitness sample,
+    n drawn from the bench's search split with the run's seed (n = 0: the whole split), and the
+    validation configurations, the rest of the search split."""
     entries = bench.split("search")
     if n == 0:
-        return Bench.arrays(entries)
+        bits, acc = Bench.arrays(entries)
+        return (bits, acc), (bits[:0], acc[:0])
     if len(entries) < n:
         raise EvoproxyError(f"the search split of {bench.name} has {len(entries)} configurations; "
                             f"lower --samples below that")
-    idx = np.random.default_rng(seed).choice(len(entries), n, replace=False)
-    return Bench.arrays([entries[i] for i in sorted(idx)])
+    chosen = set(np.random.default_rng(seed).choice(len(entries), n, replace=False).tolist())
+    return (Bench.arrays([e for i, e in enumerate(entries) if i in chosen]),
+            Bench.arrays([e for i, e in enumerate(entries) if i not in chosen]))
 
 
 @dataclass
@@ -152,6 +158,7 @@ class Individual:
     genome: Genome
     fitness: float
     behaviour: tuple[float, ...]  # its ρ@k parts: equal parts mean the same ranking of the sample
+    validation: float = float("nan")  # mean ρ@k on the validation configurations, where judged there
 
 
 _PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))
@@ -192,7 +199,7 @@ class Evolution:
         self.bench = load_bench(c.bench)
         stats, _, path = bench_stats(self.bench, log=lambda m: log(f"[stats] {m}"))
         self.stats = stats
-        bits, acc = fitness_sample(self.bench, c.samples, c.seed)
+        (bits, acc), self.validation = search_partition(self.bench, c.samples, c.seed)
         self.evaluate = Evaluator(path, bits, acc, c.csp, jobs, backend)
         self.rng = random.Random(c.seed)
         self.toolbox = self._toolbox()
@@ -331,10 +338,37 @@ class Evolution:
                 self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} median {statistics.median(fits):.4f} | "
                          f"{rate:.0f} evals/s | rejected: {rej} | duplicates {counts['duplicates']}")
             it += 1
-        best = max(population, key=lambda ind: ind.fitness)
+        best = self._select_final(it - 1)
         named = Genome(best.genome.graph, c.space, name=self.dir.name)  # tables show the run's name
         named.save(self.dir / "best.json")
         (self.dir / "best.py").write_text(named.to_python())
+        return best
+
+    def _select_final(self, iteration: int) -> Individual:
+        """The run's result: among the `select_top` fittest candidates with distinct behaviour, the
+        best on the validation configurations (ties: the fitter, then the earlier). Fitness on a
+        small sample flatters the proxies that overfit it; the validation ρ tracks the held-out
+        split far better. Stored as `final` with the iteration it belongs to."""
+        picks, seen = [], set()
+        for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-r["fitness"], r["id"])):
+            key = behaviour(_parts_of(row))
+            if key not in seen:
+                seen.add(key)
+                picks.append(Individual(Genome.from_json(row["genome"]), row["fitness"], key))
+            if len(picks) >= max(1, self.config.select_top):
+                break
+        bits, acc = self.validation
+        if self.config.select_top and len(acc) >= 4:
+            task, inputs = FitnessTask(bits, acc), prepare_inputs(self.stats)
+            for ind in picks:
+                outcome = task.judge(ind.genome, inputs, self.config.csp)
+                ind.validation = outcome.fitness if outcome.ok else float("-inf")
+            best = max(enumerate(picks), key=lambda p: (p[1].validation, p[1].fitness, -p[0]))[1]
+        else:
+            best = picks[0]
+        self.store.put(final={"iteration": iteration, "hash": best.genome.wl_hash(), "fitness": best.fitness,
+                              "validation": best.validation if np.isfinite(best.validation) else None,
+                              "validation_configs": len(acc), "among": len(picks)})
         return best
 
     def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:

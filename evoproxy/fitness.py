@@ -13,7 +13,10 @@ evolution loop, which owns the run's memory.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +44,7 @@ class CSPSettings:
     invalid: bool = True
     insensitive: bool = True
     min_relative_spread: float = 1e-9  # scores whose range is below this × max|score| are insensitive
-    timeout_s: float = 5.0  # a candidate that takes longer is rejected (measured after it returns)
+    timeout_s: float = 5.0  # a candidate that takes longer is rejected
 
 
 @dataclass
@@ -73,6 +76,32 @@ def conflict(genome: Genome) -> str | None:
     return None
 
 
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def deadline(seconds: float):
+    """Interrupt the block with _Timeout after `seconds` of wall time. Needs SIGALRM and the
+    main thread (this process, or a joblib/loky worker); elsewhere (Windows, Dask worker threads)
+    it does nothing and a slow candidate is only rejected once it returns. A single torch call
+    is not interrupted: the signal lands when it returns to Python."""
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class FitnessTask:
     """A fixed sample of configurations to judge candidates on: `bits` (N, L) and their
     measured accuracies `accuracy` (N,). Top-k subsets and their ground-truth ranks are
@@ -101,16 +130,20 @@ class FitnessTask:
         if csp.conflict and (why := conflict(genome)):
             return Outcome(rule="conflict", reason=why, seconds=time.perf_counter() - start)
         try:
-            result = genome.evaluate(inputs)
+            with deadline(csp.timeout_s):
+                result = genome.evaluate(inputs)
+                scores = None if result.values is None else (self.bits @ result.values).numpy()
             if result.values is None or (csp.invalid and not result.valid):
                 return Outcome(rule="invalid", reason=result.reason, seconds=time.perf_counter() - start)
-            scores = (self.bits @ result.values).numpy()
             if not np.isfinite(scores).all():
                 return Outcome(rule="invalid", reason="scores not finite", seconds=time.perf_counter() - start)
             if csp.insensitive and np.ptp(scores) <= csp.min_relative_spread * np.abs(scores).max():
                 return Outcome(rule="insensitive", reason="scores barely vary with the bit configuration",
                                seconds=time.perf_counter() - start)
             parts = self.parts(scores)
+        except _Timeout:
+            seconds = time.perf_counter() - start
+            return Outcome(rule="too slow", reason=f"stopped after {seconds:.1f} s > {csp.timeout_s} s", seconds=seconds)
         except Exception as exc:  # a broken candidate is a rejection, never the end of a run
             return Outcome(rule="error", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                            seconds=time.perf_counter() - start)

@@ -30,13 +30,14 @@ def _row(label: str, r: RankResult) -> dict:
 
 
 def run_summary(run_dir: str | Path) -> dict:
-    """Counts and the best candidate of a run, from its database (works while it runs)."""
+    """Counts and the best candidate of a run, from its database (works while it runs): the run's
+    chosen result once it has finished, its fittest candidate before."""
     run_dir = Path(run_dir)
     if not (run_dir / "run.db").is_file():
         raise EvoproxyError(f"{run_dir} is not a run directory (no run.db); runs live in runs/<name>/")
     store = RunStore(run_dir / "run.db")
     try:
-        config, state = store.get("config"), store.get("state")
+        config, state, final = store.get("config"), store.get("state"), store.get("final")
         rows = store.candidates()
         history = store.history()
     finally:
@@ -44,10 +45,21 @@ def run_summary(run_dir: str | Path) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         raise EvoproxyError(f"{run_dir} has no evaluated proxy yet")
-    best = max(ok, key=lambda r: (r["fitness"], -r["id"]))
-    return {"config": config, "iteration": state["iteration"] if state else -1, "candidates": len(rows),
-            "status": dict(Counter(r["status"] for r in rows)), "best": dict(best), "history": history,
-            "seconds": sum(r["seconds"] for r in rows)}
+    iteration = state["iteration"] if state else -1
+    if final and final["iteration"] != iteration:  # chosen before the run was extended
+        final = None
+    if final:  # the run's chosen result (see Evolution._select_final)
+        best = next(r for r in ok if r["hash"] == final["hash"])
+        choice = f"fitness {best['fitness']:.4f} on the search sample"
+        if final["validation"] is not None:
+            choice += (f", ρ {final['validation']:.4f} on the {final['validation_configs']} other search "
+                       f"configurations (the best there of the {final['among']} fittest)")
+    else:  # a running or interrupted run: its fittest so far
+        best = max(ok, key=lambda r: (r["fitness"], -r["id"]))
+        choice = f"fitness {best['fitness']:.4f} on the search sample (fittest so far)"
+    return {"config": config, "iteration": iteration, "candidates": len(rows), "choice": choice,
+            "status": dict(Counter(r["status"] for r in rows)), "best": dict(best), "final": final,
+            "history": history, "seconds": sum(r["seconds"] for r in rows)}
 
 
 def plot_history(history: list[tuple], path: Path) -> None:
@@ -80,9 +92,10 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tup
     lines = [f"run {run_dir}: iteration {summary['iteration']}, {summary['candidates']} candidates "
              f"({', '.join(f'{k} {v}' for k, v in sorted(summary['status'].items()))}), "
              f"{summary['seconds']:.1f} s of evaluation",
-             f"best proxy (fitness {summary['best']['fitness']:.4f} on the search sample):",
+             f"best proxy ({summary['choice']}):",
              f"  {best.formula()}", f"  paper notation: {best.formula('paper')}"]
-    data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"]}, "benches": {}}
+    data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"],
+                     "validation": (summary["final"] or {}).get("validation")}, "benches": {}}
     for name, split in ((bench_name, "held-out"), (transfer_bench(bench_name), "all")):
         if name is None:
             continue
