@@ -253,7 +253,8 @@ def cmd_evolve(args) -> None:
             equivalence=not args.no_equivalence,
             csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
                             insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
-            offspring=args.offspring, select_top=args.select_top, patience=args.patience if args.patience is not None else (200 if args.hours else 0))
+            offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
+            patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
         run_dir = Path(args.runs_dir) / name
     backend = None
@@ -267,7 +268,8 @@ def cmd_evolve(args) -> None:
         backend = "dask"
     evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
     try:
-        log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, |P|={evo.config.population}, "
+        islands = f"{evo.config.islands} islands of " if evo.config.islands > 1 else ""
+        log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, {islands}|P|={evo.config.population}, "
             f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
         evo.run(hours=args.hours, iterations=args.iterations if args.resume else None, log_every=args.log_every)
     finally:
@@ -506,23 +508,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", type=int, default=20, help="|P| (default 20)")
     p.add_argument("--iterations", type=int, help="N (default 1000; unlimited with --hours; with --resume, "
                                                    "the new total, to extend a finished run)")
-    p.add_argument("--hours", type=float, help="wall-clock budget; with it the population restarts (keeping its "
+    p.add_argument("--hours", type=float, help="wall-clock budget; with it the islands restart (each keeping its "
                                                "best) after --patience iterations without improvement")
     p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "
                                                 "with --hours, else never)")
     p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
     p.add_argument("--p-crossover", type=float, default=0.5)
     p.add_argument("--p-mutation", type=float, default=0.5)
-    p.add_argument("--samples", type=int, default=50, help="configurations per fitness evaluation (default 50, the paper's; 0: the whole search "
-                        "split, which generalizes better to the held-out split)")
+    p.add_argument("--samples", type=int, default=50, help="search-split configurations the fitness is measured on (default 50, the paper's); "
+                        "the rest of the search split chooses the result (--select-top); 0: the whole "
+                        "search split, and the fittest proxy is the result")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
                    help="random: random search with the same budget (ablation baseline)")
-    p.add_argument("--offspring", type=int, default=1, help="offspring per iteration, judged together (default 1)")
+    p.add_argument("--offspring", type=int, default=1, help="offspring per island and iteration, judged together (default 1)")
     for flag, what in (("osp", "operation sampling prioritization"), ("dps", "diversity-prompting selection"),
                        ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
                        ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
+    p.add_argument("--islands", type=int, default=1,
+                   help="populations of |P| that evolve apart, for long runs (default 1)")
+    p.add_argument("--migration", type=int, default=50, metavar="M",
+                   help="with --islands, every M iterations each island's best joins the next island (default 50)")
     p.add_argument("--select-top", type=int, default=20, metavar="K",
                    help="the result is the best of the K fittest distinct proxies on the search configurations "
                         "outside the fitness sample, which tracks the held-out split better than fitness "

@@ -61,7 +61,9 @@ class EvolutionConfig:
     dps: bool = True
     equivalence: bool = True
     csp: CSPSettings = field(default_factory=CSPSettings)
-    offspring: int = 1  # offspring per iteration (evaluated together, in parallel with jobs > 1)
+    offspring: int = 1  # offspring per island and iteration (judged together, in parallel with jobs > 1)
+    islands: int = 1  # populations of |P| that evolve apart; each sends its best to the next every `migration` iterations
+    migration: int = 50
     patience: int = 0  # iterations without improvement before a restart (0: never restart)
     max_retries: int = 50
     select_top: int = 20
@@ -75,8 +77,10 @@ class EvolutionConfig:
             raise EvoproxyError("--samples must be 0 (the whole search split) or at least 4 configurations")
         if self.strategy not in ("evolution", "random"):
             raise EvoproxyError("--strategy must be evolution or random")
-        if self.offspring < 1 or self.iterations < 0 or self.select_top < 0:
-            raise EvoproxyError("--offspring must be at least 1, --iterations and --select-top at least 0")
+        if self.offspring < 1 or self.islands < 1 or self.migration < 1:
+            raise EvoproxyError("--offspring, --islands and --migration must be at least 1")
+        if self.iterations < 0 or self.select_top < 0:
+            raise EvoproxyError("--iterations and --select-top must be at least 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,6 +163,7 @@ class Individual:
     fitness: float
     behaviour: tuple[float, ...]  # its ρ@k parts: equal parts mean the same ranking of the sample
     validation: float = float("nan")  # mean ρ@k on the validation configurations, where judged there
+    island: int = 0
 
 
 _PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))
@@ -172,6 +177,21 @@ def behaviour(parts: dict[str, float]) -> tuple[float, ...]:
 def _parts_of(row) -> dict[str, float]:
     """The ρ@k parts stored in a candidates row (none for a rejected candidate)."""
     return {key: row[col] for key, col in _PART_COLUMNS if row[col] is not None}
+
+
+def migrate(population: list[Individual], islands: int) -> list[Individual]:
+    """Ring migration: a copy of each island's fittest replaces the weakest of the next island,
+    unless that island already ranks the sample the same way. Emigrants are chosen before any
+    island changes, so the order of the islands does not matter."""
+    members = [[ind for ind in population if ind.island == i] for i in range(islands)]
+    emigrants = [max(m, key=lambda ind: ind.fitness) for m in members]
+    for i, emigrant in enumerate(emigrants):
+        host = members[(i + 1) % islands]
+        if emigrant.behaviour in {ind.behaviour for ind in host}:
+            continue
+        weakest = min(range(len(host)), key=lambda j: host[j].fitness)
+        host[weakest] = Individual(emigrant.genome, emigrant.fitness, emigrant.behaviour, island=(i + 1) % islands)
+    return [ind for m in members for ind in m]
 
 
 class Evolution:
@@ -260,18 +280,21 @@ class Evolution:
                 counts[outcome.rule] += 1
         return outcomes
 
-    def _initial(self, iteration: int, counts: Counter) -> list[Individual]:
-        population: list[Individual] = []
-        for _ in range(self.config.max_retries * self.config.population):
-            need = self.config.population - len(population)
-            if need == 0:
+    def _initial(self, iteration: int, counts: Counter, keep: list[Individual] = ()) -> list[Individual]:
+        """Fresh OSP samples that fill every island, next to the individuals in `keep`, up to |P|."""
+        c = self.config
+        population = list(keep)
+        for _ in range(c.max_retries * c.population * c.islands):
+            open_slots = [i for i in range(c.islands) for _ in range(c.population - sum(p.island == i for p in population))]
+            if not open_slots:
                 break
-            proposals = [(self.toolbox.sample(), "init") for _ in range(need)]
-            for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts)):
-                if o is not None and o.ok:
-                    population.append(Individual(g, o.fitness, behaviour(o.parts)))
-        if len(population) < self.config.population:
-            raise EvoproxyError(f"could not find {self.config.population} valid proxies in {self.space.name}")
+            proposals = [(self.toolbox.sample(), "init") for _ in open_slots]
+            judged = [(g, o) for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts))
+                      if o is not None and o.ok]
+            for island, (g, o) in zip(open_slots, judged):
+                population.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
+        if any(sum(p.island == i for p in population) < c.population for i in range(c.islands)):
+            raise EvoproxyError(f"could not find {c.population * c.islands} valid proxies in {self.space.name}")
         return population
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -288,13 +311,16 @@ class Evolution:
             return 0, [], {"elapsed": 0.0, "stale": 0, "restarts": 0}
         self.rng.setstate(_tuples(state["rng"]))
         by_hash = {r["hash"]: r for r in rows}
+        islands = state.get("islands") or [0] * len(state["population"])  # runs of one island stored none
         population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"],
-                                 behaviour(_parts_of(by_hash[h]))) for h in state["population"]]
+                                 behaviour(_parts_of(by_hash[h])), island=i)
+                      for h, i in zip(state["population"], islands)]
         return done + 1, population, state["extra"]
 
     def _save_state(self, iteration: int, population: list[Individual], extra: dict) -> None:
         self.store.put(state={"iteration": iteration, "rng": self.rng.getstate(),
-                              "population": [ind.genome.wl_hash() for ind in population], "extra": extra})
+                              "population": [ind.genome.wl_hash() for ind in population],
+                              "islands": [ind.island for ind in population], "extra": extra})
 
     def run(self, hours: float | None = None, iterations: int | None = None, log_every: int = 25) -> Individual:
         """Run (or continue) until `iterations` (default: the config's) or `hours` of wall time
@@ -321,9 +347,12 @@ class Evolution:
                 best = max(ind.fitness for ind in population)
                 extra["stale"] = 0 if best > extra.get("best", -2.0) else extra["stale"] + 1
                 extra["best"] = max(best, extra.get("best", -2.0))
-                if c.patience and extra["stale"] >= c.patience:  # restart: keep the best, resample the rest
-                    elite = max(population, key=lambda ind: ind.fitness)
-                    population = [elite] + self._initial(it, counts)[:c.population - 1]
+                if c.islands > 1 and it % c.migration == 0:
+                    population = migrate(population, c.islands)
+                if c.patience and extra["stale"] >= c.patience:  # restart: each island keeps its best, the rest is resampled
+                    elites = [max((p for p in population if p.island == i), key=lambda ind: ind.fitness)
+                              for i in range(c.islands)]
+                    population = self._initial(it, counts, keep=elites)
                     extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
             fits = [ind.fitness for ind in population]
             elapsed = time.monotonic() - t0
@@ -372,33 +401,37 @@ class Evolution:
         return best
 
     def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:
-        slots = list(range(self.config.offspring))
+        """One iteration on every island: `offspring` children each, judged in one batch; each
+        island keeps its winners and loses as many of its weakest."""
+        members = [[ind for ind in population if ind.island == i] for i in range(self.config.islands)]
+        slots = [i for i in range(self.config.islands) for _ in range(self.config.offspring)]
         winners: list[Individual] = []
         for _ in range(self.config.max_retries):
-            proposals = [self._propose(population) for _ in slots]
+            proposals = [self._propose(members[i]) for i in slots]
             flat = [p for group in proposals for p in group]
             outcomes = iter(self._judge(flat, it, counts))
             retry = []
-            for slot, group in zip(slots, proposals):
+            for island, group in zip(slots, proposals):
                 judged = [(g, next(outcomes)) for g, _ in group]
                 passed = [(g, o) for g, o in judged if o is not None and o.ok]
                 if self.config.equivalence:  # a new formula that ranks the sample exactly like a member adds nothing
-                    known = {ind.behaviour for ind in population + winners}
+                    known = {ind.behaviour for ind in members[island] + winners if ind.island == island}
                     counts["same behaviour"] += sum(behaviour(o.parts) in known for _, o in passed)
                     passed = [(g, o) for g, o in passed if behaviour(o.parts) not in known]
                 if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
                     g, o = max(passed, key=lambda p: p[1].fitness)
-                    winners.append(Individual(g, o.fitness, behaviour(o.parts)))
+                    winners.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
                 else:
-                    retry.append(slot)
+                    retry.append(island)
             slots = retry
             if not slots:
                 break
-        population = population + winners
-        for _ in winners:  # the worst leaves (the oldest among equals)
-            worst = min(range(len(population)), key=lambda i: population[i].fitness)
-            population.pop(worst)
-        return population
+        for winner in winners:
+            members[winner.island].append(winner)
+        for w in winners:  # the weakest leaves (the oldest among equals)
+            m = members[w.island]
+            m.pop(min(range(len(m)), key=lambda j: m[j].fitness))
+        return [ind for m in members for ind in m]
 
     def close(self) -> None:
         self.store.close()

@@ -5,11 +5,12 @@ import pytest
 
 from evoproxy.bench import load_bench
 from evoproxy.errors import EvoproxyError
-from evoproxy.evolution import Evolution, EvolutionConfig, search_partition
+from evoproxy.evolution import Evolution, EvolutionConfig, Individual, migrate, search_partition
 from evoproxy.fitness import CSPSettings, FitnessTask, conflict
 from evoproxy.genome import Genome
 from evoproxy.inputs import prepare_inputs
 from evoproxy.rank import bench_stats
+from evoproxy.store import RunStore
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
 
@@ -42,8 +43,10 @@ def _rows(run_dir):
     return rows
 
 
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    whole = Evolution(tmp_path / "whole", EvolutionConfig(**SMALL), log=lambda m: None)
+@pytest.mark.parametrize("islands", [{}, {"islands": 2, "migration": 3, "patience": 4}], ids=["one-island", "islands"])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, islands):
+    config = EvolutionConfig(**SMALL, **islands)
+    whole = Evolution(tmp_path / "whole", config, log=lambda m: None)
     best_whole = whole.run()
     whole.close()
 
@@ -56,7 +59,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
         original(self, iteration, population, extra)
 
     monkeypatch.setattr(Evolution, "_save_state", crash)
-    cut = Evolution(tmp_path / "cut", EvolutionConfig(**SMALL), log=lambda m: None)
+    cut = Evolution(tmp_path / "cut", config, log=lambda m: None)
     with pytest.raises(KeyboardInterrupt):
         cut.run()
     cut.close()
@@ -222,6 +225,36 @@ def test_a_finished_run_can_be_extended(tmp_path):
     more.close()
     assert max(r[3] for r in _rows(tmp_path / "r")) == 8
     assert second.fitness >= first.fitness
+
+
+def _ind(fitness, island, tag):
+    return Individual(Genome.from_expression(("sum", tag)), fitness, (fitness,), island=island)
+
+
+def test_migration_sends_each_islands_best_to_the_next_in_a_ring():
+    population = [_ind(0.9, 0, "W"), _ind(0.1, 0, "G"), _ind(0.5, 1, "H"), _ind(0.2, 1, "A"),
+                  _ind(0.3, 2, "V"), _ind(0.4, 2, "GxW")]
+    after = migrate(population, 3)
+    by_island = {i: sorted((ind.fitness, ind.genome.formula()) for ind in after if ind.island == i) for i in range(3)}
+    assert by_island == {0: [(0.4, "Σ(GxW)"), (0.9, "Σ(W)")],  # island 2's best replaced island 0's weakest
+                         1: [(0.5, "Σ(H)"), (0.9, "Σ(W)")],
+                         2: [(0.4, "Σ(GxW)"), (0.5, "Σ(H)")]}
+    # An island that already ranks the sample like the emigrant keeps its members.
+    same = [_ind(0.9, 0, "W"), _ind(0.1, 0, "G"), _ind(0.9, 1, "H"), _ind(0.2, 1, "A")]
+    assert sorted(ind.fitness for ind in migrate(same, 2)) == [0.1, 0.2, 0.9, 0.9]
+
+
+def test_islands_keep_their_size_and_exchange_their_best(tmp_path):
+    evo = Evolution(tmp_path / "i", EvolutionConfig(**{**SMALL, "islands": 3, "migration": 4}), log=lambda m: None)
+    evo.run()
+    evo.close()
+    stored = RunStore(tmp_path / "i" / "run.db").get("state")
+    assert sorted(stored["islands"]) == sorted([0, 1, 2] * SMALL["population"])
+    # After the migration of iteration 12, a hash present in two islands shows an exchange took place.
+    homes = {}
+    for h, i in zip(stored["population"], stored["islands"]):
+        homes.setdefault(h, set()).add(i)
+    assert any(len(isl) > 1 for isl in homes.values())
 
 
 def test_search_partition_splits_the_search_split_into_fitness_and_validation():
