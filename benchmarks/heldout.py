@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from evoproxy.evolution import Evolution, EvolutionConfig
@@ -64,6 +65,19 @@ def main() -> None:
               f"above {top} ({hand[top]:.2f}) in {sum(h > hand[top] for h in ours)} of {len(ours)} seeds, "
               f"above the mean-bits baseline ({hand['mean-bits']:.2f}) in {sum(h > hand['mean-bits'] for h in ours)}")
         print("handcrafted: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(hand.items(), key=lambda p: -p[1])))
+        if split == "held-out":
+            noise_floor(HANDCRAFTED[top](), evo)
+
+
+def noise_floor(proxy, evo: Evolution, draws: int = 20) -> None:
+    """How much one fixed proxy's held-out figure moves with the choice of configurations: its
+    mean ρ on random subsets of the search split as large as the held-out split."""
+    search, n = evo.bench.split("search"), len(evo.bench.split("held-out"))
+    rng = np.random.default_rng(0)
+    rho = [100 * rank_proxy(proxy, evo.stats, [search[i] for i in rng.choice(len(search), n, replace=False)]).rho_mean
+           for _ in range(draws)]
+    print(f"{proxy.name} on {draws} random subsets of {n} search configurations: {statistics.mean(rho):.2f} ± "
+          f"{statistics.stdev(rho):.2f} (from {min(rho):.2f} to {max(rho):.2f})")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def transfer_bench(bench_name: str) -> str | None:
 
 
 def _row(label: str, r: RankResult) -> dict:
-    row = {"proxy": label, "mean": 100 * r.rho_mean, "tau": r.kendall_tau}
+    row = {"proxy": label, "mean": f"{100 * r.rho_mean:6.2f}", "tau": r.kendall_tau}
     for k in ("rho@20%", "rho@50%", "rho@100%"):
         m, s = r.rho.get(k, (float("nan"), float("nan")))
         row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
