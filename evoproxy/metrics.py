@@ -36,6 +36,25 @@ def spearman_at_topk(scores, truth, k: float) -> float:
 TOPK = (0.2, 0.5, 1.0)
 
 
+def rho_mean(scores, truth) -> float:
+    """Mean of ρ@20%, ρ@50% and ρ@100% (the evolution's fitness)."""
+    return float(np.mean([spearman_at_topk(scores, truth, k) for k in TOPK]))
+
+
+def paired_bootstrap(scores_a, scores_b, truth, draws: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """How surely proxy a ranks `truth` better than proxy b: the difference of their mean ρ@k
+    on these configurations, and its 95 % percentile interval over `draws` resamples of the
+    configurations with replacement (both proxies judged on the same resample)."""
+    a, b, t = (np.asarray(x, dtype=float) for x in (scores_a, scores_b, truth))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        idx = rng.integers(0, len(t), len(t))
+        diffs.append(rho_mean(a[idx], t[idx]) - rho_mean(b[idx], t[idx]))
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
+    return rho_mean(a, t) - rho_mean(b, t), float(lo), float(hi)
+
+
 def rank_quality(scores, truth) -> dict[str, float]:
     """ρ@20%, ρ@50%, ρ@100%, their mean (the evolution's fitness) and Kendall τ over all."""
     parts = {f"rho@{int(k * 100)}%": spearman_at_topk(scores, truth, k) for k in TOPK}

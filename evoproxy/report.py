@@ -6,9 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .bench import load_bench, shipped_benches
+from .bench import Bench, load_bench, shipped_benches
 from .errors import EvoproxyError
 from .genome import Genome
+from .metrics import paired_bootstrap
 from .rank import RankResult, bench_stats, rank_proxy
 from .store import RunStore
 from .table import format_table
@@ -112,8 +113,14 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tup
                       f"{'' if name == bench_name else ', never seen by the run'}); ρ in %:",
                   format_table(rows, ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "tau"],
                                ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "Kendall τ"])]
+        diff, lo, hi = paired_bootstrap(ours.scores, usable[top].scores, Bench.arrays(entries)[1])
+        verdict = ("these configurations cannot tell the two apart" if lo <= 0 <= hi
+                   else f"the evolved proxy ranks {'better' if lo > 0 else 'worse'}")
+        lines.append(f"evolved − {top}: {100 * diff:+.2f} points of mean ρ over all {len(entries)} configurations; "
+                     f"95 % paired bootstrap interval [{100 * lo:+.2f}, {100 * hi:+.2f}]: {verdict}")
         data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
-                                 "mean_bits": hand["mean-bits"].to_dict()}
+                                 "mean_bits": hand["mean-bits"].to_dict(),
+                                 "difference": {"value": diff, "interval_95": [lo, hi]}}
     if summary["history"]:
         plot_history(summary["history"], run_dir / "fitness.png")
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")

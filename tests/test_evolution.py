@@ -345,3 +345,32 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     whole.run()
     whole.close()
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "whole")
+
+
+def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_and_transfer(tmp_path):
+    import json
+
+    from evoproxy.methods.handcrafted import HANDCRAFTED
+    from evoproxy.metrics import rho_mean
+    from evoproxy.report import full_report
+
+    evo = Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "iterations": 3}), log=lambda m: None)
+    result = evo.run()
+    evo.close()
+    text, data = full_report(tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) == json.loads(json.dumps(data))
+    assert (tmp_path / "r" / "fitness.png").stat().st_size > 0
+    assert result.genome.formula() in text and data["best"]["validation"] == pytest.approx(result.validation)
+    assert set(data["benches"]) == {"fmnist-resnet20-w234", "fmnist-mobilenetv2-w234"}
+    held = data["benches"]["fmnist-resnet20-w234"]
+    assert held["split"] == "held-out"
+    # The reported difference is evolved minus the best handcrafted proxy over the whole split.
+    bench = load_bench("fmnist-resnet20-w234")
+    stats, _, _ = bench_stats(bench)
+    bits, acc = bench.arrays(bench.split("held-out"))
+    top = held["best_handcrafted"]["proxy"]
+    ours = bits @ result.genome.evaluate(prepare_inputs(stats)).values.numpy()
+    theirs = bits @ HANDCRAFTED[top]().sensitivities(stats).numpy()
+    assert held["difference"]["value"] == pytest.approx(rho_mean(ours, acc) - rho_mean(theirs, acc))
+    lo, hi = held["difference"]["interval_95"]
+    assert lo < hi and f"evolved − {top}" in text
