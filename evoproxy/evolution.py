@@ -338,6 +338,7 @@ class Evolution:
                 return False
             return endless or it <= total
 
+        window = Counter()  # what happened since the last progress line
         while more():
             t0, counts = time.monotonic(), Counter()
             if it == 0 or not population:
@@ -361,11 +362,12 @@ class Evolution:
                                    counts["duplicates"], elapsed)
             extra["elapsed"] = time.monotonic() - start
             self._save_state(it, population, extra)
+            window.update(counts)
+            window["seconds"] += elapsed
             if it % log_every == 0 or it == total:
-                rate = counts["evaluated"] / elapsed if elapsed > 0 else float("inf")
-                rej = " ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
-                self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} median {statistics.median(fits):.4f} | "
-                         f"{rate:.0f} evals/s | rejected: {rej} | duplicates {counts['duplicates']}")
+                self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} "
+                         f"median {statistics.median(fits):.4f} | {_window_line(window)}")
+                window = Counter()
             it += 1
         best = self._select_final(it - 1)
         named = Genome(best.genome.graph, c.space, name=self.dir.name)  # tables show the run's name
@@ -435,6 +437,17 @@ class Evolution:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _window_line(window: Counter) -> str:
+    """Evaluation rate, and the share of proposed candidates that each screening rule removed,
+    over the iterations since the last progress line."""
+    proposed = window["evaluated"] + window["duplicates"] + window["replayed"]
+    rate = window["evaluated"] / window["seconds"] if window["seconds"] > 0 else float("inf")
+    rules = {k: v for k, v in window.items() if k not in ("evaluated", "replayed", "seconds") and v}
+    shares = " ".join(f"{'WL repeats' if k == 'duplicates' else k} {100 * v / proposed:.1f}%"
+                      for k, v in sorted(rules.items(), key=lambda p: -p[1])) if proposed else ""
+    return f"{rate:.0f} evals/s | screened out of {proposed} proposed: {shares or 'none'}"
 
 
 def _tuples(value):

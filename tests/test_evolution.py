@@ -374,3 +374,13 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     assert held["difference"]["value"] == pytest.approx(rho_mean(ours, acc) - rho_mean(theirs, acc))
     lo, hi = held["difference"]["interval_95"]
     assert lo < hi and f"evolved − {top}" in text
+
+
+def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line():
+    from collections import Counter
+
+    from evoproxy.evolution import _window_line
+
+    window = Counter(evaluated=8, duplicates=2, invalid=3, conflict=1, seconds=2.0)
+    assert _window_line(window) == "4 evals/s | screened out of 10 proposed: invalid 30.0% WL repeats 20.0% conflict 10.0%"
+    assert _window_line(Counter(evaluated=5, seconds=1.0)).endswith("out of 5 proposed: none")
