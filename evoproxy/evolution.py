@@ -6,12 +6,15 @@ fresh OSP sample competes with the offspring and the better one is kept; compati
 screening (CSP): a candidate whose canonical WL hash was seen before in the run is never
 evaluated again, and the early-rejection rules of fitness.py run before or instead of the full
 evaluation; when no candidate passes, the step is redone (at most `max_retries` times). The
-offspring joins the population and the worst individual leaves.
+offspring joins the population and the worst individual leaves. With several islands, each
+runs this step on its own population and sends its best to the next island every `migration`
+iterations. At the end, the result is chosen among the fittest on the search configurations
+the fitness never saw (`_select_final`).
 
 Every candidate is written to SQLite as soon as it is judged, and the population and the RNG
 state after every iteration, so `resume` continues exactly where a killed run stopped: the
 candidates of the unfinished iteration are replayed from the database, never evaluated twice.
-With one worker and a fixed seed, a resumed run ends with the same best proxy as an
+With one worker and a fixed seed, a resumed run ends with the same result as an
 uninterrupted one.
 """
 from __future__ import annotations
