@@ -13,7 +13,8 @@ the shipped split). One held-out split of a small bench is a single noisy draw; 
 paired differences over several splits is the fairer test of "better on unseen configurations".
 
 Usage: python benchmarks/heldout.py [--seeds 6] [--resplit] [--samples 50] [--population 20]
-       [--iterations 1000] [--space branched] [--select-top 20] [--islands 1] [--bench NAME]
+       [--iterations 1000] [--space branched] [--select-top 20] [--islands 1] [--init fisher]
+       [--bench NAME]
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 from evoproxy.bench import append_entries, load_bench, write_header
 from evoproxy.evolution import Evolution, EvolutionConfig
 from evoproxy.methods.handcrafted import HANDCRAFTED
+from evoproxy.proxies import get_genome
 from evoproxy.rank import bench_stats, rank_proxy
 from evoproxy.report import transfer_bench
 
@@ -82,11 +84,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=EvolutionConfig.iterations)
     parser.add_argument("--select-top", type=int, default=EvolutionConfig.select_top)
     parser.add_argument("--islands", type=int, default=EvolutionConfig.islands)
+    parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="evoproxy-heldout-"))
     print(f"{args.bench}, {args.space} space, {args.islands} × |P|={args.population}, N={args.iterations}, "
-          f"samples {args.samples or 'all'}, select-top {args.select_top}"
+          f"samples {args.samples or 'all'}, select-top {args.select_top}{', init ' + args.init if args.init else ''}"
           f"{', a new split per seed' if args.resplit else ''}; mean ρ in %")
     other = load_bench(transfer_bench(args.bench))
     other_stats, _, _ = bench_stats(other)
@@ -97,7 +100,8 @@ def main() -> None:
         bench = resplit(args.bench, seed if args.resplit else 0, root)
         config = EvolutionConfig(bench=bench, space=args.space, samples=args.samples,
                                  population=args.population, iterations=args.iterations,
-                                 select_top=args.select_top, islands=args.islands, seed=seed)
+                                 select_top=args.select_top, islands=args.islands, seed=seed,
+                                 init=tuple(get_genome(r).to_json() for r in args.init.split(",") if r))
         evo = Evolution(root / f"s{seed}", config, log=lambda m: None)
         best = evo.run()
         entries = evo.bench.split("held-out")

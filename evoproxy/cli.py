@@ -239,6 +239,7 @@ def cmd_rank(args) -> None:
 def cmd_evolve(args) -> None:
     from .evolution import Evolution, EvolutionConfig
     from .fitness import CSPSettings
+    from .proxies import get_genome
     from .report import full_report
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -254,6 +255,7 @@ def cmd_evolve(args) -> None:
             csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
                             insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
             offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
+            init=tuple(get_genome(ref).to_json() for ref in args.init.split(",")) if args.init else (),
             patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
         run_dir = Path(args.runs_dir) / name
@@ -526,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
                        ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
+    p.add_argument("--init", metavar="P[,P...]",
+                   help="start the population from these proxies (fisher, emq-paper, genome .json files or run "
+                        "directories), the rest sampled as usual")
     p.add_argument("--islands", type=int, default=1,
                    help="populations of |P| that evolve apart, for long runs (default 1)")
     p.add_argument("--migration", type=int, default=50, metavar="M",

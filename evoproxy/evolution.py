@@ -40,7 +40,7 @@ from .rank import bench_stats
 from .space import load_space
 from .stats import load_stats_file
 from .store import RunStore
-from .variation import crossover, mutate, sample_genome
+from .variation import crossover, mutate, sample_genome, space_violation
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class EvolutionConfig:
     patience: int = 0  # iterations without improvement before a restart (0: never restart)
     max_retries: int = 50
     select_top: int = 20
+    init: tuple[str, ...] = ()  # genome JSON of proxies the initial population starts with
 
     def __post_init__(self):
         if self.population < 2:
@@ -95,6 +96,7 @@ class EvolutionConfig:
         if unknown:
             raise EvoproxyError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
         data = dict(data)
+        data["init"] = tuple(data.get("init", ()))  # JSON stores the tuple as a list
         if isinstance(data.get("csp"), dict):
             data["csp"] = CSPSettings(**data["csp"])
         return cls(**data)
@@ -204,28 +206,40 @@ class Evolution:
     def __init__(self, run_dir: str | Path, config: EvolutionConfig | None = None, jobs: int = 1,
                  backend: str | None = None, log=print):
         self.dir = Path(run_dir)
-        if config is None and not (self.dir / "run.db").is_file():
-            raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
-        self.store = RunStore(self.dir / "run.db")
-        stored = self.store.get("config")
-        if stored is not None:
-            self.config = EvolutionConfig.from_dict(stored)
-            if config is not None and config != self.config:
+        self.log = log
+        db = self.dir / "run.db"
+        if not db.is_file():  # a new run: check its settings before anything is written
+            if config is None:
+                raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
+            path = self._prepare(config)
+            self.store = RunStore(db)
+            self.store.put(config=config.to_dict())
+        else:
+            self.store = RunStore(db)
+            stored = EvolutionConfig.from_dict(self.store.get("config"))
+            if config is not None and config != stored:
                 raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
                                     f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
-        else:
-            self.config = config
-            self.store.put(config=config.to_dict())
-        self.log = log
+            path = self._prepare(stored)
         c = self.config
-        self.space = load_space(c.space)
-        self.bench = load_bench(c.bench)
-        stats, _, path = bench_stats(self.bench, log=lambda m: log(f"[stats] {m}"))
-        self.stats = stats
-        (bits, acc), self.validation = search_partition(self.bench, c.samples, c.seed)
-        self.evaluate = Evaluator(path, bits, acc, c.csp, jobs, backend)
+        self.evaluate = Evaluator(path, *self.fitness_configs, c.csp, jobs, backend)
         self.rng = random.Random(c.seed)
         self.toolbox = self._toolbox()
+
+    def _prepare(self, c: EvolutionConfig) -> Path:
+        """Load what the run's settings name (space, given proxies, bench, statistics, fitness and
+        validation configurations), failing with a clear error on a bad one; returns the
+        statistics file that workers load."""
+        self.config = c
+        self.space = load_space(c.space)
+        self.given = [Genome.from_json(g) for g in c.init]
+        for g in self.given:
+            if why := space_violation(g, self.space):
+                raise EvoproxyError(f"--init {g.name or g.formula()} does not lie in the {self.space.name} space: {why}")
+        self.bench = load_bench(c.bench)
+        self.stats, _, path = bench_stats(self.bench, log=lambda m: self.log(f"[stats] {m}"))
+        self.fitness_configs, self.validation = search_partition(self.bench, c.samples, c.seed)
+        return path
 
     # -- the DEAP toolbox: one small registered function per step, swappable one at a time ----
 
@@ -283,10 +297,19 @@ class Evolution:
                 counts[outcome.rule] += 1
         return outcomes
 
-    def _initial(self, iteration: int, counts: Counter, keep: list[Individual] = ()) -> list[Individual]:
-        """Fresh OSP samples that fill every island, next to the individuals in `keep`, up to |P|."""
+    def _initial(self, iteration: int, counts: Counter, keep: list[Individual] = (),
+                 given: list[Genome] = ()) -> list[Individual]:
+        """The `given` proxies (dealt round the islands) and the individuals in `keep`, then fresh
+        OSP samples that fill every island up to |P|."""
         c = self.config
         population = list(keep)
+        proposals = [(g, "given") for g in given]
+        for k, ((g, _), o) in enumerate(zip(proposals, self._judge(proposals, iteration, counts) if given else [])):
+            if o is None or not o.ok:
+                self.log(f"the given proxy {g.formula()} is left out: "
+                         f"{'a repeat' if o is None else f'{o.rule} ({o.reason})'}")
+            elif sum(p.island == k % c.islands for p in population) < c.population:
+                population.append(Individual(g, o.fitness, behaviour(o.parts), island=k % c.islands))
         for _ in range(c.max_retries * c.population * c.islands):
             open_slots = [i for i in range(c.islands) for _ in range(c.population - sum(p.island == i for p in population))]
             if not open_slots:
@@ -345,7 +368,7 @@ class Evolution:
         while more():
             t0, counts = time.monotonic(), Counter()
             if it == 0 or not population:
-                population = self._initial(it, counts)
+                population = self._initial(it, counts, given=self.given)
             else:
                 population = self._step(population, it, counts)
                 best = max(ind.fitness for ind in population)

@@ -91,6 +91,20 @@ def available_proxies() -> list[str]:
     return list(HANDCRAFTED)
 
 
+def get_genome(name: str):
+    """A proxy as a genome, to start a search from: a handcrafted proxy that has a genome form
+    (fisher, emq-paper), a genome JSON file, or a run directory (its best.json)."""
+    from .genome import Genome
+    from .methods.handcrafted import GENOME_FORMS, genome_form
+    if name in GENOME_FORMS:
+        return genome_form(name)
+    proxy = get_proxy(name) if name.endswith(".json") or Path(name).is_dir() else None
+    if not isinstance(proxy, Genome):
+        raise EvoproxyError(f"{name!r} is not a genome: use {', '.join(GENOME_FORMS)}, a genome .json file "
+                            "or a run directory")
+    return proxy
+
+
 def get_proxy(name: str) -> Proxy:
     """A proxy by name: a handcrafted one (see `available_proxies`), a genome JSON file (a path
     ending in .json; loading it runs no code), a run directory `runs/<name>/` (its best.json), or a

@@ -384,3 +384,23 @@ def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line()
     window = Counter(evaluated=8, duplicates=2, invalid=3, conflict=1, seconds=2.0)
     assert _window_line(window) == "4 evals/s | screened out of 10 proposed: invalid 30.0% WL repeats 20.0% conflict 10.0%"
     assert _window_line(Counter(evaluated=5, seconds=1.0)).endswith("out of 5 proposed: none")
+
+
+def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
+    from evoproxy.proxies import get_genome
+
+    fisher = get_genome("fisher")
+    evo = Evolution(tmp_path / "g", EvolutionConfig(**{**SMALL, "iterations": 2, "init": (fisher.to_json(),)}),
+                    log=lambda m: None)
+    evo.run()
+    evo.close()
+    first = _rows(tmp_path / "g")[0]
+    _, inputs, _ = task_and_inputs
+    (bits, acc), _ = search_partition(load_bench("fmnist-resnet20-w234"), SMALL["samples"], SMALL["seed"])
+    assert first[4] == "given" and first[2] == "ok" and first[0] == fisher.wl_hash()
+    assert first[1] == pytest.approx(FitnessTask(bits, acc).judge(fisher, inputs).fitness)
+
+    outside = Genome.from_expression(("sum", "W"))  # a single input: not the branched skeleton
+    with pytest.raises(EvoproxyError, match="does not lie in the branched space"):
+        Evolution(tmp_path / "x", EvolutionConfig(**{**SMALL, "init": (outside.to_json(),)}), log=lambda m: None)
+    assert not (tmp_path / "x").exists()  # a run with bad settings leaves nothing to trip over later

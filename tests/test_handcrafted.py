@@ -109,3 +109,17 @@ def test_bad_proxy_references(stats, name, message):
 def test_user_functions_must_return_one_number_per_layer(stats, fn, message):
     with pytest.raises(EvoproxyError, match=message):
         FunctionProxy(fn, "mine").sensitivities(stats)
+
+
+def test_fisher_genome_form_is_twice_fisher_and_lies_in_the_branched_space(stats):
+    from evoproxy.methods.handcrafted import genome_form
+    from evoproxy.proxies import get_genome
+    from evoproxy.space import load_space
+    from evoproxy.variation import space_violation
+
+    genome = get_genome("fisher")
+    assert space_violation(genome, load_space("branched")) is None
+    assert torch.allclose(genome.sensitivities(stats), 2 * get_proxy("fisher").sensitivities(stats), rtol=1e-12)
+    assert get_genome("emq-paper").wl_hash() == genome_form("emq-paper").wl_hash()
+    with pytest.raises(EvoproxyError, match="'snip' is not a genome"):
+        get_genome("snip")

@@ -145,7 +145,20 @@ EMQ_EQUATION_5 = ("sum", ("mul", ("no_op", ("abslog", "V")), ("sqrt", ("l1_mean"
 
 def emq_paper() -> Genome:
     """The searched EMQ proxy of the paper (equation 5) as a genome of the branched space."""
-    return Genome.from_expression(EMQ_EQUATION_5, space="branched", name="emq-paper")
+    return genome_form("emq-paper")
+
+
+# Fisher in the branched space: both branches take the per-output-channel sum of ∂L/∂θ⊙θ,
+# joined by mul and summed, i.e. 2× the fisher() sensitivities (the same ranking and allocation).
+FISHER_BRANCHED = ("sum", ("mul", ("no_op", ("channel_sum", "GxW")), ("no_op", ("channel_sum", "GxW"))))
+
+# Handcrafted proxies that are also genomes of the branched space, to start a search from.
+GENOME_FORMS = {"fisher": FISHER_BRANCHED, "emq-paper": EMQ_EQUATION_5}
+
+
+def genome_form(name: str) -> Genome:
+    """The handcrafted proxy `name` as a genome of the branched space."""
+    return Genome.from_expression(GENOME_FORMS[name], space="branched", name=name)
 
 
 HANDCRAFTED = {
