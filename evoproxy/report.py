@@ -113,14 +113,17 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tup
                       f"{'' if name == bench_name else ', never seen by the run'}); ρ in %:",
                   format_table(rows, ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "tau"],
                                ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "Kendall τ"])]
+        data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
+                                 "mean_bits": hand["mean-bits"].to_dict()}
+        if ours.error:  # e.g. non-finite scores on another model's statistics
+            lines.append(f"the evolved proxy cannot rank these configurations: {ours.error}")
+            continue
         diff, lo, hi = paired_bootstrap(ours.scores, usable[top].scores, Bench.arrays(entries)[1])
         verdict = ("these configurations cannot tell the two apart" if lo <= 0 <= hi
                    else f"the evolved proxy ranks {'better' if lo > 0 else 'worse'}")
         lines.append(f"evolved − {top}: {100 * diff:+.2f} points of mean ρ over all {len(entries)} configurations; "
                      f"95 % paired bootstrap interval [{100 * lo:+.2f}, {100 * hi:+.2f}]: {verdict}")
-        data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
-                                 "mean_bits": hand["mean-bits"].to_dict(),
-                                 "difference": {"value": diff, "interval_95": [lo, hi]}}
+        data["benches"][name]["difference"] = {"value": diff, "interval_95": [lo, hi]}
     if summary["history"]:
         plot_history(summary["history"], run_dir / "fitness.png")
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")

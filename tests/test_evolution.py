@@ -347,7 +347,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "whole")
 
 
-def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_and_transfer(tmp_path):
+def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_and_transfer(tmp_path, monkeypatch):
     import json
 
     from evoproxy.methods.handcrafted import HANDCRAFTED
@@ -374,6 +374,18 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     assert held["difference"]["value"] == pytest.approx(rho_mean(ours, acc) - rho_mean(theirs, acc))
     lo, hi = held["difference"]["interval_95"]
     assert lo < hi and f"evolved − {top}" in text
+
+    # A result that cannot score a bench (say, non-finite on another model) is reported, not a crash.
+    import evoproxy.report as report
+    from evoproxy.rank import RankResult
+
+    real = report.rank_proxy
+    monkeypatch.setattr(report, "rank_proxy", lambda proxy, *a: RankResult(proxy.name, {}, float("nan"), float("nan"),
+                                                                             error="non-finite scores")
+                        if isinstance(proxy, Genome) else real(proxy, *a))
+    text, data = full_report(tmp_path / "r")
+    assert text.count("the evolved proxy cannot rank these configurations: non-finite scores") == 2
+    assert "difference" not in data["benches"]["fmnist-resnet20-w234"]
 
 
 def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line():
