@@ -304,7 +304,7 @@ class Evolution:
         c = self.config
         population = list(keep)
         proposals = [(g, "given") for g in given]
-        for k, ((g, _), o) in enumerate(zip(proposals, self._judge(proposals, iteration, counts) if given else [])):
+        for k, ((g, _), o) in enumerate(zip(proposals, self._judge(proposals, iteration, counts))):
             if o is None or not o.ok:
                 self.log(f"the given proxy {g.formula()} is left out: "
                          f"{'a repeat' if o is None else f'{o.rule} ({o.reason})'}")
