@@ -221,8 +221,8 @@ def cmd_rank(args) -> None:
         return
     rows = []
     for r in results:
-        row = {"proxy": r.proxy, "tau": r.kendall_tau, "ms": 1e3 * r.seconds_per_config, "mean": 100 * r.rho_mean,
-               "all": 100 * r.rho_all}
+        row = {"proxy": r.proxy, "tau": r.kendall_tau, "ms": 1e3 * r.seconds_per_config,
+               "mean": f"{100 * r.rho_mean:6.2f}", "all": f"{100 * r.rho_all:6.2f}"}
         for k, (m, sd) in r.rho.items():
             row[k] = f"{100 * m:6.2f} ± {100 * sd:5.2f}"
         if r.error:
