@@ -16,6 +16,15 @@ if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` star
     from .stats import StatsSettings
 
 
+# `evoproxy evolve --preset`: values of the flags left out. "paper" is the EMQ paper's (and
+# EvolutionConfig's defaults); "strong" is the setting of README's study that beats every
+# handcrafted proxy on the default bench's held-out split.
+EVOLVE_PRESETS = {
+    "paper": {"population": 20, "iterations": 1000, "samples": 50, "islands": 1, "init": "none"},
+    "strong": {"population": 50, "iterations": 2000, "samples": 0, "islands": 4, "init": "fisher"},
+}
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default",
                    help="registry name (default, resnet20-fmnist) or package.module:function returning an nn.Module")
@@ -247,16 +256,20 @@ def cmd_evolve(args) -> None:
     if args.resume:
         run_dir, config = Path(args.resume), None
     else:
+        for key, value in EVOLVE_PRESETS[args.preset].items():
+            if getattr(args, key) is None and not (key == "iterations" and args.hours):
+                setattr(args, key, value)
+        init = [] if args.init == "none" else args.init.split(",")
         config = EvolutionConfig(
             bench=args.bench, space=args.space, population=args.population,
-            iterations=0 if args.hours and args.iterations is None else (args.iterations or 1000),
+            iterations=args.iterations or 0,  # 0 (unlimited) only with --hours and no --iterations
             ratio=args.ratio, p_crossover=args.p_crossover, p_mutation=args.p_mutation, samples=args.samples,
             seed=args.seed, strategy=args.strategy, osp=not args.no_osp, dps=not args.no_dps,
             equivalence=not args.no_equivalence,
             csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
                             insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
             offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
-            init=tuple(get_genome(ref).to_json() for ref in args.init.split(",")) if args.init else (),
+            init=tuple(get_genome(ref).to_json() for ref in init),
             patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
         run_dir = Path(args.runs_dir) / name
@@ -508,9 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "runs/<name>/run.db as it is judged; a killed run continues with --resume.")
     p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
     p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
-    p.add_argument("--population", type=int, default=20, help="|P| (default 20)")
-    p.add_argument("--iterations", type=int, help="N (default 1000; unlimited with --hours; with --resume, "
-                                                   "the new total, to extend a finished run)")
+    p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="paper",
+                   help="paper (default): the EMQ paper's settings, |P| 20, N 1000, fitness on 50 configurations; "
+                        "strong: fitness on the whole search split, 4 islands of |P| 50, N 2000, started from "
+                        "Fisher (beats every handcrafted proxy on the default bench's held-out split, see README). "
+                        "Flags given beside it override it")
+    p.add_argument("--population", type=int, help="|P| (paper 20, strong 50)")
+    p.add_argument("--iterations", type=int, help="N (paper 1000, strong 2000; unlimited with --hours; with "
+                                                   "--resume, the new total, to extend a finished run)")
     p.add_argument("--hours", type=float, help="wall-clock budget; with it the islands restart (each keeping its "
                                                "best) after --patience iterations without improvement")
     p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "
@@ -518,9 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
     p.add_argument("--p-crossover", type=float, default=0.5)
     p.add_argument("--p-mutation", type=float, default=0.5)
-    p.add_argument("--samples", type=int, default=50, help="search-split configurations the fitness is measured on (default 50, the paper's); "
-                        "the rest of the search split chooses the result (--select-top); 0: the whole "
-                        "search split, and the fittest proxy is the result")
+    p.add_argument("--samples", type=int, help="search-split configurations the fitness is measured on (paper 50, "
+                        "strong 0); the rest of the search split chooses the result (--select-top); 0: the "
+                        "whole search split, and the fittest proxy is the result")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
                    help="random: random search with the same budget (ablation baseline)")
@@ -531,9 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
     p.add_argument("--init", metavar="P[,P...]",
                    help="start the population from these proxies (fisher, emq-paper, genome .json files or run "
-                        "directories), the rest sampled as usual")
-    p.add_argument("--islands", type=int, default=1,
-                   help="populations of |P| that evolve apart, for long runs (default 1)")
+                        "directories), the rest sampled as usual (paper: none, strong: fisher; 'none' for none)")
+    p.add_argument("--islands", type=int, help="populations of |P| that evolve apart (paper 1, strong 4)")
     p.add_argument("--migration", type=int, default=50, metavar="M",
                    help="with --islands, every M iterations each island's best joins the next island (default 50)")
     p.add_argument("--select-top", type=int, default=20, metavar="K",
@@ -547,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default SPACE-BENCH-sSEED)")
     p.add_argument("--runs-dir", default="runs", help="where runs are stored (default runs/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored settings")
-    p.add_argument("--log-every", type=int, default=100, help="progress line every N iterations (default 100)")
+    p.add_argument("--log-every", type=int, default=100, help="progress line every N iterations (default 100; 0: none)")
     p.add_argument("--no-report", action="store_true", help="skip the final held-out / transfer report")
     p.set_defaults(func=cmd_evolve)
 

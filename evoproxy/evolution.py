@@ -390,7 +390,7 @@ class Evolution:
             self._save_state(it, population, extra)
             window.update(counts)
             window["seconds"] += elapsed
-            if it % log_every == 0 or it == total:
+            if log_every and (it % log_every == 0 or it == total):  # 0: no progress lines
                 self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} "
                          f"median {statistics.median(fits):.4f} | {_window_line(window)}")
                 window = Counter()

@@ -9,6 +9,7 @@ from evoproxy.evolution import Evolution, EvolutionConfig, Individual, migrate, 
 from evoproxy.fitness import CSPSettings, FitnessTask, conflict
 from evoproxy.genome import Genome
 from evoproxy.inputs import prepare_inputs
+from evoproxy.proxies import get_genome
 from evoproxy.rank import bench_stats
 from evoproxy.store import RunStore
 
@@ -420,3 +421,29 @@ def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
     with pytest.raises(EvoproxyError, match="does not lie in the branched space"):
         Evolution(tmp_path / "x", EvolutionConfig(**{**SMALL, "init": (outside.to_json(),)}), log=lambda m: None)
     assert not (tmp_path / "x").exists()  # a run with bad settings leaves nothing to trip over later
+
+
+def test_presets_fill_the_flags_left_out(tmp_path, capsys):
+    from dataclasses import fields
+
+    from evoproxy.cli import EVOLVE_PRESETS, main
+
+    defaults = {f.name: f.default for f in fields(EvolutionConfig)}
+    paper = EVOLVE_PRESETS["paper"]
+    assert {k: defaults[k] for k in paper if k != "init"} == {k: v for k, v in paper.items() if k != "init"}
+
+    def config(*flags):
+        name = f"r{len(list(tmp_path.iterdir()))}"
+        assert main(["evolve", *flags, "--runs-dir", str(tmp_path), "--name", name, "--no-report",
+                     "--log-every", "0"]) == 0
+        store = RunStore(tmp_path / name / "run.db")
+        try:
+            return store.get("config")
+        finally:
+            store.close()
+
+    strong = config("--preset", "strong", "--iterations", "1", "--population", "4")
+    assert (strong["samples"], strong["islands"], strong["population"], strong["iterations"]) == (0, 4, 4, 1)
+    assert [Genome.from_json(g).wl_hash() for g in strong["init"]] == [get_genome("fisher").wl_hash()]
+    plain = config("--preset", "strong", "--init", "none", "--samples", "40", "--iterations", "0", "--islands", "1")
+    assert (plain["samples"], plain["islands"], plain["population"], plain["init"]) == (40, 1, 50, [])
