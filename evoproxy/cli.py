@@ -517,8 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evolve training-free proxies (EMQ Algorithm 1) on a benchmark's search split: "
                                    "tournament selection, crossover, mutation, diversity-prompting selection (DPS), "
                                    "operation sampling prioritization (OSP) and compatibility screening (CSP). "
-                                   "Defaults are the paper's settings. Every candidate is stored in "
-                                   "runs/<name>/run.db as it is judged; a killed run continues with --resume.")
+                                   "Defaults are the paper's settings (--preset strong: a stronger search). "
+                                   "Every candidate is stored in runs/<name>/run.db as it is judged; a killed run "
+                                   "continues with --resume.")
     p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
     p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
     p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="paper",
