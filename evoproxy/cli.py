@@ -262,7 +262,7 @@ def cmd_evolve(args) -> None:
         init = [] if args.init == "none" else args.init.split(",")
         config = EvolutionConfig(
             bench=args.bench, space=args.space, population=args.population,
-            iterations=args.iterations or 0,  # 0 (unlimited) only with --hours and no --iterations
+            iterations=args.iterations or 0,  # unset only with --hours: 0, no limit but the time
             ratio=args.ratio, p_crossover=args.p_crossover, p_mutation=args.p_mutation, samples=args.samples,
             seed=args.seed, strategy=args.strategy, osp=not args.no_osp, dps=not args.no_dps,
             equivalence=not args.no_equivalence,

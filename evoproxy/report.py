@@ -83,8 +83,8 @@ def plot_history(history: list[tuple], path: Path) -> None:
 def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tuple[str, dict]:
     """The report text and its data: best proxy on the held-out split and on a transfer bench,
     beside the handcrafted proxy with the highest mean ρ over all configurations and the
-    mean-bit-width baseline. Writes report.txt,
-    report.json and fitness.png into the run directory."""
+    mean-bit-width baseline. Writes report.txt, report.json and fitness.png into the run
+    directory."""
     from .methods.handcrafted import HANDCRAFTED
 
     run_dir = Path(run_dir)
