@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from evoproxy.bench import append_entries, load_bench, write_header
-from evoproxy.evolution import Evolution, EvolutionConfig, search_partition
+from evoproxy.evolution import Evolution, EvolutionConfig
 from evoproxy.methods.handcrafted import HANDCRAFTED
 from evoproxy.metrics import rho_mean
 from evoproxy.proxies import get_genome
@@ -126,7 +126,7 @@ def main() -> None:
         moved.append(rho(best.genome, other_stats, other.split("all")))
         evo.close()
         top = max((n for n in hand[-1] if n != "mean-bits"), key=lambda n: hand[-1][n][1])
-        bits, acc = search_partition(evo.bench, config.samples, config.seed)[0]
+        bits, acc = evo.fitness_configs
         top_fitness = rho_mean(HANDCRAFTED[top]().score(evo.stats, torch.as_tensor(bits)).numpy(), acc)
         print(f"{seed:>4} {best.fitness:8.4f} {top_fitness:6.4f} {best.validation:7.4f} {held[-1][0]:9.2f} / {held[-1][1]:6.2f} "
               f"{top:>9} {hand[-1][top][1]:7.2f} {moved[-1][1]:14.2f}  {best.genome.formula()}", flush=True)

@@ -210,7 +210,7 @@ def _resolve_proxies(spec: str) -> list:
 
 def cmd_rank(args) -> None:
     from .bench import load_bench
-    from .rank import bench_stats, plot_ranking, rank_proxy
+    from .rank import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, plot_ranking, rank_proxy
     from .table import format_table
 
     bench = load_bench(args.bench)
@@ -230,17 +230,13 @@ def cmd_rank(args) -> None:
         return
     rows = []
     for r in results:
-        row = {"proxy": r.proxy, "tau": r.kendall_tau, "ms": 1e3 * r.seconds_per_config,
-               "mean": f"{100 * r.rho_mean:6.2f}", "all": f"{100 * r.rho_all:6.2f}"}
-        for k, (m, sd) in r.rho.items():
-            row[k] = f"{100 * m:6.2f} ± {100 * sd:5.2f}"
+        row = {**r.table_row(r.proxy), "ms": 1e3 * r.seconds_per_config}
         if r.error:
             row.update({k: r.error for k in ("rho@20%", "rho@50%", "rho@100%")})
         rows.append(row)
     print(f"{bench.name}, {args.split} split: {len(entries)} configurations; ρ in %, mean ± std over "
           f"{args.repeats} draws of {args.samples or 'all'}; mean ρ (all) and τ over the whole split")
-    print(format_table(rows, ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "tau", "ms"],
-                       ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "Kendall τ", "ms/config"]))
+    print(format_table(rows, [*TABLE_COLUMNS, "ms"], [*TABLE_HEADERS, "ms/config"]))
     print(f"statistics (computed once, cached): {stats_seconds:.2f} s")
     if args.plot:
         print(f"wrote {args.plot}")

@@ -56,12 +56,26 @@ class RankResult:
     def rho_mean(self) -> float:
         return float(np.mean([m for m, _ in self.rho.values()])) if self.rho else float("nan")
 
+    def table_row(self, label: str) -> dict:
+        """This result as a row of a text table of TABLE_COLUMNS, in %, labelled `label`."""
+        row = {"proxy": label, "mean": f"{100 * self.rho_mean:6.2f}", "all": f"{100 * self.rho_all:6.2f}",
+               "tau": self.kendall_tau}
+        for k in ("rho@20%", "rho@50%", "rho@100%"):
+            m, s = self.rho.get(k, (float("nan"), float("nan")))
+            row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
+        return row
+
     def to_dict(self) -> dict:
         out = {"proxy": self.proxy, "kendall_tau": self.kendall_tau, "rho_mean": self.rho_mean,
                "rho_all": self.rho_all, "seconds_per_config": self.seconds_per_config, "error": self.error}
         for k, (m, s) in self.rho.items():
             out[k] = {"mean": m, "std": s}
         return out
+
+
+# The columns of `RankResult.table_row` and their headers, for `table.format_table`.
+TABLE_COLUMNS = ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "tau"]
+TABLE_HEADERS = ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "Kendall τ"]
 
 
 def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:

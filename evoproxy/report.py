@@ -10,7 +10,7 @@ from .bench import Bench, load_bench, shipped_benches
 from .errors import EvoproxyError
 from .genome import Genome
 from .metrics import paired_bootstrap
-from .rank import RankResult, bench_stats, rank_proxy
+from .rank import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, rank_proxy
 from .store import RunStore
 from .table import format_table
 
@@ -20,14 +20,6 @@ def transfer_bench(bench_name: str) -> str | None:
     model = load_bench(bench_name).header["model"]
     others = [n for n in shipped_benches() if load_bench(n).header["model"] != model]
     return others[0] if others else None
-
-
-def _row(label: str, r: RankResult) -> dict:
-    row = {"proxy": label, "mean": f"{100 * r.rho_mean:6.2f}", "all": f"{100 * r.rho_all:6.2f}", "tau": r.kendall_tau}
-    for k in ("rho@20%", "rho@50%", "rho@100%"):
-        m, s = r.rho.get(k, (float("nan"), float("nan")))
-        row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
-    return row
 
 
 def run_summary(run_dir: str | Path) -> dict:
@@ -108,13 +100,12 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tup
         hand = {n: rank_proxy(make(), stats, entries, samples, repeats) for n, make in HANDCRAFTED.items()}
         usable = {n: r for n, r in hand.items() if r.error is None and n != "mean-bits"}
         top = max(usable, key=lambda n: usable[n].rho_all)
-        rows = [_row("evolved (this run)", ours), _row(f"best handcrafted: {top}", usable[top]),
-                _row("mean-bits baseline", hand["mean-bits"])]
+        rows = [ours.table_row("evolved (this run)"), usable[top].table_row(f"best handcrafted: {top}"),
+                hand["mean-bits"].table_row("mean-bits baseline")]
         lines += ["", f"{name}, {split} split ({len(entries)} configurations"
                       f"{'' if name == bench_name else ', never seen by the run'}); ρ in %, mean ± std over "
                       f"{repeats} draws of {samples}; mean ρ (all) over every configuration:",
-                  format_table(rows, ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "tau"],
-                               ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "Kendall τ"])]
+                  format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)]
         data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
                                  "mean_bits": hand["mean-bits"].to_dict()}
         if ours.error:  # e.g. non-finite scores on another model's statistics
