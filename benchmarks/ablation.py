@@ -19,9 +19,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from evoproxy.evolution import Evolution, EvolutionConfig
-from evoproxy.rank import rank_proxy
-from evoproxy.report import run_summary
+from evoproxy.bench import rank_proxy
+from evoproxy.search import Evolution, EvolutionConfig, run_summary
 
 SETTINGS = {
     "random search": dict(strategy="random"),

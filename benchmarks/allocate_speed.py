@@ -16,9 +16,8 @@ from time import perf_counter
 
 import numpy as np
 
-from evoproxy.allocate import AllocationProblem, allocate, build_problem
-from evoproxy.layers import LayerInfo, layer_registry
-from evoproxy.models import ALIASES, MODELS
+from evoproxy.allocation import AllocationProblem, allocate, build_problem
+from evoproxy.model import ALIASES, MODELS, LayerInfo, layer_registry
 
 
 def default_problem(seed: int) -> AllocationProblem:

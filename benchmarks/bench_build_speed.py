@@ -13,10 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evoproxy.bench_build import build_bench
-from evoproxy.data import evaluation_data
-from evoproxy.layers import layer_registry
-from evoproxy.models import MODELS, load_model
+from evoproxy.bench import build_bench
+from evoproxy.model import MODELS, evaluation_data, layer_registry, load_model
 
 
 def main() -> None:

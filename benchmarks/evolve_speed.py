@@ -15,13 +15,10 @@ import random
 import statistics
 import time
 
-from evoproxy.bench import load_bench
-from evoproxy.evolution import Evaluator, search_partition
-from evoproxy.fitness import CSPSettings
-from evoproxy.proxy_graph import INPUT
-from evoproxy.rank import bench_stats
-from evoproxy.space import load_space
-from evoproxy.variation import sample_genome
+from evoproxy.bench import bench_stats, load_bench
+from evoproxy.proxy import INPUT, load_space, sample_genome
+from evoproxy.search import CSPSettings
+from evoproxy.search.evolution import Evaluator, search_partition
 
 
 def main() -> None:

@@ -30,13 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evoproxy.bench import append_entries, load_bench, write_header
-from evoproxy.evolution import Evolution, EvolutionConfig
-from evoproxy.methods.handcrafted import HANDCRAFTED
-from evoproxy.metrics import rho_mean
-from evoproxy.proxies import get_genome
-from evoproxy.rank import bench_stats, rank_proxy
-from evoproxy.report import transfer_bench
+from evoproxy.bench import append_entries, bench_stats, load_bench, rank_proxy, rho_mean, write_header
+from evoproxy.proxy import HANDCRAFTED, get_genome
+from evoproxy.search import Evolution, EvolutionConfig, transfer_bench
 
 
 def resplit(bench_name: str, offset: int, folder: Path) -> str:

@@ -17,13 +17,9 @@ import time
 
 import torch
 
-from evoproxy.data import calibration_batch
-from evoproxy.genome import Genome
-from evoproxy.inputs import prepare_inputs
-from evoproxy.models import load_model
-from evoproxy.space import load_space
+from evoproxy.model import calibration_batch, load_model
+from evoproxy.proxy import Genome, load_space, prepare_inputs, sample_genome
 from evoproxy.stats import load_or_compute_stats
-from evoproxy.variation import sample_genome
 
 
 def _median_ms_per_candidate(fn, items, repeats: int) -> float:

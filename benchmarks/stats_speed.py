@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from evoproxy.data import calibration_batch
-from evoproxy.models import load_model
+from evoproxy.model import calibration_batch, load_model
 from evoproxy.stats import StatsSettings, compute_stats
 
 

@@ -3,7 +3,7 @@
 A space names its allowed inputs, operations ("all" or a list), aggregations, the shape of its
 graphs (input count, intermediate nodes, chain lengths) and OSP weight overrides; see
 branched.toml for the annotated format. Adding a space means adding one file here. The files
-are read by evoproxy.space.load_space.
+are read by evoproxy.proxy.load_space.
 """
 from importlib import resources
 from pathlib import Path

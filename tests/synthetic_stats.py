@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evoproxy.layers import LayerInfo
+from evoproxy.model import LayerInfo
 from evoproxy.stats import LayerStats, ModelStats, StatsSettings, compute_stats
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.optimize import LinearConstraint
 
-from evoproxy.allocate import Allocation, allocate, build_problem, ilp as ilp_module
+from evoproxy.allocation import Allocation, allocate, build_problem
+from evoproxy.allocation import ilp as ilp_module
 from evoproxy.errors import EvoproxyError
-from evoproxy.layers import LayerInfo, layer_registry
-from evoproxy.models import ResNet20
-from evoproxy.quant.cost import model_bops, model_size_mb
+from evoproxy.model import LayerInfo, ResNet20, layer_registry
+from evoproxy.quant import model_bops, model_size_mb
 
 
 @pytest.fixture(scope="module")

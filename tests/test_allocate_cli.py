@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from evoproxy.allocate import allocate
-from evoproxy.allocate.from_proxy import proxy_problem, proxy_values
-from evoproxy.bitconfig import load_bit_config
+from evoproxy.allocation import allocate, load_bit_config, proxy_problem, proxy_values
 from evoproxy.cli import main
-from evoproxy.data import calibration_batch
-from evoproxy.methods.handcrafted import emq_paper
-from evoproxy.models import load_model
-from evoproxy.proxies import get_proxy
-from evoproxy.quant.cost import model_bops, model_size_mb
+from evoproxy.model import calibration_batch, load_model
+from evoproxy.proxy import emq_paper, get_proxy
+from evoproxy.quant import model_bops, model_size_mb
 from evoproxy.stats import StatsSettings, load_or_compute_stats
 
 # Small statistics settings; the module fixture computes them once into a cache the CLI reads.

@@ -4,11 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.bench import is_held_out, load_bench, shipped_benches
-from evoproxy.bench_build import build_bench
+from evoproxy.bench import build_bench, is_held_out, load_bench, shipped_benches
 from evoproxy.errors import EvoproxyError
-from evoproxy.layers import layer_registry
-from evoproxy.models import MODELS
+from evoproxy.model import MODELS, layer_registry
 
 
 def _tiny():

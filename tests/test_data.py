@@ -4,8 +4,8 @@ import struct
 import pytest
 import torch
 
-from evoproxy.data import calibration_batch, calibration_set, load_fmnist
 from evoproxy.errors import EvoproxyError
+from evoproxy.model import calibration_batch, calibration_set, load_fmnist
 
 
 def _write_idx(path, array, gz):

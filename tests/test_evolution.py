@@ -3,15 +3,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from evoproxy.bench import load_bench
+from evoproxy.bench import bench_stats, load_bench
 from evoproxy.errors import EvoproxyError
-from evoproxy.evolution import Evolution, EvolutionConfig, Individual, migrate, search_partition
-from evoproxy.fitness import CSPSettings, FitnessTask, conflict
-from evoproxy.genome import Genome
-from evoproxy.inputs import prepare_inputs
-from evoproxy.proxies import get_genome
-from evoproxy.rank import bench_stats
-from evoproxy.store import RunStore
+from evoproxy.proxy import Genome, get_genome, prepare_inputs
+from evoproxy.search import RunStore
+from evoproxy.search.evolution import Evolution, EvolutionConfig, Individual, migrate, search_partition
+from evoproxy.search.fitness import CSPSettings, FitnessTask, conflict
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
 
@@ -136,7 +133,8 @@ def test_insensitive_scores_are_rejected(task_and_inputs):
 
         def evaluate(self, _):
             import torch
-            from evoproxy.genome import Evaluation
+
+            from evoproxy.proxy import Evaluation
             return Evaluation(torch.tensor(values), None)
 
     assert huge.judge(Dominated(), inputs).rule == "insensitive"
@@ -151,8 +149,9 @@ def test_failing_and_slow_candidates_are_recorded_and_the_run_continues(tmp_path
         if calls["n"] % 3 == 0:
             raise ValueError("boom")
         if calls["n"] % 3 == 1:
-            from evoproxy.genome import Evaluation
             import torch
+
+            from evoproxy.proxy import Evaluation
             return Evaluation(torch.full((22,), float("nan")), "not finite (nan or inf)")
         return real(self, stats)
 
@@ -270,8 +269,8 @@ def test_search_partition_splits_the_search_split_into_fitness_and_validation():
 
 
 def test_the_result_is_the_best_on_validation_among_the_fittest(tmp_path):
-    from evoproxy.metrics import rank_quality
-    from evoproxy.report import run_summary
+    from evoproxy.bench import rank_quality
+    from evoproxy.search import run_summary
 
     k = 5
     evo = Evolution(tmp_path / "v", EvolutionConfig(**{**SMALL, "select_top": k}), log=lambda m: None)
@@ -351,9 +350,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
 def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_and_transfer(tmp_path, monkeypatch):
     import json
 
-    from evoproxy.methods.handcrafted import HANDCRAFTED
-    from evoproxy.metrics import rho_mean
-    from evoproxy.report import full_report
+    from evoproxy.bench import rho_mean
+    from evoproxy.proxy import HANDCRAFTED
+    from evoproxy.search import full_report
 
     evo = Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "iterations": 3}), log=lambda m: None)
     result = evo.run()
@@ -381,8 +380,8 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     assert lo < hi and f"evolved − {top}" in text
 
     # A result that cannot score a bench (say, non-finite on another model) is reported, not a crash.
-    import evoproxy.report as report
-    from evoproxy.rank import RankResult
+    import evoproxy.search.report as report
+    from evoproxy.bench import RankResult
 
     real = report.rank_proxy
     monkeypatch.setattr(report, "rank_proxy", lambda proxy, *a: RankResult(proxy.name, {}, float("nan"), float("nan"),
@@ -396,7 +395,7 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
 def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line():
     from collections import Counter
 
-    from evoproxy.evolution import _window_line
+    from evoproxy.search.evolution import _window_line
 
     window = Counter(evaluated=8, duplicates=2, invalid=3, conflict=1, seconds=2.0)
     assert _window_line(window) == "4 evals/s | screened out of 10 proposed: invalid 30.0% WL repeats 20.0% conflict 10.0%"
@@ -404,7 +403,7 @@ def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line()
 
 
 def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
-    from evoproxy.proxies import get_genome
+    from evoproxy.proxy import get_genome
 
     fisher = get_genome("fisher")
     evo = Evolution(tmp_path / "g", EvolutionConfig(**{**SMALL, "iterations": 2, "init": (fisher.to_json(),)}),
@@ -426,7 +425,8 @@ def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
 def test_presets_fill_the_flags_left_out(tmp_path, capsys):
     from dataclasses import fields
 
-    from evoproxy.cli import EVOLVE_PRESETS, main
+    from evoproxy.cli import main
+    from evoproxy.cli.search import EVOLVE_PRESETS
 
     defaults = {f.name: f.default for f in fields(EvolutionConfig)}
     paper = EVOLVE_PRESETS["paper"]

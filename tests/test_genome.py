@@ -8,18 +8,22 @@ import matplotlib
 import networkx as nx
 import pytest
 import torch
+from synthetic_stats import tiny_conv_stats
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.genome import Genome
-from evoproxy.methods.handcrafted import emq_paper
-from evoproxy.space import load_space
-from evoproxy.validity import validity_reason
-from evoproxy.variation import crossover, mutate, sample_genome, space_violation
-from synthetic_stats import tiny_conv_stats
+from evoproxy.proxy import (
+    Genome,
+    crossover,
+    emq_paper,
+    load_space,
+    mutate,
+    sample_genome,
+    space_violation,
+    validity_reason,
+)
 
 matplotlib.use("Agg")
 from matplotlib import mathtext  # noqa: E402  (after choosing the non-interactive backend)
-
 
 
 @pytest.fixture(scope="module")

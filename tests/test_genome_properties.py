@@ -6,12 +6,9 @@ import random
 
 import pytest
 import torch
-
-from evoproxy.genome import Genome
-from evoproxy.genome_export import sympy_function
-from evoproxy.space import load_space
-from evoproxy.variation import sample_genome
 from synthetic_stats import scalar_stats, tiny_conv_stats
+
+from evoproxy.proxy import Genome, load_space, sample_genome, sympy_function
 
 N_VALID = 1000
 

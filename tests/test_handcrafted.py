@@ -3,13 +3,11 @@ import math
 
 import pytest
 import torch
-
-from evoproxy.errors import EvoproxyError
-from evoproxy.genome import Genome
-from evoproxy.methods.handcrafted import EMQ_EQUATION_5, ompq, quantization_error
-from evoproxy.proxies import FunctionProxy, Proxy, available_proxies, get_proxy
 from synthetic_stats import tiny_conv_stats
 
+from evoproxy.errors import EvoproxyError
+from evoproxy.proxy import FunctionProxy, Genome, Proxy, available_proxies, get_proxy
+from evoproxy.proxy.handcrafted import EMQ_EQUATION_5, ompq, quantization_error
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +110,8 @@ def test_user_functions_must_return_one_number_per_layer(stats, fn, message):
 
 
 def test_fisher_genome_form_is_twice_fisher_and_lies_in_the_branched_space(stats):
-    from evoproxy.methods.handcrafted import genome_form
-    from evoproxy.proxies import get_genome
-    from evoproxy.space import load_space
-    from evoproxy.variation import space_violation
+    from evoproxy.proxy import get_genome, load_space, space_violation
+    from evoproxy.proxy.handcrafted import genome_form
 
     genome = get_genome("fisher")
     assert space_violation(genome, load_space("branched")) is None

@@ -1,7 +1,7 @@
 import torch
 from torch.func import functional_call
 
-from evoproxy.hessian import hutchinson, top_eigenvalue
+from evoproxy.stats import hutchinson, top_eigenvalue
 
 
 def _exact_blocks(model, x, y):

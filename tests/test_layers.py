@@ -2,8 +2,7 @@ import pytest
 from torch import nn
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.layers import layer_registry
-from evoproxy.models import ResNet20
+from evoproxy.model import ResNet20, layer_registry
 
 
 def test_depthwise_grouped_conv_and_linear_are_registered_with_macs():

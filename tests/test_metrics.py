@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from evoproxy.metrics import rank_quality, spearman_at_topk
+from evoproxy.bench import rank_quality, spearman_at_topk
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -37,7 +37,7 @@ def test_constant_scores_give_nan_and_rank_quality_has_all_parts():
 @pytest.mark.parametrize("seed", range(10))
 def test_fitness_fast_path_equals_spearman_at_topk(seed):
     # The evolution's precomputed ρ@k must be the same definition as metrics.spearman_at_topk.
-    from evoproxy.fitness import FitnessTask
+    from evoproxy.search import FitnessTask
     rng = np.random.default_rng(seed)
     bits = rng.integers(2, 5, (50, 6))
     truth = np.round(rng.normal(size=50), 1)  # ties in the ground truth
@@ -50,7 +50,7 @@ def test_fitness_fast_path_equals_spearman_at_topk(seed):
 
 
 def test_paired_bootstrap_is_antisymmetric_and_separates_a_clear_winner():
-    from evoproxy.metrics import paired_bootstrap, rho_mean
+    from evoproxy.bench import paired_bootstrap, rho_mean
 
     rng = np.random.default_rng(0)
     truth = rng.normal(size=200)

@@ -7,8 +7,8 @@ import pytest
 import sympy as sp
 import torch
 
-import primitives
-from primitives import EPS, EPS_SYMBOL, NUMERIC, OPS, SCALAR, TENSOR
+from evoproxy import primitives
+from evoproxy.primitives import EPS, EPS_SYMBOL, NUMERIC, OPS, SCALAR, TENSOR
 
 UNARY = [op for op in OPS.values() if op.arity == 1]
 BINARY = [op for op in OPS.values() if op.arity == 2]

@@ -1,12 +1,8 @@
 import torch
 from torch import nn
 
-from evoproxy.data import calibration_batch, calibration_set, normalize
-from evoproxy.layers import layer_registry
-from evoproxy.metrics import accuracy
-from evoproxy.models import load_model
-from evoproxy.quant.cost import model_bops, model_size_mb
-from evoproxy.quant.fakequant import QuantSettings, quantize_model, quantize_weight
+from evoproxy.model import accuracy, calibration_batch, calibration_set, layer_registry, load_model, normalize
+from evoproxy.quant import QuantSettings, model_bops, model_size_mb, quantize_model, quantize_weight
 
 
 def test_size_and_bops_match_a_hand_count():

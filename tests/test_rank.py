@@ -2,12 +2,10 @@ import itertools
 
 import numpy as np
 import pytest
-
-from evoproxy.bench import Entry
-from evoproxy.methods.handcrafted import HANDCRAFTED
-from evoproxy.metrics import rho_mean
-from evoproxy.rank import rank_proxy, subsets
 from synthetic_stats import tiny_conv_stats
+
+from evoproxy.bench import Entry, rank_proxy, rho_mean, subsets
+from evoproxy.proxy import HANDCRAFTED
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,11 @@ from collections import Counter
 
 import pytest
 import torch
-
-import primitives
-from evoproxy.errors import EvoproxyError
-from evoproxy.proxy_graph import AGGREGATE, BINARY, INPUT, UNARY
-from evoproxy.space import available_spaces, load_space
-from evoproxy.variation import sample_genome, space_violation
 from synthetic_stats import tiny_conv_stats
 
+from evoproxy import primitives
+from evoproxy.errors import EvoproxyError
+from evoproxy.proxy import AGGREGATE, BINARY, INPUT, UNARY, available_spaces, load_space, sample_genome, space_violation
 
 SPACE = """
 name = "tiny"

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.models import load_model
+from evoproxy.model import load_model
 from evoproxy.stats import TENSOR_FIELDS, StatsSettings, compute_stats, load_or_compute_stats
 
 FAST = StatsSettings(hutchinson_samples=4, power_iters=3, act_max_elems=512)

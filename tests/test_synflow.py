@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.layers import quantizable_modules
-from evoproxy.models import ResNet20
-from evoproxy.synflow import synflow_gradients
+from evoproxy.model import ResNet20, quantizable_modules
+from evoproxy.stats import synflow_gradients
 
 
 def test_two_layer_linear_net_matches_hand_computation():

@@ -2,11 +2,10 @@
 import json
 
 import pytest
-
-from evoproxy.cli import main
-from evoproxy.validity import measure_validity
 from synthetic_stats import tiny_conv_stats
 
+from evoproxy.cli import main
+from evoproxy.proxy import measure_validity
 
 MODEL = ["--model", "synthetic_stats:tiny_fmnist_net", "--batch-size", "16"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import EvoproxyError
-from ..layers import LayerInfo
+from ..model import LayerInfo
 
 BITS_PER_MB = 8e6  # a megabyte here is 10^6 bytes
 

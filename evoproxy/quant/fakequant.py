@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import LayerInfo, quantizable_modules
+from ..model import LayerInfo, quantizable_modules
 from .cost import check_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)

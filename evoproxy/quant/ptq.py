@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import LayerInfo
-from ..metrics import accuracy
+from ..model import LayerInfo, accuracy, evaluation_data
 from .fakequant import QuantSettings, WeightCache, quantize_model
 
 
@@ -33,7 +32,6 @@ class PtqEvaluator:
                   settings: QuantSettings = QuantSettings(), data_dir: str | os.PathLike | None = None) -> PtqEvaluator:
         """An evaluator on the first `eval_size` Fashion-MNIST test images, calibrated on the
         calibration subset shipped in the package (the benchmarks' setting)."""
-        from ..data import evaluation_data
         return cls(model, layers, *evaluation_data(eval_size, data_dir), settings)
 
     def fp_accuracy(self) -> float:

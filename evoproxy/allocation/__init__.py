@@ -1,0 +1,23 @@
+"""The allocation stage. Takes a proxy's scores and the layer registry; gives per-layer
+bit-widths that maximise the score under a size (and BOPs) budget, the multiple-choice knapsack
+of EMQ's equation 3 (exact DP or ILP, or sampling), sweeps over budgets (Pareto) and bit
+configuration files.
+
+    problem = proxy_problem(get_proxy("fisher"), stats, size_mb=0.1)
+    result = allocate(problem, "ilp")           # or "dp", "sample"
+    json.dumps(result.to_dict())
+"""
+from .bitconfig import allocation_record, average_bits, load_bit_config, plot_bits
+from .dp import solve_dp
+from .from_proxy import proxy_problem, proxy_values, scores_linearly
+from .ilp import solve_ilp
+from .pareto import ParetoPoint, evaluate_points, plot_pareto, sweep, uniform_points
+from .problem import AllocationProblem, build_problem
+from .result import Allocation
+from .sample import solve_sample
+from .solve import SOLVERS, allocate
+
+__all__ = ["SOLVERS", "Allocation", "AllocationProblem", "ParetoPoint", "allocate", "allocation_record",
+           "average_bits", "build_problem", "evaluate_points", "load_bit_config", "plot_bits", "plot_pareto",
+           "proxy_problem", "proxy_values", "scores_linearly", "solve_dp", "solve_ilp", "solve_sample", "sweep",
+           "uniform_points"]

@@ -1,0 +1,90 @@
+"""A bit configuration on disk and on paper: the JSON file `evoproxy allocate` writes and
+`evoproxy quantize` reads, and the bits-per-layer bar chart (EMQ Figure 6).
+
+The file is an object with `bits` (weight bit-width per layer, layer-registry order, as in a
+benchmark entry) and `act_bits` (one activation bit-width for every layer); an allocation adds
+its model, proxy, cost, budgets, solver outcome and a `layers` list of per-layer detail. Any JSON
+object with `bits` (a benchmark entry line, say) loads as well.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import EvoproxyError
+from ..model import LayerInfo
+from ..quant import weight_count
+from .result import Allocation
+
+FORMAT = "evoproxy-allocation/1"
+DEFAULT_ACT_BITS = 8
+
+
+def average_bits(layers: Sequence[LayerInfo], w_bits: Sequence[int]) -> float:
+    """Weight bits averaged over all weights of `layers` (size-weighted; biases not counted)."""
+    counts = [weight_count(layer) for layer in layers]
+    return sum(n * b for n, b in zip(counts, w_bits)) / sum(counts)
+
+
+def allocation_record(allocation: Allocation, layers: Sequence[LayerInfo], sensitivities: Sequence[float], *,
+                      model: str, proxy: str) -> dict:
+    """JSON-ready dict of an allocation of `model`'s `layers` (registry order) by `proxy`, whose
+    per-layer `sensitivities` (L,) are recorded beside each layer's bits and parameter count."""
+    detail = allocation.to_dict()
+    for row, layer, s in zip(detail["layers"], layers, sensitivities):
+        row.update(params=layer.params, sensitivity=float(s))
+    act = set(allocation.a_bits)
+    return {"format": FORMAT, "model": model, "proxy": proxy, "bits": list(allocation.w_bits),
+            "act_bits": act.pop() if len(act) == 1 else list(allocation.a_bits), **detail}
+
+
+def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[int], int]:
+    """Weight bits (L,) in registry order and the activation bit-width of the bit configuration
+    file `path` for a model whose registry names are `layer_names`. A file without `act_bits`
+    means 8-bit activations. Raises EvoproxyError for a file that does not fit the model."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvoproxyError(f"bit configuration file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvoproxyError(f"{path} is not a JSON file: {exc}") from None
+    bits = data.get("bits") if isinstance(data, dict) else None
+    if not isinstance(bits, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
+        raise EvoproxyError(f"{path} needs 'bits': a list of whole weight bit-widths, one per layer in "
+                            "registry order (as `evoproxy allocate` writes)")
+    if len(bits) != len(layer_names):
+        raise EvoproxyError(f"{path} has {len(bits)} bits but the model has {len(layer_names)} quantizable layers")
+    names = [row.get("name") for row in data.get("layers", []) if isinstance(row, dict)]
+    if names and names != list(layer_names):
+        raise EvoproxyError(f"{path} was allocated for other layers than this model's; use the model it names: "
+                            f"{data.get('model', 'unknown')}")
+    act = data.get("act_bits", DEFAULT_ACT_BITS)
+    if isinstance(act, list) and len(set(act)) == 1:
+        act = act[0]
+    if not isinstance(act, int) or isinstance(act, bool):
+        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width for every layer; the fake quantizer "
+                            f"takes no per-layer activation bits (got {act!r})")
+    return bits, act
+
+
+def plot_bits(names: Sequence[str], w_bits: Sequence[int], fixed: Sequence[int], path: str | Path,
+              title: str = "") -> None:
+    """Bar chart of the weight bit-width of each layer (`names`, `w_bits` in registry order), the
+    layers whose registry indices are in `fixed` drawn grey, written to the PNG file `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fixed = set(fixed)
+    colors = ["tab:gray" if i in fixed else "tab:blue" for i in range(len(names))]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names) + 1.5), 3.6))
+    ax.bar(range(len(names)), w_bits, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(sorted(set(w_bits)))
+    ax.set_ylabel("weight bits")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

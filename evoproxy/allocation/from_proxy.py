@@ -1,0 +1,53 @@
+"""Allocation values from any proxy (handcrafted, evolved genome, user function): its
+sensitivities where it scores Σ_l b_l·s_l (EMQ eq. 3), else a value table read off its own
+bit-dependent `score` (e.g. HAWQ-V2's Hessian-weighted perturbation), one entry per layer and
+weight bit choice.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..proxy import FunctionProxy, Genome, Proxy
+from ..stats import ModelStats
+from .problem import AllocationProblem, build_problem
+
+# `score` implementations that are exactly Σ_l b_l·s_l of the proxy's sensitivities.
+LINEAR_SCORES = (FunctionProxy.score, Genome.score)
+
+
+def scores_linearly(proxy: Proxy) -> bool:
+    """Whether `proxy` scores a configuration as Σ_l b_l·s_l, so its sensitivities are the values."""
+    return getattr(type(proxy), "score", None) in LINEAR_SCORES
+
+
+def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.ndarray:
+    """What `build_problem` takes as scores for `proxy` on `stats` (L layers, n_w = len(w_bits)).
+
+    A proxy that scores linearly gives its sensitivities, shape (L,). Any other gives an
+    (L, n_w) table, columns in the order of `w_bits`: entry (l, k) is the proxy's score of the
+    configuration with layer l at w_bits[k] and every other layer at min(w_bits), minus its score
+    with every layer at min(w_bits). For a score that is a sum of per-layer terms (HAWQ-V2's)
+    the table's row sums equal the score up to a constant, so the allocation maximises the score
+    itself; for any other score it is the one-layer-at-a-time approximation."""
+    if scores_linearly(proxy):
+        return proxy.sensitivities(stats).detach().double().numpy()
+    n, base = len(stats.layers), min(w_bits)
+    configs = torch.full((len(w_bits), n, n), base, dtype=torch.float64)  # [k, l] = base, layer l at w_bits[k]
+    for k, w in enumerate(w_bits):
+        configs[k].fill_diagonal_(w)
+    scores = proxy.score(stats, configs.reshape(-1, n)).detach().double().numpy().reshape(len(w_bits), n).T
+    return scores - scores[:, [list(w_bits).index(base)]]
+
+
+def proxy_problem(proxy: Proxy, stats: ModelStats, size_mb: float, *, bops: float | None = None,
+                  w_bits: Sequence[int] = (2, 3, 4), act_bits: int = 8,
+                  fixed: Mapping[int, int | tuple[int, int]] | None = None) -> AllocationProblem:
+    """The allocation problem of `proxy` on the layers of `stats` (the model's layer registry):
+    `w_bits` weight choices, every free layer's activations at `act_bits`, budgets and `fixed`
+    as in `build_problem` (size in MB of 10^6 bytes, BOPs per sample)."""
+    layers = [layer.info for layer in stats.layers]
+    return build_problem(layers, proxy_values(proxy, stats, w_bits), size_mb, bops=bops, w_bits=w_bits,
+                         a_bits=(act_bits,), fixed=fixed)

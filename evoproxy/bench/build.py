@@ -1,0 +1,94 @@
+"""Building a benchmark: sample distinct bit configurations (seeded), quantize, measure accuracy,
+append each result to the file as it comes. A killed build resumes where it stopped."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from itertools import islice
+from pathlib import Path
+
+import torch
+from joblib import Parallel, delayed
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import EvoproxyError
+from ..model import LayerInfo, accuracy, weights_hash
+from ..quant import PtqEvaluator, QuantSettings, model_bops, model_size_mb
+from .format import BENCH_FORMAT, Bench, Entry, append_entries, expand, read_bench_file, sample_configs, write_header
+
+# Header fields that must agree for a build to resume into an existing file.
+_IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bits", "quantizer", "eval", "seed")
+
+
+def _measure(model: nn.Module, layers: Sequence[LayerInfo], configs: Sequence[tuple[int, ...]],
+             calib: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings,
+             device: str, threads: int | None = None) -> list[float]:
+    """Accuracy (%) of each configuration, in a worker process."""
+    if threads:
+        torch.set_num_threads(threads)
+    evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
+    return [evaluator.accuracy(bits) for bits in configs]
+
+
+def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[LayerInfo], calib: torch.Tensor,
+                images: torch.Tensor, labels: torch.Tensor, *, bit_choices: Sequence[int], n_configs: int,
+                fixed: dict[int, int], settings: QuantSettings = QuantSettings(), seed: int = 0, split_seed: int = 0,
+                held_out_fraction: float = 0.2, jobs: int = 1, device: str = "cpu", eval_desc: dict | None = None,
+                name: str | None = None, chunk: int = 16, progress: bool = True) -> Bench:
+    """Measure `n_configs` distinct configurations of `model` into the bench file `out`.
+
+    `calib` are the normalized calibration images (BatchNorm re-estimation and activation
+    ranges), `images`/`labels` the evaluation set. `fixed` maps layer indices to their bits.
+    If `out` exists with the same settings, the build continues it; a cut-off last line is dropped."""
+    if n_configs < 1:
+        raise EvoproxyError("--configs must be at least 1")
+    if not bit_choices or any(b < 2 or b > 32 for b in bit_choices):
+        raise EvoproxyError(f"--bits must be bit-widths from 2 to 32, got {list(bit_choices)}")
+    free = len(layers) - len(fixed)
+    if len(bit_choices) ** free < n_configs:
+        raise EvoproxyError(f"only {len(bit_choices) ** free} distinct configurations exist; ask for fewer --configs")
+    header = {
+        "format": BENCH_FORMAT, "name": name or out.stem, "model": model_name, "weights_hash": weights_hash(model),
+        "layers": [l.name for l in layers], "bit_choices": sorted(bit_choices),
+        "fixed": {layers[i].name: b for i, b in sorted(fixed.items())}, "act_bits": settings.act_bits,
+        "quantizer": asdict(settings), "eval": eval_desc or {"size": len(images)},
+        "calibration": {"images": len(calib)}, "seed": seed, "split_seed": split_seed,
+        "held_out_fraction": held_out_fraction, "device": device,
+    }
+    if out.exists():
+        old, entries, good_len = read_bench_file(out)
+        clash = [k for k in _IDENTITY if old.get(k) != header[k]]
+        if clash:
+            raise EvoproxyError(f"{out} exists with other settings ({', '.join(clash)}); choose another --out "
+                                "or remove it")
+        with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
+            f.truncate(good_len)
+        header = old
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        header["fp_accuracy"] = accuracy(model.to(device), images.to(device), labels.to(device))
+        write_header(out, header)
+        entries = []
+    fixed_idx = dict(fixed)
+    todo = [expand(c, len(layers), fixed_idx)
+            for c in islice(sample_configs(free, sorted(bit_choices), seed), len(entries), n_configs)]
+    if todo:
+        bar = tqdm(total=n_configs, initial=len(entries), desc=header["name"], unit="cfg", disable=not progress)
+        chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+        if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
+            evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device),
+                                     labels.to(device), settings)
+            results = ([evaluator.accuracy(bits) for bits in c] for c in chunks)
+        else:
+            results = Parallel(n_jobs=jobs, return_as="generator")(
+                delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
+                for c in chunks)
+        for configs, accs in zip(chunks, results):
+            new = [Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
+                   for bits, acc in zip(configs, accs)]
+            append_entries(out, new)
+            entries.extend(new)
+            bar.update(len(new))
+        bar.close()
+    return Bench(header, entries, str(out))

@@ -1,0 +1,196 @@
+"""MQ-Bench-style benchmarks: bit configurations of one model with their measured accuracy.
+
+File format (JSON Lines, so that a build can append entry by entry and a killed build loses at
+most the line it was writing): the first line is the header object, every further line one
+entry `{"bits": [...], "accuracy": %, "size_mb": MB, "bops": BOPs}` with bits in layer order.
+A plain JSON file `{"header": {...}, "entries": [...]}` with the same fields loads too.
+
+Header fields: format, name, model, weights_hash, layers (names in registry order),
+bit_choices, fixed ({layer name: bits}), act_bits, quantizer (settings), eval (dataset, split,
+size), calibration, fp_accuracy, seed (configuration sampling), split_seed and held_out_fraction
+(the fixed search / held-out split), device.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EvoproxyError
+
+BENCH_FORMAT = "evoproxy-bench/1"
+REQUIRED = ("name", "model", "layers", "bit_choices", "fixed", "act_bits")
+SPLITS = ("search", "held-out", "all")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One measured configuration: weight bits per layer (registry order), top-1 accuracy in
+    percent, size in MB (10^6 bytes) and BOPs."""
+    bits: tuple[int, ...]
+    accuracy: float
+    size_mb: float
+    bops: float
+
+    def to_json(self) -> str:
+        return json.dumps({"bits": list(self.bits), "accuracy": self.accuracy, "size_mb": self.size_mb,
+                           "bops": self.bops})
+
+
+def is_held_out(bits: Sequence[int], split_seed: int, fraction: float) -> bool:
+    """Whether a configuration belongs to the held-out part: decided by a hash of the bits, so
+    the split is fixed whatever order or number of entries a file has."""
+    digest = hashlib.sha256(f"{split_seed}:{','.join(map(str, bits))}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64 < fraction
+
+
+class Bench:
+    """A loaded benchmark: `header` (dict) and `entries` (list of Entry)."""
+
+    def __init__(self, header: dict, entries: list[Entry], source: str = "<memory>"):
+        missing = [k for k in REQUIRED if k not in header]
+        if missing:
+            raise EvoproxyError(f"benchmark {source} lacks header field(s) {', '.join(missing)}")
+        n = len(header["layers"])
+        for i, e in enumerate(entries):
+            if len(e.bits) != n:
+                raise EvoproxyError(f"benchmark {source}: entry {i + 1} has {len(e.bits)} bits for {n} layers")
+        self.header, self.entries, self.source = header, entries, source
+
+    @property
+    def name(self) -> str:
+        return self.header["name"]
+
+    def split(self, which: str = "all") -> list[Entry]:
+        """Entries of the search part, the held-out part, or all of them."""
+        if which not in SPLITS:
+            raise EvoproxyError(f"unknown split {which!r}: use one of {', '.join(SPLITS)}")
+        if which == "all":
+            return list(self.entries)
+        seed, frac = self.header.get("split_seed", 0), self.header.get("held_out_fraction", 0.2)
+        held = which == "held-out"
+        return [e for e in self.entries if is_held_out(e.bits, seed, frac) == held]
+
+    def check_layers(self, layer_names: Sequence[str]) -> None:
+        """Raise a clear error unless the model's layer registry is the one the bench was made on."""
+        if list(layer_names) != list(self.header["layers"]):
+            ours, theirs = len(layer_names), len(self.header["layers"])
+            first = next((i for i, (a, b) in enumerate(zip(layer_names, self.header["layers"])) if a != b), None)
+            where = f"first difference at layer {first}" if first is not None else f"{ours} vs {theirs} layers"
+            raise EvoproxyError(f"benchmark {self.name} was made on another model's layers ({where}); "
+                                f"use the model it names: {self.header['model']}")
+
+    @staticmethod
+    def arrays(entries: Sequence[Entry]) -> tuple[np.ndarray, np.ndarray]:
+        """Bits as an int array (N, L) and accuracies as a float array (N,)."""
+        return (np.array([e.bits for e in entries], dtype=np.int64).reshape(len(entries), -1),
+                np.array([e.accuracy for e in entries], dtype=float))
+
+
+def _parse_entry(obj: dict, where: str) -> Entry:
+    try:
+        return Entry(tuple(int(b) for b in obj["bits"]), float(obj["accuracy"]), float(obj.get("size_mb", "nan")),
+                     float(obj.get("bops", "nan")))
+    except (KeyError, TypeError, ValueError):
+        raise EvoproxyError(f"{where}: an entry needs 'bits' (list of ints) and 'accuracy' (number)") from None
+
+
+def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
+    """Header, entries and the byte length of the complete lines of a bench file. A last line
+    cut short by a killed writer is ignored (and the returned length excludes it)."""
+    raw = path.read_bytes()
+    try:
+        whole = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        whole = None
+    if isinstance(whole, dict):
+        header = whole.get("header", whole)
+        entries = [_parse_entry(e, str(path)) for e in whole.get("entries", [])]
+        return {k: v for k, v in header.items() if k != "entries"}, entries, len(raw)
+    lines = raw.split(b"\n")
+    complete = lines if raw.endswith(b"\n") else lines[:-1]  # the tail of a killed write is dropped
+    good_len = sum(len(l) + 1 for l in complete) if not raw.endswith(b"\n") else len(raw)
+    complete = [l for l in complete if l.strip()]
+    if not complete:
+        raise EvoproxyError(f"{path} is empty or not a benchmark file (JSON Lines: a header line, then entries)")
+    try:
+        header = json.loads(complete[0])
+        entries = [_parse_entry(json.loads(l), f"{path}:{i + 2}") for i, l in enumerate(complete[1:])]
+    except json.JSONDecodeError as exc:
+        raise EvoproxyError(f"{path} is not valid JSON Lines ({exc.msg} on a line); it cannot be loaded") from None
+    if not isinstance(header, dict):
+        raise EvoproxyError(f"{path}: the first line must be the header object")
+    return header, entries, good_len
+
+
+def shipped_benches() -> list[str]:
+    """Names of the benchmarks shipped inside the package."""
+    folder = resources.files("evoproxy") / "benches"
+    return sorted(p.name[:-len(".jsonl")] for p in folder.iterdir() if p.name.endswith(".jsonl"))
+
+
+def load_bench(ref: str | os.PathLike) -> Bench:
+    """A shipped benchmark by name, or a bench file by path."""
+    path = Path(ref)
+    if not path.is_file():
+        shipped = resources.files("evoproxy") / "benches" / f"{ref}.jsonl"
+        if not shipped.is_file():
+            raise EvoproxyError(f"no benchmark {str(ref)!r}: give a file path or one of "
+                                f"{', '.join(shipped_benches()) or '(none shipped)'}")
+        path = Path(str(shipped))
+    header, entries, _ = read_bench_file(path)
+    return Bench(header, entries, str(path))
+
+
+def sample_configs(n_free: int, choices: Sequence[int], seed: int) -> Iterator[tuple[int, ...]]:
+    """The endless, seeded sequence of distinct bit tuples for `n_free` layers; the same seed
+    always gives the same sequence, which is what lets a killed build resume exactly."""
+    rng = np.random.default_rng(seed)
+    seen: set[tuple[int, ...]] = set()
+    total = len(choices) ** n_free
+    while len(seen) < total:
+        cfg = tuple(int(choices[i]) for i in rng.integers(0, len(choices), n_free))
+        if cfg not in seen:
+            seen.add(cfg)
+            yield cfg
+
+
+def expand(free_bits: Sequence[int], n_layers: int, fixed_idx: dict[int, int]) -> tuple[int, ...]:
+    """Full per-layer bits from the free layers' bits and the fixed layers."""
+    it = iter(free_bits)
+    return tuple(fixed_idx[i] if i in fixed_idx else next(it) for i in range(n_layers))
+
+
+def append_entries(path: Path, entries: Sequence[Entry]) -> None:
+    """Append entries durably (flushed and synced) to a bench file."""
+    with open(path, "a") as f:
+        for e in entries:
+            f.write(e.to_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_header(path: Path, header: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(header) + "\n")
+    os.replace(tmp, path)
+
+
+def describe(bench: Bench) -> str:
+    """A few lines that say what a benchmark holds."""
+    h = bench.header
+    _, acc = Bench.arrays(bench.entries)
+    lines = [f"{bench.name}: {len(bench.entries)} configurations of {h['model']} "
+             f"({len(h['layers'])} layers, weight bits {h['bit_choices']}, activations {h['act_bits']}-bit, "
+             f"fixed {h['fixed']})",
+             f"  search / held-out: {len(bench.split('search'))} / {len(bench.split('held-out'))}"]
+    if len(acc):
+        lines.append(f"  accuracy: min {acc.min():.2f}  median {np.median(acc):.2f}  max {acc.max():.2f} %"
+                     f"  (full precision {h.get('fp_accuracy', float('nan')):.2f} %, eval {h.get('eval', {})})")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Ranking proxies on a benchmark (the EMQ paper's Table 1): ρ@20%, ρ@50%, ρ@100% (mean ± std
+over repeats of sampled configurations), their mean and Kendall τ over the whole split, and time
+per configuration with the statistics' extraction amortised and reported separately."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import EvoproxyError
+from ..model import MODELS, calibration_batch, layer_registry, load_model, weights_hash
+from ..stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
+from .format import Bench, Entry
+from .metrics import TOPK, rank_quality
+
+
+def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
+                weights: str | None = None, log=lambda msg: None) -> tuple[ModelStats, float, Path]:
+    """The statistics of the model a benchmark was made on (cached on disk), the seconds spent
+    getting them, and their cache file. Checks that the model's layers and weights are the bench's."""
+    name = bench.header["model"]
+    if name not in MODELS:
+        raise EvoproxyError(f"benchmark {bench.name} names model {name!r}, which is not in the registry")
+    model, _ = load_model(name, weights)
+    bench.check_layers([l.name for l in layer_registry(model, MODELS[name].input_shape)])
+    if bench.header.get("weights_hash") not in (None, weights_hash(model)):
+        raise EvoproxyError(f"benchmark {bench.name} was measured on other weights of {name}; "
+                            "pass the checkpoint it was made with (--weights)")
+    x, y = calibration_batch(batch_size)
+    start = time.perf_counter()
+    stats, _ = load_or_compute_stats(model, x, y, name, settings, log=log)
+    return stats, time.perf_counter() - start, stats_cache_path(model, x, y, settings)
+
+
+@dataclass
+class RankResult:
+    """One proxy's correlations on one split: mean and std over repeats per ρ@k, Kendall τ and
+    mean ρ@k over the whole split, seconds per configuration, or the error that made it unusable.
+
+    `rho_mean` follows the paper's protocol (draws of 50 configurations); `rho_all` judges every
+    configuration of the split at once, so on a large split it moves far less with the draw."""
+    proxy: str
+    rho: dict[str, tuple[float, float]]
+    kendall_tau: float
+    seconds_per_config: float
+    scores: np.ndarray | None = None
+    error: str | None = None
+    rho_all: float = float("nan")
+
+    @property
+    def rho_mean(self) -> float:
+        return float(np.mean([m for m, _ in self.rho.values()])) if self.rho else float("nan")
+
+    def table_row(self, label: str) -> dict:
+        """This result as a row of a text table of TABLE_COLUMNS, in %, labelled `label`."""
+        row = {"proxy": label, "mean": f"{100 * self.rho_mean:6.2f}", "all": f"{100 * self.rho_all:6.2f}",
+               "tau": self.kendall_tau}
+        for k in ("rho@20%", "rho@50%", "rho@100%"):
+            m, s = self.rho.get(k, (float("nan"), float("nan")))
+            row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
+        return row
+
+    def to_dict(self) -> dict:
+        out = {"proxy": self.proxy, "kendall_tau": self.kendall_tau, "rho_mean": self.rho_mean,
+               "rho_all": self.rho_all, "seconds_per_config": self.seconds_per_config, "error": self.error}
+        for k, (m, s) in self.rho.items():
+            out[k] = {"mean": m, "std": s}
+        return out
+
+
+# The columns of `RankResult.table_row` and their headers, for `table.format_table`.
+TABLE_COLUMNS = ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "tau"]
+TABLE_HEADERS = ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "Kendall τ"]
+
+
+def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:
+    """`repeats` index sets of `samples` distinct configurations out of `n` (all of them when
+    `samples` is 0 or at least n), seeded."""
+    if samples <= 0 or samples >= n:
+        return [np.arange(n)]
+    rng = np.random.default_rng(seed)
+    return [rng.choice(n, samples, replace=False) for _ in range(repeats)]
+
+
+def rank_proxy(proxy, stats: ModelStats, entries: list[Entry], samples: int = 50, repeats: int = 5,
+               seed: int = 0) -> RankResult:
+    """Correlation of `proxy`'s configuration scores with the measured accuracies of `entries`."""
+    bits, acc = Bench.arrays(entries)
+    start = time.perf_counter()
+    try:
+        scores = proxy.score(stats, torch.as_tensor(bits)).detach().double().numpy()
+    except EvoproxyError as exc:
+        return RankResult(proxy.name, {}, float("nan"), float("nan"), error=str(exc))
+    per_config = (time.perf_counter() - start) / len(entries)
+    if not np.isfinite(scores).all():
+        return RankResult(proxy.name, {}, float("nan"), per_config, error="non-finite scores")
+    parts = [rank_quality(scores[idx], acc[idx]) for idx in subsets(len(entries), samples, repeats, seed)]
+    rho = {}
+    for k in TOPK:
+        key = f"rho@{int(k * 100)}%"
+        values = np.array([p[key] for p in parts])
+        rho[key] = (float(np.nanmean(values)), float(np.nanstd(values)))
+    whole = rank_quality(scores, acc)
+    return RankResult(proxy.name, rho, whole["kendall_tau"], per_config, scores, rho_all=whole["rho_mean"])
+
+
+def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> None:
+    """Proxy score against accuracy, one panel per proxy, coloured by model size (EMQ Figure 3)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, acc = Bench.arrays(entries)
+    size = np.array([e.size_mb for e in entries])
+    usable = [r for r in results if r.scores is not None]
+    cols = min(4, len(usable)) or 1
+    rows = (len(usable) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, constrained_layout=True)
+    for ax, r in zip(axes.flat, usable):
+        sc = ax.scatter(r.scores, acc, c=size, s=6, cmap="viridis")
+        ax.set_title(f"{r.proxy}  ρ@100%={r.rho['rho@100%'][0]:.2f}", fontsize=9)
+        ax.set_xlabel("proxy score", fontsize=8)
+        ax.set_ylabel("top-1 (%)", fontsize=8)
+    for ax in list(axes.flat)[len(usable):]:
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes, label="size (MB)", shrink=0.8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

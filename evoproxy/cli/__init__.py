@@ -1,0 +1,34 @@
+"""The `evoproxy` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import EvoproxyError
+from ..version import __version__
+from . import allocation, bench, model, quant, search
+
+GROUPS = (model, bench, search, allocation, quant)  # in the order of the data flow, as --help lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evoproxy", description=__doc__ + " Evolve training-free proxies for "
+                                     "mixed-precision quantization and use them to allocate bit-widths.")
+    parser.add_argument("--version", action="version", version=f"evoproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EvoproxyError as exc:
+        print(f"evoproxy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evoproxy: interrupted", file=sys.stderr)
+        return 130
+    return 0

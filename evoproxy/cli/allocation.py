@@ -1,0 +1,150 @@
+"""`evoproxy allocate` and `evoproxy pareto`: a proxy's bit-widths under one budget, or under a
+sweep of budgets beside other proxies."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import EvoproxyError
+from .args import add_model_args, add_stats_args, model_stats, parse_bits, parse_fixed, resolve_proxies
+
+
+def _parse_sizes(text: str) -> list[float]:
+    try:
+        return sorted({float(x) for x in text.split(",")})
+    except ValueError:
+        raise EvoproxyError(f"--sizes takes comma-separated budgets in MB such as 0.08,0.1; got {text!r}") from None
+
+
+def _add_allocation_args(p: argparse.ArgumentParser) -> None:
+    """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads."""
+    add_model_args(p)
+    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    p.add_argument("--fixed", default="first,last",
+                   help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
+                        "(default first,last)")
+    p.add_argument("--fixed-bits", type=int, default=8)
+    p.add_argument("--method", default="ilp", help="solver: ilp (exact, size and BOPs), dp (exact, size only) "
+                                                   "or sample (the paper's random search; default ilp)")
+    add_stats_args(p)
+
+
+def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None):
+    """The allocation problem of `proxy` under --bits, --act-bits, --fixed and --fixed-bits (fixed
+    layers keep --act-bits activations, as in a benchmark)."""
+    from ..allocation import proxy_problem
+    layers = [layer.info for layer in stats.layers]
+    fixed = {i: (b, args.act_bits) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
+    return proxy_problem(proxy, stats, size_mb, bops=bops, w_bits=parse_bits(args.bits, "--bits"),
+                         act_bits=args.act_bits, fixed=fixed)
+
+
+def cmd_allocate(args) -> None:
+    from ..allocation import allocate, allocation_record, average_bits, plot_bits
+    from ..proxy import get_proxy
+    from ..table import format_table
+
+    proxy = get_proxy(args.proxy)
+    _, name, stats = model_stats(args)
+    bops = None if args.bops_g is None else args.bops_g * 1e9
+    problem = _proxy_problem(proxy, stats, args, args.size_mb, bops)
+    result = allocate(problem, args.method)
+    layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
+    Path(args.out).write_text(json.dumps(allocation_record(result, layers, sensitivities, model=name,
+                                                           proxy=proxy.name), indent=2) + "\n")
+    if args.plot:
+        plot_bits([l.name for l in layers], result.w_bits, problem.fixed, args.plot,
+                  f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {args.size_mb} MB")
+    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w,
+             "role": "fixed" if l.index in problem.fixed else "", "sensitivity": s}
+            for l, w, s in zip(layers, result.w_bits, sensitivities)]
+    print(f"{proxy.name} on {name}: weight bits {','.join(map(str, problem.w_choices))} per layer, "
+          f"activations {args.act_bits}-bit")
+    print(format_table(rows, ["index", "name", "params", "bits", "role", "sensitivity"],
+                       ["#", "layer", "params", "W bits", "", "sensitivity"]))
+    print(f"size {result.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {result.bops / 1e9:.4f} G "
+          + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
+          + f"; average {average_bits(layers, result.w_bits):.3f} weight bits")
+    print(f"{result.method}: {'proven optimal' if result.optimal else 'not proven optimal'} "
+          f"in {result.seconds * 1e3:.1f} ms" + (f"; {result.note}" if result.note else ""))
+    print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+
+
+def cmd_pareto(args) -> None:
+    from ..model import MODELS
+    from ..allocation import evaluate_points, plot_pareto, sweep
+    from ..quant import PtqEvaluator, QuantSettings
+    from ..table import format_table
+
+    sizes = _parse_sizes(args.sizes)
+    if args.plot and not args.evaluate:
+        raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
+    proxies = resolve_proxies(args.proxies)
+    model, name, stats = model_stats(args)
+    if args.evaluate and name not in MODELS:
+        raise EvoproxyError("--evaluate ptq measures Fashion-MNIST accuracy, so --model must be a registry model")
+    problems = [(p.name, _proxy_problem(p, stats, args, sizes[0])) for p in proxies]
+    points = sweep(problems, sizes, args.method)
+    fp_accuracy = None
+    if args.evaluate:
+        evaluator = PtqEvaluator.on_fmnist(model, problems[0][1].layers, args.eval_size,
+                                           QuantSettings(args.act_bits, not args.no_bn_recal), args.data_dir)
+        fp_accuracy = evaluator.fp_accuracy()
+        points = evaluate_points(points, evaluator)
+    if args.plot:
+        plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{args.act_bits}"
+                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test images")
+    if args.json:
+        print(json.dumps({"model": name, "sizes_mb": sizes, "method": args.method, "evaluate": args.evaluate,
+                          "eval_size": args.eval_size if args.evaluate else None, "fp_accuracy": fp_accuracy,
+                          "points": [p.to_dict() for p in points]}, indent=2))
+        return
+    rows = [{"proxy": p.proxy, "kind": p.kind, "budget": "-" if p.budget_mb is None else p.budget_mb,
+             "size": p.size_mb, "gbops": p.bops / 1e9, "avg": p.avg_bits,
+             "optimal": {True: "yes", False: "no", None: "-"}[p.optimal], "acc": p.accuracy} for p in points]
+    columns, headers = (["proxy", "kind", "budget", "size", "gbops", "avg", "optimal"],
+                        ["proxy", "kind", "budget (MB)", "size (MB)", "GBOPs", "avg W bits", "optimal"])
+    if args.evaluate:
+        columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
+        print(f"{name}: PTQ accuracy on the first {args.eval_size} Fashion-MNIST test images, BatchNorm "
+              f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %")
+    print(format_table(rows, columns, headers))
+    if args.plot:
+        print(f"wrote {args.plot}")
+
+
+def register(sub) -> None:
+    """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
+    p = sub.add_parser("allocate", help="per-layer bit-widths that maximise a proxy under a size (and BOPs) budget",
+                       description="Choose each layer's weight bits to maximise the proxy's score (Σ_l b_l·s_l, or "
+                                   "the proxy's own bit-dependent score) under the size budget and optionally a "
+                                   "BOPs budget (multiple-choice knapsack, EMQ eq. 3); print the per-layer bits and "
+                                   "write them as a JSON bit configuration.")
+    p.add_argument("--proxy", required=True,
+                   help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function")
+    p.add_argument("--size-mb", type=float, required=True,
+                   help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
+    p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
+    _add_allocation_args(p)
+    p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
+    p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")
+    p.set_defaults(func=cmd_allocate)
+
+    p = sub.add_parser("pareto", help="allocations of several proxies at several size budgets (EMQ Figure 5)",
+                       description="Allocate bits with each proxy at each size budget, list them with the "
+                                   "uniform-precision configurations (every free layer at one bit choice) and, "
+                                   "with --evaluate ptq, their post-training-quantization accuracy.")
+    p.add_argument("--proxies", required=True,
+                   help="all, or comma-separated names, genome .json files, run directories or package.module:function")
+    p.add_argument("--sizes", required=True, help="comma-separated size budgets in MB")
+    _add_allocation_args(p)
+    p.add_argument("--evaluate", choices=["ptq"], help="measure each configuration's accuracy by PTQ")
+    p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
+    p.add_argument("--no-bn-recal", action="store_true",
+                   help="do not re-estimate BatchNorm statistics after weight quantization")
+    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files")
+    p.add_argument("--plot", help="PNG file: accuracy against size per proxy (needs --evaluate)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_pareto)

@@ -1,0 +1,177 @@
+"""`evoproxy evolve`, `evoproxy show` and `evoproxy validity`: the search for a proxy, its report,
+and the share of valid proxies in a search space."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import EvoproxyError
+from .args import add_model_args, model_stats
+
+
+# `evoproxy evolve --preset`: values of the flags left out. "paper" is the EMQ paper's (and
+# EvolutionConfig's defaults); "strong" is the setting of README's study that beats every
+# handcrafted proxy on the default bench's held-out split.
+EVOLVE_PRESETS = {
+    "paper": {"population": 20, "iterations": 1000, "samples": 50, "islands": 1, "init": "none"},
+    "strong": {"population": 50, "iterations": 2000, "samples": 0, "islands": 4, "init": "fisher"},
+}
+
+def cmd_evolve(args) -> None:
+    from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
+    from ..proxy import get_genome
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.resume:
+        run_dir, config = Path(args.resume), None
+    else:
+        for key, value in EVOLVE_PRESETS[args.preset].items():
+            if getattr(args, key) is None and not (key == "iterations" and args.hours):
+                setattr(args, key, value)
+        init = [] if args.init == "none" else args.init.split(",")
+        config = EvolutionConfig(
+            bench=args.bench, space=args.space, population=args.population,
+            iterations=args.iterations or 0,  # unset only with --hours: 0, no limit but the time
+            ratio=args.ratio, p_crossover=args.p_crossover, p_mutation=args.p_mutation, samples=args.samples,
+            seed=args.seed, strategy=args.strategy, osp=not args.no_osp, dps=not args.no_dps,
+            equivalence=not args.no_equivalence,
+            csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
+                            insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
+            offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
+            init=tuple(get_genome(ref).to_json() for ref in init),
+            patience=args.patience if args.patience is not None else (200 if args.hours else 0))
+        name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
+        run_dir = Path(args.runs_dir) / name
+    backend = None
+    if args.backend == "dask":
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise EvoproxyError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        client = Client(args.scheduler) if args.scheduler else Client(processes=True)
+        log(f"dask cluster: {client.dashboard_link}")
+        backend = "dask"
+    evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
+    try:
+        islands = f"{evo.config.islands} islands of " if evo.config.islands > 1 else ""
+        log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, {islands}|P|={evo.config.population}, "
+            f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
+        evo.run(hours=args.hours, iterations=args.iterations if args.resume else None, log_every=args.log_every)
+    finally:
+        evo.close()
+    if not args.no_report:
+        print(full_report(run_dir)[0])
+    print(f"\nsaved: {run_dir / 'best.json'}, {run_dir / 'best.py'}; continue or extend with "
+          f"`evoproxy evolve --resume {run_dir} [--iterations N]`")
+
+
+def cmd_show(args) -> None:
+    from ..search import full_report, run_summary
+
+    if args.quick:
+        s = run_summary(args.run)
+        print(f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  {s['best']['formula']}")
+        return
+    print(full_report(args.run)[0])
+
+
+def cmd_validity(args) -> None:
+    from ..proxy import load_space, measure_validity
+    from ..stats import StatsSettings
+
+    if args.samples < 1:
+        raise EvoproxyError("--samples must be at least 1")
+    space = load_space(args.space)
+    _, _, stats = model_stats(args, StatsSettings())
+    report = measure_validity(space, stats, args.samples, osp=not args.no_osp, seed=args.seed)
+    if args.json:
+        print(json.dumps({"space": report.space, "osp": report.osp, "seed": args.seed, "model": stats.model,
+                          "samples": report.samples, "valid": report.valid, "rate": report.rate,
+                          "reasons": report.reasons}, indent=2))
+        return
+    print(f"{report.space} space, {'with' if report.osp else 'without'} OSP, seed {args.seed}, {stats.model}: "
+          f"{report.valid}/{report.samples} sampled proxies valid ({100 * report.rate:.2f} %)")
+    for reason, count in report.reasons.items():
+        print(f"  {count:7d}  {reason}")
+
+
+def register(sub) -> None:
+    """Add the evolve, show and validity commands to the `evoproxy` subcommands `sub`."""
+    p = sub.add_parser("evolve", help="evolve a proxy on a benchmark (EMQ); the product's main job",
+                       description="Evolve training-free proxies (EMQ Algorithm 1) on a benchmark's search split: "
+                                   "tournament selection, crossover, mutation, diversity-prompting selection (DPS), "
+                                   "operation sampling prioritization (OSP) and compatibility screening (CSP). "
+                                   "Defaults are the paper's settings (--preset strong: a stronger search). "
+                                   "Every candidate is stored in runs/<name>/run.db as it is judged; a killed run "
+                                   "continues with --resume.")
+    p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
+    p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
+    p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="paper",
+                   help="paper (default): the EMQ paper's settings, |P| 20, N 1000, fitness on 50 configurations; "
+                        "strong: fitness on the whole search split, 4 islands of |P| 50, N 2000, started from "
+                        "Fisher (beats every handcrafted proxy on the default bench's held-out split, see README). "
+                        "Flags given beside it override it")
+    p.add_argument("--population", type=int, help="|P| (paper 20, strong 50)")
+    p.add_argument("--iterations", type=int, help="N (paper 1000, strong 2000; unlimited with --hours; with "
+                                                   "--resume, the new total, to extend a finished run)")
+    p.add_argument("--hours", type=float, help="wall-clock budget; with it the islands restart (each keeping its "
+                                               "best) after --patience iterations without improvement")
+    p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "
+                                                "with --hours, else never)")
+    p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
+    p.add_argument("--p-crossover", type=float, default=0.5)
+    p.add_argument("--p-mutation", type=float, default=0.5)
+    p.add_argument("--samples", type=int, help="search-split configurations the fitness is measured on (paper 50, "
+                        "strong 0); the rest of the search split chooses the result (--select-top); 0: the "
+                        "whole search split, and the fittest proxy is the result")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
+                   help="random: random search with the same budget (ablation baseline)")
+    p.add_argument("--offspring", type=int, default=1, help="offspring per island and iteration, judged together (default 1)")
+    for flag, what in (("osp", "operation sampling prioritization"), ("dps", "diversity-prompting selection"),
+                       ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
+                       ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
+        p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
+    p.add_argument("--init", metavar="P[,P...]",
+                   help="start the population from these proxies (fisher, emq-paper, genome .json files or run "
+                        "directories), the rest sampled as usual (paper: none, strong: fisher; 'none' for none)")
+    p.add_argument("--islands", type=int, help="populations of |P| that evolve apart (paper 1, strong 4)")
+    p.add_argument("--migration", type=int, default=50, metavar="M",
+                   help="with --islands, every M iterations each island's best joins the next island (default 50)")
+    p.add_argument("--select-top", type=int, default=20, metavar="K",
+                   help="the result is the best of the K fittest distinct proxies on the search configurations "
+                        "outside the fitness sample, which tracks the held-out split better than fitness "
+                        "(default 20; 0: the fittest)")
+    p.add_argument("--candidate-timeout", type=float, default=5.0, help="seconds after which a candidate is rejected")
+    p.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
+    p.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--name", help="run name (default SPACE-BENCH-sSEED)")
+    p.add_argument("--runs-dir", default="runs", help="where runs are stored (default runs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored settings")
+    p.add_argument("--log-every", type=int, default=100, help="progress line every N iterations (default 100; 0: none)")
+    p.add_argument("--no-report", action="store_true", help="skip the final held-out / transfer report")
+    p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("show", help="report of a finished or running evolution run",
+                       description="Best proxy of a run, its ρ@k on the held-out split and on a benchmark of "
+                                   "another model, beside the handcrafted proxies.")
+    p.add_argument("run", help="run directory (runs/<name>)")
+    p.add_argument("--quick", action="store_true", help="only the best formula so far (no correlations)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("validity", help="share of random proxies of a search space that are valid (EMQ Table 3)",
+                       description="Sample random proxies from a search space, evaluate each on the model's "
+                                   "statistics, and print the share that is valid and why the others are not.")
+    p.add_argument("--space", default="branched",
+                   help="search space: sequential, branched, dag or a space TOML file (default branched)")
+    p.add_argument("--samples", type=int, default=1000, help="proxies to sample (default 1000)")
+    p.add_argument("--no-osp", action="store_true", help="sample operations uniformly, without OSP weights")
+    p.add_argument("--seed", type=int, default=0)
+    add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
+    p.add_argument("--calib", help="calibration file (default: the shipped Fashion-MNIST subset)")
+    p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_validity)

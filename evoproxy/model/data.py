@@ -1,0 +1,97 @@
+"""Image data: Fashion-MNIST from Debian's IDX files, and the calibration subset shipped in the
+package so that the embedded default needs no dataset at all.
+
+Nothing here downloads anything: a missing dataset is an error that names the package to install.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import EvoproxyError
+
+FMNIST_ENV = "EVOPROXY_FMNIST_DIR"
+FMNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Mean and standard deviation of the Fashion-MNIST training pixels in [0, 1].
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+CALIBRATION_ASSET = "calib_fmnist.pt"
+
+
+def fmnist_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where the Fashion-MNIST IDX files are: `override`, else $EVOPROXY_FMNIST_DIR, else the
+    folder that Debian's `dataset-fashion-mnist` package installs."""
+    return Path(override or os.environ.get(FMNIST_ENV) or FMNIST_DEFAULT_DIR)
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read one IDX file (optionally gzipped) into a uint8 tensor of its stated shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise EvoproxyError(f"{path} is not an unsigned-byte IDX file; reinstall dataset-fashion-mnist")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    if data.numel() != torch.Size(shape).numel():
+        raise EvoproxyError(f"{path} is truncated ({data.numel()} bytes for shape {shape}); reinstall it")
+    return data.reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise EvoproxyError(
+        f"Fashion-MNIST file {stem}[.gz] not found in {folder}: install it with "
+        f"`apt-get install dataset-fashion-mnist`, or point ${FMNIST_ENV} (or --data-dir) at the IDX files")
+
+
+def load_fmnist(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST images as uint8 (N, 1, 28, 28) and labels as int64 (N,).
+
+    `split` is "train" (60 000 images) or "test" (10 000)."""
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise EvoproxyError(f"unknown Fashion-MNIST split {split!r}: use 'train' or 'test'")
+    folder = fmnist_dir(data_dir)
+    images = _read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+    return images.unsqueeze(1), labels.long()
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 1, 28, 28) to the float32 input the shipped models expect."""
+    return (images.float() / 255.0 - FMNIST_MEAN) / FMNIST_STD
+
+
+def calibration_set() -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration subset shipped inside the package: uint8 images (512, 1, 28, 28) drawn
+    from the Fashion-MNIST training split with a fixed seed, and their int64 labels."""
+    path = resources.files("evoproxy") / "assets" / CALIBRATION_ASSET
+    with resources.as_file(path) as p:
+        blob = torch.load(p, weights_only=True)
+    return blob["images"], blob["labels"]
+
+
+def calibration_batch(batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `batch_size` shipped calibration images, normalized, with their labels."""
+    images, labels = calibration_set()
+    if not 1 <= batch_size <= len(images):
+        raise EvoproxyError(f"--batch-size must be between 1 and {len(images)} (the shipped calibration set)")
+    return normalize(images[:batch_size]), labels[:batch_size]
+
+
+def evaluation_data(eval_size: int, data_dir: str | os.PathLike | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What quantized models are measured with: the shipped calibration images and the first
+    `eval_size` Fashion-MNIST test images with their labels, all images normalized."""
+    images, labels = load_fmnist("test", data_dir)
+    if not 1 <= eval_size <= len(images):
+        raise EvoproxyError(f"--eval-size must be between 1 and {len(images)}")
+    return normalize(calibration_set()[0]), normalize(images[:eval_size]), labels[:eval_size]

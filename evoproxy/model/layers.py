@@ -1,0 +1,81 @@
+"""The canonical layer registry: the ordered quantizable layers of a model. Every bit
+configuration, statistic and allocation is keyed by it, so there is exactly one such list."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import EvoproxyError
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One quantizable layer. `index` is its position in a bit configuration; `macs` are the
+    multiply-accumulates of one forward pass of one input sample of the calibration size."""
+    index: int
+    name: str
+    kind: str  # "conv", "depthwise", "grouped" or "linear"
+    weight_shape: tuple[int, ...]
+    params: int  # weight elements plus bias elements
+    macs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if module.groups == 1:
+        return "conv"
+    return "depthwise" if module.groups == module.in_channels == module.out_channels else "grouped"
+
+
+def quantizable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every Conv2d and Linear, in `named_modules` order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+
+
+def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], keep, what: str):
+    """`model(x)`, calling `keep(name, output)` for each module of `modules` as it runs.
+    A forward pass that torch refuses becomes an EvoproxyError that starts with `what`."""
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: keep(n, out)) for n, m in modules.items()]
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        raise EvoproxyError(f"{what}: {str(exc).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
+    """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
+    batch dimension). MACs are counted from the output shapes seen in one forward pass."""
+    modules = quantizable_modules(model)
+    if not modules:
+        raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
+    out_numel: dict[str, int] = {}
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            param = next(model.parameters())
+            run_with_outputs(model, torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
+                             dict(modules), lambda n, out: out_numel.__setitem__(n, out[0].numel()),
+                             f"the model does not accept inputs of shape {tuple(input_shape)}")
+    finally:
+        model.train(was_training)
+    layers = []
+    for index, (name, m) in enumerate(modules):
+        if name not in out_numel:
+            raise EvoproxyError(f"layer {name} is not used in the forward pass; it cannot be quantized meaningfully")
+        # Each output element costs (weight elements per output channel) multiply-accumulates.
+        per_output = m.weight.numel() // m.weight.shape[0]
+        params = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        layers.append(LayerInfo(index, name, _kind(m), tuple(m.weight.shape), params, out_numel[name] * per_output))
+    return layers

@@ -1,0 +1,98 @@
+"""The registry of named models (the shipped nets with their checkpoints), and loading a user's
+model given as `package.module:function` plus a state_dict file."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import EvoproxyError
+from ..hashing import tensors_hash
+from .nets import MobileNetV2Small, ResNet20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: how to build it, which shipped checkpoint to load, what input it takes."""
+    name: str
+    build: Callable[[], nn.Module]
+    checkpoint: str
+    input_shape: tuple[int, ...]
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet20-fmnist": ModelSpec("resnet20-fmnist", ResNet20, "resnet20_fmnist.pt", (1, 28, 28),
+                                 "ResNet-20 trained on Fashion-MNIST (`evoproxy train`)"),
+    "mobilenetv2-fmnist": ModelSpec("mobilenetv2-fmnist", MobileNetV2Small, "mobilenetv2_fmnist.pt", (1, 28, 28),
+                                    "MobileNetV2-style net trained on Fashion-MNIST (`evoproxy train`)"),
+}
+ALIASES = {"default": "resnet20-fmnist"}
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 over the model's state_dict (names, dtypes, shapes and bytes), in hex."""
+    return tensors_hash(model.state_dict().items())
+
+
+def checkpoint_path(spec: ModelSpec) -> Path:
+    """Where the shipped checkpoint of a registry model lies inside the installed package."""
+    return Path(str(resources.files("evoproxy") / "assets" / spec.checkpoint))
+
+
+def _load_state_dict(model: nn.Module, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise EvoproxyError(f"weights file {path} does not exist: pass --weights with a saved state_dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or non-tensor file
+        raise EvoproxyError(f"cannot read weights file {path} as a state_dict ({type(exc).__name__}); "
+                            "save one with torch.save(model.state_dict(), path)") from None
+    if not isinstance(state, dict):
+        raise EvoproxyError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise EvoproxyError(f"weights file {path} does not fit the model: {first}") from None
+
+
+def _import_factory(ref: str) -> Callable[[], nn.Module]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EvoproxyError(f"cannot import {module_name!r} for model {ref!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EvoproxyError(f"{module_name} has no callable {attr!r}: give the model as package.module:function")
+    return factory
+
+
+def load_model(ref: str, weights: str | Path | None = None) -> tuple[nn.Module, str]:
+    """The model named `ref`, in eval mode, and its canonical name.
+
+    `ref` is a registry name (see MODELS, ALIASES) or `package.module:function`, a function
+    that returns an nn.Module. `weights` (a state_dict file) overrides the shipped checkpoint
+    of a registry model and is what a user's model is loaded with, if given."""
+    name = ALIASES.get(ref, ref)
+    if name in MODELS:
+        spec = MODELS[name]
+        model = spec.build()
+        _load_state_dict(model, weights or checkpoint_path(spec))
+    elif ":" in ref:
+        model = _import_factory(ref)()
+        if not isinstance(model, nn.Module):
+            raise EvoproxyError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
+        if weights is not None:
+            _load_state_dict(model, weights)
+    else:
+        known = ", ".join(sorted([*MODELS, *ALIASES]))
+        raise EvoproxyError(f"unknown model {ref!r}: use one of {known}, or package.module:function")
+    return model.eval(), name

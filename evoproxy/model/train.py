@@ -1,0 +1,62 @@
+"""Training of the shipped models on Fashion-MNIST (used once, to make the package's checkpoint
+and calibration subset; `evoproxy train` reruns it), and a classifier's accuracy."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import load_fmnist, normalize
+from .registry import MODELS
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        correct += (model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+    return 100.0 * correct / len(images)
+
+
+def train(model_name: str, epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: int = 0,
+          data_dir: str | None = None, device: str = "cpu", log=print) -> tuple[nn.Module, float]:
+    """Train registry model `model_name` from scratch with SGD and a one-cycle schedule, random
+    horizontal flips as the only augmentation. Returns the model (eval mode, on the CPU) and its
+    test accuracy in percent."""
+    torch.manual_seed(seed)
+    train_x, train_y = load_fmnist("train", data_dir)
+    test_x, test_y = load_fmnist("test", data_dir)
+    train_x, test_x = normalize(train_x).to(device), normalize(test_x).to(device)
+    train_y, test_y = train_y.to(device), test_y.to(device)
+    model = MODELS[model_name].build().to(device)
+    steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    loss_fn = nn.CrossEntropyLoss()
+    start = time.time()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_x)).to(device)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x = train_x[idx]
+            flip = torch.rand(len(x)).to(device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), train_y[idx]).backward()
+            opt.step()
+            sched.step()
+        acc = accuracy(model, test_x, test_y)
+        log(f"epoch {epoch + 1}/{epochs}: test accuracy {acc:.2f}% ({time.time() - start:.0f} s)")
+    return model.cpu().eval(), acc
+
+
+def make_calibration_subset(out: Path, size: int = 512, seed: int = 0, data_dir: str | None = None) -> None:
+    """Write `size` training images (uint8) and labels, drawn with a fixed seed, to `out`."""
+    images, labels = load_fmnist("train", data_dir)
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:size]
+    torch.save({"images": images[idx].clone(), "labels": labels[idx].clone()}, out)

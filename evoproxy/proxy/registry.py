@@ -1,0 +1,62 @@
+"""The lookup of proxies by name, `get_proxy`: handcrafted names, genome JSON files, run
+directories and user functions `package.module:function`. It sits above both the genome and
+the handcrafted proxies, which know nothing of it."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import EvoproxyError
+from .base import FunctionProxy, Proxy
+from .genome import Genome
+from .handcrafted import GENOME_FORMS, HANDCRAFTED, genome_form
+
+
+def load_function_proxy(ref: str) -> FunctionProxy:
+    """The user function `package.module:function` (taking a ModelStats and returning one
+    sensitivity per layer) as a proxy. Importing the module runs the user's code."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise EvoproxyError(f"a function proxy is written package.module:function, got {ref!r}")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise EvoproxyError(f"cannot import {module_name}: {exc}") from None
+    except AttributeError:
+        raise EvoproxyError(f"module {module_name} has no attribute {attr}") from None
+    if not callable(fn):
+        raise EvoproxyError(f"{ref} is not callable")
+    return FunctionProxy(fn, ref)
+
+
+def available_proxies() -> list[str]:
+    """Names `get_proxy` knows (besides genome files and module:function references)."""
+    return list(HANDCRAFTED)
+
+
+def get_genome(name: str) -> Genome:
+    """A proxy as a genome, to start a search from: a handcrafted proxy that has a genome form
+    (fisher, emq-paper), a genome JSON file, or a run directory (its best.json)."""
+    if name in GENOME_FORMS:
+        return genome_form(name)
+    proxy = get_proxy(name) if name.endswith(".json") or Path(name).is_dir() else None
+    if not isinstance(proxy, Genome):
+        raise EvoproxyError(f"{name!r} is not a genome: use {', '.join(GENOME_FORMS)}, a genome .json file "
+                            "or a run directory")
+    return proxy
+
+
+def get_proxy(name: str) -> Proxy:
+    """A proxy by name: a handcrafted one (see `available_proxies`), a genome JSON file (a path
+    ending in .json; loading it runs no code), a run directory `runs/<name>/` (its best.json), or a
+    user function `package.module:function`."""
+    if name in HANDCRAFTED:
+        return HANDCRAFTED[name]()
+    if Path(name).is_dir():
+        name = str(Path(name) / "best.json")
+    if name.endswith(".json"):
+        return Genome.load(Path(name))
+    if ":" in name:
+        return load_function_proxy(name)
+    raise EvoproxyError(f"unknown proxy {name!r}: use one of {', '.join(HANDCRAFTED)}, a genome .json file "
+                        "or package.module:function")

@@ -1,0 +1,10 @@
+"""The search stage. Takes a bench and a search space; evolves proxies (EMQ Algorithm 1: DEAP
+toolbox, DPS, OSP, CSP), stores every candidate in the run's SQLite file as it is judged, and
+gives the chosen proxy with its report on the held-out split and on another model's bench."""
+from .evolution import Evolution, EvolutionConfig
+from .fitness import CSPSettings, FitnessTask
+from .report import full_report, run_summary, transfer_bench
+from .store import RunStore
+
+__all__ = ["CSPSettings", "Evolution", "EvolutionConfig", "FitnessTask", "RunStore", "full_report",
+           "run_summary", "transfer_bench"]

@@ -1,0 +1,477 @@
+"""The EMQ evolution loop (Algorithm 1) on a DEAP toolbox, persisted in a RunStore.
+
+Each iteration: tournament selection (draw r×|P| individuals, the best two are the parents),
+crossover with probability p_c and mutation with p_m; diversity-prompting selection (DPS): a
+fresh OSP sample competes with the offspring and the better one is kept; compatibility
+screening (CSP): a candidate whose canonical WL hash was seen before in the run is never
+evaluated again, and the early-rejection rules of fitness.py run before or instead of the full
+evaluation; when no candidate passes, the step is redone (at most `max_retries` times). The
+offspring joins the population and the worst individual leaves. With several islands, each
+runs this step on its own population and sends its best to the next island every `migration`
+iterations. At the end, the result is chosen among the fittest on the search configurations
+the fitness never saw (`_select_final`).
+
+Every candidate is written to SQLite as soon as it is judged, and the population and the RNG
+state after every iteration, so `resume` continues exactly where a killed run stopped: the
+candidates of the unfinished iteration are replayed from the database, never evaluated twice.
+With one worker and a fixed seed, a resumed run ends with the same result as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from deap import base
+from joblib import Parallel, delayed, parallel_config
+
+from ..bench import Bench, bench_stats, load_bench
+from ..errors import EvoproxyError
+from ..proxy import Genome, crossover, load_space, mutate, prepare_inputs, sample_genome, space_violation
+from ..stats import load_stats_file
+from .fitness import CSPSettings, FitnessTask, Outcome
+from .store import RunStore
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
+    p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on);
+    `samples` = 0 judges on the whole search split instead. The run's result is the best, on the
+    search configurations the fitness never saw, of its `select_top` fittest distinct proxies
+    (0: simply the fittest)."""
+    bench: str = "fmnist-resnet20-w234"
+    space: str = "branched"
+    population: int = 20
+    iterations: int = 1000
+    ratio: float = 0.25
+    p_crossover: float = 0.5
+    p_mutation: float = 0.5
+    samples: int = 50
+    seed: int = 0
+    strategy: str = "evolution"  # or "random": random search with the same budget
+    osp: bool = True
+    dps: bool = True
+    equivalence: bool = True
+    csp: CSPSettings = field(default_factory=CSPSettings)
+    offspring: int = 1  # offspring per island and iteration (judged together, in parallel with jobs > 1)
+    islands: int = 1  # populations of |P| that evolve apart; each sends its best to the next every `migration` iterations
+    migration: int = 50
+    patience: int = 0  # iterations without improvement before a restart (0: never restart)
+    max_retries: int = 50
+    select_top: int = 20
+    init: tuple[str, ...] = ()  # genome JSON of proxies the initial population starts with
+
+    def __post_init__(self):
+        if self.population < 2:
+            raise EvoproxyError("--population must be at least 2")
+        if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
+            raise EvoproxyError("--ratio must be in (0, 1] and --p-crossover, --p-mutation in [0, 1]")
+        if self.samples != 0 and self.samples < 4:
+            raise EvoproxyError("--samples must be 0 (the whole search split) or at least 4 configurations")
+        if self.strategy not in ("evolution", "random"):
+            raise EvoproxyError("--strategy must be evolution or random")
+        if self.offspring < 1 or self.islands < 1 or self.migration < 1:
+            raise EvoproxyError("--offspring, --islands and --migration must be at least 1")
+        if self.iterations < 0 or self.select_top < 0:
+            raise EvoproxyError("--iterations and --select-top must be at least 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvolutionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EvoproxyError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        data["init"] = tuple(data.get("init", ()))  # JSON stores the tuple as a list
+        if isinstance(data.get("csp"), dict):
+            data["csp"] = CSPSettings(**data["csp"])
+        return cls(**data)
+
+
+# Worker-side state: prepared inputs and fitness task per (stats file, sample), built once per process.
+_WORKER: dict[tuple, tuple] = {}
+
+
+def _context(stats_path: str, bits: np.ndarray, acc: np.ndarray):
+    key = (stats_path, bits.tobytes(), acc.tobytes())
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = (prepare_inputs(load_stats_file(stats_path)), FitnessTask(bits, acc))
+    return _WORKER[key]
+
+
+def judge_batch(stats_path: str, bits: np.ndarray, acc: np.ndarray, genome_jsons: list[str],
+                csp: CSPSettings) -> list[Outcome]:
+    """Judge serialized genomes on the statistics in `stats_path` (what a worker process runs).
+    Small tensors: one thread per process is faster than torch's intra-op threads."""
+    torch.set_num_threads(1)
+    inputs, task = _context(stats_path, bits, acc)
+    return [task.judge(Genome.from_json(g), inputs, csp) for g in genome_jsons]
+
+
+class Evaluator:
+    """Judges candidates in this process (jobs=1) or in joblib workers (local processes, or a
+    Dask cluster through joblib's dask backend)."""
+
+    def __init__(self, stats_path: Path, bits: np.ndarray, acc: np.ndarray, csp: CSPSettings, jobs: int = 1,
+                 backend: str | None = None):
+        self.args = (str(stats_path), bits, acc)
+        self.csp, self.jobs, self.backend = csp, jobs, backend
+
+    def __call__(self, genomes: list[Genome]) -> list[Outcome]:
+        payload = [g.to_json() for g in genomes]
+        if self.jobs == 1 and self.backend is None:
+            return judge_batch(*self.args, payload, self.csp)
+        n = max(1, min(len(payload), abs(self.jobs) if self.jobs > 0 else 2))
+        chunks = [payload[i::n] for i in range(n)]
+        with parallel_config(backend=self.backend or "loky", n_jobs=self.jobs):
+            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
+        out: list[Outcome | None] = [None] * len(payload)
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+
+def search_partition(bench: Bench, n: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The configurations of a run as (bits (n, L), accuracies (n,)) pairs: the fitness sample,
+    n drawn from the bench's search split with the run's seed (n = 0: the whole split), and the
+    validation configurations, the rest of the search split."""
+    entries = bench.split("search")
+    if n == 0:
+        bits, acc = Bench.arrays(entries)
+        return (bits, acc), (bits[:0], acc[:0])
+    if len(entries) < n:
+        raise EvoproxyError(f"the search split of {bench.name} has {len(entries)} configurations; "
+                            f"lower --samples below that")
+    chosen = set(np.random.default_rng(seed).choice(len(entries), n, replace=False).tolist())
+    return (Bench.arrays([e for i, e in enumerate(entries) if i in chosen]),
+            Bench.arrays([e for i, e in enumerate(entries) if i not in chosen]))
+
+
+@dataclass
+class Individual:
+    genome: Genome
+    fitness: float
+    behaviour: tuple[float, ...]  # its ρ@k parts: equal parts mean the same ranking of the sample
+    validation: float = float("nan")  # mean ρ@k on the validation configurations, where judged there
+    island: int = 0
+
+
+_PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))
+
+
+def behaviour(parts: dict[str, float]) -> tuple[float, ...]:
+    """The ρ@k parts of a judged candidate, as a comparable key."""
+    return tuple(round(parts[key], 12) for key, _ in _PART_COLUMNS)
+
+
+def _parts_of(row) -> dict[str, float]:
+    """The ρ@k parts stored in a candidates row (none for a rejected candidate)."""
+    return {key: row[col] for key, col in _PART_COLUMNS if row[col] is not None}
+
+
+def migrate(population: list[Individual], islands: int) -> list[Individual]:
+    """Ring migration: a copy of each island's fittest replaces the weakest of the next island,
+    unless that island already ranks the sample the same way. Emigrants are chosen before any
+    island changes, so the order of the islands does not matter."""
+    members = [[ind for ind in population if ind.island == i] for i in range(islands)]
+    emigrants = [max(m, key=lambda ind: ind.fitness) for m in members]
+    for i, emigrant in enumerate(emigrants):
+        host = members[(i + 1) % islands]
+        if emigrant.behaviour in {ind.behaviour for ind in host}:
+            continue
+        weakest = min(range(len(host)), key=lambda j: host[j].fitness)
+        host[weakest] = Individual(emigrant.genome, emigrant.fitness, emigrant.behaviour, island=(i + 1) % islands)
+    return [ind for m in members for ind in m]
+
+
+class Evolution:
+    """One run: `Evolution(run_dir, config).run()` starts or continues it; `resume(run_dir)`
+    reopens a run with its stored settings."""
+
+    def __init__(self, run_dir: str | Path, config: EvolutionConfig | None = None, jobs: int = 1,
+                 backend: str | None = None, log=print):
+        self.dir = Path(run_dir)
+        self.log = log
+        db = self.dir / "run.db"
+        if not db.is_file():  # a new run: check its settings before anything is written
+            if config is None:
+                raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
+            path = self._prepare(config)
+            self.store = RunStore(db)
+            self.store.put(config=config.to_dict())
+        else:
+            self.store = RunStore(db)
+            stored = EvolutionConfig.from_dict(self.store.get("config"))
+            if config is not None and config != stored:
+                raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
+                                    f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
+            path = self._prepare(stored)
+        c = self.config
+        self.evaluate = Evaluator(path, *self.fitness_configs, c.csp, jobs, backend)
+        self.rng = random.Random(c.seed)
+        self.toolbox = self._toolbox()
+
+    def _prepare(self, c: EvolutionConfig) -> Path:
+        """Load what the run's settings name (space, given proxies, bench, statistics, fitness and
+        validation configurations), failing with a clear error on a bad one; returns the
+        statistics file that workers load."""
+        self.config = c
+        self.space = load_space(c.space)
+        self.given = [Genome.from_json(g) for g in c.init]
+        for g in self.given:
+            if why := space_violation(g, self.space):
+                raise EvoproxyError(f"--init {g.name or g.formula()} does not lie in the {self.space.name} space: {why}")
+        self.bench = load_bench(c.bench)
+        self.stats, _, path = bench_stats(self.bench, log=lambda m: self.log(f"[stats] {m}"))
+        self.fitness_configs, self.validation = search_partition(self.bench, c.samples, c.seed)
+        return path
+
+    # -- the DEAP toolbox: one small registered function per step, swappable one at a time ----
+
+    def _toolbox(self) -> base.Toolbox:
+        c, tb = self.config, base.Toolbox()
+        tb.register("sample", sample_genome, self.space, self.rng, c.osp)
+        tb.register("mate", crossover, space=self.space, rng=self.rng)
+        tb.register("mutate", mutate, space=self.space, rng=self.rng, osp=c.osp)
+        tb.register("select", self._tournament)
+        return tb
+
+    def _tournament(self, population: list[Individual]) -> tuple[Genome, Genome]:
+        """Draw r×|P| individuals; the two fittest are the parents, in random order."""
+        k = max(2, round(self.config.ratio * len(population)))
+        drawn = self.rng.sample(population, min(k, len(population)))
+        top = sorted(drawn, key=lambda ind: -ind.fitness)[:2]
+        self.rng.shuffle(top)
+        return top[0].genome, top[-1].genome
+
+    def _propose(self, population: list[Individual]) -> list[tuple[Genome, str]]:
+        """Candidates for one offspring slot: the varied child and, with DPS, a fresh sample."""
+        c, tb = self.config, self.toolbox
+        if c.strategy == "random":
+            return [(tb.sample(), "random")]
+        a, b = tb.select(population)
+        child = tb.mate(a, b)[0] if self.rng.random() < c.p_crossover else a
+        if self.rng.random() < c.p_mutation:
+            child = tb.mutate(child)
+        return [(child, "offspring")] + ([(tb.sample(), "random")] if c.dps else [])
+
+    # -- judging with equivalence checking, replay and persistence ------------------------------
+
+    def _judge(self, proposals: list[tuple[Genome, str]], iteration: int, counts: Counter) -> list[Outcome | None]:
+        """Outcomes of proposed candidates; None for a repeat of a candidate already seen."""
+        fresh, slots = [], []
+        outcomes: list[Outcome | None] = [None] * len(proposals)
+        for i, (g, origin) in enumerate(proposals):
+            h = g.wl_hash()
+            if h in self.replay:
+                outcomes[i] = self.replay.pop(h)
+                self.seen.add(h)
+                counts["replayed"] += 1
+            elif self.config.equivalence and h in self.seen:
+                counts["duplicates"] += 1
+            else:
+                self.seen.add(h)
+                fresh.append(g)
+                slots.append(i)
+        for i, outcome in zip(slots, self.evaluate(fresh) if fresh else []):
+            g, origin = proposals[i]
+            self.store.add_candidate(g.wl_hash(), g.to_json(), g.formula(), outcome, iteration, origin)
+            outcomes[i] = outcome
+            counts["evaluated"] += 1
+            if not outcome.ok:
+                counts[outcome.rule] += 1
+        return outcomes
+
+    def _initial(self, iteration: int, counts: Counter, keep: list[Individual] = (),
+                 given: list[Genome] = ()) -> list[Individual]:
+        """The `given` proxies (dealt round the islands) and the individuals in `keep`, then fresh
+        OSP samples that fill every island up to |P|."""
+        c = self.config
+        population = list(keep)
+        proposals = [(g, "given") for g in given]
+        for k, ((g, _), o) in enumerate(zip(proposals, self._judge(proposals, iteration, counts))):
+            if o is None or not o.ok:
+                self.log(f"the given proxy {g.formula()} is left out: "
+                         f"{'a repeat' if o is None else f'{o.rule} ({o.reason})'}")
+            elif sum(p.island == k % c.islands for p in population) < c.population:
+                population.append(Individual(g, o.fitness, behaviour(o.parts), island=k % c.islands))
+        for _ in range(c.max_retries * c.population * c.islands):
+            open_slots = [i for i in range(c.islands) for _ in range(c.population - sum(p.island == i for p in population))]
+            if not open_slots:
+                break
+            proposals = [(self.toolbox.sample(), "init") for _ in open_slots]
+            judged = [(g, o) for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts))
+                      if o is not None and o.ok]
+            for island, (g, o) in zip(open_slots, judged):
+                population.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
+        if any(sum(p.island == i for p in population) < c.population for i in range(c.islands)):
+            raise EvoproxyError(f"could not find {c.population * c.islands} valid proxies in {self.space.name}")
+        return population
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[int, list[Individual], dict]:
+        state = self.store.get("state")
+        rows = self.store.candidates()
+        done = state["iteration"] if state else -1
+        self.seen = {r["hash"] for r in rows if r["iteration"] <= done}
+        self.replay = {r["hash"]: Outcome(r["fitness"] if r["fitness"] is not None else float("nan"), _parts_of(r),
+                                          None if r["status"] == "ok" else r["status"], r["reason"], r["seconds"])
+                       for r in rows if r["iteration"] == done + 1}
+        if not state:
+            return 0, [], {"elapsed": 0.0, "stale": 0, "restarts": 0}
+        self.rng.setstate(_tuples(state["rng"]))
+        by_hash = {r["hash"]: r for r in rows}
+        islands = state.get("islands") or [0] * len(state["population"])  # runs of one island stored none
+        population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"],
+                                 behaviour(_parts_of(by_hash[h])), island=i)
+                      for h, i in zip(state["population"], islands)]
+        return done + 1, population, state["extra"]
+
+    def _save_state(self, iteration: int, population: list[Individual], extra: dict) -> None:
+        self.store.put(state={"iteration": iteration, "rng": self.rng.getstate(),
+                              "population": [ind.genome.wl_hash() for ind in population],
+                              "islands": [ind.island for ind in population], "extra": extra})
+
+    def run(self, hours: float | None = None, iterations: int | None = None, log_every: int = 25) -> Individual:
+        """Run (or continue) until `iterations` (default: the config's) or `hours` of wall time
+        have passed in total. Returns the best individual and writes best.json, best.py."""
+        c = self.config
+        total = c.iterations if iterations is None else iterations
+        it, population, extra = self._load_state()
+        start = time.monotonic() - extra["elapsed"]
+        endless = hours is not None and iterations is None and c.iterations == 0  # --hours alone
+
+        def more() -> bool:  # the initial population is always completed, whatever the budget
+            if not population:
+                return True
+            if hours is not None and time.monotonic() - start > hours * 3600:
+                return False
+            return endless or it <= total
+
+        window = Counter()  # what happened since the last progress line
+        while more():
+            t0, counts = time.monotonic(), Counter()
+            if it == 0 or not population:
+                population = self._initial(it, counts, given=self.given)
+            else:
+                population = self._step(population, it, counts)
+                best = max(ind.fitness for ind in population)
+                extra["stale"] = 0 if best > extra.get("best", -2.0) else extra["stale"] + 1
+                extra["best"] = max(best, extra.get("best", -2.0))
+                if c.islands > 1 and it % c.migration == 0:
+                    population = migrate(population, c.islands)
+                if c.patience and extra["stale"] >= c.patience:  # restart: each island keeps its best, the rest is resampled
+                    elites = [max((p for p in population if p.island == i), key=lambda ind: ind.fitness)
+                              for i in range(c.islands)]
+                    population = self._initial(it, counts, keep=elites)
+                    extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
+            fits = [ind.fitness for ind in population]
+            elapsed = time.monotonic() - t0
+            rejected = {k: v for k, v in counts.items() if k not in ("evaluated", "duplicates", "replayed") and v}
+            self.store.add_history(it, max(fits), statistics.median(fits), counts["evaluated"], rejected,
+                                   counts["duplicates"], elapsed)
+            extra["elapsed"] = time.monotonic() - start
+            self._save_state(it, population, extra)
+            window.update(counts)
+            window["seconds"] += elapsed
+            if log_every and (it % log_every == 0 or it == total):  # 0: no progress lines
+                self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} "
+                         f"median {statistics.median(fits):.4f} | {_window_line(window)}")
+                window = Counter()
+            it += 1
+        best = self._select_final(it - 1)
+        named = Genome(best.genome.graph, c.space, name=self.dir.name)  # tables show the run's name
+        named.save(self.dir / "best.json")
+        (self.dir / "best.py").write_text(named.to_python())
+        return best
+
+    def _select_final(self, iteration: int) -> Individual:
+        """The run's result: among the `select_top` fittest candidates with distinct behaviour, the
+        best on the validation configurations (ties: the fitter, then the earlier). Fitness on a
+        small sample flatters the proxies that overfit it; the validation ρ tracks the held-out
+        split far better. Stored as `final` with the iteration it belongs to."""
+        picks, seen = [], set()
+        for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-r["fitness"], r["id"])):
+            key = behaviour(_parts_of(row))
+            if key not in seen:
+                seen.add(key)
+                picks.append(Individual(Genome.from_json(row["genome"]), row["fitness"], key))
+            if len(picks) >= max(1, self.config.select_top):
+                break
+        bits, acc = self.validation
+        if self.config.select_top and len(acc) >= 4:
+            task, inputs = FitnessTask(bits, acc), prepare_inputs(self.stats)
+            for ind in picks:
+                outcome = task.judge(ind.genome, inputs, self.config.csp)
+                ind.validation = outcome.fitness if outcome.ok else float("-inf")
+            best = max(enumerate(picks), key=lambda p: (p[1].validation, p[1].fitness, -p[0]))[1]
+        else:
+            best = picks[0]
+        self.store.put(final={"iteration": iteration, "hash": best.genome.wl_hash(), "fitness": best.fitness,
+                              "validation": best.validation if np.isfinite(best.validation) else None,
+                              "validation_configs": len(acc), "among": len(picks)})
+        return best
+
+    def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:
+        """One iteration on every island: `offspring` children each, judged in one batch; each
+        island keeps its winners and loses as many of its weakest."""
+        members = [[ind for ind in population if ind.island == i] for i in range(self.config.islands)]
+        slots = [i for i in range(self.config.islands) for _ in range(self.config.offspring)]
+        winners: list[Individual] = []
+        for _ in range(self.config.max_retries):
+            proposals = [self._propose(members[i]) for i in slots]
+            flat = [p for group in proposals for p in group]
+            outcomes = iter(self._judge(flat, it, counts))
+            retry = []
+            for island, group in zip(slots, proposals):
+                judged = [(g, next(outcomes)) for g, _ in group]
+                passed = [(g, o) for g, o in judged if o is not None and o.ok]
+                if self.config.equivalence:  # a new formula that ranks the sample exactly like a member adds nothing
+                    known = {ind.behaviour for ind in members[island] + winners if ind.island == island}
+                    counts["same behaviour"] += sum(behaviour(o.parts) in known for _, o in passed)
+                    passed = [(g, o) for g, o in passed if behaviour(o.parts) not in known]
+                if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
+                    g, o = max(passed, key=lambda p: p[1].fitness)
+                    winners.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
+                else:
+                    retry.append(island)
+            slots = retry
+            if not slots:
+                break
+        for winner in winners:
+            members[winner.island].append(winner)
+        for w in winners:  # the weakest leaves (the oldest among equals)
+            m = members[w.island]
+            m.pop(min(range(len(m)), key=lambda j: m[j].fitness))
+        return [ind for m in members for ind in m]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _window_line(window: Counter) -> str:
+    """Evaluation rate, and the share of proposed candidates that each screening rule removed,
+    over the iterations since the last progress line."""
+    proposed = window["evaluated"] + window["duplicates"] + window["replayed"]
+    rate = window["evaluated"] / window["seconds"] if window["seconds"] > 0 else float("inf")
+    rules = {k: v for k, v in window.items() if k not in ("evaluated", "replayed", "seconds") and v}
+    shares = " ".join(f"{'WL repeats' if k == 'duplicates' else k} {100 * v / proposed:.1f}%"
+                      for k, v in sorted(rules.items(), key=lambda p: -p[1])) if proposed else ""
+    return f"{rate:.0f} evals/s | screened out of {proposed} proposed: {shares or 'none'}"
+
+
+def _tuples(value):
+    """JSON turns the tuples of random.getstate() into lists; setstate needs tuples back."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

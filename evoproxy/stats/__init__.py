@@ -1,0 +1,11 @@
+"""The statistics stage. Takes a model and a calibration batch; gives ModelStats, per layer the
+tensors W, G, A, H, V with the Hessian trace and top eigenvalue (what every proxy reads),
+computed once per (model, batch, settings) and cached on disk."""
+from .compute import (TENSOR_FIELDS, LayerStats, ModelStats, StatsSettings, cache_dir, compute_stats,
+                      load_or_compute_stats, load_stats_file, stats_cache_path)
+from .hessian import hutchinson, top_eigenvalue
+from .synflow import synflow_gradients
+
+__all__ = ["TENSOR_FIELDS", "LayerStats", "ModelStats", "StatsSettings", "cache_dir", "compute_stats",
+           "hutchinson", "load_or_compute_stats", "load_stats_file", "stats_cache_path", "synflow_gradients",
+           "top_eigenvalue"]

@@ -1,0 +1,230 @@
+"""Per-layer network statistics (the inputs of every proxy), computed once per (model, batch,
+settings) and cached on disk:
+
+- W  the layer's weight;
+- G  ∂L/∂W of the mean cross-entropy on the calibration batch (model in eval mode);
+- A  the layer's output activation on the batch, spatially subsampled to at most
+     `settings.act_max_elems` elements (every s-th row and column, s as small as fits);
+- H  Hutchinson estimate of the diagonal of the layer's Hessian block, plus its trace
+     (HAWQ-V2) and dominant eigenvalue by power iteration (HAWQ);
+- V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
+- metadata from the layer registry (numel, params, MACs, kind, depth index).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import EvoproxyError
+from ..hashing import tensors_hash
+from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs, weights_hash
+from .hessian import hutchinson, top_eigenvalue
+from .synflow import synflow_gradients
+
+TENSOR_FIELDS = ("W", "G", "A", "H", "V")
+CACHE_ENV = "EVOPROXY_CACHE_DIR"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """How the statistics are computed; part of the cache key."""
+    hutchinson_samples: int = 64  # most Rademacher samples for diag/trace
+    hutchinson_tol: float = 1e-3  # relative change of the summed trace that stops sampling early
+    power_iters: int = 20  # most power-iteration steps per layer
+    power_tol: float = 1e-3  # relative change of the eigenvalue that stops the iteration
+    act_max_elems: int = 65536  # cap on stored activation elements per layer
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("hutchinson_samples", "power_iters", "act_max_elems"):
+            if getattr(self, name) < 1:
+                raise EvoproxyError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("hutchinson_tol", "power_tol"):
+            if getattr(self, name) < 0:
+                raise EvoproxyError(f"{name} must be non-negative, got {getattr(self, name)}")
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one quantizable layer; tensors are float32 except V (float64)."""
+    info: LayerInfo
+    W: torch.Tensor  # weight_shape
+    G: torch.Tensor  # weight_shape
+    A: torch.Tensor  # (batch, out_channels, h, w) subsampled, or (batch, out_features)
+    H: torch.Tensor  # weight_shape, Hessian diagonal estimate
+    V: torch.Tensor  # weight_shape, SynFlow gradient / e^synflow_log_scale
+    hessian_trace: float
+    hessian_eig: float
+
+    @property
+    def numel(self) -> int:
+        return self.W.numel()
+
+
+@dataclass
+class ModelStats:
+    """Statistics of all quantizable layers of one model on one calibration batch."""
+    model: str
+    weights_hash: str
+    batch_hash: str
+    settings: StatsSettings
+    layers: list[LayerStats]
+    synflow_log_scale: float
+    hutchinson_samples_used: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per statistic
+
+    def to_blob(self) -> dict:
+        """Plain dict of tensors, numbers and strings, loadable with torch.load(weights_only=True)."""
+        return {
+            "format": FORMAT_VERSION, "model": self.model, "weights_hash": self.weights_hash,
+            "batch_hash": self.batch_hash, "settings": asdict(self.settings),
+            "synflow_log_scale": self.synflow_log_scale,
+            "hutchinson_samples_used": self.hutchinson_samples_used, "timings": dict(self.timings),
+            "layers": [{"info": l.info.to_dict(), **{k: getattr(l, k) for k in TENSOR_FIELDS},
+                        "hessian_trace": l.hessian_trace, "hessian_eig": l.hessian_eig} for l in self.layers],
+        }
+
+    @classmethod
+    def from_blob(cls, blob: dict) -> "ModelStats":
+        layers = []
+        for d in blob["layers"]:
+            info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
+            layers.append(LayerStats(LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS),
+                                     d["hessian_trace"], d["hessian_eig"]))
+        return cls(blob["model"], blob["weights_hash"], blob["batch_hash"], StatsSettings(**blob["settings"]),
+                   layers, blob["synflow_log_scale"], blob["hutchinson_samples_used"], blob["timings"])
+
+    def table(self) -> list[dict]:
+        """One row of scalar summaries per layer, for printing or JSON."""
+        return [{
+            "index": l.info.index, "name": l.info.name, "kind": l.info.kind, "shape": list(l.info.weight_shape),
+            "params": l.info.params, "macs": l.info.macs, "hessian_trace": l.hessian_trace,
+            "hessian_eig": l.hessian_eig, "grad_norm": l.G.norm().item(), "weight_norm": l.W.norm().item(),
+            "act_std": l.A.std().item(), "synflow": (l.V * l.W.abs().double()).sum().item(),
+        } for l in self.layers]
+
+
+def batch_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
+    return tensors_hash([("images", images), ("labels", labels)])
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """`override`, else $EVOPROXY_CACHE_DIR, else ~/.cache/evoproxy."""
+    return Path(override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "evoproxy")
+
+
+def _subsample(act: torch.Tensor, max_elems: int) -> torch.Tensor:
+    if act.dim() == 4 and act.numel() > max_elems:
+        stride = math.ceil(math.sqrt(act.numel() / max_elems))
+        while act[:, :, ::stride, ::stride].numel() > max_elems and stride < max(act.shape[2:]):
+            stride += 1
+        act = act[:, :, ::stride, ::stride]
+    return act.contiguous()
+
+
+def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not (isinstance(images, torch.Tensor) and images.is_floating_point() and images.dim() >= 2):
+        raise EvoproxyError("calibration images must be a float tensor shaped (batch, ...)")
+    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point():
+        raise EvoproxyError(f"calibration labels must be integers shaped ({len(images)},), got {tuple(labels.shape)}")
+
+
+def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
+                  settings: StatsSettings = StatsSettings(), log=lambda msg: None) -> ModelStats:
+    """Compute the statistics of every quantizable layer of `model` on one batch.
+
+    `images` are (batch, *input_shape) floats, `labels` int64 class indices. The model itself is
+    never modified: all work happens on a copy in eval mode."""
+    _check_batch(images, labels)
+    input_shape = tuple(images.shape[1:])
+    registry = layer_registry(model, input_shape)
+    work = copy.deepcopy(model).float().eval()
+    names = [info.name for info in registry]
+    modules = dict(quantizable_modules(work))
+    params = [modules[n].weight for n in names]
+    for p in work.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(settings.seed)
+    timings = {}
+
+    start = time.perf_counter()
+    acts = {}
+    logits = run_with_outputs(work, images.float(), modules,
+                              lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)),
+                              f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
+    if logits.dim() != 2 or logits.shape[0] != len(labels) or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
+        raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
+                            f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")
+    loss = nn.functional.cross_entropy(logits, labels)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    timings["W,G,A"] = time.perf_counter() - start
+    log("gradients and activations done")
+
+    start = time.perf_counter()
+    diags, traces, used = hutchinson(list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen)
+    timings["H diag+trace"] = time.perf_counter() - start
+    log(f"Hutchinson diagonal and trace done ({used} samples)")
+
+    start = time.perf_counter()
+    eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
+    timings["H top eigenvalue"] = time.perf_counter() - start
+    log("top eigenvalues done")
+
+    start = time.perf_counter()
+    synflow, log_scale = synflow_gradients(work, input_shape, names)
+    timings["V synflow"] = time.perf_counter() - start
+
+    layers = [LayerStats(info, p.detach().clone(), g.detach().clone(), acts[info.name], d.detach(), v, t, e)
+              for info, p, g, d, v, t, e in zip(registry, params, grads, diags, synflow, traces, eigs)]
+    return ModelStats(model_name, weights_hash(model), batch_hash(images, labels), settings, layers,
+                      log_scale, used, timings)
+
+
+def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
+    payload = json.dumps({"weights": weights, "batch": batch, "settings": asdict(settings),
+                          "format": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def stats_cache_path(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: StatsSettings,
+                     cache: str | os.PathLike | None = None) -> Path:
+    """The cache file of the statistics of (model weights, batch, settings)."""
+    return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
+
+
+def load_stats_file(path: str | os.PathLike) -> ModelStats:
+    """Statistics from a cache file (loading runs no code: plain tensors and numbers)."""
+    return ModelStats.from_blob(torch.load(path, weights_only=True))
+
+
+def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
+                          settings: StatsSettings = StatsSettings(), cache: str | os.PathLike | None = None,
+                          use_cache: bool = True, log=lambda msg: None) -> tuple[ModelStats, bool]:
+    """The statistics from the on-disk cache if present, else computed and stored there.
+    Returns them and whether they came from the cache. A cache hit gives identical tensors."""
+    _check_batch(images, labels)
+    path = stats_cache_path(model, images, labels, settings, cache)
+    if use_cache and path.is_file():
+        try:
+            return load_stats_file(path), True
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            log(f"ignoring unreadable cache entry {path}")
+    stats = compute_stats(model, images, labels, model_name, settings, log)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(stats.to_blob(), tmp)
+        os.replace(tmp, path)
+    return stats, False
