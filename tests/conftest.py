@@ -30,5 +30,8 @@ def tiny():
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    # No test may read or write the user's statistics cache.
+    # No test may read or write the user's statistics cache, or read a Fashion-MNIST installed on
+    # the machine: every test sees what a fresh machine sees, the package alone.
     monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "no-fmnist").mkdir()
+    monkeypatch.setenv("EVOPROXY_FMNIST_DIR", str(tmp_path / "no-fmnist"))

@@ -27,9 +27,17 @@ def test_idx_files_are_read_from_an_overridden_folder(tmp_path, monkeypatch, gz)
     assert y.dtype == torch.int64 and y.tolist() == [3, 1, 4, 1, 5]
 
 
-def test_missing_dataset_names_the_debian_package(tmp_path):
+def test_missing_training_split_names_the_debian_package(tmp_path):
     with pytest.raises(EvoproxyError, match="apt-get install dataset-fashion-mnist"):
         load_fmnist("train", data_dir=tmp_path)
+
+
+def test_the_test_split_ships_with_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("EVOPROXY_FMNIST_DIR", str(tmp_path))  # empty, as on a fresh machine
+    images, labels = load_fmnist("test")
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.bincount(labels).tolist() == [1000] * 10  # the published test split: 1000 per class
+    assert 0.28 < images.float().mean().item() / 255 < 0.29  # its mean pixel, close to the training split's
 
 
 def test_truncated_idx_file_is_rejected(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from ..errors import EvoproxyError
 from ..hashing import tensors_hash
+from .data import asset_path
 from .nets import MobileNetV2Small, ResNet20
 
 
@@ -42,7 +42,7 @@ def weights_hash(model: nn.Module) -> str:
 
 def checkpoint_path(spec: ModelSpec) -> Path:
     """Where the shipped checkpoint of a registry model lies inside the installed package."""
-    return Path(str(resources.files("evoproxy") / "assets" / spec.checkpoint))
+    return asset_path(spec.checkpoint)
 
 
 def _load_state_dict(model: nn.Module, path: str | Path) -> None:
