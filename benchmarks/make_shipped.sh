@@ -1,23 +1,46 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped second model and the shipped benchmarks. Needs Fashion-MNIST
-# (apt-get install dataset-fashion-mnist, or EVOPROXY_FMNIST_DIR). Made on a GPU with DEVICE=cuda;
-# on 2 CPU cores it takes more than a day. OUT (default evoproxy) receives assets/ and benches/. The shipped
-# files hold 3000 (default bench), 1800 (MobileNetV2 W2/3/4) and 600 configurations; a build
-# with more continues a file in place, keeping its entries and their split. On an H200 the two
-# larger benches took 3 and 1.5 minutes.
+# Rebuilds the shipped models and benchmarks: `benchmarks/make_shipped.sh [STEP...]`, steps in
+# the order given (default: all, in the order below). Needs Fashion-MNIST's training split
+# (apt-get install dataset-fashion-mnist, or EVOPROXY_FMNIST_DIR). Made on a GPU with
+# DEVICE=cuda; on 2 CPU cores the benches take more than a day. OUT (default evoproxy) receives
+# assets/ and benches/. A build with more configurations than a file holds continues it in
+# place, keeping its entries and their split. The shipped ResNet-20 comes from
+# `evoproxy train --epochs 4` on the CPU, and is not retrained here.
 set -euo pipefail
-DEVICE=${DEVICE:-cuda}; OUT=${OUT:-evoproxy}; EVAL=${EVAL:-10000}; EPOCHS=${EPOCHS:-4}
+DEVICE=${DEVICE:-cuda}; OUT=${OUT:-evoproxy}; EVAL=${EVAL:-10000}
 ev="python3 -m evoproxy.cli"
 mkdir -p "$OUT/assets" "$OUT/benches" /tmp/evoproxy-train
-$ev train --model mobilenetv2-fmnist --epochs "$EPOCHS" --device "$DEVICE" --out /tmp/evoproxy-train
-cp /tmp/evoproxy-train/mobilenetv2_fmnist.pt "$OUT/assets/"
-build() { $ev bench build --device "$DEVICE" --eval-size "$EVAL" "$@"; }
-build --model default --bits 2,3,4 --configs 3000 --no-bn-recal --name fmnist-resnet20-w234 \
-      --out "$OUT/benches/fmnist-resnet20-w234.jsonl"
-build --model default --bits 2,3,4 --configs 600 --name fmnist-resnet20-w234-bnrecal \
-      --out "$OUT/benches/fmnist-resnet20-w234-bnrecal.jsonl"
-for spec in 2,3,4:1800 3,4,5:600; do
-  bits=${spec%:*}
-  build --model mobilenetv2-fmnist --weights "$OUT/assets/mobilenetv2_fmnist.pt" --bits $bits --configs ${spec#*:} \
-        --no-bn-recal --name fmnist-mobilenetv2-w${bits//,/} --out "$OUT/benches/fmnist-mobilenetv2-w${bits//,/}.jsonl"
+
+train() {  # MODEL EPOCHS: train a registry model and put its checkpoint in $OUT/assets
+  $ev train --model "$1" --epochs "$2" --device "$DEVICE" --out /tmp/evoproxy-train
+  cp "/tmp/evoproxy-train/${1//-/_}.pt" "$OUT/assets/"
+}
+bench() {  # MODEL BITS CONFIGS NAME [FLAGS...]: build (or continue) $OUT/benches/NAME.jsonl
+  local model=$1 bits=$2 configs=$3 name=$4; shift 4
+  local weights=(); [ "$model" = default ] || weights=(--weights "$OUT/assets/${model//-/_}.pt")
+  $ev bench build --device "$DEVICE" --eval-size "$EVAL" --model "$model" "${weights[@]}" --bits "$bits" \
+      --configs "$configs" --name "$name" --out "$OUT/benches/$name.jsonl" "$@"
+}
+zoo() {  # SHORT EPOCHS: a zoo model (SHORT-fmnist), trained, with its 600-configuration W2/3/4 bench
+  train "$1-fmnist" "$2"
+  bench "$1-fmnist" 2,3,4 600 "fmnist-$1-w234" --no-bn-recal
+}
+
+step() {
+  case $1 in
+    resnet20)
+      bench default 2,3,4 3000 fmnist-resnet20-w234 --no-bn-recal
+      bench default 2,3,4 600 fmnist-resnet20-w234-bnrecal ;;
+    mobilenetv2)  # 4 epochs; its benches hold 1800 and 600 configurations
+      train mobilenetv2-fmnist 4
+      bench mobilenetv2-fmnist 2,3,4 1800 fmnist-mobilenetv2-w234 --no-bn-recal
+      bench mobilenetv2-fmnist 3,4,5 600 fmnist-mobilenetv2-w345 --no-bn-recal ;;
+    vgg|shufflenet|squeezenet|mixer) zoo "$1" 8 ;;
+    w345)  # the second, closer-to-deployment benches of two zoo models
+      for short in vgg mixer; do bench "$short-fmnist" 3,4,5 600 "fmnist-$short-w345" --no-bn-recal; done ;;
+    *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345" >&2; exit 2 ;;
+  esac
+}
+for s in "${@:-resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345}"; do
+  for one in $s; do step "$one"; done
 done

@@ -6,7 +6,7 @@ from torch import nn
 
 from evoproxy.bench import build_bench, is_held_out, load_bench, shipped_benches
 from evoproxy.errors import EvoproxyError
-from evoproxy.model import MODELS, layer_registry
+from evoproxy.model import MODELS, layer_registry, load_model, weights_hash
 
 
 def _tiny():
@@ -95,13 +95,15 @@ def test_unknown_bench_lists_the_shipped_ones():
 
 def test_shipped_benches_load_and_match_their_models():
     names = shipped_benches()
-    assert {"fmnist-resnet20-w234", "fmnist-mobilenetv2-w234"} <= set(names)
+    assert {f"fmnist-{m.removesuffix('-fmnist')}-w234" for m in MODELS} <= set(names)  # a bench per model
     for name in names:
         bench = load_bench(name)
         assert len(bench.entries) >= 500
         assert len(bench.split("held-out")) > 50 and len(bench.split("search")) > 400
         spec = MODELS[bench.header["model"]]
-        layers = layer_registry(spec.build(), spec.input_shape)
+        model, _ = load_model(spec.name)
+        assert weights_hash(model) == bench.header["weights_hash"]  # measured on the shipped checkpoint
+        layers = layer_registry(model, spec.input_shape)
         bench.check_layers([l.name for l in layers])
         with pytest.raises(EvoproxyError, match="another model's layers"):
             bench.check_layers([l.name for l in layers][::-1])

@@ -1,11 +1,12 @@
 import copy
 import math
 
+import pytest
 import torch
 from torch import nn
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.model import ResNet20, quantizable_modules
+from evoproxy.model import MODELS, ResNet20, quantizable_modules
 from evoproxy.stats import synflow_gradients
 
 
@@ -53,6 +54,26 @@ def test_rescaled_computation_is_exact_on_a_residual_net():
     for g, r in zip(grads, reference):
         assert torch.isfinite(r).all()
         assert torch.allclose(g * math.exp(log_scale), r, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("name", ["shufflenet-fmnist", "squeezenet-fmnist"])
+def test_rescaled_computation_is_exact_through_concatenation_and_channel_shuffle(name):
+    torch.manual_seed(0)
+    model = MODELS[name].build().eval()
+    names = [n for n, _ in quantizable_modules(model)]
+    grads, log_scale = synflow_gradients(model, (1, 28, 28), names)
+    for g, r in zip(grads, _plain_synflow(model, (1, 28, 28), names)):
+        assert torch.allclose(g * math.exp(log_scale), r, rtol=1e-9, atol=0)
+
+
+def test_layer_norm_counts_as_its_scale():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3, bias=False), nn.LayerNorm(3), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([2.0, -3.0, 0.5]))
+    (v1, _), log_scale = synflow_gradients(net, (4,), ["0", "2"])
+    w2 = net[2].weight.detach().double().abs() * torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64)
+    assert torch.allclose(v1 * math.exp(log_scale), torch.outer(w2.sum(0), torch.ones(4, dtype=torch.float64)))
 
 
 def _deep_bn_chain(depth):

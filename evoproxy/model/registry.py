@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import EvoproxyError
 from ..hashing import tensors_hash
 from .data import asset_path
-from .nets import MobileNetV2Small, ResNet20
+from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNetSmall, SqueezeNetSmall
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,15 @@ MODELS: dict[str, ModelSpec] = {
                                  "ResNet-20 trained on Fashion-MNIST (`evoproxy train`)"),
     "mobilenetv2-fmnist": ModelSpec("mobilenetv2-fmnist", MobileNetV2Small, "mobilenetv2_fmnist.pt", (1, 28, 28),
                                     "MobileNetV2-style net trained on Fashion-MNIST (`evoproxy train`)"),
+    "vgg-fmnist": ModelSpec("vgg-fmnist", PlainVGG, "vgg_fmnist.pt", (1, 28, 28),
+                            "plain VGG-style net, no shortcuts, trained on Fashion-MNIST (`evoproxy train`)"),
+    "shufflenet-fmnist": ModelSpec("shufflenet-fmnist", ShuffleNetSmall, "shufflenet_fmnist.pt", (1, 28, 28),
+                                   "ShuffleNet-style net, grouped 1×1 convolutions and channel shuffle, "
+                                   "trained on Fashion-MNIST (`evoproxy train`)"),
+    "squeezenet-fmnist": ModelSpec("squeezenet-fmnist", SqueezeNetSmall, "squeezenet_fmnist.pt", (1, 28, 28),
+                                   "SqueezeNet-style net of fire modules trained on Fashion-MNIST (`evoproxy train`)"),
+    "mixer-fmnist": ModelSpec("mixer-fmnist", MLPMixerSmall, "mixer_fmnist.pt", (1, 28, 28),
+                              "MLP-Mixer (mostly Linear layers) trained on Fashion-MNIST (`evoproxy train`)"),
 }
 ALIASES = {"default": "resnet20-fmnist"}
 

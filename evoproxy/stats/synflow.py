@@ -2,8 +2,9 @@
 
 R is the sum of the outputs of the *linearised* network: every weight replaced by its absolute
 value, biases and BatchNorm shifts dropped, BatchNorm (eval mode) reduced to its per-channel
-scale |γ|/sqrt(var+ε), activation functions replaced by the identity (on the non-negative
-signals of this network, ReLU is the identity anyway), input all ones, float64.
+scale |γ|/sqrt(var+ε) and LayerNorm, whose statistics depend on the input, to its scale |γ|,
+activation functions replaced by the identity (on the non-negative signals of this network,
+ReLU is the identity anyway), input all ones, float64.
 
 On deep networks with BatchNorm this product overflows even in float64. So the network is
 traced with torch.fx and every intermediate signal is carried as a pair (t, s) meaning t·e^s:
@@ -34,6 +35,7 @@ _LINEAR_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_p
                      torch.mean, torch.sum}
 _LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "sum", "permute", "transpose", "contiguous",
                    "squeeze", "unsqueeze", "expand_as"}
+_PROPERTIES = {"shape", "ndim", "dtype", "device"}  # attributes read as they are (x.shape in a reshape)
 _POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 
 
@@ -69,6 +71,8 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
             scale = (m.weight if m.weight is not None else 1.0) / torch.sqrt(m.running_var + m.eps)
             shape = (1, -1) + (1,) * (x.t.dim() - 2)
             return _Scaled(x.t * scale.view(shape), x.s)
+        if isinstance(m, nn.LayerNorm):
+            return x if m.weight is None else _Scaled(x.t * m.weight, x.s)
         if isinstance(m, _IDENTITY_MODULES):
             return x
         if isinstance(m, _POOLS):
@@ -78,11 +82,15 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
         raise EvoproxyError(f"SynFlow: module {target} ({type(m).__name__}) has no linearisation")
 
     def call_function(self, target, args, kwargs):
-        signals = [a for a in args if isinstance(a, _Scaled)]
+        # torch.cat takes its signals in a list
+        flat = [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,))]
+        signals = [a for a in flat if isinstance(a, _Scaled)]
         if not signals:
             return super().call_function(target, args, kwargs)
         if target in _IDENTITY_FUNCTIONS:
             return args[0]
+        if target is getattr and args[1] in _PROPERTIES:
+            return getattr(args[0].t, args[1])
         if target in (operator.add, operator.iadd, torch.add):
             ts, s = _common(signals)
             return _Scaled(ts[0] + ts[1], s)
