@@ -49,7 +49,7 @@ def main() -> None:
             evo = Evolution(run_dir, EvolutionConfig(iterations=args.iterations, seed=seed, **overrides),
                             log=lambda m: None)
             best = evo.run()
-            ranked = rank_proxy(best.genome, evo.stats, evo.bench.split("held-out"))
+            ranked = rank_proxy(best.genome, evo.stats[0], evo.benches[0].split("held-out"))
             held.append(ranked.rho_mean)
             held_all.append(ranked.rho_all)
             evo.close()

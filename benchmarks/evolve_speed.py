@@ -1,5 +1,6 @@
 """Full fitness evaluations per second (screening, proxy evaluation and Spearman@topk on 50
-configurations) on the default bench, with 1 and 2 joblib workers.
+configurations per bench) on the default bench, and on the main bench of every shipped model
+at once (a multi-bench run's fitness), with 1 and 2 joblib workers.
 
 A fixed, seeded set of random branched-space candidates is judged `--repeats` times per worker
 count (after one warm-up that starts the workers and loads the statistics into them); the median
@@ -17,7 +18,7 @@ import time
 
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.proxy import INPUT, load_space, sample_genome
-from evoproxy.search import CSPSettings
+from evoproxy.search import CSPSettings, transfer_benches
 from evoproxy.search.evolution import Evaluator, search_partition
 
 
@@ -26,30 +27,32 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    bench = load_bench("fmnist-resnet20-w234")
-    _, _, path = bench_stats(bench)
-    bits, acc = search_partition(bench, 50, 0)[0]
     space, rng = load_space("branched"), random.Random(0)
     everything = [sample_genome(space, rng) for _ in range(args.candidates)]
     no_act = [g for g in everything
               if all(g.graph.nodes[n]["name"] != "A" for n in g.graph if g.graph.nodes[n]["role"] == INPUT)]
-    print(f"default bench, branched space, {len(everything)} candidates ({len(no_act)} without A), "
-          f"50 configurations per fitness; median of {args.repeats} runs")
+    print(f"branched space, {len(everything)} candidates ({len(no_act)} without A), 50 configurations per bench "
+          f"and fitness; median of {args.repeats} runs")
     base = None
-    for jobs in (1, 2):
-        evaluate = Evaluator(path, bits, acc, CSPSettings(), jobs=jobs)
-        evaluate(everything[:20])  # warm-up: worker start and statistics loading are not timed
-        for label, genomes in (("all inputs", everything), ("W/G/H/V only", no_act)):
-            rates = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                evaluate(genomes)
-                rates.append(len(genomes) / (time.perf_counter() - start))
-            rate = statistics.median(rates)
-            if label == "all inputs" and jobs == 1:
-                base = rate
-            print(f"  {jobs} worker{'s' if jobs > 1 else ' '}  {label:<13} {rate:7.0f} evaluations/s"
-                  f"  ({rate / base:.2f}× one worker, all inputs)")
+    for names in (["fmnist-resnet20-w234"], transfer_benches([])):
+        benches = []
+        for bench in map(load_bench, names):
+            _, _, path = bench_stats(bench)
+            benches.append((path, *search_partition(bench, 50, 0)[0]))
+        print(f"{len(names)} bench{'es' if len(names) > 1 else ''}: {', '.join(names)}")
+        for jobs in (1, 2):
+            evaluate = Evaluator(benches, CSPSettings(), jobs=jobs)
+            evaluate(everything[:20])  # warm-up: worker start and statistics loading are not timed
+            for label, genomes in (("all inputs", everything), ("W/G/H/V only", no_act)):
+                rates = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    evaluate(genomes)
+                    rates.append(len(genomes) / (time.perf_counter() - start))
+                rate = statistics.median(rates)
+                base = base or rate  # the first figure: one bench, one worker, all inputs
+                print(f"  {jobs} worker{'s' if jobs > 1 else ' '}  {label:<13} {rate:7.0f} evaluations/s"
+                      f"  ({rate / base:.2f}× one bench, one worker, all inputs)")
 
 
 if __name__ == "__main__":

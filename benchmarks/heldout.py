@@ -32,7 +32,7 @@ import torch
 
 from evoproxy.bench import append_entries, bench_stats, load_bench, rank_proxy, rho_mean, write_header
 from evoproxy.proxy import HANDCRAFTED, get_genome
-from evoproxy.search import Evolution, EvolutionConfig, transfer_bench
+from evoproxy.search import Evolution, EvolutionConfig
 
 
 def resplit(bench_name: str, offset: int, folder: Path) -> str:
@@ -74,9 +74,9 @@ def compare(label: str, ours: list[float], hand: list[dict[str, float]]) -> None
 def noise_floor(proxy, evo: Evolution, draws: int = 20) -> None:
     """How much one fixed proxy's held-out figure moves with the choice of configurations: its
     mean ρ on random subsets of the search split as large as the held-out split."""
-    search, n = evo.bench.split("search"), len(evo.bench.split("held-out"))
+    search, n = evo.benches[0].split("search"), len(evo.benches[0].split("held-out"))
     rng = np.random.default_rng(0)
-    figures = [rho(proxy, evo.stats, [search[i] for i in rng.choice(len(search), n, replace=False)])
+    figures = [rho(proxy, evo.stats[0], [search[i] for i in rng.choice(len(search), n, replace=False)])
                for _ in range(draws)]
     for measure, values in zip(MEASURES, zip(*figures)):
         print(f"{proxy.name} ({measure}) on {draws} random subsets of {n} search configurations: "
@@ -88,7 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--resplit", action="store_true", help="seed i also draws search / held-out split i")
-    parser.add_argument("--bench", default=EvolutionConfig.bench)
+    parser.add_argument("--bench", default=EvolutionConfig.benches[0])
+    parser.add_argument("--transfer", default="fmnist-mobilenetv2-w234", help="bench of a model the runs never see")
     parser.add_argument("--space", default=EvolutionConfig.space)
     parser.add_argument("--samples", type=int, default=EvolutionConfig.samples)
     parser.add_argument("--population", type=int, default=EvolutionConfig.population)
@@ -102,7 +103,7 @@ def main() -> None:
     print(f"{args.bench}, {args.space} space, {args.islands} × |P|={args.population}, N={args.iterations}, "
           f"samples {args.samples or 'all'}, select-top {args.select_top}{', init ' + args.init if args.init else ''}"
           f"{', a new split per seed' if args.resplit else ''}; mean ρ in %")
-    other = load_bench(transfer_bench(args.bench))
+    other = load_bench(args.transfer)
     other_stats, _, _ = bench_stats(other)
     other_hand = handcrafted_rho(other_stats, other.split("all"))
     print(f"{'seed':>4} {'fitness':>8} {'hand':>6} {'valid.':>7} {'held-out 5×50 / all':>19} {'best hand (all)':>17} "
@@ -111,19 +112,19 @@ def main() -> None:
     held, moved, hand = [], [], []
     for seed in range(args.seeds):
         bench = resplit(args.bench, seed if args.resplit else 0, root)
-        config = EvolutionConfig(bench=bench, space=args.space, samples=args.samples,
+        config = EvolutionConfig(benches=(bench,), space=args.space, samples=args.samples,
                                  population=args.population, iterations=args.iterations,
                                  select_top=args.select_top, islands=args.islands, seed=seed, init=init)
         evo = Evolution(root / f"s{seed}", config, log=lambda m: None)
         best = evo.run()
-        entries = evo.bench.split("held-out")
-        held.append(rho(best.genome, evo.stats, entries))
-        hand.append(handcrafted_rho(evo.stats, entries))
+        entries = evo.benches[0].split("held-out")
+        held.append(rho(best.genome, evo.stats[0], entries))
+        hand.append(handcrafted_rho(evo.stats[0], entries))
         moved.append(rho(best.genome, other_stats, other.split("all")))
         evo.close()
         top = max((n for n in hand[-1] if n != "mean-bits"), key=lambda n: hand[-1][n][1])
-        bits, acc = evo.fitness_configs
-        top_fitness = rho_mean(HANDCRAFTED[top]().score(evo.stats, torch.as_tensor(bits)).numpy(), acc)
+        bits, acc = evo.fitness_configs[0]
+        top_fitness = rho_mean(HANDCRAFTED[top]().score(evo.stats[0], torch.as_tensor(bits)).numpy(), acc)
         print(f"{seed:>4} {best.fitness:8.4f} {top_fitness:6.4f} {best.validation:7.4f} {held[-1][0]:9.2f} / {held[-1][1]:6.2f} "
               f"{top:>9} {hand[-1][top][1]:7.2f} {moved[-1][1]:14.2f}  {best.genome.formula()}", flush=True)
     for i, measure in enumerate(MEASURES):

@@ -1,3 +1,4 @@
+import random
 import sqlite3
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.errors import EvoproxyError
-from evoproxy.proxy import Genome, get_genome, prepare_inputs
+from evoproxy.proxy import Genome, get_genome, load_space, prepare_inputs, sample_genome
 from evoproxy.search import RunStore
 from evoproxy.search.evolution import Evolution, EvolutionConfig, Individual, migrate, search_partition
 from evoproxy.search.fitness import CSPSettings, FitnessTask, conflict
@@ -357,13 +358,15 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     evo = Evolution(tmp_path / "r", EvolutionConfig(**{**SMALL, "iterations": 3}), log=lambda m: None)
     result = evo.run()
     evo.close()
-    text, data = full_report(tmp_path / "r")
+    transfer = ["fmnist-mobilenetv2-w234"]  # one unseen model keeps the test short; the default is all five
+    text, data = full_report(tmp_path / "r", transfer=transfer)
     assert json.loads((tmp_path / "r" / "report.json").read_text()) == json.loads(json.dumps(data))
     assert (tmp_path / "r" / "fitness.png").stat().st_size > 0
     assert result.genome.formula() in text and data["best"]["validation"] == pytest.approx(result.validation)
     assert set(data["benches"]) == {"fmnist-resnet20-w234", "fmnist-mobilenetv2-w234"}
     held = data["benches"]["fmnist-resnet20-w234"]
-    assert held["split"] == "held-out"
+    assert held["split"] == "held-out" and held["seen"] and not data["benches"]["fmnist-mobilenetv2-w234"]["seen"]
+    assert "On the 1 architectures the run never saw" in text
     # The reported difference is evolved minus the best handcrafted proxy over the whole split.
     bench = load_bench("fmnist-resnet20-w234")
     stats, _, _ = bench_stats(bench)
@@ -377,7 +380,7 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     assert top == max((n for n in HANDCRAFTED if n != "mean-bits"),
                       key=lambda n: rho_mean(bits @ HANDCRAFTED[n]().sensitivities(stats).numpy(), acc))
     lo, hi = held["difference"]["interval_95"]
-    assert lo < hi and f"evolved − {top}" in text
+    assert lo < hi and f"{100 * held['difference']['value']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" in text
 
     # A result that cannot score a bench (say, non-finite on another model) is reported, not a crash.
     import evoproxy.search.report as report
@@ -387,8 +390,8 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     monkeypatch.setattr(report, "rank_proxy", lambda proxy, *a: RankResult(proxy.name, {}, float("nan"), float("nan"),
                                                                              error="non-finite scores")
                         if isinstance(proxy, Genome) else real(proxy, *a))
-    text, data = full_report(tmp_path / "r")
-    assert text.count("the evolved proxy cannot rank these configurations: non-finite scores") == 2
+    text, data = full_report(tmp_path / "r", transfer=transfer)
+    assert text.count("the evolved proxy cannot rank fmnist-") == 2 and "non-finite scores" in text
     assert "difference" not in data["benches"]["fmnist-resnet20-w234"]
 
 
@@ -447,3 +450,52 @@ def test_presets_fill_the_flags_left_out(tmp_path, capsys):
     assert [Genome.from_json(g).wl_hash() for g in strong["init"]] == [get_genome("fisher").wl_hash()]
     plain = config("--preset", "strong", "--init", "none", "--samples", "40", "--iterations", "0", "--islands", "1")
     assert (plain["samples"], plain["islands"], plain["population"], plain["init"]) == (40, 1, 50, [])
+
+
+def test_the_report_measures_transfer_on_the_main_bench_of_every_model_the_run_never_saw():
+    from evoproxy.search import transfer_benches
+
+    assert transfer_benches(["fmnist-resnet20-w234", "fmnist-vgg-w345"]) == [
+        "fmnist-mixer-w234", "fmnist-mobilenetv2-w234", "fmnist-shufflenet-w234", "fmnist-squeezenet-w234"]
+    assert len(transfer_benches([])) == 6
+
+
+def test_fitness_over_several_benches_is_the_aggregate_of_their_fitnesses():
+    from evoproxy.search.fitness import BenchesTask
+
+    benches = [load_bench(b) for b in ("fmnist-resnet20-w234", "fmnist-vgg-w234")]
+    tasks = [FitnessTask(*search_partition(b, 40, 1)[0]) for b in benches]
+    inputs = [prepare_inputs(bench_stats(b)[0]) for b in benches]
+    space, rng = load_space("branched"), random.Random(0)
+    judged = 0
+    for genome in [get_genome("fisher"), *(sample_genome(space, rng) for _ in range(30))]:
+        single = [task.judge(genome, x) for task, x in zip(tasks, inputs)]
+        mean, worst = (BenchesTask(tasks, aggregate).judge(genome, inputs) for aggregate in ("mean", "min"))
+        if all(o.ok for o in single):
+            judged += 1
+            assert mean.fitness == pytest.approx(np.mean([o.fitness for o in single]), abs=1e-12)
+            assert worst.fitness == min(o.fitness for o in single)
+            assert mean.parts == pytest.approx({k: np.mean([o.parts[k] for o in single]) for k in single[0].parts})
+        else:  # rejected on one bench: rejected, for that bench's reason
+            assert not mean.ok and mean.rule == next(o.rule for o in single if not o.ok)
+    assert judged >= 10
+    one, alone = BenchesTask(tasks[:1]).judge(get_genome("fisher"), inputs[:1]), tasks[0].judge(get_genome("fisher"),
+                                                                                                 inputs[0])
+    assert (one.fitness, one.parts) == (alone.fitness, alone.parts)  # on one bench: its fitness, to the last bit
+    with pytest.raises(EvoproxyError, match="--aggregate"):
+        BenchesTask(tasks, "median")
+
+
+def test_a_run_on_several_benches_stores_them_and_resumes(tmp_path):
+    config = EvolutionConfig(**{**SMALL, "iterations": 3, "benches": ("fmnist-resnet20-w234", "fmnist-vgg-w234"),
+                                "aggregate": "min"})
+    evo = Evolution(tmp_path / "m", config, log=lambda m: None)
+    best = evo.run()
+    evo.close()
+    store = RunStore(tmp_path / "m" / "run.db")
+    stored = store.get("config")
+    store.close()
+    assert EvolutionConfig.from_dict(stored) == config
+    assert EvolutionConfig.from_dict({**{k: v for k, v in stored.items() if k != "benches"},
+                                      "bench": "fmnist-vgg-w234"}).benches == ("fmnist-vgg-w234",)  # older runs
+    assert np.isfinite(best.fitness) and (tmp_path / "m" / "best.json").is_file()

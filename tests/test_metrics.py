@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
-from evoproxy.bench import rank_quality, spearman_at_topk
+from evoproxy.bench import partial_spearman, rank_quality, spearman_at_topk
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -62,3 +62,26 @@ def test_paired_bootstrap_is_antisymmetric_and_separates_a_clear_winner():
     back = paired_bootstrap(noise, good, truth, draws=300)  # same resamples, roles swapped
     assert back == pytest.approx((-diff, -hi, -lo))
     assert paired_bootstrap(good, good, truth, draws=50) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partial_spearman_is_the_correlation_of_rank_residuals(seed):
+    rng = np.random.default_rng(seed)
+    size = rng.normal(size=200)
+    truth = size + rng.normal(size=200)
+    scores = 0.5 * size + truth + rng.normal(size=200)
+    rs, rt, rc = (rankdata(x) for x in (scores, truth, size))
+    residual = [r - np.polyval(np.polyfit(rc, r, 1), rc) for r in (rs, rt)]
+    assert partial_spearman(scores, truth, size) == pytest.approx(np.corrcoef(*residual)[0, 1], abs=1e-12)
+
+
+def test_a_score_that_only_knows_size_has_no_partial_correlation():
+    rng = np.random.default_rng(0)
+    size = rng.uniform(size=2000)
+    truth = size + 0.3 * rng.normal(size=2000)
+    scores = size + 0.05 * rng.normal(size=2000)  # size, blurred by noise that knows nothing of accuracy
+    assert spearmanr(scores, truth).statistic > 0.6  # ranks well...
+    assert abs(partial_spearman(scores, truth, size)) < 0.05  # ...by size alone
+    assert partial_spearman(truth, truth, size) == pytest.approx(1.0)
+    assert np.isnan(partial_spearman(size ** 3, truth, size))  # the score is size itself: undefined
+    assert np.isnan(partial_spearman(np.ones(2000), truth, size))

@@ -43,6 +43,20 @@ def paired_bootstrap(scores_a, scores_b, truth, draws: int = 1000, seed: int = 0
     return rho_mean(a, t) - rho_mean(b, t), float(lo), float(hi)
 
 
+def partial_spearman(scores, truth, control) -> float:
+    """Spearman ρ between `scores` and `truth` with `control` held fixed: the correlation of
+    their ranks after the part linear in the ranks of `control` is taken out of each. With
+    `control` the model size, it says whether a proxy knows which layers matter beyond how many
+    bits there are. NaN where a side is constant."""
+    ranks = [sps.rankdata(np.asarray(x, dtype=float)) for x in (scores, truth, control)]
+    if any(np.ptp(r) == 0 for r in ranks):
+        return float("nan")
+    r = np.corrcoef(ranks)
+    r_st, r_sc, r_tc = r[0, 1], r[0, 2], r[1, 2]
+    denom = np.sqrt((1 - r_sc ** 2) * (1 - r_tc ** 2))
+    return float((r_st - r_sc * r_tc) / denom) if denom > 0 else float("nan")
+
+
 def rank_quality(scores, truth) -> dict[str, float]:
     """ρ@20%, ρ@50%, ρ@100%, their mean (the evolution's fitness) and Kendall τ over all."""
     parts = {f"rho@{int(k * 100)}%": spearman_at_topk(scores, truth, k) for k in TOPK}

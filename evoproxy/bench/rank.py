@@ -14,7 +14,7 @@ from ..errors import EvoproxyError
 from ..model import MODELS, calibration_batch, layer_registry, load_model, weights_hash
 from ..stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
 from .format import Bench, Entry
-from .metrics import TOPK, rank_quality
+from .metrics import TOPK, partial_spearman, rank_quality
 
 
 def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
@@ -41,7 +41,8 @@ class RankResult:
     mean ρ@k over the whole split, seconds per configuration, or the error that made it unusable.
 
     `rho_mean` follows the paper's protocol (draws of 50 configurations); `rho_all` judges every
-    configuration of the split at once, so on a large split it moves far less with the draw."""
+    configuration of the split at once, so on a large split it moves far less with the draw.
+    `partial` is Spearman ρ over the whole split with model size held fixed (partial_spearman)."""
     proxy: str
     rho: dict[str, tuple[float, float]]
     kendall_tau: float
@@ -49,6 +50,7 @@ class RankResult:
     scores: np.ndarray | None = None
     error: str | None = None
     rho_all: float = float("nan")
+    partial: float = float("nan")
 
     @property
     def rho_mean(self) -> float:
@@ -57,7 +59,7 @@ class RankResult:
     def table_row(self, label: str) -> dict:
         """This result as a row of a text table of TABLE_COLUMNS, in %, labelled `label`."""
         row = {"proxy": label, "mean": f"{100 * self.rho_mean:6.2f}", "all": f"{100 * self.rho_all:6.2f}",
-               "tau": self.kendall_tau}
+               "partial": f"{100 * self.partial:6.2f}", "tau": self.kendall_tau}
         for k in ("rho@20%", "rho@50%", "rho@100%"):
             m, s = self.rho.get(k, (float("nan"), float("nan")))
             row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
@@ -65,15 +67,15 @@ class RankResult:
 
     def to_dict(self) -> dict:
         out = {"proxy": self.proxy, "kendall_tau": self.kendall_tau, "rho_mean": self.rho_mean,
-               "rho_all": self.rho_all, "seconds_per_config": self.seconds_per_config, "error": self.error}
+               "rho_all": self.rho_all, "partial_rho_given_size": self.partial, "seconds_per_config": self.seconds_per_config, "error": self.error}
         for k, (m, s) in self.rho.items():
             out[k] = {"mean": m, "std": s}
         return out
 
 
 # The columns of `RankResult.table_row` and their headers, for `table.format_table`.
-TABLE_COLUMNS = ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "tau"]
-TABLE_HEADERS = ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "Kendall τ"]
+TABLE_COLUMNS = ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "partial", "tau"]
+TABLE_HEADERS = ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "ρ | size", "Kendall τ"]
 
 
 def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:
@@ -104,7 +106,9 @@ def rank_proxy(proxy, stats: ModelStats, entries: list[Entry], samples: int = 50
         values = np.array([p[key] for p in parts])
         rho[key] = (float(np.nanmean(values)), float(np.nanstd(values)))
     whole = rank_quality(scores, acc)
-    return RankResult(proxy.name, rho, whole["kendall_tau"], per_config, scores, rho_all=whole["rho_mean"])
+    size = np.array([e.size_mb for e in entries])
+    return RankResult(proxy.name, rho, whole["kendall_tau"], per_config, scores, rho_all=whole["rho_mean"],
+                      partial=partial_spearman(scores, acc, size))
 
 
 def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> None:

@@ -18,6 +18,13 @@ EVOLVE_PRESETS = {
     "strong": {"population": 50, "iterations": 2000, "samples": 0, "islands": 4, "init": "fisher"},
 }
 
+def _parse_benches(text: str) -> tuple[str, ...]:
+    benches = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    if not benches:
+        raise EvoproxyError("--benches is empty: give one or more bench names or files, separated by commas")
+    return benches
+
+
 def cmd_evolve(args) -> None:
     from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
     from ..proxy import get_genome
@@ -31,7 +38,8 @@ def cmd_evolve(args) -> None:
                 setattr(args, key, value)
         init = [] if args.init == "none" else args.init.split(",")
         config = EvolutionConfig(
-            bench=args.bench, space=args.space, population=args.population,
+            benches=_parse_benches(args.benches), aggregate=args.aggregate, space=args.space,
+            population=args.population,
             iterations=args.iterations or 0,  # unset only with --hours: 0, no limit but the time
             ratio=args.ratio, p_crossover=args.p_crossover, p_mutation=args.p_mutation, samples=args.samples,
             seed=args.seed, strategy=args.strategy, osp=not args.no_osp, dps=not args.no_dps,
@@ -41,7 +49,8 @@ def cmd_evolve(args) -> None:
             offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
             init=tuple(get_genome(ref).to_json() for ref in init),
             patience=args.patience if args.patience is not None else (200 if args.hours else 0))
-        name = args.name or f"{config.space}-{config.bench}-s{config.seed}"
+        benches = config.benches[0] if len(config.benches) == 1 else f"{len(config.benches)}benches"
+        name = args.name or f"{config.space}-{benches}-s{config.seed}"
         run_dir = Path(args.runs_dir) / name
     backend = None
     if args.backend == "dask":
@@ -55,7 +64,8 @@ def cmd_evolve(args) -> None:
     evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
     try:
         islands = f"{evo.config.islands} islands of " if evo.config.islands > 1 else ""
-        log(f"run {run_dir}: {evo.config.space} space on {evo.config.bench}, {islands}|P|={evo.config.population}, "
+        on = ", ".join(evo.config.benches) + (f" ({evo.config.aggregate})" if len(evo.config.benches) > 1 else "")
+        log(f"run {run_dir}: {evo.config.space} space on {on}, {islands}|P|={evo.config.population}, "
             f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
         evo.run(hours=args.hours, iterations=args.iterations if args.resume else None, log_every=args.log_every)
     finally:
@@ -105,7 +115,11 @@ def register(sub) -> None:
                                    "Defaults are the paper's settings (--preset strong: a stronger search). "
                                    "Every candidate is stored in runs/<name>/run.db as it is judged; a killed run "
                                    "continues with --resume.")
-    p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
+    p.add_argument("--benches", "--bench", default="fmnist-resnet20-w234", metavar="B[,B...]",
+                   help="shipped bench names or bench files, comma-separated (default fmnist-resnet20-w234); with "
+                        "several, each candidate is judged on every one, on its own model's statistics")
+    p.add_argument("--aggregate", default="mean", choices=["mean", "min"],
+                   help="fitness over several benches: their mean (default) or the worst (min)")
     p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
     p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="paper",
                    help="paper (default): the EMQ paper's settings, |P| 20, N 1000, fitness on 50 configurations; "

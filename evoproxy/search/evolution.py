@@ -35,7 +35,7 @@ from ..bench import Bench, bench_stats, load_bench
 from ..errors import EvoproxyError
 from ..proxy import Genome, crossover, load_space, mutate, prepare_inputs, sample_genome, space_violation
 from ..stats import load_stats_file
-from .fitness import CSPSettings, FitnessTask, Outcome
+from .fitness import AGGREGATES, BenchesTask, CSPSettings, FitnessTask, Outcome
 from .store import RunStore
 
 
@@ -43,10 +43,12 @@ from .store import RunStore
 class EvolutionConfig:
     """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
     p_c=p_m=0.5, branched space, 50 configurations per fitness, OSP, DPS and CSP on);
-    `samples` = 0 judges on the whole search split instead. The run's result is the best, on the
-    search configurations the fitness never saw, of its `select_top` fittest distinct proxies
-    (0: simply the fittest)."""
-    bench: str = "fmnist-resnet20-w234"
+    `samples` = 0 judges on the whole search split instead. With several `benches` a candidate
+    is judged on each (its model's statistics, its configurations) and its fitness is their
+    mean or minimum (`aggregate`). The run's result is the best, on the search configurations
+    the fitness never saw, of its `select_top` fittest distinct proxies (0: simply the fittest)."""
+    benches: tuple[str, ...] = ("fmnist-resnet20-w234",)
+    aggregate: str = "mean"
     space: str = "branched"
     population: int = 20
     iterations: int = 1000
@@ -69,6 +71,10 @@ class EvolutionConfig:
     init: tuple[str, ...] = ()  # genome JSON of proxies the initial population starts with
 
     def __post_init__(self):
+        if not self.benches:
+            raise EvoproxyError("--benches names no bench")
+        if self.aggregate not in AGGREGATES:
+            raise EvoproxyError(f"--aggregate must be one of {', '.join(AGGREGATES)}")
         if self.population < 2:
             raise EvoproxyError("--population must be at least 2")
         if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
@@ -87,45 +93,51 @@ class EvolutionConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvolutionConfig":
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"bench"}
         unknown = set(data) - known
         if unknown:
             raise EvoproxyError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
         data = dict(data)
-        data["init"] = tuple(data.get("init", ()))  # JSON stores the tuple as a list
+        if "bench" in data:  # runs stored before several benches existed name one
+            data["benches"] = [data.pop("bench")]
+        data["init"] = tuple(data.get("init", ()))  # JSON stores tuples as lists
+        data["benches"] = tuple(data.get("benches", cls.benches))
         if isinstance(data.get("csp"), dict):
             data["csp"] = CSPSettings(**data["csp"])
         return cls(**data)
 
 
-# Worker-side state: prepared inputs and fitness task per (stats file, sample), built once per process.
+# Worker-side state: prepared inputs and fitness task per run's benches, built once per process.
 _WORKER: dict[tuple, tuple] = {}
 
+Benches = list[tuple[str, np.ndarray, np.ndarray]]  # per bench: statistics file, bits (N, L), accuracies (N,)
 
-def _context(stats_path: str, bits: np.ndarray, acc: np.ndarray):
-    key = (stats_path, bits.tobytes(), acc.tobytes())
+
+def _context(benches: Benches, aggregate: str):
+    key = (tuple((path, bits.tobytes(), acc.tobytes()) for path, bits, acc in benches), aggregate)
     if key not in _WORKER:
         _WORKER.clear()
-        _WORKER[key] = (prepare_inputs(load_stats_file(stats_path)), FitnessTask(bits, acc))
+        _WORKER[key] = ([prepare_inputs(load_stats_file(path)) for path, _, _ in benches],
+                        BenchesTask([FitnessTask(bits, acc) for _, bits, acc in benches], aggregate))
     return _WORKER[key]
 
 
-def judge_batch(stats_path: str, bits: np.ndarray, acc: np.ndarray, genome_jsons: list[str],
-                csp: CSPSettings) -> list[Outcome]:
-    """Judge serialized genomes on the statistics in `stats_path` (what a worker process runs).
-    Small tensors: one thread per process is faster than torch's intra-op threads."""
+def judge_batch(benches: Benches, aggregate: str, genome_jsons: list[str], csp: CSPSettings) -> list[Outcome]:
+    """Judge serialized genomes on each bench's statistics file and configurations (what a worker
+    process runs). Small tensors: one thread per process is faster than torch's intra-op threads."""
     torch.set_num_threads(1)
-    inputs, task = _context(stats_path, bits, acc)
+    inputs, task = _context(benches, aggregate)
     return [task.judge(Genome.from_json(g), inputs, csp) for g in genome_jsons]
 
 
 class Evaluator:
     """Judges candidates in this process (jobs=1) or in joblib workers (local processes, or a
-    Dask cluster through joblib's dask backend)."""
+    Dask cluster through joblib's dask backend), on `benches` (statistics file, bits,
+    accuracies per bench) with their fitnesses aggregated by `aggregate`."""
 
-    def __init__(self, stats_path: Path, bits: np.ndarray, acc: np.ndarray, csp: CSPSettings, jobs: int = 1,
+    def __init__(self, benches: Benches, csp: CSPSettings, aggregate: str = "mean", jobs: int = 1,
                  backend: str | None = None):
-        self.args = (str(stats_path), bits, acc)
+        self.args = ([(str(path), bits, acc) for path, bits, acc in benches], aggregate)
         self.csp, self.jobs, self.backend = csp, jobs, backend
 
     def __call__(self, genomes: list[Genome]) -> list[Outcome]:
@@ -207,7 +219,7 @@ class Evolution:
         if not db.is_file():  # a new run: check its settings before anything is written
             if config is None:
                 raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
-            path = self._prepare(config)
+            paths = self._prepare(config)
             self.store = RunStore(db)
             self.store.put(config=config.to_dict())
         else:
@@ -216,26 +228,30 @@ class Evolution:
             if config is not None and config != stored:
                 raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
                                     f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
-            path = self._prepare(stored)
+            paths = self._prepare(stored)
         c = self.config
-        self.evaluate = Evaluator(path, *self.fitness_configs, c.csp, jobs, backend)
+        self.evaluate = Evaluator([(p, *f) for p, f in zip(paths, self.fitness_configs)], c.csp, c.aggregate,
+                                  jobs, backend)
         self.rng = random.Random(c.seed)
         self.toolbox = self._toolbox()
 
-    def _prepare(self, c: EvolutionConfig) -> Path:
-        """Load what the run's settings name (space, given proxies, bench, statistics, fitness and
-        validation configurations), failing with a clear error on a bad one; returns the
-        statistics file that workers load."""
+    def _prepare(self, c: EvolutionConfig) -> list[Path]:
+        """Load what the run's settings name (space, given proxies, benches, their statistics,
+        fitness and validation configurations), failing with a clear error on a bad one; returns
+        the statistics files that workers load, one per bench."""
         self.config = c
         self.space = load_space(c.space)
         self.given = [Genome.from_json(g) for g in c.init]
         for g in self.given:
             if why := space_violation(g, self.space):
                 raise EvoproxyError(f"--init {g.name or g.formula()} does not lie in the {self.space.name} space: {why}")
-        self.bench = load_bench(c.bench)
-        self.stats, _, path = bench_stats(self.bench, log=lambda m: self.log(f"[stats] {m}"))
-        self.fitness_configs, self.validation = search_partition(self.bench, c.samples, c.seed)
-        return path
+        self.benches = [load_bench(b) for b in c.benches]
+        got = [bench_stats(b, log=lambda m: self.log(f"[stats] {m}")) for b in self.benches]
+        self.stats = [stats for stats, _, _ in got]
+        partitions = [search_partition(b, c.samples, c.seed) for b in self.benches]
+        self.fitness_configs = [fit for fit, _ in partitions]
+        self.validation = [val for _, val in partitions]
+        return [path for _, _, path in got]
 
     # -- the DEAP toolbox: one small registered function per step, swappable one at a time ----
 
@@ -410,9 +426,9 @@ class Evolution:
                 picks.append(Individual(Genome.from_json(row["genome"]), row["fitness"], key))
             if len(picks) >= max(1, self.config.select_top):
                 break
-        bits, acc = self.validation
-        if self.config.select_top and len(acc) >= 4:
-            task, inputs = FitnessTask(bits, acc), prepare_inputs(self.stats)
+        if self.config.select_top and all(len(acc) >= 4 for _, acc in self.validation):
+            task = BenchesTask([FitnessTask(bits, acc) for bits, acc in self.validation], self.config.aggregate)
+            inputs = [prepare_inputs(stats) for stats in self.stats]
             for ind in picks:
                 outcome = task.judge(ind.genome, inputs, self.config.csp)
                 ind.validation = outcome.fitness if outcome.ok else float("-inf")
@@ -421,7 +437,8 @@ class Evolution:
             best = picks[0]
         self.store.put(final={"iteration": iteration, "hash": best.genome.wl_hash(), "fitness": best.fitness,
                               "validation": best.validation if np.isfinite(best.validation) else None,
-                              "validation_configs": len(acc), "among": len(picks)})
+                              "validation_configs": sum(len(acc) for _, acc in self.validation),
+                              "among": len(picks)})
         return best
 
     def _step(self, population: list[Individual], it: int, counts: Counter) -> list[Individual]:

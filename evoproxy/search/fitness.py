@@ -9,7 +9,8 @@ of configurations. The early-rejection rules, each switchable:
 - naive invalid check: sensitivities not finite, constant across layers, or all in {-1, 0, 1};
 - sensitivity perception: configuration scores that barely vary over the sampled configurations.
 Equivalence checking (canonical WL hash against every candidate already seen) lives in the
-evolution loop, which owns the run's memory.
+evolution loop, which owns the run's memory. BenchesTask judges on several benches (models) at
+once.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 from scipy.stats import rankdata
 
 from ..bench import TOPK
+from ..errors import EvoproxyError
 from ..proxy import INPUT, Genome, operands
 
 # (outer, inner) pairs such that outer(inner(x)) undoes or merely repeats inner.
@@ -153,3 +155,32 @@ class FitnessTask:
         if not np.isfinite(fitness):
             return Outcome(rule="invalid", reason="ρ undefined (tied scores)", parts=parts, seconds=seconds)
         return Outcome(fitness, parts, seconds=seconds)
+
+
+AGGREGATES = {"mean": lambda values: float(np.mean(values)), "min": min}
+
+
+class BenchesTask:
+    """Fitness on several benches at once, for proxies that transfer across models (EZNAS judges
+    on the worst of several search spaces): a candidate is judged by each bench's FitnessTask on
+    that bench model's inputs, rejected where any bench rejects it, and its fitness is the mean
+    or the worst (`aggregate` "min") of the benches' fitnesses. Its parts are the mean ρ@k over
+    the benches. On one bench it is that bench's FitnessTask, to the last bit."""
+
+    def __init__(self, tasks: list[FitnessTask], aggregate: str = "mean"):
+        if aggregate not in AGGREGATES:
+            raise EvoproxyError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+        self.tasks, self.aggregate = tasks, aggregate
+
+    def judge(self, genome: Genome, inputs: list, csp: CSPSettings = CSPSettings()) -> Outcome:
+        """Screen and evaluate `genome` on each bench's prepared `inputs` (one per task)."""
+        outcomes: list[Outcome] = []
+        for task, x in zip(self.tasks, inputs):
+            outcome = task.judge(genome, x, csp)
+            if not outcome.ok:
+                outcome.seconds += sum(o.seconds for o in outcomes)
+                return outcome
+            outcomes.append(outcome)
+        parts = {k: float(np.mean([o.parts[k] for o in outcomes])) for k in outcomes[0].parts}
+        return Outcome(AGGREGATES[self.aggregate]([o.fitness for o in outcomes]), parts,
+                       seconds=sum(o.seconds for o in outcomes))

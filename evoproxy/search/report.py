@@ -1,24 +1,36 @@
-"""The report of a run: best proxy, its correlations on the held-out split and on a benchmark
-of another model (transfer), the best handcrafted proxy beside it, and fitness over iterations."""
+"""The report of a run: best proxy, its correlations on the held-out split of the benches it
+searched on and on the benches of every model it never saw (transfer), the best handcrafted
+proxy and the mean-bits baseline beside it, and fitness over iterations."""
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, bench_stats, load_bench, paired_bootstrap, rank_proxy,
-                     shipped_benches)
+from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stats, load_bench, paired_bootstrap,
+                     rank_proxy, shipped_benches)
 from ..errors import EvoproxyError
 from ..proxy import HANDCRAFTED, Genome
 from ..table import format_table
+from .evolution import EvolutionConfig
 from .store import RunStore
 
 
-def transfer_bench(bench_name: str) -> str | None:
-    """A shipped benchmark of another model than `bench_name`'s, for measuring transfer."""
-    model = load_bench(bench_name).header["model"]
-    others = [n for n in shipped_benches() if load_bench(n).header["model"] != model]
-    return others[0] if others else None
+def transfer_benches(searched: Sequence[str]) -> list[str]:
+    """For every model that none of the `searched` benches was made on, its main shipped bench
+    (the one with the most configurations, the first by name among equals): the architectures a
+    run never saw, on which its result's transfer is measured."""
+    seen = {load_bench(b).header["model"] for b in searched}
+    main: dict[str, Bench] = {}
+    for name in shipped_benches():
+        bench = load_bench(name)
+        model = bench.header["model"]
+        if model not in seen and (model not in main or len(bench.entries) > len(main[model].entries)):
+            main[model] = bench
+    return [bench.name for bench in main.values()]
 
 
 def run_summary(run_dir: str | Path) -> dict:
@@ -71,15 +83,54 @@ def plot_history(history: list[tuple], path: Path) -> None:
     plt.close(fig)
 
 
-def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tuple[str, dict]:
-    """The report text and its data: best proxy on the held-out split and on a transfer bench,
-    beside the handcrafted proxy with the highest mean ρ over all configurations and the
-    mean-bit-width baseline. Writes report.txt, report.json and fitness.png into the run
-    directory."""
+@dataclass
+class _Judged:
+    """The evolved proxy and the handcrafted ones ranked on one bench split."""
+    bench: str
+    split: str
+    entries: list
+    evolved: RankResult
+    handcrafted: dict[str, RankResult]
+
+    @property
+    def best(self) -> str:
+        """The handcrafted proxy (mean-bits aside) with the highest mean ρ over the whole split."""
+        usable = {n: r for n, r in self.handcrafted.items() if r.error is None and n != "mean-bits"}
+        return max(usable, key=lambda n: usable[n].rho_all)
+
+    @cached_property
+    def difference(self) -> tuple[float, float, float] | None:
+        """Evolved minus the best handcrafted proxy in mean ρ over the split, with its 95 % paired
+        bootstrap interval; None where the evolved proxy cannot rank the split."""
+        if self.evolved.error:
+            return None
+        return paired_bootstrap(self.evolved.scores, self.handcrafted[self.best].scores, Bench.arrays(self.entries)[1])
+
+
+def _judge(best: Genome, bench_name: str, split: str, samples: int, repeats: int) -> _Judged:
+    bench = load_bench(bench_name)
+    stats, _, _ = bench_stats(bench)
+    entries = bench.split(split)
+    return _Judged(bench_name, split, entries, rank_proxy(best, stats, entries, samples, repeats),
+                   {n: rank_proxy(make(), stats, entries, samples, repeats) for n, make in HANDCRAFTED.items()})
+
+
+def _verdict(lo: float, hi: float) -> str:
+    return "cannot tell" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+
+
+def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
+                transfer: Sequence[str] | None = None) -> tuple[str, dict]:
+    """The report text and its data: the best proxy beside the handcrafted proxy with the highest
+    mean ρ over all configurations and the mean-bit-width baseline, on the held-out split of each
+    bench the run searched on (the first in detail, as EMQ's Table 1) and on every configuration
+    of the `transfer` benches (default: the main bench of every shipped model the run never saw).
+    Writes report.txt, report.json and fitness.png into the run directory."""
     run_dir = Path(run_dir)
     summary = run_summary(run_dir)
     best = Genome.from_json(summary["best"]["genome"])
-    bench_name = summary["config"]["bench"]
+    searched = EvolutionConfig.from_dict(summary["config"]).benches
+    transfer = transfer_benches(searched) if transfer is None else list(transfer)
     lines = [f"run {run_dir}: iteration {summary['iteration']}, {summary['candidates']} candidates "
              f"({', '.join(f'{k} {v}' for k, v in sorted(summary['status'].items()))}), "
              f"{summary['seconds']:.1f} s of evaluation",
@@ -87,33 +138,46 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5) -> tup
              f"  {best.formula()}", f"  paper notation: {best.formula('paper')}"]
     data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"],
                      "validation": (summary["final"] or {}).get("validation")}, "benches": {}}
-    for name, split in ((bench_name, "held-out"), (transfer_bench(bench_name), "all")):
-        if name is None:
-            continue
-        bench = load_bench(name)
-        stats, _, _ = bench_stats(bench)
-        entries = bench.split(split)
-        ours = rank_proxy(best, stats, entries, samples, repeats)
-        hand = {n: rank_proxy(make(), stats, entries, samples, repeats) for n, make in HANDCRAFTED.items()}
-        usable = {n: r for n, r in hand.items() if r.error is None and n != "mean-bits"}
-        top = max(usable, key=lambda n: usable[n].rho_all)
-        rows = [ours.table_row("evolved (this run)"), usable[top].table_row(f"best handcrafted: {top}"),
-                hand["mean-bits"].table_row("mean-bits baseline")]
-        lines += ["", f"{name}, {split} split ({len(entries)} configurations"
-                      f"{'' if name == bench_name else ', never seen by the run'}); ρ in %, mean ± std over "
-                      f"{repeats} draws of {samples}; mean ρ (all) over every configuration:",
-                  format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)]
-        data["benches"][name] = {"split": split, "evolved": ours.to_dict(), "best_handcrafted": usable[top].to_dict(),
-                                 "mean_bits": hand["mean-bits"].to_dict()}
-        if ours.error:  # e.g. non-finite scores on another model's statistics
-            lines.append(f"the evolved proxy cannot rank these configurations: {ours.error}")
-            continue
-        diff, lo, hi = paired_bootstrap(ours.scores, usable[top].scores, Bench.arrays(entries)[1])
-        verdict = ("these configurations cannot tell the two apart" if lo <= 0 <= hi
-                   else f"the evolved proxy ranks {'better' if lo > 0 else 'worse'}")
-        lines.append(f"evolved − {top}: {100 * diff:+.2f} points of mean ρ over all {len(entries)} configurations; "
-                     f"95 % paired bootstrap interval [{100 * lo:+.2f}, {100 * hi:+.2f}]: {verdict}")
-        data["benches"][name]["difference"] = {"value": diff, "interval_95": [lo, hi]}
+    judged = [_judge(best, name, "held-out", samples, repeats) for name in searched]
+    judged += [_judge(best, name, "all", samples, repeats) for name in transfer]
+    first = judged[0]
+    rows = [first.evolved.table_row("evolved (this run)"),
+            first.handcrafted[first.best].table_row(f"best handcrafted: {first.best}"),
+            first.handcrafted["mean-bits"].table_row("mean-bits baseline")]
+    lines += ["", f"{first.bench}, held-out split ({len(first.entries)} configurations); ρ in %, mean ± std over "
+                  f"{repeats} draws of {samples}; mean ρ (all) and ρ | size over every configuration:",
+              format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)]
+    table = []
+    for j in judged:
+        seen = j.bench in searched
+        record = {"split": j.split, "seen": seen, "evolved": j.evolved.to_dict(),
+                  "best_handcrafted": j.handcrafted[j.best].to_dict(), "mean_bits": j.handcrafted["mean-bits"].to_dict()}
+        row = {"bench": j.bench, "split": f"{j.split} ({len(j.entries)})", "seen": "yes" if seen else "no",
+               "evolved": j.evolved.error or f"{100 * j.evolved.rho_all:.2f}",
+               "partial": "-" if j.evolved.error else f"{100 * j.evolved.partial:.2f}",
+               "best": f"{j.best} {100 * j.handcrafted[j.best].rho_all:.2f}",
+               "mean-bits": f"{100 * j.handcrafted['mean-bits'].rho_all:.2f}", "difference": "-"}
+        if (diff := j.difference) is not None:
+            value, lo, hi = diff
+            record["difference"] = {"value": value, "interval_95": [lo, hi]}
+            row["difference"] = f"{100 * value:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] {_verdict(lo, hi)}"
+        data["benches"][j.bench] = record
+        table.append(row)
+    lines += ["", "Every bench: mean ρ (all) in % over every configuration of the split; ρ | size: the evolved "
+                  "proxy's Spearman ρ with model size held fixed; evolved − best handcrafted with its 95 % paired "
+                  "bootstrap interval:",
+              format_table(table, ["bench", "split", "seen", "evolved", "partial", "best", "mean-bits", "difference"],
+                           ["bench", "split (configs)", "searched", "evolved", "evolved ρ | size", "best handcrafted",
+                            "mean-bits", "evolved − best handcrafted"])]
+    unseen = [j for j in judged if j.bench not in searched and not j.evolved.error]
+    if unseen:
+        verdicts = Counter(_verdict(*j.difference[1:]) for j in unseen)
+        ahead = sum(j.evolved.rho_all > j.handcrafted["mean-bits"].rho_all for j in unseen)
+        lines.append(f"On the {len(unseen)} architectures the run never saw, the evolved proxy ranks better than the "
+                     f"best handcrafted proxy on {verdicts['better']}, worse on {verdicts['worse']}, and cannot be told "
+                     f"apart on {verdicts['cannot tell']}; it beats the mean-bits baseline on {ahead}.")
+    if any(j.evolved.error for j in judged):
+        lines += [f"the evolved proxy cannot rank {j.bench}: {j.evolved.error}" for j in judged if j.evolved.error]
     if summary["history"]:
         plot_history(summary["history"], run_dir / "fitness.png")
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
