@@ -5,9 +5,9 @@ modules below (unary, reductions, binary); search spaces then name it, and the e
 evaluation, formula, sympy, export, hashing) picks it up without change.
 """
 from .base import EPS, KINDS, OPS, SCALAR, TENSOR, Guard, Op, guarded, primitive
-from .inputs import FACTORS, INPUTS, Input, load_inputs
+from .inputs import BIT_INPUTS, FACTORS, INPUTS, Input, load_inputs
 from .symbolic import EPS_SYMBOL, NUMERIC
 from . import binary, reductions, unary  # noqa: F401  (importing them registers their operations)
 
-__all__ = ["EPS", "EPS_SYMBOL", "FACTORS", "Guard", "INPUTS", "Input", "KINDS", "NUMERIC", "OPS", "Op",
+__all__ = ["BIT_INPUTS", "EPS", "EPS_SYMBOL", "FACTORS", "Guard", "INPUTS", "Input", "KINDS", "NUMERIC", "OPS", "Op",
            "SCALAR", "TENSOR", "guarded", "load_inputs", "primitive"]

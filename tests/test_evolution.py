@@ -6,6 +6,7 @@ import pytest
 
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.errors import EvoproxyError
+from evoproxy.model import MODELS
 from evoproxy.proxy import Genome, get_genome, load_space, prepare_inputs, sample_genome
 from evoproxy.search import RunStore
 from evoproxy.search.evolution import Evolution, EvolutionConfig, Individual, migrate, search_partition
@@ -131,6 +132,7 @@ def test_insensitive_scores_are_rejected(task_and_inputs):
 
     class Dominated:
         graph = Genome.from_expression(("sum", "W")).graph
+        bit_aware = False
 
         def evaluate(self, _):
             import torch
@@ -318,8 +320,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     import sys
     import time
 
-    args = ["--population", "6", "--iterations", "60", "--samples", "30", "--seed", "3", "--no-report",
-            "--runs-dir", str(tmp_path), "--name", "killed"]
+    args = ["--preset", "paper", "--population", "6", "--iterations", "60", "--samples", "30", "--seed", "3",
+            "--no-report", "--runs-dir", str(tmp_path), "--name", "killed"]
     env = {**os.environ, "EVOPROXY_CACHE_DIR": str(shared_cache)}
     proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -432,7 +434,7 @@ def test_presets_fill_the_flags_left_out(tmp_path, capsys):
     from evoproxy.cli.search import EVOLVE_PRESETS
 
     defaults = {f.name: f.default for f in fields(EvolutionConfig)}
-    paper = EVOLVE_PRESETS["paper"]
+    paper = {**EVOLVE_PRESETS["paper"], "benches": (EVOLVE_PRESETS["paper"]["benches"],)}
     assert {k: defaults[k] for k in paper if k != "init"} == {k: v for k, v in paper.items() if k != "init"}
 
     def config(*flags):
@@ -450,6 +452,12 @@ def test_presets_fill_the_flags_left_out(tmp_path, capsys):
     assert [Genome.from_json(g).wl_hash() for g in strong["init"]] == [get_genome("fisher").wl_hash()]
     plain = config("--preset", "strong", "--init", "none", "--samples", "40", "--iterations", "0", "--islands", "1")
     assert (plain["samples"], plain["islands"], plain["population"], plain["init"]) == (40, 1, 50, [])
+    zoo = config("--iterations", "0", "--population", "4")  # the default preset
+    assert (zoo["space"], zoo["aggregate"], zoo["samples"], zoo["islands"]) == ("bitaware", "mean", 0, 2)
+    assert [Genome.from_json(g).wl_hash() for g in zoo["init"]] == [get_genome("hawq-v2").wl_hash()]
+    assert zoo["benches"] == [f"fmnist-{m.removesuffix('-fmnist')}-w234" for m in sorted(MODELS)]
+    mixed = config("--iterations", "0", "--population", "4", "--benches", "fmnist-vgg-w345,zoo,fmnist-vgg-w345")
+    assert mixed["benches"][0] == "fmnist-vgg-w345" and len(mixed["benches"]) == 7  # repeats count once
 
 
 def test_the_report_measures_transfer_on_the_main_bench_of_every_model_the_run_never_saw():

@@ -17,7 +17,7 @@ def stats():
 
 def test_every_named_proxy_fits_the_interface(stats):
     assert set(available_proxies()) == {"bparams", "hawq", "hawq-v2", "ompq", "qe", "snip", "synflow", "fisher",
-                                        "plain", "mean-bits", "emq-paper"}
+                                        "plain", "mean-bits", "emq-paper", "evoproxy-zoo"}
     for name in available_proxies():
         proxy = get_proxy(name)
         assert isinstance(proxy, Proxy) and proxy.name == name

@@ -7,7 +7,6 @@ import ast
 import configparser
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 # Folders that install inside the package (setup.cfg's package_dir) and the module names they get.
 MAPPED = {"primitives": "evoproxy.primitives", "search_spaces": "evoproxy.search_spaces"}

@@ -31,11 +31,12 @@ def _write(tmp_path, text: str):
 
 
 def test_shipped_spaces_have_the_paper_structures():
-    assert available_spaces() == ["branched", "dag", "sequential"]
+    assert available_spaces() == ["bitaware", "branched", "dag", "sequential"]
     roles = {name: Counter(role for _, role in load_space(name).skeleton().nodes(data="role"))
              for name in available_spaces()}
     assert roles["sequential"] == {INPUT: 1, UNARY: 4, AGGREGATE: 1}
-    assert roles["branched"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
+    assert roles["branched"] == roles["bitaware"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
+    assert set(load_space("bitaware").choices[INPUT]) == set(load_space("branched").choices[INPUT]) | {"Q"}
     # DAG: 3 nodes combining 2, 3 and 4 predecessors, one unary op per edge.
     assert roles["dag"] == {INPUT: 2, UNARY: 9, BINARY: 6, AGGREGATE: 1}
     branched = load_space("branched")

@@ -19,8 +19,9 @@ LINEAR_SCORES = (FunctionProxy.score, Genome.score)
 
 
 def scores_linearly(proxy: Proxy) -> bool:
-    """Whether `proxy` scores a configuration as Σ_l b_l·s_l, so its sensitivities are the values."""
-    return getattr(type(proxy), "score", None) in LINEAR_SCORES
+    """Whether `proxy` scores a configuration as Σ_l b_l·s_l, so its sensitivities are the values
+    (not a genome that reads per-bit inputs: its score is Σ_l s_l(b_l))."""
+    return getattr(type(proxy), "score", None) in LINEAR_SCORES and not getattr(proxy, "bit_aware", False)
 
 
 def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.ndarray:

@@ -2,8 +2,8 @@
 accuracy; shipped, or built here by post-training quantization); gives their fixed search /
 held-out splits and the ranking of proxies on them (Spearman@topk, EMQ eq. 4; Kendall τ)."""
 from .build import build_bench
-from .format import (BENCH_FORMAT, SPLITS, Bench, Entry, append_entries, describe, expand, is_held_out,
-                     load_bench, read_bench_file, sample_configs, shipped_benches, write_header)
+from .format import (BENCH_FORMAT, SPLITS, Bench, Entry, append_entries, describe, expand, is_held_out, load_bench,
+                     read_bench_file, sample_configs, shipped_benches, write_header)
 from .metrics import TOPK, paired_bootstrap, partial_spearman, rank_quality, rho_mean, spearman_at_topk
 from .rank import TABLE_COLUMNS, TABLE_HEADERS, RankResult, bench_stats, plot_ranking, rank_proxy, subsets
 

@@ -32,15 +32,18 @@ def rho_mean(scores, truth) -> float:
 def paired_bootstrap(scores_a, scores_b, truth, draws: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """How surely proxy a ranks `truth` better than proxy b: the difference of their mean ρ@k
     on these configurations, and its 95 % percentile interval over `draws` resamples of the
-    configurations with replacement (both proxies judged on the same resample)."""
-    a, b, t = (np.asarray(x, dtype=float) for x in (scores_a, scores_b, truth))
+    configurations with replacement (both proxies judged on the same resample). `scores_a` may
+    hold several rows (say, one per seed of an evolved proxy): a's figure is then their mean."""
+    a = np.atleast_2d(np.asarray(scores_a, dtype=float))
+    b, t = (np.asarray(x, dtype=float) for x in (scores_b, truth))
+
+    def difference(idx) -> float:
+        return float(np.mean([rho_mean(row[idx], t[idx]) for row in a])) - rho_mean(b[idx], t[idx])
+
     rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(draws):
-        idx = rng.integers(0, len(t), len(t))
-        diffs.append(rho_mean(a[idx], t[idx]) - rho_mean(b[idx], t[idx]))
+    diffs = [difference(rng.integers(0, len(t), len(t))) for _ in range(draws)]
     lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-    return rho_mean(a, t) - rho_mean(b, t), float(lo), float(hi)
+    return difference(np.arange(len(t))), float(lo), float(hi)
 
 
 def partial_spearman(scores, truth, control) -> float:

@@ -67,7 +67,8 @@ class RankResult:
 
     def to_dict(self) -> dict:
         out = {"proxy": self.proxy, "kendall_tau": self.kendall_tau, "rho_mean": self.rho_mean,
-               "rho_all": self.rho_all, "partial_rho_given_size": self.partial, "seconds_per_config": self.seconds_per_config, "error": self.error}
+               "rho_all": self.rho_all, "partial_rho_given_size": self.partial,
+               "seconds_per_config": self.seconds_per_config, "error": self.error}
         for k, (m, s) in self.rho.items():
             out[k] = {"mean": m, "std": s}
         return out

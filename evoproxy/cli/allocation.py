@@ -73,8 +73,8 @@ def cmd_allocate(args) -> None:
 
 
 def cmd_pareto(args) -> None:
-    from ..model import MODELS
     from ..allocation import evaluate_points, plot_pareto, sweep
+    from ..model import MODELS
     from ..quant import PtqEvaluator, QuantSettings
     from ..table import format_table
 

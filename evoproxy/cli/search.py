@@ -10,24 +10,35 @@ from ..errors import EvoproxyError
 from .args import add_model_args, model_stats
 
 
-# `evoproxy evolve --preset`: values of the flags left out. "paper" is the EMQ paper's (and
-# EvolutionConfig's defaults); "strong" is the setting of README's study that beats every
-# handcrafted proxy on the default bench's held-out split.
+# `evoproxy evolve --preset`: values of the flags left out. "zoo" (the default) searches for a
+# proxy that transfers: bit-aware space, fitness on the main bench of every shipped model at
+# once (the setting of benchmarks/transfer.py, which proves it on the model left out). "paper" is
+# the EMQ paper's single-bench setting (and EvolutionConfig's defaults); "strong" is the setting of
+# README's study that beats every handcrafted proxy on the default bench's held-out split.
+ONE_BENCH = {"benches": "fmnist-resnet20-w234", "space": "branched", "aggregate": "mean"}
 EVOLVE_PRESETS = {
-    "paper": {"population": 20, "iterations": 1000, "samples": 50, "islands": 1, "init": "none"},
-    "strong": {"population": 50, "iterations": 2000, "samples": 0, "islands": 4, "init": "fisher"},
+    "zoo": {"benches": "zoo", "space": "bitaware", "aggregate": "mean", "population": 20, "iterations": 500,
+            "samples": 0, "islands": 2, "init": "hawq-v2"},
+    "paper": {**ONE_BENCH, "population": 20, "iterations": 1000, "samples": 50, "islands": 1, "init": "none"},
+    "strong": {**ONE_BENCH, "population": 50, "iterations": 2000, "samples": 0, "islands": 4, "init": "fisher"},
 }
 
+
 def _parse_benches(text: str) -> tuple[str, ...]:
-    benches = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    """--benches: names or files separated by commas; "zoo" stands for the main bench of every
+    shipped model."""
+    from ..search import transfer_benches
+
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    benches = tuple(dict.fromkeys(n for b in names for n in (transfer_benches([]) if b == "zoo" else [b])))
     if not benches:
         raise EvoproxyError("--benches is empty: give one or more bench names or files, separated by commas")
     return benches
 
 
 def cmd_evolve(args) -> None:
-    from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
     from ..proxy import get_genome
+    from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.resume:
@@ -115,20 +126,24 @@ def register(sub) -> None:
                                    "Defaults are the paper's settings (--preset strong: a stronger search). "
                                    "Every candidate is stored in runs/<name>/run.db as it is judged; a killed run "
                                    "continues with --resume.")
-    p.add_argument("--benches", "--bench", default="fmnist-resnet20-w234", metavar="B[,B...]",
-                   help="shipped bench names or bench files, comma-separated (default fmnist-resnet20-w234); with "
-                        "several, each candidate is judged on every one, on its own model's statistics")
-    p.add_argument("--aggregate", default="mean", choices=["mean", "min"],
-                   help="fitness over several benches: their mean (default) or the worst (min)")
-    p.add_argument("--space", default="branched", help="search space: sequential, branched, dag, or a .toml file")
-    p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="paper",
-                   help="paper (default): the EMQ paper's settings, |P| 20, N 1000, fitness on 50 configurations; "
-                        "strong: fitness on the whole search split, 4 islands of |P| 50, N 2000, started from "
-                        "Fisher (beats every handcrafted proxy on the default bench's held-out split, see README). "
-                        "Flags given beside it override it")
-    p.add_argument("--population", type=int, help="|P| (paper 20, strong 50)")
-    p.add_argument("--iterations", type=int, help="N (paper 1000, strong 2000; unlimited with --hours; with "
-                                                   "--resume, the new total, to extend a finished run)")
+    p.add_argument("--benches", "--bench", metavar="B[,B...]",
+                   help="shipped bench names or bench files, comma-separated; 'zoo': the main bench of every "
+                        "shipped model (zoo preset: zoo; paper, strong: fmnist-resnet20-w234). With several, each "
+                        "candidate is judged on every one, on its own model's statistics")
+    p.add_argument("--aggregate", choices=["mean", "min"],
+                   help="fitness over several benches: their mean (the presets' choice) or the worst (min)")
+    p.add_argument("--space", help="search space: bitaware, branched, sequential, dag, or a .toml file (zoo preset: "
+                                   "bitaware; paper, strong: branched)")
+    p.add_argument("--preset", choices=sorted(EVOLVE_PRESETS), default="zoo",
+                   help="zoo (default): a proxy that transfers to models the search never saw, bit-aware space, "
+                        "fitness on the whole search split of the main bench of every shipped model, 2 islands of "
+                        "|P| 20, N 500, started from HAWQ-V2; paper: the EMQ paper's "
+                        "settings, one bench, |P| 20, N 1000, fitness on 50 configurations; strong: paper's bench "
+                        "with fitness on the whole search split, 4 islands of |P| 50, N 2000, started from Fisher "
+                        "(see README). Flags given beside a preset override it")
+    p.add_argument("--population", type=int, help="|P| (zoo and paper 20, strong 50)")
+    p.add_argument("--iterations", type=int, help="N (zoo 500, paper 1000, strong 2000; unlimited with --hours; "
+                                                   "with --resume, the new total, to extend a finished run)")
     p.add_argument("--hours", type=float, help="wall-clock budget; with it the islands restart (each keeping its "
                                                "best) after --patience iterations without improvement")
     p.add_argument("--patience", type=int, help="iterations without improvement before a restart (default: 200 "
@@ -136,9 +151,9 @@ def register(sub) -> None:
     p.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
     p.add_argument("--p-crossover", type=float, default=0.5)
     p.add_argument("--p-mutation", type=float, default=0.5)
-    p.add_argument("--samples", type=int, help="search-split configurations the fitness is measured on (paper 50, "
-                        "strong 0); the rest of the search split chooses the result (--select-top); 0: the "
-                        "whole search split, and the fittest proxy is the result")
+    p.add_argument("--samples", type=int, help="search-split configurations per bench the fitness is measured on "
+                        "(paper 50, zoo and strong 0); the rest of the search split chooses the result "
+                        "(--select-top); 0: the whole search split, and the fittest proxy is the result")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
                    help="random: random search with the same budget (ablation baseline)")
@@ -148,9 +163,10 @@ def register(sub) -> None:
                        ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"switch off {what}")
     p.add_argument("--init", metavar="P[,P...]",
-                   help="start the population from these proxies (fisher, emq-paper, genome .json files or run "
-                        "directories), the rest sampled as usual (paper: none, strong: fisher; 'none' for none)")
-    p.add_argument("--islands", type=int, help="populations of |P| that evolve apart (paper 1, strong 4)")
+                   help="start the population from these proxies (fisher, emq-paper, hawq-v2 (bitaware space), "
+                        "genome .json files or run directories), the rest sampled as usual (zoo: hawq-v2, paper: "
+                        "none, strong: fisher; 'none' for none)")
+    p.add_argument("--islands", type=int, help="populations of |P| that evolve apart (paper 1, zoo 2, strong 4)")
     p.add_argument("--migration", type=int, default=50, metavar="M",
                    help="with --islands, every M iterations each island's best joins the next island (default 50)")
     p.add_argument("--select-top", type=int, default=20, metavar="K",

@@ -4,7 +4,7 @@ exported as Python / sympy / LaTeX), the handcrafted proxies and user functions,
 through `get_proxy`."""
 from .base import FunctionProxy, Proxy, as_bits, bit_score, validity_reason
 from .export import sympy_function, to_latex, to_python, to_sympy
-from .genome import Evaluation, Genome
+from .genome import Evaluation, Genome, bit_columns, table_score
 from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
 from .handcrafted import EMQ_EQUATION_5, GENOME_FORMS, HANDCRAFTED, emq_paper, genome_form
 from .inputs import PreparedInputs, n_layers, prepare_inputs
@@ -15,7 +15,7 @@ from .variation import crossover, mutate, sample_genome, space_violation
 
 __all__ = ["AGGREGATE", "BINARY", "EMQ_EQUATION_5", "GENOME_FORMS", "HANDCRAFTED", "INPUT", "ROLES", "UNARY",
            "Evaluation", "FunctionProxy", "Genome", "PreparedInputs", "Proxy", "SearchSpace", "ValidityReport",
-           "as_bits", "available_proxies", "available_spaces", "bit_score", "canonical", "crossover", "emq_paper",
-           "genome_form", "get_genome", "get_proxy", "load_function_proxy", "load_space", "measure_validity",
-           "mutate", "n_layers", "operands", "prepare_inputs", "sample_genome", "space_violation",
-           "sympy_function", "to_latex", "to_python", "to_sympy", "validity_reason"]
+           "as_bits", "available_proxies", "available_spaces", "bit_columns", "bit_score", "canonical", "crossover",
+           "emq_paper", "genome_form", "get_genome", "get_proxy", "load_function_proxy", "load_space",
+           "measure_validity", "mutate", "n_layers", "operands", "prepare_inputs", "sample_genome", "space_violation",
+           "sympy_function", "table_score", "to_latex", "to_python", "to_sympy", "validity_reason"]

@@ -44,8 +44,9 @@ def to_latex(genome, notation: str = "short") -> str:
 def sympy_function(genome) -> Callable[[dict[str, float]], float]:
     """A function of {field: number} evaluating the sympy expression numerically (float64,
     overflow gives inf): the genome's value on statistics where every tensor has one element."""
-    symbols = list(FIELD_SYMBOLS.values())
-    fn = sp.lambdify([*symbols, primitives.EPS_SYMBOL], to_sympy(genome), modules=[primitives.NUMERIC, "numpy"],
+    expr = to_sympy(genome)
+    symbols = [s for s in FIELD_SYMBOLS.values() if s in expr.free_symbols]
+    fn = sp.lambdify([*symbols, primitives.EPS_SYMBOL], expr, modules=[primitives.NUMERIC, "numpy"],
                      docstring_limit=0)  # printing the docstring would double the cost
 
     def evaluate(fields: dict[str, float]) -> float:
@@ -69,8 +70,10 @@ _SHAPE_CHECK = '''def _same_shape(a, b):
 
 def to_python(genome) -> str:
     """Source of a module defining `sensitivities(stats) -> torch.Tensor (L,)`, where `stats` is
-    an evoproxy ModelStats or a list of per-layer mappings/objects with tensors W, G, A, H, V.
-    It runs the same primitive code as the engine, so results agree to the last bit."""
+    an evoproxy ModelStats or a list of per-layer mappings/objects with tensors W, G, A, H, V;
+    for a bit-aware genome, `score(stats, bits) -> torch.Tensor ()`, the score Σ_l s_l(b_l) of
+    one configuration. It runs the same primitive code as the engine, so results agree to the
+    last bit."""
     names, graph = genome.names, genome.graph
     used_inputs = tuple(dict.fromkeys(n for node, n in enumerate(names) if graph.nodes[node]["role"] == INPUT))
     used_ops = list(dict.fromkeys(n for node, n in enumerate(names) if graph.nodes[node]["role"] != INPUT))
@@ -79,7 +82,7 @@ def to_python(genome) -> str:
     body, checked = [], False
     for node, name in enumerate(names):
         if graph.nodes[node]["role"] == INPUT:
-            body.append(f"    v{node} = x[{name!r}]")
+            body.append(f"    v{node} = x[{name!r}]" + ("[b]" if name in primitives.BIT_INPUTS else ""))
             continue
         args = operands(graph, node)
         if len(args) == 2 and all(genome.kinds[a] == primitives.TENSOR for a in args):
@@ -89,20 +92,33 @@ def to_python(genome) -> str:
         body.append(call if fns[name].__name__ == name else f"{call}  # {name}")
     body.append(f"    return v{len(names) - 1}")
     factors = {n: primitives.FACTORS[n] for n in used_inputs}
+    if genome.bit_aware:
+        use = ("Call `score(stats, bits)` with an evoproxy ModelStats (or a list of per-layer mappings or\n"
+               "objects holding tensors W, G, A, H, V, and Q as a mapping bit-width → tensor) and one\n"
+               "bit-width per layer, to get the configuration's score Σ_l s_l(b_l).\n")
+        layer_fn = ('def layer_value(x, b):\n'
+                    '    """The proxy on one layer at `b` bits: `x` maps input names to float64 tensors."""\n')
+        entry = ('def score(stats, bits):\n'
+                 '    """The score of one configuration, one bit-width per layer (0-d tensor)."""\n'
+                 "    values = [layer_value(x, b) for x, b in zip(load_inputs(stats, INPUTS), bits)]\n"
+                 "    return torch.stack(values).sum()")
+    else:
+        use = ("Call `sensitivities(stats)` with an evoproxy ModelStats, or a list of per-layer mappings or\n"
+               "objects holding tensors W, G, A, H, V, to get one float64 sensitivity per layer.\n")
+        layer_fn = ('def layer_sensitivity(x):\n'
+                    '    """The proxy on one layer: `x` maps input names to float64 tensors."""\n')
+        entry = ('def sensitivities(stats):\n    """One sensitivity per layer: a float64 tensor of shape (L,)."""\n'
+                 "    return torch.stack([layer_sensitivity(x) for x in load_inputs(stats, INPUTS)])")
     parts = [
         f'"""Mixed-precision quantization proxy exported by evoproxy {__version__}.\n\n'
         f"    {genome.formula()}\n\n"
         f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n"
-        "Call `sensitivities(stats)` with an evoproxy ModelStats, or a list of per-layer mappings or\n"
-        "objects holding tensors W, G, A, H, V, to get one float64 sensitivity per layer.\n"
-        '"""\n',
+        + use + '"""\n',
         "from collections.abc import Mapping\n\nimport torch",
         f"EPS = {primitives.EPS!r}\nFACTORS = {factors!r}\nINPUTS = {used_inputs!r}",
         *helpers, *(_source(fn) for fn in fns.values()), _source(primitives.load_inputs),
         *([_SHAPE_CHECK] if checked else []),
-        'def layer_sensitivity(x):\n    """The proxy on one layer: `x` maps input names to float64 tensors."""\n'
-        + "\n".join(body),
-        'def sensitivities(stats):\n    """One sensitivity per layer: a float64 tensor of shape (L,)."""\n'
-        "    return torch.stack([layer_sensitivity(x) for x in load_inputs(stats, INPUTS)])",
+        layer_fn + "\n".join(body),
+        entry,
     ]
     return parts[0] + "\n" + "\n\n\n".join(parts[1:]) + "\n"

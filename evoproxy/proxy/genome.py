@@ -1,6 +1,8 @@
-"""A proxy as data: a `networkx.DiGraph` of named primitives and inputs (see proxy_graph).
+"""A proxy as data: a `networkx.DiGraph` of named primitives and inputs (see graph.py).
 
-A Genome is immutable. It evaluates to one sensitivity per layer, prints as a formula, converts
+A Genome is immutable. It evaluates to one sensitivity per layer (a configuration scores
+Σ_l b_l·s_l), or, when it reads a per-bit input such as the quantization error Q, to one value
+per layer and bit-width (a configuration scores Σ_l s_l(b_l)). It prints as a formula, converts
 to sympy / LaTeX / a standalone Python module, round-trips through JSON (loading parses data and
 runs nothing), and has a canonical Weisfeiler-Lehman hash shared by equivalent structures.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +21,10 @@ import torch
 
 from .. import primitives
 from ..errors import EvoproxyError
-from .base import bit_score, validity_reason
+from .base import as_bits, bit_score, validity_reason
 from .export import to_latex, to_python, to_sympy
 from .graph import INPUT, ROLES, canonical, check_structure, infer_kinds, operands
-from .inputs import prepare_inputs
+from .inputs import n_layers, prepare_inputs
 
 FORMAT = "evoproxy-genome"
 VERSION = 1
@@ -30,10 +33,12 @@ NOTATIONS = ("short", "paper")
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The outcome of evaluating a candidate: `values` (float64, shape (L,)) unless an operation
-    failed, and `reason`, None when the candidate is valid."""
+    """The outcome of evaluating a candidate: `values` (float64, shape (L,), or (L, len(bits))
+    for a bit-aware genome, a column per bit-width of `bits`) unless an operation failed, and
+    `reason`, None when the candidate is valid."""
     values: torch.Tensor | None
     reason: str | None
+    bits: tuple[int, ...] | None = None
 
     @property
     def valid(self) -> bool:
@@ -41,7 +46,7 @@ class Evaluation:
 
 
 class _ShapeMismatch(Exception):
-    pass
+    """An operation that cannot run on these inputs (operand shapes, a missing bit-width)."""
 
 
 class Genome:
@@ -203,9 +208,21 @@ class Genome:
             plan.append((primitives.OPS[name].fn, name, args, check))
         return plan
 
-    def _run(self, layer: dict) -> torch.Tensor:
+    @cached_property
+    def bit_aware(self) -> bool:
+        """Whether the genome reads a per-bit input, so that its value depends on the bit-width."""
+        return any(fn is None and name in primitives.BIT_INPUTS for fn, name, _, _ in self._plan)
+
+    def _run(self, layer: dict, bits: int | None = None) -> torch.Tensor:
         values = []
         for node, (fn, name, args, check) in enumerate(self._plan):
+            if fn is None and name in primitives.BIT_INPUTS:
+                per_bit = layer.get(name, {})
+                if bits not in per_bit:
+                    raise _ShapeMismatch(f"the statistics hold no {name} at {bits} bits "
+                                         f"(they hold {sorted(per_bit) or 'none'})")
+                values.append(per_bit[bits])
+                continue
             if fn is None:
                 values.append(layer[name])
                 continue
@@ -216,30 +233,52 @@ class Genome:
             values.append(fn(*operand_values))
         return values[-1]
 
-    def evaluate(self, stats) -> Evaluation:
+    def evaluate(self, stats, bits: Sequence[int] | None = None) -> Evaluation:
         """Sensitivities on `stats` (ModelStats, per-layer statistics or PreparedInputs) and
-        whether they are valid (see validity.validity_reason). Never raises for a bad
-        candidate: a failing operation gives values None and a reason."""
+        whether they are valid (see base.validity_reason); for a bit-aware genome, its values at
+        each bit-width of `bits` (default: every bit-width the statistics hold). Never raises for
+        a bad candidate: a failing operation gives values None and a reason."""
+        inputs = prepare_inputs(stats)
         try:
-            values = torch.stack([self._run(layer) for layer in prepare_inputs(stats)])
+            if not self.bit_aware:
+                values = torch.stack([self._run(layer) for layer in inputs])
+                return Evaluation(values, validity_reason(values))
+            bits = tuple(int(b) for b in (bits if bits is not None else _held_bits(inputs)))
+            if not bits:
+                return Evaluation(None, "the statistics hold no Q: they were made without per-bit inputs")
+            values = torch.stack([torch.stack([self._run(layer, b) for b in bits]) for layer in inputs])
         except _ShapeMismatch as exc:
             return Evaluation(None, str(exc))
         except RuntimeError as exc:  # torch refusing an operation: a reason, not a crash
             return Evaluation(None, f"torch error: {str(exc).splitlines()[0]}")
-        return Evaluation(values, validity_reason(values))
+        return Evaluation(values, validity_reason(values.reshape(-1)), bits)
 
-    def sensitivities(self, stats) -> torch.Tensor:
-        """One sensitivity per layer (float64, shape (L,)). Raises EvoproxyError if an operation
-        fails on these statistics (e.g. operands of different shapes); degenerate but computable
-        values (constant, nan) are returned as they are."""
-        result = self.evaluate(stats)
+    def _values(self, stats, bits: Sequence[int] | None = None) -> Evaluation:
+        result = self.evaluate(stats, bits)
         if result.values is None:
             raise EvoproxyError(f"proxy {self.formula()} cannot be evaluated here: {result.reason}")
-        return result.values
+        return result
+
+    def sensitivities(self, stats) -> torch.Tensor:
+        """One sensitivity per layer (float64, shape (L,)). For a bit-aware genome: the mean value
+        of one more bit between 2 and 8 bits, (s_l(8) − s_l(2)) / 6. Raises EvoproxyError if an
+        operation fails on these statistics (e.g. operands of different shapes); degenerate but
+        computable values (constant, nan) are returned as they are."""
+        if not self.bit_aware:
+            return self._values(stats).values
+        values = self._values(stats, (2, 8)).values
+        return (values[:, 1] - values[:, 0]) / 6
 
     def score(self, stats, bits) -> torch.Tensor:
-        """Σ_l b_l·s_l for a bit configuration (L,) or a batch of them (M, L)."""
-        return bit_score(self.sensitivities(stats), bits)
+        """Σ_l b_l·s_l, or Σ_l s_l(b_l) for a bit-aware genome, for a bit configuration (L,) or a
+        batch of them (M, L)."""
+        if not self.bit_aware:
+            return bit_score(self.sensitivities(stats), bits)
+        b = as_bits(bits, n_layers(stats))
+        if not bool(((b == b.round()) & (b >= 1)).all()):
+            raise EvoproxyError(f"proxy {self.formula()} reads per-bit inputs: bit-widths must be whole numbers")
+        held = tuple(int(x) for x in b.unique())
+        return table_score(self._values(stats, held).values, bit_columns(b, held))
 
     # -- views --------------------------------------------------------------------------------
 
@@ -285,6 +324,26 @@ class Genome:
     def save(self, path: str | Path) -> None:
         """Write the genome as JSON to `path`."""
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+
+def _held_bits(inputs) -> tuple[int, ...]:
+    """The bit-widths at which every layer holds its per-bit inputs."""
+    held = [set(v) for layer in inputs for name, v in layer.items() if name in primitives.BIT_INPUTS]
+    return tuple(sorted(set.intersection(*held))) if held else ()
+
+
+def bit_columns(bits: torch.Tensor, held: Sequence[int]) -> torch.Tensor:
+    """For configurations `bits` (..., L) of whole bit-widths among `held`, the column of each
+    layer's bit-width in a table of per-layer values at the bit-widths `held` (int64, same shape)."""
+    lookup = torch.full((max(held, default=0) + 1,), -1, dtype=torch.long)
+    lookup[list(held)] = torch.arange(len(held))
+    return lookup[bits.long()]
+
+
+def table_score(values: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Σ_l values[l, columns[..., l]]: the scores of configurations from per-layer values
+    (L, n_bits) and their `bit_columns` (..., L)."""
+    return values[torch.arange(values.shape[0]), columns].sum(-1)
 
 
 _PLACEHOLDER = re.compile(r"\{(\d)\}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import EvoproxyError
-from ..quant import quantize_weight
+from ..quant import weight_quantization_error
 from .base import FunctionProxy, as_bits
 from .genome import Genome
 from .inputs import prepare_inputs
@@ -41,8 +41,13 @@ def hawq_v2_sensitivities(stats) -> torch.Tensor:
 
 def quantization_error(weight: torch.Tensor, bits: int) -> float:
     """‖Q_b(W) − W‖² with the weight quantizer that the benchmarks use (quant.fakequant)."""
-    w = weight.detach().double()
-    return float(((quantize_weight(w, bits) - w) ** 2).sum())
+    return float(weight_quantization_error(weight, bits).sum())
+
+
+def _perturbation(layer, bits: int) -> float:
+    """‖Q_b(W) − W‖² of a layer: from its statistics where they hold that bit-width."""
+    q = getattr(layer, "Q", {})
+    return float(q[bits].sum()) if bits in q else quantization_error(layer.W, bits)
 
 
 class HawqV2:
@@ -60,7 +65,7 @@ class HawqV2:
         if not bool(((b >= 2) & (b == b.round())).all()):
             raise EvoproxyError("HAWQ-V2 scores need integer bit-widths of at least 2")
         rows = b.reshape(-1, len(traces)).long()
-        errors = {(l, int(k)): quantization_error(stats.layers[l].W, int(k))
+        errors = {(l, int(k)): _perturbation(stats.layers[l], int(k))
                   for l in range(len(traces)) for k in rows[:, l].unique()}
         perturbation = torch.tensor([[traces[l] * errors[l, int(k)] for l, k in enumerate(row)] for row in rows],
                                     dtype=torch.float64).sum(1)
@@ -152,13 +157,19 @@ def emq_paper() -> Genome:
 # joined by mul and summed, i.e. 2× the fisher() sensitivities (the same ranking and allocation).
 FISHER_BRANCHED = ("sum", ("mul", ("no_op", ("channel_sum", "GxW")), ("no_op", ("channel_sum", "GxW"))))
 
-# Handcrafted proxies that are also genomes of the branched space, to start a search from.
-GENOME_FORMS = {"fisher": FISHER_BRANCHED, "emq-paper": EMQ_EQUATION_5}
+# HAWQ-V2 in the bitaware space: −mean(diag H) (its average trace, Tr(H)/n) times the quantization
+# error Q at the layer's bit-width, summed: −Tr(H)/n · ‖Q_b(W) − W‖², the handcrafted score per layer.
+HAWQ_V2_BITAWARE = ("sum", ("mul", ("neg", ("mean", "H")), ("no_op", ("no_op", "Q"))))
+
+# Handcrafted proxies that are also genomes (of the space named), to start a search from.
+GENOME_FORMS = {"fisher": (FISHER_BRANCHED, "branched"), "emq-paper": (EMQ_EQUATION_5, "branched"),
+                "hawq-v2": (HAWQ_V2_BITAWARE, "bitaware")}
 
 
 def genome_form(name: str) -> Genome:
-    """The handcrafted proxy `name` as a genome of the branched space."""
-    return Genome.from_expression(GENOME_FORMS[name], space="branched", name=name)
+    """The handcrafted proxy `name` as a genome of its space (GENOME_FORMS)."""
+    expression, space = GENOME_FORMS[name]
+    return Genome.from_expression(expression, space=space, name=name)
 
 
 HANDCRAFTED = {

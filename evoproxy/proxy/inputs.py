@@ -3,6 +3,7 @@ float64 tensor. Evaluating a candidate then only runs its few tensor operations.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 
 from .. import primitives
 
@@ -23,13 +24,22 @@ def prepare_inputs(stats) -> PreparedInputs:
     cached = _CACHE.get(id(stats))
     if cached is not None:
         return cached
-    prepared = PreparedInputs(primitives.load_inputs(stats, list(primitives.INPUTS)))
+    prepared = PreparedInputs(primitives.load_inputs(stats, [n for n in primitives.INPUTS if _holds(stats, n)]))
     try:
         weakref.finalize(stats, _CACHE.pop, id(stats), None)
     except TypeError:  # lists and other objects without weak references are not cached
         return prepared
     _CACHE[id(stats)] = prepared
     return prepared
+
+
+def _holds(stats, name: str) -> bool:
+    """Whether `stats` holds input `name`: per-bit inputs (Q) are absent from statistics made
+    without them (synthetic ones, user lists); proxies that read them then cannot be evaluated."""
+    if name not in primitives.BIT_INPUTS:
+        return True
+    first = getattr(stats, "layers", stats)[0]
+    return bool(first.get(name) if isinstance(first, Mapping) else getattr(first, name, None))
 
 
 def n_layers(stats) -> int:

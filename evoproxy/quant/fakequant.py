@@ -39,6 +39,13 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
 
 
+def weight_quantization_error(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """(Q_b(W) − W)², element-wise in float64: the perturbation that quantizing `w` to `bits`
+    bits causes (the input of HAWQ-V2 and of bit-aware proxies)."""
+    w = w.detach().double()
+    return (quantize_weight(w, bits) - w) ** 2
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """Quantizer settings recorded with every benchmark."""

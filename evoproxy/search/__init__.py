@@ -6,5 +6,5 @@ from .fitness import CSPSettings, FitnessTask
 from .report import full_report, run_summary, transfer_benches
 from .store import RunStore
 
-__all__ = ["CSPSettings", "Evolution", "EvolutionConfig", "FitnessTask", "RunStore", "full_report",
-           "run_summary", "transfer_benches"]
+__all__ = ["CSPSettings", "Evolution", "EvolutionConfig", "FitnessTask", "RunStore", "full_report", "run_summary",
+           "transfer_benches"]

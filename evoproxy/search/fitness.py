@@ -26,7 +26,7 @@ from scipy.stats import rankdata
 
 from ..bench import TOPK
 from ..errors import EvoproxyError
-from ..proxy import INPUT, Genome, operands
+from ..proxy import INPUT, Genome, bit_columns, operands, table_score
 
 # (outer, inner) pairs such that outer(inner(x)) undoes or merely repeats inner.
 CONFLICTS = frozenset({
@@ -110,6 +110,9 @@ class FitnessTask:
 
     def __init__(self, bits: np.ndarray, accuracy: np.ndarray):
         self.bits = torch.as_tensor(np.asarray(bits, dtype=np.float64))
+        # For bit-aware genomes: the bit-widths the configurations use, and each layer's column.
+        self.held = tuple(int(b) for b in self.bits.unique())
+        self.columns = bit_columns(self.bits, self.held)
         acc = np.asarray(accuracy, dtype=float)
         order = np.argsort(-acc, kind="stable")
         self.subsets = []
@@ -132,8 +135,12 @@ class FitnessTask:
             return Outcome(rule="conflict", reason=why, seconds=time.perf_counter() - start)
         try:
             with deadline(csp.timeout_s):
-                result = genome.evaluate(inputs)
-                scores = None if result.values is None else (self.bits @ result.values).numpy()
+                if genome.bit_aware:
+                    result = genome.evaluate(inputs, self.held)
+                    scores = None if result.values is None else table_score(result.values, self.columns).numpy()
+                else:
+                    result = genome.evaluate(inputs)
+                    scores = None if result.values is None else (self.bits @ result.values).numpy()
             if result.values is None or (csp.invalid and not result.valid):
                 return Outcome(rule="invalid", reason=result.reason, seconds=time.perf_counter() - start)
             if not np.isfinite(scores).all():

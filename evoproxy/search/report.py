@@ -151,7 +151,8 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
     for j in judged:
         seen = j.bench in searched
         record = {"split": j.split, "seen": seen, "evolved": j.evolved.to_dict(),
-                  "best_handcrafted": j.handcrafted[j.best].to_dict(), "mean_bits": j.handcrafted["mean-bits"].to_dict()}
+                  "best_handcrafted": j.handcrafted[j.best].to_dict(),
+                  "mean_bits": j.handcrafted["mean-bits"].to_dict()}
         row = {"bench": j.bench, "split": f"{j.split} ({len(j.entries)})", "seen": "yes" if seen else "no",
                "evolved": j.evolved.error or f"{100 * j.evolved.rho_all:.2f}",
                "partial": "-" if j.evolved.error else f"{100 * j.evolved.partial:.2f}",
@@ -173,9 +174,9 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
     if unseen:
         verdicts = Counter(_verdict(*j.difference[1:]) for j in unseen)
         ahead = sum(j.evolved.rho_all > j.handcrafted["mean-bits"].rho_all for j in unseen)
-        lines.append(f"On the {len(unseen)} architectures the run never saw, the evolved proxy ranks better than the "
-                     f"best handcrafted proxy on {verdicts['better']}, worse on {verdicts['worse']}, and cannot be told "
-                     f"apart on {verdicts['cannot tell']}; it beats the mean-bits baseline on {ahead}.")
+        lines.append(f"On the {len(unseen)} architectures the run never saw, the evolved proxy ranks better than "
+                     f"the best handcrafted proxy on {verdicts['better']}, worse on {verdicts['worse']}, and cannot "
+                     f"be told apart on {verdicts['cannot tell']}; it beats the mean-bits baseline on {ahead}.")
     if any(j.evolved.error for j in judged):
         lines += [f"the evolved proxy cannot rank {j.bench}: {j.evolved.error}" for j in judged if j.evolved.error]
     if summary["history"]:

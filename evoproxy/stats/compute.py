@@ -8,6 +8,8 @@ settings) and cached on disk:
 - H  Hutchinson estimate of the diagonal of the layer's Hessian block, plus its trace
      (HAWQ-V2) and dominant eigenvalue by power iteration (HAWQ);
 - V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
+- Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer, for
+     every bit-width b of QBITS (the input of bit-aware proxies, such as HAWQ-V2's perturbation);
 - metadata from the layer registry (numel, params, MACs, kind, depth index).
 """
 from __future__ import annotations
@@ -27,12 +29,14 @@ from torch import nn
 from ..errors import EvoproxyError
 from ..hashing import tensors_hash
 from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs, weights_hash
+from ..quant import weight_quantization_error
 from .hessian import hutchinson, top_eigenvalue
 from .synflow import synflow_gradients
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
 CACHE_ENV = "EVOPROXY_CACHE_DIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+QBITS = (2, 3, 4, 5, 6, 7, 8)  # the weight bit-widths whose quantization error Q is kept
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class StatsSettings:
 
 @dataclass
 class LayerStats:
-    """Statistics of one quantizable layer; tensors are float32 except V (float64)."""
+    """Statistics of one quantizable layer; tensors are float32 except V and Q (float64)."""
     info: LayerInfo
     W: torch.Tensor  # weight_shape
     G: torch.Tensor  # weight_shape
@@ -65,6 +69,7 @@ class LayerStats:
     V: torch.Tensor  # weight_shape, SynFlow gradient / e^synflow_log_scale
     hessian_trace: float
     hessian_eig: float
+    Q: dict[int, torch.Tensor] = field(default_factory=dict)  # bit-width → weight_shape, (Q_b(W) − W)²
 
     @property
     def numel(self) -> int:
@@ -91,7 +96,7 @@ class ModelStats:
             "synflow_log_scale": self.synflow_log_scale,
             "hutchinson_samples_used": self.hutchinson_samples_used, "timings": dict(self.timings),
             "layers": [{"info": l.info.to_dict(), **{k: getattr(l, k) for k in TENSOR_FIELDS},
-                        "hessian_trace": l.hessian_trace, "hessian_eig": l.hessian_eig} for l in self.layers],
+                        "hessian_trace": l.hessian_trace, "hessian_eig": l.hessian_eig, "Q": l.Q} for l in self.layers],
         }
 
     @classmethod
@@ -100,7 +105,7 @@ class ModelStats:
         for d in blob["layers"]:
             info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
             layers.append(LayerStats(LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS),
-                                     d["hessian_trace"], d["hessian_eig"]))
+                                     d["hessian_trace"], d["hessian_eig"], d["Q"]))
         return cls(blob["model"], blob["weights_hash"], blob["batch_hash"], StatsSettings(**blob["settings"]),
                    layers, blob["synflow_log_scale"], blob["hutchinson_samples_used"], blob["timings"])
 
@@ -186,10 +191,19 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     synflow, log_scale = synflow_gradients(work, input_shape, names)
     timings["V synflow"] = time.perf_counter() - start
 
-    layers = [LayerStats(info, p.detach().clone(), g.detach().clone(), acts[info.name], d.detach(), v, t, e)
-              for info, p, g, d, v, t, e in zip(registry, params, grads, diags, synflow, traces, eigs)]
+    start = time.perf_counter()
+    errors = [quantization_errors(p.detach()) for p in params]
+    timings["Q quantization error"] = time.perf_counter() - start
+
+    layers = [LayerStats(info, p.detach().clone(), g.detach().clone(), acts[info.name], d.detach(), v, t, e, q)
+              for info, p, g, d, v, t, e, q in zip(registry, params, grads, diags, synflow, traces, eigs, errors)]
     return ModelStats(model_name, weights_hash(model), batch_hash(images, labels), settings, layers,
                       log_scale, used, timings)
+
+
+def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
+    """(Q_b(W) − W)², float64, for every b of QBITS, with the weight quantizer of the benches."""
+    return {b: weight_quantization_error(weight, b) for b in QBITS}
 
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:

@@ -1,0 +1,134 @@
+"""Leave one architecture out: does an evolved proxy rank the configurations of a model that its
+search never saw better than what a user already has?
+
+For every shipped model (fold), proxies are evolved on the main benches of all the other models
+at once (one run per seed; runs go to a temporary folder) and judged on every configuration of
+the left-out model's main bench: mean ρ over all configurations (mean of ρ@20/50/100 %) and
+Spearman ρ with model size held fixed ("ρ | size"), beside the mean-bit-width baseline, HAWQ-V2,
+Fisher, SynFlow and the best handcrafted proxy of that fold. The difference to the best
+handcrafted proxy comes with a 95 % paired bootstrap interval (resampling the configurations;
+the evolved figure is the mean over seeds on each resample). Then the user's question: the PTQ
+accuracy of each proxy's knapsack allocation on the left-out model at three size budgets (a
+quarter, half and three quarters of the way from every free layer at the lowest bit choice to
+every one at the highest), seed 0's evolved proxy for the evolved column.
+
+Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate mean]
+       [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2]
+       [--folds resnet20-fmnist,...] [--eval-size 2000] [--no-allocation]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evoproxy.allocation import allocate, proxy_problem
+from evoproxy.bench import Bench, bench_stats, load_bench, paired_bootstrap, rank_proxy
+from evoproxy.model import MODELS, layer_registry, load_model
+from evoproxy.proxy import HANDCRAFTED, get_genome
+from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
+from evoproxy.search import Evolution, EvolutionConfig, transfer_benches
+
+SHOWN = ("mean-bits", "hawq-v2", "fisher", "synflow")
+
+
+def allocation_accuracy(proxies: dict, bench: Bench, eval_size: int) -> tuple[list[float], dict[str, list[float]]]:
+    """PTQ top-1 of each proxy's allocation on the bench's model at three size budgets."""
+    header = bench.header
+    model, name = load_model(header["model"])
+    stats, _, _ = bench_stats(bench)
+    layers = layer_registry(model, MODELS[name].input_shape)
+    choices = header["bit_choices"]
+    fixed = {i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers) if l.name in header["fixed"]}
+    low = model_size_mb(layers, [fixed[i][0] if i in fixed else min(choices) for i in range(len(layers))])
+    high = model_size_mb(layers, [fixed[i][0] if i in fixed else max(choices) for i in range(len(layers))])
+    budgets = [low + f * (high - low) for f in (0.25, 0.5, 0.75)]
+    evaluator = PtqEvaluator.on_fmnist(model, layers, eval_size, QuantSettings(header["act_bits"], False))
+    out = {}
+    for label, proxy in proxies.items():
+        out[label] = []
+        for budget in budgets:
+            problem = proxy_problem(proxy, stats, budget, w_bits=choices, act_bits=header["act_bits"], fixed=fixed)
+            out[label].append(evaluator.accuracy(allocate(problem).w_bits))
+    return budgets, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--space", default="bitaware")
+    parser.add_argument("--aggregate", default="mean", choices=["mean", "min"])
+    parser.add_argument("--iterations", type=int, default=EvolutionConfig.iterations)
+    parser.add_argument("--population", type=int, default=EvolutionConfig.population)
+    parser.add_argument("--islands", type=int, default=EvolutionConfig.islands)
+    parser.add_argument("--samples", type=int, default=EvolutionConfig.samples)
+    parser.add_argument("--select-top", type=int, default=EvolutionConfig.select_top)
+    parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
+    parser.add_argument("--folds", default="", help="left-out models, comma-separated (default: every shipped model)")
+    parser.add_argument("--eval-size", type=int, default=2000, help="test images for the allocation accuracies")
+    parser.add_argument("--no-allocation", action="store_true", help="skip the allocation accuracies")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="evoproxy-transfer-"))
+    mains = transfer_benches([])
+    folds = [b for b in mains if not args.folds or load_bench(b).header["model"] in args.folds.split(",")]
+    init = tuple(get_genome(r).to_json() for r in args.init.split(",") if r)
+    print(f"leave one architecture out: {args.space} space, {args.aggregate} over {len(mains) - 1} benches, "
+          f"{args.islands} × |P|={args.population}, N={args.iterations}, samples {args.samples or 'all'}, "
+          f"{args.seeds} seeds{', init ' + args.init if args.init else ''}; mean ρ over all configurations in %")
+    summary = []
+    for left_out in folds:
+        bench = load_bench(left_out)
+        stats, _, _ = bench_stats(bench)
+        entries = bench.split("all")
+        truth = Bench.arrays(entries)[1]
+        hand = {n: rank_proxy(make(), stats, entries, 0, 1) for n, make in HANDCRAFTED.items()}
+        best_hand = max((n for n, r in hand.items() if r.error is None and n != "mean-bits"), key=lambda n: hand[n].rho_all)
+        evolved, proxies = [], []
+        for seed in range(args.seeds):
+            config = EvolutionConfig(benches=tuple(b for b in mains if b != left_out), aggregate=args.aggregate,
+                                     space=args.space, population=args.population, iterations=args.iterations,
+                                     islands=args.islands, samples=args.samples, select_top=args.select_top,
+                                     init=init, seed=seed)
+            start = time.perf_counter()
+            evo = Evolution(root / f"{left_out}-s{seed}", config, log=lambda m: None)
+            best = evo.run()
+            evo.close()
+            evolved.append(rank_proxy(best.genome, stats, entries, 0, 1))
+            proxies.append(best.genome)
+            print(f"  {left_out} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
+                  f"{time.perf_counter() - start:.0f} s)", flush=True)
+        ours = [100 * r.rho_all for r in evolved]
+        usable = [r.scores for r in evolved if r.error is None]
+        diff = paired_bootstrap(usable, hand[best_hand].scores, truth) if usable else (float("nan"),) * 3
+        print(f"{left_out} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
+              f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
+              f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
+              + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
+              + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
+              f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]", flush=True)
+        summary.append((left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff))
+        if not args.no_allocation:
+            chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
+            budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
+            print(f"  PTQ top-1 on the first {args.eval_size} test images at "
+                  + ", ".join(f"{b:.4f}" for b in budgets) + " MB: "
+                  + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()), flush=True)
+    print("\nover the folds (mean ρ over all configurations of the left-out model, in %):")
+    gaps = {name: [ours - hand[name] for _, ours, hand, _, _ in summary] for name in HANDCRAFTED}
+    for name in sorted(gaps, key=lambda n: statistics.mean(gaps[n])):
+        print(f"  evolved − {name:<9} {statistics.mean(gaps[name]):+6.2f} on average, evolved ahead in "
+              f"{sum(g > 0 for g in gaps[name])} of {len(summary)} folds")
+    gaps = [ours - hand[best] for _, ours, hand, best, _ in summary]
+    sure = sum(diff[1] > 0 for *_, diff in summary)
+    print(f"  evolved − best handcrafted of each fold {statistics.mean(gaps):+6.2f} on average, ahead in "
+          f"{sum(g > 0 for g in gaps)} of {len(gaps)} folds ({sure} with the bootstrap interval above 0)")
+
+
+if __name__ == "__main__":
+    main()
