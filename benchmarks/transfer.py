@@ -13,7 +13,7 @@ quarter, half and three quarters of the way from every free layer at the lowest 
 every one at the highest), seed 0's evolved proxy for the evolved column.
 
 Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate mean]
-       [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2]
+       [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2] [--parsimony 0]
        [--folds resnet20-fmnist,...] [--eval-size 2000] [--no-allocation]
 """
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=EvolutionConfig.samples)
     parser.add_argument("--select-top", type=int, default=EvolutionConfig.select_top)
     parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
+    parser.add_argument("--parsimony", type=float, default=0.0, help="as evoproxy evolve --parsimony")
     parser.add_argument("--folds", default="", help="left-out models, comma-separated (default: every shipped model)")
     parser.add_argument("--eval-size", type=int, default=2000, help="test images for the allocation accuracies")
     parser.add_argument("--no-allocation", action="store_true", help="skip the allocation accuracies")
@@ -80,7 +81,8 @@ def main() -> None:
     init = tuple(get_genome(r).to_json() for r in args.init.split(",") if r)
     print(f"leave one architecture out: {args.space} space, {args.aggregate} over {len(mains) - 1} benches, "
           f"{args.islands} × |P|={args.population}, N={args.iterations}, samples {args.samples or 'all'}, "
-          f"{args.seeds} seeds{', init ' + args.init if args.init else ''}; mean ρ over all configurations in %")
+          f"{args.seeds} seeds{', init ' + args.init if args.init else ''}, parsimony {args.parsimony}; "
+          "mean ρ over all configurations in %")
     summary = []
     for left_out in folds:
         bench = load_bench(left_out)
@@ -94,7 +96,7 @@ def main() -> None:
             config = EvolutionConfig(benches=tuple(b for b in mains if b != left_out), aggregate=args.aggregate,
                                      space=args.space, population=args.population, iterations=args.iterations,
                                      islands=args.islands, samples=args.samples, select_top=args.select_top,
-                                     init=init, seed=seed)
+                                     init=init, parsimony=args.parsimony, seed=seed)
             start = time.perf_counter()
             evo = Evolution(root / f"{left_out}-s{seed}", config, log=lambda m: None)
             best = evo.run()

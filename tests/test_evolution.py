@@ -507,3 +507,34 @@ def test_a_run_on_several_benches_stores_them_and_resumes(tmp_path):
     assert EvolutionConfig.from_dict({**{k: v for k, v in stored.items() if k != "benches"},
                                       "bench": "fmnist-vgg-w234"}).benches == ("fmnist-vgg-w234",)  # older runs
     assert np.isfinite(best.fitness) and (tmp_path / "m" / "best.json").is_file()
+
+
+def test_hall_of_fame_keeps_the_fittest_of_each_complexity_that_beats_every_simpler_one(tmp_path):
+    from evoproxy.search.report import hall_of_fame
+
+    evo = Evolution(tmp_path / "h", EvolutionConfig(**SMALL), log=lambda m: None)
+    evo.run()
+    rows = evo.store.candidates()
+    evo.close()
+    front = hall_of_fame(rows)
+    ok = [(Genome.from_json(r["genome"]).complexity, r["fitness"]) for r in rows if r["status"] == "ok"]
+    assert len(front) >= 2
+    for entry in front:  # the best fitness at this complexity or below, found at exactly this complexity
+        assert entry["fitness"] == max(f for c, f in ok if c <= entry["complexity"])
+        assert entry["fitness"] == max(f for c, f in ok if c == entry["complexity"])
+    assert [e["complexity"] for e in front] == sorted({e["complexity"] for e in front})
+    assert front[-1]["fitness"] == max(f for _, f in ok)
+
+
+def test_parsimony_makes_the_simplest_proxy_win_when_it_dominates(tmp_path):
+    config = EvolutionConfig(**{**SMALL, "select_top": 0, "parsimony": 1.0})  # 1 per node outweighs any ρ
+    evo = Evolution(tmp_path / "p", config, log=lambda m: None)
+    result = evo.run()
+    rows = [r for r in evo.store.candidates() if r["status"] == "ok"]
+    evo.close()
+    simplest = min(Genome.from_json(r["genome"]).complexity for r in rows)
+    assert result.genome.complexity == simplest
+    assert result.fitness == pytest.approx(max(r["fitness"] for r in rows
+                                               if Genome.from_json(r["genome"]).complexity == simplest) - simplest)
+    with pytest.raises(EvoproxyError, match="--parsimony"):
+        EvolutionConfig(parsimony=-1)

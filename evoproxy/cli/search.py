@@ -58,7 +58,7 @@ def cmd_evolve(args) -> None:
             csp=CSPSettings(conflict=not args.no_conflict, invalid=not args.no_invalid,
                             insensitive=not args.no_insensitive, timeout_s=args.candidate_timeout),
             offspring=args.offspring, islands=args.islands, migration=args.migration, select_top=args.select_top,
-            init=tuple(get_genome(ref).to_json() for ref in init),
+            init=tuple(get_genome(ref).to_json() for ref in init), parsimony=args.parsimony,
             patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         benches = config.benches[0] if len(config.benches) == 1 else f"{len(config.benches)}benches"
         name = args.name or f"{config.space}-{benches}-s{config.seed}"
@@ -173,6 +173,9 @@ def register(sub) -> None:
                    help="the result is the best of the K fittest distinct proxies on the search configurations "
                         "outside the fitness sample, which tracks the held-out split better than fitness "
                         "(default 20; 0: the fittest)")
+    p.add_argument("--parsimony", type=float, default=0.0, metavar="λ",
+                   help="selection compares fitness − λ × complexity (inputs and operations, no_ops aside), so "
+                        "that of two proxies of about equal fitness the simpler wins (default 0)")
     p.add_argument("--candidate-timeout", type=float, default=5.0, help="seconds after which a candidate is rejected")
     p.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
     p.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")

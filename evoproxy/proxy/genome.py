@@ -209,6 +209,12 @@ class Genome:
         return plan
 
     @cached_property
+    def complexity(self) -> int:
+        """Inputs and operations, no_ops left out: what parsimony penalises and the hall of fame
+        sorts by."""
+        return sum(name != "no_op" for name in self._names)
+
+    @cached_property
     def bit_aware(self) -> bool:
         """Whether the genome reads a per-bit input, so that its value depends on the bit-width."""
         return any(fn is None and name in primitives.BIT_INPUTS for fn, name, _, _ in self._plan)

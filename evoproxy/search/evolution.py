@@ -69,6 +69,7 @@ class EvolutionConfig:
     max_retries: int = 50
     select_top: int = 20
     init: tuple[str, ...] = ()  # genome JSON of proxies the initial population starts with
+    parsimony: float = 0.0  # selection compares fitness − parsimony × complexity
 
     def __post_init__(self):
         if not self.benches:
@@ -87,6 +88,8 @@ class EvolutionConfig:
             raise EvoproxyError("--offspring, --islands and --migration must be at least 1")
         if self.iterations < 0 or self.select_top < 0:
             raise EvoproxyError("--iterations and --select-top must be at least 0")
+        if not self.parsimony >= 0:
+            raise EvoproxyError("--parsimony must be a number of at least 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -263,6 +266,12 @@ class Evolution:
         tb.register("select", self._tournament)
         return tb
 
+    def _merit(self, genome: Genome, fitness) -> float:
+        """What selection compares: `fitness` (a number, or an Outcome's) less the parsimony
+        penalty; the fitness itself where parsimony is 0."""
+        fitness = getattr(fitness, "fitness", fitness)
+        return fitness - self.config.parsimony * genome.complexity if self.config.parsimony else fitness
+
     def _tournament(self, population: list[Individual]) -> tuple[Genome, Genome]:
         """Draw r×|P| individuals; the two fittest are the parents, in random order."""
         k = max(2, round(self.config.ratio * len(population)))
@@ -321,7 +330,7 @@ class Evolution:
                 self.log(f"the given proxy {g.formula()} is left out: "
                          f"{'a repeat' if o is None else f'{o.rule} ({o.reason})'}")
             elif sum(p.island == k % c.islands for p in population) < c.population:
-                population.append(Individual(g, o.fitness, behaviour(o.parts), island=k % c.islands))
+                population.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=k % c.islands))
         for _ in range(c.max_retries * c.population * c.islands):
             open_slots = [i for i in range(c.islands) for _ in range(c.population - sum(p.island == i for p in population))]
             if not open_slots:
@@ -330,7 +339,7 @@ class Evolution:
             judged = [(g, o) for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts))
                       if o is not None and o.ok]
             for island, (g, o) in zip(open_slots, judged):
-                population.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
+                population.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=island))
         if any(sum(p.island == i for p in population) < c.population for i in range(c.islands)):
             raise EvoproxyError(f"could not find {c.population * c.islands} valid proxies in {self.space.name}")
         return population
@@ -350,9 +359,11 @@ class Evolution:
         self.rng.setstate(_tuples(state["rng"]))
         by_hash = {r["hash"]: r for r in rows}
         islands = state.get("islands") or [0] * len(state["population"])  # runs of one island stored none
-        population = [Individual(Genome.from_json(by_hash[h]["genome"]), by_hash[h]["fitness"],
-                                 behaviour(_parts_of(by_hash[h])), island=i)
-                      for h, i in zip(state["population"], islands)]
+        population = []
+        for h, i in zip(state["population"], islands):
+            genome = Genome.from_json(by_hash[h]["genome"])
+            population.append(Individual(genome, self._merit(genome, by_hash[h]["fitness"]),
+                                         behaviour(_parts_of(by_hash[h])), island=i))
         return done + 1, population, state["extra"]
 
     def _save_state(self, iteration: int, population: list[Individual], extra: dict) -> None:
@@ -419,11 +430,15 @@ class Evolution:
         small sample flatters the proxies that overfit it; the validation ρ tracks the held-out
         split far better. Stored as `final` with the iteration it belongs to."""
         picks, seen = [], set()
-        for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-r["fitness"], r["id"])):
+        def merit(row) -> float:  # parses the genome only where parsimony needs its complexity
+            return self._merit(Genome.from_json(row["genome"]), row["fitness"]) if self.config.parsimony \
+                else row["fitness"]
+
+        for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-merit(r), r["id"])):
             key = behaviour(_parts_of(row))
             if key not in seen:
                 seen.add(key)
-                picks.append(Individual(Genome.from_json(row["genome"]), row["fitness"], key))
+                picks.append(Individual(Genome.from_json(row["genome"]), merit(row), key))
             if len(picks) >= max(1, self.config.select_top):
                 break
         if self.config.select_top and all(len(acc) >= 4 for _, acc in self.validation):
@@ -432,7 +447,8 @@ class Evolution:
             for ind in picks:
                 outcome = task.judge(ind.genome, inputs, self.config.csp)
                 ind.validation = outcome.fitness if outcome.ok else float("-inf")
-            best = max(enumerate(picks), key=lambda p: (p[1].validation, p[1].fitness, -p[0]))[1]
+            best = max(enumerate(picks), key=lambda p: (self._merit(p[1].genome, p[1].validation), p[1].fitness,
+                                                       -p[0]))[1]
         else:
             best = picks[0]
         self.store.put(final={"iteration": iteration, "hash": best.genome.wl_hash(), "fitness": best.fitness,
@@ -460,8 +476,8 @@ class Evolution:
                     counts["same behaviour"] += sum(behaviour(o.parts) in known for _, o in passed)
                     passed = [(g, o) for g, o in passed if behaviour(o.parts) not in known]
                 if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
-                    g, o = max(passed, key=lambda p: p[1].fitness)
-                    winners.append(Individual(g, o.fitness, behaviour(o.parts), island=island))
+                    g, o = max(passed, key=lambda p: self._merit(*p))
+                    winners.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=island))
                 else:
                     retry.append(island)
             slots = retry

@@ -66,6 +66,26 @@ def run_summary(run_dir: str | Path) -> dict:
             "history": history, "seconds": sum(r["seconds"] for r in rows)}
 
 
+def hall_of_fame(rows) -> list[dict]:
+    """The Pareto front of a run's evaluated candidates over complexity and fitness, as PySR's
+    hall of fame: for each complexity the fittest candidate, kept where it is fitter than every
+    simpler one. Rows are the store's candidates; each entry: complexity, fitness, formula."""
+    best: dict[int, dict] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        genome = Genome.from_json(row["genome"])
+        c = genome.complexity
+        if c not in best or row["fitness"] > best[c]["fitness"]:
+            best[c] = {"complexity": c, "fitness": row["fitness"], "formula": genome.formula()}
+    front, top = [], float("-inf")
+    for c in sorted(best):
+        if best[c]["fitness"] > top:
+            front.append(best[c])
+            top = best[c]["fitness"]
+    return front
+
+
 def plot_history(history: list[tuple], path: Path) -> None:
     """Best and median fitness of the population per iteration (PNG)."""
     import matplotlib
@@ -136,8 +156,15 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
              f"{summary['seconds']:.1f} s of evaluation",
              f"best proxy ({summary['choice']}):",
              f"  {best.formula()}", f"  paper notation: {best.formula('paper')}"]
+    store = RunStore(run_dir / "run.db")
+    try:
+        front = hall_of_fame(store.candidates())
+    finally:
+        store.close()
+    lines += ["", "hall of fame (per complexity, the fittest proxy that beats every simpler one):",
+              format_table(front, ["complexity", "fitness", "formula"])]
     data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"],
-                     "validation": (summary["final"] or {}).get("validation")}, "benches": {}}
+                     "validation": (summary["final"] or {}).get("validation")}, "hall_of_fame": front, "benches": {}}
     judged = [_judge(best, name, "held-out", samples, repeats) for name in searched]
     judged += [_judge(best, name, "all", samples, repeats) for name in transfer]
     first = judged[0]
