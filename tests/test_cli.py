@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from evoproxy.cli import main
 
 FAST = ["--batch-size", "8", "--hutchinson-samples", "4", "--power-iters", "3"]
@@ -22,3 +24,24 @@ def test_bad_input_is_one_line_on_stderr(capsys, tmp_path):
     assert err.count("\n") == 1 and "nope.pt does not exist" in err and "Traceback" not in err
     assert main(["stats", "--model", "default", "--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--name", "../escape"], "--name"), (["--name", "/tmp/abs"], "--name"), (["--name", ".."], "--name"),
+    (["--candidate-timeout", "0"], "--candidate-timeout"), (["--jobs", "0"], "--jobs"), (["--seed", "-1"], "--seed"),
+    (["--hours", "0"], "--hours"), (["--hours", "nan"], "--hours"), (["--patience", "-1"], "--patience"),
+    (["--log-every", "-1"], "--log-every"), (["--population", "10000000"], "--population"),
+    (["--islands", "1000000"], "--islands"), (["--parsimony", "-0.1"], "--parsimony"),
+])
+def test_evolve_refuses_bad_numbers_and_run_names_in_one_line(flags, named, capsys, tmp_path):
+    # Checked before anything runs or is written: no statistics, no run folder.
+    assert main(["evolve", "--preset", "paper", *flags, "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("flags", [["--repeats", "0"], ["--samples", "-1"]])
+def test_rank_refuses_bad_counts(flags, capsys):
+    assert main(["rank", *flags]) == 2
+    assert flags[0] in capsys.readouterr().err

@@ -40,6 +40,8 @@ def cmd_rank(args) -> None:
     from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, load_bench, plot_ranking, rank_proxy
     from ..table import format_table
 
+    if args.repeats < 1 or args.samples < 0:
+        raise EvoproxyError("--repeats must be at least 1 and --samples at least 0 (0: the whole split)")
     bench = load_bench(args.bench)
     proxies = resolve_proxies(args.proxies)
     entries = bench.split(args.split)

@@ -41,6 +41,11 @@ def cmd_evolve(args) -> None:
     from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.hours is not None and not 0 < args.hours < float("inf"):
+        raise EvoproxyError("--hours must be a number of hours above 0")
+    if args.log_every < 0 or args.jobs == 0:
+        raise EvoproxyError("--log-every must be at least 0 (0: no progress lines), and --jobs not 0 "
+                            "(1: this process, N: N workers, -1: one per core)")
     if args.resume:
         run_dir, config = Path(args.resume), None
     else:
@@ -61,7 +66,10 @@ def cmd_evolve(args) -> None:
             init=tuple(get_genome(ref).to_json() for ref in init), parsimony=args.parsimony,
             patience=args.patience if args.patience is not None else (200 if args.hours else 0))
         benches = config.benches[0] if len(config.benches) == 1 else f"{len(config.benches)}benches"
-        name = args.name or f"{config.space}-{benches}-s{config.seed}"
+        name = args.name or f"{config.space}-{Path(benches).stem}-s{config.seed}"
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise EvoproxyError(f"--name {name!r} must be one folder name (no / or ..): the run goes to "
+                                f"{args.runs_dir}/<name>/")
         run_dir = Path(args.runs_dir) / name
     backend = None
     if args.backend == "dask":

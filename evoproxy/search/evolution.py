@@ -39,6 +39,9 @@ from .fitness import AGGREGATES, BenchesTask, CSPSettings, FitnessTask, Outcome
 from .store import RunStore
 
 
+MAX_POPULATION, MAX_ISLANDS = 10_000, 256  # beyond these a run could not finish one iteration on one machine
+
+
 @dataclass(frozen=True)
 class EvolutionConfig:
     """Settings of a run; the defaults are the EMQ paper's (|P|=20, N=1000, r=0.25,
@@ -76,8 +79,16 @@ class EvolutionConfig:
             raise EvoproxyError("--benches names no bench")
         if self.aggregate not in AGGREGATES:
             raise EvoproxyError(f"--aggregate must be one of {', '.join(AGGREGATES)}")
-        if self.population < 2:
-            raise EvoproxyError("--population must be at least 2")
+        if not 2 <= self.population <= MAX_POPULATION:
+            raise EvoproxyError(f"--population must be between 2 and {MAX_POPULATION}")
+        if self.islands > MAX_ISLANDS:
+            raise EvoproxyError(f"--islands must be at most {MAX_ISLANDS}")
+        if self.seed < 0:
+            raise EvoproxyError("--seed must be at least 0")
+        if not self.csp.timeout_s > 0:
+            raise EvoproxyError("--candidate-timeout must be more than 0 seconds")
+        if self.patience < 0:
+            raise EvoproxyError("--patience must be at least 0")
         if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
             raise EvoproxyError("--ratio must be in (0, 1] and --p-crossover, --p-mutation in [0, 1]")
         if self.samples != 0 and self.samples < 4:
