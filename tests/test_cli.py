@@ -45,3 +45,22 @@ def test_evolve_refuses_bad_numbers_and_run_names_in_one_line(flags, named, caps
 def test_rank_refuses_bad_counts(flags, capsys):
     assert main(["rank", *flags]) == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
+    import warnings
+
+    import torch
+
+    from evoproxy.cli import _one_line
+    from evoproxy.errors import EvoproxyWarning
+    from evoproxy.model import load_model
+
+    with pytest.warns(EvoproxyWarning, match="--weights") as caught:
+        model, _ = load_model("synthetic_stats:tiny_fmnist_net")
+    line = _one_line(caught[0].message, EvoproxyWarning, "f.py", 1)
+    assert line.startswith("evoproxy: warning: synthetic_stats:tiny_fmnist_net runs with") and line.count("\n") == 1
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with its weights: no warning
+        load_model("synthetic_stats:tiny_fmnist_net", tmp_path / "w.pt")

@@ -93,7 +93,7 @@ def test_user_functions_and_genome_files_are_proxies(stats, tmp_path):
 
 @pytest.mark.parametrize("name, message", [
     ("hawq3", "unknown proxy"),
-    ("synthetic_stats:nothing_here", "has no attribute"),
+    ("synthetic_stats:nothing_here", "has no callable .nothing_here."),
     ("no_such_module_xyz:f", "cannot import"),
     ("missing.json", "does not exist"),
 ])
@@ -119,3 +119,16 @@ def test_fisher_genome_form_is_twice_fisher_and_lies_in_the_branched_space(stats
     assert get_genome("emq-paper").wl_hash() == genome_form("emq-paper").wl_hash()
     with pytest.raises(EvoproxyError, match="'snip' is not a genome"):
         get_genome("snip")
+
+
+def test_a_proxy_module_in_the_current_folder_needs_no_pythonpath(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "myproxies.py").write_text("def ones(stats):\n    return [1.0] * len(stats.layers)\n")
+    code = "from evoproxy.proxy import get_proxy; print(get_proxy('myproxies:ones').name)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    # Run as the console script is: sys.path[0] is not the current folder.
+    out = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "myproxies:ones"

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, EvoproxyWarning
 from ..version import __version__
 from . import allocation, bench, model, quant, search
 
@@ -21,7 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, EvoproxyWarning):
+        return f"evoproxy: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

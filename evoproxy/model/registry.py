@@ -2,7 +2,7 @@
 model given as `package.module:function` plus a state_dict file."""
 from __future__ import annotations
 
-import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -10,8 +10,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, EvoproxyWarning
 from ..hashing import tensors_hash
+from ..reference import import_callable
 from .data import asset_path
 from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNetSmall, SqueezeNetSmall
 
@@ -72,18 +73,6 @@ def _load_state_dict(model: nn.Module, path: str | Path) -> None:
         raise EvoproxyError(f"weights file {path} does not fit the model: {first}") from None
 
 
-def _import_factory(ref: str) -> Callable[[], nn.Module]:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EvoproxyError(f"cannot import {module_name!r} for model {ref!r}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise EvoproxyError(f"{module_name} has no callable {attr!r}: give the model as package.module:function")
-    return factory
-
-
 def load_model(ref: str, weights: str | Path | None = None) -> tuple[nn.Module, str]:
     """The model named `ref`, in eval mode, and its canonical name.
 
@@ -96,11 +85,14 @@ def load_model(ref: str, weights: str | Path | None = None) -> tuple[nn.Module, 
         model = spec.build()
         _load_state_dict(model, weights or checkpoint_path(spec))
     elif ":" in ref:
-        model = _import_factory(ref)()
+        model = import_callable(ref, "model")()
         if not isinstance(model, nn.Module):
             raise EvoproxyError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
         if weights is not None:
             _load_state_dict(model, weights)
+        else:
+            warnings.warn(f"{ref} runs with the weights its function gives it (random, unless it loads trained "
+                          "ones): pass --weights with a saved state_dict", EvoproxyWarning, stacklevel=2)
     else:
         known = ", ".join(sorted([*MODELS, *ALIASES]))
         raise EvoproxyError(f"unknown model {ref!r}: use one of {known}, or package.module:function")

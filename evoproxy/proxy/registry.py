@@ -4,11 +4,11 @@ with the package, genome JSON files, run directories and user functions
 nothing of it."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from ..errors import EvoproxyError
 from ..model import asset_path
+from ..reference import import_callable
 from .base import FunctionProxy, Proxy
 from .genome import Genome
 from .handcrafted import GENOME_FORMS, HANDCRAFTED, genome_form
@@ -25,18 +25,7 @@ def _shipped(name: str) -> Genome:
 def load_function_proxy(ref: str) -> FunctionProxy:
     """The user function `package.module:function` (taking a ModelStats and returning one
     sensitivity per layer) as a proxy. Importing the module runs the user's code."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise EvoproxyError(f"a function proxy is written package.module:function, got {ref!r}")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except ImportError as exc:
-        raise EvoproxyError(f"cannot import {module_name}: {exc}") from None
-    except AttributeError:
-        raise EvoproxyError(f"module {module_name} has no attribute {attr}") from None
-    if not callable(fn):
-        raise EvoproxyError(f"{ref} is not callable")
-    return FunctionProxy(fn, ref)
+    return FunctionProxy(import_callable(ref, "proxy"), ref)
 
 
 def available_proxies() -> list[str]:
