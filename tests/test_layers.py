@@ -1,8 +1,10 @@
 import pytest
+import torch
 from torch import nn
 
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, EvoproxyWarning
 from evoproxy.model import ResNet20, layer_registry
+from evoproxy.stats import compute_stats
 
 
 def test_depthwise_grouped_conv_and_linear_are_registered_with_macs():
@@ -38,3 +40,30 @@ def test_model_without_quantizable_layers_is_rejected():
 def test_wrong_input_shape_is_a_clear_error():
     with pytest.raises(EvoproxyError, match="does not accept inputs of shape"):
         layer_registry(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (5,))
+
+
+def test_layers_the_forward_pass_skips_are_left_out_with_a_warning():
+    class WithAuxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.aux, self.head = nn.Linear(4, 8), nn.Linear(8, 3), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    with pytest.warns(EvoproxyWarning, match="aux"):
+        layers = layer_registry(WithAuxHead(), (4,))
+    assert [l.name for l in layers] == ["body", "head"] and [l.index for l in layers] == [0, 1]
+
+
+def test_a_model_that_returns_a_tuple_gets_a_one_line_error():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x), x
+
+    with pytest.raises(EvoproxyError, match="returns a tuple, not a tensor of logits"):
+        compute_stats(Pair(), torch.randn(8, 4), torch.randint(0, 3, (8,)))

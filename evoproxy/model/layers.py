@@ -2,12 +2,13 @@
 configuration, statistic and allocation is keyed by it, so there is exactly one such list."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, EvoproxyWarning
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
@@ -55,7 +56,8 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
 
 def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
     """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
-    batch dimension). MACs are counted from the output shapes seen in one forward pass."""
+    batch dimension) that its forward pass calls; the others are left out, with a warning. MACs
+    are counted from the output shapes seen in one forward pass."""
     modules = quantizable_modules(model)
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
@@ -70,10 +72,15 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
                              f"the model does not accept inputs of shape {tuple(input_shape)}")
     finally:
         model.train(was_training)
+    unused = [name for name, _ in modules if name not in out_numel]
+    if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight (MultiheadAttention)
+        warnings.warn(f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
+                      f"the layer registry: {', '.join(unused)}", EvoproxyWarning, stacklevel=2)
+    used = [(name, m) for name, m in modules if name in out_numel]
+    if not used:
+        raise EvoproxyError(f"{type(model).__name__} calls none of its Conv2d or Linear layers in the forward pass")
     layers = []
-    for index, (name, m) in enumerate(modules):
-        if name not in out_numel:
-            raise EvoproxyError(f"layer {name} is not used in the forward pass; it cannot be quantized meaningfully")
+    for index, (name, m) in enumerate(used):
         # Each output element costs (weight elements per output channel) multiply-accumulates.
         per_output = m.weight.numel() // m.weight.shape[0]
         params = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)

@@ -169,6 +169,9 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     logits = run_with_outputs(work, images.float(), modules,
                               lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)),
                               f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
+    if not isinstance(logits, torch.Tensor):
+        raise EvoproxyError(f"the model returns a {type(logits).__name__}, not a tensor of logits: wrap it so "
+                            "that its forward returns the (batch, classes) logits alone")
     if logits.dim() != 2 or logits.shape[0] != len(labels) or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
         raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
                             f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")
