@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from evoproxy.allocation import allocate, proxy_problem
-from evoproxy.bench import Bench, bench_stats, load_bench, paired_bootstrap, rank_proxy
+from evoproxy.bench import Bench, bench_stats, best_handcrafted, load_bench, paired_bootstrap, rank_proxy
 from evoproxy.model import MODELS, layer_registry, load_model
 from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
@@ -36,14 +36,16 @@ from evoproxy.search import Evolution, EvolutionConfig, transfer_benches
 SHOWN = ("mean-bits", "hawq-v2", "fisher", "synflow")
 
 
-def allocation_accuracy(proxies: dict, bench: Bench, eval_size: int) -> tuple[list[float], dict[str, list[float]]]:
-    """PTQ top-1 of each proxy's allocation on the bench's model at three size budgets."""
+def allocation_accuracy(proxies: dict, bench: Bench, stats,
+                        eval_size: int) -> tuple[list[float], dict[str, list[float]]]:
+    """PTQ top-1 of each proxy's allocation on the bench's model (its statistics `stats`) at three
+    size budgets."""
     header = bench.header
     model, name = load_model(header["model"])
-    stats, _, _ = bench_stats(bench)
     layers = layer_registry(model, MODELS[name].input_shape)
     choices = header["bit_choices"]
-    fixed = {i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers) if l.name in header["fixed"]}
+    fixed = {i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers)
+             if l.name in header["fixed"]}
     low = model_size_mb(layers, [fixed[i][0] if i in fixed else min(choices) for i in range(len(layers))])
     high = model_size_mb(layers, [fixed[i][0] if i in fixed else max(choices) for i in range(len(layers))])
     budgets = [low + f * (high - low) for f in (0.25, 0.5, 0.75)]
@@ -89,7 +91,7 @@ def main() -> None:
         entries = bench.split("all")
         truth = Bench.arrays(entries)[1]
         hand = {n: rank_proxy(make(), stats, entries, 0, 1) for n, make in HANDCRAFTED.items()}
-        best_hand = max((n for n, r in hand.items() if r.error is None and n != "mean-bits"), key=lambda n: hand[n].rho_all)
+        best_hand = best_handcrafted(hand)
         evolved, proxies = [], []
         for seed in range(args.seeds):
             config = EvolutionConfig(benches=tuple(b for b in mains if b != left_out), aggregate=args.aggregate,
@@ -113,10 +115,11 @@ def main() -> None:
               + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
               + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
               f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]", flush=True)
-        summary.append((left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff))
+        summary.append((left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand,
+                        diff))
         if not args.no_allocation:
             chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
-            budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
+            budgets, acc = allocation_accuracy(chosen, bench, stats, args.eval_size)
             print(f"  PTQ top-1 on the first {args.eval_size} test images at "
                   + ", ".join(f"{b:.4f}" for b in budgets) + " MB: "
                   + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()), flush=True)

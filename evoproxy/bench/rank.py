@@ -112,6 +112,13 @@ def rank_proxy(proxy, stats: ModelStats, entries: list[Entry], samples: int = 50
                       partial=partial_spearman(scores, acc, size))
 
 
+def best_handcrafted(results: dict[str, RankResult]) -> str:
+    """Among proxies ranked on one split (name → result), the one with the highest mean ρ over the
+    whole split, leaving out those that could not rank it and the mean-bits baseline."""
+    usable = {n: r for n, r in results.items() if r.error is None and n != "mean-bits"}
+    return max(usable, key=lambda n: usable[n].rho_all)
+
+
 def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> None:
     """Proxy score against accuracy, one panel per proxy, coloured by model size (EMQ Figure 3)."""
     import matplotlib

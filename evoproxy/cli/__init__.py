@@ -22,13 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_default_format = warnings.formatwarning
+
+
 def _one_line(message, category, filename, lineno, line=None) -> str:
+    """Our warnings as one line, like our errors; any other warning as Python prints it."""
     if issubclass(category, EvoproxyWarning):
         return f"evoproxy: warning: {message}\n"
     return _default_format(message, category, filename, lineno, line)
-
-
-_default_format = warnings.formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,10 +277,9 @@ class Evolution:
         tb.register("select", self._tournament)
         return tb
 
-    def _merit(self, genome: Genome, fitness) -> float:
-        """What selection compares: `fitness` (a number, or an Outcome's) less the parsimony
-        penalty; the fitness itself where parsimony is 0."""
-        fitness = getattr(fitness, "fitness", fitness)
+    def _merit(self, genome: Genome, fitness: float) -> float:
+        """What selection compares: `fitness` less the parsimony penalty; the fitness itself where
+        parsimony is 0."""
         return fitness - self.config.parsimony * genome.complexity if self.config.parsimony else fitness
 
     def _tournament(self, population: list[Individual]) -> tuple[Genome, Genome]:
@@ -341,7 +340,7 @@ class Evolution:
                 self.log(f"the given proxy {g.formula()} is left out: "
                          f"{'a repeat' if o is None else f'{o.rule} ({o.reason})'}")
             elif sum(p.island == k % c.islands for p in population) < c.population:
-                population.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=k % c.islands))
+                population.append(Individual(g, self._merit(g, o.fitness), behaviour(o.parts), island=k % c.islands))
         for _ in range(c.max_retries * c.population * c.islands):
             open_slots = [i for i in range(c.islands) for _ in range(c.population - sum(p.island == i for p in population))]
             if not open_slots:
@@ -350,7 +349,7 @@ class Evolution:
             judged = [(g, o) for (g, _), o in zip(proposals, self._judge(proposals, iteration, counts))
                       if o is not None and o.ok]
             for island, (g, o) in zip(open_slots, judged):
-                population.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=island))
+                population.append(Individual(g, self._merit(g, o.fitness), behaviour(o.parts), island=island))
         if any(sum(p.island == i for p in population) < c.population for i in range(c.islands)):
             raise EvoproxyError(f"could not find {c.population * c.islands} valid proxies in {self.space.name}")
         return population
@@ -440,16 +439,18 @@ class Evolution:
         best on the validation configurations (ties: the fitter, then the earlier). Fitness on a
         small sample flatters the proxies that overfit it; the validation ρ tracks the held-out
         split far better. Stored as `final` with the iteration it belongs to."""
-        picks, seen = [], set()
-        def merit(row) -> float:  # parses the genome only where parsimony needs its complexity
-            return self._merit(Genome.from_json(row["genome"]), row["fitness"]) if self.config.parsimony \
-                else row["fitness"]
+        def merit(row) -> float:  # the genome is parsed only where parsimony needs its complexity
+            if not self.config.parsimony:
+                return row["fitness"]
+            return self._merit(Genome.from_json(row["genome"]), row["fitness"])
 
+        picks, seen = [], set()
         for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-merit(r), r["id"])):
             key = behaviour(_parts_of(row))
             if key not in seen:
                 seen.add(key)
-                picks.append(Individual(Genome.from_json(row["genome"]), merit(row), key))
+                genome = Genome.from_json(row["genome"])
+                picks.append(Individual(genome, self._merit(genome, row["fitness"]), key))
             if len(picks) >= max(1, self.config.select_top):
                 break
         if self.config.select_top and all(len(acc) >= 4 for _, acc in self.validation):
@@ -487,8 +488,8 @@ class Evolution:
                     counts["same behaviour"] += sum(behaviour(o.parts) in known for _, o in passed)
                     passed = [(g, o) for g, o in passed if behaviour(o.parts) not in known]
                 if passed:  # DPS: the better of offspring and fresh sample (offspring on ties)
-                    g, o = max(passed, key=lambda p: self._merit(*p))
-                    winners.append(Individual(g, self._merit(g, o), behaviour(o.parts), island=island))
+                    g, o = max(passed, key=lambda p: self._merit(p[0], p[1].fitness))
+                    winners.append(Individual(g, self._merit(g, o.fitness), behaviour(o.parts), island=island))
                 else:
                     retry.append(island)
             slots = retry

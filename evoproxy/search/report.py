@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stats, load_bench, paired_bootstrap,
-                     rank_proxy, shipped_benches)
+from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stats, best_handcrafted, load_bench,
+                     paired_bootstrap, rank_proxy, shipped_benches)
 from ..errors import EvoproxyError
 from ..proxy import HANDCRAFTED, Genome
 from ..table import format_table
@@ -115,8 +115,7 @@ class _Judged:
     @property
     def best(self) -> str:
         """The handcrafted proxy (mean-bits aside) with the highest mean ρ over the whole split."""
-        usable = {n: r for n, r in self.handcrafted.items() if r.error is None and n != "mean-bits"}
-        return max(usable, key=lambda n: usable[n].rho_all)
+        return best_handcrafted(self.handcrafted)
 
     @cached_property
     def difference(self) -> tuple[float, float, float] | None:
