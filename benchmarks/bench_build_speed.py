@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from evoproxy.bench import build_bench
-from evoproxy.model import MODELS, evaluation_data, layer_registry, load_model
+from evoproxy.model import MODELS, layer_registry, load_model, open_data
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     model, name = load_model("default")
     layers = layer_registry(model, MODELS[name].input_shape)
-    calib, images, labels = evaluation_data(args.eval_size)
+    calib, images, labels = open_data().ptq_data(args.eval_size)
     print(f"{name}: {args.configs} configurations per build, {args.eval_size} test images, "
           f"median of {args.repeats} builds")
     base = None

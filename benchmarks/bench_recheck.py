@@ -9,8 +9,7 @@ import argparse
 
 import torch
 
-from evoproxy.bench import load_bench
-from evoproxy.model import MODELS, layer_registry, load_model
+from evoproxy.bench import bench_model, load_bench
 from evoproxy.quant import PtqEvaluator, QuantSettings
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -21,10 +20,9 @@ torch.set_num_threads(2)
 for ref in args.benches:
     bench = load_bench(ref)
     header = bench.header
-    model, name = load_model(header["model"])
-    layers = layer_registry(model, MODELS[name].input_shape)
+    model, layers, source = bench_model(bench)
     settings = QuantSettings(header["act_bits"], header["quantizer"]["bn_recalibration"])
-    evaluator = PtqEvaluator.on_fmnist(model, layers, header["eval"]["first"], settings)
+    evaluator = PtqEvaluator.on_data(model, layers, header["eval"]["first"], settings, source)
     diffs = [abs(evaluator.accuracy(list(e.bits)) - e.accuracy) for e in bench.entries[:args.configs]]
     print(f"{ref}: full precision {evaluator.fp_accuracy():.2f} % here, {header['fp_accuracy']:.2f} % stored; "
           f"largest difference over {len(diffs)} configurations {max(diffs):.2f} points", flush=True)

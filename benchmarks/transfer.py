@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 
 from evoproxy.allocation import allocate, proxy_problem
-from evoproxy.bench import Bench, bench_stats, best_handcrafted, load_bench, paired_bootstrap, rank_proxy
-from evoproxy.model import MODELS, layer_registry, load_model
+from evoproxy.bench import Bench, bench_model, bench_stats, best_handcrafted, load_bench, paired_bootstrap, rank_proxy
 from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
 from evoproxy.search import Evolution, EvolutionConfig, transfer_benches
@@ -41,15 +40,14 @@ def allocation_accuracy(proxies: dict, bench: Bench, stats,
     """PTQ top-1 of each proxy's allocation on the bench's model (its statistics `stats`) at three
     size budgets."""
     header = bench.header
-    model, name = load_model(header["model"])
-    layers = layer_registry(model, MODELS[name].input_shape)
+    model, layers, source = bench_model(bench)
     choices = header["bit_choices"]
     fixed = {i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers)
              if l.name in header["fixed"]}
     low = model_size_mb(layers, [fixed[i][0] if i in fixed else min(choices) for i in range(len(layers))])
     high = model_size_mb(layers, [fixed[i][0] if i in fixed else max(choices) for i in range(len(layers))])
     budgets = [low + f * (high - low) for f in (0.25, 0.5, 0.75)]
-    evaluator = PtqEvaluator.on_fmnist(model, layers, eval_size, QuantSettings(header["act_bits"], False))
+    evaluator = PtqEvaluator.on_data(model, layers, eval_size, QuantSettings(header["act_bits"], False), source)
     out = {}
     for label, proxy in proxies.items():
         out[label] = []

@@ -5,11 +5,11 @@ from .build import build_bench
 from .format import (BENCH_FORMAT, SPLITS, Bench, Entry, append_entries, describe, expand, is_held_out, load_bench,
                      read_bench_file, sample_configs, shipped_benches, write_header)
 from .metrics import TOPK, paired_bootstrap, partial_spearman, rank_quality, rho_mean, spearman_at_topk
-from .rank import (TABLE_COLUMNS, TABLE_HEADERS, RankResult, bench_stats, best_handcrafted, plot_ranking, rank_proxy,
+from .rank import (TABLE_COLUMNS, TABLE_HEADERS, RankResult, bench_model, bench_stats, best_handcrafted, plot_ranking, rank_proxy,
                    subsets)
 
 __all__ = ["BENCH_FORMAT", "SPLITS", "TABLE_COLUMNS", "TABLE_HEADERS", "TOPK", "Bench", "Entry", "RankResult",
-           "append_entries", "bench_stats", "best_handcrafted", "build_bench", "describe", "expand", "is_held_out",
+           "append_entries", "bench_model", "bench_stats", "best_handcrafted", "build_bench", "describe", "expand", "is_held_out",
            "load_bench", "paired_bootstrap", "partial_spearman", "plot_ranking", "rank_proxy", "rank_quality",
            "read_bench_file", "rho_mean", "sample_configs", "shipped_benches", "spearman_at_topk", "subsets",
            "write_header"]

@@ -35,12 +35,15 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
                 images: torch.Tensor, labels: torch.Tensor, *, bit_choices: Sequence[int], n_configs: int,
                 fixed: dict[int, int], settings: QuantSettings = QuantSettings(), seed: int = 0, split_seed: int = 0,
                 held_out_fraction: float = 0.2, jobs: int = 1, device: str = "cpu", eval_desc: dict | None = None,
-                name: str | None = None, chunk: int = 16, progress: bool = True) -> Bench:
+                name: str | None = None, provenance: dict | None = None, chunk: int = 16,
+                progress: bool = True) -> Bench:
     """Measure `n_configs` distinct configurations of `model` into the bench file `out`.
 
     `calib` are the normalized calibration images (BatchNorm re-estimation and activation
     ranges), `images`/`labels` the evaluation set. `fixed` maps layer indices to their bits.
-    If `out` exists with the same settings, the build continues it; a cut-off last line is dropped."""
+    `provenance` holds the header fields that say how to load the model and data again (weights,
+    output, exclude, data; see bench_stats). If `out` exists with the same settings, the build
+    continues it; a cut-off last line is dropped."""
     if n_configs < 1:
         raise EvoproxyError("--configs must be at least 1")
     if not bit_choices or any(b < 2 or b > 32 for b in bit_choices):
@@ -54,11 +57,11 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
         "fixed": {layers[i].name: b for i, b in sorted(fixed.items())}, "act_bits": settings.act_bits,
         "quantizer": asdict(settings), "eval": eval_desc or {"size": len(images)},
         "calibration": {"images": len(calib)}, "seed": seed, "split_seed": split_seed,
-        "held_out_fraction": held_out_fraction, "device": device,
+        "held_out_fraction": held_out_fraction, "device": device, **(provenance or {}),
     }
     if out.exists():
         old, entries, good_len = read_bench_file(out)
-        clash = [k for k in _IDENTITY if old.get(k) != header[k]]
+        clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]
         if clash:
             raise EvoproxyError(f"{out} exists with other settings ({', '.join(clash)}); choose another --out "
                                 "or remove it")

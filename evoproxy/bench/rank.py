@@ -4,34 +4,54 @@ per configuration with the statistics' extraction amortised and reported separat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import EvoproxyError
-from ..model import MODELS, calibration_batch, layer_registry, load_model, weights_hash
+from ..model import MODELS, DataSource, layer_registry, load_model, weights_hash
 from ..stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
 from .format import Bench, Entry
 from .metrics import TOPK, partial_spearman, rank_quality
 
 
-def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
-                weights: str | None = None, log=lambda msg: None) -> tuple[ModelStats, float, Path]:
-    """The statistics of the model a benchmark was made on (cached on disk), the seconds spent
-    getting them, and their cache file. Checks that the model's layers and weights are the bench's."""
-    name = bench.header["model"]
-    if name not in MODELS:
-        raise EvoproxyError(f"benchmark {bench.name} names model {name!r}, which is not in the registry")
-    model, _ = load_model(name, weights)
-    bench.check_layers([l.name for l in layer_registry(model, MODELS[name].input_shape)])
-    if bench.header.get("weights_hash") not in (None, weights_hash(model)):
+def bench_model(bench: Bench, weights: str | None = None, data: str | None = None):
+    """The model a benchmark was made on (its registry name or package.module:function, with the
+    weights file, output selector and excluded layers its header records; `weights` and `data`
+    replace recorded paths that moved), its layer registry, and the data source it was measured
+    on. Refuses, in one line, weights, layers or data that are not the bench's."""
+    h = bench.header
+    name = h["model"]
+    if name not in MODELS and ":" not in name:
+        raise EvoproxyError(f"benchmark {bench.name} names model {name!r}, which is neither in the registry nor "
+                            "package.module:function")
+    weights = weights or h.get("weights")
+    if weights and not Path(weights).is_file():
+        raise EvoproxyError(f"benchmark {bench.name} was made with weights {weights}, which is not there: pass "
+                            "--weights with that state_dict")
+    model, _ = load_model(name, weights, h.get("output"))
+    if h.get("weights_hash") not in (None, weights_hash(model)):
         raise EvoproxyError(f"benchmark {bench.name} was measured on other weights of {name}; "
                             "pass the checkpoint it was made with (--weights)")
-    x, y = calibration_batch(batch_size)
+    source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
+    layers = layer_registry(model, tuple(source.calibration(1)[0].shape[1:]), tuple(h.get("exclude", ())))
+    bench.check_layers([l.name for l in layers])
+    return model, layers, source
+
+
+def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
+                weights: str | None = None, log=lambda msg: None, data: str | None = None,
+                device: str = "cpu") -> tuple[ModelStats, float, Path]:
+    """The statistics of the model a benchmark was made on (`bench_model`), on the first
+    `batch_size` calibration images of its data (cached on disk), the seconds spent getting
+    them, and their cache file."""
+    model, _, source = bench_model(bench, weights, data)
+    settings = replace(settings, exclude=tuple(bench.header.get("exclude", ())))
+    x, y = source.calibration(batch_size)
     start = time.perf_counter()
-    stats, _ = load_or_compute_stats(model, x, y, name, settings, log=log)
+    stats, _ = load_or_compute_stats(model, x, y, bench.header["model"], settings, log=log, device=device)
     return stats, time.perf_counter() - start, stats_cache_path(model, x, y, settings)
 
 

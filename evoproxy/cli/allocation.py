@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_model_args, add_stats_args, model_stats, parse_bits, parse_fixed, resolve_proxies
+from .args import add_model_args, add_stats_args, data_source, model_stats, parse_bits, parse_fixed, resolve_proxies
 
 
 def _parse_sizes(text: str) -> list[float]:
@@ -47,7 +47,7 @@ def cmd_allocate(args) -> None:
     from ..table import format_table
 
     proxy = get_proxy(args.proxy)
-    _, name, stats = model_stats(args)
+    _, name, stats, _ = model_stats(args)
     bops = None if args.bops_g is None else args.bops_g * 1e9
     problem = _proxy_problem(proxy, stats, args, args.size_mb, bops)
     result = allocate(problem, args.method)
@@ -74,7 +74,6 @@ def cmd_allocate(args) -> None:
 
 def cmd_pareto(args) -> None:
     from ..allocation import evaluate_points, plot_pareto, sweep
-    from ..model import MODELS
     from ..quant import PtqEvaluator, QuantSettings
     from ..table import format_table
 
@@ -82,20 +81,20 @@ def cmd_pareto(args) -> None:
     if args.plot and not args.evaluate:
         raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
     proxies = resolve_proxies(args.proxies)
-    model, name, stats = model_stats(args)
-    if args.evaluate and name not in MODELS:
-        raise EvoproxyError("--evaluate ptq measures Fashion-MNIST accuracy, so --model must be a registry model")
+    source = data_source(args)
+    model, name, stats, _ = model_stats(args, source=source)
     problems = [(p.name, _proxy_problem(p, stats, args, sizes[0])) for p in proxies]
     points = sweep(problems, sizes, args.method)
     fp_accuracy = None
     if args.evaluate:
-        evaluator = PtqEvaluator.on_fmnist(model, problems[0][1].layers, args.eval_size,
-                                           QuantSettings(args.act_bits, not args.no_bn_recal), args.data_dir)
+        evaluator = PtqEvaluator.on_data(model, problems[0][1].layers, args.eval_size,
+                                         QuantSettings(args.act_bits, not args.no_bn_recal), source, args.device)
         fp_accuracy = evaluator.fp_accuracy()
         points = evaluate_points(points, evaluator)
     if args.plot:
         plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{args.act_bits}"
-                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test images")
+                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test images of "
+                    f"{args.data}")
     if args.json:
         print(json.dumps({"model": name, "sizes_mb": sizes, "method": args.method, "evaluate": args.evaluate,
                           "eval_size": args.eval_size if args.evaluate else None, "fp_accuracy": fp_accuracy,
@@ -108,7 +107,7 @@ def cmd_pareto(args) -> None:
                         ["proxy", "kind", "budget (MB)", "size (MB)", "GBOPs", "avg W bits", "optimal"])
     if args.evaluate:
         columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
-        print(f"{name}: PTQ accuracy on the first {args.eval_size} Fashion-MNIST test images, BatchNorm "
+        print(f"{name}: PTQ accuracy on the first {args.eval_size} test images of {args.data}, BatchNorm "
               f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %")
     print(format_table(rows, columns, headers))
     if args.plot:
@@ -144,7 +143,6 @@ def register(sub) -> None:
     p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
     p.add_argument("--no-bn-recal", action="store_true",
                    help="do not re-estimate BatchNorm statistics after weight quantization")
-    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files")
     p.add_argument("--plot", help="PNG file: accuracy against size per proxy (needs --evaluate)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_pareto)

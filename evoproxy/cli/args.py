@@ -1,13 +1,10 @@
-"""Flags that several commands share, and how they are read: the model, the calibration batch
-and statistics settings, bit choices, fixed layers and lists of proxies."""
+"""Flags that several commands share, and how they are read: the model, the data, the
+statistics settings, bit choices, fixed layers and lists of proxies."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
 
 from ..errors import EvoproxyError
 
@@ -19,29 +16,64 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default",
                    help="registry name (default, resnet20-fmnist) or package.module:function returning an nn.Module")
     p.add_argument("--weights", help="state_dict file to load into the model (overrides a registry model's checkpoint)")
+    p.add_argument("--output", help="for a model that returns a tuple or dict: the index or key of its logits")
+    p.add_argument("--exclude", help="layers kept at full precision and out of the layer registry: comma-separated "
+                                     "names or shell patterns (e.g. 'head.*,attn.*')")
+    p.add_argument("--device", default="cpu", help="torch device to compute on (cpu, cuda; default cpu)")
 
 
-def calibration(args) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..model import calibration_batch
-    if args.calib is None:
-        return calibration_batch(args.batch_size)
-    path = Path(args.calib)
-    if not path.is_file():
-        raise EvoproxyError(f"calibration file {path} does not exist")
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Where images come from (see evoproxy.model.sources): what `data_source` reads."""
+    p.add_argument("--data", default="fmnist",
+                   help="fmnist (the shipped Fashion-MNIST, default), an ImageFolder folder, an .npz/.pt file of "
+                        "images and labels, package.module:function, or torchvision:NAME")
+    p.add_argument("--calib-images", type=int, default=512,
+                   help="calibration images drawn from the data's train part (default 512)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the data's shuffles and train/test cut")
+    p.add_argument("--image-size", type=int, help="folders: resize every image to this square size")
+    p.add_argument("--mean", help="per-channel mean subtracted from images in [0, 1] (e.g. 0.485,0.456,0.406)")
+    p.add_argument("--std", help="per-channel standard deviation images are divided by (e.g. 0.229,0.224,0.225)")
+    p.add_argument("--data-root", help="torchvision:NAME: the folder that holds the dataset (nothing is downloaded)")
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
     try:
-        blob = torch.load(path, weights_only=True)
-        images, labels = blob["images"][:args.batch_size], blob["labels"][:args.batch_size]
-    except Exception:
-        raise EvoproxyError(f"{path} must be a torch.save'd dict with 'images' (float, N×C×H×W, normalized) "
-                            "and 'labels' (int64, N)") from None
-    return images, labels
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise EvoproxyError(f"{flag} takes comma-separated numbers such as 0.5,0.5,0.5; got {text!r}") from None
+
+
+def data_source(args):
+    """The DataSource of the flags `add_data_args` adds."""
+    from ..model import DataOptions, open_data
+    options = DataOptions(args.data_seed, args.calib_images, args.image_size, _floats(args.mean, "--mean"),
+                          _floats(args.std, "--std"), args.data_root)
+    return open_data(args.data, options)
+
+
+def load_user_model(args, source):
+    """The model of --model/--weights/--output/--exclude, its canonical name and its layer
+    registry for the inputs of `source`."""
+    from ..model import layer_registry, load_model
+    model, name = load_model(args.model, args.weights, args.output)
+    return model, name, layer_registry(model, input_shape(source), exclude_patterns(args.exclude))
+
+
+def input_shape(source) -> tuple[int, ...]:
+    return tuple(source.calibration(1)[0].shape[1:])
+
+
+def exclude_patterns(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
 
 
 def add_stats_args(p: argparse.ArgumentParser) -> None:
     """Calibration batch, statistics settings and cache: what `stats_settings` and `model_stats` read."""
-    p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
-    p.add_argument("--calib", help="calibration file (torch.save'd dict of 'images' and 'labels'); "
-                                   "default: the Fashion-MNIST subset shipped in the package")
+    add_data_args(p)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="calibration images the statistics are computed on (default 64)")
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
     p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
@@ -56,18 +88,25 @@ def stats_settings(args) -> StatsSettings:
     """The StatsSettings of the flags `add_stats_args` adds."""
     from ..stats import StatsSettings
     return StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
-                         args.act_max_elems, args.seed)
+                         args.act_max_elems, args.seed, exclude_patterns(args.exclude))
 
 
-def model_stats(args, settings: StatsSettings | None = None) -> tuple:
-    """The model of --model/--weights, its canonical name and its statistics (from the cache or
-    computed, with progress on stderr), with `settings` or else those of the stats flags."""
+def model_stats(args, settings: StatsSettings | None = None, source=None, use_cache: bool = True,
+                quiet: bool = False) -> tuple:
+    """The model of the model flags, its canonical name, its statistics on the first --batch-size
+    calibration images of the data flags (or of `source`) with `settings` or else those of the
+    stats flags, and whether they came from the cache (else they are computed, with progress on
+    stderr)."""
     from ..model import load_model
     from ..stats import load_or_compute_stats
-    model, name = load_model(args.model, args.weights)
-    stats, _ = load_or_compute_stats(model, *calibration(args), name, settings or stats_settings(args),
-                                     args.cache_dir, log=lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    return model, name, stats
+    source = source or data_source(args)
+    model, name = load_model(args.model, args.weights, args.output)
+    images, labels = source.calibration(args.batch_size)
+    log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
+    stats, hit = load_or_compute_stats(model, images, labels, name, settings or stats_settings(args), args.cache_dir,
+                                       use_cache,
+                                       log, args.device)
+    return model, name, stats, hit
 
 
 def parse_bits(text: str, flag: str) -> list[int]:

@@ -7,25 +7,28 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_model_args, parse_bits, parse_fixed, resolve_proxies
+from .args import (add_data_args, add_model_args, data_source, exclude_patterns, load_user_model, parse_bits,
+                   parse_fixed, resolve_proxies)
 
 
 def cmd_bench_build(args) -> None:
     from ..bench import build_bench, describe
-    from ..model import MODELS, evaluation_data, layer_registry, load_model
+    from ..model import check_device
     from ..quant import QuantSettings
 
-    model, name = load_model(args.model, args.weights)
-    if name not in MODELS:
-        raise EvoproxyError("bench build measures Fashion-MNIST accuracy, so --model must be a registry model")
-    layers = layer_registry(model, MODELS[name].input_shape)
-    calib, images, labels = evaluation_data(args.eval_size, args.data_dir)
+    source = data_source(args)
+    model, name, layers = load_user_model(args, source)
+    calib, images, labels = source.ptq_data(args.eval_size)
+    provenance = {"weights": str(Path(args.weights).resolve()) if args.weights else None, "output": args.output,
+                  "exclude": list(exclude_patterns(args.exclude)) or None,
+                  "data": None if source.is_default else source.describe()}
     bench = build_bench(Path(args.out), model, name, layers, calib, images, labels, bit_choices=parse_bits(args.bits, "--bits"),
                         n_configs=args.configs, fixed=parse_fixed(args.fixed, layers, args.fixed_bits),
                         settings=QuantSettings(args.act_bits, not args.no_bn_recal), seed=args.seed, jobs=args.jobs,
-                        device=args.device,
-                        eval_desc={"dataset": "fashion-mnist", "split": "test", "first": args.eval_size},
-                        name=args.name)
+                        device=check_device(args.device),
+                        eval_desc={"dataset": "fashion-mnist" if args.data == "fmnist" else args.data, "split": "test",
+                                   "first": len(images)},
+                        name=args.name, provenance={k: v for k, v in provenance.items() if v is not None})
     print(describe(bench))
 
 
@@ -38,6 +41,7 @@ def cmd_bench_show(args) -> None:
 
 def cmd_rank(args) -> None:
     from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, load_bench, plot_ranking, rank_proxy
+    from ..model import check_device
     from ..table import format_table
 
     if args.repeats < 1 or args.samples < 0:
@@ -48,7 +52,8 @@ def cmd_rank(args) -> None:
     if len(entries) < 2:
         raise EvoproxyError(f"the {args.split} split of {bench.name} has {len(entries)} configurations; need 2 or more")
     log = (lambda msg: None) if args.json else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    stats, stats_seconds, _ = bench_stats(bench, log=log)
+    stats, stats_seconds, _ = bench_stats(bench, weights=args.weights, log=log, data=args.data,
+                                          device=check_device(args.device))
     results = [rank_proxy(p, stats, entries, args.samples, args.repeats, args.seed) for p in proxies]
     if args.plot:
         plot_ranking(results, entries, args.plot)
@@ -80,9 +85,10 @@ def register(sub) -> None:
     p = bsub.add_parser("build", help="measure configurations into a bench file (resumable)",
                         description="Sample distinct bit configurations (seeded), fake-quantize the model for each "
                                     "(weights per-channel MSE-clipped, activations per-tensor, BatchNorm "
-                                    "re-estimated), measure Fashion-MNIST test accuracy and append each result to "
+                                    "re-estimated), measure test accuracy on --data and append each result to "
                                     "--out. Rerunning the same command continues a killed build.")
     add_model_args(p)
+    add_data_args(p)
     p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
     p.add_argument("--configs", type=int, default=500, help="number of distinct configurations (default 500)")
     p.add_argument("--fixed", default="first,last",
@@ -94,8 +100,6 @@ def register(sub) -> None:
     p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
     p.add_argument("--jobs", type=int, default=1, help="joblib worker processes (default 1)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files")
     p.add_argument("--name", help="bench name (default: the file name)")
     p.add_argument("--out", required=True, help="bench file to write or continue (.jsonl)")
     p.set_defaults(func=cmd_bench_build)
@@ -116,6 +120,10 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="number of draws (default 5)")
     p.add_argument("--split", default="held-out", choices=["search", "held-out", "all"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", help="the state_dict the bench was made with, if it is no longer where the bench "
+                                     "records it")
+    p.add_argument("--data", help="the data the bench was made on, if it is no longer where the bench records it")
+    p.add_argument("--device", default="cpu", help="torch device the statistics are computed on (default cpu)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", help="PNG file: score against accuracy per proxy, coloured by size")
     p.set_defaults(func=cmd_rank)

@@ -2,34 +2,27 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import EvoproxyError
-from .args import add_model_args, add_stats_args, calibration, stats_settings
+from .args import add_model_args, add_stats_args, model_stats
 
 
 def cmd_stats(args) -> None:
-    from ..model import load_model
-    from ..stats import load_or_compute_stats
     from ..table import format_table
 
-    settings = stats_settings(args)
-    model, name = load_model(args.model, args.weights)
-    images, labels = calibration(args)
-    log = (lambda msg: print(f"[stats] {msg}", file=sys.stderr)) if not args.json else (lambda msg: None)
-    stats, hit = load_or_compute_stats(model, images, labels, name, settings, args.cache_dir, not args.no_cache, log)
+    _, _, stats, hit = model_stats(args, use_cache=not args.no_cache, quiet=args.json)
     rows = stats.table()
     if args.json:
         print(json.dumps({"model": stats.model, "weights_hash": stats.weights_hash, "batch_hash": stats.batch_hash,
-                          "batch_size": len(images), "settings": stats.to_blob()["settings"],
+                          "batch_size": args.batch_size, "data": args.data, "settings": stats.to_blob()["settings"],
                           "synflow_log_scale": stats.synflow_log_scale,
                           "hutchinson_samples_used": stats.hutchinson_samples_used,
                           "timings_s": stats.timings, "from_cache": hit, "layers": rows}, indent=2))
         return
-    print(f"{stats.model}: {len(rows)} quantizable layers, calibration batch {len(images)}, "
+    print(f"{stats.model}: {len(rows)} quantizable layers, calibration batch {args.batch_size} of {args.data}, "
           f"{'from cache' if hit else 'computed'}")
     cols = ["index", "name", "kind", "shape", "params", "macs", "hessian_trace", "hessian_eig", "grad_norm",
             "act_std", "synflow"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_model_args, model_stats
+from .args import add_data_args, add_model_args, exclude_patterns, model_stats
 
 
 # `evoproxy evolve --preset`: values of the flags left out. "zoo" (the default) searches for a
@@ -112,7 +112,7 @@ def cmd_validity(args) -> None:
     if args.samples < 1:
         raise EvoproxyError("--samples must be at least 1")
     space = load_space(args.space)
-    _, _, stats = model_stats(args, StatsSettings())
+    _, _, stats, _ = model_stats(args, StatsSettings(exclude=exclude_patterns(args.exclude)))
     report = measure_validity(space, stats, args.samples, osp=not args.no_osp, seed=args.seed)
     if args.json:
         print(json.dumps({"space": report.space, "osp": report.osp, "seed": args.seed, "model": stats.model,
@@ -212,7 +212,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p)
     p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
-    p.add_argument("--calib", help="calibration file (default: the shipped Fashion-MNIST subset)")
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_validity)
+    add_data_args(p)

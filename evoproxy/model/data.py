@@ -87,21 +87,3 @@ def calibration_set() -> tuple[torch.Tensor, torch.Tensor]:
     from the Fashion-MNIST training split with a fixed seed, and their int64 labels."""
     blob = torch.load(asset_path(CALIBRATION_ASSET), weights_only=True)
     return blob["images"], blob["labels"]
-
-
-def calibration_batch(batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `batch_size` shipped calibration images, normalized, with their labels."""
-    images, labels = calibration_set()
-    if not 1 <= batch_size <= len(images):
-        raise EvoproxyError(f"--batch-size must be between 1 and {len(images)} (the shipped calibration set)")
-    return normalize(images[:batch_size]), labels[:batch_size]
-
-
-def evaluation_data(eval_size: int, data_dir: str | os.PathLike | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What quantized models are measured with: the shipped calibration images and the first
-    `eval_size` Fashion-MNIST test images with their labels, all images normalized."""
-    images, labels = load_fmnist("test", data_dir)
-    if not 1 <= eval_size <= len(images):
-        raise EvoproxyError(f"--eval-size must be between 1 and {len(images)}")
-    return normalize(calibration_set()[0]), normalize(images[:eval_size]), labels[:eval_size]

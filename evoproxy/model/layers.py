@@ -3,6 +3,7 @@ configuration, statistic and allocation is keyed by it, so there is exactly one 
 from __future__ import annotations
 
 import warnings
+from fnmatch import fnmatchcase
 from dataclasses import asdict, dataclass
 
 import torch
@@ -54,13 +55,74 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
             h.remove()
 
 
-def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
+class OutputSelector:
+    """A forward hook that keeps one part of a model's tuple or dict output (its logits): what
+    --output sets up. A class, not a closure, so that a model carrying it can be pickled."""
+
+    def __init__(self, key: int | str):
+        self.key = key
+
+    def __call__(self, module: nn.Module, inputs, output):
+        try:
+            return output[self.key]
+        except (KeyError, IndexError, TypeError):
+            kind = type(output).__name__
+            keys = list(output) if isinstance(output, dict) else f"0..{len(output) - 1}" if isinstance(
+                output, (tuple, list)) else "none"
+            raise EvoproxyError(f"--output {self.key!r} does not select from the model's {kind} output "
+                                f"(keys: {keys})") from None
+
+
+def select_output(model: nn.Module, key: str | None) -> nn.Module:
+    """`model`, returning only `key` of its output (an index of a tuple, a key of a dict); None: as is."""
+    if key is not None:
+        model.register_forward_hook(OutputSelector(int(key) if key.lstrip("-").isdigit() else key))
+    return model
+
+
+def selected(model: nn.Module, output):
+    """`output` of a pass that ran `model.forward` without its hooks (as torch.fx does), with
+    the model's OutputSelector applied."""
+    for hook in model._forward_hooks.values():
+        if isinstance(hook, OutputSelector):
+            output = hook(model, None, output)
+    return output
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a one-line error."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:  # an unknown name, or CUDA absent from this build
+        raise EvoproxyError(f"--device {device!r} is not usable here ({str(exc).splitlines()[0]}); use cpu") from None
+    return device
+
+
+def excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
+    """The names that match a pattern of --exclude (a layer name, or a shell pattern such as
+    'head.*'); a pattern that matches no layer is an error, since it is most likely a typo."""
+    out = set()
+    for pattern in patterns:
+        hits = {n for n in names if fnmatchcase(n, pattern)}
+        if not hits:
+            raise EvoproxyError(f"--exclude {pattern!r} matches no quantizable layer (see `evoproxy stats` for "
+                                "their names)")
+        out |= hits
+    return out
+
+
+def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tuple[str, ...] = ()) -> list[LayerInfo]:
     """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
-    batch dimension) that its forward pass calls; the others are left out, with a warning. MACs
-    are counted from the output shapes seen in one forward pass."""
+    batch dimension) that its forward pass calls, less those matching `exclude`; layers it does
+    not call are left out with a warning. MACs are counted from the output shapes seen in one
+    forward pass."""
     modules = quantizable_modules(model)
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
+    dropped = excluded([n for n, _ in modules], exclude)
+    modules = [(n, m) for n, m in modules if n not in dropped]
+    if not modules:
+        raise EvoproxyError("--exclude leaves no layer to quantize")
     out_numel: dict[str, int] = {}
     was_training = model.training
     try:
@@ -69,7 +131,8 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
             param = next(model.parameters())
             run_with_outputs(model, torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
                              dict(modules), lambda n, out: out_numel.__setitem__(n, out[0].numel()),
-                             f"the model does not accept inputs of shape {tuple(input_shape)}")
+                             f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
+                             "check --data and --image-size")
     finally:
         model.train(was_training)
     unused = [name for name, _ in modules if name not in out_numel]

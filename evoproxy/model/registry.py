@@ -14,6 +14,7 @@ from ..errors import EvoproxyError, EvoproxyWarning
 from ..hashing import tensors_hash
 from ..reference import import_callable
 from .data import asset_path
+from .layers import select_output
 from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNetSmall, SqueezeNetSmall
 
 
@@ -73,12 +74,13 @@ def _load_state_dict(model: nn.Module, path: str | Path) -> None:
         raise EvoproxyError(f"weights file {path} does not fit the model: {first}") from None
 
 
-def load_model(ref: str, weights: str | Path | None = None) -> tuple[nn.Module, str]:
+def load_model(ref: str, weights: str | Path | None = None, output: str | None = None) -> tuple[nn.Module, str]:
     """The model named `ref`, in eval mode, and its canonical name.
 
     `ref` is a registry name (see MODELS, ALIASES) or `package.module:function`, a function
     that returns an nn.Module. `weights` (a state_dict file) overrides the shipped checkpoint
-    of a registry model and is what a user's model is loaded with, if given."""
+    of a registry model and is what a user's model is loaded with, if given. `output` selects
+    the logits of a model that returns a tuple (an index) or a dict (a key)."""
     name = ALIASES.get(ref, ref)
     if name in MODELS:
         spec = MODELS[name]
@@ -96,4 +98,4 @@ def load_model(ref: str, weights: str | Path | None = None) -> tuple[nn.Module, 
     else:
         known = ", ".join(sorted([*MODELS, *ALIASES]))
         raise EvoproxyError(f"unknown model {ref!r}: use one of {known}, or package.module:function")
-    return model.eval(), name
+    return select_output(model, output).eval(), name

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import EvoproxyError
 from .data import load_fmnist, normalize
 from .registry import MODELS
 
@@ -16,9 +17,13 @@ from .registry import MODELS
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
     model.eval()
-    correct = 0
+    correct, top = 0, int(labels.max())
     for i in range(0, len(images), batch_size):
-        correct += (model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+        logits = model(images[i:i + batch_size])
+        if logits.dim() != 2 or top >= logits.shape[1]:
+            raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
+                                f"to {top}: a classifier with (batch, classes) logits is needed")
+        correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
     return 100.0 * correct / len(images)
 
 

@@ -2,13 +2,12 @@
 evaluation set, sharing the quantized weights and measuring each distinct configuration once."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..model import LayerInfo, accuracy, evaluation_data
+from ..model import DataSource, LayerInfo, accuracy, check_device, open_data
 from .fakequant import QuantSettings, WeightCache, quantize_model
 
 
@@ -28,11 +27,14 @@ class PtqEvaluator:
         self.measured: dict[tuple[int, ...], float] = {}
 
     @classmethod
-    def on_fmnist(cls, model: nn.Module, layers: Sequence[LayerInfo], eval_size: int,
-                  settings: QuantSettings = QuantSettings(), data_dir: str | os.PathLike | None = None) -> PtqEvaluator:
-        """An evaluator on the first `eval_size` Fashion-MNIST test images, calibrated on the
-        calibration subset shipped in the package (the benchmarks' setting)."""
-        return cls(model, layers, *evaluation_data(eval_size, data_dir), settings)
+    def on_data(cls, model: nn.Module, layers: Sequence[LayerInfo], eval_size: int | None,
+                settings: QuantSettings = QuantSettings(), source: DataSource | None = None,
+                device: str = "cpu") -> PtqEvaluator:
+        """An evaluator on the first `eval_size` test images of `source` (default: the shipped
+        Fashion-MNIST), calibrated on its calibration pool (the benchmarks' setting), on `device`."""
+        calib, images, labels = (source or open_data()).ptq_data(eval_size)
+        device = check_device(device)
+        return cls(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
 
     def fp_accuracy(self) -> float:
         """Accuracy of the full-precision model."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import EvoproxyError
 from ..hashing import tensors_hash
-from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs, weights_hash
+from ..model import LayerInfo, check_device, layer_registry, quantizable_modules, run_with_outputs, weights_hash
 from ..quant import weight_quantization_error
 from .hessian import hutchinson, top_eigenvalue
 from .synflow import synflow_gradients
@@ -48,8 +48,10 @@ class StatsSettings:
     power_tol: float = 1e-3  # relative change of the eigenvalue that stops the iteration
     act_max_elems: int = 65536  # cap on stored activation elements per layer
     seed: int = 0
+    exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
 
     def __post_init__(self):
+        object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
         for name in ("hutchinson_samples", "power_iters", "act_max_elems"):
             if getattr(self, name) < 1:
                 raise EvoproxyError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -145,15 +147,31 @@ def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
-                  settings: StatsSettings = StatsSettings(), log=lambda msg: None) -> ModelStats:
-    """Compute the statistics of every quantizable layer of `model` on one batch.
+                  settings: StatsSettings = StatsSettings(), log=lambda msg: None, device: str = "cpu") -> ModelStats:
+    """Compute the statistics of every quantizable layer of `model` on one batch, on `device`.
 
     `images` are (batch, *input_shape) floats, `labels` int64 class indices. The model itself is
-    never modified: all work happens on a copy in eval mode."""
+    never modified: all work happens on a copy in eval mode. The statistics come back on the CPU.
+
+    The CPU work runs on one intra-op thread: torch's reductions then add in one order whatever
+    the machine's core count, so the same model and batch give the same statistics everywhere
+    (and a busy 2-core machine is not slowed many times over by two threads waiting on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compute_stats(model, images, labels, model_name, settings, log, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str,
+                   settings: StatsSettings, log, device: str) -> ModelStats:
     _check_batch(images, labels)
     input_shape = tuple(images.shape[1:])
-    registry = layer_registry(model, input_shape)
-    work = copy.deepcopy(model).float().eval()
+    registry = layer_registry(model, input_shape, settings.exclude)
+    device = check_device(device)
+    work = copy.deepcopy(model).float().eval().to(device)
+    images, labels = images.to(device), labels.to(device)
     names = [info.name for info in registry]
     modules = dict(quantizable_modules(work))
     params = [modules[n].weight for n in names]
@@ -170,8 +188,8 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                               lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)),
                               f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
     if not isinstance(logits, torch.Tensor):
-        raise EvoproxyError(f"the model returns a {type(logits).__name__}, not a tensor of logits: wrap it so "
-                            "that its forward returns the (batch, classes) logits alone")
+        raise EvoproxyError(f"the model returns a {type(logits).__name__}, not a tensor of logits: pass --output "
+                            "with the index or key of its logits")
     if logits.dim() != 2 or logits.shape[0] != len(labels) or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
         raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
                             f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")
@@ -198,7 +216,8 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     errors = [quantization_errors(p.detach()) for p in params]
     timings["Q quantization error"] = time.perf_counter() - start
 
-    layers = [LayerStats(info, p.detach().clone(), g.detach().clone(), acts[info.name], d.detach(), v, t, e, q)
+    layers = [LayerStats(info, p.detach().cpu().clone(), g.detach().cpu().clone(), acts[info.name].cpu(),
+                         d.detach().cpu(), v, t, e, {b: x.cpu() for b, x in q.items()})
               for info, p, g, d, v, t, e, q in zip(registry, params, grads, diags, synflow, traces, eigs, errors)]
     return ModelStats(model_name, weights_hash(model), batch_hash(images, labels), settings, layers,
                       log_scale, used, timings)
@@ -210,7 +229,10 @@ def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
 
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
-    payload = json.dumps({"weights": weights, "batch": batch, "settings": asdict(settings),
+    described = asdict(settings)
+    if not settings.exclude:  # so that the keys of runs without --exclude stay what they were
+        del described["exclude"]
+    payload = json.dumps({"weights": weights, "batch": batch, "settings": described,
                           "format": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -228,7 +250,7 @@ def load_stats_file(path: str | os.PathLike) -> ModelStats:
 
 def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
                           settings: StatsSettings = StatsSettings(), cache: str | os.PathLike | None = None,
-                          use_cache: bool = True, log=lambda msg: None) -> tuple[ModelStats, bool]:
+                          use_cache: bool = True, log=lambda msg: None, device: str = "cpu") -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present, else computed and stored there.
     Returns them and whether they came from the cache. A cache hit gives identical tensors."""
     _check_batch(images, labels)
@@ -238,7 +260,7 @@ def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.
             return load_stats_file(path), True
         except Exception:  # a damaged cache entry is recomputed, never trusted
             log(f"ignoring unreadable cache entry {path}")
-    stats = compute_stats(model, images, labels, model_name, settings, log)
+    stats = compute_stats(model, images, labels, model_name, settings, log, device)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -18,7 +18,8 @@ def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_sample
     diag_sum = [torch.zeros_like(p) for p in params]
     previous = None
     for n in range(1, max_samples + 1):
-        vs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype) * 2 - 1 for p in params]
+        # Drawn on the CPU generator and moved, so that every device sees the same probes.
+        vs = [(torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype) * 2 - 1).to(p.device) for p in params]
         hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
         for d, v, hv in zip(diag_sum, vs, hvs):
             d.add_(v * hv)
@@ -35,7 +36,7 @@ def top_eigenvalue(grad: torch.Tensor, param: torch.Tensor, max_iter: int, tol: 
     """Dominant eigenvalue (largest in magnitude, with its sign) of the Hessian block of one
     layer, by power iteration on products H_ll v; stops after `max_iter` products or when the
     Rayleigh quotient changes by less than `tol` (relative). Returns it and the iterations used."""
-    v = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+    v = torch.randn(param.shape, generator=generator, dtype=param.dtype).to(param.device)
     v /= v.norm()
     eig = None
     for n in range(1, max_iter + 1):

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import EvoproxyError
+from ..model import selected
 
 # Element-wise activations that the linearised network treats as the identity.
 _IDENTITY_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU,
@@ -120,8 +121,9 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
 def synflow_gradients(model: nn.Module, input_shape: tuple[int, ...],
                       layer_names: list[str]) -> tuple[list[torch.Tensor], float]:
     """SynFlow gradients of the named layers' weights, float64, each divided by e^log_scale,
-    and log_scale. The model is not touched: the work happens on a float64 copy."""
-    work = copy.deepcopy(model).double().eval()
+    and log_scale. The model is not touched: the work happens on a float64 copy on the CPU (SynFlow
+    needs no data, and one pass is cheap)."""
+    work = copy.deepcopy(model).cpu().double().eval()
     with torch.no_grad():
         for p in work.parameters():
             p.abs_()
@@ -134,7 +136,8 @@ def synflow_gradients(model: nn.Module, input_shape: tuple[int, ...],
     weights = [modules[n].weight for n in layer_names]
     for w in weights:
         w.requires_grad_(True)
-    out = _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape), dtype=torch.float64), 0.0))
+    out = selected(work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape),
+                                                                            dtype=torch.float64), 0.0)))
     grads = torch.autograd.grad(out.t.sum(), weights, allow_unused=True)
     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
     return [g.detach() for g in grads], out.s
