@@ -114,11 +114,14 @@ class EvolutionConfig:
         data = dict(data)
         if "bench" in data:  # runs stored before several benches existed name one
             data["benches"] = [data.pop("bench")]
-        data["init"] = tuple(data.get("init", ()))  # JSON stores tuples as lists
-        data["benches"] = tuple(data.get("benches", cls.benches))
-        if isinstance(data.get("csp"), dict):
-            data["csp"] = CSPSettings(**data["csp"])
-        return cls(**data)
+        try:
+            data["init"] = tuple(data.get("init", ()))  # JSON stores tuples as lists
+            data["benches"] = tuple(data.get("benches", cls.benches))
+            if isinstance(data.get("csp"), dict):
+                data["csp"] = CSPSettings(**data["csp"])
+            return cls(**data)
+        except (TypeError, ValueError) as exc:  # settings of the wrong type: a damaged or foreign run
+            raise EvoproxyError(f"the stored run settings are not valid ({exc})") from None
 
 
 # Worker-side state: prepared inputs and fitness task per run's benches, built once per process.
@@ -234,15 +237,18 @@ class Evolution:
             if config is None:
                 raise EvoproxyError(f"{self.dir} holds no run to resume (no run.db)")
             paths = self._prepare(config)
-            self.store = RunStore(db)
-            self.store.put(config=config.to_dict())
+            self.store = RunStore(db, new={"config": config.to_dict()})
         else:
-            self.store = RunStore(db)
-            stored = EvolutionConfig.from_dict(self.store.get("config"))
-            if config is not None and config != stored:
-                raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
-                                    f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
-            paths = self._prepare(stored)
+            self.store = RunStore(db, write=True)
+            try:
+                stored = EvolutionConfig.from_dict(self.store.get("config"))
+                if config is not None and config != stored:
+                    raise EvoproxyError(f"{self.dir} holds a run with other settings; continue it with "
+                                        f"`evoproxy evolve --resume {self.dir}`, or choose another --name")
+                paths = self._prepare(stored)
+            except BaseException:
+                self.store.close()
+                raise
         c = self.config
         self.evaluate = Evaluator([(p, *f) for p, f in zip(paths, self.fitness_configs)], c.csp, c.aggregate,
                                   jobs, backend)
