@@ -48,7 +48,7 @@ def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = St
     `batch_size` calibration images of its data (cached on disk), the seconds spent getting
     them, and their cache file."""
     model, _, source = bench_model(bench, weights, data)
-    settings = replace(settings, exclude=tuple(bench.header.get("exclude", ())))
+    settings = replace(settings, exclude=tuple(bench.header.get("exclude", ())), output=bench.header.get("output"))
     x, y = source.calibration(batch_size)
     start = time.perf_counter()
     stats, _ = load_or_compute_stats(model, x, y, bench.header["model"], settings, log=log, device=device)

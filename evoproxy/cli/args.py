@@ -88,7 +88,7 @@ def stats_settings(args) -> StatsSettings:
     """The StatsSettings of the flags `add_stats_args` adds."""
     from ..stats import StatsSettings
     return StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
-                         args.act_max_elems, args.seed, exclude_patterns(args.exclude))
+                         args.act_max_elems, args.seed, exclude_patterns(args.exclude), args.output)
 
 
 def model_stats(args, settings: StatsSettings | None = None, source=None, use_cache: bool = True,

@@ -112,7 +112,8 @@ def cmd_validity(args) -> None:
     if args.samples < 1:
         raise EvoproxyError("--samples must be at least 1")
     space = load_space(args.space)
-    _, _, stats, _ = model_stats(args, StatsSettings(exclude=exclude_patterns(args.exclude)))
+    _, _, stats, _ = model_stats(args, StatsSettings(exclude=exclude_patterns(args.exclude),
+                                                         output=args.output))
     report = measure_validity(space, stats, args.samples, osp=not args.no_osp, seed=args.seed)
     if args.json:
         print(json.dumps({"space": report.space, "osp": report.osp, "seed": args.seed, "model": stats.model,

@@ -139,6 +139,11 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
     if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight (MultiheadAttention)
         warnings.warn(f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
                       f"the layer registry: {', '.join(unused)}", EvoproxyWarning, stacklevel=2)
+    attention = [name for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    if attention:  # its q, k, v projection is a bare parameter (in_proj_weight), not a layer
+        warnings.warn(f"the q/k/v projections of nn.MultiheadAttention ({', '.join(attention)}) stay at full "
+                      "precision: write attention with nn.Linear projections to quantize them", EvoproxyWarning,
+                      stacklevel=2)
     used = [(name, m) for name, m in modules if name in out_numel]
     if not used:
         raise EvoproxyError(f"{type(model).__name__} calls none of its Conv2d or Linear layers in the forward pass")

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, EvoproxyWarning
 from ..hashing import tensors_hash
 from ..model import LayerInfo, check_device, layer_registry, quantizable_modules, run_with_outputs, weights_hash
 from ..quant import weight_quantization_error
@@ -49,6 +53,7 @@ class StatsSettings:
     act_max_elems: int = 65536  # cap on stored activation elements per layer
     seed: int = 0
     exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
+    output: str | None = None  # the model's --output selector: which output the loss is taken on
 
     def __post_init__(self):
         object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
@@ -209,7 +214,12 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     log("top eigenvalues done")
 
     start = time.perf_counter()
-    synflow, log_scale = synflow_gradients(work, input_shape, names)
+    try:
+        synflow, log_scale = synflow_gradients(work, input_shape, names)
+    except EvoproxyError as exc:  # e.g. attention: the statistics stand without V, and proxies reading V fail
+        warnings.warn(f"SynFlow statistics (V) are not defined for {model_name}, so proxies that read V are invalid "
+                      f"on it: {exc}", EvoproxyWarning, stacklevel=3)
+        synflow, log_scale = [torch.full(p.shape, math.nan, dtype=torch.float64) for p in params], 0.0
     timings["V synflow"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -230,8 +240,9 @@ def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
     described = asdict(settings)
-    if not settings.exclude:  # so that the keys of runs without --exclude stay what they were
-        del described["exclude"]
+    for name in ("exclude", "output"):  # left out when unused, so that older cache keys stay what they were
+        if not described[name]:
+            del described[name]
     payload = json.dumps({"weights": weights, "batch": batch, "settings": described,
                           "format": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -243,27 +254,68 @@ def stats_cache_path(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
 
 
-def load_stats_file(path: str | os.PathLike) -> ModelStats:
-    """Statistics from a cache file (loading runs no code: plain tensors and numbers)."""
+def load_stats_file(path: str | os.PathLike | BinaryIO) -> ModelStats:
+    """Statistics from a cache file or its open bytes (loading runs no code: plain tensors and numbers)."""
     return ModelStats.from_blob(torch.load(path, weights_only=True))
+
+
+def _checksum_path(path: Path) -> Path:
+    """Where the sha256 of a cache entry is recorded: beside it, as stats-KEY.pt.sha256."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_replacing(path: Path, data: bytes) -> None:
+    """Write `path` through a fresh temporary file in its folder, renamed into place. mkstemp
+    creates it under a name nobody can guess, exclusively, so that a link planted in a shared
+    cache folder is never followed and a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_cache_entry(path: Path, log) -> ModelStats | None:
+    """A cache entry whose bytes match the sha256 recorded beside it; None (recompute) for an
+    entry without a checksum (written by an earlier version), a doctored or damaged one."""
+    try:
+        data, recorded = path.read_bytes(), _checksum_path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        log(f"recomputing cache entry {path}: it has no checksum beside it")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log(f"recomputing cache entry {path}: {exc}")
+        return None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        warnings.warn(f"the statistics cache entry {path} does not match the checksum recorded beside it "
+                      "(changed or damaged since it was written); recomputing it", EvoproxyWarning, stacklevel=3)
+        return None
+    try:
+        return load_stats_file(io.BytesIO(data))
+    except Exception:  # a matching but unreadable entry: another format, recomputed, never trusted
+        log(f"recomputing unreadable cache entry {path}")
+        return None
 
 
 def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
                           settings: StatsSettings = StatsSettings(), cache: str | os.PathLike | None = None,
                           use_cache: bool = True, log=lambda msg: None, device: str = "cpu") -> tuple[ModelStats, bool]:
-    """The statistics from the on-disk cache if present, else computed and stored there.
-    Returns them and whether they came from the cache. A cache hit gives identical tensors."""
+    """The statistics from the on-disk cache if present and matching the sha256 recorded beside
+    it, else computed and stored there with their checksum. Returns them and whether they came
+    from the cache. A cache hit gives identical tensors."""
     _check_batch(images, labels)
     path = stats_cache_path(model, images, labels, settings, cache)
-    if use_cache and path.is_file():
-        try:
-            return load_stats_file(path), True
-        except Exception:  # a damaged cache entry is recomputed, never trusted
-            log(f"ignoring unreadable cache entry {path}")
+    if use_cache and path.is_file() and (stats := _read_cache_entry(path, log)) is not None:
+        return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(stats.to_blob(), tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(stats.to_blob(), buffer)
+        data = buffer.getvalue()
+        _write_replacing(path, data)  # the entry, then its checksum: a reader in between recomputes
+        _write_replacing(_checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
     return stats, False

@@ -136,8 +136,11 @@ def synflow_gradients(model: nn.Module, input_shape: tuple[int, ...],
     weights = [modules[n].weight for n in layer_names]
     for w in weights:
         w.requires_grad_(True)
-    out = selected(work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape),
-                                                                            dtype=torch.float64), 0.0)))
+    try:
+        out = selected(work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape),
+                                                                                dtype=torch.float64), 0.0)))
+    except EvoproxyError as exc:  # its first line: torch.fx appends the graph node it failed at
+        raise EvoproxyError(str(exc).splitlines()[0]) from None
     grads = torch.autograd.grad(out.t.sum(), weights, allow_unused=True)
     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
     return [g.detach() for g in grads], out.s

@@ -1,0 +1,103 @@
+"""Models and data as a user would bring them (`--model module:function`, `--data module:function`):
+a Linear-only net, a transformer-style block with nn.Linear projections, one with
+nn.MultiheadAttention, a model that returns a tuple, and a data function."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention with a fused q/k/v nn.Linear, then an MLP."""
+
+    def __init__(self, d: int = 16, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.norm2, self.mlp = nn.LayerNorm(d), nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5).softmax(-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    """Sequences (batch, 6, 4) → 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.block, self.head = nn.Linear(4, 16), Block(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.block(self.embed(x)).mean(1))
+
+
+class AttentionNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(4, 16), nn.MultiheadAttention(16, 2, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h)[0].mean(1))
+
+
+class TwoHeads(nn.Module):
+    """Returns (logits, features), as many detection and distillation models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.fc = nn.Sequential(nn.Linear(12, 16), nn.ReLU()), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.fc(h), h
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
+
+
+def transformer() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyTransformer()
+
+
+def attention() -> nn.Module:
+    torch.manual_seed(0)
+    return AttentionNet()
+
+
+def two_heads() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoHeads()
+
+
+def vectors(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 12) float vectors of 3 classes that an MLP can tell apart."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=gen)
+    centres = torch.randn(3, 12, generator=torch.Generator().manual_seed(99))
+    return centres[labels] + 0.8 * torch.randn(n, 12, generator=gen), labels
+
+
+def sequences(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 6, 4) float sequences of 3 classes."""
+    x, y = vectors(n, seed)
+    return x.repeat(1, 2).reshape(n, 6, 4), y
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60) -> nn.Module:
+    """`model` trained briefly with Adam, so that quantization has accuracy to lose."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        out = model(x)
+        nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
+        opt.step()
+    return model.eval()
