@@ -19,8 +19,12 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import random
+import signal
 import statistics
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -139,9 +143,30 @@ def _context(benches: Benches, aggregate: str):
     return _WORKER[key]
 
 
-def judge_batch(benches: Benches, aggregate: str, genome_jsons: list[str], csp: CSPSettings) -> list[Outcome]:
+def _die_with(parent: int) -> None:
+    """Have the system kill this worker process when `parent` (the run's process, which started
+    it) ends, however it ends: a run killed with kill -9 would otherwise leave its loky workers
+    running until their idle timeout (5 minutes). Linux only (prctl PR_SET_PDEATHSIG); nothing
+    in the parent itself, or where the worker is not the parent's child."""
+    global _DIES_WITH_PARENT
+    if _DIES_WITH_PARENT or sys.platform != "linux" or os.getpid() == parent or os.getppid() != parent:
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    _DIES_WITH_PARENT = True
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
+_DIES_WITH_PARENT = False
+
+
+def judge_batch(benches: Benches, aggregate: str, genome_jsons: list[str], csp: CSPSettings,
+                parent: int | None = None) -> list[Outcome]:
     """Judge serialized genomes on each bench's statistics file and configurations (what a worker
-    process runs). Small tensors: one thread per process is faster than torch's intra-op threads."""
+    process runs; `parent`: the pid of the run's process, for a local worker to die with it).
+    Small tensors: one thread per process is faster than torch's intra-op threads."""
+    if parent is not None:
+        _die_with(parent)
     torch.set_num_threads(1)
     inputs, task = _context(benches, aggregate)
     return [task.judge(Genome.from_json(g), inputs, csp) for g in genome_jsons]
@@ -163,8 +188,9 @@ class Evaluator:
             return judge_batch(*self.args, payload, self.csp)
         n = max(1, min(len(payload), abs(self.jobs) if self.jobs > 0 else 2))
         chunks = [payload[i::n] for i in range(n)]
+        parent = os.getpid() if self.backend in (None, "loky") else None  # a Dask worker is no child of ours
         with parallel_config(backend=self.backend or "loky", n_jobs=self.jobs):
-            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
+            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp, parent) for c in chunks)
         out: list[Outcome | None] = [None] * len(payload)
         for i, part in enumerate(parts):
             out[i::n] = part
