@@ -162,7 +162,7 @@ def test_a_damaged_or_foreign_run_database_is_a_one_line_error_and_show_writes_n
         with pytest.raises(EvoproxyError):
             RunStore(db, write=write)
     for command in (["show", str(db.parent)], ["show", "--quick", str(db.parent)],
-                    ["evolve", "--resume", str(db.parent)]):
+                    ["show", "--top", "3", str(db.parent)], ["evolve", "--resume", str(db.parent)]):
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"evoproxy {command[0]}: error: "), err

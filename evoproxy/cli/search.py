@@ -1,5 +1,5 @@
-"""`evoproxy evolve`, `evoproxy show` and `evoproxy validity`: the search for a proxy, its report,
-and the share of valid proxies in a search space."""
+"""`evoproxy evolve`, `evoproxy show`, `evoproxy runs` and `evoproxy validity`: the search for a
+proxy, its report, the list of runs, and the share of valid proxies in a search space."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, exclude_patterns, model_stats
 
+MAX_JOBS = 256  # loky starts every worker at once: more would exhaust a machine's memory
 
 # `evoproxy evolve --preset`: values of the flags left out. "zoo" (the default) searches for a
 # proxy that transfers: bit-aware space, fitness on the main bench of every shipped model at
@@ -43,9 +44,9 @@ def cmd_evolve(args) -> None:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.hours is not None and not 0 < args.hours < float("inf"):
         raise EvoproxyError("--hours must be a number of hours above 0")
-    if args.log_every < 0 or args.jobs == 0:
-        raise EvoproxyError("--log-every must be at least 0 (0: no progress lines), and --jobs not 0 "
-                            "(1: this process, N: N workers, -1: one per core)")
+    if args.log_every < 0 or not (args.jobs == -1 or 1 <= args.jobs <= MAX_JOBS):
+        raise EvoproxyError(f"--log-every must be at least 0 (0: no progress lines), and --jobs between 1 and "
+                            f"{MAX_JOBS} (1: this process, N: N workers) or -1 (one per core)")
     if args.resume:
         run_dir, config = Path(args.resume), None
     else:
@@ -71,6 +72,9 @@ def cmd_evolve(args) -> None:
             raise EvoproxyError(f"--name {name!r} must be one folder name (no / or ..): the run goes to "
                                 f"{args.runs_dir}/<name>/")
         run_dir = Path(args.runs_dir) / name
+        if (run_dir / "run.db").exists():
+            raise EvoproxyError(f"run {name} already exists in {args.runs_dir}: continue it with `evoproxy evolve "
+                                f"--resume {run_dir}`, or choose another --name")
     backend = None
     if args.backend == "dask":
         try:
@@ -81,28 +85,70 @@ def cmd_evolve(args) -> None:
         log(f"dask cluster: {client.dashboard_link}")
         backend = "dask"
     evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
+    iterations, interrupted = args.iterations if args.resume else None, False
     try:
+        if args.resume and evo.finished(args.hours, iterations):
+            raise EvoproxyError(f"run {run_dir} has done its {evo.iteration - 1} iterations: extend it with "
+                                f"--iterations N (N > {evo.iteration - 1}), or see it with `evoproxy show {run_dir}`")
+        if args.resume:
+            log(f"continuing run {run_dir} at iteration {evo.iteration}")
         islands = f"{evo.config.islands} islands of " if evo.config.islands > 1 else ""
         on = ", ".join(evo.config.benches) + (f" ({evo.config.aggregate})" if len(evo.config.benches) > 1 else "")
         log(f"run {run_dir}: {evo.config.space} space on {on}, {islands}|P|={evo.config.population}, "
             f"{'until ' + str(args.hours) + ' h' if args.hours else str(evo.config.iterations) + ' iterations'}")
-        evo.run(hours=args.hours, iterations=args.iterations if args.resume else None, log_every=args.log_every)
+        try:
+            evo.run(hours=args.hours, iterations=iterations, log_every=args.log_every)
+        except KeyboardInterrupt:  # Evolution.run saved the best so far, where there is one
+            interrupted = True
+            if not (run_dir / "best.json").is_file():
+                raise
     finally:
         evo.close()
     if not args.no_report:
         print(full_report(run_dir)[0])
+    if interrupted:
+        log(f"interrupted: the best proxy so far is in {run_dir / 'best.json'} and {run_dir / 'best.py'}; "
+            f"continue the run with `evoproxy evolve --resume {run_dir}`")
+        raise KeyboardInterrupt
     print(f"\nsaved: {run_dir / 'best.json'}, {run_dir / 'best.py'}; continue or extend with "
           f"`evoproxy evolve --resume {run_dir} [--iterations N]`")
 
 
 def cmd_show(args) -> None:
-    from ..search import full_report, run_summary
+    from ..search import export_candidates, full_report, leaderboard, printable, run_summary
+    from ..table import format_table
 
+    if args.csv:
+        print(f"{export_candidates(args.run, args.csv)} candidates written to {printable(args.csv)}")
+    if args.top is not None:
+        rows = leaderboard(args.run, args.top)
+        print(f"the {len(rows)} fittest distinct proxies of {printable(args.run)} (*: the run's result):")
+        print(format_table(rows, ["rank", "chosen", "fitness", "rho@20%", "rho@50%", "rho@100%", "complexity",
+                                  "iteration", "formula"],
+                           ["#", "", "fitness", "ρ@20%", "ρ@50%", "ρ@100%", "complexity", "iteration", "formula"]))
     if args.quick:
         s = run_summary(args.run)
-        print(f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  {s['best']['formula']}")
+        print(f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  "
+              f"{printable(s['best']['formula'])}")
+    if not (args.quick or args.csv or args.top is not None):
+        print(full_report(args.run)[0])
+
+
+def cmd_runs(args) -> None:
+    from ..search import list_runs
+    from ..table import format_table
+
+    if not Path(args.runs_dir).is_dir():
+        raise EvoproxyError(f"{args.runs_dir} is not a folder; give the folder runs are stored in with --runs-dir")
+    rows, problems = list_runs(args.runs_dir)
+    if not rows:
+        print(f"no runs in {args.runs_dir}")
         return
-    print(full_report(args.run)[0])
+    print(format_table(rows, ["run", "status", "iteration", "candidates", "best", "held-out", "changed"],
+                       ["run", "status", "iteration", "candidates", "best fitness", "held-out mean ρ %",
+                        "last change"]))
+    for problem in problems:
+        print(problem)
 
 
 def cmd_validity(args) -> None:
@@ -127,7 +173,7 @@ def cmd_validity(args) -> None:
 
 
 def register(sub) -> None:
-    """Add the evolve, show and validity commands to the `evoproxy` subcommands `sub`."""
+    """Add the evolve, show, runs and validity commands to the `evoproxy` subcommands `sub`."""
     p = sub.add_parser("evolve", help="evolve a proxy on a benchmark (EMQ); the product's main job",
                        description="Evolve training-free proxies (EMQ Algorithm 1) on a benchmark's search split: "
                                    "tournament selection, crossover, mutation, diversity-prompting selection (DPS), "
@@ -201,7 +247,17 @@ def register(sub) -> None:
                                    "another model, beside the handcrafted proxies.")
     p.add_argument("run", help="run directory (runs/<name>)")
     p.add_argument("--quick", action="store_true", help="only the best formula so far (no correlations)")
+    p.add_argument("--top", type=int, metavar="K", help="only a leaderboard of the K fittest distinct proxies "
+                                                          "(formula, complexity, fitness and its parts)")
+    p.add_argument("--csv", metavar="FILE", help="write every candidate of the run (the run.db table) to a CSV file")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("runs", help="list the runs in a folder",
+                       description="One line per run: status (running, finished, stopped: continue it with "
+                                   "evolve --resume), iteration, candidates, best fitness, the result's mean ρ on "
+                                   "the held-out split (once `show` or evolve's report measured it), last change.")
+    p.add_argument("--runs-dir", default="runs", help="where runs are stored (default runs/)")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("validity", help="share of random proxies of a search space that are valid (EMQ Table 3)",
                        description="Sample random proxies from a search space, evaluate each on the model's "
@@ -212,8 +268,8 @@ def register(sub) -> None:
     p.add_argument("--no-osp", action="store_true", help="sample operations uniformly, without OSP weights")
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p)
+    add_data_args(p)
     p.add_argument("--batch-size", type=int, default=64, help="calibration images used (default 64)")
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_validity)
-    add_data_args(p)

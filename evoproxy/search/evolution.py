@@ -44,6 +44,7 @@ from .store import RunStore
 
 
 MAX_POPULATION, MAX_ISLANDS = 10_000, 256  # beyond these a run could not finish one iteration on one machine
+MAX_TIMEOUT_S = 86_400.0  # a candidate's time limit: a day (the timer cannot take infinity)
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ class EvolutionConfig:
             raise EvoproxyError(f"--islands must be at most {MAX_ISLANDS}")
         if self.seed < 0:
             raise EvoproxyError("--seed must be at least 0")
-        if not self.csp.timeout_s > 0:
-            raise EvoproxyError("--candidate-timeout must be more than 0 seconds")
+        if not 0 < self.csp.timeout_s <= MAX_TIMEOUT_S:
+            raise EvoproxyError(f"--candidate-timeout must be more than 0 and at most {MAX_TIMEOUT_S:.0f} seconds")
         if self.patience < 0:
             raise EvoproxyError("--patience must be at least 0")
         if not 0 < self.ratio <= 1 or not 0 <= self.p_crossover <= 1 or not 0 <= self.p_mutation <= 1:
@@ -101,10 +102,12 @@ class EvolutionConfig:
             raise EvoproxyError("--strategy must be evolution or random")
         if self.offspring < 1 or self.islands < 1 or self.migration < 1:
             raise EvoproxyError("--offspring, --islands and --migration must be at least 1")
+        if self.offspring > MAX_POPULATION:
+            raise EvoproxyError(f"--offspring must be at most {MAX_POPULATION}")
         if self.iterations < 0 or self.select_top < 0:
             raise EvoproxyError("--iterations and --select-top must be at least 0")
-        if not self.parsimony >= 0:
-            raise EvoproxyError("--parsimony must be a number of at least 0")
+        if not 0 <= self.parsimony < float("inf"):
+            raise EvoproxyError("--parsimony must be a finite number of at least 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,6 +236,20 @@ def behaviour(parts: dict[str, float]) -> tuple[float, ...]:
 def _parts_of(row) -> dict[str, float]:
     """The ρ@k parts stored in a candidates row (none for a rejected candidate)."""
     return {key: row[col] for key, col in _PART_COLUMNS if row[col] is not None}
+
+
+def fittest_distinct(rows, k: int, merit=lambda row: row["fitness"]) -> list:
+    """The `k` candidates rows of highest `merit` (ties: the earlier) that rank the fitness
+    sample differently from every fitter one: proxies of equal ρ@k parts count once."""
+    picks, seen = [], set()
+    for row in sorted(rows, key=lambda r: (-merit(r), r["id"])):
+        key = behaviour(_parts_of(row))
+        if key not in seen:
+            seen.add(key)
+            picks.append(row)
+            if len(picks) >= k:
+                break
+    return picks
 
 
 def migrate(population: list[Individual], islands: int) -> list[Individual]:
@@ -413,14 +430,32 @@ class Evolution:
                               "population": [ind.genome.wl_hash() for ind in population],
                               "islands": [ind.island for ind in population], "extra": extra})
 
+    def _budget(self, hours: float | None, iterations: int | None) -> tuple[int, bool]:
+        """The last iteration to run, and whether only the time budget ends the run (--hours alone)."""
+        total = self.config.iterations if iterations is None else iterations
+        return total, hours is not None and iterations is None and self.config.iterations == 0
+
+    @property
+    def iteration(self) -> int:
+        """The iteration the run does next (0: a new run, which starts with its population)."""
+        state = self.store.get("state")
+        return state["iteration"] + 1 if state else 0
+
+    def finished(self, hours: float | None = None, iterations: int | None = None) -> bool:
+        """Whether `run(hours, iterations)` has nothing left to do: every iteration of the budget
+        is done and the result chosen after the last."""
+        total, endless = self._budget(hours, iterations)
+        final = self.store.get("final")
+        return (not endless and 0 < self.iteration > total and final is not None
+                and final["iteration"] == self.iteration - 1)
+
     def run(self, hours: float | None = None, iterations: int | None = None, log_every: int = 25) -> Individual:
         """Run (or continue) until `iterations` (default: the config's) or `hours` of wall time
         have passed in total. Returns the best individual and writes best.json, best.py."""
         c = self.config
-        total = c.iterations if iterations is None else iterations
+        total, endless = self._budget(hours, iterations)
         it, population, extra = self._load_state()
         start = time.monotonic() - extra["elapsed"]
-        endless = hours is not None and iterations is None and c.iterations == 0  # --hours alone
 
         def more() -> bool:  # the initial population is always completed, whatever the budget
             if not population:
@@ -430,38 +465,49 @@ class Evolution:
             return endless or it <= total
 
         window = Counter()  # what happened since the last progress line
-        while more():
-            t0, counts = time.monotonic(), Counter()
-            if it == 0 or not population:
-                population = self._initial(it, counts, given=self.given)
-            else:
-                population = self._step(population, it, counts)
-                best = max(ind.fitness for ind in population)
-                extra["stale"] = 0 if best > extra.get("best", -2.0) else extra["stale"] + 1
-                extra["best"] = max(best, extra.get("best", -2.0))
-                if c.islands > 1 and it % c.migration == 0:
-                    population = migrate(population, c.islands)
-                if c.patience and extra["stale"] >= c.patience:  # restart: each island keeps its best, the rest is resampled
-                    elites = [max((p for p in population if p.island == i), key=lambda ind: ind.fitness)
-                              for i in range(c.islands)]
-                    population = self._initial(it, counts, keep=elites)
-                    extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
-            fits = [ind.fitness for ind in population]
-            elapsed = time.monotonic() - t0
-            rejected = {k: v for k, v in counts.items() if k not in ("evaluated", "duplicates", "replayed") and v}
-            self.store.add_history(it, max(fits), statistics.median(fits), counts["evaluated"], rejected,
-                                   counts["duplicates"], elapsed)
-            extra["elapsed"] = time.monotonic() - start
-            self._save_state(it, population, extra)
-            window.update(counts)
-            window["seconds"] += elapsed
-            if log_every and (it % log_every == 0 or it == total):  # 0: no progress lines
-                self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} "
-                         f"median {statistics.median(fits):.4f} | {_window_line(window)}")
-                window = Counter()
-            it += 1
-        best = self._select_final(it - 1)
-        named = Genome(best.genome.graph, c.space, name=self.dir.name)  # tables show the run's name
+        try:
+            while more():
+                t0, counts = time.monotonic(), Counter()
+                if it == 0 or not population:
+                    population = self._initial(it, counts, given=self.given)
+                else:
+                    population = self._step(population, it, counts)
+                    best = max(ind.fitness for ind in population)
+                    extra["stale"] = 0 if best > extra.get("best", -2.0) else extra["stale"] + 1
+                    extra["best"] = max(best, extra.get("best", -2.0))
+                    if c.islands > 1 and it % c.migration == 0:
+                        population = migrate(population, c.islands)
+                    # restart: each island keeps its best, the rest is resampled
+                    if c.patience and extra["stale"] >= c.patience:
+                        elites = [max((p for p in population if p.island == i), key=lambda ind: ind.fitness)
+                                  for i in range(c.islands)]
+                        population = self._initial(it, counts, keep=elites)
+                        extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
+                fits = [ind.fitness for ind in population]
+                elapsed = time.monotonic() - t0
+                rejected = {k: v for k, v in counts.items()
+                            if k not in ("evaluated", "duplicates", "replayed") and v}
+                self.store.add_history(it, max(fits), statistics.median(fits), counts["evaluated"], rejected,
+                                       counts["duplicates"], elapsed)
+                extra["elapsed"] = time.monotonic() - start
+                self._save_state(it, population, extra)
+                window.update(counts)
+                window["seconds"] += elapsed
+                if log_every and (it % log_every == 0 or it == total):  # 0: no progress lines
+                    self.log(f"iteration {it}/{'∞' if endless else total}: best {max(fits):.4f} "
+                             f"median {statistics.median(fits):.4f} | {_window_line(window)}")
+                    window = Counter()
+                it += 1
+        except KeyboardInterrupt:  # Ctrl-C: the best so far is saved as a finished run's result would be
+            if self.store.count("status = 'ok'"):
+                self._save_result(it - 1)
+            raise
+        return self._save_result(it - 1)
+
+    def _save_result(self, iteration: int) -> Individual:
+        """Choose the run's result after `iteration` and write it as best.json and best.py."""
+        best = self._select_final(iteration)
+        named = Genome(best.genome.graph, self.config.space, name=self.dir.name)  # tables show the run's name
         named.save(self.dir / "best.json")
         (self.dir / "best.py").write_text(named.to_python())
         return best
@@ -476,15 +522,10 @@ class Evolution:
                 return row["fitness"]
             return self._merit(Genome.from_json(row["genome"]), row["fitness"])
 
-        picks, seen = [], set()
-        for row in sorted(self.store.candidates("status = 'ok'"), key=lambda r: (-merit(r), r["id"])):
-            key = behaviour(_parts_of(row))
-            if key not in seen:
-                seen.add(key)
-                genome = Genome.from_json(row["genome"])
-                picks.append(Individual(genome, self._merit(genome, row["fitness"]), key))
-            if len(picks) >= max(1, self.config.select_top):
-                break
+        picks = []
+        for row in fittest_distinct(self.store.candidates("status = 'ok'"), max(1, self.config.select_top), merit):
+            genome = Genome.from_json(row["genome"])
+            picks.append(Individual(genome, self._merit(genome, row["fitness"]), behaviour(_parts_of(row))))
         if self.config.select_top and all(len(acc) >= 4 for _, acc in self.validation):
             task = BenchesTask([FitnessTask(bits, acc) for bits, acc in self.validation], self.config.aggregate)
             inputs = [prepare_inputs(stats) for stats in self.stats]
