@@ -157,6 +157,57 @@ def test_loading_bad_genomes_fails_cleanly_and_runs_nothing(data, message, tmp_p
     assert "\n" not in str(info.value) and not (tmp_path / "PWNED").exists()
 
 
+# -- size bounds ---------------------------------------------------------------------------------
+
+def _doubling(k: int) -> dict:
+    """W, then k times x → x + log(x): 2k + 2 nodes whose formula doubles with each step."""
+    nodes = [{"id": 0, "role": "input", "name": "W", "operands": []}]
+    for _ in range(k):
+        x = len(nodes) - 1
+        nodes += [{"id": x + 1, "role": "unary", "name": "log", "operands": [x]},
+                  {"id": x + 2, "role": "binary", "name": "add", "operands": [x, x + 1]}]
+    return _data(nodes + [{"id": len(nodes), "role": "aggregate", "name": "sum", "operands": [len(nodes) - 1]}])
+
+
+def _chain(k: int) -> dict:
+    nodes = [{"id": 0, "role": "input", "name": "W", "operands": []}]
+    nodes += [{"id": i, "role": "unary", "name": "abs", "operands": [i - 1]} for i in range(1, k + 1)]
+    return _data(nodes + [{"id": k + 1, "role": "aggregate", "name": "sum", "operands": [k]}])
+
+
+@pytest.mark.parametrize("text, message", [
+    # 4 KB whose formula would have 2^31 terms: refused before anything formats or hashes it.
+    (json.dumps(_doubling(30)), "proxy too large: more than 512 terms written out"),
+    (json.dumps(_chain(600)), "proxy too large: 602 nodes \\(bound 512\\)"),
+    (json.dumps(_chain(40)), "proxy too large: 42 operations deep \\(bound 32\\)"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (" " * 300_000 + "{}", "genome JSON of 300002 characters, over the bound of 262144"),
+    (json.dumps(_data([{"id": 0, "role": "input", "name": "W", "operands": [[[["x"] * 10_000]]]}])),
+     "operands must be distinct ids"),
+    (json.dumps(_data([{"id": 0, "role": "input", "name": ["W"] * 10_000}])), "bad genome node .*\\.\\.\\."),
+])
+def test_genomes_beyond_the_size_bounds_are_refused_in_one_line(text, message):
+    with pytest.raises(EvoproxyError, match=message) as info:
+        Genome.from_json(text)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_genome_within_the_bounds_formats_and_hashes():
+    genome = Genome.from_dict(_doubling(7))  # 383 terms
+    assert len(genome.formula()) < 5_000 and len(genome.wl_hash()) == 32
+    assert Genome.from_dict(_chain(30)).formula() == "Σ(|W|)"  # 32 deep: |·| of a non-negative value prints bare
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b" " * 300_000, "over the bound of 262144 bytes"),
+])
+def test_genome_files_that_are_not_text_or_too_large_are_refused(tmp_path, content, message):
+    (tmp_path / "g.json").write_bytes(content)
+    with pytest.raises(EvoproxyError, match=message):
+        Genome.load(tmp_path / "g.json")
+
+
 # -- hashing -------------------------------------------------------------------------------------
 
 def test_wl_hash_identifies_equivalent_structures():

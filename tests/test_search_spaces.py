@@ -24,9 +24,9 @@ aggregations = ["mean"]
 """
 
 
-def _write(tmp_path, text: str):
+def _write(tmp_path, text: str | bytes):
     path = tmp_path / "space.toml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
 
 
@@ -69,7 +69,19 @@ def test_osp_weights_from_the_file_steer_sampling(tmp_path):
     (SPACE.replace("chain_length = 1", "chain_length = -1"), "chain_length"),
     (SPACE.replace("n_nodes = 1", "n_nodes = 0"), "exactly one input"),
     (SPACE.replace('aggregations = ["mean"]', 'aggregations = ["abs"]'), "unknown aggregation abs"),
-    (SPACE + "[osp]\nabs = -1\n", "positive weights"),
+    (SPACE + "[osp]\nabs = -1\n", "positive finite weights"),
+    (SPACE + "[osp]\nabs = nan\n", "positive finite weights"),
+    (SPACE + "[osp]\nabs = inf\n", "positive finite weights"),
+    # EMQ's DAG with 300 intermediate nodes: refused from its counts, before a skeleton is built.
+    (SPACE.replace("n_nodes = 1", "n_nodes = 300"), "too large, 90603 nodes \\(bound 512\\)"),
+    (SPACE.replace("n_nodes = 1", "n_nodes = 1000000000000000000"), "too large, .* nodes \\(bound 512\\)"),
+    # Eight DAG nodes are few nodes, but each value feeds every later node: the formula doubles per node.
+    (SPACE.replace("n_nodes = 1", "n_nodes = 8"), "more than 512 terms written out"),
+    (SPACE.replace("tail_length = 0", "tail_length = 40"), "44 operations deep \\(bound 32\\)"),
+    (SPACE.replace("n_inputs = 2", "n_inputs = 1").replace("chain_length = 1", "chain_length = 0")
+     .replace("n_nodes = 1", "n_nodes = 2"), "combine a value with itself"),
+    ("a = " + "[" * 5000, "nested too deeply"),
+    (b"\xff\xfe name", "not valid TOML"),
     (SPACE.replace("chain_length", "chain_lenght"), "unknown key.*chain_lenght"),
     (SPACE.replace("n_inputs = 2", "n_inputs = "), "not valid TOML"),
 ])
@@ -77,6 +89,12 @@ def test_bad_space_files_give_one_line_errors(tmp_path, text, message):
     with pytest.raises(EvoproxyError, match=message) as info:
         load_space(_write(tmp_path, text))
     assert "\n" not in str(info.value)
+
+
+def test_the_largest_space_within_the_bounds_samples_genomes_within_them(tmp_path):
+    space = load_space(_write(tmp_path, SPACE.replace("n_nodes = 1", "n_nodes = 7")))  # 7 DAG nodes: 447 terms
+    genome = sample_genome(space, random.Random(0))
+    assert len(genome.names) == 66 and len(genome.formula()) < 20_000
 
 
 def test_unknown_space_name():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,12 +24,15 @@ from .. import primitives
 from ..errors import EvoproxyError
 from .base import as_bits, bit_score, validity_reason
 from .export import to_latex, to_python, to_sympy
-from .graph import INPUT, ROLES, canonical, check_structure, infer_kinds, operands
+from .graph import INPUT, ROLES, canonical, check_structure, infer_kinds, operands, size_reason
 from .inputs import n_layers, prepare_inputs
 
 FORMAT = "evoproxy-genome"
 VERSION = 1
 NOTATIONS = ("short", "paper")
+# A genome within graph.MAX_TERMS takes under 64 KB of JSON; the bound refuses a file before it is
+# read, and caps the graph built before its size is checked.
+MAX_JSON_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ class _ShapeMismatch(Exception):
 
 
 class Genome:
-    """A proxy graph (see proxy_graph for its nodes and edges); EvoproxyError unless valid.
+    """A proxy graph (see proxy_graph for its nodes and edges); EvoproxyError unless valid and
+    within the size bounds of graph.py (MAX_TERMS, MAX_DEPTH).
 
     `space` names the search space it was drawn from (metadata only; the variation operators
     take the SearchSpace itself); `name` defaults to one made from the hash. Attributes: `graph`
@@ -59,6 +64,9 @@ class Genome:
 
     def __init__(self, graph: nx.DiGraph, space: str | None = None, name: str | None = None):
         graph = canonical(graph)
+        too_big = size_reason(graph)
+        if too_big:
+            raise EvoproxyError(f"proxy too large: {too_big}")
         check_structure(graph)
         self._names = [graph.nodes[n]["name"] for n in range(len(graph))]
         kinds = infer_kinds(graph, self._names)
@@ -112,7 +120,7 @@ class Genome:
         for node in nodes:
             if not (isinstance(node, dict) and isinstance(node.get("id"), int) and node.get("role") in ROLES
                     and isinstance(node.get("name"), str) and isinstance(node.get("operands", []), list)):
-                raise EvoproxyError(f"bad genome node {node!r}: needs int 'id', 'role' in {ROLES}, 'name', 'operands'")
+                raise EvoproxyError(f"bad genome node {reprlib.repr(node)}: needs int 'id', 'role' in {ROLES}, 'name', 'operands'")
             if node["id"] in graph:
                 raise EvoproxyError(f"genome node id {node['id']} appears twice")
             graph.add_node(node["id"], role=node["role"], name=node["name"])
@@ -127,20 +135,34 @@ class Genome:
 
     @classmethod
     def from_json(cls, text: str) -> "Genome":
-        """Parse `to_json` output (json.loads only)."""
+        """Parse `to_json` output (json.loads only), of at most MAX_JSON_BYTES."""
+        if len(text) > MAX_JSON_BYTES:
+            raise EvoproxyError(f"genome JSON of {len(text)} characters, over the bound of {MAX_JSON_BYTES}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EvoproxyError(f"genome is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise EvoproxyError("genome JSON is nested too deeply to be a genome") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> "Genome":
-        """Read a genome JSON file."""
+        """Read a genome JSON file (UTF-8, at most MAX_JSON_BYTES)."""
         path = Path(path)
         if not path.is_file():
             raise EvoproxyError(f"genome file {path} does not exist")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_JSON_BYTES + 1)
+        except OSError as exc:
+            raise EvoproxyError(f"cannot read genome file {path}: {exc.strerror}") from None
+        if len(data) > MAX_JSON_BYTES:
+            raise EvoproxyError(f"genome file {path} is over the bound of {MAX_JSON_BYTES} bytes")
+        try:
+            return cls.from_json(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise EvoproxyError(f"genome file {path} is not UTF-8 text") from None
 
     # -- identity -----------------------------------------------------------------------------
 

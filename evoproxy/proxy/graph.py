@@ -14,6 +14,12 @@ from ..errors import EvoproxyError
 INPUT, UNARY, BINARY, AGGREGATE = "input", "unary", "binary", "aggregate"
 ROLES = (INPUT, UNARY, BINARY, AGGREGATE)
 ARITY = {INPUT: 0, UNARY: 1, BINARY: 2, AGGREGATE: 1}
+# Bounds on a proxy's size. A node used by several others is written out once per use in its formula,
+# sympy and LaTeX forms, so "terms" (nodes counted once per use) bound the cost of those; depth bounds
+# the WL hash's iterations and sympy's recursion. The shipped spaces need at most 27 terms and depth 8;
+# a DAG space with 7 intermediate nodes fits.
+MAX_TERMS = 512
+MAX_DEPTH = 32
 
 
 def operands(graph: nx.DiGraph, node) -> list:
@@ -45,6 +51,23 @@ def canonical(graph: nx.DiGraph) -> nx.DiGraph:
             stack.append((node, True))
             stack.extend((p, False) for p in reversed(operands(graph, node)) if p not in seen)
     return nx.relabel_nodes(graph, {old: new for new, old in enumerate(order)}, copy=True)
+
+
+def size_reason(graph: nx.DiGraph) -> str | None:
+    """None if the canonical `graph` lies within MAX_TERMS and MAX_DEPTH, else why not."""
+    if len(graph) > MAX_TERMS:
+        return f"{len(graph)} nodes (bound {MAX_TERMS})"
+    terms: list[int] = []
+    depth: list[int] = []
+    for node in range(len(graph)):  # canonical numbering is topological
+        args = operands(graph, node)
+        terms.append(min(1 + sum(terms[a] for a in args), MAX_TERMS + 1))  # capped: it may double per node
+        depth.append(1 + max((depth[a] for a in args), default=0))
+    if terms[-1] > MAX_TERMS:
+        return f"more than {MAX_TERMS} terms written out (a node counts once per use)"
+    if depth[-1] > MAX_DEPTH:
+        return f"{depth[-1]} operations deep (bound {MAX_DEPTH})"
+    return None
 
 
 def check_structure(graph: nx.DiGraph) -> None:

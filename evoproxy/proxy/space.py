@@ -16,6 +16,7 @@ exchange node labels position by position.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,7 +27,7 @@ import networkx as nx
 from .. import primitives
 from ..errors import EvoproxyError
 from ..search_spaces import space_files
-from .graph import AGGREGATE, BINARY, INPUT, UNARY, canonical
+from .graph import AGGREGATE, BINARY, INPUT, MAX_TERMS, UNARY, canonical, size_reason
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,6 +90,13 @@ class SearchSpace:
         return canonical(g)
 
 
+def _skeleton_size(n_inputs: int, n_nodes: int, chain_length: int, tail_length: int) -> int:
+    """The node count of the skeleton of these counts, worked out without building it (which for
+    large counts could take hours)."""
+    incoming = n_nodes * n_inputs + n_nodes * (n_nodes - 1) // 2  # values combined, over all nodes
+    return n_inputs + incoming * (chain_length + 1) - n_nodes + tail_length + 1
+
+
 def _names(data: dict, key: str, known: dict, what: str, path: Path) -> tuple[str, ...]:
     value = data.get(key, "all")
     if value == "all":
@@ -115,6 +123,11 @@ def parse_space(data: dict, path: Path) -> SearchSpace:
         counts[key] = value
     if counts["n_inputs"] < 1 or (counts["n_nodes"] == 0 and counts["n_inputs"] != 1):
         raise EvoproxyError(f"{path}: a space needs n_inputs ≥ 1, and exactly one input when n_nodes = 0")
+    if counts["n_inputs"] == 1 and counts["chain_length"] == 0 and counts["n_nodes"] > 1:
+        raise EvoproxyError(f"{path}: with one input and chain_length 0, node 2 would combine a value with itself; "
+                            "use chain_length ≥ 1 or n_inputs ≥ 2")
+    size = _skeleton_size(**counts)
+    too_big = f"{size} nodes (bound {MAX_TERMS})" if size > MAX_TERMS else None
     unary = {n: op for n, op in primitives.OPS.items() if op.arity == 1}
     binary = {n: op for n, op in primitives.OPS.items() if op.arity == 2}
     reducing = {n: op for n, op in unary.items() if op.reduces}
@@ -126,13 +139,18 @@ def parse_space(data: dict, path: Path) -> SearchSpace:
     if not isinstance(osp, dict):
         raise EvoproxyError(f"{path}: 'osp' must be a table of operation weights")
     bad = {k: v for k, v in osp.items()
-           if k not in primitives.OPS or not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0}
+           if k not in primitives.OPS or not isinstance(v, (int, float)) or isinstance(v, bool)
+           or not 0 < v < math.inf}
     if bad:
-        raise EvoproxyError(f"{path}: [osp] needs operation names with positive weights; bad: {bad}")
+        raise EvoproxyError(f"{path}: [osp] needs operation names with positive finite weights; bad: {bad}")
     weights = {n: float(osp.get(n, op.weight)) for n, op in primitives.OPS.items()}
     name = data.get("name", path.stem)
-    return SearchSpace(str(name), str(data.get("description", "")), choices=choices, osp_weights=weights,
-                       **counts)
+    space = SearchSpace(str(name), str(data.get("description", "")), choices=choices, osp_weights=weights, **counts)
+    too_big = too_big or size_reason(space.skeleton())
+    if too_big:
+        raise EvoproxyError(f"{path}: the proxies of this space would be too large, {too_big}; "
+                            "lower n_inputs, n_nodes, chain_length or tail_length")
+    return space
 
 
 def load_space(ref: str | Path | SearchSpace) -> SearchSpace:
@@ -148,6 +166,10 @@ def load_space(ref: str | Path | SearchSpace) -> SearchSpace:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise EvoproxyError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise EvoproxyError(f"{path} is nested too deeply to be a search space") from None
+    except OSError as exc:
+        raise EvoproxyError(f"cannot read search space {path}: {exc.strerror}") from None
     return parse_space(data, path)
 
 
