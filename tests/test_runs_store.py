@@ -16,7 +16,7 @@ from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
 from evoproxy.search import RunStore
 from evoproxy.search.fitness import Outcome
-from evoproxy.search.store import lock_holder
+from evoproxy.locking import lock_holder
 
 CONFIG = {"benches": ["fmnist-resnet20-w234"], "population": 4, "iterations": 3, "samples": 30}
 
@@ -90,9 +90,9 @@ def test_a_second_writer_in_the_same_process_is_refused_naming_the_holder(tmp_pa
     reader = RunStore(db)  # readers never wait for the lock
     assert reader.count() == 3
     reader.close()
-    assert lock_holder(db.with_name("run.db.lock")) == f"process {os.getpid()}"
+    assert lock_holder(db) == f"process {os.getpid()}"
     first.close()
-    assert lock_holder(db.with_name("run.db.lock")) is None
+    assert lock_holder(db) is None
     RunStore(db, write=True).close()  # released on close
 
 

@@ -175,3 +175,5 @@ def test_reopen_refuses_data_other_than_the_recorded(tmp_path):
     np.savez(tmp_path / "d.npz", images=images[::-1].copy(), labels=labels[::-1].copy())
     with pytest.raises(EvoproxyError, match="bench b was made on other data"):
         DataSource.reopen(desc, "bench b")
+    with pytest.raises(EvoproxyError, match="made on the shipped Fashion-MNIST"):
+        DataSource.reopen(None, "bench b", str(tmp_path / "d.npz"))

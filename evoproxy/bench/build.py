@@ -12,11 +12,13 @@ from joblib import Parallel, delayed
 from torch import nn
 from tqdm import tqdm
 
+from .. import locking
 from ..errors import EvoproxyError
 from ..model import LayerInfo, accuracy, weights_hash
 from ..quant import PtqEvaluator, QuantSettings, model_bops, model_size_mb
 from .format import BENCH_FORMAT, Bench, Entry, append_entries, expand, read_bench_file, sample_configs, write_header
 
+MAX_CONFIGS = 1_000_000  # a bound on --configs: at a second each, that is already eleven days
 # Header fields that must agree for a build to resume into an existing file.
 _IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bits", "quantizer", "eval", "seed")
 
@@ -44,8 +46,10 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
     `provenance` holds the header fields that say how to load the model and data again (weights,
     output, exclude, data; see bench_stats). If `out` exists with the same settings, the build
     continues it; a cut-off last line is dropped."""
-    if n_configs < 1:
-        raise EvoproxyError("--configs must be at least 1")
+    if not 1 <= n_configs <= MAX_CONFIGS:
+        raise EvoproxyError(f"--configs must be between 1 and {MAX_CONFIGS}")
+    if not (jobs == -1 or 1 <= jobs <= 256):
+        raise EvoproxyError("--jobs must be -1 (every core) or between 1 and 256")
     if not bit_choices or any(b < 2 or b > 32 for b in bit_choices):
         raise EvoproxyError(f"--bits must be bit-widths from 2 to 32, got {list(bit_choices)}")
     free = len(layers) - len(fixed)
@@ -59,39 +63,40 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
         "calibration": {"images": len(calib)}, "seed": seed, "split_seed": split_seed,
         "held_out_fraction": held_out_fraction, "device": device, **(provenance or {}),
     }
-    if out.exists():
-        old, entries, good_len = read_bench_file(out)
-        clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]
-        if clash:
-            raise EvoproxyError(f"{out} exists with other settings ({', '.join(clash)}); choose another --out "
-                                "or remove it")
-        with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
-            f.truncate(good_len)
-        header = old
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        header["fp_accuracy"] = accuracy(model.to(device), images.to(device), labels.to(device))
-        write_header(out, header)
-        entries = []
-    fixed_idx = dict(fixed)
-    todo = [expand(c, len(layers), fixed_idx)
-            for c in islice(sample_configs(free, sorted(bit_choices), seed), len(entries), n_configs)]
-    if todo:
-        bar = tqdm(total=n_configs, initial=len(entries), desc=header["name"], unit="cfg", disable=not progress)
-        chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-        if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
-            evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device),
-                                     labels.to(device), settings)
-            results = ([evaluator.accuracy(bits) for bits in c] for c in chunks)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locking.held(out, str(out)):  # two builds appending to one file would measure configurations twice
+        if out.exists():
+            old, entries, good_len = read_bench_file(out)
+            clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]
+            if clash:
+                raise EvoproxyError(f"{out} exists with other settings ({', '.join(clash)}); choose another --out "
+                                    "or remove it")
+            with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
+                f.truncate(good_len)
+            header = old
         else:
-            results = Parallel(n_jobs=jobs, return_as="generator")(
-                delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
-                for c in chunks)
-        for configs, accs in zip(chunks, results):
-            new = [Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
-                   for bits, acc in zip(configs, accs)]
-            append_entries(out, new)
-            entries.extend(new)
-            bar.update(len(new))
-        bar.close()
-    return Bench(header, entries, str(out))
+            header["fp_accuracy"] = accuracy(model.to(device), images.to(device), labels.to(device))
+            write_header(out, header)
+            entries = []
+        fixed_idx = dict(fixed)
+        todo = [expand(c, len(layers), fixed_idx)
+                for c in islice(sample_configs(free, sorted(bit_choices), seed), len(entries), n_configs)]
+        if todo:
+            bar = tqdm(total=n_configs, initial=len(entries), desc=header["name"], unit="cfg", disable=not progress)
+            chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+            if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
+                evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device),
+                                         labels.to(device), settings)
+                results = ([evaluator.accuracy(bits) for bits in c] for c in chunks)
+            else:
+                results = Parallel(n_jobs=jobs, return_as="generator")(
+                    delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
+                    for c in chunks)
+            for configs, accs in zip(chunks, results):
+                new = [Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
+                       for bits, acc in zip(configs, accs)]
+                append_entries(out, new)
+                entries.extend(new)
+                bar.update(len(new))
+            bar.close()
+        return Bench(header, entries, str(out))

@@ -54,13 +54,21 @@ class Bench:
     """A loaded benchmark: `header` (dict) and `entries` (list of Entry)."""
 
     def __init__(self, header: dict, entries: list[Entry], source: str = "<memory>"):
-        missing = [k for k in REQUIRED if k not in header]
-        if missing:
-            raise EvoproxyError(f"benchmark {source} lacks header field(s) {', '.join(missing)}")
-        n = len(header["layers"])
-        for i, e in enumerate(entries):
+        _check_header(header, source)
+        n, choices, fixed = len(header["layers"]), set(header["bit_choices"]), header["fixed"]
+        allowed = [{fixed[name]} if name in fixed else choices for name in header["layers"]]
+        seen: dict[tuple[int, ...], int] = {}
+        for i, e in enumerate(entries, 1):
             if len(e.bits) != n:
-                raise EvoproxyError(f"benchmark {source}: entry {i + 1} has {len(e.bits)} bits for {n} layers")
+                raise EvoproxyError(f"benchmark {source}: entry {i} has {len(e.bits)} bits for {n} layers")
+            wrong = next((j for j, (b, ok) in enumerate(zip(e.bits, allowed)) if b not in ok), None)
+            if wrong is not None:
+                raise EvoproxyError(f"benchmark {source}: entry {i} gives layer {header['layers'][wrong]} "
+                                    f"{e.bits[wrong]} bits, outside its choices {sorted(allowed[wrong])}")
+            if e.bits in seen:
+                raise EvoproxyError(f"benchmark {source}: entries {seen[e.bits]} and {i} have the same bits; "
+                                    "each configuration must be measured once")
+            seen[e.bits] = i
         self.header, self.entries, self.source = header, entries, source
 
     @property
@@ -93,12 +101,41 @@ class Bench:
                 np.array([e.accuracy for e in entries], dtype=float))
 
 
+def _check_header(header: dict, source: str) -> None:
+    """One-line errors for a header without its required fields, or with fields of the wrong type."""
+    missing = [k for k in REQUIRED if k not in header]
+    if missing:
+        raise EvoproxyError(f"benchmark {source} lacks header field(s) {', '.join(missing)}")
+    checks = {"name": lambda v: isinstance(v, str),
+              "model": lambda v: isinstance(v, str),
+              "layers": lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v),
+              "bit_choices": lambda v: isinstance(v, list) and v and all(_is_bits(x) for x in v),
+              "fixed": lambda v: isinstance(v, dict) and all(_is_bits(x) for x in v.values()),
+              "act_bits": _is_bits}
+    wrong = [k for k, ok in checks.items() if not ok(header[k])]
+    if wrong:
+        raise EvoproxyError(f"benchmark {source}: header field(s) {', '.join(wrong)} of the wrong type (name, model: "
+                            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits)")
+    unknown = sorted(set(header["fixed"]) - set(header["layers"]))
+    if unknown:
+        raise EvoproxyError(f"benchmark {source}: fixed names layers it does not have: {', '.join(unknown)}")
+
+
+def _is_bits(value) -> bool:
+    return type(value) is int and 1 <= value <= 32
+
+
 def _parse_entry(obj: dict, where: str) -> Entry:
     try:
-        return Entry(tuple(int(b) for b in obj["bits"]), float(obj["accuracy"]), float(obj.get("size_mb", "nan")),
-                     float(obj.get("bops", "nan")))
+        bits, accuracy = obj["bits"], float(obj["accuracy"])
+        if not isinstance(bits, list) or not all(type(b) is int for b in bits):
+            raise TypeError
+        entry = Entry(tuple(bits), accuracy, float(obj.get("size_mb", "nan")), float(obj.get("bops", "nan")))
     except (KeyError, TypeError, ValueError):
-        raise EvoproxyError(f"{where}: an entry needs 'bits' (list of ints) and 'accuracy' (number)") from None
+        raise EvoproxyError(f"{where}: an entry needs 'bits' (list of whole numbers) and 'accuracy' (number)") from None
+    if not 0.0 <= accuracy <= 100.0:  # also false for NaN
+        raise EvoproxyError(f"{where}: accuracy {accuracy} is not a percentage from 0 to 100")
+    return entry
 
 
 def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:

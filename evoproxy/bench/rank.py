@@ -36,7 +36,7 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
         raise EvoproxyError(f"benchmark {bench.name} was measured on other weights of {name}; "
                             "pass the checkpoint it was made with (--weights)")
     source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
-    layers = layer_registry(model, tuple(source.calibration(1)[0].shape[1:]), tuple(h.get("exclude", ())))
+    layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())))
     bench.check_layers([l.name for l in layers])
     return model, layers, source
 

@@ -3,7 +3,9 @@ statistics settings, bit choices, fixed layers and lists of proxies."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError
@@ -58,11 +60,7 @@ def load_user_model(args, source):
     registry for the inputs of `source`."""
     from ..model import layer_registry, load_model
     model, name = load_model(args.model, args.weights, args.output)
-    return model, name, layer_registry(model, input_shape(source), exclude_patterns(args.exclude))
-
-
-def input_shape(source) -> tuple[int, ...]:
-    return tuple(source.calibration(1)[0].shape[1:])
+    return model, name, layer_registry(model, source.input_shape, exclude_patterns(args.exclude))
 
 
 def exclude_patterns(text: str | None) -> tuple[str, ...]:
@@ -104,9 +102,29 @@ def model_stats(args, settings: StatsSettings | None = None, source=None, use_ca
     images, labels = source.calibration(args.batch_size)
     log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
     stats, hit = load_or_compute_stats(model, images, labels, name, settings or stats_settings(args), args.cache_dir,
-                                       use_cache,
-                                       log, args.device)
+                                       use_cache, log, args.device)
     return model, name, stats, hit
+
+
+def output_file(path: str | None, flag: str) -> None:
+    """Refuse, before any work, a file flag's `path` that cannot be written: its folder missing (it
+    is not created, so that a typo does not scatter outputs) or not writable, or a folder itself."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if Path(path).is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "is a folder" if Path(path).is_dir() else f"needs an existing, writable folder {folder}"
+        raise EvoproxyError(f"{flag} {path} {why}: give a file in a folder you can write to")
+
+
+def output_folder(path: str, flag: str) -> None:
+    """Create the folder of a folder flag, or refuse in one line the one that cannot be written."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvoproxyError(f"{flag} {path}: {exc.strerror}; give a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
 
 
 def parse_bits(text: str, flag: str) -> list[int]:

@@ -66,11 +66,14 @@ class OutputSelector:
         try:
             return output[self.key]
         except (KeyError, IndexError, TypeError):
-            kind = type(output).__name__
-            keys = list(output) if isinstance(output, dict) else f"0..{len(output) - 1}" if isinstance(
-                output, (tuple, list)) else "none"
-            raise EvoproxyError(f"--output {self.key!r} does not select from the model's {kind} output "
-                                f"(keys: {keys})") from None
+            if isinstance(output, dict):
+                keys = ", ".join(map(str, output))
+            elif isinstance(output, (tuple, list)):
+                keys = f"0 to {len(output) - 1}"
+            else:
+                keys = "none: it is not a tuple or dict"
+            raise EvoproxyError(f"--output {self.key!r} does not select from the model's {type(output).__name__} "
+                                f"output (keys: {keys})") from None
 
 
 def select_output(model: nn.Module, key: str | None) -> nn.Module:
@@ -98,7 +101,7 @@ def check_device(device: str) -> str:
     return device
 
 
-def excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
+def _excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
     """The names that match a pattern of --exclude (a layer name, or a shell pattern such as
     'head.*'); a pattern that matches no layer is an error, since it is most likely a typo."""
     out = set()
@@ -119,7 +122,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
     modules = quantizable_modules(model)
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
-    dropped = excluded([n for n, _ in modules], exclude)
+    dropped = _excluded([n for n, _ in modules], exclude)
     modules = [(n, m) for n, m in modules if n not in dropped]
     if not modules:
         raise EvoproxyError("--exclude leaves no layer to quantize")

@@ -96,6 +96,11 @@ class DataSource:
             raise EvoproxyError(f"--eval-size must be between 1 and {len(images)} (the test images of {self.spec})")
         return images[:n], labels[:n]
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape (no batch dimension): what the model is run on."""
+        return tuple(self.calibration(1)[0].shape[1:])
+
     def training(self) -> Pair:
         """The whole train part."""
         return self._get("train")
@@ -123,7 +128,9 @@ class DataSource:
         `spec` with the recorded options in its place; an error unless its calibration images
         are the recorded ones."""
         if desc is None:
-            return open_data(spec or DEFAULT_SPEC)
+            if spec not in (None, DEFAULT_SPEC):
+                raise EvoproxyError(f"{where} was made on the shipped Fashion-MNIST: leave out --data")
+            return open_data()
         source = open_data(spec or desc["spec"], DataOptions.from_dict(desc["options"]))
         if source.describe()["calib_hash"] != desc["calib_hash"]:
             raise EvoproxyError(f"{where} was made on other data than {source.spec} gives now: pass the data it was "
@@ -168,7 +175,7 @@ def _check_pair(images, labels, where: str) -> Pair:
     if labels.dim() != 1 or len(labels) != len(images):
         raise EvoproxyError(f"{where}: labels must be shaped ({len(images)},) to match the images, got "
                             f"{tuple(labels.shape)}")
-    if labels.is_floating_point() and not torch.equal(labels, labels.round()) or labels.dtype == torch.bool:
+    if labels.dtype == torch.bool or (labels.is_floating_point() and not torch.equal(labels, labels.round())):
         raise EvoproxyError(f"{where}: labels must be integer class indices")
     labels = labels.long()
     if int(labels.min()) < 0:

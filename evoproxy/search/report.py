@@ -15,10 +15,11 @@ from pathlib import Path
 from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stats, best_handcrafted, load_bench,
                      paired_bootstrap, rank_proxy, shipped_benches)
 from ..errors import EvoproxyError
+from ..locking import lock_holder
 from ..proxy import HANDCRAFTED, Genome
 from ..table import format_table
 from .evolution import EvolutionConfig, fittest_distinct
-from .store import RunStore, lock_holder
+from .store import RunStore
 
 
 def transfer_benches(searched: Sequence[str]) -> list[str]:
@@ -125,7 +126,7 @@ def list_runs(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
         row = {"run": printable(run_dir.name), "status": "", "iteration": "-", "candidates": "-", "best": "-",
                "held-out": "-", "changed": time.strftime("%Y-%m-%d %H:%M", time.localtime(changed))}
         rows.append(row)
-        holder = lock_holder(db.with_name("run.db.lock"))
+        holder = lock_holder(db)
         try:
             store = RunStore(db)
             try:

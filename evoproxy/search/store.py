@@ -9,7 +9,6 @@ Readers open the database read-only and never change it. A file that is damaged 
 database ends in a one-line EvoproxyError."""
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -17,6 +16,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from .. import locking
 from ..errors import EvoproxyError
 
 SCHEMA = """
@@ -55,26 +55,6 @@ def _guarded(method):
     return wrapper
 
 
-def lock_holder(lock_path: Path) -> str | None:
-    """Who holds the writer's lock of a run ("process PID"), or None where nobody does. The probe
-    takes a shared lock for an instant: it never waits, and a writer starting in that instant
-    is told the run is in use."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode("ascii", "replace").strip()
-            return f"process {pid}" if pid.isdigit() else "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 class RunStore:
     """The SQLite database of one run (`runs/<name>/run.db`): read-only by default; with `write`,
     under the run's exclusive lock. `new` creates the database with these settings (meta items)
@@ -86,7 +66,7 @@ class RunStore:
         if self.write:
             if new is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = self._acquire_lock()
+            self._lock = locking.acquire(self.path, str(self.path.parent))
         try:
             if new is not None:
                 if self.path.exists():
@@ -99,22 +79,6 @@ class RunStore:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
-
-    def _acquire_lock(self) -> int:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise EvoproxyError(f"{self.path.parent} is in use by {lock_holder(self.lock_path) or 'another process'}"
-                                f"; wait until it ends (or stop it), then try again") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
 
     def _build(self, meta: dict) -> None:
         """The database with its schema and `meta`, built beside `path` and renamed into place."""
