@@ -1,0 +1,271 @@
+"""Quantization-aware training with learned step sizes (LSQ, Esser et al., ICLR 2020).
+
+Every layer of the registry gets two fake quantizers that learn their step size s:
+x ↦ s · round(clamp(x / s, −Qn, Qp)), rounding passed straight through (gradient 1 inside the
+range, 0 outside) and the gradient of s scaled by g = 1 / sqrt(numel(x) · Qp), as LSQ does so
+that steps learn at the pace of the weights.
+
+- Weights: one step per output channel, levels {−q..q} with q = 2^(b−1) − 1, as the PTQ
+  quantizer (`fakequant.quantize_weight`) uses; each step starts at that quantizer's
+  MSE-searched clipping scale.
+- Activations (the input of each layer): one step per tensor, starting at the PTQ quantizer's
+  calibrated range and integer zero point (kept fixed): Qn = zero, Qp = 2^b − 1 − zero, so an
+  unsigned input (zero 0) is LSQ's unsigned case.
+
+So before training, a QAT model computes what `quantize_model` gives (BatchNorm statistics
+included); training then moves weights, steps and BatchNorm together. The weight quantizer is a
+torch parametrization, so every layer keeps its name and type and `module.weight` reads the
+quantized weight. Training: SGD (momentum 0.9) or Adam, cosine learning rate from `lr` to 0 over
+all steps, cross-entropy with the labels or (distillation) the KL divergence to the full-precision
+model's outputs; a checkpoint after every epoch, from which a killed run resumes exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from ..errors import EvoproxyError
+from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
+from .fakequant import QuantSettings, _ActQuant, quantize_model
+
+CHECKPOINT_FORMAT = "evoproxy-qat/1"
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity backward (the straight-through estimator)."""
+    return (x.round() - x).detach() + x
+
+
+def _scale_grad(x: torch.Tensor, g: float) -> torch.Tensor:
+    """x forward, gradient multiplied by g backward."""
+    return (x - x * g).detach() + x * g
+
+
+class LsqQuantizer(nn.Module):
+    """x ↦ s · round(clamp(x / s, −qn, qp)) with a learned step s (LSQ). `step` has a shape that
+    broadcasts against x: () per tensor, (C, 1, ...) per output channel of a weight."""
+
+    def __init__(self, step: torch.Tensor, qn: int, qp: int):
+        super().__init__()
+        self.step = nn.Parameter(step.detach().clone())
+        self.qn, self.qp = qn, qp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = 1.0 / math.sqrt(x.numel() * max(self.qp, 1))  # qp is 0 only for an input that is never positive
+        s = _scale_grad(self.step, g)
+        return _round_ste(torch.clamp(x / s, -self.qn, self.qp)) * s
+
+    # qn and qp are part of the state, so that a checkpoint holds the whole quantizer.
+    def get_extra_state(self) -> dict:
+        return {"qn": self.qn, "qp": self.qp}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.qn, self.qp = int(state["qn"]), int(state["qp"])
+
+
+def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
+    """Forward pre-hook of a QAT layer: its input through its activation quantizer."""
+    return (module.act_quantizer(inputs[0]), *inputs[1:])
+
+
+def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int], act_bits: int,
+              calib_images: torch.Tensor, bn_recalibration: bool = True) -> nn.Module:
+    """A copy of `model` (train mode) with LSQ quantizers on the weights (`w_bits`, aligned with
+    `layers`) and inputs (`act_bits`; 32: none) of every registry layer, initialised from the PTQ
+    quantizer calibrated on `calib_images` (N, ...): before training, the outputs of
+    `quantize_model` up to float rounding. The model itself is not modified."""
+    ptq = quantize_model(model, layers, w_bits, calib_images, QuantSettings(act_bits, bn_recalibration))
+    qmodel = copy.deepcopy(model)
+    # The PTQ copy differs from the model in its quantized weights and its buffers (BatchNorm
+    # statistics re-estimated after weight quantization): start from those buffers.
+    with torch.no_grad():
+        for buf, ptq_buf in zip(qmodel.buffers(), ptq.buffers()):
+            buf.copy_(ptq_buf)
+    modules, ptq_modules = dict(quantizable_modules(qmodel)), dict(quantizable_modules(ptq))
+    for layer, bits in zip(layers, w_bits):
+        module, ptq_module = modules[layer.name], ptq_modules[layer.name]
+        wq = ptq_module.weight.detach()
+        if bits < 32:
+            q = 2 ** (int(bits) - 1) - 1
+            # quantize_weight clips each channel at most at its peak, so the peak lands on level ±q:
+            # the channel's largest quantized magnitude is q·scale.
+            step = wq.reshape(len(wq), -1).abs().amax(1).div(q).clamp_min(1e-8)
+            parametrize.register_parametrization(
+                module, "weight", LsqQuantizer(step.reshape(-1, *[1] * (wq.dim() - 1)), q, q))
+        hook = next((h for h in ptq_module._forward_pre_hooks.values() if isinstance(h, _ActQuant)), None)
+        if hook is not None:
+            scale, zero = hook.scale_and_zero()
+            step = torch.tensor(scale, dtype=wq.dtype, device=wq.device)
+            module.act_quantizer = LsqQuantizer(step, zero, 2 ** act_bits - 1 - zero)
+            module.register_forward_pre_hook(_quantize_input)
+    return qmodel.train()
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    """How QAT trains: `epochs` over the training images in batches of `batch_size` (shuffled
+    with `seed` + epoch), `optimizer` "sgd" or "adam" at learning rate `lr` (None: DEFAULT_LR of
+    the optimizer) following a cosine to 0, and `distill`: the loss is the KL divergence to the
+    full-precision model's outputs instead of the cross-entropy with the labels."""
+    epochs: int = 1
+    lr: float | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    distill: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in DEFAULT_LR:
+            raise EvoproxyError(f"unknown optimizer {self.optimizer!r}: use {' or '.join(DEFAULT_LR)}")
+        if self.lr is None:
+            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
+        if self.epochs < 1 or self.batch_size < 1:
+            raise EvoproxyError(f"--epochs and --batch-size must be at least 1, got {self.epochs} and "
+                                f"{self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise EvoproxyError(f"--lr must be a positive number, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch: mean training loss over its batches, test accuracy (%) after it, and
+    the seconds its training took (evaluation excluded)."""
+    epoch: int
+    loss: float
+    accuracy: float
+    train_s: float
+
+
+def _optimizer(qmodel: nn.Module, settings: QatSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(qmodel.parameters(), lr=settings.lr)
+    return torch.optim.SGD(qmodel.parameters(), lr=settings.lr, momentum=0.9)
+
+
+def _identity(qmodel: nn.Module, model: nn.Module, settings: QatSettings) -> dict:
+    """What a checkpoint must share with the run that resumes it."""
+    quantizers = {k: v for k, v in qmodel.state_dict().items() if k.endswith("_extra_state")}
+    return {"model": weights_hash(model), "quantizers": {k: dict(v) for k, v in quantizers.items()},
+            "settings": asdict(settings)}
+
+
+def _save_atomically(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a kill leaves the old file or the new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise EvoproxyError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise EvoproxyError(f"cannot read {path} as a QAT checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise EvoproxyError(f"{path} is not a QAT checkpoint of this version ({CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
+    for key, what in (("model", "another model or weights"), ("quantizers", "another bit configuration or data"),
+                      ("settings", "other QAT settings")):
+        if ckpt["identity"][key] != identity[key]:
+            detail = "".join(f", {k} {v} (now {identity[key][k]})" for k, v in ckpt["identity"][key].items()
+                             if key == "settings" and identity[key][k] != v)
+            raise EvoproxyError(f"{path} was made with {what}{detail}: resume with the same flags, or run without "
+                                "--resume to start over")
+
+
+def load_qat_state(qmodel: nn.Module, path: str | Path) -> int:
+    """Load the weights, steps and BatchNorm statistics of the QAT checkpoint `path` into
+    `qmodel` (made by `lsq_model` for the same model and bits); returns its finished epochs."""
+    ckpt = _read_checkpoint(Path(path))
+    try:
+        qmodel.load_state_dict(ckpt["state"])
+    except RuntimeError:
+        raise EvoproxyError(f"{path} holds another QAT model: use the model and bits file it was made with") from None
+    return int(ckpt["epoch"])
+
+
+def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+              evaluation: tuple[torch.Tensor, torch.Tensor], settings: QatSettings = QatSettings(),
+              checkpoint: str | Path | None = None, resume: bool = False,
+              log: Callable[[str], None] = print) -> list[EpochRecord]:
+    """Train `qmodel` (from `lsq_model`, on the device of `evaluation`) in place on `train`
+    = (images (N, ...), labels (N,)); `model` is the full-precision model (the teacher when
+    distilling). After every epoch: test accuracy on `evaluation`, a checkpoint written atomically
+    to `checkpoint` (if given), and one line to `log`. `resume` continues from the checkpoint's
+    last finished epoch, which must come from the same model, bits and settings. Returns one
+    record per epoch, those of the resumed run included."""
+    device = evaluation[0].device
+    images, labels = train
+    batch = min(settings.batch_size, len(images))
+    steps_per_epoch = len(images) // batch  # whole batches only: BatchNorm needs more than one sample
+    total = settings.epochs * steps_per_epoch
+    opt = _optimizer(qmodel, settings)
+    identity = _identity(qmodel, model, settings)
+    path = Path(checkpoint) if checkpoint is not None else None
+    history: list[EpochRecord] = []
+    if resume:
+        if path is None:
+            raise EvoproxyError("--resume needs --checkpoint, the file to resume from")
+        ckpt = _read_checkpoint(path)
+        _check_identity(ckpt, identity, path)
+        qmodel.load_state_dict(ckpt["state"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history = [EpochRecord(**r) for r in ckpt["history"]]
+    teacher = model.eval() if settings.distill else None
+    for epoch in range(len(history), settings.epochs):
+        start = time.perf_counter()
+        qmodel.train()
+        # The shuffle and any dropout draw from the global generator: seeded per epoch, a resumed
+        # epoch draws what the first run drew.
+        torch.manual_seed(settings.seed + epoch)
+        order = torch.randperm(len(images))
+        loss_sum = 0.0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            idx = order[i * batch:(i + 1) * batch]
+            x, y = images[idx].to(device), labels[idx].to(device)
+            out = qmodel(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = F.log_softmax(teacher(x), 1)
+                loss = F.kl_div(F.log_softmax(out, 1), target, log_target=True, reduction="batchmean")
+            else:
+                loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item()
+        train_s = time.perf_counter() - start
+        history.append(EpochRecord(epoch + 1, loss_sum / steps_per_epoch, accuracy(qmodel, *evaluation), train_s))
+        if path is not None:
+            _save_atomically({"format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
+                              "state": qmodel.state_dict(), "optimizer": opt.state_dict(),
+                              "history": [asdict(r) for r in history]}, path)
+        r = history[-1]
+        log(f"epoch {r.epoch}/{settings.epochs}: loss {r.loss:.4f}, test accuracy {r.accuracy:.2f} % "
+            f"({r.train_s:.1f} s training)")
+    return history
