@@ -89,6 +89,33 @@ def test_infeasible_budget_exits_2_naming_the_smallest_size(cached, tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--size-mb", "1e308"], "--size-mb must be a number of MB above 0 and at most 1e\\+12, got 1e\\+308"),
+    (["--size-mb", "nan"], "--size-mb must be a number of MB above 0"),
+    (["--size-mb=-inf"], "--size-mb must be a number of MB above 0"),
+    (["--size-mb", "0.09", "--bops-g", "inf"], "--bops-g must be a number of G bit operations above 0 and at most"),
+    (["--size-mb", "0.09", "--bops-g", "0"], "--bops-g must be a number of G bit operations above 0"),
+    (["--size-mb", "0.09", "--out", "no-such-folder/alloc.json"], "--out .* needs an existing, writable folder"),
+    (["--size-mb", "0.09", "--plot", "no-such-folder/bits.png"], "--plot .* needs an existing, writable folder"),
+    (["--size-mb", "0.09", "--out", "."], "--out \\. is a folder"),
+    (["--size-mb", "0.09", "--bits", "1,2"], "weight bit choices must be distinct whole numbers from 2 to 32"),
+    (["--size-mb", "0.09", "--fixed-bits", "1"], "fixed bits of layer 0 must be whole numbers from 2 to 32"),
+])
+def test_allocate_refuses_bad_flags_in_one_line_and_writes_nothing(cached, tmp_path, monkeypatch, capsys, flags,
+                                                                   message):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert _cli("allocate", "--proxy", "fisher", *flags, cache=cached[0]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_pareto_refuses_budgets_that_are_not_sizes(capsys):
+    assert main(["pareto", "--proxies", "fisher", "--sizes", "0.1,1e308"]) == 2
+    assert "--sizes must be a number of MB each above 0 and at most 1e+12" in capsys.readouterr().err
+
+
 def test_quantize_at_8_bits_stays_within_half_a_point(tmp_path, capsys):
     bits_file = tmp_path / "w8.json"
     bits_file.write_text(json.dumps({"bits": [8] * 22}))

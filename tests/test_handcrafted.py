@@ -6,7 +6,7 @@ import torch
 from synthetic_stats import tiny_conv_stats
 
 from evoproxy.errors import EvoproxyError
-from evoproxy.proxy import FunctionProxy, Genome, Proxy, available_proxies, get_proxy
+from evoproxy.proxy import FunctionProxy, Genome, Proxy, available_proxies, get_genome, get_proxy
 from evoproxy.proxy.handcrafted import EMQ_EQUATION_5, ompq, quantization_error
 
 
@@ -92,18 +92,35 @@ def test_user_functions_and_genome_files_are_proxies(stats, tmp_path):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("hawq3", "unknown proxy"),
+    ("hawq3", "unknown proxy 'hawq3': did you mean 'hawq'\\? use one of"),
+    ("fishr", "unknown proxy 'fishr': did you mean 'fisher'\\?"),
+    ("zzzz", "unknown proxy 'zzzz': use one of"),
+    ("runs/typo", "no such run directory 'runs/typo'"),
     ("synthetic_stats:nothing_here", "has no callable .nothing_here."),
+    # A model factory given as a proxy: refused by its signature before it is called.
+    ("synthetic_stats:tiny_fmnist_net", "must take one argument, the model's statistics .*; it takes \\(\\)"),
     ("no_such_module_xyz:f", "cannot import"),
     ("missing.json", "does not exist"),
 ])
 def test_bad_proxy_references(stats, name, message):
-    with pytest.raises(EvoproxyError, match=message):
+    with pytest.raises(EvoproxyError, match=message) as info:
         get_proxy(name).sensitivities(stats)
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_directory_without_its_result_says_so(tmp_path):
+    with pytest.raises(EvoproxyError, match="run directory .* has no best.json yet"):
+        get_proxy(str(tmp_path))
+
+
+def test_get_genome_suggests_the_genome_meant():
+    with pytest.raises(EvoproxyError, match="'hawq-v' is not a genome: did you mean 'hawq-v2'\\?"):
+        get_genome("hawq-v")
 
 
 @pytest.mark.parametrize("fn, message", [(lambda s: [1.0, 2.0], "returned 2 values for 3 layers"),
-                                         (lambda s: "high", "one number per layer")])
+                                         (lambda s: "high", "one number per layer"),
+                                         (lambda s: 1 / 0, "proxy mine raised ZeroDivisionError: division by zero")])
 def test_user_functions_must_return_one_number_per_layer(stats, fn, message):
     with pytest.raises(EvoproxyError, match=message):
         FunctionProxy(fn, "mine").sensitivities(stats)

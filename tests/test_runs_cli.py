@@ -19,22 +19,13 @@ from evoproxy.search import RunStore, run_summary
 
 TINY = ["--preset", "paper", "--population", "4", "--samples", "30", "--seed", "1", "--no-report", "--log-every", "0"]
 
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("stats-cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_stats_cache(shared_cache, monkeypatch):
-    # The default bench's statistics take a while: compute them once for this module.
-    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(shared_cache))
+pytestmark = pytest.mark.usefixtures("shared_stats_cache")
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, shared_cache):
+def finished_run(tmp_path_factory, _module_cache):
     """A finished run of 4 iterations, to be copied by the tests that change a run."""
-    os.environ["EVOPROXY_CACHE_DIR"] = str(shared_cache)
+    os.environ["EVOPROXY_CACHE_DIR"] = str(_module_cache)
     runs = tmp_path_factory.mktemp("runs")
     assert main(["evolve", *TINY, "--iterations", "4", "--runs-dir", str(runs), "--name", "done"]) == 0
     return runs / "done"
@@ -73,8 +64,8 @@ def test_a_name_run_again_is_refused_without_resume_and_resume_says_where_it_con
     assert _rows(run)[:len(before)] == before and max(r[11] for r in _rows(run)) == 6
 
 
-def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, shared_cache):
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(shared_cache)}
+def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, _module_cache):
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
     run = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *TINY, "--iterations", "1000000",
                              "--runs-dir", str(tmp_path), "--name", "cut"], env=env, stdout=subprocess.PIPE,
@@ -197,8 +188,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent on Linux (prctl)")
-def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, shared_cache):
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(shared_cache)}
+def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _module_cache):
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
     proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *TINY, "--iterations", "1000000",
                              "--jobs", "2", "--offspring", "2", "--runs-dir", str(tmp_path), "--name", "k"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -221,3 +212,9 @@ def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, shared_cach
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(w) for w in workers)
+
+
+def test_a_runs_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert main(["evolve", *TINY, "--runs-dir", str(tmp_path / "a-file" / "runs")]) == 2
+    assert "--runs-dir" in _one_line_error(capsys.readouterr().err, "evolve")

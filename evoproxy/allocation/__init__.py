@@ -12,12 +12,12 @@ from .dp import solve_dp
 from .from_proxy import proxy_problem, proxy_values, scores_linearly
 from .ilp import solve_ilp
 from .pareto import ParetoPoint, evaluate_points, plot_pareto, sweep, uniform_points
-from .problem import AllocationProblem, build_problem
+from .problem import MAX_BOPS, MAX_SIZE_MB, AllocationProblem, build_problem
 from .result import Allocation
 from .sample import solve_sample
 from .solve import SOLVERS, allocate
 
-__all__ = ["SOLVERS", "Allocation", "AllocationProblem", "ParetoPoint", "allocate", "allocation_record",
-           "average_bits", "build_problem", "evaluate_points", "load_bit_config", "plot_bits", "plot_pareto",
-           "proxy_problem", "proxy_values", "scores_linearly", "solve_dp", "solve_ilp", "solve_sample", "sweep",
-           "uniform_points"]
+__all__ = ["MAX_BOPS", "MAX_SIZE_MB", "SOLVERS", "Allocation", "AllocationProblem", "ParetoPoint", "allocate",
+           "allocation_record", "average_bits", "build_problem", "evaluate_points", "load_bit_config", "plot_bits",
+           "plot_pareto", "proxy_problem", "proxy_values", "scores_linearly", "solve_dp", "solve_ilp", "solve_sample",
+           "sweep", "uniform_points"]

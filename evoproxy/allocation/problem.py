@@ -18,16 +18,20 @@ from ..quant import BITS_PER_MB, layer_size_bits, model_bops
 from .result import Allocation
 
 DEFAULT_FIXED_BITS = 8  # the paper (after OMPQ) keeps the first and last layer at W8A8
+MIN_W_BITS = 2  # what quant.quantize_model takes: symmetric 1-bit weights would have no levels
+# Budgets beyond any model (10^18 bytes, 10^30 bit operations); they keep budgets in bits finite.
+MAX_SIZE_MB = 1e12
+MAX_BOPS = 1e30
 
 
-def _is_bit_width(b: object) -> bool:
-    return isinstance(b, (int, np.integer)) and not isinstance(b, bool) and 1 <= b <= 32
+def _is_bit_width(b: object, low: int = 1) -> bool:
+    return isinstance(b, (int, np.integer)) and not isinstance(b, bool) and low <= b <= 32
 
 
-def _bit_choices(what: str, bits: Sequence[int]) -> tuple[int, ...]:
+def _bit_choices(what: str, bits: Sequence[int], low: int) -> tuple[int, ...]:
     bits = tuple(bits)
-    if not bits or not all(_is_bit_width(b) for b in bits) or len(set(bits)) != len(bits):
-        raise EvoproxyError(f"{what} bit choices must be distinct whole numbers from 1 to 32, got {list(bits)}")
+    if not bits or not all(_is_bit_width(b, low) for b in bits) or len(set(bits)) != len(bits):
+        raise EvoproxyError(f"{what} bit choices must be distinct whole numbers from {low} to 32, got {list(bits)}")
     return tuple(sorted(int(b) for b in bits))
 
 
@@ -40,9 +44,9 @@ def _fixed_bits(fixed: Mapping[int, int | tuple[int, int]] | None, n_layers: int
         if not isinstance(index, (int, np.integer)) or not -n_layers <= index < n_layers:
             raise EvoproxyError(f"fixed layer index {index!r} is out of range for a model of {n_layers} layers")
         pair = (bits, bits) if _is_bit_width(bits) else tuple(bits) if isinstance(bits, (tuple, list)) else ()
-        if len(pair) != 2 or not all(_is_bit_width(b) for b in pair):
-            raise EvoproxyError(f"fixed bits of layer {index} must be a whole number from 1 to 32 or a "
-                                f"(weight, activation) pair of them, got {bits!r}")
+        if len(pair) != 2 or not (_is_bit_width(pair[0], MIN_W_BITS) and _is_bit_width(pair[1])):
+            raise EvoproxyError(f"fixed bits of layer {index} must be whole numbers from {MIN_W_BITS} to 32 (weights) "
+                                f"and 1 to 32 (activations), one or a (weight, activation) pair, got {bits!r}")
         out[int(index) % n_layers] = (int(pair[0]), int(pair[1]))
     return out
 
@@ -100,10 +104,12 @@ class AllocationProblem:
     bias_bits: int = 32
 
     def __post_init__(self) -> None:
-        if not _is_positive(self.size_budget_mb):
-            raise EvoproxyError(f"size budget must be a positive number of megabytes, got {self.size_budget_mb!r}")
-        if self.bops_budget is not None and not _is_positive(self.bops_budget):
-            raise EvoproxyError(f"BOPs budget must be a positive number of bit operations, got {self.bops_budget!r}")
+        if not _is_budget(self.size_budget_mb, MAX_SIZE_MB):
+            raise EvoproxyError(f"size budget must be a number of megabytes above 0 and at most {MAX_SIZE_MB:g}, "
+                                f"got {self.size_budget_mb!r}")
+        if self.bops_budget is not None and not _is_budget(self.bops_budget, MAX_BOPS):
+            raise EvoproxyError(f"BOPs budget must be a number of bit operations above 0 and at most {MAX_BOPS:g}, "
+                                f"got {self.bops_budget!r}")
 
     def with_budget(self, size_mb: float, bops: float | None = None) -> AllocationProblem:
         """The same problem under other budgets (for a Pareto sweep); the tables are shared."""
@@ -169,9 +175,9 @@ class AllocationProblem:
             size_budget_mb=self.size_budget_mb, bops_budget=self.bops_budget, note=note)
 
 
-def _is_positive(x: object) -> bool:
+def _is_budget(x: object, bound: float) -> bool:
     number = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-    return number and math.isfinite(x) and x > 0
+    return number and 0 < x <= bound
 
 
 def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *, bops: float | None = None,
@@ -199,7 +205,7 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
             raise EvoproxyError(f"layers must be the layer registry in order; position {position} holds "
                                 f"layer {layer.name} with index {layer.index}")
     w_given, a_given = tuple(w_bits), tuple(a_bits)
-    w_choices, a_choices = _bit_choices("weight", w_given), _bit_choices("activation", a_given)
+    w_choices, a_choices = _bit_choices("weight", w_given, MIN_W_BITS), _bit_choices("activation", a_given, 1)
     fixed_bits = _fixed_bits(fixed, len(layers))
     free = tuple(i for i in range(len(layers)) if i not in fixed_bits)
     if not free:

@@ -7,14 +7,25 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_model_args, add_stats_args, data_source, model_stats, parse_bits, parse_fixed, resolve_proxies
+from .args import (add_model_args, add_stats_args, data_source, model_stats, output_file, parse_bits, parse_fixed,
+                   resolve_proxies)
+
+
+def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
+    """Refuse, before any work, a budget flag outside (0, bound] (nan included)."""
+    if value is not None and not 0 < value <= bound:
+        raise EvoproxyError(f"{flag} must be a number of {unit} above 0 and at most {bound:g}, got {value}")
 
 
 def _parse_sizes(text: str) -> list[float]:
+    from ..allocation import MAX_SIZE_MB
     try:
-        return sorted({float(x) for x in text.split(",")})
+        sizes = sorted({float(x) for x in text.split(",")})
     except ValueError:
         raise EvoproxyError(f"--sizes takes comma-separated budgets in MB such as 0.08,0.1; got {text!r}") from None
+    for size in sizes:
+        _budget(size, "--sizes", "MB each", MAX_SIZE_MB)
+    return sizes
 
 
 def _add_allocation_args(p: argparse.ArgumentParser) -> None:
@@ -42,10 +53,14 @@ def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None
 
 
 def cmd_allocate(args) -> None:
-    from ..allocation import allocate, allocation_record, average_bits, plot_bits
+    from ..allocation import MAX_BOPS, MAX_SIZE_MB, allocate, allocation_record, average_bits, plot_bits
     from ..proxy import get_proxy
     from ..table import format_table
 
+    _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
+    _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
+    output_file(args.out, "--out")
+    output_file(args.plot, "--plot")
     proxy = get_proxy(args.proxy)
     _, name, stats, _ = model_stats(args)
     bops = None if args.bops_g is None else args.bops_g * 1e9
@@ -80,6 +95,7 @@ def cmd_pareto(args) -> None:
     sizes = _parse_sizes(args.sizes)
     if args.plot and not args.evaluate:
         raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
+    output_file(args.plot, "--plot")
     proxies = resolve_proxies(args.proxies)
     source = data_source(args)
     model, name, stats, _ = model_stats(args, source=source)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_data_args, add_model_args, exclude_patterns, model_stats
+from .args import add_data_args, add_model_args, exclude_patterns, model_stats, output_folder
 
 MAX_JOBS = 256  # loky starts every worker at once: more would exhaust a machine's memory
 
@@ -71,6 +71,7 @@ def cmd_evolve(args) -> None:
         if name in ("", ".", "..") or Path(name).name != name:
             raise EvoproxyError(f"--name {name!r} must be one folder name (no / or ..): the run goes to "
                                 f"{args.runs_dir}/<name>/")
+        output_folder(args.runs_dir, "--runs-dir")
         run_dir = Path(args.runs_dir) / name
         if (run_dir / "run.db").exists():
             raise EvoproxyError(f"run {name} already exists in {args.runs_dir}: continue it with `evoproxy evolve "

@@ -74,7 +74,11 @@ class FunctionProxy:
         self.__doc__ = fn.__doc__
 
     def sensitivities(self, stats) -> torch.Tensor:
-        result = self.fn(stats)
+        try:
+            result = self.fn(stats)
+        except Exception as exc:  # the user's code: its failure is a one-line error, like any bad input
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise EvoproxyError(f"proxy {self.name} raised {type(exc).__name__}: {first}") from exc
         try:
             values = torch.as_tensor(result, dtype=torch.float64).reshape(-1)
         except (TypeError, ValueError, RuntimeError) as exc:

@@ -4,6 +4,8 @@ with the package, genome JSON files, run directories and user functions
 nothing of it."""
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 
 from ..errors import EvoproxyError
@@ -25,7 +27,22 @@ def _shipped(name: str) -> Genome:
 def load_function_proxy(ref: str) -> FunctionProxy:
     """The user function `package.module:function` (taking a ModelStats and returning one
     sensitivity per layer) as a proxy. Importing the module runs the user's code."""
-    return FunctionProxy(import_callable(ref, "proxy"), ref)
+    fn = import_callable(ref, "proxy")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: the call will tell
+        return FunctionProxy(fn, ref)
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise EvoproxyError(f"proxy {ref} must take one argument, the model's statistics (a ModelStats), "
+                            f"and return one sensitivity per layer; it takes {signature}") from None
+    return FunctionProxy(fn, ref)
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def available_proxies() -> list[str]:
@@ -41,9 +58,10 @@ def get_genome(name: str) -> Genome:
         return genome_form(name)
     if name in SHIPPED:
         return _shipped(name)
-    proxy = get_proxy(name) if name.endswith(".json") or Path(name).is_dir() else None
+    proxy = get_proxy(name) if name.endswith(".json") or "/" in name or Path(name).is_dir() else None
     if not isinstance(proxy, Genome):
-        raise EvoproxyError(f"{name!r} is not a genome: use {', '.join([*GENOME_FORMS, *SHIPPED])}, a genome "
+        names = [*GENOME_FORMS, *SHIPPED]
+        raise EvoproxyError(f"{name!r} is not a genome: {_did_you_mean(name, names)}use {', '.join(names)}, a genome "
                             ".json file or a run directory")
     return proxy
 
@@ -56,11 +74,18 @@ def get_proxy(name: str) -> Proxy:
         return HANDCRAFTED[name]()
     if name in SHIPPED:
         return _shipped(name)
-    if Path(name).is_dir():
-        name = str(Path(name) / "best.json")
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "best.json").is_file():
+            raise EvoproxyError(f"run directory {name} has no best.json yet: it is written when the run ends "
+                                "(or is stopped with Ctrl-C)")
+        return Genome.load(path / "best.json")
     if name.endswith(".json"):
-        return Genome.load(Path(name))
+        return Genome.load(path)
     if ":" in name:
         return load_function_proxy(name)
-    raise EvoproxyError(f"unknown proxy {name!r}: use one of {', '.join(available_proxies())}, a genome .json file "
-                        "or package.module:function")
+    if "/" in name:
+        raise EvoproxyError(f"no such run directory {name!r} (`evoproxy runs` lists the runs of a folder)")
+    raise EvoproxyError(f"unknown proxy {name!r}: {_did_you_mean(name, available_proxies())}use one of "
+                        f"{', '.join(available_proxies())}, a genome .json file, a run directory or "
+                        "package.module:function")
