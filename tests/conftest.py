@@ -35,3 +35,31 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "no-fmnist").mkdir()
     monkeypatch.setenv("EVOPROXY_FMNIST_DIR", str(tmp_path / "no-fmnist"))
+
+
+@pytest.fixture(scope="module")
+def _module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("stats-cache")
+
+
+@pytest.fixture
+def shared_stats_cache(_module_cache, monkeypatch):
+    """One statistics cache for a whole test module (a module asks for it with
+    `pytestmark = pytest.mark.usefixtures("shared_stats_cache")`): the shipped models'
+    statistics take a while, so they are computed once per module, not once per test."""
+    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(_module_cache))
+    return _module_cache
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """A check that a command printed exactly one error line (warnings aside), no traceback,
+    holding each of the given texts; returns that line."""
+    def check(*needles: str) -> str:
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if not l.startswith("evoproxy: warning:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in lines[0], lines[0]
+        return lines[0]
+    return check

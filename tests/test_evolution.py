@@ -14,22 +14,13 @@ from evoproxy.search.fitness import CSPSettings, FitnessTask, conflict
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
 
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("stats-cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_stats_cache(shared_cache, monkeypatch):
-    # The default model's statistics take a while: compute them once for this module.
-    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(shared_cache))
+pytestmark = pytest.mark.usefixtures("shared_stats_cache")
 
 
 @pytest.fixture(scope="module")
-def task_and_inputs(shared_cache):
+def task_and_inputs(_module_cache):
     import os
-    os.environ["EVOPROXY_CACHE_DIR"] = str(shared_cache)
+    os.environ["EVOPROXY_CACHE_DIR"] = str(_module_cache)
     bench = load_bench("fmnist-resnet20-w234")
     stats, _, _ = bench_stats(bench)
     bits, acc = search_partition(bench, 50, 0)[0]
@@ -313,7 +304,7 @@ def test_a_time_budget_stops_the_run_after_the_initial_population(tmp_path):
     assert max(r[3] for r in _rows(tmp_path / "h")) == 0
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, shared_cache):
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, _module_cache):
     import os
     import signal
     import subprocess
@@ -322,7 +313,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
 
     args = ["--preset", "paper", "--population", "6", "--iterations", "60", "--samples", "30", "--seed", "3",
             "--no-report", "--runs-dir", str(tmp_path), "--name", "killed"]
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(shared_cache)}
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
     proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "killed" / "run.db"

@@ -13,7 +13,7 @@ MAPPED = {"primitives": "evoproxy.primitives", "search_spaces": "evoproxy.search
 # Rank of each part of the package; a module may import only modules of its own rank or lower.
 # Rank 0 is shared ground; the face of the package (evoproxy/__init__.py, which loads the public
 # API from every stage) stands above all, so no module may import it.
-FOUNDATION = ("errors", "table", "hashing", "version", "reference", "locking", "primitives", "search_spaces")
+FOUNDATION = ("errors", "table", "hashing", "version", "reference", "locking", "files", "primitives", "search_spaces")
 STAGES = ("model", "quant", "stats", "proxy", "bench", "search", "allocation", "methods", "cli")
 
 

@@ -18,14 +18,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_model"
 FAST = ["--batch-size", "16", "--hutchinson-samples", "4", "--power-iters", "3"]
 
 
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if not l.startswith("evoproxy: warning:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 @pytest.fixture
 def example(tmp_path, monkeypatch):
@@ -75,21 +67,21 @@ def test_worked_example_runs_every_command_on_a_user_model_and_npz_data(example,
     assert all(0 <= p["accuracy"] <= 100 for p in points)
 
 
-def test_a_bench_refuses_other_weights_and_other_data(example, capsys):
+def test_a_bench_refuses_other_weights_and_other_data(example, capsys, one_line_error):
     model = ["--model", "tinynet:build", "--weights", "tinynet.pt", "--data", "bars.npz"]
     assert main(["bench", "build", *model, "--configs", "4", "--eval-size", "40", "--out", "tiny.jsonl"]) == 0
     capsys.readouterr()
     other = user_models.fit(__import__("tinynet").build(), torch.rand(8, 3, 16, 16), torch.arange(8), steps=2)
     torch.save(other.state_dict(), "other.pt")
     assert main(["rank", "--bench", "tiny.jsonl", "--weights", "other.pt", "--proxies", "fisher", "--split", "all"]) == 2
-    _one_line_error(capsys, "measured on other weights of tinynet:build", "--weights")
+    one_line_error("measured on other weights of tinynet:build", "--weights")
     data = np.load("bars.npz")
     np.savez("shuffled.npz", **{k: data[k][::-1].copy() for k in data.files})
     assert main(["rank", "--bench", "tiny.jsonl", "--data", "shuffled.npz", "--proxies", "fisher", "--split", "all"]) == 2
-    _one_line_error(capsys, "made on other data", "--data")
+    one_line_error("made on other data", "--data")
     Path("tinynet.pt").rename("moved.pt")
     assert main(["rank", "--bench", "tiny.jsonl", "--proxies", "fisher", "--split", "all"]) == 2
-    _one_line_error(capsys, "tinynet.pt, which is not there", "--weights")
+    one_line_error("tinynet.pt, which is not there", "--weights")
     assert main(["rank", "--bench", "tiny.jsonl", "--weights", "moved.pt", "--proxies", "fisher",
                  "--samples", "0", "--split", "all"]) == 0
 
@@ -153,23 +145,23 @@ def test_transformer_block_linears_are_quantized_and_attention_modules_reported(
     assert "nn.MultiheadAttention (attn) stay at full precision" in said and "attn.out_proj" in said
 
 
-def test_output_selector_and_exclude(tmp_path, monkeypatch, capsys):
+def test_output_selector_and_exclude(tmp_path, monkeypatch, capsys, one_line_error):
     monkeypatch.chdir(tmp_path)
     torch.save(dict(zip(("images", "labels"), user_models.vectors())), "v.pt")
     base = ["stats", "--model", "user_models:two_heads", "--data", "v.pt", *FAST]
     assert main(base) == 2
-    _one_line_error(capsys, "returns a tuple", "--output")
+    one_line_error("returns a tuple", "--output")
     assert main([*base, "--output", "0", "--json"]) == 0
     assert [l["name"] for l in json.loads(capsys.readouterr().out)["layers"]] == ["body.0", "fc"]
     assert main([*base, "--output", "0", "--exclude", "body.*", "--json"]) == 0
     assert [l["name"] for l in json.loads(capsys.readouterr().out)["layers"]] == ["fc"]
     assert main([*base, "--output", "0", "--exclude", "nothing.*"]) == 2
-    _one_line_error(capsys, "--exclude 'nothing.*' matches no quantizable layer")
+    one_line_error("--exclude 'nothing.*' matches no quantizable layer")
     assert main([*base, "--output", "5"]) == 2
-    _one_line_error(capsys, "--output 5 does not select")
+    one_line_error("--output 5 does not select")
 
 
-def test_bad_data_and_weights_are_one_line_errors(tmp_path, monkeypatch, capsys):
+def test_bad_data_and_weights_are_one_line_errors(tmp_path, monkeypatch, capsys, one_line_error):
     monkeypatch.chdir(tmp_path)
     torch.save(dict(zip(("images", "labels"), user_models.vectors())), "v.pt")
     (tmp_path / "empty").mkdir()
@@ -187,8 +179,8 @@ def test_bad_data_and_weights_are_one_line_errors(tmp_path, monkeypatch, capsys)
     ]
     for flags, needles in cases:
         assert main(["stats", *flags, *FAST]) == 2, flags
-        _one_line_error(capsys, *needles)
+        one_line_error(*needles)
     Path("bits.json").write_text(json.dumps({"bits": [4, 4, 4]}))
     assert main(["quantize", "--model", "user_models:mlp", "--weights", "mlp.pt", "--data", "wide.pt",
                  "--bits-file", "bits.json"]) == 2
-    _one_line_error(capsys, "do not fit labels")
+    one_line_error("do not fit labels")

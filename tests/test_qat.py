@@ -155,13 +155,6 @@ def test_resume_refuses_a_checkpoint_of_other_settings_or_bits(task, tmp_path):
                   QatSettings(batch_size=48), tmp_path / "none.pt", resume=True, **quiet)
 
 
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if not l.startswith("evoproxy: warning:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
 
 @pytest.fixture
 def mlp_files(tmp_path, monkeypatch):
@@ -189,21 +182,21 @@ def test_quantize_qat_prints_ptq_and_qat_beside_full_precision_and_resumes(mlp_f
         [l for l in captured.out.splitlines() if l.startswith("QAT,")]
 
 
-def test_quantize_qat_one_line_errors(mlp_files, capsys):
+def test_quantize_qat_one_line_errors(mlp_files, capsys, one_line_error):
     Path("short.json").write_text(json.dumps({"bits": [4, 4]}))
     assert main(["quantize", *mlp_files, "--bits-file", "short.json", "--method", "qat"]) == 2
-    _one_line_error(capsys, "short.json has 2 bits but the model has 3 quantizable layers")
+    one_line_error("short.json has 2 bits but the model has 3 quantizable layers")
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--epochs", "2", "--distill"]) == 2
-    _one_line_error(capsys, "--epochs, --distill apply to --method qat only")
+    one_line_error("--epochs, --distill apply to --method qat only")
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--method", "qat", "--lr", "-1"]) == 2
-    _one_line_error(capsys, "--lr must be a positive number")
+    one_line_error("--lr must be a positive number")
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--method", "qat", "--resume"]) == 2
-    _one_line_error(capsys, "--resume needs --checkpoint")
+    one_line_error("--resume needs --checkpoint")
 
 
-def test_quantize_qat_on_the_default_data_says_how_to_get_the_training_split(tmp_path, monkeypatch, capsys):
+def test_quantize_qat_on_the_default_data_says_how_to_get_the_training_split(tmp_path, monkeypatch, capsys, one_line_error):
     monkeypatch.chdir(tmp_path)  # conftest points EVOPROXY_FMNIST_DIR at an empty folder
     model, _ = load_model("default")
     Path("bits.json").write_text(json.dumps({"bits": [4] * len(layer_registry(model, (1, 28, 28)))}))
     assert main(["quantize", "--bits-file", "bits.json", "--method", "qat"]) == 2
-    _one_line_error(capsys, "train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist")
+    one_line_error("train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvoproxyError
+from ..files import write_atomically
 
 BENCH_FORMAT = "evoproxy-bench/1"
 REQUIRED = ("name", "model", "layers", "bit_choices", "fixed", "act_bits")
@@ -214,9 +215,8 @@ def append_entries(path: Path, entries: Sequence[Entry]) -> None:
 
 
 def write_header(path: Path, header: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(header) + "\n")
-    os.replace(tmp, path)
+    """Start a bench file with its header, in one step."""
+    write_atomically(path, (json.dumps(header) + "\n").encode())
 
 
 def describe(bench: Bench) -> str:

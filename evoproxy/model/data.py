@@ -60,7 +60,7 @@ def _find(folder: Path, stem: str) -> Path:
         return shipped
     raise EvoproxyError(
         f"Fashion-MNIST file {stem}[.gz] not found in {folder} (only training needs it): install it with "
-        f"`apt-get install dataset-fashion-mnist`, or point ${FMNIST_ENV} (or --data-dir) at the IDX files")
+        f"`apt-get install dataset-fashion-mnist`, point ${FMNIST_ENV} at the IDX files, or train on your own --data")
 
 
 def load_fmnist(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:

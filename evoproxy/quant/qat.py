@@ -22,9 +22,8 @@ model's outputs; a checkpoint after every epoch, from which a killed run resumes
 from __future__ import annotations
 
 import copy
+import io
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
 from .fakequant import QuantSettings, _ActQuant, quantize_model
 
@@ -162,15 +162,10 @@ def _identity(qmodel: nn.Module, model: nn.Module, settings: QatSettings) -> dic
 
 
 def _save_atomically(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a kill leaves the old file or the new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """torch.save in one step: a kill leaves the old checkpoint or the new."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError, EvoproxyWarning
+from ..files import write_atomically
 from ..hashing import tensors_hash
 from ..model import LayerInfo, check_device, layer_registry, quantizable_modules, run_with_outputs, weights_hash
 from ..quant import weight_quantization_error
@@ -264,20 +264,6 @@ def _checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_replacing(path: Path, data: bytes) -> None:
-    """Write `path` through a fresh temporary file in its folder, renamed into place. mkstemp
-    creates it under a name nobody can guess, exclusively, so that a link planted in a shared
-    cache folder is never followed and a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_cache_entry(path: Path, log) -> ModelStats | None:
     """A cache entry whose bytes match the sha256 recorded beside it; None (recompute) for an
     entry without a checksum (written by an earlier version), a doctored or damaged one."""
@@ -316,6 +302,6 @@ def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.
         buffer = io.BytesIO()
         torch.save(stats.to_blob(), buffer)
         data = buffer.getvalue()
-        _write_replacing(path, data)  # the entry, then its checksum: a reader in between recomputes
-        _write_replacing(_checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
+        write_atomically(path, data)  # the entry, then its checksum: a reader in between recomputes
+        write_atomically(_checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
     return stats, False
