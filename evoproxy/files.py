@@ -1,21 +1,32 @@
-"""Writing a file so that nobody ever sees half of it: the bytes go to a fresh temporary file
-beside it, renamed into place. mkstemp makes that file under a name nobody can guess, so a link
-planted in a shared folder is never followed; a kill leaves the old file or the new one."""
+"""Writing a file so that nobody ever sees half of it: the content goes to a fresh temporary
+file beside it, renamed into place. mkstemp makes that file under a name nobody can guess, so a
+link planted in a shared folder is never followed; a kill leaves the old file or the new one
+(and at most a stray temporary file)."""
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step (readable by others, as a plain write would be)."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A fresh, empty temporary file beside `path` to write; renamed onto `path` when the block
+    ends, removed if it raises."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would keep the file from the people it is shared with
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)

@@ -13,10 +13,9 @@ import functools
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 
-from .. import locking
+from .. import files, locking
 from ..errors import EvoproxyError
 
 SCHEMA = """
@@ -82,10 +81,7 @@ class RunStore:
 
     def _build(self, meta: dict) -> None:
         """The database with its schema and `meta`, built beside `path` and renamed into place."""
-        fd, tmp = tempfile.mkstemp(prefix=".run.db-", suffix=".tmp", dir=self.path.parent)
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would keep a run from the people it is shared with
-        os.close(fd)
-        try:
+        with files.replacing(self.path) as tmp:
             db = sqlite3.connect(tmp, isolation_level=None)
             try:
                 db.execute("PRAGMA synchronous=FULL")
@@ -94,10 +90,6 @@ class RunStore:
                 db.execute("COMMIT")
             finally:
                 db.close()
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @_guarded
     def _open(self) -> None:
