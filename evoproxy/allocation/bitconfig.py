@@ -9,12 +9,14 @@ object with `bits` (a benchmark entry line, say) loads as well.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
 from ..quant import weight_count
+from .problem import MIN_W_BITS, is_bit_width
 from .result import Allocation
 
 FORMAT = "evoproxy-allocation/1"
@@ -50,22 +52,29 @@ def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[
         raise EvoproxyError(f"bit configuration file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EvoproxyError(f"{path} is not a JSON file: {exc}") from None
+    except RecursionError:
+        raise EvoproxyError(f"{path} is nested too deeply to be a bit configuration") from None
+    except OSError as exc:
+        raise EvoproxyError(f"cannot read bit configuration file {path}: {exc.strerror}") from None
     bits = data.get("bits") if isinstance(data, dict) else None
-    if not isinstance(bits, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
-        raise EvoproxyError(f"{path} needs 'bits': a list of whole weight bit-widths, one per layer in "
-                            "registry order (as `evoproxy allocate` writes)")
+    if not isinstance(bits, list) or not all(is_bit_width(b, MIN_W_BITS) for b in bits):
+        raise EvoproxyError(f"{path} needs 'bits': a list of whole weight bit-widths from {MIN_W_BITS} to 32, one "
+                            "per layer in registry order (as `evoproxy allocate` writes)")
     if len(bits) != len(layer_names):
         raise EvoproxyError(f"{path} has {len(bits)} bits but the model has {len(layer_names)} quantizable layers")
-    names = [row.get("name") for row in data.get("layers", []) if isinstance(row, dict)]
+    rows = data.get("layers", [])
+    if not isinstance(rows, list):
+        raise EvoproxyError(f"{path}: 'layers' must be the list of per-layer detail that `evoproxy allocate` writes")
+    names = [row.get("name") for row in rows if isinstance(row, dict)]
     if names and names != list(layer_names):
         raise EvoproxyError(f"{path} was allocated for other layers than this model's; use the model it names: "
                             f"{data.get('model', 'unknown')}")
     act = data.get("act_bits", DEFAULT_ACT_BITS)
-    if isinstance(act, list) and len(set(act)) == 1:
+    if isinstance(act, list) and act and all(a == act[0] for a in act):
         act = act[0]
-    if not isinstance(act, int) or isinstance(act, bool):
-        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width for every layer; the fake quantizer "
-                            f"takes no per-layer activation bits (got {act!r})")
+    if not is_bit_width(act):
+        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width from 1 to 32 for every layer; the fake "
+                            f"quantizer takes no per-layer activation bits (got {reprlib.repr(act)})")
     return bits, act
 
 

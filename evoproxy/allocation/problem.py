@@ -24,13 +24,14 @@ MAX_SIZE_MB = 1e12
 MAX_BOPS = 1e30
 
 
-def _is_bit_width(b: object, low: int = 1) -> bool:
+def is_bit_width(b: object, low: int = 1) -> bool:
+    """Whether `b` is a whole bit-width from `low` to 32 (bool excluded)."""
     return isinstance(b, (int, np.integer)) and not isinstance(b, bool) and low <= b <= 32
 
 
 def _bit_choices(what: str, bits: Sequence[int], low: int) -> tuple[int, ...]:
     bits = tuple(bits)
-    if not bits or not all(_is_bit_width(b, low) for b in bits) or len(set(bits)) != len(bits):
+    if not bits or not all(is_bit_width(b, low) for b in bits) or len(set(bits)) != len(bits):
         raise EvoproxyError(f"{what} bit choices must be distinct whole numbers from {low} to 32, got {list(bits)}")
     return tuple(sorted(int(b) for b in bits))
 
@@ -43,8 +44,8 @@ def _fixed_bits(fixed: Mapping[int, int | tuple[int, int]] | None, n_layers: int
     for index, bits in fixed.items():
         if not isinstance(index, (int, np.integer)) or not -n_layers <= index < n_layers:
             raise EvoproxyError(f"fixed layer index {index!r} is out of range for a model of {n_layers} layers")
-        pair = (bits, bits) if _is_bit_width(bits) else tuple(bits) if isinstance(bits, (tuple, list)) else ()
-        if len(pair) != 2 or not (_is_bit_width(pair[0], MIN_W_BITS) and _is_bit_width(pair[1])):
+        pair = (bits, bits) if is_bit_width(bits) else tuple(bits) if isinstance(bits, (tuple, list)) else ()
+        if len(pair) != 2 or not (is_bit_width(pair[0], MIN_W_BITS) and is_bit_width(pair[1])):
             raise EvoproxyError(f"fixed bits of layer {index} must be whole numbers from {MIN_W_BITS} to 32 (weights) "
                                 f"and 1 to 32 (activations), one or a (weight, activation) pair, got {bits!r}")
         out[int(index) % n_layers] = (int(pair[0]), int(pair[1]))

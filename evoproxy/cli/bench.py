@@ -44,8 +44,9 @@ def cmd_rank(args) -> None:
     from ..model import check_device
     from ..table import format_table
 
-    if args.repeats < 1 or args.samples < 0:
-        raise EvoproxyError("--repeats must be at least 1 and --samples at least 0 (0: the whole split)")
+    if args.repeats < 1 or args.samples < 0 or args.seed < 0:
+        raise EvoproxyError("--repeats must be at least 1, --samples at least 0 (0: the whole split) and --seed at "
+                            "least 0")
     bench = load_bench(args.bench)
     proxies = resolve_proxies(args.proxies)
     entries = bench.split(args.split)
