@@ -132,7 +132,7 @@ def _parse_entry(obj: dict, where: str) -> Entry:
         if not isinstance(bits, list) or not all(type(b) is int for b in bits):
             raise TypeError
         entry = Entry(tuple(bits), accuracy, float(obj.get("size_mb", "nan")), float(obj.get("bops", "nan")))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise EvoproxyError(f"{where}: an entry needs 'bits' (list of whole numbers) and 'accuracy' (number)") from None
     if not 0.0 <= accuracy <= 100.0:  # also false for NaN
         raise EvoproxyError(f"{where}: accuracy {accuracy} is not a percentage from 0 to 100")
@@ -145,12 +145,14 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
     raw = path.read_bytes()
     try:
         whole = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         whole = None
     if isinstance(whole, dict):
-        header = whole.get("header", whole)
-        entries = [_parse_entry(e, str(path)) for e in whole.get("entries", [])]
-        return {k: v for k, v in header.items() if k != "entries"}, entries, len(raw)
+        header, entries = whole.get("header", whole), whole.get("entries", [])
+        if not isinstance(header, dict) or not isinstance(entries, list):
+            raise EvoproxyError(f"{path}: a whole-file bench needs 'header' (an object) and 'entries' (a list)")
+        return ({k: v for k, v in header.items() if k != "entries"}, [_parse_entry(e, str(path)) for e in entries],
+                len(raw))
     lines = raw.split(b"\n")
     complete = lines if raw.endswith(b"\n") else lines[:-1]  # the tail of a killed write is dropped
     good_len = sum(len(l) + 1 for l in complete) if not raw.endswith(b"\n") else len(raw)
@@ -162,6 +164,8 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
         entries = [_parse_entry(json.loads(l), f"{path}:{i + 2}") for i, l in enumerate(complete[1:])]
     except json.JSONDecodeError as exc:
         raise EvoproxyError(f"{path} is not valid JSON Lines ({exc.msg} on a line); it cannot be loaded") from None
+    except RecursionError:
+        raise EvoproxyError(f"{path} nests JSON too deeply to be a benchmark file") from None
     if not isinstance(header, dict):
         raise EvoproxyError(f"{path}: the first line must be the header object")
     return header, entries, good_len
