@@ -1,4 +1,5 @@
-"""Extraction time per statistic for the default model (median of several runs, seconds).
+"""Extraction time per statistic for the default model (median of several runs, seconds), and
+the total without the Hessian (what proxies that do not read it, such as Fisher or SNIP, wait for).
 
 Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64]
 """
@@ -24,6 +25,10 @@ def main() -> None:
         print(f"  {key:<18} {statistics.median(r.timings[key] for r in runs):7.2f} s")
     print(f"  {'total':<18} {statistics.median(sum(r.timings.values()) for r in runs):7.2f} s")
     print(f"  Hutchinson samples used: {[r.hutchinson_samples_used for r in runs]}")
+    lean = [compute_stats(model, x, y, name, StatsSettings(seed=i, hessian=False)) for i in range(args.repeats)]
+    total = statistics.median(sum(r.timings.values()) for r in lean)
+    print(f"  without the Hessian: {total:7.2f} s "
+          f"({statistics.median(sum(r.timings.values()) for r in runs) / total:.0f}× less)")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def cmd_allocate(args) -> None:
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     proxy = get_proxy(args.proxy)
-    _, name, stats, _ = model_stats(args)
+    _, name, stats, _ = model_stats(args, proxies=[proxy])
     bops = None if args.bops_g is None else args.bops_g * 1e9
     problem = _proxy_problem(proxy, stats, args, args.size_mb, bops)
     result = allocate(problem, args.method)
@@ -98,7 +98,7 @@ def cmd_pareto(args) -> None:
     output_file(args.plot, "--plot")
     proxies = resolve_proxies(args.proxies)
     source = data_source(args)
-    model, name, stats, _ = model_stats(args, source=source)
+    model, name, stats, _ = model_stats(args, source=source, proxies=proxies)
     problems = [(p.name, _proxy_problem(p, stats, args, sizes[0])) for p in proxies]
     points = sweep(problems, sizes, args.method)
     fp_accuracy = None

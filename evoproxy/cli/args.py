@@ -90,19 +90,25 @@ def stats_settings(args) -> StatsSettings:
 
 
 def model_stats(args, settings: StatsSettings | None = None, source=None, use_cache: bool = True,
-                quiet: bool = False) -> tuple:
+                quiet: bool = False, proxies=None) -> tuple:
     """The model of the model flags, its canonical name, its statistics on the first --batch-size
     calibration images of the data flags (or of `source`) with `settings` or else those of the
     stats flags, and whether they came from the cache (else they are computed, with progress on
-    stderr)."""
+    stderr). Given the `proxies` they are for, the Hessian is computed only if one reads it."""
+    from dataclasses import replace
+
     from ..model import load_model
+    from ..proxy import needs_hessian
     from ..stats import load_or_compute_stats
     source = source or data_source(args)
     model, name = load_model(args.model, args.weights, args.output)
     images, labels = source.calibration(args.batch_size)
+    settings = settings or stats_settings(args)
+    if proxies is not None:
+        settings = replace(settings, hessian=any(needs_hessian(p) for p in proxies))
     log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    stats, hit = load_or_compute_stats(model, images, labels, name, settings or stats_settings(args), args.cache_dir,
-                                       use_cache, log, args.device)
+    stats, hit = load_or_compute_stats(model, images, labels, name, settings, args.cache_dir, use_cache, log,
+                                       args.device)
     return model, name, stats, hit
 
 

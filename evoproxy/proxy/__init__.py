@@ -2,7 +2,7 @@
 Proxy interface: genomes (graphs of primitives drawn from a search space, varied, checked,
 exported as Python / sympy / LaTeX), the handcrafted proxies and user functions, found by name
 through `get_proxy`."""
-from .base import FunctionProxy, Proxy, as_bits, bit_score, validity_reason
+from .base import FunctionProxy, Proxy, as_bits, bit_score, needs_hessian, validity_reason
 from .export import sympy_function, to_latex, to_python, to_sympy
 from .genome import Evaluation, Genome, bit_columns, table_score
 from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
@@ -17,5 +17,6 @@ __all__ = ["AGGREGATE", "BINARY", "EMQ_EQUATION_5", "GENOME_FORMS", "HANDCRAFTED
            "Evaluation", "FunctionProxy", "Genome", "PreparedInputs", "Proxy", "SearchSpace", "ValidityReport",
            "as_bits", "available_proxies", "available_spaces", "bit_columns", "bit_score", "canonical", "crossover",
            "emq_paper", "genome_form", "get_genome", "get_proxy", "load_function_proxy", "load_space",
-           "measure_validity", "mutate", "n_layers", "operands", "prepare_inputs", "sample_genome", "space_violation",
-           "sympy_function", "table_score", "to_latex", "to_python", "to_sympy", "validity_reason"]
+           "measure_validity", "mutate", "n_layers", "needs_hessian", "operands", "prepare_inputs", "sample_genome",
+           "space_violation", "sympy_function", "table_score", "to_latex", "to_python", "to_sympy",
+           "validity_reason"]

@@ -65,12 +65,19 @@ def validity_reason(values: torch.Tensor) -> str | None:
     return None
 
 
+def needs_hessian(proxy) -> bool:
+    """Whether `proxy` reads Hessian statistics (H, its trace or top eigenvalue), which are most of
+    the statistics' cost. A proxy that does not say is assumed to."""
+    return getattr(proxy, "needs_hessian", True)
+
+
 class FunctionProxy:
     """A proxy from a function `fn(stats) -> per-layer sensitivities` (any sequence of L numbers
-    or a tensor), scored Σ_l b_l·s_l."""
+    or a tensor), scored Σ_l b_l·s_l. `needs_hessian`: whether `fn` reads Hessian statistics
+    (a user's function is assumed to)."""
 
-    def __init__(self, fn: Callable, name: str):
-        self.fn, self.name = fn, name
+    def __init__(self, fn: Callable, name: str, needs_hessian: bool = True):
+        self.fn, self.name, self.needs_hessian = fn, name, needs_hessian
         self.__doc__ = fn.__doc__
 
     def sensitivities(self, stats) -> torch.Tensor:

@@ -175,6 +175,12 @@ class Genome:
         """Node names (inputs and primitives) by canonical node id."""
         return list(self._names)
 
+    @property
+    def needs_hessian(self) -> bool:
+        """Whether the genome reads the Hessian diagonal (an input with H among its factors)."""
+        return any("H" in primitives.FACTORS[self._names[n]] for n in self.graph
+                   if self.graph.nodes[n]["role"] == INPUT)
+
     @cached_property
     def _hash(self) -> str:
         g = nx.DiGraph(self.graph)

@@ -55,6 +55,7 @@ class HawqV2:
     the negated Hessian-weighted quantization perturbation (lower perturbation, higher score).
     `sensitivities` gives the average traces."""
     name = "hawq-v2"
+    needs_hessian = True
 
     def sensitivities(self, stats) -> torch.Tensor:
         return hawq_v2_sensitivities(stats)
@@ -173,15 +174,15 @@ def genome_form(name: str) -> Genome:
 
 
 HANDCRAFTED = {
-    "bparams": lambda: FunctionProxy(bparams, "bparams"),
+    "bparams": lambda: FunctionProxy(bparams, "bparams", needs_hessian=False),
     "hawq": lambda: FunctionProxy(hawq, "hawq"),
     "hawq-v2": HawqV2,
-    "ompq": lambda: FunctionProxy(ompq, "ompq"),
-    "qe": lambda: FunctionProxy(qe, "qe"),
-    "snip": lambda: FunctionProxy(snip, "snip"),
-    "synflow": lambda: FunctionProxy(synflow, "synflow"),
-    "fisher": lambda: FunctionProxy(fisher, "fisher"),
-    "plain": lambda: FunctionProxy(plain, "plain"),
-    "mean-bits": lambda: FunctionProxy(mean_bits, "mean-bits"),
+    "ompq": lambda: FunctionProxy(ompq, "ompq", needs_hessian=False),
+    "qe": lambda: FunctionProxy(qe, "qe", needs_hessian=False),
+    "snip": lambda: FunctionProxy(snip, "snip", needs_hessian=False),
+    "synflow": lambda: FunctionProxy(synflow, "synflow", needs_hessian=False),
+    "fisher": lambda: FunctionProxy(fisher, "fisher", needs_hessian=False),
+    "plain": lambda: FunctionProxy(plain, "plain", needs_hessian=False),
+    "mean-bits": lambda: FunctionProxy(mean_bits, "mean-bits", needs_hessian=False),
     "emq-paper": emq_paper,
 }

@@ -22,7 +22,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,6 +54,7 @@ class StatsSettings:
     seed: int = 0
     exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
     output: str | None = None  # the model's --output selector: which output the loss is taken on
+    hessian: bool = True  # H, its trace and top eigenvalue (most of the cost); off for proxies that read none
 
     def __post_init__(self):
         object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
@@ -199,19 +200,24 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
                             f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")
     loss = nn.functional.cross_entropy(logits, labels)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
+    grads = torch.autograd.grad(loss, params, create_graph=settings.hessian)
     timings["W,G,A"] = time.perf_counter() - start
     log("gradients and activations done")
 
-    start = time.perf_counter()
-    diags, traces, used = hutchinson(list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen)
-    timings["H diag+trace"] = time.perf_counter() - start
-    log(f"Hutchinson diagonal and trace done ({used} samples)")
+    if settings.hessian:
+        start = time.perf_counter()
+        diags, traces, used = hutchinson(list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol,
+                                         gen, log=log)
+        timings["H diag+trace"] = time.perf_counter() - start
+        log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
 
-    start = time.perf_counter()
-    eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
-    timings["H top eigenvalue"] = time.perf_counter() - start
-    log("top eigenvalues done")
+        start = time.perf_counter()
+        eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
+        timings["H top eigenvalue"] = time.perf_counter() - start
+        log("top eigenvalues done")
+    else:  # left undefined, so that a proxy that reads them is invalid rather than wrong
+        diags, used = [torch.full_like(p, math.nan) for p in params], 0
+        traces = eigs = [math.nan] * len(params)
 
     start = time.perf_counter()
     try:
@@ -240,8 +246,8 @@ def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
     described = asdict(settings)
-    for name in ("exclude", "output"):  # left out when unused, so that older cache keys stay what they were
-        if not described[name]:
+    for name, default in (("exclude", ()), ("output", None), ("hessian", True)):
+        if described[name] == default:  # left out when default, so that older cache keys stay what they were
             del described[name]
     payload = json.dumps({"weights": weights, "batch": batch, "settings": described,
                           "format": FORMAT_VERSION}, sort_keys=True)
@@ -291,11 +297,15 @@ def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.
                           use_cache: bool = True, log=lambda msg: None, device: str = "cpu") -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present and matching the sha256 recorded beside
     it, else computed and stored there with their checksum. Returns them and whether they came
-    from the cache. A cache hit gives identical tensors."""
+    from the cache. A cache hit gives identical tensors. Statistics without the Hessian are also
+    served by a cached entry that has it (the Hessian terms are then simply there)."""
     _check_batch(images, labels)
     path = stats_cache_path(model, images, labels, settings, cache)
-    if use_cache and path.is_file() and (stats := _read_cache_entry(path, log)) is not None:
-        return stats, True
+    if use_cache:
+        for candidate in dict.fromkeys([stats_cache_path(model, images, labels, replace(settings, hessian=True), cache),
+                                        path]):
+            if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
+                return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,20 +3,24 @@ Hutchinson estimates of the diagonal and the trace of each layer's diagonal bloc
 the dominant eigenvalue of each block by power iteration (HAWQ)."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 
 def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_samples: int, tol: float,
-               generator: torch.Generator, min_samples: int = 8) -> tuple[list[torch.Tensor], list[float], int]:
+               generator: torch.Generator, min_samples: int = 8,
+               log=lambda msg: None) -> tuple[list[torch.Tensor], list[float], int]:
     """Estimate diag(H_ll) and tr(H_ll) for every layer l from E[v ⊙ Hv] with Rademacher v.
 
     `grads` are the loss gradients w.r.t. `params`, built with create_graph=True. One product
     Hv with v drawn over all layers at once serves every layer: the cross-layer terms vanish in
     expectation. Sampling stops after `max_samples`, or once `min_samples` are drawn and the
     summed trace estimate moves by less than `tol` (relative) from one sample to the next.
-    Returns the per-layer diagonals (shaped like the params), traces, and samples used."""
+    Returns the per-layer diagonals (shaped like the params), traces, and samples used. After the
+    first sample, `log` gets the time it took and the most the rest can take."""
     diag_sum = [torch.zeros_like(p) for p in params]
-    previous = None
+    previous, start = None, time.perf_counter()
     for n in range(1, max_samples + 1):
         # Drawn on the CPU generator and moved, so that every device sees the same probes.
         vs = [(torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype) * 2 - 1).to(p.device) for p in params]
@@ -24,6 +28,10 @@ def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_sample
         for d, v, hv in zip(diag_sum, vs, hvs):
             d.add_(v * hv)
         total = sum(d.sum().item() for d in diag_sum) / n
+        if n == 1:
+            took = time.perf_counter() - start
+            log(f"Hessian: {took:.2f} s per Hutchinson sample; at most {max_samples} samples "
+                f"(≤ {took * max_samples:.0f} s), then power iteration per layer")
         if previous is not None and n >= min_samples and abs(total - previous) <= tol * (abs(previous) + 1e-12):
             break
         previous = total
