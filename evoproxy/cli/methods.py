@@ -87,8 +87,9 @@ def register(sub) -> None:
                         "(default first,last)")
     p.add_argument("--fixed-bits", type=int, default=8)
     p.add_argument("--epochs", type=int, default=1, help="epochs over the training images (default 1)")
-    p.add_argument("--gamma", type=float, default=1.0,
-                   help="weight of the expected size (relative to the size at the most bits) in the loss (default 1)")
+    p.add_argument("--gamma", type=float, default=0.0,
+                   help="weight of the expected size (relative to the size at the most bits) in the loss; 0, the "
+                        "default, leaves the budget to the projection")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the weights, cosine to 0 (default 0.01)")
     p.add_argument("--alpha-lr", type=float, default=0.01, help="Adam learning rate of α (default 0.01)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
