@@ -63,3 +63,13 @@ def one_line_error(capsys):
             assert needle in lines[0], lines[0]
         return lines[0]
     return check
+
+
+@pytest.fixture
+def trained_mlp(tmp_path, monkeypatch):
+    """mlp.pt (user_models.mlp fitted to user_models.vectors) in the cwd, and the model and data
+    flags that use it."""
+    import user_models
+    monkeypatch.chdir(tmp_path)
+    torch.save(user_models.fit(user_models.mlp(), *user_models.vectors()).state_dict(), "mlp.pt")
+    return ["--model", "user_models:mlp", "--weights", "mlp.pt", "--data", "user_models:vectors"]

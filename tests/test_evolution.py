@@ -529,3 +529,21 @@ def test_parsimony_makes_the_simplest_proxy_win_when_it_dominates(tmp_path):
                                                if Genome.from_json(r["genome"]).complexity == simplest) - simplest)
     with pytest.raises(EvoproxyError, match="--parsimony"):
         EvolutionConfig(parsimony=-1)
+
+
+def test_run_summary_knows_restarts_and_the_proxies_a_run_started_from(tmp_path):
+    from evoproxy.proxy import genome_form
+    from evoproxy.search import run_summary
+    from evoproxy.search.report import plot_history
+
+    config = EvolutionConfig(**{**SMALL, "iterations": 10, "islands": 2, "migration": 3, "patience": 2},
+                             init=(genome_form("fisher").to_json(),))
+    evo = Evolution(tmp_path / "r", config, log=lambda m: None)
+    evo.run()
+    evo.close()
+    summary = run_summary(tmp_path / "r")
+    assert summary["restarted_at"] and all(0 < r <= 10 for r in summary["restarted_at"])
+    (name, fitness), = summary["started_from"]
+    assert name == "fisher" and fitness <= max(h[1] for h in summary["history"])
+    plot_history(summary, tmp_path / "f.png", "a title")
+    assert (tmp_path / "f.png").stat().st_size > 0

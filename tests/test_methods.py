@@ -119,18 +119,10 @@ def test_an_infeasible_budget_is_refused_before_training():
         EdmipsSettings(gamma=float("nan"))
 
 
-@pytest.fixture
-def mlp_files(tmp_path, monkeypatch):
-    """mlp.pt (user_models.mlp fitted to user_models.vectors) in the cwd, and the flags that use it."""
-    monkeypatch.chdir(tmp_path)
-    torch.save(user_models.fit(user_models.mlp(), *user_models.vectors()).state_dict(), "mlp.pt")
-    return ["--model", "user_models:mlp", "--weights", "mlp.pt", "--data", "user_models:vectors"]
-
-
-def test_mpq_writes_a_bits_file_within_the_budget_that_quantize_accepts(mlp_files, capsys):
+def test_mpq_writes_a_bits_file_within_the_budget_that_quantize_accepts(trained_mlp, capsys):
     layers = layer_registry(user_models.mlp(), (12,))
     budget = round(model_size_mb(layers, [8, 3, 8]), 6)  # first and last fixed at 8: the middle layer gets ≤ 3
-    assert main(["mpq", "--method", "edmips", *mlp_files, "--size-mb", str(budget), "--epochs", "2",
+    assert main(["mpq", "--method", "edmips", *trained_mlp, "--size-mb", str(budget), "--epochs", "2",
                  "--batch-size", "32", "--gamma", "0", "--out", "alloc.json"]) == 0
     captured = capsys.readouterr()
     assert [l.split(":")[0] for l in captured.err.splitlines()] == ["[edmips] epoch 1/2", "[edmips] epoch 2/2"]
@@ -139,16 +131,16 @@ def test_mpq_writes_a_bits_file_within_the_budget_that_quantize_accepts(mlp_file
     assert record["proxy"] == "edmips" and record["bits"][0] == record["bits"][2] == 8
     assert record["bits"][1] in (2, 3) and model_size_mb(layers, record["bits"]) <= budget
     assert record["size_mb"] <= budget and set(record["layers"][1]["probabilities"]) == {"2", "3", "4"}
-    assert main(["quantize", *mlp_files, "--bits-file", "alloc.json"]) == 0
+    assert main(["quantize", *trained_mlp, "--bits-file", "alloc.json"]) == 0
     assert "quantized, A8" in capsys.readouterr().out
 
 
-def test_mpq_one_line_errors(mlp_files, one_line_error):
-    assert main(["mpq", *mlp_files, "--size-mb", "0.0001"]) == 2  # below first and last at 8 bits
+def test_mpq_one_line_errors(trained_mlp, one_line_error):
+    assert main(["mpq", *trained_mlp, "--size-mb", "0.0001"]) == 2  # below first and last at 8 bits
     one_line_error("size budget 0.0001 MB is below the smallest feasible size")
-    assert main(["mpq", *mlp_files, "--size-mb", "1", "--epochs", "0"]) == 2
+    assert main(["mpq", *trained_mlp, "--size-mb", "1", "--epochs", "0"]) == 2
     one_line_error("--epochs and --batch-size must be at least 1")
-    assert main(["mpq", *mlp_files, "--size-mb", "1", "--train-images", "100000"]) == 2
+    assert main(["mpq", *trained_mlp, "--size-mb", "1", "--train-images", "100000"]) == 2
     one_line_error("--train-images must be between 1 and")
     assert not Path("alloc.json").exists()
 

@@ -157,12 +157,10 @@ def test_resume_refuses_a_checkpoint_of_other_settings_or_bits(task, tmp_path):
 
 
 @pytest.fixture
-def mlp_files(tmp_path, monkeypatch):
-    """mlp.pt (user_models.mlp fitted to user_models.vectors) and bits.json for it, in the cwd."""
-    monkeypatch.chdir(tmp_path)
-    torch.save(user_models.fit(user_models.mlp(), *user_models.vectors()).state_dict(), "mlp.pt")
+def mlp_files(trained_mlp):
+    """The trained MLP's flags, with bits.json for it in the cwd."""
     Path("bits.json").write_text(json.dumps({"bits": [3, 2, 3]}))
-    return ["--model", "user_models:mlp", "--weights", "mlp.pt", "--data", "user_models:vectors"]
+    return trained_mlp
 
 
 def test_quantize_qat_prints_ptq_and_qat_beside_full_precision_and_resumes(mlp_files, capsys):

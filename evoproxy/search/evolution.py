@@ -483,6 +483,7 @@ class Evolution:
                                   for i in range(c.islands)]
                         population = self._initial(it, counts, keep=elites)
                         extra["stale"], extra["restarts"] = 0, extra["restarts"] + 1
+                        extra["restarted_at"] = [*extra.get("restarted_at", []), it]  # marked in fitness.png
                 fits = [ind.fitness for ind in population]
                 elapsed = time.monotonic() - t0
                 rejected = {k: v for k, v in counts.items()

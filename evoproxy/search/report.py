@@ -64,9 +64,13 @@ def run_summary(run_dir: str | Path) -> dict:
     else:  # a running or interrupted run: its fittest so far
         best = max(ok, key=lambda r: (r["fitness"], -r["id"]))
         choice = f"fitness {best['fitness']:.4f} on the search sample (fittest so far)"
+    by_hash = {r["hash"]: r["fitness"] for r in ok}
+    started = [(g.name, by_hash[g.wl_hash()]) for g in map(Genome.from_json, config.get("init", ()))
+               if g.wl_hash() in by_hash]
     return {"config": config, "iteration": iteration, "candidates": len(rows), "choice": choice,
             "status": dict(Counter(r["status"] for r in rows)), "best": dict(best), "final": final,
-            "history": history, "seconds": sum(r["seconds"] for r in rows)}
+            "history": history, "seconds": sum(r["seconds"] for r in rows),
+            "restarted_at": ((state or {}).get("extra") or {}).get("restarted_at", []), "started_from": started}
 
 
 def printable(text: str) -> str:
@@ -183,19 +187,30 @@ def hall_of_fame(rows) -> list[dict]:
     return front
 
 
-def plot_history(history: list[tuple], path: Path) -> None:
-    """Best and median fitness of the population per iteration (PNG)."""
+def plot_history(summary: dict, path: Path, title: str) -> None:
+    """Best and median fitness of the population per iteration (PNG) of a run's `summary`, with
+    its restarts and island migrations marked (the drops they cause are not a fault), and the
+    fitness of each proxy the run started from (--init) as a reference line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history, config = summary["history"], summary["config"]
     it = [h[0] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
     ax.plot(it, [h[1] for h in history], label="best")
     ax.plot(it, [h[2] for h in history], label="median")
+    if config.get("islands", 1) > 1 and it:
+        for i, m in enumerate(range(config["migration"], it[-1] + 1, config["migration"])):
+            ax.axvline(m, color="0.85", lw=0.8, zorder=0, label="migration" if i == 0 else None)
+    for i, r in enumerate(summary["restarted_at"]):
+        ax.axvline(r, color="tab:red", ls="--", lw=1, label="restart" if i == 0 else None)
+    for name, fitness in summary["started_from"]:
+        ax.axhline(fitness, color="tab:green", ls=":", lw=1.2, label=f"{name} (start)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("fitness (mean ρ@20/50/100%)")
-    ax.legend()
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -303,7 +318,9 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
     if any(j.evolved.error for j in judged):
         lines += [f"the evolved proxy cannot rank {j.bench}: {j.evolved.error}" for j in judged if j.evolved.error]
     if summary["history"]:
-        plot_history(summary["history"], run_dir / "fitness.png")
+        config = summary["config"]
+        plot_history(summary, run_dir / "fitness.png",
+                     f"run {run_dir.name}: {config.get('space')} space on {', '.join(searched)}")
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
     text = "\n".join(lines)
     (run_dir / "report.txt").write_text(text + "\n")
