@@ -32,6 +32,7 @@ def test_bad_input_is_one_line_on_stderr(capsys, tmp_path):
     (["--hours", "0"], "--hours"), (["--hours", "nan"], "--hours"), (["--patience", "-1"], "--patience"),
     (["--log-every", "-1"], "--log-every"), (["--population", "10000000"], "--population"),
     (["--islands", "1000000"], "--islands"), (["--parsimony", "-0.1"], "--parsimony"),
+    (["--device", "nonsense"], "--device"),
 ])
 def test_evolve_refuses_bad_numbers_and_run_names_in_one_line(flags, named, capsys, tmp_path):
     # Checked before anything runs or is written: no statistics, no run folder.

@@ -33,7 +33,7 @@ def test_resnet20_registry_agrees_with_named_modules():
 
 
 def test_model_without_quantizable_layers_is_rejected():
-    with pytest.raises(EvoproxyError, match="no Conv2d or Linear"):
+    with pytest.raises(EvoproxyError, match="no Conv1d, Conv2d or Linear"):
         layer_registry(nn.Sequential(nn.ReLU()), (4,))
 
 

@@ -1,6 +1,7 @@
 """A user's own model and data through every command, as README's "Your own model in five
 commands" runs them, and the one-line errors for data or weights that do not fit."""
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,21 @@ def test_function_data_and_a_linear_only_model(tmp_path, monkeypatch, capsys):
     assert main(["rank", "--bench", "b.jsonl", "--proxies", "hawq-v2,mean-bits", "--samples", "0",
                  "--split", "all", "--json"]) == 0
     assert all(r["error"] is None for r in json.loads(capsys.readouterr().out)["results"])
+
+
+def test_conv1d_layers_of_a_signal_model_are_quantized(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    model = ["--model", "user_models:conv1d", "--data", "user_models:signals"]
+    assert main(["stats", *model, *FAST, "--json", "--act-max-elems", "100"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert [(l["name"], l["kind"]) for l in layers] == [("0", "conv"), ("3", "depthwise"), ("7", "linear")]
+    assert all(math.isfinite(l["synflow"]) and l["synflow"] > 0 for l in layers)  # Conv1d has its linearisation
+    assert main(["bench", "build", *model, "--configs", "3", "--fixed", "none", "--eval-size", "40",
+                 "--out", "b.jsonl"]) == 0
+    Path("bits.json").write_text(json.dumps({"bits": [2, 3, 4]}))
+    capsys.readouterr()
+    assert main(["quantize", *model, "--bits-file", "bits.json"]) == 0
+    assert "quantized, A8" in capsys.readouterr().out
 
 
 def test_transformer_block_linears_are_quantized_and_attention_modules_reported(tmp_path, monkeypatch, capsys):

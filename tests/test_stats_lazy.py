@@ -1,5 +1,5 @@
-"""Statistics without the Hessian for proxies that do not read it (most of the cost saved), and
-the first run's time estimate."""
+"""Statistics computed as needed: without the Hessian for proxies that do not read it (most of
+the cost saved), the first run's time estimate, and what is kept of each layer's activation."""
 import math
 
 import torch
@@ -60,3 +60,13 @@ def test_allocate_computes_the_hessian_only_for_a_proxy_that_reads_it(tmp_path, 
     assert "s per Hutchinson sample; at most 4 samples" in err and "Hutchinson diagonal and trace done" in err
     assert main([*base, "--proxy", "snip"]) == 0  # now served by the entry that has the Hessian
     assert "gradients and activations done" not in capsys.readouterr().err
+
+
+def test_conv1d_outputs_are_subsampled_along_their_length_and_linear_outputs_kept():
+    import user_models
+    x, y = user_models.signals(16)
+    stats = compute_stats(user_models.conv1d(), x, y, "c1", StatsSettings(hutchinson_samples=2, power_iters=2,
+                                                                          act_max_elems=1024))
+    first, depthwise, head = (layer.A for layer in stats.layers)
+    assert first.shape == (16, 8, 8) and depthwise.shape == (16, 8, 8)  # length 32 every 4th: 1024 elements
+    assert head.shape == (16, 3)

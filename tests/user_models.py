@@ -1,5 +1,5 @@
 """Models and data as a user would bring them (`--model module:function`, `--data module:function`):
-a Linear-only net, a transformer-style block with nn.Linear projections, one with
+a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, one with
 nn.MultiheadAttention, a model that returns a tuple, and a data function."""
 from __future__ import annotations
 
@@ -55,6 +55,23 @@ class TwoHeads(nn.Module):
     def forward(self, x):
         h = self.body(x)
         return self.fc(h), h
+
+
+def conv1d() -> nn.Module:
+    """Signals (batch, 2, 32) → 3 classes: dense and depthwise Conv1d, then a Linear head."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                         nn.Linear(8, 3))
+
+
+def signals(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 2, 32) float signals of 3 classes (sines of three frequencies in noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=gen)
+    t = torch.linspace(0, 1, 32)
+    wave = torch.sin(2 * torch.pi * (2 + 3 * labels[:, None]) * t)
+    return torch.stack([wave, -wave], 1) + 0.3 * torch.randn(n, 2, 32, generator=gen), labels
 
 
 def mlp() -> nn.Module:

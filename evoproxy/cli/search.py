@@ -38,12 +38,14 @@ def _parse_benches(text: str) -> tuple[str, ...]:
 
 
 def cmd_evolve(args) -> None:
+    from ..model import check_device
     from ..proxy import get_genome
     from ..search import CSPSettings, Evolution, EvolutionConfig, full_report
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.hours is not None and not 0 < args.hours < float("inf"):
         raise EvoproxyError("--hours must be a number of hours above 0")
+    device = check_device(args.device)
     if args.log_every < 0 or not (args.jobs == -1 or 1 <= args.jobs <= MAX_JOBS):
         raise EvoproxyError(f"--log-every must be at least 0 (0: no progress lines), and --jobs between 1 and "
                             f"{MAX_JOBS} (1: this process, N: N workers) or -1 (one per core)")
@@ -85,7 +87,7 @@ def cmd_evolve(args) -> None:
         client = Client(args.scheduler) if args.scheduler else Client(processes=True)
         log(f"dask cluster: {client.dashboard_link}")
         backend = "dask"
-    evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log)
+    evo = Evolution(run_dir, config, jobs=args.jobs, backend=backend, log=log, device=device)
     iterations, interrupted = args.iterations if args.resume else None, False
     try:
         if args.resume and evo.finished(args.hours, iterations):
@@ -234,6 +236,8 @@ def register(sub) -> None:
                         "that of two proxies of about equal fitness the simpler wins (default 0)")
     p.add_argument("--candidate-timeout", type=float, default=5.0, help="seconds after which a candidate is rejected")
     p.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device that computes statistics not yet cached (cpu, "
+                                                   "cuda; default cpu); fitness runs on the CPU")
     p.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")
     p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
     p.add_argument("--name", help="run name (default SPACE-BENCH-sSEED)")

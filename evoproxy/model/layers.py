@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import EvoproxyError, EvoproxyWarning
 
-QUANTIZABLE = (nn.Conv2d, nn.Linear)
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def _kind(module: nn.Module) -> str:
 
 
 def quantizable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every Conv2d and Linear, in `named_modules` order."""
+    """(name, module) of every Conv1d, Conv2d and Linear, in `named_modules` order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
 
 
@@ -121,7 +121,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
     forward pass."""
     modules = quantizable_modules(model)
     if not modules:
-        raise EvoproxyError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to quantize")
+        raise EvoproxyError(f"{type(model).__name__} has no Conv1d, Conv2d or Linear layer: nothing to quantize")
     dropped = _excluded([n for n, _ in modules], exclude)
     modules = [(n, m) for n, m in modules if n not in dropped]
     if not modules:
@@ -149,7 +149,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
                       stacklevel=2)
     used = [(name, m) for name, m in modules if name in out_numel]
     if not used:
-        raise EvoproxyError(f"{type(model).__name__} calls none of its Conv2d or Linear layers in the forward pass")
+        raise EvoproxyError(f"{type(model).__name__} calls none of its Conv1d, Conv2d or Linear layers in the forward pass")
     layers = []
     for index, (name, m) in enumerate(used):
         # Each output element costs (weight elements per output channel) multiply-accumulates.

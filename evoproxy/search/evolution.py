@@ -272,9 +272,9 @@ class Evolution:
     reopens a run with its stored settings."""
 
     def __init__(self, run_dir: str | Path, config: EvolutionConfig | None = None, jobs: int = 1,
-                 backend: str | None = None, log=print):
+                 backend: str | None = None, log=print, device: str = "cpu"):
         self.dir = Path(run_dir)
-        self.log = log
+        self.log, self.device = log, device  # the device computes uncached statistics; a cache hit is the same
         db = self.dir / "run.db"
         if not db.is_file():  # a new run: check its settings before anything is written
             if config is None:
@@ -309,7 +309,7 @@ class Evolution:
             if why := space_violation(g, self.space):
                 raise EvoproxyError(f"--init {g.name or g.formula()} does not lie in the {self.space.name} space: {why}")
         self.benches = [load_bench(b) for b in c.benches]
-        got = [bench_stats(b, log=lambda m: self.log(f"[stats] {m}")) for b in self.benches]
+        got = [bench_stats(b, log=lambda m: self.log(f"[stats] {m}"), device=self.device) for b in self.benches]
         self.stats = [stats for stats, _, _ in got]
         partitions = [search_partition(b, c.samples, c.seed) for b in self.benches]
         self.fitness_configs = [fit for fit, _ in partitions]

@@ -3,8 +3,9 @@ settings) and cached on disk:
 
 - W  the layer's weight;
 - G  ∂L/∂W of the mean cross-entropy on the calibration batch (model in eval mode);
-- A  the layer's output activation on the batch, spatially subsampled to at most
-     `settings.act_max_elems` elements (every s-th row and column, s as small as fits);
+- A  the layer's output activation on the batch; a conv's subsampled to at most
+     `settings.act_max_elems` elements (every s-th row and column, or position of a Conv1d,
+     s as small as fits);
 - H  Hutchinson estimate of the diagonal of the layer's Hessian block, plus its trace
      (HAWQ-V2) and dominant eigenvalue by power iteration (HAWQ);
 - V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
@@ -72,7 +73,7 @@ class LayerStats:
     info: LayerInfo
     W: torch.Tensor  # weight_shape
     G: torch.Tensor  # weight_shape
-    A: torch.Tensor  # (batch, out_channels, h, w) subsampled, or (batch, out_features)
+    A: torch.Tensor  # (batch, out_channels, h, w) or (batch, out_channels, length) subsampled, or a Linear's output
     H: torch.Tensor  # weight_shape, Hessian diagonal estimate
     V: torch.Tensor  # weight_shape, SynFlow gradient / e^synflow_log_scale
     hessian_trace: float
@@ -136,12 +137,16 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "evoproxy")
 
 
-def _subsample(act: torch.Tensor, max_elems: int) -> torch.Tensor:
-    if act.dim() == 4 and act.numel() > max_elems:
-        stride = math.ceil(math.sqrt(act.numel() / max_elems))
-        while act[:, :, ::stride, ::stride].numel() > max_elems and stride < max(act.shape[2:]):
+def _subsample(act: torch.Tensor, max_elems: int, module: nn.Module) -> torch.Tensor:
+    """Every s-th position of a conv output's spatial axes (2 of Conv2d's, 1 of Conv1d's), s the
+    smallest that fits `max_elems`; a Linear layer's output as it is."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and act.numel() > max_elems:
+        spatial = act.dim() - 2
+        stride = math.ceil((act.numel() / max_elems) ** (1 / spatial))
+        pick = lambda s: act[(slice(None), slice(None), *[slice(None, None, s)] * spatial)]  # noqa: E731
+        while pick(stride).numel() > max_elems and stride < max(act.shape[2:]):
             stride += 1
-        act = act[:, :, ::stride, ::stride]
+        act = pick(stride)
     return act.contiguous()
 
 
@@ -191,7 +196,8 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     start = time.perf_counter()
     acts = {}
     logits = run_with_outputs(work, images.float(), modules,
-                              lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems)),
+                              lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems,
+                                                                            modules[n])),
                               f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
     if not isinstance(logits, torch.Tensor):
         raise EvoproxyError(f"the model returns a {type(logits).__name__}, not a tensor of logits: pass --output "

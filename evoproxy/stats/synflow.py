@@ -37,7 +37,8 @@ _LINEAR_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_p
 _LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "sum", "permute", "transpose", "contiguous",
                    "squeeze", "unsqueeze", "expand_as"}
 _PROPERTIES = {"shape", "ndim", "dtype", "device"}  # attributes read as they are (x.shape in a reshape)
-_POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+_POOLS = (nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AvgPool2d,
+          nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 
 
 class _Scaled:
@@ -64,8 +65,9 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
         x = args[0]
         if not isinstance(x, _Scaled):
             return super().call_module(target, args, kwargs)
-        if isinstance(m, nn.Conv2d):
-            return _Scaled(F.conv2d(x.t, m.weight, None, m.stride, m.padding, m.dilation, m.groups), x.s)
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
+            return _Scaled(conv(x.t, m.weight, None, m.stride, m.padding, m.dilation, m.groups), x.s)
         if isinstance(m, nn.Linear):
             return _Scaled(F.linear(x.t, m.weight), x.s)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
