@@ -1,4 +1,4 @@
-"""Plain-text tables for the command line."""
+"""Plain text for the command line: tables, and strings made safe to print."""
 from __future__ import annotations
 
 
@@ -22,3 +22,10 @@ def format_table(rows: list[dict], columns: list[str], headers: list[str] | None
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(row) for row in cells])
+
+
+def printable(text) -> str:
+    """`text` with its control characters escaped (\\x1b, \\n, ...): strings read from files (a
+    run's database, a run's folder name) are data, and must not move the cursor or recolour the
+    terminal they are printed on."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))

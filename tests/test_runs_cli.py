@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from evoproxy.cli import main
-from evoproxy.search import RunStore, run_summary
+from evoproxy.search import RunStore, full_report, run_summary
 
 TINY = ["--preset", "paper", "--population", "4", "--samples", "30", "--seed", "1", "--no-report", "--log-every", "0"]
 
@@ -164,6 +164,8 @@ def test_control_characters_stored_in_a_run_are_escaped_on_output(finished_run, 
         out = capsys.readouterr().out
         assert "\x1b" not in out and "\x07" not in out, command
         assert ("\\x1b[2J\\x1b]0;owned\\x07 Σ(W)\\n" in out) if command[0] == "show" else ("evil\\x1b[31m" in out)
+    text, _ = full_report(run, transfer=[])  # the whole report (what `show` prints) of the same run
+    assert "\x1b" not in text and "evil\\x1b[31m" in text
 
 
 def _children(pid: int) -> list[int]:

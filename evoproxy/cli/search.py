@@ -118,8 +118,8 @@ def cmd_evolve(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from ..search import export_candidates, full_report, leaderboard, printable, run_summary
-    from ..table import format_table
+    from ..search import export_candidates, full_report, leaderboard, run_summary
+    from ..table import format_table, printable
 
     if args.csv:
         print(f"{export_candidates(args.run, args.csv)} candidates written to {printable(args.csv)}")

@@ -17,7 +17,7 @@ from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stat
 from ..errors import EvoproxyError
 from ..locking import lock_holder
 from ..proxy import HANDCRAFTED, Genome
-from ..table import format_table
+from ..table import format_table, printable
 from .evolution import EvolutionConfig, fittest_distinct
 from .store import RunStore
 
@@ -71,12 +71,6 @@ def run_summary(run_dir: str | Path) -> dict:
             "status": dict(Counter(r["status"] for r in rows)), "best": dict(best), "final": final,
             "history": history, "seconds": sum(r["seconds"] for r in rows),
             "restarted_at": ((state or {}).get("extra") or {}).get("restarted_at", []), "started_from": started}
-
-
-def printable(text: str) -> str:
-    """`text` with its control characters escaped (\\x1b, \\n, ...): strings read from a run's
-    database are data, and must not move the cursor or recolour the terminal they are printed on."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
 
 
 def leaderboard(run_dir: str | Path, k: int) -> list[dict]:
@@ -322,7 +316,7 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
         plot_history(summary, run_dir / "fitness.png",
                      f"run {run_dir.name}: {config.get('space')} space on {', '.join(searched)}")
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
-    text = "\n".join(lines)
+    text = "\n".join(printable(line) for line in "\n".join(lines).split("\n"))  # names come from files: data
     (run_dir / "report.txt").write_text(text + "\n")
     (run_dir / "report.json").write_text(json.dumps(data, indent=2))
     return text, data
