@@ -98,7 +98,7 @@ def test_infeasible_budget_exits_2_naming_the_smallest_size(cached, tmp_path, ca
     (["--size-mb", "0.09", "--out", "no-such-folder/alloc.json"], "--out .* needs an existing, writable folder"),
     (["--size-mb", "0.09", "--plot", "no-such-folder/bits.png"], "--plot .* needs an existing, writable folder"),
     (["--size-mb", "0.09", "--out", "."], "--out \\. is a folder"),
-    (["--size-mb", "0.09", "--bits", "1,2"], "weight bit choices must be distinct whole numbers from 2 to 32"),
+    (["--size-mb", "0.09", "--bits", "1,2"], "--bits takes weight bit-widths from 2 to 32"),
     (["--size-mb", "0.09", "--fixed-bits", "1"], "fixed bits of layer 0 must be whole numbers from 2 to 32"),
 ])
 def test_allocate_refuses_bad_flags_in_one_line_and_writes_nothing(cached, tmp_path, monkeypatch, capsys, flags,
@@ -151,3 +151,11 @@ def test_pareto_evaluates_each_configuration_by_ptq(cached, tmp_path, capsys):
         ("fisher", "mixed"), ("uniform W2", "uniform"), ("uniform W4", "uniform")]
     assert all(0 <= p["accuracy"] <= 100 for p in report["points"]) and report["fp_accuracy"] > 80
     assert png.stat().st_size > 0
+
+
+def test_bad_bits_are_refused_before_any_statistics(tmp_path, capsys):
+    for command in (["allocate", "--proxy", "fisher", "--size-mb", "0.09"], ["pareto", "--proxies", "fisher",
+                                                                            "--sizes", "0.09"]):
+        assert main([*command, "--bits", "1,2", "--cache-dir", str(tmp_path / "cache")]) == 2
+        assert "--bits takes weight bit-widths from 2 to 32" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before the statistics were computed or cached

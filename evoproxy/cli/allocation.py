@@ -59,6 +59,7 @@ def cmd_allocate(args) -> None:
 
     _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
     _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
+    parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     proxy = get_proxy(args.proxy)
@@ -93,6 +94,7 @@ def cmd_pareto(args) -> None:
     from ..table import format_table
 
     sizes = _parse_sizes(args.sizes)
+    parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
     if args.plot and not args.evaluate:
         raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
     output_file(args.plot, "--plot")

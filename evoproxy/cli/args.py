@@ -134,10 +134,14 @@ def output_folder(path: str, flag: str) -> None:
 
 
 def parse_bits(text: str, flag: str) -> list[int]:
+    """Comma-separated weight bit-widths, each from 2 to 32 (at 1 bit the symmetric quantizer has
+    no level but 0)."""
     try:
         bits = sorted({int(b) for b in text.split(",")})
     except ValueError:
         raise EvoproxyError(f"{flag} takes comma-separated bit-widths such as 2,3,4; got {text!r}") from None
+    if bits[0] < 2 or bits[-1] > 32:
+        raise EvoproxyError(f"{flag} takes weight bit-widths from 2 to 32; got {text!r}")
     return bits
 
 
