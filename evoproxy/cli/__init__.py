@@ -7,9 +7,9 @@ import warnings
 
 from ..errors import EvoproxyError, EvoproxyWarning
 from ..version import __version__
-from . import allocation, bench, methods, model, quant, search
+from . import allocation, bench, export, methods, model, quant, search
 
-GROUPS = (model, bench, search, allocation, methods, quant)  # in the order of the data flow, as --help lists them
+GROUPS = (model, bench, search, allocation, methods, quant, export)  # in the data flow's order, as --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

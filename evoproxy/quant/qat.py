@@ -190,10 +190,20 @@ def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
                                 "--resume to start over")
 
 
+def _levels(state: dict) -> dict[str, int]:
+    """The number of levels of each quantizer of a QAT state: what its bits fix (an activation's
+    zero point comes from the data)."""
+    return {k: v["qn"] + v["qp"] for k, v in state.items() if k.endswith("_extra_state")}
+
+
 def load_qat_state(qmodel: nn.Module, path: str | Path) -> int:
     """Load the weights, steps and BatchNorm statistics of the QAT checkpoint `path` into
     `qmodel` (made by `lsq_model` for the same model and bits); returns its finished epochs."""
     ckpt = _read_checkpoint(Path(path))
+    saved, wanted = _levels(ckpt["state"]), _levels(qmodel.state_dict())
+    if saved.keys() == wanted.keys() and saved != wanted:
+        # Same quantizers, other bits: the state would load and silently bring the checkpoint's bits.
+        raise EvoproxyError(f"{path} was trained with other bits: use the bits file it was made with")
     try:
         qmodel.load_state_dict(ckpt["state"])
     except RuntimeError:

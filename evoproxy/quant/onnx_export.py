@@ -1,0 +1,124 @@
+"""ONNX export of a quantized model with QuantizeLinear/DequantizeLinear pairs (QDQ), the form in
+which onnxruntime, TensorRT and OpenVINO read a quantized model.
+
+What is exported is an LSQ model (`qat.lsq_model`): trained, the QAT model; untrained, the
+round-to-nearest PTQ model that `quantize_model` gives. Its quantizers become torch's fake-quantize
+ops, which torch.onnx writes as QDQ pairs, so the graph is the model's own:
+
+- weights: per output channel (axis 0), symmetric, zero point 0, the LSQ steps as scales. ONNX has
+  no integer type under 8 bits, so a b-bit weight is int8 holding levels within ±(2^(b−1) − 1);
+  the float initializer holds the quantized weight, so QuantizeLinear gives exactly those levels.
+- activations (every layer's input): per tensor, uint8 with the calibrated (or learned) step and
+  zero point; under 8 bits a Clip before QuantizeLinear keeps them within the b-bit range.
+
+Layers at 32 bits stay float; bits from 9 to 31 do not fit QDQ's 8-bit integers and are refused.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..errors import EvoproxyError
+from ..model import LayerInfo, quantizable_modules
+from .qat import LsqQuantizer
+
+OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
+INT8_MAX, UINT8_MAX = 127, 255
+
+
+class _QdqWeight(nn.Module):
+    """Parametrization: an already quantized weight through a per-channel symmetric QDQ pair."""
+
+    def __init__(self, step: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", step.detach().flatten().clone())
+        self.register_buffer("zero_point", torch.zeros(len(self.scale), dtype=torch.int32))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero_point, 0, -INT8_MAX - 1, INT8_MAX)
+
+
+class _QdqInput(nn.Module):
+    """A layer's input through a per-tensor uint8 QDQ pair with an LSQ quantizer's step and zero
+    point (torch exports only 8-bit ranges, so a narrower one is a Clip before it)."""
+
+    def __init__(self, lsq: LsqQuantizer):
+        super().__init__()
+        self.scale, self.zero_point, self.top = lsq.step.item(), lsq.qn, lsq.qn + lsq.qp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.top < UINT8_MAX:
+            x = torch.clamp(x, -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale)
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+
+
+def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
+    """A copy of the LSQ model `qmodel` (eval mode) whose quantizers are fake-quantize ops that
+    torch.onnx exports as QDQ pairs; it computes what `qmodel` does, up to float rounding. Raises
+    EvoproxyError for a layer whose weights or input have more than 8 bits and fewer than 32."""
+    out = copy.deepcopy(qmodel).eval()
+    modules = dict(quantizable_modules(out))
+    for layer in layers:
+        module = modules[layer.name]
+        if parametrize.is_parametrized(module, "weight"):
+            weights = module.parametrizations.weight
+            lsq = weights[0]
+            if lsq.qp > INT8_MAX:
+                raise EvoproxyError(f"layer {layer.name!r} has {(lsq.qp + 1).bit_length()}-bit weights, which do not "
+                                    "fit ONNX QuantizeLinear's int8: export takes 2 to 8 bits, or 32 (kept in float)")
+            # Swapped in place rather than removed: parametrized copies share their class, whose
+            # removal would break `qmodel`.
+            with torch.no_grad():
+                weights.original.copy_(lsq(weights.original))
+            weights[0] = _QdqWeight(lsq.step)
+        if hasattr(module, "act_quantizer"):
+            lsq = module.act_quantizer
+            if lsq.qn + lsq.qp > UINT8_MAX:
+                raise EvoproxyError(f"layer {layer.name!r} has {(lsq.qn + lsq.qp).bit_length()}-bit activations, which "
+                                    "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)")
+            module.act_quantizer = _QdqInput(lsq)  # the LSQ model's input hook calls whatever is there
+    return out
+
+
+def export_onnx(qmodel: nn.Module, layers: Sequence[LayerInfo], input_shape: Sequence[int],
+                path: str | Path) -> None:
+    """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
+    with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
+    (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size."""
+    model = qdq_model(qmodel, layers).cpu().float()
+    example = torch.zeros(1, *input_shape)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated, but torch's new one needs onnxscript, which is
+        # not a dependency, and it writes fake quantization as the same QDQ pairs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:  # the exporter raises many types for an op it cannot write
+            message = str(exc).strip().splitlines()
+            raise EvoproxyError(f"torch.onnx could not export the model ({type(exc).__name__}: "
+                                f"{message[0] if message else 'no message'})") from None
+
+
+def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor,
+                         batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of the ONNX file `path` run by onnxruntime (CPU) on `images` (N, ...)
+    with `labels` (N,)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]', or pass --eval-size 0 "
+                            "to write the file unchecked") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        logits = session.run(None, {"input": images[i:i + batch_size].cpu().float().numpy()})[0]
+        correct += int((logits.argmax(1) == labels[i:i + batch_size].cpu().numpy()).sum())
+    return 100.0 * correct / len(images)
