@@ -1,5 +1,5 @@
-"""`evoproxy mpq`: per-layer bit-widths by one of the papers' own methods (EdMIPS) instead of a proxy,
-under the same budget and written in the same file as `evoproxy allocate` writes."""
+"""`evoproxy mpq`: per-layer bit-widths by one of the papers' own methods (EdMIPS, SEAM, SMPQ) instead
+of a proxy, under the same budget and written in the same file as `evoproxy allocate` writes."""
 from __future__ import annotations
 
 import json
@@ -10,26 +10,60 @@ from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model, output_file, parse_bits, parse_fixed
 
 
-def _train_subset(train, n: int | None, seed: int):
-    """The whole train part, or `n` of its images drawn with `seed`."""
+# Each method's own flags (default None: refused with another method, the method's default otherwise).
+METHOD_FLAGS = {"seam": ("lam", "margin"), "smpq": ("val_images", "samples", "truncation", "xi", "beta")}
+# SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
+DEFAULT_FRACTION = {"seam": 0.04}
+
+
+def _search_split(train, n: int | None, fraction: float | None, val: int, seed: int):
+    """(search, validation) parts of the train part, disjoint and drawn with `seed`: `val` images
+    for validation, then `n` images, or `fraction` of the train part, or all the rest, to search on."""
     import torch
-    if n is None:
-        return train
-    if not 1 <= n <= len(train[0]):
-        raise EvoproxyError(f"--train-images must be between 1 and {len(train[0])} (the training images of the data)")
-    pick = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(seed))[:n]
-    return train[0][pick], train[1][pick]
+    total = len(train[0])
+    if not 0 <= val < total:
+        raise EvoproxyError(f"--val-images must be from 0 to below {total} (the training images of the data)")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise EvoproxyError(f"--train-fraction must be above 0 and at most 1, got {fraction}")
+        n = max(1, round(fraction * total))
+    if n is None and val == 0:
+        return train, (train[0][:0], train[1][:0])
+    left = total - val
+    n = left if n is None else n
+    if not 1 <= n <= left:
+        raise EvoproxyError(f"--train-fraction {fraction} gives {n} images, more than the {left} training images "
+                            "beside --val-images" if fraction is not None else
+                            f"--train-images must be between 1 and {left} (the training images of the data"
+                            f"{', less --val-images' if val else ''})")
+    pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    search, held = pick[val:val + n], pick[:val]
+    return (train[0][search], train[1][search]), (train[0][held], train[1][held])
 
 
 def cmd_mpq(args) -> None:
     import numpy as np
 
     from ..allocation import average_bits, build_problem, plot_bits
-    from ..methods import EdmipsSettings, search_edmips
+    from ..methods import EdmipsSettings, SeamSettings, SmpqSettings, search_edmips, search_seam, search_smpq
     from ..model import check_device
     from ..table import format_table
 
+    for method, flags in METHOD_FLAGS.items():
+        given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) is not None]
+        if given and args.method != method:
+            raise EvoproxyError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
+                                f"--method {method}, not of {args.method}")
+    if args.train_images is not None and args.train_fraction is not None:
+        raise EvoproxyError("give --train-images or --train-fraction, not both")
     settings = EdmipsSettings(args.epochs, args.gamma, args.lr, args.alpha_lr, args.batch_size, args.seed)
+    given = {f: getattr(args, f) for flags in METHOD_FLAGS.values() for f in flags if getattr(args, f) is not None}
+    seam = SeamSettings(**{f: given[f] for f in METHOD_FLAGS["seam"] if f in given})
+    smpq = SmpqSettings(**{f: given[f] for f in METHOD_FLAGS["smpq"][1:] if f in given})
+    val_images = (512 if args.val_images is None else args.val_images) if args.method == "smpq" else 0
+    fraction = args.train_fraction
+    if fraction is None and args.train_images is None:
+        fraction = DEFAULT_FRACTION.get(args.method)
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     device = check_device(args.device)
@@ -39,17 +73,30 @@ def cmd_mpq(args) -> None:
     problem = build_problem(layers, np.zeros(len(layers)), args.size_mb, w_bits=parse_bits(args.bits, "--bits"),
                             a_bits=(args.act_bits,), fixed=fixed)
     problem.check_feasible()
-    train = _train_subset(source.training(), args.train_images, args.seed)
-    print(f"EdMIPS on {name}: weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, "
-          f"activations {args.act_bits}-bit; {settings.epochs} epoch(s) on {len(train[0])} training images, "
-          f"γ {settings.gamma:g}", flush=True)
-    result = search_edmips(model.to(device), problem, train, source.calibration()[0].to(device), settings,
-                           lambda msg: print(f"[edmips] {msg}", file=sys.stderr, flush=True))
+    train, val = _search_split(source.training(), args.train_images, fraction, val_images, args.seed)
+    title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ"}[args.method]
+    extra = {"edmips": "", "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
+             "smpq": f", {smpq.samples} Shapley permutations per epoch valued on {len(val[0])} held-out images"}
+    print(f"{title} on {name}: weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, "
+          f"activations {args.act_bits}-bit; {settings.epochs} epoch(s) on {len(train[0])} of "
+          f"{len(source.training()[0])} training images, γ {settings.gamma:g}{extra[args.method]}", flush=True)
+    model, calib = model.to(device), source.calibration()[0].to(device)
+
+    def log(msg: str) -> None:
+        print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
+
+    if args.method == "seam":
+        result = search_seam(model, problem, train, calib, settings, seam, log)
+    elif args.method == "smpq":
+        result = search_smpq(model, problem, train, val, calib, settings, smpq, log)
+    else:
+        result = search_edmips(model, problem, train, calib, settings, log)
     alloc, record = result.allocation, result.record(model=name)
+    record[args.method]["train_images"] = len(train[0])
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     if args.plot:
         plot_bits([l.name for l in layers], alloc.w_bits, problem.fixed, args.plot,
-                  f"EdMIPS on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB")
+                  f"{title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB")
     rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w,
              "role": "fixed" if l.index in problem.fixed else "",
              "p": " ".join(f"{p:.2f}" for p in row.get("probabilities", {}).values())}
@@ -61,21 +108,25 @@ def cmd_mpq(args) -> None:
     changed = sum(a != b for a, b in zip(alloc.w_bits, result.argmax.w_bits))
     print(f"argmax α: {result.argmax.size_mb:.6f} MB, "
           + (f"over the budget: projected onto it (knapsack over log softmax(α)), {changed} layer(s) changed"
-             if result.projected else "within the budget") + f"; search {result.seconds:.1f} s")
+             if result.projected else "within the budget") + f"; search {result.seconds:.1f} s"
+          + (f", {result.details['value_evaluations']} value evaluations" if args.method == "smpq" else ""))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
 def register(sub) -> None:
     """Add the mpq command to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("mpq", help="per-layer bit-widths by a competing method (EdMIPS) under a size budget",
+    p = sub.add_parser("mpq", help="per-layer bit-widths by a competing method (EdMIPS, SEAM, SMPQ) under a size budget",
                        description="Search each layer's weight bits with a mixed-precision method from the papers "
                                    "instead of a proxy, training on the data's train part, and write the same JSON bit "
                                    "configuration as `evoproxy allocate` (for `evoproxy quantize --bits-file`). "
                                    "edmips: a supernet mixing each layer's candidate bit-widths (LSQ fake quantizers) "
                                    "with softmax(α) weights; loss = cross-entropy + γ × expected size / size at the most "
                                    "bits; weights (SGD) and α (Adam) updated alternately; the policy is argmax α, "
-                                   "projected onto the budget (the most probable configuration within it) when over.")
-    p.add_argument("--method", choices=("edmips",), default="edmips", help="the method (default edmips)")
+                                   "projected onto the budget (the most probable configuration within it) when over. "
+                                   "seam: EdMIPS on a small subset (4 %% by default) with SEAM's large-margin "
+                                   "Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, "
+                                   "α moved by Monte Carlo Shapley values of the bit-widths on held-out images.")
+    p.add_argument("--method", choices=("edmips", "seam", "smpq"), default="edmips", help="the method (default edmips)")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--size-mb", type=float, required=True,
@@ -94,7 +145,19 @@ def register(sub) -> None:
     p.add_argument("--alpha-lr", type=float, default=0.01, help="Adam learning rate of α (default 0.01)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--train-images", type=int, help="search on this many training images drawn with --seed "
-                                                    "(default: all)")
+                                                    "(default: all, seam 4 %%)")
+    p.add_argument("--train-fraction", type=float,
+                   help="search on this fraction of the training images drawn with --seed (seam's default 0.04)")
+    p.add_argument("--lam", type=float, help="seam: weight λ of the intra-class compactness (default 0.1)")
+    p.add_argument("--margin", type=float, help="seam: class margin m (default 0.3)")
+    p.add_argument("--val-images", type=int,
+                   help="smpq: held-out training images the Shapley values are measured on (default 512)")
+    p.add_argument("--samples", type=int, help="smpq: permutations per Shapley round, one round per epoch (default 10)")
+    p.add_argument("--truncation", type=float,
+                   help="smpq: a permutation stops once the value is this far below the whole supernet's "
+                        "(accuracy fraction, default 0.5)")
+    p.add_argument("--xi", type=float, help="smpq: step ξ of α per round (default 0.1)")
+    p.add_argument("--beta", type=float, help="smpq: momentum β of the Shapley values (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the shuffles (default 0)")
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars")

@@ -1,14 +1,19 @@
 """The competing allocators (the papers' methods beside the proxies). Each takes a model, its
 data's train part and an allocation problem (bit choices, fixed layers, budget), and gives a bit
 configuration within the budget in the file format `evoproxy allocate` writes, so `evoproxy
-quantize` and QAT evaluate every method alike.
+quantize` and QAT evaluate every method alike. SEAM and SMPQ run on EdMIPS's supernet and share
+its projection onto the budget.
 
     problem = build_problem(layers, np.zeros(len(layers)), size_mb=0.1)
     result = search_edmips(model, problem, source.training(), calib_images, EdmipsSettings(epochs=2))
     json.dumps(result.record(model="resnet20-fmnist"))
 """
-from .edmips import (EdmipsEpoch, EdmipsResult, EdmipsSettings, MixedPrecisionWeight, edmips_supernet,
-                     expected_size_mb, search_edmips)
+from .edmips import (CrossEntropyObjective, EdmipsEpoch, EdmipsResult, EdmipsSettings, MixedPrecisionWeight,
+                     edmips_supernet, expected_size_mb, largest_size_mb, search_edmips)
+from .seam import LargeMarginObjective, SeamSettings, large_margin_loss, search_seam
+from .smpq import ShapleyAlphaRule, SmpqSettings, search_smpq, shapley_permutations
 
-__all__ = ["EdmipsEpoch", "EdmipsResult", "EdmipsSettings", "MixedPrecisionWeight", "edmips_supernet",
-           "expected_size_mb", "search_edmips"]
+__all__ = ["CrossEntropyObjective", "EdmipsEpoch", "EdmipsResult", "EdmipsSettings", "LargeMarginObjective",
+           "MixedPrecisionWeight", "SeamSettings", "ShapleyAlphaRule", "SmpqSettings", "edmips_supernet",
+           "expected_size_mb", "large_margin_loss", "largest_size_mb", "search_edmips", "search_seam", "search_smpq",
+           "shapley_permutations"]

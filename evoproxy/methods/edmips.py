@@ -15,13 +15,16 @@ BatchNorm, then one Adam step on α, both on that batch. The policy is argmax α
 exceeds the size budget, it is projected onto the budget: the configuration within the budget that
 maximises Σ_l log softmax(α_l)[b_l] (the most probable one under the learned preferences), solved
 exactly by the allocation stage's ILP. So the written bits always meet the budget.
+
+SEAM and SMPQ run on this search: SEAM swaps the task loss (`objective`), SMPQ the rule that moves
+α (`alpha_rule`, instead of Adam on the gradient); both keep the supernet and the projection.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,16 +39,22 @@ from ..quant import BITS_PER_MB, lsq_model
 
 
 class MixedPrecisionWeight(nn.Module):
-    """Parametrization w ↦ Σ_k softmax(α)_k · Q_k(w) over candidate quantizers Q_k, α (K,) learned."""
+    """Parametrization w ↦ Σ_k p_k · Q_k(w) over candidate quantizers Q_k, p = softmax(α) over the
+    candidates marked `present` (all of them but while SMPQ takes some out of its coalitions), α (K,) learned."""
 
     def __init__(self, quantizers: Sequence[nn.Module]):
         super().__init__()
         self.quantizers = nn.ModuleList(quantizers)
         self.alpha = nn.Parameter(torch.zeros(len(quantizers)))  # uniform preferences to start
+        self.register_buffer("present", torch.ones(len(quantizers), dtype=torch.bool))
+
+    def probabilities(self) -> torch.Tensor:
+        """(K,) softmax(α) renormalised over the present candidates; zeros when none is (the layer's weight is 0)."""
+        p = self.alpha.masked_fill(~self.present, float("-inf")).softmax(0)
+        return p.nan_to_num(0.0)  # all absent: softmax of -inf everywhere is NaN
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        p = self.alpha.softmax(0)
-        return sum(pk * q(w) for pk, q in zip(p, self.quantizers))
+        return sum(pk * q(w) for pk, q in zip(self.probabilities(), self.quantizers))
 
 
 def _one_act_bits(problem: AllocationProblem) -> int:
@@ -96,6 +105,12 @@ def expected_size_mb(problem: AllocationProblem, probabilities: torch.Tensor) ->
     return (problem.fixed_size_bits + (probabilities * size_bits).sum()) / BITS_PER_MB
 
 
+def largest_size_mb(problem: AllocationProblem) -> float:
+    """The size in MB with every free layer at its most bits (the last option): what γ's size term
+    is relative to, so that one γ means the same on any model."""
+    return (problem.fixed_size_bits + int(problem.size_bits[:, -1].sum())) / BITS_PER_MB
+
+
 @dataclass(frozen=True)
 class EdmipsSettings:
     """How EdMIPS searches: `epochs` over the training images in batches of `batch_size`
@@ -135,10 +150,11 @@ class EdmipsEpoch:
 
 @dataclass(frozen=True, eq=False)
 class EdmipsResult:
-    """What a search gives: `allocation`, the policy within the budget (method "edmips");
-    `argmax`, the argmax-α policy before the projection onto the budget (the same when it fits);
-    `probabilities` (F, K), softmax(α) per free layer and option of `problem`; `history`, one
-    record per epoch; `seconds`, the whole search including the projection."""
+    """What a search gives: `allocation`, the policy within the budget (of `method`: "edmips",
+    "seam" or "smpq"); `argmax`, the argmax-α policy before the projection onto the budget (the
+    same when it fits); `probabilities` (F, K), softmax(α) per free layer and option of `problem`;
+    `history`, one record per epoch; `seconds`, the whole search including the projection;
+    `details`, what the method adds to the file's record of its settings."""
     problem: AllocationProblem
     settings: EdmipsSettings
     allocation: Allocation
@@ -146,6 +162,8 @@ class EdmipsResult:
     probabilities: np.ndarray
     history: list[EdmipsEpoch]
     seconds: float
+    method: str = "edmips"
+    details: dict = field(default_factory=dict)
 
     @property
     def projected(self) -> bool:
@@ -160,37 +178,59 @@ class EdmipsResult:
 
     def record(self, model: str) -> dict:
         """The bit configuration file (`allocation_record`'s format, so `evoproxy quantize` reads
-        it) of `model`, proxy "edmips"; each layer's "sensitivity" is its expected bit-width, free
-        layers carry their softmax(α) per weight bit-width, and "edmips" holds the settings."""
+        it) of `model`, proxy `method`; each layer's "sensitivity" is its expected bit-width, free
+        layers carry their softmax(α) per weight bit-width, and the key `method` holds the settings."""
         rec = allocation_record(self.allocation, self.problem.layers, self.expected_bits(), model=model,
-                                proxy="edmips")
+                                proxy=self.method)
         for f, index in enumerate(self.problem.free):
             rec["layers"][index]["probabilities"] = {str(int(w)): float(p)
                                                      for (w, _), p in zip(self.problem.options, self.probabilities[f])}
-        rec["edmips"] = {**asdict(self.settings), "argmax_bits": list(self.argmax.w_bits),
-                         "argmax_size_mb": self.argmax.size_mb, "projected": self.projected,
-                         "search_seconds": self.seconds}
+        rec[self.method] = {**asdict(self.settings), **self.details, "argmax_bits": list(self.argmax.w_bits),
+                            "argmax_size_mb": self.argmax.size_mb, "projected": self.projected,
+                            "search_seconds": self.seconds}
         return rec
+
+
+class CrossEntropyObjective(nn.Module):
+    """EdMIPS's task loss: (images, labels) ↦ the cross-entropy of the supernet's outputs."""
+
+    def __init__(self, supernet: nn.Module):
+        super().__init__()
+        self.supernet = supernet
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.supernet(x), y)
 
 
 def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[torch.Tensor, torch.Tensor],
                   calib_images: torch.Tensor, settings: EdmipsSettings = EdmipsSettings(),
-                  log: Callable[[str], None] = print) -> EdmipsResult:
+                  log: Callable[[str], None] = print, *, method: str = "edmips",
+                  objective: Callable[[nn.Module], nn.Module] = CrossEntropyObjective,
+                  alpha_rule: Callable[[nn.Module, list[MixedPrecisionWeight]], str] | None = None) -> EdmipsResult:
     """Search per-layer weight bits for `model` with EdMIPS under `problem`'s choices, fixed layers
     and size budget (its values are ignored), on `train` = (images (N, ...), labels (N,)), the
     activation quantizers calibrated on `calib_images`; on the device of `calib_images`. One line
-    per epoch goes to `log`. An infeasible budget is refused before any training."""
+    per epoch goes to `log`. An infeasible budget is refused before any training.
+
+    `objective(supernet)` gives the module whose (images, labels) ↦ loss is the task loss (its own
+    parameters train with the weights). With `alpha_rule`, α takes no gradient steps: after every
+    epoch `alpha_rule(supernet, mixers)` moves α in place and returns a note for the epoch's line."""
     problem.check_feasible()
     start = time.perf_counter()
     device = calib_images.device
     supernet, mixers = edmips_supernet(model, problem, calib_images)
+    task_loss = objective(supernet).to(device)
     alphas = [m.alpha for m in mixers]
     is_alpha = {id(a) for a in alphas}
-    w_opt = torch.optim.SGD([p for p in supernet.parameters() if id(p) not in is_alpha], lr=settings.lr,
+    w_opt = torch.optim.SGD([p for p in task_loss.parameters() if id(p) not in is_alpha], lr=settings.lr,
                             momentum=0.9)
-    a_opt = torch.optim.Adam(alphas, lr=settings.alpha_lr)
-    # The size with every free layer at its most bits (the last option): what γ's term is relative to.
-    largest = (problem.fixed_size_bits + int(problem.size_bits[:, -1].sum())) / BITS_PER_MB
+    if alpha_rule is None:
+        optimizers = (w_opt, torch.optim.Adam(alphas, lr=settings.alpha_lr))
+    else:
+        optimizers = (w_opt,)
+        for a in alphas:
+            a.requires_grad_(False)
+    largest = largest_size_mb(problem)
     images, labels = train
     batch = min(settings.batch_size, len(images))
     steps_per_epoch = len(images) // batch  # whole batches only: BatchNorm needs more than one sample
@@ -203,7 +243,7 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         scored = replace(problem, value=log_p)
         choice = log_p.argmax(1)
         size_bits = problem.fixed_size_bits + int(problem.size_bits[np.arange(len(choice)), choice].sum())
-        return (scored, scored.allocation(choice, "edmips", True, time.perf_counter() - start),
+        return (scored, scored.allocation(choice, method, True, time.perf_counter() - start),
                 size_bits <= problem.size_budget_bits)
 
     for epoch in range(settings.epochs):
@@ -218,28 +258,30 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
                 group["lr"] = lr
             idx = order[i * batch:(i + 1) * batch]
             x, y = images[idx].to(device), labels[idx].to(device)
-            for opt in (w_opt, a_opt):  # alternate: the weights' step, then α's on the updated weights
-                task = F.cross_entropy(supernet(x), y)
-                size = expected_size_mb(problem, torch.stack(alphas).softmax(1))
-                w_opt.zero_grad(set_to_none=True)
-                a_opt.zero_grad(set_to_none=True)
+            for opt in optimizers:  # alternate: the weights' step, then α's on the updated weights
+                task = task_loss(x, y)
+                size = expected_size_mb(problem, torch.stack([m.probabilities() for m in mixers]))
+                for o in optimizers:
+                    o.zero_grad(set_to_none=True)
                 (task + settings.gamma * size / largest).backward()
                 opt.step()
             task_sum += task.item()
             size_sum += size.item()
+        note = "" if alpha_rule is None else f", {alpha_rule(supernet, mixers)}"
         _, policy, _ = argmax_policy()
         history.append(EdmipsEpoch(epoch + 1, task_sum / steps_per_epoch, size_sum / steps_per_epoch,
                                    policy.size_mb, time.perf_counter() - epoch_start))
         r = history[-1]
         log(f"epoch {r.epoch}/{settings.epochs}: task loss {r.task_loss:.4f}, expected size "
-            f"{r.expected_size_mb:.6f} MB, argmax policy {r.argmax_size_mb:.6f} MB (budget "
+            f"{r.expected_size_mb:.6f} MB{note}, argmax policy {r.argmax_size_mb:.6f} MB (budget "
             f"{problem.size_budget_mb} MB), {r.seconds:.1f} s")
     scored, policy, fits = argmax_policy()
     chosen = policy
     if not fits:
         projection = allocate(scored, "ilp")
-        chosen = replace(projection, method="edmips", note=f"argmax policy {policy.size_mb:.6f} MB over the budget: "
+        chosen = replace(projection, method=method, note=f"argmax policy {policy.size_mb:.6f} MB over the budget: "
                                                            "projected to the most probable configuration within it")
     seconds = time.perf_counter() - start
     probabilities = torch.stack(alphas).detach().double().softmax(1).cpu().numpy()
-    return EdmipsResult(problem, settings, replace(chosen, seconds=seconds), policy, probabilities, history, seconds)
+    return EdmipsResult(problem, settings, replace(chosen, seconds=seconds), policy, probabilities, history, seconds,
+                        method)
