@@ -1,12 +1,16 @@
 """Seconds per QAT epoch (median of several runs) for the default model on a fixed subset of the
-shipped Fashion-MNIST, and what that makes an epoch over the 60 000 training images.
+shipped Fashion-MNIST, and what that makes an epoch over the 60 000 training images; then seconds
+per AdaRound block (one run, default settings) on the shipped calibration images.
 
     python benchmarks/quantize_speed.py [--images 2048] [--repeats 3] [--threads 2] [--device cpu]
+                                        [--adaround-iters 1000]
 
 The subset is the first --images of the shipped test split (the training split does not ship;
 speed does not depend on which images are used). Bits: 8 for the first and last layer, 4 for
 the others, 8-bit activations; SGD, batch 128. Each run starts from the PTQ-initialised model
-and trains one epoch; only training is timed (not the per-epoch evaluation).
+and trains one epoch; only training is timed (not the per-epoch evaluation). AdaRound reconstructs
+every block (the stem convolution, nine residual blocks, the classifier) with the same bits; each
+block's time includes collecting its inputs and targets on the calibration images.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import statistics
 import torch
 
 from evoproxy.model import check_device, layer_registry, load_model, open_data
-from evoproxy.quant import QatSettings, lsq_model, train_qat
+from evoproxy.quant import AdaRoundSettings, QatSettings, QuantSettings, adaround_model, lsq_model, train_qat
 
 TRAIN_SPLIT = 60_000
 
@@ -27,6 +31,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--adaround-iters", type=int, default=AdaRoundSettings.iters,
+                   help=f"AdaRound iterations per block (default {AdaRoundSettings.iters})")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = check_device(args.device)
@@ -49,6 +55,13 @@ def main() -> None:
           f"{device}: {median:.2f} s per epoch (median of {args.repeats}; runs {', '.join(f'{t:.2f}' for t in times)}), "
           f"{1000 * median / args.images:.2f} ms per image, about {median * TRAIN_SPLIT / args.images / 60:.1f} min "
           f"per epoch of the {TRAIN_SPLIT} training images")
+    ada = AdaRoundSettings(iters=args.adaround_iters)
+    _, records = adaround_model(model, layers, bits, calib, ada, QuantSettings(8), log=lambda m: None)
+    seconds = [r.seconds for r in records]
+    print(f"{name}, W8/4…4/8 A8, AdaRound {ada.iters} iterations per block, batch {ada.batch_size}, {len(calib)} "
+          f"calibration images, {args.threads} thread(s) on {device}: {sum(seconds):.1f} s for {len(records)} blocks "
+          f"(median {statistics.median(seconds):.2f} s per block; "
+          f"{', '.join(f'{r.name} {r.seconds:.1f}' for r in records)})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`evoproxy quantize`: a bit configuration's accuracy after quantization (round-to-nearest PTQ,
-or QAT with learned step sizes)."""
+PTQ with learned rounding (AdaRound), or QAT with learned step sizes)."""
 from __future__ import annotations
 
 import sys
@@ -7,31 +7,46 @@ import sys
 from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model
 
-QAT_FLAGS = ("epochs", "lr", "batch_size", "optimizer", "distill", "checkpoint", "resume")
+METHOD_FLAGS = {"qat": ("epochs", "lr", "batch_size", "optimizer", "distill", "checkpoint", "resume"),
+                "adaround": ("iters", "lr", "batch_size", "reg_weight")}
+METHOD_NAMES = {"qat": "QAT", "adaround": "AdaRound"}
 
 
-def _qat_settings(args):
-    """The QatSettings of the QAT flags; an error for a QAT flag given without --method qat."""
-    from ..quant import QatSettings
-    given = [f"--{f.replace('_', '-')}" for f in QAT_FLAGS if getattr(args, f) not in (None, False)]
-    if args.method != "qat":
-        if given:
-            raise EvoproxyError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --method qat only")
-        return None
-    return QatSettings(args.epochs or 1, args.lr, args.batch_size or 128, args.optimizer or "sgd", args.distill)
+def _method_settings(args):
+    """The QatSettings or AdaRoundSettings of the method's flags (None for rtn); an error for a
+    flag of another method."""
+    from ..quant import AdaRoundSettings, QatSettings
+    owners: dict[str, list[str]] = {}
+    for method, flags in METHOD_FLAGS.items():
+        for flag in flags:
+            owners.setdefault(flag, []).append(method)
+    wrong: dict[str, list[str]] = {}
+    for flag, methods in owners.items():
+        if getattr(args, flag) not in (None, False) and args.method not in methods:
+            wrong.setdefault(" or ".join(methods), []).append(f"--{flag.replace('_', '-')}")
+    if wrong:
+        raise EvoproxyError("; ".join(f"{', '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to --method "
+                                      f"{methods} only" for methods, flags in wrong.items()))
+    if args.method == "qat":
+        return QatSettings(args.epochs or 1, args.lr, args.batch_size or 128, args.optimizer or "sgd", args.distill)
+    if args.method == "adaround":
+        given = {f: getattr(args, f) for f in METHOD_FLAGS["adaround"] if getattr(args, f) is not None}
+        return AdaRoundSettings(**given)
+    return None
 
 
 def cmd_quantize(args) -> None:
     from ..allocation import average_bits, load_bit_config
     from ..model import accuracy
-    from ..quant import PtqEvaluator, QuantSettings, lsq_model, model_bops, model_size_mb, train_qat
+    from ..quant import PtqEvaluator, QuantSettings, adaround_model, lsq_model, model_bops, model_size_mb, train_qat
     from ..table import format_table
 
-    qat = _qat_settings(args)
+    method = _method_settings(args)
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
-    train = source.training() if qat else None  # before anything slow: the default data ships no train split
+    # Before anything slow: the default data ships no train split.
+    train = source.training() if args.method == "qat" else None
     settings = QuantSettings(act_bits, not args.no_bn_recal)
     evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device)
     full = [32] * len(layers)
@@ -39,25 +54,37 @@ def cmd_quantize(args) -> None:
                  "avg": average_bits(layers, bits)}
     rows = [{"model": "full precision", "acc": evaluator.fp_accuracy(), "size": model_size_mb(layers, full),
              "gbops": model_bops(layers, full, 32) / 1e9, "avg": 32.0},
-            {"model": f"{'RTN PTQ' if qat else 'quantized'}, A{act_bits}", "acc": evaluator.accuracy(bits),
+            {"model": f"{'RTN PTQ' if method else 'quantized'}, A{act_bits}", "acc": evaluator.accuracy(bits),
              **quantized}]
     print(f"{name} with {args.bits_file}: test accuracy on {len(evaluator.images)} images of {args.data}; "
           f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}")
-    if qat:
-        print(f"QAT: {qat.epochs} epoch(s) on {len(train[0])} training images, {qat.optimizer} lr {qat.lr:g} with a "
-              f"cosine schedule, batch {qat.batch_size}, learned step sizes (LSQ) from the PTQ quantizer"
-              f"{', distilled from the full-precision model' if qat.distill else ''}", flush=True)
+
+    def log(msg: str) -> None:
+        print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
+
+    if args.method == "qat":
+        print(f"QAT: {method.epochs} epoch(s) on {len(train[0])} training images, {method.optimizer} lr {method.lr:g} "
+              f"with a cosine schedule, batch {method.batch_size}, learned step sizes (LSQ) from the PTQ quantizer"
+              f"{', distilled from the full-precision model' if method.distill else ''}", flush=True)
         qmodel = lsq_model(evaluator.model, layers, bits, act_bits, evaluator.calib_images, settings.bn_recalibration)
-        train_qat(qmodel, evaluator.model, train, (evaluator.images, evaluator.labels), qat, args.checkpoint,
-                  args.resume, lambda msg: print(f"[qat] {msg}", file=sys.stderr, flush=True))
-        # Measured again rather than read from the history: a resumed run may evaluate on another --eval-size.
-        rows.append({"model": f"QAT, A{act_bits}", "acc": accuracy(qmodel, evaluator.images, evaluator.labels),
-                     **quantized})
+        train_qat(qmodel, evaluator.model, train, (evaluator.images, evaluator.labels), method, args.checkpoint,
+                  args.resume, log)
+    elif args.method == "adaround":
+        print(f"AdaRound: {method.iters} Adam iterations per block (lr {method.lr:g}, batch {method.batch_size}, "
+              f"rounding regulariser weight {method.reg_weight:g}) on {len(evaluator.calib_images)} calibration "
+              "images, learned rounding at the PTQ quantizer's steps, reconstructed block by block with float "
+              "activations", flush=True)
+        qmodel, _ = adaround_model(evaluator.model, layers, bits, evaluator.calib_images, method, settings,
+                                   evaluator.cache, log)
+    if method:
+        # Measured again rather than read from the history: a resumed QAT may evaluate on another --eval-size.
+        rows.append({"model": f"{METHOD_NAMES[args.method]}, A{act_bits}",
+                     "acc": accuracy(qmodel, evaluator.images, evaluator.labels), **quantized})
     print(format_table(rows, ["model", "acc", "size", "gbops", "avg"],
                        ["model", "top-1 (%)", "size (MB)", "GBOPs", "avg W bits"]))
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
-    print(f"accuracy change {change[0]:+.2f} points{f' after RTN PTQ, {change[1]:+.2f} after QAT' if qat else ''} "
-          f"at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
+    after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""
+    print(f"accuracy change {change[0]:+.2f} points{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
 
 
 def register(sub) -> None:
@@ -66,23 +93,32 @@ def register(sub) -> None:
                        description="Fake-quantize the model with the weight bits of a JSON bit configuration (as "
                                    "`evoproxy allocate` writes, or any object with 'bits' in layer-registry order) "
                                    "and print its test accuracy (on --data), size and BOPs beside the "
-                                   "full-precision model's. --method qat then trains the quantized model on the "
-                                   "data's train part (quantization-aware training with learned step sizes, LSQ) and "
-                                   "prints its accuracy after round-to-nearest PTQ and after QAT.")
+                                   "full-precision model's. --method adaround then learns each weight's rounding "
+                                   "(AdaRound) block by block on the calibration images, and --method qat trains the "
+                                   "quantized model on the data's train part (quantization-aware training with "
+                                   "learned step sizes, LSQ); both print the accuracy after round-to-nearest PTQ "
+                                   "beside theirs.")
     add_model_args(p)
     p.add_argument("--bits-file", required=True, help="JSON bit configuration")
     add_data_args(p)
     p.add_argument("--eval-size", type=int, help="first N test images used (default: all)")
     p.add_argument("--no-bn-recal", action="store_true",
                    help="do not re-estimate BatchNorm statistics after weight quantization")
-    p.add_argument("--method", choices=("rtn", "qat"), default="rtn",
-                   help="rtn: round-to-nearest post-training quantization (default); qat: then train with learned "
+    p.add_argument("--method", choices=("rtn", "adaround", "qat"), default="rtn",
+                   help="rtn: round-to-nearest post-training quantization (default); adaround: PTQ with learned "
+                        "rounding, reconstructed block by block on the calibration images; qat: train with learned "
                         "step sizes")
+    g = p.add_argument_group("AdaRound and QAT (--method adaround, --method qat)")
+    g.add_argument("--lr", type=float, help="learning rate (adaround: Adam's, default 0.01; qat: the initial rate, "
+                                            "decayed to 0 on a cosine, default 0.01 for sgd, 1e-4 for adam)")
+    g.add_argument("--batch-size", type=int, help="batch size (adaround: calibration images per step, default 32; "
+                                                  "qat: training images, default 128)")
+    g = p.add_argument_group("AdaRound (--method adaround)")
+    g.add_argument("--iters", type=int, help="Adam iterations per block (default 1000)")
+    g.add_argument("--reg-weight", type=float,
+                   help="weight of the regulariser that drives each rounding to down or up (default 0.01)")
     g = p.add_argument_group("QAT (--method qat)")
     g.add_argument("--epochs", type=int, help="epochs over the data's train part (default 1)")
-    g.add_argument("--lr", type=float, help="initial learning rate, decayed to 0 on a cosine (default 0.01 for sgd, "
-                                            "1e-4 for adam)")
-    g.add_argument("--batch-size", type=int, help="training batch size (default 128)")
     g.add_argument("--optimizer", choices=("sgd", "adam"), help="sgd (momentum 0.9, default) or adam")
     g.add_argument("--distill", action="store_true",
                    help="train on the KL divergence to the full-precision model's outputs instead of the labels")

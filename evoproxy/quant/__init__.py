@@ -1,16 +1,20 @@
 """The quantization stage. Takes a model, its layer registry and one bit-width per layer; gives
 the configuration's cost (size, BOPs), a fake-quantized copy of the model and its accuracy after
-post-training quantization, quantization-aware training with learned step sizes (LSQ), and the
+post-training quantization (round-to-nearest, or with rounding learned block by block:
+AdaRound), quantization-aware training with learned step sizes (LSQ), and the
 quantized model as an ONNX file with QuantizeLinear/DequantizeLinear pairs.
 Proxies (HAWQ-V2's perturbation), bench building and allocation all build on it, so it comes
 right after the model."""
+from .adaround import AdaRoundQuantizer, AdaRoundSettings, BlockRecord, adaround_model, reconstruction_blocks
 from .cost import BITS_PER_MB, check_bits, layer_size_bits, layer_size_mb, model_bops, model_size_mb, weight_count
-from .fakequant import QuantSettings, WeightCache, quantize_model, quantize_weight, weight_quantization_error
+from .fakequant import (QuantSettings, WeightCache, quantize_model, quantize_weight, weight_quantization_error,
+                        weight_steps)
 from .onnx_export import export_onnx, onnxruntime_accuracy, qdq_model
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, load_qat_state, lsq_model, train_qat
 
-__all__ = ["BITS_PER_MB", "DEFAULT_LR", "EpochRecord", "LsqQuantizer", "PtqEvaluator", "QatSettings",
-           "QuantSettings", "WeightCache", "check_bits", "export_onnx", "layer_size_bits", "layer_size_mb",
-           "load_qat_state", "lsq_model", "model_bops", "model_size_mb", "onnxruntime_accuracy", "qdq_model",
-           "quantize_model", "quantize_weight", "train_qat", "weight_count", "weight_quantization_error"]
+__all__ = ["AdaRoundQuantizer", "AdaRoundSettings", "BITS_PER_MB", "BlockRecord", "DEFAULT_LR", "EpochRecord",
+           "LsqQuantizer", "PtqEvaluator", "QatSettings", "QuantSettings", "WeightCache", "adaround_model",
+           "check_bits", "export_onnx", "layer_size_bits", "layer_size_mb", "load_qat_state", "lsq_model",
+           "model_bops", "model_size_mb", "onnxruntime_accuracy", "qdq_model", "quantize_model", "quantize_weight",
+           "reconstruction_blocks", "train_qat", "weight_count", "weight_quantization_error", "weight_steps"]

@@ -39,6 +39,13 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
 
 
+def weight_steps(wq: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel step (C,) of a weight `wq` that `quantize_weight` quantized to `bits`:
+    each channel is clipped at most at its peak, so its largest magnitude lies on level ±q."""
+    q = 2 ** (bits - 1) - 1
+    return wq.detach().reshape(len(wq), -1).abs().amax(1).div(q).clamp_min(1e-8)
+
+
 def weight_quantization_error(w: torch.Tensor, bits: int) -> torch.Tensor:
     """(Q_b(W) − W)², element-wise in float64: the perturbation that quantizing `w` to `bits`
     bits causes (the input of HAWQ-V2 and of bit-aware proxies)."""
