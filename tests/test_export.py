@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import test_qat
 import user_models
 from evoproxy.cli import main
 from evoproxy.model import accuracy, layer_registry, load_model, open_data
@@ -84,7 +83,7 @@ def test_the_ptq_model_in_onnxruntime_scores_what_the_fake_quantized_model_score
 
 def test_the_qat_model_in_onnxruntime_gives_the_qat_models_outputs_at_4_bit_activations(onnx, tmp_path):
     import onnxruntime
-    model, layers, train, evaluation = test_qat._tiny_task()
+    model, layers, train, evaluation = user_models.brightness_task()
     w_bits, a_bits = [3, 2], 4
     qmodel = lsq_model(model, layers, w_bits, a_bits, train[0])
     train_qat(qmodel, model, train, evaluation, QatSettings(epochs=2, batch_size=16), log=lambda m: None)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 import user_models
@@ -20,21 +19,9 @@ from evoproxy.quant import (LsqQuantizer, QatSettings, QuantSettings, load_qat_s
 W_BITS, A_BITS = [3, 2], 4
 
 
-def _tiny_task():
-    """A small conv net with BatchNorm, trained briefly on 8×8 images whose class (of 3) is the
-    brightest third of the image, and the data: (model, layers, train pair, evaluation pair)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(192, 1, 8, 8, generator=gen)
-    y = torch.stack([x[:, 0, :, :3].mean((1, 2)), x[:, 0, :, 3:5].mean((1, 2)), x[:, 0, :, 5:].mean((1, 2))]).argmax(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(384, 3))
-    model = user_models.fit(model, x[:144], y[:144], steps=40)
-    return model, layer_registry(model, (1, 8, 8)), (x[:144], y[:144]), (x[144:], y[144:])
-
-
 @pytest.fixture
 def task():
-    return _tiny_task()
+    return user_models.brightness_task()
 
 
 def _loss(model, pair):

@@ -118,3 +118,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60) -> 
         nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
         opt.step()
     return model.eval()
+
+
+def brightness_task():
+    """A small conv net with BatchNorm, trained briefly on 8×8 images whose class (of 3) is the
+    brightest third of the image, and the data: (model, layers, train pair, evaluation pair)."""
+    from evoproxy.model import layer_registry
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(192, 1, 8, 8, generator=gen)
+    y = torch.stack([x[:, 0, :, :3].mean((1, 2)), x[:, 0, :, 3:5].mean((1, 2)), x[:, 0, :, 5:].mean((1, 2))]).argmax(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(384, 3))
+    model = fit(model, x[:144], y[:144], steps=40)
+    return model, layer_registry(model, (1, 8, 8)), (x[:144], y[:144]), (x[144:], y[144:])

@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 from ..errors import EvoproxyError
 from ..files import write_atomically
 from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
-from .fakequant import QuantSettings, _ActQuant, quantize_model
+from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
 
 CHECKPOINT_FORMAT = "evoproxy-qat/1"
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
@@ -99,9 +99,7 @@ def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[in
         wq = ptq_module.weight.detach()
         if bits < 32:
             q = 2 ** (int(bits) - 1) - 1
-            # quantize_weight clips each channel at most at its peak, so the peak lands on level ±q:
-            # the channel's largest quantized magnitude is q·scale.
-            step = wq.reshape(len(wq), -1).abs().amax(1).div(q).clamp_min(1e-8)
+            step = weight_steps(wq, int(bits))
             parametrize.register_parametrization(
                 module, "weight", LsqQuantizer(step.reshape(-1, *[1] * (wq.dim() - 1)), q, q))
         hook = next((h for h in ptq_module._forward_pre_hooks.values() if isinstance(h, _ActQuant)), None)
