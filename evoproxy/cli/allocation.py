@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (add_model_args, add_stats_args, data_source, model_stats, output_file, parse_bits, parse_fixed,
+from .args import (add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats, output_file, parse_bits, parse_fixed,
                    resolve_proxies)
 
 
@@ -31,12 +31,7 @@ def _parse_sizes(text: str) -> list[float]:
 def _add_allocation_args(p: argparse.ArgumentParser) -> None:
     """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads."""
     add_model_args(p)
-    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
-    p.add_argument("--fixed", default="first,last",
-                   help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
-                        "(default first,last)")
-    p.add_argument("--fixed-bits", type=int, default=8)
+    add_bit_choice_args(p)
     p.add_argument("--method", default="ilp", help="solver: ilp (exact, size and BOPs), dp (exact, size only) "
                                                    "or sample (the paper's random search; default ilp)")
     add_stats_args(p)

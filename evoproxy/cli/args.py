@@ -133,6 +133,17 @@ def output_folder(path: str, flag: str) -> None:
         raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
 
 
+def add_bit_choice_args(p: argparse.ArgumentParser) -> None:
+    """Weight bit choices, activation bits and the layers kept at fixed bits: what an allocation
+    chooses within (read by `parse_bits` and `parse_fixed`)."""
+    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    p.add_argument("--fixed", default="first,last",
+                   help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
+                        "(default first,last)")
+    p.add_argument("--fixed-bits", type=int, default=8)
+
+
 def parse_bits(text: str, flag: str) -> list[int]:
     """Comma-separated weight bit-widths, each from 2 to 32 (at 1 bit the symmetric quantizer has
     no level but 0)."""

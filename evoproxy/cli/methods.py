@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import add_data_args, add_model_args, data_source, load_user_model, output_file, parse_bits, parse_fixed
+from .args import (add_bit_choice_args, add_data_args, add_model_args, data_source, load_user_model, output_file,
+                   parse_bits, parse_fixed)
 
 
 # Each method's own flags (default None: refused with another method, the method's default otherwise).
@@ -131,12 +132,7 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--size-mb", type=float, required=True,
                    help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
-    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
-    p.add_argument("--fixed", default="first,last",
-                   help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
-                        "(default first,last)")
-    p.add_argument("--fixed-bits", type=int, default=8)
+    add_bit_choice_args(p)
     p.add_argument("--epochs", type=int, default=1, help="epochs over the training images (default 1)")
     p.add_argument("--gamma", type=float, default=0.0,
                    help="weight of the expected size (relative to the size at the most bits) in the loss; 0, the "
