@@ -67,9 +67,12 @@ def test_a_name_run_again_is_refused_without_resume_and_resume_says_where_it_con
 def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, _module_cache):
     env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
     run = tmp_path / "cut"
+    # SIGINT restored to its default in the child: a suite started in the background of a shell
+    # without job control inherits it ignored, and Python then installs no KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "evoproxy.cli", "evolve", *TINY, "--iterations", "1000000",
                              "--runs-dir", str(tmp_path), "--name", "cut"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:  # Ctrl-C once a few iterations are stored
         try:
@@ -79,7 +82,11 @@ def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, _module_ca
             pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run went on after Ctrl-C") from None
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted: the best proxy so far is in" in err
     assert (run / "best.json").is_file() and (run / "best.py").is_file()
