@@ -2,7 +2,7 @@
 choose per-layer bit-widths and quantize a model.
 
 The stages, in the order of the data flow, each importing only from those before it:
-model → quant → stats → proxy → bench → search → allocation, with cli on top. The names below
+model → quant → stats → proxy → bench → search → allocation → methods, with cli on top. The names below
 are the public API, importable from here (`from evoproxy import Genome`); each is loaded on
 first use, so that `import evoproxy` and `evoproxy --help` stay fast.
 """
@@ -11,13 +11,15 @@ from importlib import import_module
 from .version import __version__
 
 _API = {
-    "model": ["MODELS", "LayerInfo", "calibration_batch", "layer_registry", "load_model"],
-    "quant": ["PtqEvaluator", "QuantSettings", "model_bops", "model_size_mb", "quantize_model"],
+    "model": ["MODELS", "DataOptions", "LayerInfo", "calibration_batch", "layer_registry", "load_model", "open_data"],
+    "quant": ["PtqEvaluator", "QatSettings", "QuantSettings", "adaround_model", "export_onnx", "lsq_model", "model_bops",
+              "model_size_mb", "quantize_model", "train_qat"],
     "stats": ["ModelStats", "StatsSettings", "compute_stats", "load_or_compute_stats"],
     "proxy": ["FunctionProxy", "Genome", "Proxy", "available_proxies", "get_proxy", "load_space"],
     "bench": ["Bench", "bench_stats", "load_bench", "rank_proxy"],
     "search": ["Evolution", "EvolutionConfig"],
     "allocation": ["Allocation", "allocate", "build_problem", "proxy_problem"],
+    "methods": ["EdmipsSettings", "search_edmips", "search_seam", "search_smpq"],
     "errors": ["EvoproxyError"],
 }
 _HOME = {name: stage for stage, names in _API.items() for name in names}
