@@ -132,6 +132,17 @@ class AllocationProblem:
         return self.fixed_size_bits + int(self.size_bits[:, 0].sum())
 
     @property
+    def max_size_bits(self) -> int:
+        """Size of the largest configuration: every free layer at its last option (the most bits)."""
+        return self.fixed_size_bits + int(self.size_bits[:, -1].sum())
+
+    def size_bits_of(self, choice: np.ndarray) -> int:
+        """Size in whole bits of `choice` (F,) option indices of the free layers. Whole bits are
+        divided once: summing per-layer MB (cost.model_size_mb) can land 1 ulp over a budget that
+        the configuration meets exactly."""
+        return self.fixed_size_bits + int(self.size_bits[np.arange(len(self.free)), choice].sum())
+
+    @property
     def min_size_mb(self) -> float:
         """`min_size_bits` in MB, rounded up to a whole byte so that it is itself a feasible budget."""
         return math.ceil(self.min_size_bits / 8) / 1e6
@@ -165,9 +176,7 @@ class AllocationProblem:
             w_bits[index], a_bits[index] = (int(b) for b in self.options[k])
         rows = np.arange(len(self.free))
         objective = self.fixed_value + float(self.value[rows, choice].sum())
-        # Whole bits divided once: summing per-layer MB (cost.model_size_mb) can land 1 ulp over
-        # a budget that the configuration meets exactly.
-        size_bits = self.fixed_size_bits + int(self.size_bits[rows, choice].sum())
+        size_bits = self.size_bits_of(choice)
         bops = self.fixed_bops + int(self.bops[rows, choice].sum())
         return Allocation(
             layer_names=tuple(l.name for l in self.layers), w_bits=tuple(w_bits), a_bits=tuple(a_bits),

@@ -108,7 +108,7 @@ def expected_size_mb(problem: AllocationProblem, probabilities: torch.Tensor) ->
 def largest_size_mb(problem: AllocationProblem) -> float:
     """The size in MB with every free layer at its most bits (the last option): what γ's size term
     is relative to, so that one γ means the same on any model."""
-    return (problem.fixed_size_bits + int(problem.size_bits[:, -1].sum())) / BITS_PER_MB
+    return problem.max_size_bits / BITS_PER_MB
 
 
 @dataclass(frozen=True)
@@ -242,9 +242,8 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         log_p = torch.stack(alphas).detach().double().log_softmax(1).cpu().numpy()
         scored = replace(problem, value=log_p)
         choice = log_p.argmax(1)
-        size_bits = problem.fixed_size_bits + int(problem.size_bits[np.arange(len(choice)), choice].sum())
         return (scored, scored.allocation(choice, method, True, time.perf_counter() - start),
-                size_bits <= problem.size_budget_bits)
+                problem.size_bits_of(choice) <= problem.size_budget_bits)
 
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()
