@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 from ..allocation import Allocation, AllocationProblem, allocate, allocation_record
 from ..errors import EvoproxyError
 from ..model import quantizable_modules
-from ..quant import BITS_PER_MB, lsq_model
+from ..quant import BITS_PER_MB, epoch_steps, lsq_model
 
 
 class MixedPrecisionWeight(nn.Module):
@@ -232,9 +232,6 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
             a.requires_grad_(False)
     largest = largest_size_mb(problem)
     images, labels = train
-    batch = min(settings.batch_size, len(images))
-    steps_per_epoch = len(images) // batch  # whole batches only: BatchNorm needs more than one sample
-    total = settings.epochs * steps_per_epoch
     history: list[EdmipsEpoch] = []
 
     def argmax_policy() -> tuple[AllocationProblem, Allocation, bool]:
@@ -248,14 +245,12 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()
         supernet.train()
-        torch.manual_seed(settings.seed + epoch)  # the shuffle, and any dropout
-        order = torch.randperm(len(images))
         task_sum = size_sum = 0.0
-        for i in range(steps_per_epoch):
-            lr = settings.lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + i) / total))
+        steps = 0
+        for idx, lr in epoch_steps(len(images), settings.batch_size, settings.epochs, epoch, settings.seed,
+                                   settings.lr):
             for group in w_opt.param_groups:
                 group["lr"] = lr
-            idx = order[i * batch:(i + 1) * batch]
             x, y = images[idx].to(device), labels[idx].to(device)
             for opt in optimizers:  # alternate: the weights' step, then α's on the updated weights
                 task = task_loss(x, y)
@@ -266,9 +261,10 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
                 opt.step()
             task_sum += task.item()
             size_sum += size.item()
+            steps += 1
         note = "" if alpha_rule is None else f", {alpha_rule(supernet, mixers)}"
         _, policy, _ = argmax_policy()
-        history.append(EdmipsEpoch(epoch + 1, task_sum / steps_per_epoch, size_sum / steps_per_epoch,
+        history.append(EdmipsEpoch(epoch + 1, task_sum / steps, size_sum / steps,
                                    policy.size_mb, time.perf_counter() - epoch_start))
         r = history[-1]
         log(f"epoch {r.epoch}/{settings.epochs}: task loss {r.task_loss:.4f}, expected size "

@@ -25,7 +25,7 @@ import copy
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,6 +146,22 @@ class EpochRecord:
     train_s: float
 
 
+def epoch_steps(n: int, batch_size: int, epochs: int, epoch: int, seed: int,
+                base_lr: float) -> Iterator[tuple[torch.Tensor, float]]:
+    """The (index batch, learning rate) steps of epoch `epoch` of `epochs` over `n` samples: whole
+    batches only (BatchNorm needs more than one sample), shuffled by the global generator seeded
+    with `seed` + `epoch` (so a resumed epoch draws what the first run drew, dropout included), the
+    rate on a cosine from `base_lr` to 0 over all epochs."""
+    batch = min(batch_size, n)
+    per_epoch = n // batch
+    total = epochs * per_epoch
+    torch.manual_seed(seed + epoch)
+    order = torch.randperm(n)
+    for i in range(per_epoch):
+        step = epoch * per_epoch + i
+        yield order[i * batch:(i + 1) * batch], base_lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
 def _optimizer(qmodel: nn.Module, settings: QatSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "adam":
         return torch.optim.Adam(qmodel.parameters(), lr=settings.lr)
@@ -221,9 +237,6 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
     record per epoch, those of the resumed run included."""
     device = evaluation[0].device
     images, labels = train
-    batch = min(settings.batch_size, len(images))
-    steps_per_epoch = len(images) // batch  # whole batches only: BatchNorm needs more than one sample
-    total = settings.epochs * steps_per_epoch
     opt = _optimizer(qmodel, settings)
     identity = _identity(qmodel, model, settings)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -240,16 +253,11 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
     for epoch in range(len(history), settings.epochs):
         start = time.perf_counter()
         qmodel.train()
-        # The shuffle and any dropout draw from the global generator: seeded per epoch, a resumed
-        # epoch draws what the first run drew.
-        torch.manual_seed(settings.seed + epoch)
-        order = torch.randperm(len(images))
-        loss_sum = 0.0
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
+        loss_sum, steps = 0.0, 0
+        for idx, lr in epoch_steps(len(images), settings.batch_size, settings.epochs, epoch, settings.seed,
+                                   settings.lr):
             for group in opt.param_groups:
-                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            idx = order[i * batch:(i + 1) * batch]
+                group["lr"] = lr
             x, y = images[idx].to(device), labels[idx].to(device)
             out = qmodel(x)
             if teacher is not None:
@@ -261,9 +269,9 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item()
+            loss_sum, steps = loss_sum + loss.item(), steps + 1
         train_s = time.perf_counter() - start
-        history.append(EpochRecord(epoch + 1, loss_sum / steps_per_epoch, accuracy(qmodel, *evaluation), train_s))
+        history.append(EpochRecord(epoch + 1, loss_sum / steps, accuracy(qmodel, *evaluation), train_s))
         if path is not None:
             _save_atomically({"format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
                               "state": qmodel.state_dict(), "optimizer": opt.state_dict(),
