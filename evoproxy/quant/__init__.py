@@ -18,4 +18,5 @@ __all__ = ["AdaRoundQuantizer", "AdaRoundSettings", "BITS_PER_MB", "BlockRecord"
            "LsqQuantizer", "PtqEvaluator", "QatSettings", "QuantSettings", "WeightCache", "adaround_model",
            "check_bits", "epoch_steps", "export_onnx", "layer_size_bits", "layer_size_mb", "load_qat_state",
            "lsq_model", "model_bops", "model_size_mb", "onnxruntime_accuracy", "qdq_model", "quantize_model",
-           "quantize_weight", "reconstruction_blocks", "train_qat", "weight_count", "weight_quantization_error", "weight_steps"]
+           "quantize_weight", "reconstruction_blocks", "train_qat", "weight_count", "weight_quantization_error",
+           "weight_steps"]
