@@ -75,7 +75,7 @@ def test_allocate_writes_bits_within_budget_with_fixed_layers(cached, tmp_path, 
     assert model_size_mb(layers, bits) <= 0.09 and model_bops(layers, bits, 8) <= 0.7e9
     assert record["size_mb"] == pytest.approx(model_size_mb(layers, bits)) and record["optimal"] is True
     assert [row["name"] for row in record["layers"]] == [l.name for l in layers]
-    assert load_bit_config(out, [l.name for l in layers]) == (bits, 8)
+    assert load_bit_config(out, [l.name for l in layers]) == (bits, (8,) * len(layers))
     assert png.stat().st_size > 0
 
 

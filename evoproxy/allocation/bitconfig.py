@@ -2,7 +2,8 @@
 `evoproxy quantize` reads, and the bits-per-layer bar chart (EMQ Figure 6).
 
 The file is an object with `bits` (weight bit-width per layer, layer-registry order, as in a
-benchmark entry) and `act_bits` (one activation bit-width for every layer); an allocation adds
+benchmark entry) and `act_bits` (one activation bit-width for every layer, or a list of one per
+layer in registry order when they differ); an allocation adds
 its model, proxy, cost, budgets, solver outcome and a `layers` list of per-layer detail. Any JSON
 object with `bits` (a benchmark entry line, say) loads as well.
 """
@@ -41,10 +42,18 @@ def allocation_record(allocation: Allocation, layers: Sequence[LayerInfo], sensi
             "act_bits": act.pop() if len(act) == 1 else list(allocation.a_bits), **detail}
 
 
-def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[int], int]:
-    """Weight bits (L,) in registry order and the activation bit-width of the bit configuration
-    file `path` for a model whose registry names are `layer_names`. A file without `act_bits`
-    means 8-bit activations. Raises EvoproxyError for a file that does not fit the model."""
+def act_bits_label(a_bits: Sequence[int]) -> str:
+    """Short name of per-layer activation bits for tables: "A8" when every layer has 8, "A4–8"
+    when they range from 4 to 8 bits."""
+    low, high = min(a_bits), max(a_bits)
+    return f"A{low}" if low == high else f"A{low}–{high}"
+
+
+def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[int], tuple[int, ...]]:
+    """Weight bits (L,) and activation bits (L,) in registry order of the bit configuration file
+    `path` for a model whose registry names are `layer_names`. `act_bits` in the file is one
+    bit-width for every layer or a list of one per layer; a file without it means 8-bit
+    activations. Raises EvoproxyError for a file that does not fit the model."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -70,12 +79,15 @@ def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[
         raise EvoproxyError(f"{path} was allocated for other layers than this model's; use the model it names: "
                             f"{data.get('model', 'unknown')}")
     act = data.get("act_bits", DEFAULT_ACT_BITS)
-    if isinstance(act, list) and act and all(a == act[0] for a in act):
-        act = act[0]
-    if not is_bit_width(act):
-        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width from 1 to 32 for every layer; the fake "
-                            f"quantizer takes no per-layer activation bits (got {reprlib.repr(act)})")
-    return bits, act
+    if is_bit_width(act):
+        act = [act] * len(bits)
+    if not isinstance(act, list) or not all(is_bit_width(a) for a in act):
+        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width from 1 to 32 for every layer, or a list "
+                            f"of one per layer (got {reprlib.repr(act)})")
+    if len(act) != len(bits):
+        raise EvoproxyError(f"{path} has {len(act)} activation bits ('act_bits') but the model has {len(bits)} "
+                            "quantizable layers: give one per layer, or one number for all")
+    return bits, tuple(act)
 
 
 def plot_bits(names: Sequence[str], w_bits: Sequence[int], fixed: Sequence[int], path: str | Path,

@@ -67,9 +67,9 @@ def sweep(problems: Sequence[tuple[str, AllocationProblem]], sizes_mb: Sequence[
 
 
 def evaluate_points(points: Sequence[ParetoPoint], evaluator: PtqEvaluator) -> list[ParetoPoint]:
-    """`points` with their PTQ accuracy measured by `evaluator` (a configuration that several
-    points share is measured once)."""
-    return [replace(p, accuracy=evaluator.accuracy(p.w_bits)) for p in points]
+    """`points` with their PTQ accuracy measured by `evaluator` at their weight and activation bits
+    (a configuration that several points share is measured once)."""
+    return [replace(p, accuracy=evaluator.accuracy(p.w_bits, p.a_bits)) for p in points]
 
 
 def plot_pareto(points: Sequence[ParetoPoint], path: str | Path, fp_accuracy: float | None = None,

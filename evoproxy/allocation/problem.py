@@ -59,9 +59,23 @@ def _as_scores(scores: object) -> np.ndarray:
         raise EvoproxyError("scores must be an array of numbers") from None
 
 
-def _value_table(s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[int], n_a: int) -> np.ndarray:
-    """Scores `s` as an (L, n_w, n_a) table of values, weight choices in the caller's order `w_order`."""
-    n, n_w = len(layers), len(w_order)
+def _act_slopes(s: np.ndarray, w_order: Sequence[int]) -> np.ndarray:
+    """Each layer's value of one activation bit (L,): its marginal value of a weight bit, the slope
+    of its weight values from the fewest to the most weight bits (s_l for sensitivities; with one
+    weight choice and no sensitivities, 0)."""
+    if s.ndim == 1:
+        return s
+    if len(w_order) == 1:
+        return np.zeros(len(s))
+    low, high = w_order.index(min(w_order)), w_order.index(max(w_order))
+    return (s[:, high] - s[:, low]) / (max(w_order) - min(w_order))
+
+
+def _value_table(s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[int],
+                 a_order: Sequence[int]) -> np.ndarray:
+    """Scores `s` as an (L, n_w, n_a) table of values, choices in the caller's orders `w_order`,
+    `a_order`. An (L,) or (L, n_w) `s` values activation bits by `_act_slopes` (see `build_problem`)."""
+    n, n_w, n_a = len(layers), len(w_order), len(a_order)
     if s.shape == (n,):
         table = np.asarray(w_order, dtype=np.float64)[None, :] * s[:, None]  # eq. 3: value b·s_l
     elif s.shape in ((n, n_w), (n, n_w, n_a)):
@@ -73,7 +87,9 @@ def _value_table(s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[i
     if bad.size:
         raise EvoproxyError(f"scores must be finite; layer {layers[bad[0]].name} has {s[bad[0]].tolist()}")
     if table.ndim == 2:
-        table = np.repeat(table[:, :, None], n_a, axis=2)  # activation bits carry no value
+        # With one activation choice slope·a is a constant per layer (it changes no decision): left out.
+        act = np.asarray(a_order, dtype=np.float64) if n_a > 1 else np.zeros(1)
+        table = table[:, :, None] + _act_slopes(s, list(w_order))[:, None, None] * act[None, None, :]
     return table
 
 
@@ -196,16 +212,20 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
                   bias_bits: int = 32) -> AllocationProblem:
     """Describe the allocation of `w_bits` × `a_bits` choices to the layers of a registry.
 
-    `scores`: sensitivities (L,) giving value(l, w, a) = w·s_l (paper eq. 3), or a value
-    table (L, n_w) per weight choice, or (L, n_w, n_a) per (weight, activation) choice, columns
-    in the order of `w_bits` / `a_bits`. With sensitivities or an (L, n_w) table activation bits
-    carry no value, so the solvers give every free layer the fewest activation bits.
+    `scores`: sensitivities (L,), a value table (L, n_w) per weight choice, or (L, n_w, n_a) per
+    (weight, activation) choice, columns in the order of `w_bits` / `a_bits`. An (L, n_w, n_a)
+    table is taken as given. Otherwise an activation bit is worth the layer's marginal value of
+    a weight bit: value(l, w, a) = value_w(l, w) + slope_l·a with slope_l = (value_w(l, max w) −
+    value_w(l, min w)) / (max w − min w); for sensitivities value_w(l, w) = w·s_l and slope_l = s_l
+    (paper eq. 3 applied to both operands of the layer's MACs, Σ_l (w_l + a_l)·s_l). With one
+    weight choice the slope is s_l for sensitivities, else 0. With one activation choice the
+    term is a constant and left out: value(l, w, a) = value_w(l, w).
     `size_mb`: budget on the quantizable layers' size in MB (10^6 bytes; biases at `bias_bits`).
     `bops`: optional budget in bit operations per sample (Σ MACs·w·a).
     `fixed`: {registry index: bits or (w, a)}; an int fixes weight and activation bits. None
     means the first and last layer at 8 bits; {} fixes nothing. A fixed layer's objective term
-    is w·s_l for sensitivities, its table entry when its bits are choices, else 0 (a constant
-    either way).
+    is the rule's value for sensitivities, its table entry when its bits are choices, else 0 (a
+    constant either way).
     """
     layers = tuple(layers)
     if not layers:
@@ -222,7 +242,7 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
         raise EvoproxyError(f"all {len(layers)} layers are fixed: nothing to allocate "
                             "(pass fixed={} to allocate the first and last layer too)")
     s = _as_scores(scores)
-    table = _value_table(s, layers, w_given, len(a_given))
+    table = _value_table(s, layers, w_given, a_given)
     # Reorder the table's columns from the caller's order to ascending bits.
     table = table[:, [w_given.index(w) for w in w_choices]][:, :, [a_given.index(a) for a in a_choices]]
     options = np.array([(w, a) for w in w_choices for a in a_choices], dtype=np.int64)
@@ -236,7 +256,7 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
     fixed_value = 0.0
     for index, (w, a) in sorted(fixed_bits.items()):
         if s.ndim == 1:
-            fixed_value += w * float(s[index])
+            fixed_value += (w + (a if len(a_choices) > 1 else 0)) * float(s[index])
         elif w in w_choices and a in a_choices:
             fixed_value += float(table[index, w_choices.index(w), a_choices.index(a)])
     return AllocationProblem(

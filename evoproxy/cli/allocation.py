@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats, output_file, parse_bits, parse_fixed,
-                   resolve_proxies)
+from .args import (add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats, output_file,
+                   parse_act_bits, parse_bits, parse_fixed, resolve_proxies)
 
 
 def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
@@ -31,7 +31,7 @@ def _parse_sizes(text: str) -> list[float]:
 def _add_allocation_args(p: argparse.ArgumentParser) -> None:
     """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads."""
     add_model_args(p)
-    add_bit_choice_args(p)
+    add_bit_choice_args(p, act_choices=True)
     p.add_argument("--method", default="ilp", help="solver: ilp (exact, size and BOPs), dp (exact, size only) "
                                                    "or sample (the paper's random search; default ilp)")
     add_stats_args(p)
@@ -39,22 +39,24 @@ def _add_allocation_args(p: argparse.ArgumentParser) -> None:
 
 def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None):
     """The allocation problem of `proxy` under --bits, --act-bits, --fixed and --fixed-bits (fixed
-    layers keep --act-bits activations, as in a benchmark)."""
+    layers keep the most of --act-bits activations: with one choice, that one, as in a benchmark)."""
     from ..allocation import proxy_problem
     layers = [layer.info for layer in stats.layers]
-    fixed = {i: (b, args.act_bits) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
+    act = parse_act_bits(args.act_bits)
+    fixed = {i: (b, act[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
     return proxy_problem(proxy, stats, size_mb, bops=bops, w_bits=parse_bits(args.bits, "--bits"),
-                         act_bits=args.act_bits, fixed=fixed)
+                         act_bits=act, fixed=fixed)
 
 
 def cmd_allocate(args) -> None:
-    from ..allocation import MAX_BOPS, MAX_SIZE_MB, allocate, allocation_record, average_bits, plot_bits
+    from ..allocation import MAX_BOPS, MAX_SIZE_MB, act_bits_label, allocate, allocation_record, average_bits, plot_bits
     from ..proxy import get_proxy
     from ..table import format_table
 
     _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
     _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
+    act_choices = parse_act_bits(args.act_bits)
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     proxy = get_proxy(args.proxy)
@@ -68,28 +70,32 @@ def cmd_allocate(args) -> None:
     if args.plot:
         plot_bits([l.name for l in layers], result.w_bits, problem.fixed, args.plot,
                   f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {args.size_mb} MB")
-    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w,
+    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w, "act": a,
              "role": "fixed" if l.index in problem.fixed else "", "sensitivity": s}
-            for l, w, s in zip(layers, result.w_bits, sensitivities)]
+            for l, w, a, s in zip(layers, result.w_bits, result.a_bits, sensitivities)]
     print(f"{proxy.name} on {name}: weight bits {','.join(map(str, problem.w_choices))} per layer, "
-          f"activations {args.act_bits}-bit")
-    print(format_table(rows, ["index", "name", "params", "bits", "role", "sensitivity"],
-                       ["#", "layer", "params", "W bits", "", "sensitivity"]))
+          + (f"activation bits {','.join(map(str, act_choices))} per layer" if len(act_choices) > 1
+             else f"activations {act_choices[0]}-bit"))
+    act_column = (["act"], ["A bits"]) if len(set(result.a_bits)) > 1 else ([], [])
+    print(format_table(rows, ["index", "name", "params", "bits", *act_column[0], "role", "sensitivity"],
+                       ["#", "layer", "params", "W bits", *act_column[1], "", "sensitivity"]))
     print(f"size {result.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {result.bops / 1e9:.4f} G "
           + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
-          + f"; average {average_bits(layers, result.w_bits):.3f} weight bits")
+          + f"; average {average_bits(layers, result.w_bits):.3f} weight bits; activations "
+          + act_bits_label(result.a_bits))
     print(f"{result.method}: {'proven optimal' if result.optimal else 'not proven optimal'} "
           f"in {result.seconds * 1e3:.1f} ms" + (f"; {result.note}" if result.note else ""))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
 def cmd_pareto(args) -> None:
-    from ..allocation import evaluate_points, plot_pareto, sweep
+    from ..allocation import act_bits_label, evaluate_points, plot_pareto, sweep
     from ..quant import PtqEvaluator, QuantSettings
     from ..table import format_table
 
     sizes = _parse_sizes(args.sizes)
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
+    act_choices = parse_act_bits(args.act_bits)
     if args.plot and not args.evaluate:
         raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
     output_file(args.plot, "--plot")
@@ -100,14 +106,15 @@ def cmd_pareto(args) -> None:
     points = sweep(problems, sizes, args.method)
     fp_accuracy = None
     if args.evaluate:
+        # Each point is measured at its own activation bits (evaluate_points); the settings' are the most.
         evaluator = PtqEvaluator.on_data(model, problems[0][1].layers, args.eval_size,
-                                         QuantSettings(args.act_bits, not args.no_bn_recal), source, args.device)
+                                         QuantSettings(act_choices[-1], not args.no_bn_recal), source, args.device)
         fp_accuracy = evaluator.fp_accuracy()
         points = evaluate_points(points, evaluator)
     if args.plot:
         plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{args.act_bits}"
-                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test images of "
-                    f"{args.data}")
+                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test "
+                    f"images of {args.data}")
     if args.json:
         print(json.dumps({"model": name, "sizes_mb": sizes, "method": args.method, "evaluate": args.evaluate,
                           "eval_size": args.eval_size if args.evaluate else None, "fp_accuracy": fp_accuracy,
@@ -115,9 +122,12 @@ def cmd_pareto(args) -> None:
         return
     rows = [{"proxy": p.proxy, "kind": p.kind, "budget": "-" if p.budget_mb is None else p.budget_mb,
              "size": p.size_mb, "gbops": p.bops / 1e9, "avg": p.avg_bits,
-             "optimal": {True: "yes", False: "no", None: "-"}[p.optimal], "acc": p.accuracy} for p in points]
+             "act": act_bits_label(p.a_bits), "optimal": {True: "yes", False: "no", None: "-"}[p.optimal],
+             "acc": p.accuracy} for p in points]
     columns, headers = (["proxy", "kind", "budget", "size", "gbops", "avg", "optimal"],
                         ["proxy", "kind", "budget (MB)", "size (MB)", "GBOPs", "avg W bits", "optimal"])
+    if len(act_choices) > 1:
+        columns[6:6], headers[6:6] = ["act"], ["A bits"]
     if args.evaluate:
         columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
         print(f"{name}: PTQ accuracy on the first {args.eval_size} test images of {args.data}, BatchNorm "

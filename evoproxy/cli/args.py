@@ -133,27 +133,38 @@ def output_folder(path: str, flag: str) -> None:
         raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
 
 
-def add_bit_choice_args(p: argparse.ArgumentParser) -> None:
+def add_bit_choice_args(p: argparse.ArgumentParser, act_choices: bool = False) -> None:
     """Weight bit choices, activation bits and the layers kept at fixed bits: what an allocation
-    chooses within (read by `parse_bits` and `parse_fixed`)."""
+    chooses within (read by `parse_bits`, `parse_act_bits` and `parse_fixed`). With `act_choices`
+    --act-bits takes several activation bit choices (text, read by `parse_act_bits`); without, one
+    activation bit-width for every layer (an int)."""
     p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    if act_choices:
+        p.add_argument("--act-bits", default="8",
+                       help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the most")
+    else:
+        p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
     p.add_argument("--fixed", default="first,last",
                    help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
                         "(default first,last)")
     p.add_argument("--fixed-bits", type=int, default=8)
 
 
-def parse_bits(text: str, flag: str) -> list[int]:
-    """Comma-separated weight bit-widths, each from 2 to 32 (at 1 bit the symmetric quantizer has
-    no level but 0)."""
+def parse_bits(text: str, flag: str, low: int = 2, what: str = "weight") -> list[int]:
+    """Comma-separated `what` bit-widths, ascending and distinct, each from `low` to 32 (weights: 2,
+    since at 1 bit the symmetric quantizer has no level but 0)."""
     try:
         bits = sorted({int(b) for b in text.split(",")})
     except ValueError:
         raise EvoproxyError(f"{flag} takes comma-separated bit-widths such as 2,3,4; got {text!r}") from None
-    if bits[0] < 2 or bits[-1] > 32:
-        raise EvoproxyError(f"{flag} takes weight bit-widths from 2 to 32; got {text!r}")
+    if bits[0] < low or bits[-1] > 32:
+        raise EvoproxyError(f"{flag} takes {what} bit-widths from {low} to 32; got {text!r}")
     return bits
+
+
+def parse_act_bits(text: str) -> list[int]:
+    """--act-bits of `add_bit_choice_args(p, act_choices=True)`: activation bit choices from 1 to 32."""
+    return parse_bits(text, "--act-bits", low=1, what="activation")
 
 
 def parse_fixed(text: str, layers, bits: int) -> dict[int, int]:

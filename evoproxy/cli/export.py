@@ -24,11 +24,12 @@ def cmd_export(args) -> None:
     else:
         what = f"round-to-nearest PTQ model (BatchNorm {'kept' if args.no_bn_recal else 're-estimated'})"
     export_onnx(qmodel, layers, source.input_shape, args.onnx)
-    weights = sorted({b for b in bits if b < 32})
+    weights, acts = sorted({b for b in bits if b < 32}), sorted({a for a in act_bits if a < 32})
     print(f"wrote {args.onnx}: the {what} of {name} with {args.bits_file}; QuantizeLinear/DequantizeLinear pairs on "
           f"the weights of {sum(b < 32 for b in bits)} of {len(layers)} layers"
           + (f" (per channel, int8 holding {'/'.join(map(str, weights))}-bit levels)" if weights else "")
-          + (f" and on their inputs (per tensor, uint8 holding {act_bits}-bit levels)" if act_bits < 32 else ""))
+          + (f" and on the inputs of {sum(a < 32 for a in act_bits)} (per tensor, uint8 holding "
+             f"{'/'.join(map(str, acts))}-bit levels)" if acts else ""))
     if args.eval_size != 0:
         images, labels = source.evaluation(args.eval_size or min(500, len(source.evaluation()[0])))
         onnx = onnxruntime_accuracy(args.onnx, images, labels)

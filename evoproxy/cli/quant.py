@@ -36,7 +36,7 @@ def _method_settings(args):
 
 
 def cmd_quantize(args) -> None:
-    from ..allocation import average_bits, load_bit_config
+    from ..allocation import act_bits_label, average_bits, load_bit_config
     from ..model import accuracy
     from ..quant import PtqEvaluator, QuantSettings, adaround_model, lsq_model, model_bops, model_size_mb, train_qat
     from ..table import format_table
@@ -49,12 +49,12 @@ def cmd_quantize(args) -> None:
     train = source.training() if args.method == "qat" else None
     settings = QuantSettings(act_bits, not args.no_bn_recal)
     evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device)
-    full = [32] * len(layers)
+    full, act_label = [32] * len(layers), act_bits_label(act_bits)
     quantized = {"size": model_size_mb(layers, bits), "gbops": model_bops(layers, bits, act_bits) / 1e9,
                  "avg": average_bits(layers, bits)}
     rows = [{"model": "full precision", "acc": evaluator.fp_accuracy(), "size": model_size_mb(layers, full),
              "gbops": model_bops(layers, full, 32) / 1e9, "avg": 32.0},
-            {"model": f"{'RTN PTQ' if method else 'quantized'}, A{act_bits}", "acc": evaluator.accuracy(bits),
+            {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.accuracy(bits),
              **quantized}]
     print(f"{name} with {args.bits_file}: test accuracy on {len(evaluator.images)} images of {args.data}; "
           f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}")
@@ -78,7 +78,7 @@ def cmd_quantize(args) -> None:
                                    evaluator.cache, log)
     if method:
         # Measured again rather than read from the history: a resumed QAT may evaluate on another --eval-size.
-        rows.append({"model": f"{METHOD_NAMES[args.method]}, A{act_bits}",
+        rows.append({"model": f"{METHOD_NAMES[args.method]}, {act_label}",
                      "acc": accuracy(qmodel, evaluator.images, evaluator.labels), **quantized})
     print(format_table(rows, ["model", "acc", "size", "gbops", "avg"],
                        ["model", "top-1 (%)", "size (MB)", "GBOPs", "avg W bits"]))
@@ -90,8 +90,9 @@ def cmd_quantize(args) -> None:
 def register(sub) -> None:
     """Add the quantize commands to the `evoproxy` subcommands `sub`."""
     p = sub.add_parser("quantize", help="fake-quantize a model with a bit configuration and measure its accuracy",
-                       description="Fake-quantize the model with the weight bits of a JSON bit configuration (as "
-                                   "`evoproxy allocate` writes, or any object with 'bits' in layer-registry order) "
+                       description="Fake-quantize the model with the weight and activation bits of a JSON bit "
+                                   "configuration (as `evoproxy allocate` writes, or any object with 'bits' in "
+                                   "layer-registry order and optionally 'act_bits', one or one per layer) "
                                    "and print its test accuracy (on --data), size and BOPs beside the "
                                    "full-precision model's. --method adaround then learns each weight's rounding "
                                    "(AdaRound) block by block on the calibration images, and --method qat trains the "

@@ -209,10 +209,10 @@ def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
                    log: Callable[[str], None] = print) -> tuple[nn.Module, list[BlockRecord]]:
     """A fake-quantized copy of `model` (eval mode, like `quantize_model`'s) whose weights at
     `w_bits` (aligned with `layers`; 32 stays float) are rounded by AdaRound, reconstructed block by
-    block on `calib_images` (N, ...) with `settings`; then `quant.act_bits` activations calibrated
-    on the same images (and BatchNorm re-estimated if `quant.bn_recalibration`). `cache` holds the
-    round-to-nearest weights whose steps AdaRound starts from (shared with a PtqEvaluator). One line
-    per block goes to `log`. Returns the model and one record per block. `model` is put in eval mode
+    block on `calib_images` (N, ...) with `settings`; then `quant.act_bits` activations (one
+    bit-width, or one per layer) calibrated on the same images (and BatchNorm re-estimated if
+    `quant.bn_recalibration`). `cache` holds the round-to-nearest weights whose steps AdaRound
+    starts from (shared with a PtqEvaluator). One line per block goes to `log`. Returns the model and one record per block. `model` is put in eval mode
     (its outputs are the targets), its weights are not modified."""
     model.eval()
     cache = cache or WeightCache(model, layers)

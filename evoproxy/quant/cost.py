@@ -7,6 +7,7 @@ BOPs (bit operations) are Σ_l MACs_l × w_bits_l × a_bits_l for one input samp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
@@ -20,6 +21,14 @@ def check_bits(layers: Sequence[LayerInfo], bits: Sequence[int], what: str, low:
         raise EvoproxyError(f"{what} has {len(bits)} entries but the model has {len(layers)} quantizable layers")
     if any(int(b) != b or b < low or b > 32 for b in bits):
         raise EvoproxyError(f"{what} must be whole numbers from {low} to 32, got {list(bits)}")
+
+
+def per_layer_bits(layers: Sequence[LayerInfo], bits: int | Sequence[int], what: str, low: int = 1) -> tuple[int, ...]:
+    """`bits` as one whole bit-width per layer of `layers`: an int stands for every layer, a sequence
+    must have one entry per layer (checked as `check_bits` does)."""
+    per_layer = [bits] * len(layers) if isinstance(bits, Integral) else list(bits)
+    check_bits(layers, per_layer, what, low)
+    return tuple(int(b) for b in per_layer)
 
 
 def weight_count(layer: LayerInfo) -> int:
@@ -48,8 +57,8 @@ def model_size_mb(layers: Sequence[LayerInfo], w_bits: Sequence[int], bias_bits:
 
 
 def model_bops(layers: Sequence[LayerInfo], w_bits: Sequence[int], a_bits: Sequence[int] | int = 8) -> float:
-    """Bit operations Σ MACs × w_bits × a_bits of one forward pass of one sample."""
+    """Bit operations Σ MACs × w_bits × a_bits of one forward pass of one sample; `a_bits` one
+    activation bit-width for every layer or one per layer."""
     check_bits(layers, w_bits, "the weight bit configuration")
-    a = [a_bits] * len(layers) if isinstance(a_bits, int) else list(a_bits)
-    check_bits(layers, a, "the activation bit configuration")
+    a = per_layer_bits(layers, a_bits, "the activation bit configuration")
     return float(sum(l.macs * wb * ab for l, wb, ab in zip(layers, w_bits, a)))

@@ -2,11 +2,12 @@
 
 Weights: symmetric, per output channel, levels {-q..q}·scale with q = 2^(b-1) - 1 (so 2 bits is
 ternary); each channel's clipping ratio is chosen from `CLIP_RATIOS` to minimise the squared
-error. Activations: the input of every quantizable layer is fake-quantized per tensor, with an
-asymmetric range [min, max] taken from the calibration images (unsigned when that input is
-non-negative). Optionally BatchNorm statistics are re-estimated on the calibration images after
-weight quantization, which recovers most of the accuracy lost to the shift that quantization
-error causes in each layer's output mean and variance.
+error. Activations: the input of every quantizable layer is fake-quantized per tensor at that
+layer's activation bit-width (one for all layers, or one per layer), with an asymmetric range
+[min, max] taken from the calibration images (unsigned when that input is non-negative).
+Optionally BatchNorm statistics are re-estimated on the calibration images after weight
+quantization, which recovers most of the accuracy lost to the shift that quantization error
+causes in each layer's output mean and variance.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..model import LayerInfo, quantizable_modules
-from .cost import check_bits
+from .cost import check_bits, per_layer_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 
@@ -55,11 +56,17 @@ def weight_quantization_error(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """Quantizer settings recorded with every benchmark."""
-    act_bits: int = 8
+    """Quantizer settings recorded with every benchmark. `act_bits`: the activation bit-width of
+    every layer, or a tuple of one per registry layer (a list is stored as a tuple); 32 leaves a
+    layer's input in float."""
+    act_bits: int | tuple[int, ...] = 8
     bn_recalibration: bool = True
     weight_quantizer: str = "symmetric per-channel, MSE-searched clipping"
     act_quantizer: str = "asymmetric per-tensor min/max on the calibration images"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.act_bits, list):
+            object.__setattr__(self, "act_bits", tuple(self.act_bits))  # settings stay hashable
 
 
 class _ActQuant:
@@ -107,9 +114,10 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
                    calib_images: torch.Tensor, settings: QuantSettings = QuantSettings(),
                    cache: WeightCache | None = None, batch_size: int = 256) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
-    with `layers`) and `settings.act_bits` activations, calibrated on `calib_images`.
-    The model itself is not modified."""
+    with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
+    32 keeps a float input), calibrated on `calib_images`. The model itself is not modified."""
     check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
+    a_bits = per_layer_bits(layers, settings.act_bits, "the activation bit configuration")
     cache = cache or WeightCache(model, layers)
     qmodel = copy.deepcopy(model).eval()
     modules = dict(quantizable_modules(qmodel))
@@ -124,10 +132,12 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
         for i in range(0, len(calib_images), batch_size):
             qmodel(calib_images[i:i + batch_size])
         qmodel.eval()
-    if settings.act_bits < 32:
-        hooks = [_ActQuant(settings.act_bits) for _ in layers]
-        for layer, hook in zip(layers, hooks):
-            modules[layer.name].register_forward_pre_hook(hook)
+    hooks = []
+    for layer, bits in zip(layers, a_bits):
+        if bits < 32:
+            hooks.append(_ActQuant(bits))
+            modules[layer.name].register_forward_pre_hook(hooks[-1])
+    if hooks:
         for i in range(0, len(calib_images), batch_size):
             qmodel(calib_images[i:i + batch_size])
         for hook in hooks:

@@ -3,11 +3,13 @@ evaluation set, sharing the quantized weights and measuring each distinct config
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from ..model import DataSource, LayerInfo, accuracy, check_device, open_data
+from .cost import per_layer_bits
 from .fakequant import QuantSettings, WeightCache, quantize_model
 
 
@@ -17,14 +19,15 @@ class PtqEvaluator:
     `layers` is the model's layer registry, `calib_images` the normalized calibration images
     (N_c, C, H, W) for BatchNorm re-estimation and activation ranges, `images` (N, C, H, W)
     normalized and `labels` (N,) int64 the evaluation set. One WeightCache serves every
-    configuration; `measured` maps each weight configuration (tuple, registry order) to its accuracy."""
+    configuration; `measured` maps each configuration (weight bits, activation bits: tuples in
+    registry order) to its accuracy."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], calib_images: torch.Tensor,
                  images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings = QuantSettings()):
         self.model, self.layers, self.calib_images = model, list(layers), calib_images
         self.images, self.labels, self.settings = images, labels, settings
         self.cache = WeightCache(model, self.layers)
-        self.measured: dict[tuple[int, ...], float] = {}
+        self.measured: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
 
     @classmethod
     def on_data(cls, model: nn.Module, layers: Sequence[LayerInfo], eval_size: int | None,
@@ -40,10 +43,13 @@ class PtqEvaluator:
         """Accuracy of the full-precision model."""
         return accuracy(self.model, self.images, self.labels)
 
-    def accuracy(self, w_bits: Sequence[int]) -> float:
-        """Accuracy with per-layer weight bits `w_bits` (registry order) and the settings' activations."""
-        key = tuple(int(b) for b in w_bits)
+    def accuracy(self, w_bits: Sequence[int], a_bits: int | Sequence[int] | None = None) -> float:
+        """Accuracy with per-layer weight bits `w_bits` (registry order) and activation bits `a_bits`
+        (one for every layer or one per layer; None: the settings')."""
+        settings = self.settings if a_bits is None else replace(self.settings, act_bits=a_bits)
+        key = (tuple(int(b) for b in w_bits),
+               per_layer_bits(self.layers, settings.act_bits, "the activation bit configuration"))
         if key not in self.measured:
-            qmodel = quantize_model(self.model, self.layers, key, self.calib_images, self.settings, self.cache)
+            qmodel = quantize_model(self.model, self.layers, key[0], self.calib_images, settings, self.cache)
             self.measured[key] = accuracy(qmodel, self.images, self.labels)
         return self.measured[key]

@@ -80,10 +80,11 @@ def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
     return (module.act_quantizer(inputs[0]), *inputs[1:])
 
 
-def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int], act_bits: int,
-              calib_images: torch.Tensor, bn_recalibration: bool = True) -> nn.Module:
+def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
+              act_bits: int | Sequence[int], calib_images: torch.Tensor, bn_recalibration: bool = True) -> nn.Module:
     """A copy of `model` (train mode) with LSQ quantizers on the weights (`w_bits`, aligned with
-    `layers`) and inputs (`act_bits`; 32: none) of every registry layer, initialised from the PTQ
+    `layers`) and inputs (`act_bits`: one for every layer or one per layer; 32: none) of every
+    registry layer, initialised from the PTQ
     quantizer calibrated on `calib_images` (N, ...): before training, the outputs of
     `quantize_model` up to float rounding. The model itself is not modified."""
     ptq = quantize_model(model, layers, w_bits, calib_images, QuantSettings(act_bits, bn_recalibration))
@@ -106,7 +107,7 @@ def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[in
         if hook is not None:
             scale, zero = hook.scale_and_zero()
             step = torch.tensor(scale, dtype=wq.dtype, device=wq.device)
-            module.act_quantizer = LsqQuantizer(step, zero, 2 ** act_bits - 1 - zero)
+            module.act_quantizer = LsqQuantizer(step, zero, 2 ** hook.bits - 1 - zero)
             module.register_forward_pre_hook(_quantize_input)
     return qmodel.train()
 
