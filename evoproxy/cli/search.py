@@ -118,7 +118,7 @@ def cmd_evolve(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from ..search import export_candidates, full_report, leaderboard, run_summary
+    from ..search import export_candidates, full_report, leaderboard, run_summary, simplified_report
     from ..table import format_table, printable
 
     if args.csv:
@@ -133,8 +133,13 @@ def cmd_show(args) -> None:
         s = run_summary(args.run)
         print(f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  "
               f"{printable(s['best']['formula'])}")
-    if not (args.quick or args.csv or args.top is not None):
-        print(full_report(args.run)[0])
+    if not 0 <= args.tolerance < float("inf"):
+        raise EvoproxyError(f"--tolerance must be a finite number of at least 0 (fitness the simplified proxy may "
+                            f"lose), got {args.tolerance}")
+    if args.simplified:
+        print("\n".join(printable(line) for line in simplified_report(args.run, args.tolerance)[0].split("\n")))
+    if not (args.quick or args.csv or args.top is not None or args.simplified):
+        print(full_report(args.run, tolerance=args.tolerance)[0])
 
 
 def cmd_runs(args) -> None:
@@ -255,6 +260,12 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, metavar="K", help="only a leaderboard of the K fittest distinct proxies "
                                                           "(formula, complexity, fitness and its parts)")
     p.add_argument("--csv", metavar="FILE", help="write every candidate of the run (the run.db table) to a CSV file")
+    p.add_argument("--simplified", action="store_true",
+                   help="only the run's result simplified: exact rewrites, then pruning while its fitness on the whole "
+                        "search split does not drop; a shorter one is saved as RUN/simplified.json (the full report "
+                        "shows it too)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="fitness the simplified proxy may lose against the result (default 0: equal or better)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("runs", help="list the runs in a folder",

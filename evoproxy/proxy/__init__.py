@@ -1,7 +1,7 @@
 """The proxy stage. Takes ModelStats; gives one sensitivity per layer from any proxy behind the
 Proxy interface: genomes (graphs of primitives drawn from a search space, varied, checked,
-exported as Python / sympy / LaTeX), the handcrafted proxies and user functions, found by name
-through `get_proxy`."""
+simplified, exported as Python / sympy / LaTeX), the handcrafted proxies and user functions, found
+by name through `get_proxy`."""
 from .base import FunctionProxy, Proxy, as_bits, bit_score, needs_hessian, validity_reason
 from .export import sympy_function, to_latex, to_python, to_sympy
 from .genome import Evaluation, Genome, bit_columns, table_score
@@ -9,14 +9,15 @@ from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
 from .handcrafted import EMQ_EQUATION_5, GENOME_FORMS, HANDCRAFTED, emq_paper, genome_form
 from .inputs import PreparedInputs, n_layers, prepare_inputs
 from .registry import available_proxies, get_genome, get_proxy, load_function_proxy
+from .simplify import Simplification, rewrite, simplify
 from .space import SearchSpace, available_spaces, load_space
 from .validity import ValidityReport, measure_validity
 from .variation import crossover, mutate, sample_genome, space_violation
 
 __all__ = ["AGGREGATE", "BINARY", "EMQ_EQUATION_5", "GENOME_FORMS", "HANDCRAFTED", "INPUT", "ROLES", "UNARY",
-           "Evaluation", "FunctionProxy", "Genome", "PreparedInputs", "Proxy", "SearchSpace", "ValidityReport",
-           "as_bits", "available_proxies", "available_spaces", "bit_columns", "bit_score", "canonical", "crossover",
-           "emq_paper", "genome_form", "get_genome", "get_proxy", "load_function_proxy", "load_space",
-           "measure_validity", "mutate", "n_layers", "needs_hessian", "operands", "prepare_inputs", "sample_genome",
-           "space_violation", "sympy_function", "table_score", "to_latex", "to_python", "to_sympy",
-           "validity_reason"]
+           "Evaluation", "FunctionProxy", "Genome", "PreparedInputs", "Proxy", "SearchSpace", "Simplification",
+           "ValidityReport", "as_bits", "available_proxies", "available_spaces", "bit_columns", "bit_score",
+           "canonical", "crossover", "emq_paper", "genome_form", "get_genome", "get_proxy", "load_function_proxy",
+           "load_space", "measure_validity", "mutate", "n_layers", "needs_hessian", "operands", "prepare_inputs",
+           "rewrite", "sample_genome", "simplify", "space_violation", "sympy_function", "table_score", "to_latex",
+           "to_python", "to_sympy", "validity_reason"]

@@ -3,8 +3,9 @@ toolbox, DPS, OSP, CSP), stores every candidate in the run's SQLite file as it i
 gives the chosen proxy with its report on the held-out split and on another model's bench."""
 from .evolution import Evolution, EvolutionConfig
 from .fitness import CSPSettings, FitnessTask
-from .report import export_candidates, full_report, leaderboard, list_runs, run_summary, transfer_benches
+from .report import (export_candidates, full_report, leaderboard, list_runs, run_summary, search_fitness,
+                     simplified_report, transfer_benches)
 from .store import RunStore
 
 __all__ = ["CSPSettings", "Evolution", "EvolutionConfig", "FitnessTask", "RunStore", "export_candidates", "full_report",
-           "leaderboard", "list_runs", "run_summary", "transfer_benches"]
+           "leaderboard", "list_runs", "run_summary", "search_fitness", "simplified_report", "transfer_benches"]

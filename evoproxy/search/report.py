@@ -1,14 +1,15 @@
 """The report of a run: best proxy, its correlations on the held-out split of the benches it
 searched on and on the benches of every model it never saw (transfer), the best handcrafted
-proxy and the mean-bits baseline beside it, and fitness over iterations."""
+proxy and the mean-bits baseline beside it, the shortest proxy of equal fitness (its simplification),
+and fitness over iterations."""
 from __future__ import annotations
 
 import csv
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stat
                      paired_bootstrap, rank_proxy, shipped_benches)
 from ..errors import EvoproxyError
 from ..locking import lock_holder
-from ..proxy import HANDCRAFTED, Genome
+from ..proxy import HANDCRAFTED, Genome, load_space, prepare_inputs, simplify
 from ..table import format_table, printable
 from .evolution import EvolutionConfig, fittest_distinct
+from .fitness import BenchesTask, CSPSettings, FitnessTask
 from .store import RunStore
 
 
@@ -181,6 +183,57 @@ def hall_of_fame(rows) -> list[dict]:
     return front
 
 
+def search_fitness(benches: Sequence[str], aggregate: str = "mean",
+                   csp: CSPSettings = CSPSettings()) -> tuple[Callable[[Genome], float | None], int]:
+    """The fitness of a genome (None where the CSP rejects it) on every configuration of the search
+    split of `benches`, aggregated over them by `aggregate`, and how many configurations that is.
+    The conflict rule is off: it screens candidates by their form, and a simplification judges values."""
+    loaded = [load_bench(b) for b in benches]
+    configs = [Bench.arrays(b.split("search")) for b in loaded]
+    task = BenchesTask([FitnessTask(bits, acc) for bits, acc in configs], aggregate)
+    inputs = [prepare_inputs(bench_stats(b)[0]) for b in loaded]
+    csp = replace(csp, conflict=False)
+
+    def fitness(genome: Genome) -> float | None:
+        outcome = task.judge(genome, inputs, csp)
+        return outcome.fitness if outcome.ok else None
+
+    return fitness, sum(len(acc) for _, acc in configs)
+
+
+def simplified_report(run_dir: str | Path, tolerance: float = 0.0, summary: dict | None = None) -> tuple[str, dict]:
+    """The run's result simplified (see proxy.simplify: exact rewrites, then pruning while the fitness
+    on the whole search split of the run's benches drops by at most `tolerance`): its text and data.
+    The result stays the run's; a shorter simplification is offered as simplified.json in the run
+    directory (any older one is removed). `summary`: the run's, when the caller has it."""
+    run_dir = Path(run_dir)
+    summary = summary or run_summary(run_dir)
+    config = EvolutionConfig.from_dict(summary["config"])
+    best = Genome.from_json(summary["best"]["genome"])
+    try:
+        space = load_space(config.space)
+    except EvoproxyError:  # a space file moved since the run: simplify without its shape
+        space = None
+    fitness, n = search_fitness(config.benches, config.aggregate, config.csp)
+    result = simplify(best, fitness, space, tolerance)
+    path = run_dir / "simplified.json"
+    data = {**result.to_dict(), "configurations": n}
+    on = f"fitness on all {n} search configurations"
+    before, after = (f"{f:.4f}" if f is not None else "rejected" for f in (result.fitness_before, result.fitness_after))
+    if not result.shorter:
+        path.unlink(missing_ok=True)
+        return f"simplified: no shorter proxy of equal fitness ({on}: {before}, {result.evaluations} evaluations)", data
+    Genome(result.genome.graph, result.genome.space, name=f"{run_dir.name}-simplified").save(path)
+    where = "" if result.space is None else (f"; in the {result.space} space" if result.in_space
+                                            else f"; outside the {result.space} space ({result.outside})")
+    lost = f", tolerance {tolerance:g}" if tolerance else ""
+    lines = [f"simplified ({result.evaluations} evaluations{lost}; the run's result stays its best proxy):",
+             f"  {result.genome.formula()}",
+             f"  complexity {result.original.complexity} → {result.genome.complexity}, {on} {before} → {after}"
+             f"{where}; saved as {path}"]
+    return "\n".join(lines), data
+
+
 def plot_history(summary: dict, path: Path, title: str) -> None:
     """Best and median fitness of the population per iteration (PNG) of a run's `summary`, with
     its restarts and island migrations marked (the drops they cause are not a fault), and the
@@ -245,12 +298,13 @@ def _verdict(lo: float, hi: float) -> str:
 
 
 def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
-                transfer: Sequence[str] | None = None) -> tuple[str, dict]:
+                transfer: Sequence[str] | None = None, tolerance: float = 0.0) -> tuple[str, dict]:
     """The report text and its data: the best proxy beside the handcrafted proxy with the highest
     mean ρ over all configurations and the mean-bit-width baseline, on the held-out split of each
     bench the run searched on (the first in detail, as EMQ's Table 1) and on every configuration
-    of the `transfer` benches (default: the main bench of every shipped model the run never saw).
-    Writes report.txt, report.json and fitness.png into the run directory."""
+    of the `transfer` benches (default: the main bench of every shipped model the run never saw), and
+    its simplification (see `simplified_report`, `tolerance`). Writes report.txt, report.json,
+    fitness.png and, where the simplification is shorter, simplified.json into the run directory."""
     run_dir = Path(run_dir)
     summary = run_summary(run_dir)
     best = Genome.from_json(summary["best"]["genome"])
@@ -261,6 +315,8 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
              f"{summary['seconds']:.1f} s of evaluation",
              f"best proxy ({summary['choice']}):",
              f"  {best.formula()}", f"  paper notation: {best.formula('paper')}"]
+    simplified_text, simplified = simplified_report(run_dir, tolerance, summary)
+    lines.append(simplified_text)
     store = RunStore(run_dir / "run.db")
     try:
         front = hall_of_fame(store.candidates())
@@ -269,7 +325,8 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
     lines += ["", "hall of fame (per complexity, the fittest proxy that beats every simpler one):",
               format_table(front, ["complexity", "fitness", "formula"])]
     data = {"best": {"formula": best.formula(), "fitness": summary["best"]["fitness"],
-                     "validation": (summary["final"] or {}).get("validation")}, "hall_of_fame": front, "benches": {}}
+                     "validation": (summary["final"] or {}).get("validation"), "complexity": best.complexity},
+            "simplified": simplified, "hall_of_fame": front, "benches": {}}
     judged = [_judge(best, name, "held-out", samples, repeats) for name in searched]
     judged += [_judge(best, name, "all", samples, repeats) for name in transfer]
     first = judged[0]
