@@ -121,6 +121,22 @@ def test_one_activation_choice_keeps_a_single_act_bits_and_the_row_label(trained
     assert "quantized, A4 " in capsys.readouterr().out
 
 
+def test_pareto_measures_each_point_at_its_activation_bits(trained_mlp, capsys, monkeypatch):
+    asked = []
+
+    def recording(model, layers, w_bits, calib, settings, *args, **kwargs):
+        asked.append((tuple(w_bits), settings.act_bits))
+        return quantize_model(model, layers, w_bits, calib, settings, *args, **kwargs)
+
+    monkeypatch.setattr(ptq_module, "quantize_model", recording)
+    assert main(["pareto", *trained_mlp, *FAST, "--proxies", "fisher", "--sizes", "0.001", "--act-bits", "4,8",
+                 "--evaluate", "ptq", "--eval-size", "48", "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert [p["proxy"] for p in points] == ["fisher", *(f"uniform W{w}A{a}" for w in (2, 3, 4) for a in (4, 8))]
+    assert points[1]["a_bits"] == [8, 4, 8] and points[2]["a_bits"] == [8, 8, 8]  # fixed layers at the most
+    assert sorted(asked) == sorted({(tuple(p["w_bits"]), tuple(p["a_bits"])) for p in points})
+
+
 def test_ptq_evaluator_measures_each_activation_configuration():
     model = user_models.fit(user_models.mlp(), *user_models.vectors())
     x, y = user_models.vectors(64, seed=1)

@@ -19,9 +19,9 @@ from .solve import allocate
 @dataclass(frozen=True)
 class ParetoPoint:
     """One configuration of the sweep. `kind` is "mixed" (a proxy's allocation under
-    `budget_mb`) or "uniform" (every free layer at the same weight bits; `proxy` names them
-    and `budget_mb` is None). `w_bits`, `a_bits` per layer (registry order); `size_mb` in MB
-    (10^6 bytes), `bops` per sample, `avg_bits` the weight bits averaged over all weights
+    `budget_mb`) or "uniform" (every free layer at the same weight and activation bits; `proxy`
+    names them and `budget_mb` is None). `w_bits`, `a_bits` per layer (registry order); `size_mb`
+    in MB (10^6 bytes), `bops` per sample, `avg_bits` the weight bits averaged over all weights
     (size-weighted), `optimal` whether the solver proved it optimal, `accuracy` top-1 % or None."""
     proxy: str
     kind: str
@@ -46,13 +46,14 @@ def _point(problem: AllocationProblem, result: Allocation, proxy: str, kind: str
 
 
 def uniform_points(problem: AllocationProblem) -> list[ParetoPoint]:
-    """One point per weight bit choice of `problem`: every free layer at that choice (and the
-    fewest activation bits), fixed layers as fixed. Costs come from the problem's tables."""
+    """One point per (weight, activation) option of `problem`: every free layer at that option,
+    fixed layers as fixed; named "uniform W4" (one activation choice) or "uniform W4A8". Costs
+    come from the problem's tables."""
     points = []
-    for w in problem.w_choices:
-        option = int(np.flatnonzero(problem.options[:, 0] == w)[0])  # options ascend, so the fewest a-bits
+    for option, (w, a) in enumerate(problem.options):
         result = problem.allocation(np.full(len(problem.free), option), "uniform", False, 0.0)
-        points.append(_point(problem, result, f"uniform W{w}", "uniform"))
+        name = f"uniform W{w}" + (f"A{a}" if len(problem.a_choices) > 1 else "")
+        points.append(_point(problem, result, name, "uniform"))
     return points
 
 
