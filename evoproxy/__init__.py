@@ -19,7 +19,7 @@ _API = {
     "bench": ["Bench", "bench_stats", "load_bench", "rank_proxy"],
     "search": ["Evolution", "EvolutionConfig"],
     "allocation": ["Allocation", "allocate", "build_problem", "proxy_problem"],
-    "methods": ["EdmipsSettings", "search_edmips", "search_seam", "search_smpq"],
+    "methods": ["AdaqatSettings", "EdmipsSettings", "search_adaqat", "search_edmips", "search_seam", "search_smpq"],
     "errors": ["EvoproxyError"],
 }
 _HOME = {name: stage for stage, names in _API.items() for name in names}

@@ -1,5 +1,5 @@
-"""`evoproxy mpq`: per-layer bit-widths by one of the papers' own methods (EdMIPS, SEAM, SMPQ) instead
-of a proxy, under the same budget and written in the same file as `evoproxy allocate` writes."""
+"""`evoproxy mpq`: per-layer bit-widths by one of the papers' own methods (EdMIPS, SEAM, SMPQ, AdaQAT)
+instead of a proxy, under the same budget and written in the same file as `evoproxy allocate` writes."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,11 @@ from .args import (add_bit_choice_args, add_data_args, add_model_args, data_sour
 
 
 # Each method's own flags (default None: refused with another method, the method's default otherwise).
-METHOD_FLAGS = {"seam": ("lam", "margin"), "smpq": ("val_images", "samples", "truncation", "xi", "beta")}
+METHOD_FLAGS = {"seam": ("lam", "margin"), "smpq": ("val_images", "samples", "truncation", "xi", "beta"),
+                "adaqat": ("bitops_lambda", "w_lr", "a_lr", "init_w_bits", "init_a_bits", "oscillations", "per_layer",
+                           "act_choices")}
+SUPERNET = ("edmips", "seam", "smpq")
+ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"  # the methods on EdMIPS's supernet, which --gamma and --alpha-lr steer
 # SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
 DEFAULT_FRACTION = {"seam": 0.04}
 
@@ -46,21 +50,32 @@ def cmd_mpq(args) -> None:
     import numpy as np
 
     from ..allocation import average_bits, build_problem, plot_bits
-    from ..methods import EdmipsSettings, SeamSettings, SmpqSettings, search_edmips, search_seam, search_smpq
+    from ..methods import (AdaqatSettings, EdmipsSettings, SeamSettings, SmpqSettings, search_adaqat, search_edmips,
+                           search_seam, search_smpq)
     from ..model import check_device
     from ..table import format_table
 
-    for method, flags in METHOD_FLAGS.items():
+    for method, flags in [*METHOD_FLAGS.items(), (", ".join(SUPERNET), ("gamma", "alpha_lr"))]:
         given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) is not None]
-        if given and args.method != method:
+        if given and args.method not in method.split(", "):
             raise EvoproxyError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
                                 f"--method {method}, not of {args.method}")
     if args.train_images is not None and args.train_fraction is not None:
         raise EvoproxyError("give --train-images or --train-fraction, not both")
-    settings = EdmipsSettings(args.epochs, args.gamma, args.lr, args.alpha_lr, args.batch_size, args.seed)
     given = {f: getattr(args, f) for flags in METHOD_FLAGS.values() for f in flags if getattr(args, f) is not None}
+    if args.method == "adaqat":
+        names = {"bitops_lambda": "lam"}  # --lam is SEAM's
+        settings = AdaqatSettings(args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                  **{names.get(f, f): given[f] for f in METHOD_FLAGS["adaqat"][:-1] if f in given})
+    else:
+        gamma = EdmipsSettings.gamma if args.gamma is None else args.gamma
+        alpha_lr = EdmipsSettings.alpha_lr if args.alpha_lr is None else args.alpha_lr
+        settings = EdmipsSettings(args.epochs, gamma, args.lr, alpha_lr, args.batch_size, args.seed)
     seam = SeamSettings(**{f: given[f] for f in METHOD_FLAGS["seam"] if f in given})
     smpq = SmpqSettings(**{f: given[f] for f in METHOD_FLAGS["smpq"][1:] if f in given})
+    # AdaQAT learns one activation bit-width among --act-choices; the others quantize inputs at --act-bits.
+    act_choices = parse_bits(args.act_choices or ADAQAT_ACT_CHOICES, "--act-choices") if args.method == "adaqat" \
+        else [args.act_bits]
     val_images = (512 if args.val_images is None else args.val_images) if args.method == "smpq" else 0
     fraction = args.train_fraction
     if fraction is None and args.train_images is None:
@@ -70,17 +85,25 @@ def cmd_mpq(args) -> None:
     device = check_device(args.device)
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
-    fixed = {i: (b, args.act_bits) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
+    fixed = {i: (b, act_choices[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
     problem = build_problem(layers, np.zeros(len(layers)), args.size_mb, w_bits=parse_bits(args.bits, "--bits"),
-                            a_bits=(args.act_bits,), fixed=fixed)
+                            a_bits=act_choices, fixed=fixed)
     problem.check_feasible()
     train, val = _search_split(source.training(), args.train_images, fraction, val_images, args.seed)
-    title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ"}[args.method]
-    extra = {"edmips": "", "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
-             "smpq": f", {smpq.samples} Shapley permutations per epoch valued on {len(val[0])} held-out images"}
-    print(f"{title} on {name}: weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, "
-          f"activations {args.act_bits}-bit; {settings.epochs} epoch(s) on {len(train[0])} of "
-          f"{len(source.training()[0])} training images, γ {settings.gamma:g}{extra[args.method]}", flush=True)
+    title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ", "adaqat": "AdaQAT"}[args.method]
+    if args.method == "adaqat":
+        what = (f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers "
+                f"({'one each' if settings.per_layer else 'one for all'}), activation bits "
+                f"{','.join(map(str, problem.a_choices))} (one for all layers)")
+        knobs = f"λ {settings.lam:g}, η_w {settings.w_lr:g}, η_a {settings.a_lr:g}"
+    else:
+        what = (f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, activations "
+                f"{args.act_bits}-bit")
+        knobs = f"γ {settings.gamma:g}" + {"edmips": "", "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
+                                           "smpq": f", {smpq.samples} Shapley permutations per epoch valued on "
+                                                   f"{len(val[0])} held-out images"}[args.method]
+    print(f"{title} on {name}: {what}; {settings.epochs} epoch(s) on {len(train[0])} of "
+          f"{len(source.training()[0])} training images, {knobs}", flush=True)
     model, calib = model.to(device), source.calibration()[0].to(device)
 
     def log(msg: str) -> None:
@@ -90,6 +113,8 @@ def cmd_mpq(args) -> None:
         result = search_seam(model, problem, train, calib, settings, seam, log)
     elif args.method == "smpq":
         result = search_smpq(model, problem, train, val, calib, settings, smpq, log)
+    elif args.method == "adaqat":
+        result = search_adaqat(model, problem, train, calib, settings, log)
     else:
         result = search_edmips(model, problem, train, calib, settings, log)
     alloc, record = result.allocation, result.record(model=name)
@@ -98,47 +123,59 @@ def cmd_mpq(args) -> None:
     if args.plot:
         plot_bits([l.name for l in layers], alloc.w_bits, problem.fixed, args.plot,
                   f"{title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB")
+    adaqat = args.method == "adaqat"
     rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w,
              "role": "fixed" if l.index in problem.fixed else "",
-             "p": " ".join(f"{p:.2f}" for p in row.get("probabilities", {}).values())}
+             "p": f"{row['sensitivity']:.3f}" if adaqat else " ".join(f"{p:.2f}" for p in row.get("probabilities",
+                                                                                                     {}).values())}
             for l, w, row in zip(layers, alloc.w_bits, record["layers"])]
     print(format_table(rows, ["index", "name", "params", "bits", "role", "p"],
-                       ["#", "layer", "params", "W bits", "", f"softmax(α) over {','.join(map(str, problem.w_choices))}"]))
+                       ["#", "layer", "params", "W bits", "", "N_w" if adaqat else
+                        f"softmax(α) over {','.join(map(str, problem.w_choices))}"]))
     print(f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G; average "
-          f"{average_bits(layers, alloc.w_bits):.3f} weight bits")
-    changed = sum(a != b for a, b in zip(alloc.w_bits, result.argmax.w_bits))
-    print(f"argmax α: {result.argmax.size_mb:.6f} MB, "
-          + (f"over the budget: projected onto it (knapsack over log softmax(α)), {changed} layer(s) changed"
-             if result.projected else "within the budget") + f"; search {result.seconds:.1f} s"
+          f"{average_bits(layers, alloc.w_bits):.3f} weight bits" + (f", A{alloc.a_bits[0]}" if adaqat else ""))
+    found, how = ((result.found, "nearest configuration") if adaqat
+                  else (result.argmax, "knapsack over log softmax(α)"))
+    changed = sum(a != b for a, b in zip(alloc.w_bits, found.w_bits))
+    print((f"found bits (⌈N⌉, A{found.a_bits[0]}): " if adaqat else "argmax α: ") + f"{found.size_mb:.6f} MB, "
+          + (f"over the budget: projected onto it ({how}), {changed} layer(s) changed" if result.projected
+             else "within the budget")
+          + f"; search {result.seconds:.1f} s"
           + (f", {result.details['value_evaluations']} value evaluations" if args.method == "smpq" else ""))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
 def register(sub) -> None:
     """Add the mpq command to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("mpq", help="per-layer bit-widths by a competing method (EdMIPS, SEAM, SMPQ) under a size budget",
+    p = sub.add_parser("mpq", help="per-layer bit-widths by a competing method (EdMIPS, SEAM, SMPQ, AdaQAT) under a "
+                                   "size budget",
                        description="Search each layer's weight bits with a mixed-precision method from the papers "
                                    "instead of a proxy, training on the data's train part, and write the same JSON bit "
                                    "configuration as `evoproxy allocate` (for `evoproxy quantize --bits-file`). "
                                    "edmips: a supernet mixing each layer's candidate bit-widths (LSQ fake quantizers) "
-                                   "with softmax(α) weights; loss = cross-entropy + γ × expected size / size at the most "
-                                   "bits; weights (SGD) and α (Adam) updated alternately; the policy is argmax α, "
+                                   "with softmax(α) weights; loss = cross-entropy + γ × expected size / size at the "
+                                   "most bits; weights (SGD) and α (Adam) updated alternately; the policy is argmax α, "
                                    "projected onto the budget (the most probable configuration within it) when over. "
                                    "seam: EdMIPS on a small subset (4 %% by default) with SEAM's large-margin "
                                    "Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, "
-                                   "α moved by Monte Carlo Shapley values of the bit-widths on held-out images.")
-    p.add_argument("--method", choices=("edmips", "seam", "smpq"), default="edmips", help="the method (default edmips)")
+                                   "α moved by Monte Carlo Shapley values of the bit-widths on held-out images. "
+                                   "adaqat: fractional weight and activation bit-widths N (quantizing at ⌈N⌉) learned "
+                                   "during QAT by finite differences of cross-entropy + λ × BitOPs / BitOPs at the "
+                                   "most bits, frozen once ⌈N⌉ oscillates; projected onto the budget (the nearest "
+                                   "configuration within it) when over.")
+    p.add_argument("--method", choices=("edmips", *METHOD_FLAGS), default="edmips", help="the method (default edmips)")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--size-mb", type=float, required=True,
                    help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
     add_bit_choice_args(p)
     p.add_argument("--epochs", type=int, default=1, help="epochs over the training images (default 1)")
-    p.add_argument("--gamma", type=float, default=0.0,
-                   help="weight of the expected size (relative to the size at the most bits) in the loss; 0, the "
-                        "default, leaves the budget to the projection")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the weights, cosine to 0 (default 0.01)")
-    p.add_argument("--alpha-lr", type=float, default=0.01, help="Adam learning rate of α (default 0.01)")
+    p.add_argument("--gamma", type=float,
+                   help="edmips, seam, smpq: weight of the expected size (relative to the size at the most bits) in "
+                        "the loss; 0, the default, leaves the budget to the projection")
+    p.add_argument("--lr", type=float, default=0.01,
+                   help="SGD learning rate of the weights, cosine to 0 (default 0.01)")
+    p.add_argument("--alpha-lr", type=float, help="edmips, seam, smpq: Adam learning rate of α (default 0.01)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--train-images", type=int, help="search on this many training images drawn with --seed "
                                                     "(default: all, seam 4 %%)")
@@ -154,6 +191,18 @@ def register(sub) -> None:
                         "(accuracy fraction, default 0.5)")
     p.add_argument("--xi", type=float, help="smpq: step ξ of α per round (default 0.1)")
     p.add_argument("--beta", type=float, help="smpq: momentum β of the Shapley values (default 0.8)")
+    p.add_argument("--bitops-lambda", type=float,
+                   help="adaqat: weight λ of the BitOPs relative to the most bits (default 1)")
+    p.add_argument("--w-lr", type=float, help="adaqat: learning rate η_w of N_w (default 0.5)")
+    p.add_argument("--a-lr", type=float, help="adaqat: learning rate η_a of N_a (default 0.5)")
+    p.add_argument("--init-w-bits", type=float, help="adaqat: initial N_w (default: the most of --bits)")
+    p.add_argument("--init-a-bits", type=float, help="adaqat: initial N_a (default: the most of --act-choices)")
+    p.add_argument("--oscillations", type=int,
+                   help="adaqat: reversals of ⌈N⌉ after which it is frozen (default 10)")
+    p.add_argument("--per-layer", action="store_true", default=None,
+                   help="adaqat: one N_w per free layer instead of one for the network (N_a stays one)")
+    p.add_argument("--act-choices",
+                   help=f"adaqat: the activation bit choices N_a moves among (default {ADAQAT_ACT_CHOICES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the shuffles (default 0)")
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars")

@@ -2,18 +2,21 @@
 data's train part and an allocation problem (bit choices, fixed layers, budget), and gives a bit
 configuration within the budget in the file format `evoproxy allocate` writes, so `evoproxy
 quantize` and QAT evaluate every method alike. SEAM and SMPQ run on EdMIPS's supernet and share
-its projection onto the budget.
+its projection onto the budget; AdaQAT learns fractional bit-widths during QAT and meets the budget
+by the same ILP (the nearest configuration within it).
 
     problem = build_problem(layers, np.zeros(len(layers)), size_mb=0.1)
     result = search_edmips(model, problem, source.training(), calib_images, EdmipsSettings(epochs=2))
     json.dumps(result.record(model="resnet20-fmnist"))
 """
+from .adaqat import AdaqatEpoch, AdaqatResult, AdaqatSettings, BitSelect, FractionalBits, adaqat_network, search_adaqat
 from .edmips import (CrossEntropyObjective, EdmipsEpoch, EdmipsResult, EdmipsSettings, MixedPrecisionWeight,
                      edmips_supernet, expected_size_mb, largest_size_mb, search_edmips)
 from .seam import LargeMarginObjective, SeamSettings, large_margin_loss, search_seam
 from .smpq import ShapleyAlphaRule, SmpqSettings, search_smpq, shapley_permutations
 
-__all__ = ["CrossEntropyObjective", "EdmipsEpoch", "EdmipsResult", "EdmipsSettings", "LargeMarginObjective",
-           "MixedPrecisionWeight", "SeamSettings", "ShapleyAlphaRule", "SmpqSettings", "edmips_supernet",
-           "expected_size_mb", "large_margin_loss", "largest_size_mb", "search_edmips", "search_seam", "search_smpq",
+__all__ = ["AdaqatEpoch", "AdaqatResult", "AdaqatSettings", "BitSelect", "CrossEntropyObjective", "EdmipsEpoch",
+           "EdmipsResult", "EdmipsSettings", "FractionalBits", "LargeMarginObjective", "MixedPrecisionWeight",
+           "SeamSettings", "ShapleyAlphaRule", "SmpqSettings", "adaqat_network", "edmips_supernet", "expected_size_mb",
+           "large_margin_loss", "largest_size_mb", "search_adaqat", "search_edmips", "search_seam", "search_smpq",
            "shapley_permutations"]
