@@ -156,6 +156,7 @@ def test_the_report_shows_the_simplified_formula_and_offers_it(tmp_path, capsys)
     assert simplified["shorter"] and simplified["complexity"] < simplified["complexity_before"] == 8
     assert simplified["fitness"] >= simplified["fitness_before"] and simplified["in_space"] is not None
     assert simplified["formula"] in text and "the run's result stays its best proxy" in text
+    assert "simplified (offered)" in text and set(simplified["held_out"]) == {"fmnist-resnet20-w234"}
     assert json.loads((run / "report.json").read_text())["simplified"]["formula"] == simplified["formula"]
     offered = get_proxy(str(run / "simplified.json"))
     assert offered.formula() == simplified["formula"] and offered.name == "r-simplified"

@@ -333,6 +333,11 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
     rows = [first.evolved.table_row("evolved (this run)"),
             first.handcrafted[first.best].table_row(f"best handcrafted: {first.best}"),
             first.handcrafted["mean-bits"].table_row("mean-bits baseline")]
+    if simplified["shorter"]:  # whether the shorter proxy holds beyond the split it was pruned on
+        ranked = rank_proxy(Genome.from_dict(simplified["genome"]), bench_stats(load_bench(first.bench))[0],
+                            first.entries, samples, repeats)
+        simplified["held_out"] = {first.bench: ranked.to_dict()}
+        rows.insert(1, ranked.table_row("simplified (offered)"))
     lines += ["", f"{first.bench}, held-out split ({len(first.entries)} configurations); ρ in %, mean ± std over "
                   f"{repeats} draws of {samples}; mean ρ (all) and ρ | size over every configuration:",
               format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)]
