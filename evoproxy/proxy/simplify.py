@@ -68,9 +68,8 @@ class Simplification:
 
 @dataclass
 class _Search:
-    """The state of one simplification: the space to stay in, the fitness and its cache."""
-    space: SearchSpace | None
-    fitness: Callable[[Genome], float | None] | None
+    """The fitness of one simplification, each distinct genome judged once, within `limit` judgements."""
+    fitness: Callable[[Genome], float | None]
     limit: int
     cache: dict[str, float | None] = field(default_factory=dict)
 
@@ -84,8 +83,9 @@ class _Search:
     def spent(self) -> bool:
         return len(self.cache) >= self.limit - 1  # one left for the result
 
-    def in_space(self, genome: Genome) -> bool:
-        return self.space is not None and space_violation(genome, self.space) is None
+
+def _in_space(genome: Genome, space: SearchSpace | None) -> bool:
+    return space is not None and space_violation(genome, space) is None
 
 
 def _nonneg(genome: Genome, node: int) -> bool:
@@ -176,10 +176,9 @@ def _contract_no_ops(genome: Genome) -> Genome:
 def rewrite(genome: Genome, space: SearchSpace | None = None) -> tuple[Genome, list[str]]:
     """`genome` with the exact rewrites of this module applied until none applies, and a line per
     rewrite. Within `space` (where `genome` lies in it) a rewrite that would leave it is skipped."""
-    search = _Search(space, None, 0)
     steps: list[str] = []
     while True:
-        keep = search.in_space(genome)
+        keep = _in_space(genome, space)
         for node in range(len(genome.names)):
             found = _exact(genome, node)
             if found is None or (keep and genome.names[node] == "no_op"):
@@ -215,19 +214,21 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
     """The shortest proxy found whose `fitness` (a function of a genome: its fitness, None where it
     is rejected) is at least `genome`'s less `tolerance`: exact rewrites, then greedy pruning (each
     round keeps the shortest candidate that passes, the fittest among equals), with rewrites after
-    every kept change. `space`: the search space to stay in where possible (see the module). At most
-    `max_evaluations` distinct genomes are judged (the original and the result included)."""
+    every kept change. Every candidate is measured against `genome`'s fitness, not the last kept
+    one's, so the result never falls more than `tolerance` below it (with 0: equal or better).
+    `space`: the search space to stay in where possible (see the module). At most `max_evaluations`
+    distinct genomes are judged (the original and the result included)."""
     if not 0 <= tolerance < float("inf"):
         raise EvoproxyError(f"the simplification tolerance must be a finite number of at least 0, got {tolerance}")
     if max_evaluations < 2:
         raise EvoproxyError(f"max_evaluations must be at least 2 (the original and the result), got {max_evaluations}")
-    search = _Search(space, fitness, max_evaluations)
+    search = _Search(fitness, max_evaluations)
     before = search.judge(genome)
     current, steps = rewrite(genome, space)
     if before is not None:
         while not search.spent:
             kept = None
-            for candidate, step in _candidates(current, search.in_space(current)):
+            for candidate, step in _candidates(current, _in_space(current, space)):
                 if search.spent:
                     break
                 value = search.judge(candidate)
@@ -241,7 +242,7 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
     after = search.judge(current)
     if before is not None and (after is None or after < before - tolerance):  # never worse than promised
         current, after, steps = genome, before, []
-    in_space = None if space is None else search.in_space(current)
+    in_space = None if space is None else _in_space(current, space)
     outside = None if space is None or in_space else space_violation(current, space)
     if space is not None and not in_space:
         current = Genome(current.graph, None)
