@@ -128,6 +128,18 @@ def test_the_freeze_rule_fixes_the_larger_of_the_last_two_bits_after_the_set_rev
     assert not steady.frozen and steady.value == 1.0 and steady.bits == 2
 
 
+def test_the_search_freezes_an_oscillating_bit_width():
+    # Activations at 1 to 4 bits: at 2 → 1 the loss rises steeply, at 3 → 2 less than λ saves, so
+    # ⌈N_a⌉ swings between 2 and 3 until the rule fixes it at 3. Weights have one choice: frozen.
+    layers = layer_registry(user_models.mlp(), (12,))
+    problem = build_problem(layers, np.zeros(3), 1.0, w_bits=(4,), a_bits=(1, 2, 3, 4), fixed={})
+    result = _search(problem, lam=2.0, init_a_bits=3.5, a_lr=2.0, epochs=4, oscillations=3)
+    assert result.a_frozen_at is not None and result.w_frozen_at == (None, None, None)
+    assert set(result.found.a_bits) == {3} and all(h.w_frozen for h in result.history)
+    frozen = [h.n_a for h in result.history if h.a_frozen]
+    assert frozen and len(set(frozen)) == 1  # N_a stands still once frozen
+
+
 def test_found_bits_over_the_budget_are_projected_to_the_nearest_configuration_within_it():
     layers = layer_registry(user_models.mlp(), (12,))
     budget = round(model_size_mb(layers, [2, 2, 2]) + 1e-4, 6)  # room for a few layers' extra bits, not all

@@ -202,7 +202,8 @@ def register(sub) -> None:
     p.add_argument("--per-layer", action="store_true", default=None,
                    help="adaqat: one N_w per free layer instead of one for the network (N_a stays one)")
     p.add_argument("--act-choices",
-                   help=f"adaqat: the activation bit choices N_a moves among (default {ADAQAT_ACT_CHOICES})")
+                   help=f"adaqat: the activation bit choices N_a moves among, one for every layer, fixed ones too "
+                        f"(default {ADAQAT_ACT_CHOICES}; --act-bits is the other methods')")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the shuffles (default 0)")
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars")

@@ -274,12 +274,10 @@ def _fit_to_budget(problem: AllocationProblem, w_bits: Sequence[int], a: int, se
     if found_problem.size_bits_of(choice) <= found_problem.size_budget_bits and (
             problem.bops_budget is None or found.bops <= found_problem.bops_budget_int):
         return found, found
-    lower = [b for b in problem.a_choices if b <= a]
-    for a_bits in reversed(lower):  # the found activation bits, or the most that let a BOPs budget be met
-        scored = at(a_bits)
-        if scored.min_size_bits <= scored.size_budget_bits and (
-                problem.bops_budget is None or scored.min_bops <= scored.bops_budget_int):
-            break
+    # At the found activation bits, or the most below them at which a BOPs budget can be met at all
+    # (none: the fewest, and the solver's one-line error).
+    scored = next((p for p in map(at, sorted((b for b in problem.a_choices if b <= a), reverse=True))
+                   if p.bops_budget is None or p.min_bops <= p.bops_budget_int), at(problem.a_choices[0]))
     projection = allocate(scored, "ilp")
     return found, replace(projection, method="adaqat", note=note)
 
