@@ -11,8 +11,9 @@ and of the competing methods, per model at several size budgets and one BOPs bud
 
 Per model: the statistics are computed once (the Hessian only if a proxy reads it) and every
 proxy's allocation solved by the ILP; "uniform" is the largest uniform weight width that fits the
-budget (its real size shown). Methods (searched on a seeded subset of the train part) come after
-every model's proxy rows. Each (model, budget, allocator) row is appended whole to --out as one
+budget (its real size shown). Methods (searched for --search-epochs on a seeded subset of the train
+part; SMPQ's Shapley values on 512 other training images; AdaQAT with one bit-width per layer) come
+after every model's proxy rows, each row's cost being its search seconds. Each (model, budget, allocator) row is appended whole to --out as one
 JSON line as soon as it is finished; a rerun with the same --out and settings skips finished rows,
 and a configuration already measured under the same settings is copied (`same_as`) instead of
 measured again. The table is printed at the end, or alone with --table-only.
@@ -249,7 +250,8 @@ class Runner:
             elif allocator == "smpq":
                 result = methods_lib.search_smpq(model, problem, train, held, calib, edmips, log=lambda m: None)
             elif allocator == "adaqat":
-                result = methods_lib.search_adaqat(model, problem, train, calib, log=lambda m: None)
+                adaqat = methods_lib.AdaqatSettings(epochs=args.search_epochs, per_layer=True, seed=args.seed)
+                result = methods_lib.search_adaqat(model, problem, train, calib, adaqat, log=lambda m: None)
             else:
                 result = methods_lib.search_edmips(model, problem, train, calib, edmips, log=lambda m: None)
             self.measure(size, bops, allocator, "method", result.allocation.w_bits, {"search": result.seconds},
