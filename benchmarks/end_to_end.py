@@ -300,6 +300,8 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
                    "cost (s)", "measured on"]
         print("\n".join("| " + " | ".join(line) + " |" for line in
                         [headers, ["---"] * len(headers)] + [list(r.values()) for r in table]))
+        print("cost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
+              "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown.")
 
 
 def main(argv: list[str] | None = None) -> None:
