@@ -15,8 +15,8 @@ from .args import (add_bit_choice_args, add_data_args, add_model_args, data_sour
 METHOD_FLAGS = {"seam": ("lam", "margin"), "smpq": ("val_images", "samples", "truncation", "xi", "beta"),
                 "adaqat": ("bitops_lambda", "w_lr", "a_lr", "init_w_bits", "init_a_bits", "oscillations", "per_layer",
                            "act_choices")}
-SUPERNET = ("edmips", "seam", "smpq")
-ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"  # the methods on EdMIPS's supernet, which --gamma and --alpha-lr steer
+SUPERNET = ("edmips", "seam", "smpq")  # the methods on EdMIPS's supernet, which --gamma and --alpha-lr steer
+ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"
 # SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
 DEFAULT_FRACTION = {"seam": 0.04}
 
