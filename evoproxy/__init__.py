@@ -12,12 +12,13 @@ from .version import __version__
 
 _API = {
     "model": ["MODELS", "DataOptions", "LayerInfo", "calibration_batch", "layer_registry", "load_model", "open_data"],
-    "quant": ["PtqEvaluator", "QatSettings", "QuantSettings", "adaround_model", "export_onnx", "lsq_model", "model_bops",
-              "model_size_mb", "quantize_model", "train_qat"],
+    "quant": ["PtqEvaluator", "QatSettings", "QuantSettings", "adaround_model", "export_onnx", "lsq_model",
+              "model_bops", "model_size_mb", "quantize_model", "train_qat"],
     "stats": ["ModelStats", "StatsSettings", "compute_stats", "load_or_compute_stats"],
-    "proxy": ["FunctionProxy", "Genome", "Proxy", "available_proxies", "get_proxy", "load_space"],
+    "proxy": ["FunctionProxy", "Genome", "Proxy", "Simplification", "available_proxies", "get_proxy", "load_space",
+              "simplify"],
     "bench": ["Bench", "bench_stats", "load_bench", "rank_proxy"],
-    "search": ["Evolution", "EvolutionConfig"],
+    "search": ["Evolution", "EvolutionConfig", "search_fitness"],
     "allocation": ["Allocation", "allocate", "build_problem", "proxy_problem"],
     "methods": ["AdaqatSettings", "EdmipsSettings", "search_adaqat", "search_edmips", "search_seam", "search_smpq"],
     "errors": ["EvoproxyError"],

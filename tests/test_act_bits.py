@@ -190,18 +190,12 @@ def test_a_bits_file_whose_act_bits_do_not_fit_is_refused_in_one_line(trained_ml
         one_line_error("a.json", needle)
 
 
-def test_act_bit_choices_are_checked_and_mpq_keeps_one_act_bit_width(trained_mlp, one_line_error):
+def test_act_bit_choices_are_checked(trained_mlp, one_line_error):
     assert main(["allocate", *trained_mlp, "--proxy", "fisher", "--size-mb", "1", "--act-bits", "0,8"]) == 2
     one_line_error("--act-bits takes activation bit-widths from 1 to 32; got '0,8'")
     assert main(["allocate", *trained_mlp, "--proxy", "fisher", "--size-mb", "1", "--act-bits", "4,x"]) == 2
     one_line_error("--act-bits takes comma-separated bit-widths")
     assert not Path("alloc.json").exists()
-    import argparse
-
-    from evoproxy.cli.args import add_bit_choice_args
-    parser = argparse.ArgumentParser()
-    add_bit_choice_args(parser)  # as `evoproxy mpq` adds it: one int
-    assert parser.parse_args(["--act-bits", "4"]).act_bits == 4
 
 
 def test_act_bits_label():

@@ -179,7 +179,7 @@ def test_mpq_adaqat_writes_a_bits_file_with_its_activation_bits_that_quantize_ac
     layers = layer_registry(user_models.mlp(), (12,))
     budget = round(model_size_mb(layers, [8, 3, 8]), 6)  # first and last fixed at 8: the middle layer gets ≤ 3
     assert main(["mpq", "--method", "adaqat", *trained_mlp, "--size-mb", str(budget), "--epochs", "2",
-                 "--batch-size", "32", "--act-choices", "4,6,8", "--bitops-lambda", "0.5", "--out", "alloc.json"]) == 0
+                 "--batch-size", "32", "--act-bits", "4,6,8", "--bitops-lambda", "0.5", "--out", "alloc.json"]) == 0
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert [l.split(":")[0] for l in lines] == ["[adaqat] epoch 1/2", "[adaqat] epoch 2/2"]
@@ -200,7 +200,7 @@ def test_mpq_adaqat_writes_a_bits_file_with_its_activation_bits_that_quantize_ac
     (["--method", "adaqat", "--w-lr", "0"], "--w-lr must be a positive number, got 0.0"),
     (["--method", "adaqat", "--oscillations", "0"], "--oscillations must be at least 1"),
     (["--method", "adaqat", "--init-w-bits", "9"], "--init-w-bits must be from 1 (one below the fewest bit choice)"),
-    (["--method", "adaqat", "--act-choices", "4,x"], "--act-choices takes comma-separated bit-widths"),
+    (["--method", "adaqat", "--act-bits", "4,x"], "--act-bits takes comma-separated bit-widths"),
 ])
 def test_mpq_adaqat_one_line_errors(trained_mlp, one_line_error, flags, message):
     assert main(["mpq", *trained_mlp, "--size-mb", "1", *flags]) == 2

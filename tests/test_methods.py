@@ -17,7 +17,7 @@ from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
 from evoproxy.methods import EdmipsSettings, edmips_supernet, expected_size_mb, search_edmips
 from evoproxy.model import layer_registry, quantizable_modules
-from evoproxy.quant import model_size_mb
+from evoproxy.quant import model_bops, model_size_mb
 from synthetic_stats import tiny_conv_net
 
 
@@ -149,4 +149,35 @@ def test_mpq_on_the_default_data_says_how_to_get_the_training_split(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # conftest points EVOPROXY_FMNIST_DIR at an empty folder
     assert main(["mpq", "--size-mb", "0.1"]) == 2
     one_line_error("train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist")
+    assert not Path("alloc.json").exists()
+
+
+def test_allocate_method_searches_as_mpq_does(trained_mlp, capsys):
+    """`allocate --method edmips` is the same search as `mpq --method edmips`: same flags, same bits file."""
+    flags = [*trained_mlp, "--size-mb", "1", "--epochs", "2", "--batch-size", "32", "--seed", "3"]
+    assert main(["allocate", "--method", "edmips", *flags, "--out", "a.json"]) == 0
+    assert main(["mpq", "--method", "edmips", *flags, "--out", "m.json"]) == 0
+    assert "[edmips] epoch 2/2" in capsys.readouterr().err
+    a, m = (json.loads(Path(f).read_text()) for f in ("a.json", "m.json"))
+    assert a["proxy"] == "edmips" and a["bits"] == m["bits"] and a["layers"] == m["layers"]
+
+
+def test_a_methods_policy_meets_a_bops_budget(trained_mlp):
+    layers = layer_registry(user_models.mlp(), (12,))
+    bops = model_bops(layers, [8, 2, 8], 8)  # the middle layer must fall to 2 bits whatever α prefers
+    assert main(["allocate", "--method", "edmips", *trained_mlp, "--size-mb", "1", "--bops-g", str(bops / 1e9),
+                 "--epochs", "1", "--batch-size", "32"]) == 0
+    record = json.loads(Path("alloc.json").read_text())
+    assert record["bits"] == [8, 2, 8] and model_bops(layers, record["bits"], 8) <= bops
+
+
+def test_allocate_keeps_proxies_and_methods_apart(trained_mlp, one_line_error):
+    assert main(["allocate", *trained_mlp, "--size-mb", "1"]) == 2
+    one_line_error("--method ilp allocates by a proxy: give --proxy")
+    assert main(["allocate", "--method", "seam", "--proxy", "fisher", *trained_mlp, "--size-mb", "1"]) == 2
+    one_line_error("--method seam searches without a proxy")
+    assert main(["allocate", "--proxy", "fisher", *trained_mlp, "--size-mb", "1", "--epochs", "2", "--lam", "1"]) == 2
+    one_line_error("--epochs, --lam are options of the search methods", "not of the solver ilp")
+    assert main(["allocate", "--method", "smpq", *trained_mlp, "--size-mb", "1", "--act-bits", "4,8"]) == 2
+    one_line_error("--act-bits takes one bit-width with --method smpq")
     assert not Path("alloc.json").exists()

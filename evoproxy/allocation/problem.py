@@ -158,6 +158,15 @@ class AllocationProblem:
         the configuration meets exactly."""
         return self.fixed_size_bits + int(self.size_bits[np.arange(len(self.free)), choice].sum())
 
+    def bops_of(self, choice: np.ndarray) -> int:
+        """Bit operations per sample of `choice` (F,) option indices of the free layers."""
+        return self.fixed_bops + int(self.bops[np.arange(len(self.free)), choice].sum())
+
+    def fits(self, choice: np.ndarray) -> bool:
+        """Whether `choice` (F,) option indices of the free layers meets the size and any BOPs budget."""
+        return self.size_bits_of(choice) <= self.size_budget_bits and (
+            self.bops_budget is None or self.bops_of(choice) <= self.bops_budget_int)
+
     @property
     def min_size_mb(self) -> float:
         """`min_size_bits` in MB, rounded up to a whole byte so that it is itself a feasible budget."""
@@ -193,7 +202,7 @@ class AllocationProblem:
         rows = np.arange(len(self.free))
         objective = self.fixed_value + float(self.value[rows, choice].sum())
         size_bits = self.size_bits_of(choice)
-        bops = self.fixed_bops + int(self.bops[rows, choice].sum())
+        bops = self.bops_of(choice)
         return Allocation(
             layer_names=tuple(l.name for l in self.layers), w_bits=tuple(w_bits), a_bits=tuple(a_bits),
             objective=objective, size_mb=size_bits / BITS_PER_MB, bops=float(bops),

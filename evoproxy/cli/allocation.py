@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats, output_file,
-                   parse_act_bits, parse_bits, parse_fixed, resolve_proxies)
+from .args import (STATS_BATCH, add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats,
+                   output_file, parse_act_bits, parse_bits, parse_fixed, resolve_proxies)
+from .methods import ADAQAT_NOTE, METHODS_HELP, SEARCH_METHODS, add_method_args, search_method
 
 
 def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
@@ -28,13 +29,24 @@ def _parse_sizes(text: str) -> list[float]:
     return sizes
 
 
-def _add_allocation_args(p: argparse.ArgumentParser) -> None:
-    """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads."""
+SOLVERS = "ilp (exact, size and BOPs), dp (exact, size only) or sample (the paper's random search)"
+
+
+def _add_allocation_args(p: argparse.ArgumentParser, methods: bool = False) -> None:
+    """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads; with
+    `methods`, the papers' search methods as further --method choices and their flags."""
     add_model_args(p)
-    add_bit_choice_args(p, act_choices=True)
-    p.add_argument("--method", default="ilp", help="solver: ilp (exact, size and BOPs), dp (exact, size only) "
-                                                   "or sample (the paper's random search; default ilp)")
-    add_stats_args(p)
+    add_bit_choice_args(p, ADAQAT_NOTE if methods else "")
+    if methods:
+        p.add_argument("--method", default="ilp", choices=("ilp", "dp", "sample", *SEARCH_METHODS),
+                       help=f"how: a proxy's solver, {SOLVERS}; or a method from the papers that searches without a "
+                            "proxy, training on the data's train part: edmips, seam, smpq or adaqat (see below; the "
+                            "same as `evoproxy mpq`). Default ilp")
+    else:
+        p.add_argument("--method", default="ilp", help=f"solver: {SOLVERS}; default ilp")
+    add_stats_args(p, training=methods)
+    if methods:
+        p.set_defaults(method_flags=add_method_args(p))
 
 
 def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None):
@@ -55,6 +67,19 @@ def cmd_allocate(args) -> None:
 
     _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
     _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
+    if args.method in SEARCH_METHODS:
+        if args.proxy is not None:
+            raise EvoproxyError(f"--method {args.method} searches without a proxy: leave out --proxy, or give a "
+                                "solver (--method ilp, dp or sample) to allocate by the proxy")
+        return search_method(args)
+    if args.proxy is None:
+        raise EvoproxyError(f"--method {args.method} allocates by a proxy: give --proxy NAME (e.g. hawq-v2), or "
+                            "--method edmips, seam, smpq or adaqat to search without one")
+    given = [f"--{dest.replace('_', '-')}" for dest in args.method_flags if getattr(args, dest) is not None]
+    if given:
+        raise EvoproxyError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the search "
+                            f"methods (--method edmips, seam, smpq, adaqat), not of the solver {args.method}")
+    args.batch_size = STATS_BATCH if args.batch_size is None else args.batch_size
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
     act_choices = parse_act_bits(args.act_bits)
     output_file(args.out, "--out")
@@ -112,7 +137,7 @@ def cmd_pareto(args) -> None:
         fp_accuracy = evaluator.fp_accuracy()
         points = evaluate_points(points, evaluator)
     if args.plot:
-        plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{args.act_bits}"
+        plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{','.join(map(str, act_choices))}"
                     f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test "
                     f"images of {args.data}")
     if args.json:
@@ -139,17 +164,21 @@ def cmd_pareto(args) -> None:
 
 def register(sub) -> None:
     """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("allocate", help="per-layer bit-widths that maximise a proxy under a size (and BOPs) budget",
-                       description="Choose each layer's weight bits to maximise the proxy's score (Σ_l b_l·s_l, or "
-                                   "the proxy's own bit-dependent score) under the size budget and optionally a "
-                                   "BOPs budget (multiple-choice knapsack, EMQ eq. 3); print the per-layer bits and "
-                                   "write them as a JSON bit configuration.")
-    p.add_argument("--proxy", required=True,
-                   help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function")
+    p = sub.add_parser("allocate", help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a "
+                                        "method from the papers (EdMIPS, SEAM, SMPQ, AdaQAT)",
+                       description="Choose each layer's weight (and with several --act-bits, activation) bits to "
+                                   "maximise the proxy's score (Σ_l b_l·s_l, or the proxy's own bit-dependent score) "
+                                   "under the size budget and optionally a BOPs budget (multiple-choice knapsack, EMQ "
+                                   "eq. 3), or search them without a proxy by --method edmips, seam, smpq or adaqat; "
+                                   "print the per-layer bits and write them as a JSON bit configuration. "
+                                   + METHODS_HELP)
+    p.add_argument("--proxy",
+                   help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function "
+                        "(needed by the solvers ilp, dp and sample)")
     p.add_argument("--size-mb", type=float, required=True,
                    help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
     p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
-    _add_allocation_args(p)
+    _add_allocation_args(p, methods=True)
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")
     p.set_defaults(func=cmd_allocate)

@@ -67,18 +67,31 @@ def exclude_patterns(text: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
 
 
-def add_stats_args(p: argparse.ArgumentParser) -> None:
-    """Calibration batch, statistics settings and cache: what `stats_settings` and `model_stats` read."""
+STATS_BATCH = 64  # calibration images the statistics are computed on
+
+
+def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
+    """Calibration batch, statistics settings and cache: what `stats_settings` and `model_stats` read.
+    With `training` (a command that also trains: `allocate --method edmips`...) --batch-size and
+    --seed serve both, and --batch-size is None unless given (the caller picks the default)."""
     add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="calibration images the statistics are computed on (default 64)")
+    if training:
+        p.add_argument("--batch-size", type=int,
+                       help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}); "
+                            "search methods: training batch size (default 128)")
+    else:
+        p.add_argument("--batch-size", type=int, default=STATS_BATCH,
+                       help=f"calibration images the statistics are computed on (default {STATS_BATCH})")
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
     p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
     p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
     p.add_argument("--act-max-elems", type=int, default=65536,
                    help="cap on stored activation elements per layer (spatial subsampling; default 65536)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' random probes (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the statistics' random probes" + (" (proxies) or of the training subset and shuffles "
+                                                                   "(search methods)" if training else "")
+                        + " (default 0)")
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
 
 
@@ -133,17 +146,13 @@ def output_folder(path: str, flag: str) -> None:
         raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
 
 
-def add_bit_choice_args(p: argparse.ArgumentParser, act_choices: bool = False) -> None:
-    """Weight bit choices, activation bits and the layers kept at fixed bits: what an allocation
-    chooses within (read by `parse_bits`, `parse_act_bits` and `parse_fixed`). With `act_choices`
-    --act-bits takes several activation bit choices (text, read by `parse_act_bits`); without, one
-    activation bit-width for every layer (an int)."""
+def add_bit_choice_args(p: argparse.ArgumentParser, act_note: str = "") -> None:
+    """Weight bit choices, activation bit choices and the layers kept at fixed bits: what an
+    allocation chooses within (read by `parse_bits`, `parse_act_bits` and `parse_fixed`).
+    `act_note` adds a method's own reading of --act-bits to its help."""
     p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    if act_choices:
-        p.add_argument("--act-bits", default="8",
-                       help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the most")
-    else:
-        p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    p.add_argument("--act-bits", help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the "
+                                      "most" + (f"; {act_note}" if act_note else ""))
     p.add_argument("--fixed", default="first,last",
                    help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
                         "(default first,last)")
@@ -162,9 +171,9 @@ def parse_bits(text: str, flag: str, low: int = 2, what: str = "weight") -> list
     return bits
 
 
-def parse_act_bits(text: str) -> list[int]:
-    """--act-bits of `add_bit_choice_args(p, act_choices=True)`: activation bit choices from 1 to 32."""
-    return parse_bits(text, "--act-bits", low=1, what="activation")
+def parse_act_bits(text: str | None, default: str = "8") -> list[int]:
+    """--act-bits of `add_bit_choice_args`: activation bit choices from 1 to 32 (`default` when not given)."""
+    return parse_bits(default if text is None else text, "--act-bits", low=1, what="activation")
 
 
 def parse_fixed(text: str, layers, bits: int) -> dict[int, int]:

@@ -1,5 +1,6 @@
-"""`evoproxy mpq`: per-layer bit-widths by one of the papers' own methods (EdMIPS, SEAM, SMPQ, AdaQAT)
-instead of a proxy, under the same budget and written in the same file as `evoproxy allocate` writes."""
+"""`evoproxy allocate --method edmips|seam|smpq|adaqat` (and its older name `evoproxy mpq`): per-layer
+bit-widths by one of the papers' own methods instead of a proxy, under the same budgets and written in
+the same file as a proxy's allocation."""
 from __future__ import annotations
 
 import json
@@ -8,15 +9,18 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import (add_bit_choice_args, add_data_args, add_model_args, data_source, load_user_model, output_file,
-                   parse_bits, parse_fixed)
+                   parse_act_bits, parse_bits, parse_fixed)
 
 
 # Each method's own flags (default None: refused with another method, the method's default otherwise).
 METHOD_FLAGS = {"seam": ("lam", "margin"), "smpq": ("val_images", "samples", "truncation", "xi", "beta"),
-                "adaqat": ("bitops_lambda", "w_lr", "a_lr", "init_w_bits", "init_a_bits", "oscillations", "per_layer",
-                           "act_choices")}
+                "adaqat": ("bitops_lambda", "w_lr", "a_lr", "init_w_bits", "init_a_bits", "oscillations", "per_layer")}
+SEARCH_METHODS = ("edmips", *METHOD_FLAGS)
 SUPERNET = ("edmips", "seam", "smpq")  # the methods on EdMIPS's supernet, which --gamma and --alpha-lr steer
 ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"
+# Flags every method reads, with their defaults (None on the command line: `allocate` refuses them with a proxy).
+TRAINING_DEFAULTS = {"epochs": 1, "lr": 0.01, "batch_size": 128}
+ADAQAT_NOTE = f"adaqat: the choices of its one activation bit-width, default {ADAQAT_ACT_CHOICES}"
 # SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
 DEFAULT_FRACTION = {"seam": 0.04}
 
@@ -46,7 +50,8 @@ def _search_split(train, n: int | None, fraction: float | None, val: int, seed: 
     return (train[0][search], train[1][search]), (train[0][held], train[1][held])
 
 
-def cmd_mpq(args) -> None:
+def search_method(args) -> None:
+    """Run --method (edmips, seam, smpq, adaqat) under the budget flags and write its bits file."""
     import numpy as np
 
     from ..allocation import average_bits, build_problem, plot_bits
@@ -62,20 +67,24 @@ def cmd_mpq(args) -> None:
                                 f"--method {method}, not of {args.method}")
     if args.train_images is not None and args.train_fraction is not None:
         raise EvoproxyError("give --train-images or --train-fraction, not both")
+    epochs, lr, batch_size = (TRAINING_DEFAULTS[f] if getattr(args, f) is None else getattr(args, f)
+                              for f in TRAINING_DEFAULTS)
     given = {f: getattr(args, f) for flags in METHOD_FLAGS.values() for f in flags if getattr(args, f) is not None}
     if args.method == "adaqat":
         names = {"bitops_lambda": "lam"}  # --lam is SEAM's
-        settings = AdaqatSettings(args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                  **{names.get(f, f): given[f] for f in METHOD_FLAGS["adaqat"][:-1] if f in given})
+        settings = AdaqatSettings(epochs, lr=lr, batch_size=batch_size, seed=args.seed,
+                                  **{names.get(f, f): given[f] for f in METHOD_FLAGS["adaqat"] if f in given})
     else:
         gamma = EdmipsSettings.gamma if args.gamma is None else args.gamma
         alpha_lr = EdmipsSettings.alpha_lr if args.alpha_lr is None else args.alpha_lr
-        settings = EdmipsSettings(args.epochs, gamma, args.lr, alpha_lr, args.batch_size, args.seed)
+        settings = EdmipsSettings(epochs, gamma, lr, alpha_lr, batch_size, args.seed)
     seam = SeamSettings(**{f: given[f] for f in METHOD_FLAGS["seam"] if f in given})
     smpq = SmpqSettings(**{f: given[f] for f in METHOD_FLAGS["smpq"][1:] if f in given})
-    # AdaQAT learns one activation bit-width among --act-choices; the others quantize inputs at --act-bits.
-    act_choices = parse_bits(args.act_choices or ADAQAT_ACT_CHOICES, "--act-choices") if args.method == "adaqat" \
-        else [args.act_bits]
+    # AdaQAT learns one activation bit-width for all layers among --act-bits; the supernet methods take one.
+    act_choices = parse_act_bits(args.act_bits, ADAQAT_ACT_CHOICES if args.method == "adaqat" else "8")
+    if len(act_choices) > 1 and args.method != "adaqat":
+        raise EvoproxyError(f"--act-bits takes one bit-width with --method {args.method} (its supernet mixes weight "
+                            "bits only); several are choices for adaqat and for a proxy's allocation")
     val_images = (512 if args.val_images is None else args.val_images) if args.method == "smpq" else 0
     fraction = args.train_fraction
     if fraction is None and args.train_images is None:
@@ -87,7 +96,7 @@ def cmd_mpq(args) -> None:
     model, name, layers = load_user_model(args, source)
     fixed = {i: (b, act_choices[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
     problem = build_problem(layers, np.zeros(len(layers)), args.size_mb, w_bits=parse_bits(args.bits, "--bits"),
-                            a_bits=act_choices, fixed=fixed)
+                            a_bits=act_choices, fixed=fixed, bops=None if args.bops_g is None else args.bops_g * 1e9)
     problem.check_feasible()
     train, val = _search_split(source.training(), args.train_images, fraction, val_images, args.seed)
     title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ", "adaqat": "AdaQAT"}[args.method]
@@ -98,7 +107,7 @@ def cmd_mpq(args) -> None:
         knobs = f"λ {settings.lam:g}, η_w {settings.w_lr:g}, η_a {settings.a_lr:g}"
     else:
         what = (f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, activations "
-                f"{args.act_bits}-bit")
+                f"{act_choices[0]}-bit")
         knobs = f"γ {settings.gamma:g}" + {"edmips": "", "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
                                            "smpq": f", {smpq.samples} Shapley permutations per epoch valued on "
                                                    f"{len(val[0])} held-out images"}[args.method]
@@ -132,8 +141,9 @@ def cmd_mpq(args) -> None:
     print(format_table(rows, ["index", "name", "params", "bits", "role", "p"],
                        ["#", "layer", "params", "W bits", "", "N_w" if adaqat else
                         f"softmax(α) over {','.join(map(str, problem.w_choices))}"]))
-    print(f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G; average "
-          f"{average_bits(layers, alloc.w_bits):.3f} weight bits" + (f", A{alloc.a_bits[0]}" if adaqat else ""))
+    bops_budget = "" if args.bops_g is None else f" (budget {args.bops_g:g} G)"
+    print(f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G{bops_budget}; "
+          f"average {average_bits(layers, alloc.w_bits):.3f} weight bits" + (f", A{alloc.a_bits[0]}" if adaqat else ""))
     found, how = ((result.found, "nearest configuration") if adaqat
                   else (result.argmax, "knapsack over log softmax(α)"))
     changed = sum(a != b for a, b in zip(alloc.w_bits, found.w_bits))
@@ -145,66 +155,74 @@ def cmd_mpq(args) -> None:
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
+METHODS_HELP = ("edmips: a supernet mixing each layer's candidate bit-widths (LSQ fake quantizers) with softmax(α) "
+                "weights; loss = cross-entropy + γ × expected size / size at the most bits; weights (SGD) and α (Adam) "
+                "updated alternately; the policy is argmax α, projected onto the budget (the most probable "
+                "configuration within it) when over. seam: EdMIPS on a small subset (4 %% by default) with SEAM's "
+                "large-margin Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, α "
+                "moved by Monte Carlo Shapley values of the bit-widths on held-out images. adaqat: fractional weight "
+                "and activation bit-widths N (quantizing at ⌈N⌉) learned during QAT by finite differences of "
+                "cross-entropy + λ × BitOPs / BitOPs at the most bits, frozen once ⌈N⌉ oscillates; projected onto the "
+                "budget (the nearest configuration within it) when over. All train on the data's train part.")
+
+
+def add_method_args(p) -> tuple[str, ...]:
+    """Add the methods' own flags to `p` and return their destinations (each None unless given, so
+    that `allocate` can refuse them beside a proxy)."""
+    group, dests = p.add_argument_group("edmips, seam, smpq and adaqat"), []
+
+    def add(*flags, **kwargs) -> None:
+        dests.append(group.add_argument(*flags, **kwargs).dest)
+
+    add("--epochs", type=int, help=f"epochs over the training images (default {TRAINING_DEFAULTS['epochs']})")
+    add("--lr", type=float, help=f"SGD learning rate of the weights, cosine to 0 (default {TRAINING_DEFAULTS['lr']})")
+    add("--train-images", type=int,
+        help="search on this many training images drawn with --seed (default: all, seam 4 %%)")
+    add("--train-fraction", type=float,
+        help="search on this fraction of the training images drawn with --seed (seam's default 0.04)")
+    add("--gamma", type=float,
+        help="edmips, seam, smpq: weight of the expected size (relative to the size at the most bits) in "
+             "the loss; 0, the default, leaves the budget to the projection")
+    add("--alpha-lr", type=float, help="edmips, seam, smpq: Adam learning rate of α (default 0.01)")
+    add("--lam", type=float, help="seam: weight λ of the intra-class compactness (default 0.1)")
+    add("--margin", type=float, help="seam: class margin m (default 0.3)")
+    add("--val-images", type=int,
+        help="smpq: held-out training images the Shapley values are measured on (default 512)")
+    add("--samples", type=int, help="smpq: permutations per Shapley round, one round per epoch (default 10)")
+    add("--truncation", type=float,
+        help="smpq: a permutation stops once the value is this far below the whole supernet's "
+             "(accuracy fraction, default 0.5)")
+    add("--xi", type=float, help="smpq: step ξ of α per round (default 0.1)")
+    add("--beta", type=float, help="smpq: momentum β of the Shapley values (default 0.8)")
+    add("--bitops-lambda", type=float, help="adaqat: weight λ of the BitOPs relative to the most bits (default 1)")
+    add("--w-lr", type=float, help="adaqat: learning rate η_w of N_w (default 0.5)")
+    add("--a-lr", type=float, help="adaqat: learning rate η_a of N_a (default 0.5)")
+    add("--init-w-bits", type=float, help="adaqat: initial N_w (default: the most of --bits)")
+    add("--init-a-bits", type=float, help="adaqat: initial N_a (default: the most of --act-bits)")
+    add("--oscillations", type=int, help="adaqat: reversals of ⌈N⌉ after which it is frozen (default 10)")
+    add("--per-layer", action="store_true", default=None,
+        help="adaqat: one N_w per free layer instead of one for the network (N_a stays one)")
+    return tuple(dests)
+
+
 def register(sub) -> None:
-    """Add the mpq command to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("mpq", help="per-layer bit-widths by a competing method (EdMIPS, SEAM, SMPQ, AdaQAT) under a "
-                                   "size budget",
+    """Add the mpq command (the methods of `allocate --method`, under their older name) to the
+    `evoproxy` subcommands `sub`."""
+    p = sub.add_parser("mpq", help="the same as `evoproxy allocate --method edmips|seam|smpq|adaqat`",
                        description="Search each layer's weight bits with a mixed-precision method from the papers "
-                                   "instead of a proxy, training on the data's train part, and write the same JSON bit "
-                                   "configuration as `evoproxy allocate` (for `evoproxy quantize --bits-file`). "
-                                   "edmips: a supernet mixing each layer's candidate bit-widths (LSQ fake quantizers) "
-                                   "with softmax(α) weights; loss = cross-entropy + γ × expected size / size at the "
-                                   "most bits; weights (SGD) and α (Adam) updated alternately; the policy is argmax α, "
-                                   "projected onto the budget (the most probable configuration within it) when over. "
-                                   "seam: EdMIPS on a small subset (4 %% by default) with SEAM's large-margin "
-                                   "Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, "
-                                   "α moved by Monte Carlo Shapley values of the bit-widths on held-out images. "
-                                   "adaqat: fractional weight and activation bit-widths N (quantizing at ⌈N⌉) learned "
-                                   "during QAT by finite differences of cross-entropy + λ × BitOPs / BitOPs at the "
-                                   "most bits, frozen once ⌈N⌉ oscillates; projected onto the budget (the nearest "
-                                   "configuration within it) when over.")
-    p.add_argument("--method", choices=("edmips", *METHOD_FLAGS), default="edmips", help="the method (default edmips)")
+                                   "instead of a proxy and write the same JSON bit configuration as `evoproxy "
+                                   "allocate` (for `evoproxy quantize --bits-file`); the same as `evoproxy allocate "
+                                   "--method METHOD`. " + METHODS_HELP)
+    p.add_argument("--method", choices=SEARCH_METHODS, default="edmips", help="the method (default edmips)")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--size-mb", type=float, required=True,
                    help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
-    add_bit_choice_args(p)
-    p.add_argument("--epochs", type=int, default=1, help="epochs over the training images (default 1)")
-    p.add_argument("--gamma", type=float,
-                   help="edmips, seam, smpq: weight of the expected size (relative to the size at the most bits) in "
-                        "the loss; 0, the default, leaves the budget to the projection")
-    p.add_argument("--lr", type=float, default=0.01,
-                   help="SGD learning rate of the weights, cosine to 0 (default 0.01)")
-    p.add_argument("--alpha-lr", type=float, help="edmips, seam, smpq: Adam learning rate of α (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    p.add_argument("--train-images", type=int, help="search on this many training images drawn with --seed "
-                                                    "(default: all, seam 4 %%)")
-    p.add_argument("--train-fraction", type=float,
-                   help="search on this fraction of the training images drawn with --seed (seam's default 0.04)")
-    p.add_argument("--lam", type=float, help="seam: weight λ of the intra-class compactness (default 0.1)")
-    p.add_argument("--margin", type=float, help="seam: class margin m (default 0.3)")
-    p.add_argument("--val-images", type=int,
-                   help="smpq: held-out training images the Shapley values are measured on (default 512)")
-    p.add_argument("--samples", type=int, help="smpq: permutations per Shapley round, one round per epoch (default 10)")
-    p.add_argument("--truncation", type=float,
-                   help="smpq: a permutation stops once the value is this far below the whole supernet's "
-                        "(accuracy fraction, default 0.5)")
-    p.add_argument("--xi", type=float, help="smpq: step ξ of α per round (default 0.1)")
-    p.add_argument("--beta", type=float, help="smpq: momentum β of the Shapley values (default 0.8)")
-    p.add_argument("--bitops-lambda", type=float,
-                   help="adaqat: weight λ of the BitOPs relative to the most bits (default 1)")
-    p.add_argument("--w-lr", type=float, help="adaqat: learning rate η_w of N_w (default 0.5)")
-    p.add_argument("--a-lr", type=float, help="adaqat: learning rate η_a of N_a (default 0.5)")
-    p.add_argument("--init-w-bits", type=float, help="adaqat: initial N_w (default: the most of --bits)")
-    p.add_argument("--init-a-bits", type=float, help="adaqat: initial N_a (default: the most of --act-choices)")
-    p.add_argument("--oscillations", type=int,
-                   help="adaqat: reversals of ⌈N⌉ after which it is frozen (default 10)")
-    p.add_argument("--per-layer", action="store_true", default=None,
-                   help="adaqat: one N_w per free layer instead of one for the network (N_a stays one)")
-    p.add_argument("--act-choices",
-                   help=f"adaqat: the activation bit choices N_a moves among, one for every layer, fixed ones too "
-                        f"(default {ADAQAT_ACT_CHOICES}; --act-bits is the other methods')")
+    p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
+    add_bit_choice_args(p, ADAQAT_NOTE)
+    p.add_argument("--batch-size", type=int, help=f"training batch size (default {TRAINING_DEFAULTS['batch_size']})")
+    add_method_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the shuffles (default 0)")
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars")
-    p.set_defaults(func=cmd_mpq)
+    p.set_defaults(func=search_method)

@@ -271,8 +271,7 @@ def _fit_to_budget(problem: AllocationProblem, w_bits: Sequence[int], a: int, se
     found_problem = at(a)
     choice = np.array([problem.w_choices.index(w_bits[i]) for i in problem.free])
     found = found_problem.allocation(choice, "adaqat", True, seconds)
-    if found_problem.size_bits_of(choice) <= found_problem.size_budget_bits and (
-            problem.bops_budget is None or found.bops <= found_problem.bops_budget_int):
+    if found_problem.fits(choice):
         return found, found
     # At the found activation bits, or the most below them at which a BOPs budget can be met at all
     # (none: the fewest, and the solver's one-line error).

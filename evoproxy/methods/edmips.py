@@ -240,7 +240,7 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         scored = replace(problem, value=log_p)
         choice = log_p.argmax(1)
         return (scored, scored.allocation(choice, method, True, time.perf_counter() - start),
-                problem.size_bits_of(choice) <= problem.size_budget_bits)
+                problem.fits(choice))
 
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()

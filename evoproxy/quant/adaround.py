@@ -212,8 +212,9 @@ def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
     block on `calib_images` (N, ...) with `settings`; then `quant.act_bits` activations (one
     bit-width, or one per layer) calibrated on the same images (and BatchNorm re-estimated if
     `quant.bn_recalibration`). `cache` holds the round-to-nearest weights whose steps AdaRound
-    starts from (shared with a PtqEvaluator). One line per block goes to `log`. Returns the model and one record per block. `model` is put in eval mode
-    (its outputs are the targets), its weights are not modified."""
+    starts from (shared with a PtqEvaluator). One line per block goes to `log`. Returns the model
+    and one record per block. `model` is put in eval mode (its outputs are the targets), its
+    weights are not modified."""
     model.eval()
     cache = cache or WeightCache(model, layers)
     qmodel = copy.deepcopy(model).eval().requires_grad_(False)
