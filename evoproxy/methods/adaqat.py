@@ -49,7 +49,7 @@ from torch.nn.utils import parametrize
 from ..allocation import Allocation, AllocationProblem, allocate, allocation_record, build_problem
 from ..errors import EvoproxyError
 from ..model import quantizable_modules
-from ..quant import epoch_steps, lsq_model, model_bops
+from ..quant import epoch_batches, lsq_model, model_bops
 
 
 @dataclass(frozen=True)
@@ -327,11 +327,8 @@ def search_adaqat(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         epoch_start = time.perf_counter()
         net.train()
         task_sum, steps = 0.0, 0
-        for idx, lr in epoch_steps(len(images), settings.batch_size, settings.epochs, epoch, settings.seed,
-                                   settings.lr):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = images[idx].to(device), labels[idx].to(device)
+        for x, y in epoch_batches(images, labels, optimizer, settings.batch_size, settings.epochs, epoch,
+                                  settings.seed, settings.lr, device):
             free_w, a = current()
             # Each unfrozen N against the configuration with its bit-width at the other grid point,
             # measured on the weights that the step below is about to move.

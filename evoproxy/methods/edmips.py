@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 from ..allocation import Allocation, AllocationProblem, allocate, allocation_record
 from ..errors import EvoproxyError
 from ..model import quantizable_modules
-from ..quant import BITS_PER_MB, epoch_steps, lsq_model
+from ..quant import BITS_PER_MB, epoch_batches, lsq_model
 
 
 class MixedPrecisionWeight(nn.Module):
@@ -247,11 +247,8 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         supernet.train()
         task_sum = size_sum = 0.0
         steps = 0
-        for idx, lr in epoch_steps(len(images), settings.batch_size, settings.epochs, epoch, settings.seed,
-                                   settings.lr):
-            for group in w_opt.param_groups:
-                group["lr"] = lr
-            x, y = images[idx].to(device), labels[idx].to(device)
+        for x, y in epoch_batches(images, labels, w_opt, settings.batch_size, settings.epochs, epoch,
+                                  settings.seed, settings.lr, device):
             for opt in optimizers:  # alternate: the weights' step, then α's on the updated weights
                 task = task_loss(x, y)
                 size = expected_size_mb(problem, torch.stack([m.probabilities() for m in mixers]))

@@ -12,12 +12,12 @@ from .fakequant import (QuantSettings, WeightCache, quantize_model, quantize_wei
                         weight_steps)
 from .onnx_export import export_onnx, onnxruntime_accuracy, qdq_model
 from .ptq import PtqEvaluator
-from .qat import (DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_steps, load_qat_state, lsq_model,
+from .qat import (DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model,
                   train_qat)
 
 __all__ = ["AdaRoundQuantizer", "AdaRoundSettings", "BITS_PER_MB", "BlockRecord", "DEFAULT_LR", "EpochRecord",
            "LsqQuantizer", "PtqEvaluator", "QatSettings", "QuantSettings", "WeightCache", "adaround_model",
-           "check_bits", "epoch_steps", "export_onnx", "layer_size_bits", "layer_size_mb", "load_qat_state",
+           "check_bits", "epoch_batches", "export_onnx", "layer_size_bits", "layer_size_mb", "load_qat_state",
            "lsq_model", "model_bops", "model_size_mb", "onnxruntime_accuracy", "per_layer_bits", "qdq_model",
            "quantize_model", "quantize_weight", "reconstruction_blocks", "train_qat", "weight_count",
            "weight_quantization_error", "weight_steps"]

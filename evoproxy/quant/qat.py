@@ -147,20 +147,24 @@ class EpochRecord:
     train_s: float
 
 
-def epoch_steps(n: int, batch_size: int, epochs: int, epoch: int, seed: int,
-                base_lr: float) -> Iterator[tuple[torch.Tensor, float]]:
-    """The (index batch, learning rate) steps of epoch `epoch` of `epochs` over `n` samples: whole
-    batches only (BatchNorm needs more than one sample), shuffled by the global generator seeded
-    with `seed` + `epoch` (so a resumed epoch draws what the first run drew, dropout included), the
-    rate on a cosine from `base_lr` to 0 over all epochs."""
+def epoch_batches(images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
+                  epochs: int, epoch: int, seed: int, base_lr: float,
+                  device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (images, labels) batches of epoch `epoch` of `epochs` on `device`, each after setting
+    `optimizer`'s rate: whole batches only (BatchNorm needs more than one sample), shuffled by the
+    global generator seeded with `seed` + `epoch` (so a resumed epoch draws what the first run drew,
+    dropout included), the rate on a cosine from `base_lr` to 0 over all epochs."""
+    n = len(images)
     batch = min(batch_size, n)
     per_epoch = n // batch
     total = epochs * per_epoch
     torch.manual_seed(seed + epoch)
     order = torch.randperm(n)
     for i in range(per_epoch):
-        step = epoch * per_epoch + i
-        yield order[i * batch:(i + 1) * batch], base_lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
+        idx = order[i * batch:(i + 1) * batch]
+        yield images[idx].to(device), labels[idx].to(device)
 
 
 def _optimizer(qmodel: nn.Module, settings: QatSettings) -> torch.optim.Optimizer:
@@ -255,11 +259,8 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
         start = time.perf_counter()
         qmodel.train()
         loss_sum, steps = 0.0, 0
-        for idx, lr in epoch_steps(len(images), settings.batch_size, settings.epochs, epoch, settings.seed,
-                                   settings.lr):
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = images[idx].to(device), labels[idx].to(device)
+        for x, y in epoch_batches(images, labels, opt, settings.batch_size, settings.epochs, epoch,
+                                  settings.seed, settings.lr, device):
             out = qmodel(x)
             if teacher is not None:
                 with torch.no_grad():
