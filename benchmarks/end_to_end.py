@@ -4,7 +4,7 @@ and of the competing methods, per model at several size budgets and one BOPs bud
 
     python benchmarks/end_to_end.py [--models resnet20-fmnist,mobilenetv2-fmnist]
         [--budgets-mb resnet20-fmnist=0.085,0.095,0.105] [--bops-g MODEL=SIZE_MB:GBOPS]
-        [--proxies evoproxy-zoo,hawq-v2,fisher,mean-bits] [--methods edmips,seam,smpq]
+        [--proxies evoproxy-zoo,hawq-v2,fisher,mean-bits] [--methods edmips,seam,smpq,adaqat]
         [--eval-size 10000] [--adaround-iters 200] [--qat-epochs 1] [--qat-images 2048]
         [--search-images 2048] [--threads 1] [--device cpu] [--seed 0]
         [--out benchmarks/results/end_to_end.jsonl] [--table-only]
@@ -13,10 +13,10 @@ Per model: the statistics are computed once (the Hessian only if a proxy reads i
 proxy's allocation solved by the ILP; "uniform" is the largest uniform weight width that fits the
 budget (its real size shown). Methods (searched for --search-epochs on a seeded subset of the train
 part; SMPQ's Shapley values on 512 other training images; AdaQAT with one bit-width per layer) come
-after every model's proxy rows, each row's cost being its search seconds. Each (model, budget, allocator) row is appended whole to --out as one
-JSON line as soon as it is finished; a rerun with the same --out and settings skips finished rows,
-and a configuration already measured under the same settings is copied (`same_as`) instead of
-measured again. The table is printed at the end, or alone with --table-only.
+after every model's proxy rows, each row's cost being its search seconds. Each (model, budget,
+allocator) row is appended whole to --out as one JSON line as soon as it is finished; a rerun
+with the same --out and settings skips finished rows, and a configuration already measured under
+the same settings is copied (`same_as`) instead of measured again. The table is printed at the end, or alone with --table-only.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import torch
 from evoproxy import methods as methods_lib
 from evoproxy.allocation import allocate, average_bits, build_problem, proxy_problem, uniform_points
 from evoproxy.cli.args import add_data_args, data_source, parse_bits
-from evoproxy.cli.methods import _search_split
+from evoproxy.cli.methods import search_split
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import accuracy, check_device, layer_registry, load_model
 from evoproxy.proxy import get_proxy, needs_hessian
@@ -239,7 +239,7 @@ class Runner:
         edmips = methods_lib.EdmipsSettings(epochs=args.search_epochs, seed=args.seed)
         for size, bops, allocator in self.pending(names):
             val = SMPQ_VAL_IMAGES if allocator == "smpq" else 0
-            train, held = _search_split(self.train, args.search_images, None, val, args.seed)
+            train, held = search_split(self.train, args.search_images, None, val, args.seed)
             problem = build_problem(self.layers, np.zeros(len(self.layers)), size, bops=bops, w_bits=self.w_bits,
                                     a_bits=(args.act_bits,), fixed=self.fixed)
             model = load_model(self.name)[0].to(self.evaluator.images.device)
@@ -314,9 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="MODEL=SIZE_MB:GBOPS, the BOPs budget and its size budget (default: the largest size budget "
                         "and the GBOPs 40 %% of the way from the uniform fewest- to most-bits configuration)")
     p.add_argument("--proxies", default="evoproxy-zoo,hawq-v2,fisher,mean-bits")
-    p.add_argument("--methods", default="edmips,seam,smpq" + (",adaqat" if hasattr(methods_lib, "search_adaqat")
-                                                              else ""),
-                   help="competing allocators (adaqat when evoproxy.methods has it); '' for none")
+    p.add_argument("--methods", default="edmips,seam,smpq,adaqat", help="competing allocators; '' for none")
     p.add_argument("--search-images", type=int, default=2048, help="methods: seeded training subset searched on")
     p.add_argument("--search-epochs", type=int, default=1, help="methods: epochs of the search")
     p.add_argument("--bits", default="2,3,4", help="weight bit choices")
@@ -340,8 +338,6 @@ def main(argv: list[str] | None = None) -> None:
     proxies = [n for n in args.proxies.split(",") if n]
     methods = [n for n in args.methods.split(",") if n]
     order = proxies + ["uniform"] + methods
-    if "adaqat" in methods and not hasattr(methods_lib, "search_adaqat"):
-        raise EvoproxyError("--methods adaqat: this evoproxy has no AdaQAT (evoproxy.methods.search_adaqat) yet")
     settings = {"eval_size": args.eval_size, "adaround_iters": args.adaround_iters, "qat_epochs": args.qat_epochs,
                 "qat_images": args.qat_images, "bits": args.bits, "act_bits": args.act_bits,
                 "fixed_bits": args.fixed_bits, "stats_batch": args.stats_batch, "calib_images": args.calib_images,

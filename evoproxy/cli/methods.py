@@ -25,7 +25,7 @@ ADAQAT_NOTE = f"adaqat: the choices of its one activation bit-width, default {AD
 DEFAULT_FRACTION = {"seam": 0.04}
 
 
-def _search_split(train, n: int | None, fraction: float | None, val: int, seed: int):
+def search_split(train, n: int | None, fraction: float | None, val: int, seed: int):
     """(search, validation) parts of the train part, disjoint and drawn with `seed`: `val` images
     for validation, then `n` images, or `fraction` of the train part, or all the rest, to search on."""
     import torch
@@ -98,7 +98,7 @@ def search_method(args) -> None:
     problem = build_problem(layers, np.zeros(len(layers)), args.size_mb, w_bits=parse_bits(args.bits, "--bits"),
                             a_bits=act_choices, fixed=fixed, bops=None if args.bops_g is None else args.bops_g * 1e9)
     problem.check_feasible()
-    train, val = _search_split(source.training(), args.train_images, fraction, val_images, args.seed)
+    train, val = search_split(source.training(), args.train_images, fraction, val_images, args.seed)
     title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ", "adaqat": "AdaQAT"}[args.method]
     if args.method == "adaqat":
         what = (f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers "
