@@ -302,6 +302,26 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
                         [headers, ["---"] * len(headers)] + [list(r.values()) for r in table]))
         print("cost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
               "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown.")
+        print_gains(model, mine, budgets)
+
+
+def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
+    """What AdaRound and QAT add to round-to-nearest per budget: the mean over the proxies'
+    allocations, [smallest, largest], and uniform's, in points of top-1."""
+    lines = [["budget", "AdaRound − RTN (proxies)", "QAT − RTN (proxies)", "uniform: AdaRound − RTN, QAT − RTN"],
+             ["---"] * 4]
+    for size, gbops in budgets:
+        here = [r for r in rows if (r["budget_mb"], r["budget_gbops"]) == (size, gbops)]
+        cells = []
+        for stage in ("adaround", "qat"):
+            gains = [r["acc"][stage] - r["acc"]["ptq"] for r in here if r["kind"] == "proxy"]
+            cells.append(f"{sum(gains) / len(gains):+.2f} [{min(gains):+.2f}, {max(gains):+.2f}]" if gains else "-")
+        uniform = [r for r in here if r["kind"] == "uniform"]
+        cells.append(", ".join(f"{r['acc'][stage] - r['acc']['ptq']:+.2f}" for r in uniform[:1]
+                               for stage in ("adaround", "qat")) or "-")
+        lines.append([f"{size:g} MB" + ("" if gbops is None else f" + {gbops:g} GBOPs"), *cells])
+    print(f"\n{model}: what AdaRound and QAT add to round-to-nearest (points of top-1)")
+    print("\n".join("| " + " | ".join(line) + " |" for line in lines))
 
 
 def main(argv: list[str] | None = None) -> None:
