@@ -295,12 +295,12 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
         settings = mine[0]["settings"]
         print(f"\n{model}: top-1 % on {settings['eval_size']} test images, PTQ / AdaRound "
               f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} epoch on "
-              f"{settings['qat_images']} training images); full precision {fp:.2f} %")
+              f"{settings['qat_images']} training images); full precision {fp:.2f} %\n")
         headers = ["allocator", *(f"{s:g} MB" + ("" if g is None else f" + {g:g} GBOPs") for s, g in budgets),
                    "cost (s)", "measured on"]
         print("\n".join("| " + " | ".join(line) + " |" for line in
                         [headers, ["---"] * len(headers)] + [list(r.values()) for r in table]))
-        print("cost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
+        print("\ncost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
               "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown.")
         print_gains(model, mine, budgets)
 
@@ -320,7 +320,7 @@ def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
         cells.append(", ".join(f"{r['acc'][stage] - r['acc']['ptq']:+.2f}" for r in uniform[:1]
                                for stage in ("adaround", "qat")) or "-")
         lines.append([f"{size:g} MB" + ("" if gbops is None else f" + {gbops:g} GBOPs"), *cells])
-    print(f"\n{model}: what AdaRound and QAT add to round-to-nearest (points of top-1)")
+    print(f"\n{model}: what AdaRound and QAT add to round-to-nearest (points of top-1)\n")
     print("\n".join("| " + " | ".join(line) + " |" for line in lines))
 
 
