@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (STATS_BATCH, add_bit_choice_args, add_model_args, add_stats_args, data_source, model_stats,
-                   output_file, parse_act_bits, parse_bits, parse_fixed, resolve_proxies)
+from .args import (STATS_BATCH, add_bit_choice_args, add_model_args, add_stats_args, data_source, fixed_layers,
+                   model_stats, output_file, parse_act_bits, parse_bits, resolve_proxies)
 from .methods import ADAQAT_NOTE, METHODS_HELP, SEARCH_METHODS, add_method_args, search_method
 
 
@@ -55,9 +55,8 @@ def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None
     from ..allocation import proxy_problem
     layers = [layer.info for layer in stats.layers]
     act = parse_act_bits(args.act_bits)
-    fixed = {i: (b, act[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
     return proxy_problem(proxy, stats, size_mb, bops=bops, w_bits=parse_bits(args.bits, "--bits"),
-                         act_bits=act, fixed=fixed)
+                         act_bits=act, fixed=fixed_layers(args, layers, act))
 
 
 def cmd_allocate(args) -> None:

@@ -195,6 +195,12 @@ def parse_fixed(text: str, layers, bits: int) -> dict[int, int]:
     return fixed
 
 
+def fixed_layers(args, layers, act_choices: list[int]) -> dict[int, tuple[int, int]]:
+    """The layers of --fixed at (--fixed-bits weights, the most of `act_choices` activations): with
+    one activation choice, that one, as in a benchmark."""
+    return {i: (b, act_choices[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
+
+
 def resolve_proxies(spec: str) -> list:
     from ..proxy import available_proxies, get_proxy
     names = available_proxies() if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (add_bit_choice_args, add_data_args, add_model_args, data_source, load_user_model, output_file,
-                   parse_act_bits, parse_bits, parse_fixed)
+from .args import (add_bit_choice_args, add_data_args, add_model_args, data_source, fixed_layers, load_user_model,
+                   output_file, parse_act_bits, parse_bits)
 
 
 # Each method's own flags (default None: refused with another method, the method's default otherwise).
@@ -94,9 +94,9 @@ def search_method(args) -> None:
     device = check_device(args.device)
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
-    fixed = {i: (b, act_choices[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
     problem = build_problem(layers, np.zeros(len(layers)), args.size_mb, w_bits=parse_bits(args.bits, "--bits"),
-                            a_bits=act_choices, fixed=fixed, bops=None if args.bops_g is None else args.bops_g * 1e9)
+                            a_bits=act_choices, fixed=fixed_layers(args, layers, act_choices),
+                            bops=None if args.bops_g is None else args.bops_g * 1e9)
     problem.check_feasible()
     train, val = search_split(source.training(), args.train_images, fraction, val_images, args.seed)
     title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ", "adaqat": "AdaQAT"}[args.method]
