@@ -16,7 +16,8 @@ part; SMPQ's Shapley values on 512 other training images; AdaQAT with one bit-wi
 after every model's proxy rows, each row's cost being its search seconds. Each (model, budget,
 allocator) row is appended whole to --out as one JSON line as soon as it is finished; a rerun
 with the same --out and settings skips finished rows, and a configuration already measured under
-the same settings is copied (`same_as`) instead of measured again. The table is printed at the end, or alone with --table-only.
+the same settings is copied (`same_as`) instead of measured again. The table is printed at the
+end, or alone with --table-only.
 """
 from __future__ import annotations
 
@@ -95,6 +96,16 @@ def budgets_of(problem, model: str, args) -> list[tuple[float, float | None]]:
 
 def budget_label(size: float, bops: float | None) -> str:
     return f"{size:g} MB" + ("" if bops is None else f" + {bops / 1e9:g} GBOPs")
+
+
+def row_budget(row: dict) -> tuple[float, float | None]:
+    """The (size MB, BOPs or None) budget of a row (which stores GBOPs)."""
+    return row["budget_mb"], None if row["budget_gbops"] is None else row["budget_gbops"] * 1e9
+
+
+def markdown(lines: list[list[str]]) -> str:
+    """`lines` (a header, then rows) as a Markdown table."""
+    return "\n".join("| " + " | ".join(line) + " |" for line in [lines[0], ["---"] * len(lines[0]), *lines[1:]])
 
 
 def machine(device: str) -> str:
@@ -182,15 +193,14 @@ class Runner:
                "avg_bits": average_bits(self.layers, w_bits), **(extra or {})}
         same = next((r for r in self.done() if r["w_bits"] == w_bits and "same_as" not in r), None)
         if same is not None:
-            gbops = same["budget_gbops"]
             row.update(acc=same["acc"], seconds=seconds, machine=same["machine"],
-                       same_as=f"{same['allocator']} at {budget_label(same['budget_mb'], gbops and gbops * 1e9)}")
+                       same_as=f"{same['allocator']} at {budget_label(*row_budget(same))}")
         else:
             row.update(self._accuracies(w_bits, seconds))
         row["settings"] = self.settings
         append_row(self.out, row)
-        log(f"{self.name} {budget_label(size, bops)} {allocator}: {row['size_mb']:.4f} MB, PTQ {row['acc']['ptq']:.2f}"
-            f" / AdaRound {row['acc']['adaround']:.2f} / QAT {row['acc']['qat']:.2f}"
+        log(f"{self.name} {budget_label(size, bops)} {allocator}: {row['size_mb']:.4f} MB, "
+            f"PTQ {row['acc']['ptq']:.2f} / AdaRound {row['acc']['adaround']:.2f} / QAT {row['acc']['qat']:.2f}"
             + (f" (same configuration as {row['same_as']})" if "same_as" in row else ""))
         return row
 
@@ -282,13 +292,13 @@ def cost(rows: list[dict]) -> str:
 def print_tables(rows: list[dict], order: list[str]) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
-        budgets = list(dict.fromkeys((r["budget_mb"], r["budget_gbops"]) for r in mine))
+        budgets = list(dict.fromkeys(row_budget(r) for r in mine))
         allocators = sorted(dict.fromkeys(r["allocator"] for r in mine),
                             key=lambda a: order.index(a) if a in order else len(order))
         fp = mine[0]["acc"]["fp"]
         table = []
         for allocator in allocators:
-            got = {(r["budget_mb"], r["budget_gbops"]): r for r in mine if r["allocator"] == allocator}
+            got = {row_budget(r): r for r in mine if r["allocator"] == allocator}
             machines = sorted({r["machine"] for r in got.values()})
             table.append({"allocator": allocator, **{str(b): cell(got.get(b)) for b in budgets},
                           "cost": cost(list(got.values())), "on": "; ".join(machines)})
@@ -296,10 +306,8 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
         print(f"\n{model}: top-1 % on {settings['eval_size']} test images, PTQ / AdaRound "
               f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} epoch on "
               f"{settings['qat_images']} training images); full precision {fp:.2f} %\n")
-        headers = ["allocator", *(f"{s:g} MB" + ("" if g is None else f" + {g:g} GBOPs") for s, g in budgets),
-                   "cost (s)", "measured on"]
-        print("\n".join("| " + " | ".join(line) + " |" for line in
-                        [headers, ["---"] * len(headers)] + [list(r.values()) for r in table]))
+        headers = ["allocator", *(budget_label(*b) for b in budgets), "cost (s)", "measured on"]
+        print(markdown([headers, *(list(r.values()) for r in table)]))
         print("\ncost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
               "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown.")
         print_gains(model, mine, budgets)
@@ -308,10 +316,9 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
 def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
     """What AdaRound and QAT add to round-to-nearest per budget: the mean over the proxies'
     allocations, [smallest, largest], and uniform's, in points of top-1."""
-    lines = [["budget", "AdaRound − RTN (proxies)", "QAT − RTN (proxies)", "uniform: AdaRound − RTN, QAT − RTN"],
-             ["---"] * 4]
-    for size, gbops in budgets:
-        here = [r for r in rows if (r["budget_mb"], r["budget_gbops"]) == (size, gbops)]
+    lines = [["budget", "AdaRound − RTN (proxies)", "QAT − RTN (proxies)", "uniform: AdaRound − RTN, QAT − RTN"]]
+    for budget in budgets:
+        here = [r for r in rows if row_budget(r) == budget]
         cells = []
         for stage in ("adaround", "qat"):
             gains = [r["acc"][stage] - r["acc"]["ptq"] for r in here if r["kind"] == "proxy"]
@@ -319,9 +326,9 @@ def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
         uniform = [r for r in here if r["kind"] == "uniform"]
         cells.append(", ".join(f"{r['acc'][stage] - r['acc']['ptq']:+.2f}" for r in uniform[:1]
                                for stage in ("adaround", "qat")) or "-")
-        lines.append([f"{size:g} MB" + ("" if gbops is None else f" + {gbops:g} GBOPs"), *cells])
+        lines.append([budget_label(*budget), *cells])
     print(f"\n{model}: what AdaRound and QAT add to round-to-nearest (points of top-1)\n")
-    print("\n".join("| " + " | ".join(line) + " |" for line in lines))
+    print(markdown(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
