@@ -242,8 +242,8 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
     after = search.judge(current)
     if before is not None and (after is None or after < before - tolerance):  # never worse than promised
         current, after, steps = genome, before, []
-    in_space = None if space is None else _in_space(current, space)
-    outside = None if space is None or in_space else space_violation(current, space)
+    outside = None if space is None else space_violation(current, space)
+    in_space = None if space is None else outside is None
     if space is not None and not in_space:
         current = Genome(current.graph, None)
     return Simplification(genome, current, before, after, len(search.cache), tuple(steps),
