@@ -18,6 +18,7 @@ from ..bench import (TABLE_COLUMNS, TABLE_HEADERS, Bench, RankResult, bench_stat
 from ..errors import EvoproxyError
 from ..locking import lock_holder
 from ..proxy import HANDCRAFTED, Genome, load_space, prepare_inputs, simplify
+from ..stats import ModelStats
 from ..table import format_table, printable
 from .evolution import EvolutionConfig, fittest_distinct
 from .fitness import BenchesTask, CSPSettings, FitnessTask
@@ -264,10 +265,11 @@ def plot_history(summary: dict, path: Path, title: str) -> None:
 
 @dataclass
 class _Judged:
-    """The evolved proxy and the handcrafted ones ranked on one bench split."""
+    """The evolved proxy and the handcrafted ones ranked on one bench split, and the bench's statistics."""
     bench: str
     split: str
     entries: list
+    stats: ModelStats
     evolved: RankResult
     handcrafted: dict[str, RankResult]
 
@@ -289,7 +291,7 @@ def _judge(best: Genome, bench_name: str, split: str, samples: int, repeats: int
     bench = load_bench(bench_name)
     stats, _, _ = bench_stats(bench)
     entries = bench.split(split)
-    return _Judged(bench_name, split, entries, rank_proxy(best, stats, entries, samples, repeats),
+    return _Judged(bench_name, split, entries, stats, rank_proxy(best, stats, entries, samples, repeats),
                    {n: rank_proxy(make(), stats, entries, samples, repeats) for n, make in HANDCRAFTED.items()})
 
 
@@ -334,8 +336,7 @@ def full_report(run_dir: str | Path, samples: int = 50, repeats: int = 5,
             first.handcrafted[first.best].table_row(f"best handcrafted: {first.best}"),
             first.handcrafted["mean-bits"].table_row("mean-bits baseline")]
     if simplified["shorter"]:  # whether the shorter proxy holds beyond the split it was pruned on
-        ranked = rank_proxy(Genome.from_dict(simplified["genome"]), bench_stats(load_bench(first.bench))[0],
-                            first.entries, samples, repeats)
+        ranked = rank_proxy(Genome.from_dict(simplified["genome"]), first.stats, first.entries, samples, repeats)
         simplified["held_out"] = {first.bench: ranked.to_dict()}
         rows.insert(1, ranked.table_row("simplified (offered)"))
     lines += ["", f"{first.bench}, held-out split ({len(first.entries)} configurations); ρ in %, mean ± std over "
