@@ -84,9 +84,9 @@ def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[in
               act_bits: int | Sequence[int], calib_images: torch.Tensor, bn_recalibration: bool = True) -> nn.Module:
     """A copy of `model` (train mode) with LSQ quantizers on the weights (`w_bits`, aligned with
     `layers`) and inputs (`act_bits`: one for every layer or one per layer; 32: none) of every
-    registry layer, initialised from the PTQ
-    quantizer calibrated on `calib_images` (N, ...): before training, the outputs of
-    `quantize_model` up to float rounding. The model itself is not modified."""
+    registry layer, initialised from the PTQ quantizer calibrated on `calib_images` (N, ...):
+    before training, the outputs of `quantize_model` up to float rounding. The model itself is
+    not modified."""
     ptq = quantize_model(model, layers, w_bits, calib_images, QuantSettings(act_bits, bn_recalibration))
     qmodel = copy.deepcopy(model)
     # The PTQ copy differs from the model in its quantized weights and its buffers (BatchNorm
