@@ -15,7 +15,8 @@ import user_models
 from evoproxy.allocation import build_problem
 from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
-from evoproxy.methods import EdmipsSettings, edmips_supernet, expected_size_mb, search_edmips
+from evoproxy.methods import (EdmipsSettings, edmips_supernet, expected_cost, expected_size_mb, option_probabilities,
+                              search_edmips)
 from evoproxy.model import layer_registry, quantizable_modules
 from evoproxy.quant import model_bops, model_size_mb
 from synthetic_stats import tiny_conv_net
@@ -178,6 +179,64 @@ def test_allocate_keeps_proxies_and_methods_apart(trained_mlp, one_line_error):
     one_line_error("--method seam searches without a proxy")
     assert main(["allocate", "--proxy", "fisher", *trained_mlp, "--size-mb", "1", "--epochs", "2", "--lam", "1"]) == 2
     one_line_error("--epochs, --lam are options of the search methods", "not of the solver ilp")
-    assert main(["allocate", "--method", "smpq", *trained_mlp, "--size-mb", "1", "--act-bits", "4,8"]) == 2
-    one_line_error("--act-bits takes one bit-width with --method smpq")
     assert not Path("alloc.json").exists()
+
+
+def _act_problem(bops: float | None = None):
+    """user_models.mlp's problem with weights 2, 3 or 4 and activations 4 or 8 bits for the middle
+    layer, the first and last fixed at 8 and 8."""
+    layers = layer_registry(user_models.mlp(), (12,))
+    return build_problem(layers, np.zeros(3), 1.0, bops=bops, w_bits=(2, 3, 4), a_bits=(4, 8),
+                         fixed={0: (8, 8), 2: (8, 8)})
+
+
+def test_the_supernet_mixes_activation_bits_and_the_options_probabilities_are_the_product():
+    model, problem = user_models.mlp(), _act_problem(bops=1e9)
+    x = _hard_vectors()[0]
+    supernet, mixers = edmips_supernet(model, problem, x)
+    assert [len(m.alpha) for m in mixers] == [3, 2]  # the middle layer's weight, then its input
+    layer = dict(quantizable_modules(supernet))[problem.layers[1].name]
+    assert layer.act_quantizer is mixers[1]
+    inputs = torch.relu(supernet[0](x))  # what the middle layer reads
+    with torch.no_grad():
+        four, eight = (q(inputs) for q in mixers[1].quantizers)
+        assert len(torch.unique(four)) <= 16 < len(torch.unique(eight)) <= 256
+        mixers[1].alpha.copy_(torch.tensor([30.0, 0.0]))
+        assert torch.allclose(layer.act_quantizer(inputs), four, atol=1e-6)
+        mixers[0].alpha.copy_(torch.tensor([0.0, 0.0, 30.0]))
+        p = option_probabilities(problem, mixers)
+    assert p.shape == (1, 6) and torch.allclose(p.sum(), torch.tensor(1.0))
+    assert [tuple(o) for o in problem.options[p[0].argmax().item():][:1]] == [(4, 4)]
+    # At one-hot preferences the expected cost is the cost model's, relative to the most bits'.
+    layers, bits, acts = problem.layers, [8, 4, 8], [8, 4, 8]
+    want = (model_size_mb(layers, bits) / model_size_mb(layers, [8, 4, 8])
+            + model_bops(layers, bits, acts) / model_bops(layers, bits, 8))
+    assert expected_cost(problem, p.double().round()).item() == pytest.approx(want, rel=1e-9)
+
+
+def test_gamma_under_a_bops_budget_moves_activation_bits_down():
+    model = user_models.fit(user_models.mlp(), *_hard_vectors())
+    layers = layer_registry(model, (12,))
+    results = {gamma: search_edmips(model, _act_problem(bops=model_bops(layers, [8, 4, 8], 8)), _hard_vectors(),
+                                    _hard_vectors()[0], EdmipsSettings(epochs=4, gamma=gamma, batch_size=32),
+                                    log=lambda m: None)
+               for gamma in (0.0, 5.0)}
+    low, high = (results[g].marginals()[1] for g in (0.0, 5.0))
+    assert high[0, 0] > low[0, 0]  # the middle layer prefers 4-bit inputs more
+
+
+def test_methods_search_activation_bits_within_a_bops_budget(trained_mlp, capsys):
+    layers = layer_registry(user_models.mlp(), (12,))
+    bops = model_bops(layers, [8, 3, 8], [8, 4, 8])  # under [8, 2, 8] at A8: the middle layer's input must drop to 4
+    for method in ("edmips", "smpq"):
+        assert main(["allocate", "--method", method, *trained_mlp, "--size-mb", "1", "--bops-g", str(bops / 1e9),
+                     "--act-bits", "4,8", "--epochs", "1", "--batch-size", "32", "--out", f"{method}.json",
+                     *(["--val-images", "64", "--samples", "2"] if method == "smpq" else [])]) == 0
+        out = capsys.readouterr().out
+        assert "activations 4,8 per layer" in out and "softmax(β) over 4,8" in out
+        record = json.loads(Path(f"{method}.json").read_text())
+        assert record["act_bits"][1] == 4 and record["act_bits"][0] == record["act_bits"][2] == 8
+        assert model_bops(layers, record["bits"], record["act_bits"]) <= bops
+        assert set(record["layers"][1]["act_probabilities"]) == {"4", "8"}
+    assert main(["quantize", *trained_mlp, "--bits-file", "smpq.json"]) == 0
+    assert "quantized, A4–8" in capsys.readouterr().out

@@ -20,7 +20,8 @@ SUPERNET = ("edmips", "seam", "smpq")  # the methods on EdMIPS's supernet, which
 ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"
 # Flags every method reads, with their defaults (None on the command line: `allocate` refuses them with a proxy).
 TRAINING_DEFAULTS = {"epochs": 1, "lr": 0.01, "batch_size": 128}
-ADAQAT_NOTE = f"adaqat: the choices of its one activation bit-width, default {ADAQAT_ACT_CHOICES}"
+ADAQAT_NOTE = (f"edmips, seam, smpq: each layer's choices, mixed in the supernet; adaqat: the choices of its one "
+               f"activation bit-width, default {ADAQAT_ACT_CHOICES}")
 # SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
 DEFAULT_FRACTION = {"seam": 0.04}
 
@@ -54,7 +55,7 @@ def search_method(args) -> None:
     """Run --method (edmips, seam, smpq, adaqat) under the budget flags and write its bits file."""
     import numpy as np
 
-    from ..allocation import average_bits, build_problem, plot_bits
+    from ..allocation import act_bits_label, average_bits, build_problem, plot_bits
     from ..methods import (AdaqatSettings, EdmipsSettings, SeamSettings, SmpqSettings, search_adaqat, search_edmips,
                            search_seam, search_smpq)
     from ..model import check_device
@@ -80,11 +81,8 @@ def search_method(args) -> None:
         settings = EdmipsSettings(epochs, gamma, lr, alpha_lr, batch_size, args.seed)
     seam = SeamSettings(**{f: given[f] for f in METHOD_FLAGS["seam"] if f in given})
     smpq = SmpqSettings(**{f: given[f] for f in METHOD_FLAGS["smpq"][1:] if f in given})
-    # AdaQAT learns one activation bit-width for all layers among --act-bits; the supernet methods take one.
+    # AdaQAT learns one activation bit-width for all layers among --act-bits; the supernet mixes them per layer.
     act_choices = parse_act_bits(args.act_bits, ADAQAT_ACT_CHOICES if args.method == "adaqat" else "8")
-    if len(act_choices) > 1 and args.method != "adaqat":
-        raise EvoproxyError(f"--act-bits takes one bit-width with --method {args.method} (its supernet mixes weight "
-                            "bits only); several are choices for adaqat and for a proxy's allocation")
     val_images = (512 if args.val_images is None else args.val_images) if args.method == "smpq" else 0
     fraction = args.train_fraction
     if fraction is None and args.train_images is None:
@@ -106,8 +104,8 @@ def search_method(args) -> None:
                 f"{','.join(map(str, problem.a_choices))} (one for all layers)")
         knobs = f"λ {settings.lam:g}, η_w {settings.w_lr:g}, η_a {settings.a_lr:g}"
     else:
-        what = (f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, activations "
-                f"{act_choices[0]}-bit")
+        acts = f"{act_choices[0]}-bit" if len(act_choices) == 1 else f"{','.join(map(str, act_choices))} per layer"
+        what = f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, activations {acts}"
         knobs = f"γ {settings.gamma:g}" + {"edmips": "", "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
                                            "smpq": f", {smpq.samples} Shapley permutations per epoch valued on "
                                                    f"{len(val[0])} held-out images"}[args.method]
@@ -132,21 +130,27 @@ def search_method(args) -> None:
     if args.plot:
         plot_bits([l.name for l in layers], alloc.w_bits, problem.fixed, args.plot,
                   f"{title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB")
-    adaqat = args.method == "adaqat"
-    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w,
+    adaqat, act_mix = args.method == "adaqat", args.method != "adaqat" and len(act_choices) > 1
+
+    def shares(probabilities: dict) -> str:
+        return " ".join(f"{p:.2f}" for p in probabilities.values())
+
+    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w, "act": a,
              "role": "fixed" if l.index in problem.fixed else "",
-             "p": f"{row['sensitivity']:.3f}" if adaqat else " ".join(f"{p:.2f}" for p in row.get("probabilities",
-                                                                                                     {}).values())}
-            for l, w, row in zip(layers, alloc.w_bits, record["layers"])]
-    print(format_table(rows, ["index", "name", "params", "bits", "role", "p"],
-                       ["#", "layer", "params", "W bits", "", "N_w" if adaqat else
-                        f"softmax(α) over {','.join(map(str, problem.w_choices))}"]))
+             "p": f"{row['sensitivity']:.3f}" if adaqat else shares(row.get("probabilities", {})),
+             "pa": shares(row.get("act_probabilities", {}))}
+            for l, w, a, row in zip(layers, alloc.w_bits, alloc.a_bits, record["layers"])]
+    table = [("index", "#"), ("name", "layer"), ("params", "params"), ("bits", "W bits"), ("act", "A bits"),
+             ("role", ""), ("p", "N_w" if adaqat else f"softmax(α) over {','.join(map(str, problem.w_choices))}"),
+             ("pa", f"softmax(β) over {','.join(map(str, act_choices))}")]
+    table = [(c, h) for c, h in table if act_mix or c not in ("act", "pa")]  # one activation bit-width: no columns
+    print(format_table(rows, [c for c, _ in table], [h for _, h in table]))
     bops_budget = "" if args.bops_g is None else f" (budget {args.bops_g:g} G)"
     print(f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G{bops_budget}; "
-          f"average {average_bits(layers, alloc.w_bits):.3f} weight bits" + (f", A{alloc.a_bits[0]}" if adaqat else ""))
+          f"average {average_bits(layers, alloc.w_bits):.3f} weight bits, {act_bits_label(alloc.a_bits)}")
     found, how = ((result.found, "nearest configuration") if adaqat
                   else (result.argmax, "knapsack over log softmax(α)"))
-    changed = sum(a != b for a, b in zip(alloc.w_bits, found.w_bits))
+    changed = sum(a != b for a, b in zip(zip(alloc.w_bits, alloc.a_bits), zip(found.w_bits, found.a_bits)))
     print((f"found bits (⌈N⌉, A{found.a_bits[0]}): " if adaqat else "argmax α: ") + f"{found.size_mb:.6f} MB, "
           + (f"over the budget: projected onto it ({how}), {changed} layer(s) changed" if result.projected
              else "within the budget")
@@ -155,15 +159,18 @@ def search_method(args) -> None:
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
-METHODS_HELP = ("edmips: a supernet mixing each layer's candidate bit-widths (LSQ fake quantizers) with softmax(α) "
-                "weights; loss = cross-entropy + γ × expected size / size at the most bits; weights (SGD) and α (Adam) "
-                "updated alternately; the policy is argmax α, projected onto the budget (the most probable "
-                "configuration within it) when over. seam: EdMIPS on a small subset (4 %% by default) with SEAM's "
-                "large-margin Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, α "
-                "moved by Monte Carlo Shapley values of the bit-widths on held-out images. adaqat: fractional weight "
-                "and activation bit-widths N (quantizing at ⌈N⌉) learned during QAT by finite differences of "
-                "cross-entropy + λ × BitOPs / BitOPs at the most bits, frozen once ⌈N⌉ oscillates; projected onto the "
-                "budget (the nearest configuration within it) when over. All train on the data's train part.")
+METHODS_HELP = ("edmips: a supernet mixing each layer's candidate weight bit-widths (LSQ fake quantizers) with "
+                "softmax(α) weights, and with several --act-bits its input's activation bit-widths with "
+                "softmax(β); loss = cross-entropy + γ × expected size / size at the most bits (+ expected BOPs / "
+                "BOPs at the most bits under --bops-g); weights (SGD) and α, β (Adam) updated alternately; the "
+                "policy is argmax α, β, projected onto the budget (the most probable configuration within it) "
+                "when over. seam: EdMIPS on a small subset (4 %% by default) with SEAM's large-margin "
+                "Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, α moved by "
+                "Monte Carlo Shapley values of the bit-widths on held-out images. adaqat: fractional weight and "
+                "activation bit-widths N (quantizing at ⌈N⌉) learned during QAT by finite differences of "
+                "cross-entropy + λ × BitOPs / BitOPs at the most bits, frozen once ⌈N⌉ oscillates; projected "
+                "onto the budget (the nearest configuration within it) when over. All train on the data's train "
+                "part.")
 
 
 def add_method_args(p) -> tuple[str, ...]:
@@ -181,8 +188,8 @@ def add_method_args(p) -> tuple[str, ...]:
     add("--train-fraction", type=float,
         help="search on this fraction of the training images drawn with --seed (seam's default 0.04)")
     add("--gamma", type=float,
-        help="edmips, seam, smpq: weight of the expected size (relative to the size at the most bits) in "
-             "the loss; 0, the default, leaves the budget to the projection")
+        help="edmips, seam, smpq: weight of the expected size (and, under --bops-g, BOPs), each relative to the "
+             "most bits', in the loss; 0, the default, leaves the budget to the projection")
     add("--alpha-lr", type=float, help="edmips, seam, smpq: Adam learning rate of α (default 0.01)")
     add("--lam", type=float, help="seam: weight λ of the intra-class compactness (default 0.1)")
     add("--margin", type=float, help="seam: class margin m (default 0.3)")

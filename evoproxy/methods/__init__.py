@@ -10,13 +10,13 @@ by the same ILP (the nearest configuration within it).
     json.dumps(result.record(model="resnet20-fmnist"))
 """
 from .adaqat import AdaqatEpoch, AdaqatResult, AdaqatSettings, BitSelect, FractionalBits, adaqat_network, search_adaqat
-from .edmips import (CrossEntropyObjective, EdmipsEpoch, EdmipsResult, EdmipsSettings, MixedPrecisionWeight,
-                     edmips_supernet, expected_size_mb, largest_size_mb, search_edmips)
+from .edmips import (BitMixer, CrossEntropyObjective, EdmipsEpoch, EdmipsResult, EdmipsSettings, edmips_supernet,
+                     expected_cost, expected_size_mb, option_probabilities, search_edmips)
 from .seam import LargeMarginObjective, SeamSettings, large_margin_loss, search_seam
 from .smpq import ShapleyAlphaRule, SmpqSettings, search_smpq, shapley_permutations
 
-__all__ = ["AdaqatEpoch", "AdaqatResult", "AdaqatSettings", "BitSelect", "CrossEntropyObjective", "EdmipsEpoch",
-           "EdmipsResult", "EdmipsSettings", "FractionalBits", "LargeMarginObjective", "MixedPrecisionWeight",
-           "SeamSettings", "ShapleyAlphaRule", "SmpqSettings", "adaqat_network", "edmips_supernet", "expected_size_mb",
-           "large_margin_loss", "largest_size_mb", "search_adaqat", "search_edmips", "search_seam", "search_smpq",
-           "shapley_permutations"]
+__all__ = ["AdaqatEpoch", "AdaqatResult", "AdaqatSettings", "BitMixer", "BitSelect", "CrossEntropyObjective",
+           "EdmipsEpoch", "EdmipsResult", "EdmipsSettings", "FractionalBits", "LargeMarginObjective", "SeamSettings",
+           "ShapleyAlphaRule", "SmpqSettings", "adaqat_network", "edmips_supernet", "expected_cost", "expected_size_mb",
+           "large_margin_loss", "option_probabilities", "search_adaqat", "search_edmips",
+           "search_seam", "search_smpq", "shapley_permutations"]

@@ -1,20 +1,24 @@
 """EdMIPS (Cai & Vasconcelos, CVPR 2020): differentiable mixed-precision search on a supernet.
 
 Every free layer's weight is the softmax(α)-weighted mix of its candidate bit-widths' fake-quantized
-weights, Σ_k softmax(α)_k · Q_k(W). The quantizers Q_k are `quant.qat`'s LSQ quantizers (learned
-per-channel steps, straight-through rounding), initialised as `lsq_model` initialises them at each
-candidate bit-width; fixed layers keep their one quantizer and activations their LSQ quantizer at
-the one activation bit-width. The loss is
+weights, Σ_k softmax(α)_k · Q_k(W), and, when the problem offers several activation bit-widths, its
+input likewise the softmax(β)-weighted mix of its candidate activation quantizers (the paper's
+per-layer activation mix). The quantizers are `quant.qat`'s LSQ quantizers (learned steps,
+straight-through rounding), initialised as `lsq_model` initialises them at each candidate
+bit-width; fixed layers keep their one quantizer of each. Layer f takes the option (w, a) of the
+problem with probability softmax(α_f)_w · softmax(β_f)_a. The loss is
 
-    task cross-entropy + γ · E_α[size] / size at the most bits,
+    task cross-entropy + γ · (E[size] / size at the most bits + E[BOPs] / BOPs at the most bits),
 
-E_α[size] being the allocation problem's own size table weighted by softmax(α) (so at one-hot α it
-is the cost model's size); dividing by the largest size makes γ mean the same on any model.
+the BOPs term only under a BOPs budget; E[·] is the allocation problem's own cost table weighted
+by the options' probabilities (so at one-hot α and β it is the cost model's); dividing by the
+largest cost makes γ mean the same on any model.
 Updates alternate on every batch of the data's train part: one SGD step on the weights, steps and
-BatchNorm, then one Adam step on α, both on that batch. The policy is argmax α per layer; when it
-exceeds the size budget, it is projected onto the budget: the configuration within the budget that
-maximises Σ_l log softmax(α_l)[b_l] (the most probable one under the learned preferences), solved
-exactly by the allocation stage's ILP. So the written bits always meet the budget.
+BatchNorm, then one Adam step on α and β, both on that batch. The policy is the most probable
+option per layer (argmax α, argmax β); when it exceeds a budget, it is projected onto the budgets:
+the configuration within them that maximises Σ_l log p_l(w_l, a_l) (the most probable one under
+the learned preferences), solved exactly by the allocation stage's ILP. So the written bits always
+meet the budgets.
 
 SEAM and SMPQ run on this search: SEAM swaps the task loss (`objective`), SMPQ the rule that moves
 α (`alpha_rule`, instead of Adam on the gradient); both keep the supernet and the projection.
@@ -38,9 +42,10 @@ from ..model import quantizable_modules
 from ..quant import BITS_PER_MB, epoch_batches, lsq_model
 
 
-class MixedPrecisionWeight(nn.Module):
-    """Parametrization w ↦ Σ_k p_k · Q_k(w) over candidate quantizers Q_k, p = softmax(α) over the
-    candidates marked `present` (all of them but while SMPQ takes some out of its coalitions), α (K,) learned."""
+class BitMixer(nn.Module):
+    """x ↦ Σ_k p_k · Q_k(x) over candidate quantizers Q_k (of one layer's weight, as its parametrization,
+    or of its input), p = softmax(α) over the candidates marked `present` (all of them but while SMPQ
+    takes some out of its coalitions), α (K,) learned."""
 
     def __init__(self, quantizers: Sequence[nn.Module]):
         super().__init__()
@@ -53,48 +58,86 @@ class MixedPrecisionWeight(nn.Module):
         p = self.alpha.masked_fill(~self.present, float("-inf")).softmax(0)
         return p.nan_to_num(0.0)  # all absent: softmax of -inf everywhere is NaN
 
+    def log_probabilities(self) -> torch.Tensor:
+        """(K,) log softmax(α) in float64, every candidate present (the policy's preferences)."""
+        return self.alpha.detach().double().log_softmax(0)
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return sum(pk * q(w) for pk, q in zip(self.probabilities(), self.quantizers))
 
 
-def _one_act_bits(problem: AllocationProblem) -> int:
-    acts = {*problem.a_choices, *(a for _, a in problem.fixed.values())}
-    if len(acts) != 1:
-        raise EvoproxyError(f"EdMIPS searches weight bits with one activation bit-width for every layer, got "
-                            f"{sorted(acts)}")
-    return acts.pop()
-
-
 def edmips_supernet(model: nn.Module, problem: AllocationProblem,
-                    calib_images: torch.Tensor) -> tuple[nn.Module, list[MixedPrecisionWeight]]:
-    """A copy of `model` (train mode) whose free layers (`problem.free`) mix the weight bit
-    options of `problem` (columns of `problem.options`), with one `MixedPrecisionWeight` each
-    (returned in `problem.free` order); fixed layers are quantized at their bits, and inputs at the
-    problem's activation bits, calibrated on `calib_images` (N, ...). `model` is not modified."""
+                    calib_images: torch.Tensor) -> tuple[nn.Module, list[BitMixer]]:
+    """A copy of `model` (train mode) whose free layers (`problem.free`) mix their weight bit
+    choices (`problem.w_choices`) with one `BitMixer` each and, when `problem.a_choices` holds
+    several, their inputs' activation bit choices with another; the mixers are returned as every
+    free layer's weight mixer in `problem.free` order, then every input mixer in the same order.
+    Fixed layers are quantized at their bits; activation quantizers are calibrated on
+    `calib_images` (N, ...). `model` is not modified."""
     layers = problem.layers
-    act_bits = _one_act_bits(problem)
-    names = {layer.name for layer in layers}
+    free = set(problem.free)
+    by_name = {layer.name for layer in layers}
 
-    def quantizers(bits: int) -> dict[str, nn.Module]:
-        # lsq_model's weight quantizers at `bits` (steps from the MSE-searched PTQ scales), taken
-        # out of a throwaway copy; no forward pass is run (no activations, no BatchNorm re-estimation).
+    def copy_modules(w_bits: int, a_bits: int) -> dict[str, nn.Module]:
+        # A throwaway lsq_model copy whose quantizers (steps from the PTQ quantizer's, activation
+        # ranges calibrated on the float weights as they are for one activation bit-width) are taken out.
+        copy = lsq_model(model, layers, [w_bits] * len(layers), a_bits, calib_images, bn_recalibration=False)
+        return {name: m for name, m in quantizable_modules(copy) if name in by_name}
+
+    def weight_quantizers(bits: int) -> dict[str, nn.Module]:
         if bits >= 32:
-            return {name: nn.Identity() for name in names}
-        copy = lsq_model(model, layers, [bits] * len(layers), 32, calib_images, bn_recalibration=False)
-        return {name: m.parametrizations.weight[0] for name, m in quantizable_modules(copy) if name in names}
+            return {name: nn.Identity() for name in by_name}
+        return {name: m.parametrizations.weight[0] for name, m in copy_modules(bits, 32).items()}
 
-    by_bits = {b: quantizers(b) for b in {*problem.w_choices, *(w for w, _ in problem.fixed.values())}}
+    weights = {b: weight_quantizers(b) for b in {*problem.w_choices, *(w for w, _ in problem.fixed.values())}}
+    mixed_acts = len(problem.a_choices) > 1
+    inputs = {a: {name: getattr(m, "act_quantizer", nn.Identity()) for name, m in copy_modules(32, a).items()}
+              for a in (problem.a_choices if mixed_acts else ())}
+    # Free layers' inputs at their fewest activation bits: a quantizer (and its pre-hook) that the mix replaces.
+    act_bits = [problem.fixed[i][1] if i not in free else problem.a_choices[0] for i in range(len(layers))]
     supernet = lsq_model(model, layers, [32] * len(layers), act_bits, calib_images, bn_recalibration=False)
     modules = dict(quantizable_modules(supernet))
-    mixers = []
+    weight_mixers, act_mixers = [], []
     for index, layer in enumerate(layers):
-        if index in problem.fixed:
-            parametrization = by_bits[problem.fixed[index][0]][layer.name]
+        module = modules[layer.name]
+        if index not in free:
+            parametrization = weights[problem.fixed[index][0]][layer.name]
         else:
-            parametrization = MixedPrecisionWeight([by_bits[int(w)][layer.name] for w, _ in problem.options])
-            mixers.append(parametrization)
-        parametrize.register_parametrization(modules[layer.name], "weight", parametrization)
-    return supernet.to(calib_images.device), mixers  # α is made on the CPU; .to keeps the Parameter objects
+            parametrization = BitMixer([weights[w][layer.name] for w in problem.w_choices])
+            weight_mixers.append(parametrization)
+            if mixed_acts:
+                module.act_quantizer = BitMixer([inputs[a][layer.name] for a in problem.a_choices])
+                act_mixers.append(module.act_quantizer)
+        parametrize.register_parametrization(module, "weight", parametrization)
+    # α is made on the CPU; .to keeps the Parameter objects
+    return supernet.to(calib_images.device), weight_mixers + act_mixers
+
+
+def option_probabilities(problem: AllocationProblem, mixers: Sequence[BitMixer], log: bool = False) -> torch.Tensor:
+    """(F, K) probability of each free layer's options (columns of `problem.options`, weight bits
+    major) under `edmips_supernet`'s `mixers`: softmax(α) of the weight, times softmax(β) of the
+    input when the activation bits are mixed too. `log`: their logarithms in float64, every
+    candidate present, without gradient (what the policy and its projection read)."""
+    n = len(problem.free)
+    rows = [m.log_probabilities() if log else m.probabilities() for m in mixers]
+    weights = torch.stack(rows[:n])
+    if len(rows) == n:
+        return weights
+    acts = torch.stack(rows[n:])
+    joint = weights[:, :, None] + acts[:, None, :] if log else weights[:, :, None] * acts[:, None, :]
+    return joint.flatten(1)
+
+
+def expected_cost(problem: AllocationProblem, probabilities: torch.Tensor) -> torch.Tensor:
+    """What γ weighs: the expected size relative to the size at the most bits, plus, under a BOPs
+    budget, the expected BOPs relative to the BOPs at the most bits; `probabilities` as
+    `option_probabilities` gives them. Relative costs make one γ mean the same on any model."""
+    cost = expected_size_mb(problem, probabilities) * BITS_PER_MB / problem.max_size_bits
+    if problem.bops_budget is not None:
+        bops = torch.as_tensor(problem.bops, dtype=probabilities.dtype, device=probabilities.device)
+        most = problem.fixed_bops + int(problem.bops[:, -1].sum())  # the last option has the most bits of both
+        cost = cost + (problem.fixed_bops + (probabilities * bops).sum()) / most
+    return cost
 
 
 def expected_size_mb(problem: AllocationProblem, probabilities: torch.Tensor) -> torch.Tensor:
@@ -105,20 +148,15 @@ def expected_size_mb(problem: AllocationProblem, probabilities: torch.Tensor) ->
     return (problem.fixed_size_bits + (probabilities * size_bits).sum()) / BITS_PER_MB
 
 
-def largest_size_mb(problem: AllocationProblem) -> float:
-    """The size in MB with every free layer at its most bits (the last option): what γ's size term
-    is relative to, so that one γ means the same on any model."""
-    return problem.max_size_bits / BITS_PER_MB
-
-
 @dataclass(frozen=True)
 class EdmipsSettings:
     """How EdMIPS searches: `epochs` over the training images in batches of `batch_size`
     (shuffled with `seed` + epoch); weights, steps and BatchNorm by SGD (momentum 0.9) at `lr`
-    on a cosine to 0, α by Adam at `alpha_lr`; `gamma` weighs the expected size relative to the
-    size at the most bits against the task loss. The default 0 leaves the budget to the
-    projection: on ResNet-20, γ = 1 sent every layer to the fewest bits within one short epoch,
-    far under a budget that the projection never fills up."""
+    on a cosine to 0, α by Adam at `alpha_lr`; `gamma` weighs the expected cost
+    (`expected_cost`: size, and BOPs under a BOPs budget, relative to the most bits') against
+    the task loss. The default 0 leaves the budget to the projection: on ResNet-20, γ = 1 sent
+    every layer to the fewest bits within one short epoch, far under a budget that the
+    projection never fills up."""
     epochs: int = 1
     gamma: float = 0.0
     lr: float = 0.01
@@ -152,7 +190,8 @@ class EdmipsEpoch:
 class EdmipsResult:
     """What a search gives: `allocation`, the policy within the budget (of `method`: "edmips",
     "seam" or "smpq"); `argmax`, the argmax-α policy before the projection onto the budget (the
-    same when it fits); `probabilities` (F, K), softmax(α) per free layer and option of `problem`;
+    same when it fits); `probabilities` (F, K), each free layer's option probabilities
+    (`option_probabilities`, columns `problem.options`);
     `history`, one record per epoch; `seconds`, the whole search including the projection;
     `details`, what the method adds to the file's record of its settings."""
     problem: AllocationProblem
@@ -167,7 +206,12 @@ class EdmipsResult:
 
     @property
     def projected(self) -> bool:
-        return self.allocation.w_bits != self.argmax.w_bits
+        return (self.allocation.w_bits, self.allocation.a_bits) != (self.argmax.w_bits, self.argmax.a_bits)
+
+    def marginals(self) -> tuple[np.ndarray, np.ndarray]:
+        """`probabilities` summed to (F, n_w) over the weight bit choices and (F, n_a) over the activation ones."""
+        joint = self.probabilities.reshape(len(self.problem.free), len(self.problem.w_choices), -1)
+        return joint.sum(2), joint.sum(1)
 
     def expected_bits(self) -> list[float]:
         """Per layer (registry order): the bit-width expected under softmax(α); fixed layers' own bits."""
@@ -179,13 +223,18 @@ class EdmipsResult:
     def record(self, model: str) -> dict:
         """The bit configuration file (`allocation_record`'s format, so `evoproxy quantize` reads
         it) of `model`, proxy `method`; each layer's "sensitivity" is its expected bit-width, free
-        layers carry their softmax(α) per weight bit-width, and the key `method` holds the settings."""
+        layers carry their probability per weight bit-width (and per activation bit-width when those
+        were searched too), and the key `method` holds the settings."""
         rec = allocation_record(self.allocation, self.problem.layers, self.expected_bits(), model=model,
                                 proxy=self.method)
+        weights, acts = self.marginals()
         for f, index in enumerate(self.problem.free):
-            rec["layers"][index]["probabilities"] = {str(int(w)): float(p)
-                                                     for (w, _), p in zip(self.problem.options, self.probabilities[f])}
+            layer = rec["layers"][index]
+            layer["probabilities"] = {str(w): float(p) for w, p in zip(self.problem.w_choices, weights[f])}
+            if len(self.problem.a_choices) > 1:
+                layer["act_probabilities"] = {str(a): float(p) for a, p in zip(self.problem.a_choices, acts[f])}
         rec[self.method] = {**asdict(self.settings), **self.details, "argmax_bits": list(self.argmax.w_bits),
+                            "argmax_act_bits": list(self.argmax.a_bits),
                             "argmax_size_mb": self.argmax.size_mb, "projected": self.projected,
                             "search_seconds": self.seconds}
         return rec
@@ -206,15 +255,17 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
                   calib_images: torch.Tensor, settings: EdmipsSettings = EdmipsSettings(),
                   log: Callable[[str], None] = print, *, method: str = "edmips",
                   objective: Callable[[nn.Module], nn.Module] = CrossEntropyObjective,
-                  alpha_rule: Callable[[nn.Module, list[MixedPrecisionWeight]], str] | None = None) -> EdmipsResult:
-    """Search per-layer weight bits for `model` with EdMIPS under `problem`'s choices, fixed layers
-    and size budget (its values are ignored), on `train` = (images (N, ...), labels (N,)), the
-    activation quantizers calibrated on `calib_images`; on the device of `calib_images`. One line
-    per epoch goes to `log`. An infeasible budget is refused before any training.
+                  alpha_rule: Callable[[nn.Module, list[BitMixer]], str] | None = None) -> EdmipsResult:
+    """Search per-layer weight (and, with several `problem.a_choices`, activation) bits for `model`
+    with EdMIPS under `problem`'s choices, fixed layers and budgets (its values are ignored), on `train`
+    = (images (N, ...), labels (N,)), the activation quantizers calibrated on `calib_images`; on the
+    device of `calib_images`. One line per epoch goes to `log`. An infeasible budget is refused
+    before any training.
 
     `objective(supernet)` gives the module whose (images, labels) ↦ loss is the task loss (its own
     parameters train with the weights). With `alpha_rule`, α takes no gradient steps: after every
-    epoch `alpha_rule(supernet, mixers)` moves α in place and returns a note for the epoch's line."""
+    epoch `alpha_rule(supernet, mixers)` (`edmips_supernet`'s) moves α in place and returns a note
+    for the epoch's line."""
     problem.check_feasible()
     start = time.perf_counter()
     device = calib_images.device
@@ -230,13 +281,13 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
         optimizers = (w_opt,)
         for a in alphas:
             a.requires_grad_(False)
-    largest = largest_size_mb(problem)
     images, labels = train
     history: list[EdmipsEpoch] = []
 
     def argmax_policy() -> tuple[AllocationProblem, Allocation, bool]:
-        """The problem valued by log softmax(α), its argmax policy, and whether that fits the budget."""
-        log_p = torch.stack(alphas).detach().double().log_softmax(1).cpu().numpy()
+        """The problem valued by the options' log probabilities, its argmax policy, and whether
+        that fits the budgets."""
+        log_p = option_probabilities(problem, mixers, log=True).cpu().numpy()
         scored = replace(problem, value=log_p)
         choice = log_p.argmax(1)
         return (scored, scored.allocation(choice, method, True, time.perf_counter() - start),
@@ -251,10 +302,11 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
                                   settings.seed, settings.lr, device):
             for opt in optimizers:  # alternate: the weights' step, then α's on the updated weights
                 task = task_loss(x, y)
-                size = expected_size_mb(problem, torch.stack([m.probabilities() for m in mixers]))
+                p = option_probabilities(problem, mixers)
+                size = expected_size_mb(problem, p)
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
-                (task + settings.gamma * size / largest).backward()
+                (task + settings.gamma * expected_cost(problem, p)).backward()
                 opt.step()
             task_sum += task.item()
             size_sum += size.item()
@@ -271,9 +323,10 @@ def search_edmips(model: nn.Module, problem: AllocationProblem, train: tuple[tor
     chosen = policy
     if not fits:
         projection = allocate(scored, "ilp")
-        chosen = replace(projection, method=method, note=f"argmax policy {policy.size_mb:.6f} MB over the budget: "
+        chosen = replace(projection, method=method, note=f"argmax policy ({policy.size_mb:.6f} MB, "
+                                                           f"{policy.bops / 1e9:.4g} GBOPs) outside the budget: "
                                                            "projected to the most probable configuration within it")
     seconds = time.perf_counter() - start
-    probabilities = torch.stack(alphas).detach().double().softmax(1).cpu().numpy()
+    probabilities = option_probabilities(problem, mixers, log=True).exp().cpu().numpy()
     return EdmipsResult(problem, settings, replace(chosen, seconds=seconds), policy, probabilities, history, seconds,
                         method)

@@ -1,10 +1,12 @@
 """SMPQ (Kang, Ma, Yu & Gao): bit-widths chosen by their Shapley values on the EdMIPS supernet.
 
-The players are the (free layer, weight bit-width) options of the supernet. A coalition S is the
-supernet with every absent option taken out of its layer's mix (the mix renormalised over the
-layer's present options; a layer with none has weight 0), and its value is the validation
-accuracy less the complexity, V(S) = acc(S) − γ · E_S[size] / size at the most bits (the paper's
-accuracy-complexity trade-off; γ = 0 by default, as in EdMIPS: the projection meets the budget).
+The players are the (free layer, weight bit-width) options of the supernet, and its (free layer,
+activation bit-width) options when those are searched too. A coalition S is the supernet with
+every absent option taken out of its mix (the mix renormalised over the present options; a
+layer's weight or input with none is 0), and its value is the validation accuracy less the
+complexity, V(S) = acc(S) − γ · E_S[cost] with EdMIPS's `expected_cost` (size, and BOPs under a
+BOPs budget, relative to the most bits': the paper's accuracy-complexity trade-off; γ = 0 by
+default, as in EdMIPS: the projection meets the budget).
 The supernet's weights train on the cross-entropy as in EdMIPS, but α takes no gradient: after
 every epoch a round of Monte Carlo permutation sampling (Castro et al. 2009; the paper's eq. 6)
 estimates the Shapley values ψ, each sample truncated once the value has dropped by more than
@@ -12,9 +14,10 @@ estimates the Shapley values ψ, each sample truncated once the value has droppe
 
     q_k = β q_{k−1} + (1 − β) ψ / ‖ψ‖₂,    α_k = α_{k−1} + ξ q_k / ‖q_k‖₂   (ξ = 0.1, β = 0.8: table 1).
 
-The policy takes the option of largest α per layer (the largest accumulated contribution), and
-EdMIPS's projection, the most probable configuration under softmax(α) within the budget (the same
-as the one of largest Σ α, since log softmax shifts each layer's α by one constant), meets the budget.
+The policy takes the option of largest α per layer's weight (and input) (the largest accumulated
+contribution), and EdMIPS's projection, the most probable configuration under softmax(α) within
+the budget (the same as the one of largest Σ α, since log softmax shifts each mix's α by one
+constant), meets the budget.
 """
 from __future__ import annotations
 
@@ -28,8 +31,7 @@ from torch import nn
 
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
-from .edmips import (EdmipsResult, EdmipsSettings, MixedPrecisionWeight, expected_size_mb, largest_size_mb,
-                     search_edmips)
+from .edmips import BitMixer, EdmipsResult, EdmipsSettings, expected_cost, option_probabilities, search_edmips
 
 
 @dataclass(frozen=True)
@@ -88,26 +90,30 @@ class ShapleyAlphaRule:
                  settings: SmpqSettings, batch_size: int, seed: int):
         self.problem, self.val, self.gamma, self.settings, self.batch_size = problem, val, gamma, settings, batch_size
         self.rng = np.random.default_rng(seed)
-        self.largest = largest_size_mb(problem)
         self.momentum: np.ndarray | None = None
         self.evaluations = 0
 
-    def _value(self, supernet: nn.Module, mixers: list[MixedPrecisionWeight], mask: np.ndarray) -> float:
+    @staticmethod
+    def _rows(mixers: list[BitMixer], flat: np.ndarray) -> list[np.ndarray]:
+        """`flat` (one entry per player) cut into one row per mixer."""
+        return np.split(flat, np.cumsum([len(m.alpha) for m in mixers])[:-1])
+
+    def _value(self, supernet: nn.Module, mixers: list[BitMixer], mask: np.ndarray) -> float:
         device = mixers[0].alpha.device
-        for m, row in zip(mixers, torch.as_tensor(mask.reshape(len(mixers), -1), device=device)):
-            m.present.copy_(row)
+        for m, row in zip(mixers, self._rows(mixers, mask)):
+            m.present.copy_(torch.as_tensor(row, device=device))
         images, labels = self.val
         correct = sum(int((supernet(images[i:i + self.batch_size].to(device)).argmax(1)
                            == labels[i:i + self.batch_size].to(device)).sum())
                       for i in range(0, len(images), self.batch_size))
-        size = expected_size_mb(self.problem, torch.stack([m.probabilities() for m in mixers])).item()
-        return correct / len(images) - self.gamma * size / self.largest
+        cost = expected_cost(self.problem, option_probabilities(self.problem, mixers)).item()
+        return correct / len(images) - self.gamma * cost
 
-    def __call__(self, supernet: nn.Module, mixers: list[MixedPrecisionWeight]) -> str:
+    def __call__(self, supernet: nn.Module, mixers: list[BitMixer]) -> str:
         supernet.eval()
         with torch.no_grad():
             psi, calls = shapley_permutations(lambda mask: self._value(supernet, mixers, mask),
-                                              len(mixers) * len(mixers[0].present), self.settings.samples,
+                                              sum(len(m.alpha) for m in mixers), self.settings.samples,
                                               self.rng, self.settings.truncation)
             for m in mixers:
                 m.present.fill_(True)
@@ -115,7 +121,7 @@ class ShapleyAlphaRule:
             step = psi / max(np.linalg.norm(psi), 1e-12)  # all contributions 0 (e.g. a model of one class): no step
             self.momentum = (1 - beta) * step if self.momentum is None else beta * self.momentum + (1 - beta) * step
             move = self.settings.xi * self.momentum / max(np.linalg.norm(self.momentum), 1e-12)
-            for m, row in zip(mixers, move.reshape(len(mixers), -1)):
+            for m, row in zip(mixers, self._rows(mixers, move)):
                 m.alpha += torch.as_tensor(row, dtype=m.alpha.dtype, device=m.alpha.device)
         supernet.train()
         self.evaluations += calls
