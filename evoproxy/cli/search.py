@@ -186,7 +186,9 @@ def register(sub) -> None:
                        description="Evolve training-free proxies (EMQ Algorithm 1) on a benchmark's search split: "
                                    "tournament selection, crossover, mutation, diversity-prompting selection (DPS), "
                                    "operation sampling prioritization (OSP) and compatibility screening (CSP). "
-                                   "Defaults are the paper's settings (--preset strong: a stronger search). "
+                                   "The default (--preset zoo) searches for a proxy that transfers across the six "
+                                   "shipped models; --preset paper is EMQ's single-bench setting, --preset strong a "
+                                   "longer search on that bench. "
                                    "Every candidate is stored in runs/<name>/run.db as it is judged; a killed run "
                                    "continues with --resume.")
     p.add_argument("--benches", "--bench", metavar="B[,B...]",
@@ -220,7 +222,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"],
                    help="random: random search with the same budget (ablation baseline)")
-    p.add_argument("--offspring", type=int, default=1, help="offspring per island and iteration, judged together (default 1)")
+    p.add_argument("--offspring", type=int, default=1,
+                   help="offspring per island and iteration, judged together (default 1)")
     for flag, what in (("osp", "operation sampling prioritization"), ("dps", "diversity-prompting selection"),
                        ("equivalence", "WL-hash equivalence checking"), ("conflict", "conflict-awareness rejection"),
                        ("invalid", "naive invalid check"), ("insensitive", "sensitivity-perception rejection")):
