@@ -304,7 +304,8 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
                           "cost": cost(list(got.values())), "on": "; ".join(machines)})
         settings = mine[0]["settings"]
         print(f"\n{model}: top-1 % on {settings['eval_size']} test images, PTQ / AdaRound "
-              f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} epoch on "
+              f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} "
+              f"epoch{'s' * (settings['qat_epochs'] != 1)} on "
               f"{settings['qat_images']} training images); full precision {fp:.2f} %\n")
         headers = ["allocator", *(budget_label(*b) for b in budgets), "cost (s)", "measured on"]
         print(markdown([headers, *(list(r.values()) for r in table)]))
