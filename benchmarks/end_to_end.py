@@ -119,6 +119,13 @@ def machine(device: str) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
 
 
+def same_search(row: dict, args) -> bool:
+    """Whether `row` is a proxy's or uniform's (found without a search), or a method's searched
+    with `args`' --search-images and --search-epochs (other searches are other rows of one file)."""
+    return row["kind"] != "method" or (row["search"]["train_images"], row["search"]["epochs"]) == (
+        args.search_images, args.search_epochs)
+
+
 def read_rows(path: Path) -> list[dict]:
     """The finished rows of `path` (a line cut short by a kill is ignored: it is redone)."""
     rows = []
@@ -163,7 +170,8 @@ class Runner:
         return [r for r in read_rows(self.out) if r["model"] == self.name and r["settings"] == self.settings]
 
     def pending(self, allocators: list[str]) -> list[tuple[float, float | None, str]]:
-        finished = {(r["budget_mb"], r["budget_gbops"], r["allocator"]) for r in self.done()}
+        finished = {(r["budget_mb"], r["budget_gbops"], r["allocator"]) for r in self.done()
+                    if same_search(r, self.args)}
         return [(s, b, a) for s, b in self.budgets for a in allocators
                 if (s, None if b is None else b / 1e9, a) not in finished]
 
@@ -381,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             runner.proxy_rows(proxies)
         for runner in runners:
             runner.method_rows(methods)
-    rows = [r for r in read_rows(out) if r["settings"] == settings]
+    rows = [r for r in read_rows(out) if r["settings"] == settings and same_search(r, args)]
     if not rows:
         raise EvoproxyError(f"{out} holds no rows of these settings: run without --table-only first")
     print_tables(rows, order)

@@ -68,3 +68,24 @@ def test_rows_resume_and_table(end_to_end, data, tmp_path, capsys, monkeypatch):
 
     end_to_end.main(argv + ["--table-only"])
     assert capsys.readouterr().out == table
+
+
+def test_a_method_row_is_one_searchs_and_another_search_is_another_row(end_to_end, data, tmp_path, capsys):
+    out = tmp_path / "e2e.jsonl"
+    argv = ["--models", "resnet20-fmnist", "--budgets-mb", "resnet20-fmnist=0.095", "--bops-g",
+            "resnet20-fmnist=0.095:0.8", "--proxies", "", "--methods", "edmips", "--search-images", "128",
+            "--eval-size", "100", "--qat-images", "128", "--adaround-iters", "5", "--calib-images", "64",
+            "--data", str(data), "--out", str(out)]
+    end_to_end.main(argv)
+    end_to_end.main(argv)  # finished: nothing searched again
+    end_to_end.main(argv + ["--search-epochs", "2"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    methods = [r for r in rows if r["kind"] == "method"]
+    assert [(r["budget_gbops"], r["search"]["epochs"]) for r in methods] == [(None, 1), (0.8, 1), (None, 2), (0.8, 2)]
+    assert all(r["search"]["train_images"] == 128 and r["size_mb"] <= 0.095 for r in methods)
+    assert len(rows) == len(methods) + 2  # uniform's two rows, measured once
+    capsys.readouterr()
+    for epochs, row in ((1, methods[0]), (2, methods[2])):
+        end_to_end.main(argv + ["--search-epochs", str(epochs), "--table-only"])
+        edmips = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| edmips"))
+        assert f"{row['acc']['ptq']:.2f} / {row['acc']['adaround']:.2f}" in edmips
