@@ -62,8 +62,8 @@ class BitMixer(nn.Module):
         """(K,) log softmax(α) in float64, every candidate present (the policy's preferences)."""
         return self.alpha.detach().double().log_softmax(0)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return sum(pk * q(w) for pk, q in zip(self.probabilities(), self.quantizers))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(pk * q(x) for pk, q in zip(self.probabilities(), self.quantizers))
 
 
 def edmips_supernet(model: nn.Module, problem: AllocationProblem,
@@ -76,17 +76,17 @@ def edmips_supernet(model: nn.Module, problem: AllocationProblem,
     `calib_images` (N, ...). `model` is not modified."""
     layers = problem.layers
     free = set(problem.free)
-    by_name = {layer.name for layer in layers}
+    names = {layer.name for layer in layers}
 
     def copy_modules(w_bits: int, a_bits: int) -> dict[str, nn.Module]:
-        # A throwaway lsq_model copy whose quantizers (steps from the PTQ quantizer's, activation
-        # ranges calibrated on the float weights as they are for one activation bit-width) are taken out.
+        # A throwaway lsq_model copy whose quantizers are taken out: weight steps from the PTQ
+        # quantizer's, input ranges calibrated with float weights (as the supernet's own are).
         copy = lsq_model(model, layers, [w_bits] * len(layers), a_bits, calib_images, bn_recalibration=False)
-        return {name: m for name, m in quantizable_modules(copy) if name in by_name}
+        return {name: m for name, m in quantizable_modules(copy) if name in names}
 
     def weight_quantizers(bits: int) -> dict[str, nn.Module]:
         if bits >= 32:
-            return {name: nn.Identity() for name in by_name}
+            return {name: nn.Identity() for name in names}
         return {name: m.parametrizations.weight[0] for name, m in copy_modules(bits, 32).items()}
 
     weights = {b: weight_quantizers(b) for b in {*problem.w_choices, *(w for w, _ in problem.fixed.values())}}
