@@ -1,7 +1,8 @@
 """Seconds per measured configuration when building a benchmark of the default model
 (one calibration pass and one evaluation pass each, quantized weights cached per layer and bits),
-with 1 and 2 joblib workers; median of several builds. Needs Fashion-MNIST (Debian's
-dataset-fashion-mnist).
+with 1 and 2 joblib workers; median of several builds. Then the evaluation pass alone (one
+configuration, one thread) in batches of 1000 images, the size before EVAL_BATCH, and of
+EVAL_BATCH. Needs Fashion-MNIST (Debian's dataset-fashion-mnist).
 
 Usage: python benchmarks/bench_build_speed.py [--configs 8] [--eval-size 2000] [--repeats 3]
 """
@@ -13,8 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from evoproxy.bench import build_bench
-from evoproxy.model import MODELS, layer_registry, load_model, open_data
+from evoproxy.model import EVAL_BATCH, MODELS, accuracy, layer_registry, load_model, open_data
+from evoproxy.quant import quantize_model
 
 
 def main() -> None:
@@ -41,6 +45,18 @@ def main() -> None:
         t = statistics.median(times)
         base = base or t
         print(f"  {jobs} worker{'s' if jobs > 1 else ' '}: {t:.2f} s per configuration ({base / t:.2f}× one worker)")
+    torch.set_num_threads(1)
+    qmodel = quantize_model(model, layers, [8] + [2] * (len(layers) - 2) + [8], calib)
+    seconds = {}
+    for batch in (1000, EVAL_BATCH):
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            accuracy(qmodel, images, labels, batch_size=batch)
+            times.append(time.perf_counter() - start)
+        seconds[batch] = statistics.median(times)
+    print(f"  evaluation pass, one thread: {seconds[1000]:.2f} s in batches of 1000, {seconds[EVAL_BATCH]:.2f} s in "
+          f"batches of {EVAL_BATCH} ({seconds[1000] / seconds[EVAL_BATCH]:.2f}×)")
 
 
 if __name__ == "__main__":

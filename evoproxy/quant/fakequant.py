@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model import LayerInfo, quantizable_modules
+from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
 from .cost import check_bits, per_layer_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
@@ -115,7 +115,8 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
                    cache: WeightCache | None = None, batch_size: int = 256) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
-    32 keeps a float input), calibrated on `calib_images`. The model itself is not modified."""
+    32 keeps a float input), calibrated on `calib_images` (BatchNorm re-estimated in batches of
+    `batch_size`). The model itself is not modified."""
     check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
     a_bits = per_layer_bits(layers, settings.act_bits, "the activation bit configuration")
     cache = cache or WeightCache(model, layers)
@@ -137,9 +138,9 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
         if bits < 32:
             hooks.append(_ActQuant(bits))
             modules[layer.name].register_forward_pre_hook(hooks[-1])
-    if hooks:
-        for i in range(0, len(calib_images), batch_size):
-            qmodel(calib_images[i:i + batch_size])
+    if hooks:  # min/max ranges do not depend on the batches (BatchNorm's variance above does)
+        for i in range(0, len(calib_images), EVAL_BATCH):
+            qmodel(calib_images[i:i + EVAL_BATCH])
         for hook in hooks:
             hook.calibrating = False
     return qmodel
