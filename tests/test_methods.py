@@ -203,14 +203,15 @@ def test_the_supernet_mixes_activation_bits_and_the_options_probabilities_are_th
         assert len(torch.unique(four)) <= 16 < len(torch.unique(eight)) <= 256
         mixers[1].alpha.copy_(torch.tensor([30.0, 0.0]))
         assert torch.allclose(layer.act_quantizer(inputs), four, atol=1e-6)
-        mixers[0].alpha.copy_(torch.tensor([0.0, 0.0, 30.0]))
+        mixers[0].alpha.copy_(torch.tensor([30.0, 0.0, 0.0]))
         p = option_probabilities(problem, mixers)
     assert p.shape == (1, 6) and torch.allclose(p.sum(), torch.tensor(1.0))
-    assert [tuple(o) for o in problem.options[p[0].argmax().item():][:1]] == [(4, 4)]
+    assert torch.allclose(p[0], torch.outer(mixers[0].probabilities(), mixers[1].probabilities()).flatten())
+    assert tuple(problem.options[p[0].argmax().item()]) == (2, 4)
     # At one-hot preferences the expected cost is the cost model's, relative to the most bits'.
-    layers, bits, acts = problem.layers, [8, 4, 8], [8, 4, 8]
-    want = (model_size_mb(layers, bits) / model_size_mb(layers, [8, 4, 8])
-            + model_bops(layers, bits, acts) / model_bops(layers, bits, 8))
+    layers, most = problem.layers, [8, 4, 8]
+    want = (model_size_mb(layers, [8, 2, 8]) / model_size_mb(layers, most)
+            + model_bops(layers, [8, 2, 8], [8, 4, 8]) / model_bops(layers, most, 8))
     assert expected_cost(problem, p.double().round()).item() == pytest.approx(want, rel=1e-9)
 
 
