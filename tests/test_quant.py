@@ -47,3 +47,22 @@ def test_quantize_model_leaves_the_model_untouched():
     layers = layer_registry(model, (1, 28, 28))
     quantize_model(model, layers, [2] * len(layers), calibration_batch(32)[0])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient():
+    from evoproxy.quant.fakequant import _ActQuant
+    gen = torch.Generator().manual_seed(0)
+    for bits in (2, 4, 8):
+        hook = _ActQuant(bits)
+        calib = torch.randn(4000, generator=gen) * 3 + 1
+        hook(None, (calib,))  # calibrating: records the range only
+        hook.calibrating = False
+        scale, zero = hook.scale_and_zero()
+        x = torch.randn(20000, generator=gen) * 4 + 1  # partly outside the calibrated range
+        fused = torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2 ** bits - 1)
+        with torch.no_grad():
+            assert torch.equal(hook(None, (x,))[0], fused)
+        leaf = x.clone().requires_grad_()
+        hook(None, (leaf,))[0].sum().backward()
+        inside = (fused > fused.min()) & (fused < fused.max())  # within the range: the straight-through gradient
+        assert torch.equal(leaf.grad[inside], torch.ones(int(inside.sum())))
