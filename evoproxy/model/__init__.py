@@ -9,8 +9,8 @@ from .sources import DEFAULT_SPEC, DataOptions, DataSource, calibration_batch, o
 from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, load_model, weights_hash
 from .train import EVAL_BATCH, accuracy, make_calibration_subset, train
 
-__all__ = ["ALIASES", "DEFAULT_SPEC", "EVAL_BATCH", "MODELS", "QUANTIZABLE", "DataOptions", "DataSource", "LayerInfo",
-           "MobileNetV2Small", "ModelSpec", "ResNet20", "accuracy", "asset_path", "calibration_batch",
+__all__ = ["ALIASES", "DEFAULT_SPEC", "EVAL_BATCH", "MODELS", "QUANTIZABLE", "DataOptions", "DataSource",
+           "LayerInfo", "MobileNetV2Small", "ModelSpec", "ResNet20", "accuracy", "asset_path", "calibration_batch",
            "calibration_set", "check_device", "checkpoint_path", "fmnist_dir", "layer_registry", "load_fmnist",
            "load_model", "make_calibration_subset", "normalize", "open_data", "quantizable_modules",
            "run_with_outputs", "select_output", "selected", "train", "weights_hash"]
