@@ -244,7 +244,7 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
         current, after, steps = genome, before, []
     outside = None if space is None else space_violation(current, space)
     in_space = None if space is None else outside is None
-    if space is not None and not in_space:
+    if outside is not None:
         current = Genome(current.graph, None)
     return Simplification(genome, current, before, after, len(search.cache), tuple(steps),
                           space.name if space else None, in_space, outside, tolerance)
