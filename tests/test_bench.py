@@ -28,15 +28,22 @@ def _build(out, n, **kw):
 
 def test_resumed_build_writes_the_same_file_as_an_uninterrupted_one(tmp_path):
     whole = tmp_path / "whole.jsonl"
-    _build(whole, 7)
+    _build(whole, 7, chunk=2)
+    lines = whole.read_bytes().splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"
-    _build(cut, 3)
-    with open(cut, "a") as f:  # a kill in the middle of writing an entry
-        f.write('{"bits": [2, 3')
-    bench = _build(cut, 7)
+    cut.write_bytes(b"".join(lines[:4]) + b'{"bits": [2, 3')  # killed after 3 entries, writing the 4th
+    bench = _build(cut, 7, chunk=2)
     assert cut.read_bytes() == whole.read_bytes()
     assert len(bench.entries) == 7 and len({e.bits for e in bench.entries}) == 7
     assert all(e.bits[2] == 8 for e in bench.entries)
+
+
+def test_a_longer_build_adds_the_configurations_it_lacks(tmp_path):
+    whole, grown = _build(tmp_path / "whole.jsonl", 7), tmp_path / "grown.jsonl"
+    first = _build(grown, 3)
+    bench = _build(grown, 7)
+    assert bench.entries[:3] == first.entries  # kept, not measured again
+    assert sorted(bench.entries, key=lambda e: e.bits) == whole.entries  # the first 7 sampled, as one build
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):

@@ -7,10 +7,10 @@ from .layers import (QUANTIZABLE, LayerInfo, check_device, layer_registry, quant
 from .nets import MobileNetV2Small, ResNet20
 from .sources import DEFAULT_SPEC, DataOptions, DataSource, calibration_batch, open_data
 from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, load_model, weights_hash
-from .train import EVAL_BATCH, accuracy, make_calibration_subset, train
+from .train import EVAL_BATCH, accuracy, count_correct, make_calibration_subset, train
 
 __all__ = ["ALIASES", "DEFAULT_SPEC", "EVAL_BATCH", "MODELS", "QUANTIZABLE", "DataOptions", "DataSource",
            "LayerInfo", "MobileNetV2Small", "ModelSpec", "ResNet20", "accuracy", "asset_path", "calibration_batch",
-           "calibration_set", "check_device", "checkpoint_path", "fmnist_dir", "layer_registry", "load_fmnist",
-           "load_model", "make_calibration_subset", "normalize", "open_data", "quantizable_modules",
+           "calibration_set", "check_device", "checkpoint_path", "count_correct", "fmnist_dir", "layer_registry",
+           "load_fmnist", "load_model", "make_calibration_subset", "normalize", "open_data", "quantizable_modules",
            "run_with_outputs", "select_output", "selected", "train", "weights_hash"]

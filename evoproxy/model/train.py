@@ -23,14 +23,18 @@ EVAL_BATCH = 100
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
     model.eval()
-    correct, top = 0, int(labels.max())
-    for i in range(0, len(images), batch_size):
-        logits = model(images[i:i + batch_size])
-        if logits.dim() != 2 or top >= logits.shape[1]:
-            raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
-                                f"to {top}: a classifier with (batch, classes) logits is needed")
-        correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
+    top = int(labels.max())
+    correct = sum(count_correct(model(images[i:i + batch_size]), labels[i:i + batch_size], top)
+                  for i in range(0, len(images), batch_size))
     return 100.0 * correct / len(images)
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor, top: int) -> int:
+    """How many of `labels` are the argmax of `logits`, for a classifier whose labels go up to `top`."""
+    if logits.dim() != 2 or top >= logits.shape[1]:
+        raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
+                            f"to {top}: a classifier with (batch, classes) logits is needed")
+    return int((logits.argmax(1) == labels).sum())
 
 
 def train(model_name: str, epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: int = 0,

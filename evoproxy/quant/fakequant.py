@@ -22,6 +22,7 @@ from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
 from .cost import check_bits, per_layer_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
+BN_BATCH = 256  # BatchNorm re-estimation's batch: its variance estimate depends on the batches
 
 
 def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -87,11 +88,13 @@ class _ActQuant:
         # The fused op passes gradients straight through, and on a GPU it is one fast kernel.
         if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, qmax),)
-        # Its own float32 arithmetic (× 1/scale, round half to even, + zero, clamp, − zero, × scale),
-        # bit for bit, in place on one copy: five times faster than its CPU kernel, which is not vectorised.
+        # Its own float32 arithmetic (× 1/scale, round half to even, + zero, clamp to [0, qmax], − zero,
+        # × scale), bit for bit, in place on one copy: five times faster than its CPU kernel, which is not
+        # vectorised. Clamping the rounded value to [−zero, qmax − zero] is the same: both are whole
+        # numbers, exact in float32 below 2^24, and beyond that both clamp to the same end.
         scale32 = torch.tensor(scale, dtype=torch.float32)
         inv = (1 / scale32).item()
-        return (torch.mul(x, inv).round_().add_(zero).clamp_(0, qmax).sub_(zero).mul_(scale32.item()),)
+        return (torch.mul(x, inv).round_().clamp_(-zero, qmax - zero).mul_(scale32.item()),)
 
     def scale_and_zero(self) -> tuple[float, int]:
         """Step and integer zero point of the calibrated range (which always holds 0)."""
@@ -118,7 +121,7 @@ class WeightCache:
 @torch.no_grad()
 def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
                    calib_images: torch.Tensor, settings: QuantSettings = QuantSettings(),
-                   cache: WeightCache | None = None, batch_size: int = 256) -> nn.Module:
+                   cache: WeightCache | None = None) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
     32 keeps a float input), calibrated on `calib_images` (BatchNorm re-estimated in batches of
@@ -136,8 +139,8 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over the calibration batches
             bn.train()
-        for i in range(0, len(calib_images), batch_size):
-            qmodel(calib_images[i:i + batch_size])
+        for batch in calib_images.split(BN_BATCH):
+            qmodel(batch)
         qmodel.eval()
     hooks = []
     for layer, bits in zip(layers, a_bits):
@@ -145,8 +148,8 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
             hooks.append(_ActQuant(bits))
             modules[layer.name].register_forward_pre_hook(hooks[-1])
     if hooks:  # min/max ranges do not depend on the batches (BatchNorm's variance above does)
-        for i in range(0, len(calib_images), EVAL_BATCH):
-            qmodel(calib_images[i:i + EVAL_BATCH])
+        for batch in calib_images.split(EVAL_BATCH):
+            qmodel(batch)
         for hook in hooks:
             hook.calibrating = False
     return qmodel

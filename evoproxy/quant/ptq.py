@@ -1,5 +1,6 @@
 """Post-training-quantization accuracy of many bit configurations of one model on one
-evaluation set, sharing the quantized weights and measuring each distinct configuration once."""
+evaluation set, sharing the quantized weights and the work of common leading layers (a Sweep),
+and measuring each distinct configuration once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,8 +10,9 @@ import torch
 from torch import nn
 
 from ..model import DataSource, LayerInfo, accuracy, check_device, open_data
-from .cost import per_layer_bits
+from .cost import check_bits, per_layer_bits
 from .fakequant import QuantSettings, WeightCache, quantize_model
+from .sweep import Sweep, Untraceable
 
 
 class PtqEvaluator:
@@ -20,7 +22,8 @@ class PtqEvaluator:
     (N_c, C, H, W) for BatchNorm re-estimation and activation ranges, `images` (N, C, H, W)
     normalized and `labels` (N,) int64 the evaluation set. One WeightCache serves every
     configuration; `measured` maps each configuration (weight bits, activation bits: tuples in
-    registry order) to its accuracy."""
+    registry order) to its accuracy. A model that torch.fx cannot trace is measured one
+    configuration at a time, with the same results, only slower."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], calib_images: torch.Tensor,
                  images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings = QuantSettings()):
@@ -28,6 +31,10 @@ class PtqEvaluator:
         self.images, self.labels, self.settings = images, labels, settings
         self.cache = WeightCache(model, self.layers)
         self.measured: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
+        try:
+            self.sweep: Sweep | None = Sweep(model, self.layers, self.cache, settings.bn_recalibration)
+        except Untraceable:
+            self.sweep = None
 
     @classmethod
     def on_data(cls, model: nn.Module, layers: Sequence[LayerInfo], eval_size: int | None,
@@ -46,10 +53,23 @@ class PtqEvaluator:
     def accuracy(self, w_bits: Sequence[int], a_bits: int | Sequence[int] | None = None) -> float:
         """Accuracy with per-layer weight bits `w_bits` (registry order) and activation bits `a_bits`
         (one for every layer or one per layer; None: the settings')."""
-        settings = self.settings if a_bits is None else replace(self.settings, act_bits=a_bits)
-        key = (tuple(int(b) for b in w_bits),
-               per_layer_bits(self.layers, settings.act_bits, "the activation bit configuration"))
-        if key not in self.measured:
-            qmodel = quantize_model(self.model, self.layers, key[0], self.calib_images, settings, self.cache)
-            self.measured[key] = accuracy(qmodel, self.images, self.labels)
-        return self.measured[key]
+        return self.accuracies([w_bits], a_bits)[0]
+
+    def accuracies(self, configs: Sequence[Sequence[int]], a_bits: int | Sequence[int] | None = None) -> list[float]:
+        """`accuracy` of each weight bit configuration in `configs`, in one sweep."""
+        act = per_layer_bits(self.layers, self.settings.act_bits if a_bits is None else a_bits,
+                             "the activation bit configuration")
+        keys = [(tuple(int(b) for b in w_bits), act) for w_bits in configs]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.measured))
+        for w_bits, _ in todo:
+            check_bits(self.layers, w_bits, "the weight bit configuration", low=2)
+        if todo and self.sweep is not None:
+            found = self.sweep.accuracies([tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images,
+                                          self.labels)
+            self.measured.update(zip(todo, found))
+        elif todo:
+            settings = replace(self.settings, act_bits=act)
+            for w_bits, _ in todo:
+                qmodel = quantize_model(self.model, self.layers, w_bits, self.calib_images, settings, self.cache)
+                self.measured[w_bits, act] = accuracy(qmodel, self.images, self.labels)
+        return [self.measured[k] for k in keys]
