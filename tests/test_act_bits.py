@@ -16,7 +16,6 @@ from evoproxy.model import layer_registry
 from evoproxy.model.nets import ResNet20
 from evoproxy.quant import (PtqEvaluator, QuantSettings, export_onnx, lsq_model, model_bops, qdq_model,
                             quantize_model)
-from evoproxy.quant import ptq as ptq_module
 from evoproxy.quant.fakequant import _ActQuant
 
 FAST = ["--batch-size", "8", "--hutchinson-samples", "4", "--power-iters", "3"]
@@ -33,6 +32,19 @@ def _act_hooks(qmodel, layers) -> dict[str, int]:
             assert len(hooks) == 1 and not hooks[0].calibrating and hooks[0].lo is not None
             out[layer.name] = hooks[0].bits
     return out
+
+
+def _recording_evaluators(monkeypatch) -> list[PtqEvaluator]:
+    """The PtqEvaluators that measure anything from now on, to read what they `measured`."""
+    evaluators, measure = [], PtqEvaluator.accuracies
+
+    def recording(self, *args, **kwargs):
+        if self not in evaluators:
+            evaluators.append(self)
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(PtqEvaluator, "accuracies", recording)
+    return evaluators
 
 
 def test_an_activation_bit_is_worth_the_layers_marginal_value_of_a_weight_bit():
@@ -96,18 +108,17 @@ def test_allocate_writes_per_layer_act_bits_that_quantize_fake_quantizes_layer_b
     assert model_bops(MLP_LAYERS, bits, act) <= budget_g * 1e9 and record["bops"] == model_bops(MLP_LAYERS, bits, act)
     assert load_bit_config("a.json", [l.name for l in MLP_LAYERS]) == (bits, tuple(act))
 
-    made = []
-
-    def recording(*args, **kwargs):
-        made.append(quantize_model(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(ptq_module, "quantize_model", recording)
+    evaluators = _recording_evaluators(monkeypatch)
     assert main(["quantize", *trained_mlp, "--bits-file", "a.json"]) == 0
     out = capsys.readouterr().out
     assert "quantized, A4–8" in out
     assert f" {model_bops(MLP_LAYERS, bits, act) / 1e9:.4g} " in out  # the BOPs with the file's activation bits
-    assert len(made) == 1 and _act_hooks(made[0], MLP_LAYERS) == {l.name: a for l, a in zip(MLP_LAYERS, act)}
+    assert [set(e.measured) for e in evaluators] == [{(tuple(bits), tuple(act))}]
+    # and a model quantized at those bits fake-quantizes each layer's input at its own bit-width
+    model = user_models.fit(user_models.mlp(), *user_models.vectors())
+    x = user_models.vectors(64, seed=1)[0]
+    qmodel = quantize_model(model, MLP_LAYERS, bits, x, QuantSettings(tuple(act)))
+    assert _act_hooks(qmodel, MLP_LAYERS) == {l.name: a for l, a in zip(MLP_LAYERS, act)}
 
 
 def test_one_activation_choice_keeps_a_single_act_bits_and_the_row_label(trained_mlp, capsys):
@@ -122,19 +133,13 @@ def test_one_activation_choice_keeps_a_single_act_bits_and_the_row_label(trained
 
 
 def test_pareto_measures_each_point_at_its_activation_bits(trained_mlp, capsys, monkeypatch):
-    asked = []
-
-    def recording(model, layers, w_bits, calib, settings, *args, **kwargs):
-        asked.append((tuple(w_bits), settings.act_bits))
-        return quantize_model(model, layers, w_bits, calib, settings, *args, **kwargs)
-
-    monkeypatch.setattr(ptq_module, "quantize_model", recording)
+    evaluators = _recording_evaluators(monkeypatch)
     assert main(["pareto", *trained_mlp, *FAST, "--proxies", "fisher", "--sizes", "0.001", "--act-bits", "4,8",
                  "--evaluate", "ptq", "--eval-size", "48", "--json"]) == 0
     points = json.loads(capsys.readouterr().out)["points"]
     assert [p["proxy"] for p in points] == ["fisher", *(f"uniform W{w}A{a}" for w in (2, 3, 4) for a in (4, 8))]
     assert points[1]["a_bits"] == [8, 4, 8] and points[2]["a_bits"] == [8, 8, 8]  # fixed layers at the most
-    assert sorted(asked) == sorted({(tuple(p["w_bits"]), tuple(p["a_bits"])) for p in points})
+    assert {k for e in evaluators for k in e.measured} == {(tuple(p["w_bits"]), tuple(p["a_bits"])) for p in points}
 
 
 def test_ptq_evaluator_measures_each_activation_configuration():
