@@ -33,6 +33,15 @@ def _measure(model: nn.Module, layers: Sequence[LayerInfo], configs: Sequence[tu
     return evaluator.accuracies(configs)
 
 
+def build_order(n_layers: int, bit_choices: Sequence[int], n_configs: int, fixed: dict[int, int],
+                seed: int) -> list[tuple[int, ...]]:
+    """The configurations that a build of `n_configs` measures, in the order it measures them: the
+    first `n_configs` that `seed` samples, sorted. Sorted neighbours share their leading layers,
+    which the evaluator computes once (on ResNet-20 at 1000 configurations, 30 % of the work)."""
+    sampled = islice(sample_configs(n_layers - len(fixed), sorted(bit_choices), seed), n_configs)
+    return sorted(expand(c, n_layers, dict(fixed)) for c in sampled)
+
+
 def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[LayerInfo], calib: torch.Tensor,
                 images: torch.Tensor, labels: torch.Tensor, *, bit_choices: Sequence[int], n_configs: int,
                 fixed: dict[int, int], settings: QuantSettings = QuantSettings(), seed: int = 0, split_seed: int = 0,
@@ -79,12 +88,8 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
             header["fp_accuracy"] = accuracy(model.to(device), images.to(device), labels.to(device))
             write_header(out, header)
             entries = []
-        wanted = [expand(c, len(layers), dict(fixed))
-                  for c in islice(sample_configs(free, sorted(bit_choices), seed), n_configs)]
         done = {e.bits for e in entries}
-        # In sorted order, neighbouring configurations share their leading layers, which the
-        # evaluator then computes once (a third of the work on ResNet-20 at 1000 configurations).
-        todo = sorted(c for c in wanted if c not in done)
+        todo = [c for c in build_order(len(layers), bit_choices, n_configs, fixed, seed) if c not in done]
         if todo:
             bar = tqdm(total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg",
                        disable=not progress)

@@ -86,8 +86,10 @@ def register(sub) -> None:
     p = bsub.add_parser("build", help="measure configurations into a bench file (resumable)",
                         description="Sample distinct bit configurations (seeded), fake-quantize the model for each "
                                     "(weights per-channel MSE-clipped, activations per-tensor, BatchNorm "
-                                    "re-estimated), measure test accuracy on --data and append each result to "
-                                    "--out. Rerunning the same command continues a killed build.")
+                                    "re-estimated), measure test accuracy on --data and append the results to --out, "
+                                    "16 configurations at a time, in sorted order so that neighbours share the "
+                                    "work of their common leading layers. Rerunning the same command continues a "
+                                    "killed build; a larger --configs adds the configurations the file lacks.")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
