@@ -52,8 +52,13 @@ def main() -> None:
         single.append((time.perf_counter() - began) / len(window))
         assert found == alone, "the sweep and one-at-a-time measurement disagree"
     sweep, one = statistics.median(swept), statistics.median(single)
-    print(f"  one at a time: {one:.2f} s per configuration")
-    print(f"  swept:         {sweep:.2f} s per configuration ({one / sweep:.2f}× faster, the same accuracies)")
+    # Samples through each layer: BatchNorm pass and range pass over the calibration images, then the evaluation.
+    per_config = [layer.macs * (2 * len(calib) + len(images)) for layer in layers]
+    computed = sum(layer.macs * n for layer, n in zip(layers, evaluator.sweep.layer_inputs))
+    print(f"  one at a time: {one:.2f} s per configuration, {sum(per_config) / 1e9:.1f} G multiply-accumulates")
+    print(f"  swept:         {sweep:.2f} s per configuration ({one / sweep:.2f}× faster, the same accuracies), "
+          f"{computed / (args.repeats * len(window)) / 1e9:.1f} G multiply-accumulates "
+          f"({100 * computed / (args.repeats * len(window) * sum(per_config)):.0f} %)")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,36 @@ def test_sweep_gives_the_logits_of_quantize_model_to_the_bit(bn, recorded):
     assert evaluator.sweep is not None
 
 
+class _Residual(nn.Module):
+    """Two convolutions and a convolution shortcut, each with BatchNorm: the shortcut's bits come
+    last in a configuration, so in sorted order its key comes back after others."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(1, 4, 1)
+        self.bn_a, self.bn_b, self.bn_s = nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.bn_b(self.b(torch.relu(self.bn_a(self.a(x))))) + self.bn_s(self.shortcut(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(out), 1), 1))
+
+
+def test_a_batchnorm_whose_key_comes_back_counts_each_batch_once(recorded):
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    layers = layer_registry(model, (1, 8, 8))
+    assert [l.name for l in layers] == ["a", "b", "shortcut", "fc"]
+    x, y = torch.randn(600, 1, 8, 8), torch.randint(0, 3, (600,))
+    counted = set()  # how many batches each re-estimated bn_s has counted, seen when it is used
+    model.bn_s.register_forward_hook(lambda m, *_: None if m.training else counted.add(int(m.num_batches_tracked)))
+    # Sorted, the shortcut's bits go 2, 3, 2: bn_s's output is computed again for the third configuration.
+    configs = [[8, 2, 2, 8], [8, 3, 3, 8], [8, 4, 2, 8]]
+    _compare(model, layers, configs, x[:400], x[400:], y[400:], QuantSettings(), recorded)
+    assert counted == {2}  # 400 calibration images: two batches
+
+
 class _InPlace(nn.Module):
     """Changes a tensor in place: later readers of `a` depend on b's bits, which the graph hides."""
 

@@ -37,7 +37,7 @@ def build_order(n_layers: int, bit_choices: Sequence[int], n_configs: int, fixed
                 seed: int) -> list[tuple[int, ...]]:
     """The configurations that a build of `n_configs` measures, in the order it measures them: the
     first `n_configs` that `seed` samples, sorted. Sorted neighbours share their leading layers,
-    which the evaluator computes once (on ResNet-20 at 1000 configurations, 30 % of the work)."""
+    which the evaluator computes once."""
     sampled = islice(sample_configs(n_layers - len(fixed), sorted(bit_choices), seed), n_configs)
     return sorted(expand(c, n_layers, dict(fixed)) for c in sampled)
 
