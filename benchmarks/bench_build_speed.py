@@ -1,10 +1,10 @@
 """Seconds per measured configuration when building a benchmark of the default model (BatchNorm
 re-estimated, one activation-range pass and one evaluation pass each): a window of consecutive
 configurations of a `--build`-configuration build, in the order the build measures them (sorted,
-`--chunk` at a time, shared leading layers computed once), against the same configurations
-measured one at a time (quantize_model, then accuracy) in the same run. One worker, its
-threads on every core; median of `--repeats`. Needs Fashion-MNIST (Debian's
-dataset-fashion-mnist).
+`--chunk` at a time, shared leading layers computed once), by one worker with two threads and by
+two workers with one thread each (as `bench build --jobs 2`), against the same configurations
+measured one at a time (quantize_model, then accuracy; two threads) in the same run; median of
+`--repeats`. Needs Fashion-MNIST (Debian's dataset-fashion-mnist).
 
 Usage: python benchmarks/bench_build_speed.py [--build 1000] [--window 32] [--chunk 16]
        [--eval-size 2000] [--repeats 3]
@@ -15,9 +15,13 @@ import argparse
 import statistics
 import time
 
+import torch
+from joblib import Parallel, delayed
+
 from evoproxy.bench import build_order
+from evoproxy.bench.build import _measure
 from evoproxy.model import MODELS, accuracy, layer_registry, load_model, open_data
-from evoproxy.quant import PtqEvaluator, quantize_model
+from evoproxy.quant import PtqEvaluator, QuantSettings, quantize_model
 
 
 def main() -> None:
@@ -36,30 +40,40 @@ def main() -> None:
     window = order[start:start + args.window]
     print(f"{name}: {args.window} of the {args.build} configurations of a build, {args.eval_size} test images, "
           f"{len(calib)} calibration images, median of {args.repeats}")
+    torch.set_num_threads(2)
     evaluator = PtqEvaluator(model, layers, calib, images, labels)
     cache = evaluator.cache  # both ways use the quantized weights that a build's evaluator keeps
     for bits in {b for c in window for b in c}:
         for layer in layers:
             cache.get(layer.index, bits)
-    swept, single = [], []
+    chunks = [window[i:i + args.chunk] for i in range(0, len(window), args.chunk)]
+    workers = Parallel(n_jobs=2)
+    workers(delayed(_measure)(model, layers, c[:1], calib[:8], images[:8], labels[:8], QuantSettings(), "cpu", 1)
+            for c in chunks)  # start the two workers before timing them, as a build starts them once
+    times: dict[str, list[float]] = {"one at a time": [], "swept, 1 worker": [], "swept, 2 workers": []}
     for _ in range(args.repeats):
         evaluator.measured.clear()
         began = time.perf_counter()
-        found = [a for i in range(0, len(window), args.chunk) for a in evaluator.accuracies(window[i:i + args.chunk])]
-        swept.append((time.perf_counter() - began) / len(window))
+        swept = [a for c in chunks for a in evaluator.accuracies(c)]
+        times["swept, 1 worker"].append((time.perf_counter() - began) / len(window))
+        began = time.perf_counter()
+        parallel = [a for accs in workers(delayed(_measure)(model, layers, c, calib, images, labels, QuantSettings(),
+                                                            "cpu", 1) for c in chunks) for a in accs]
+        times["swept, 2 workers"].append((time.perf_counter() - began) / len(window))
         began = time.perf_counter()
         alone = [accuracy(quantize_model(model, layers, c, calib, cache=cache), images, labels) for c in window]
-        single.append((time.perf_counter() - began) / len(window))
-        assert found == alone, "the sweep and one-at-a-time measurement disagree"
-    sweep, one = statistics.median(swept), statistics.median(single)
+        times["one at a time"].append((time.perf_counter() - began) / len(window))
+        assert swept == parallel == alone, "the sweep and one-at-a-time measurement disagree"
+    one = statistics.median(times["one at a time"])
     # Samples through each layer: BatchNorm pass and range pass over the calibration images, then the evaluation.
     per_config = [layer.macs * (2 * len(calib) + len(images)) for layer in layers]
     computed = sum(layer.macs * n for layer, n in zip(layers, evaluator.sweep.layer_inputs))
-    print(f"  one at a time: {one:.2f} s per configuration, {sum(per_config) / 1e9:.1f} G multiply-accumulates")
-    print(f"  swept:         {sweep:.2f} s per configuration ({one / sweep:.2f}× faster, the same accuracies), "
-          f"{computed / (args.repeats * len(window)) / 1e9:.1f} G multiply-accumulates "
+    print(f"  the same accuracies all three ways; multiply-accumulates per configuration: {sum(per_config) / 1e9:.1f} G "
+          f"one at a time, {computed / (args.repeats * len(window)) / 1e9:.1f} G swept "
           f"({100 * computed / (args.repeats * len(window) * sum(per_config)):.0f} %)")
-
+    for way, seconds in times.items():
+        t = statistics.median(seconds)
+        print(f"  {way + ':':18} {t:.2f} s per configuration ({one / t:.2f}× one at a time)")
 
 if __name__ == "__main__":
     main()

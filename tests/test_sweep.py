@@ -105,16 +105,12 @@ class _InPlace(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(a, 1), 1))
 
 
-class _DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Conv2d(1, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
+class _DataDependent(_InPlace):
+    """The same layers, used under control flow on values, which fx cannot trace."""
 
     def forward(self, x):
         a = self.a(x)
-        a = self.b(a) if a.sum() > 0 else -self.b(a)  # control flow on values: fx cannot trace it
+        a = self.b(a) if a.sum() > 0 else -self.b(a)
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(a, 1), 1))
 
 
