@@ -68,8 +68,8 @@ def main() -> None:
     # Samples through each layer: BatchNorm pass and range pass over the calibration images, then the evaluation.
     per_config = [layer.macs * (2 * len(calib) + len(images)) for layer in layers]
     computed = sum(layer.macs * n for layer, n in zip(layers, evaluator.sweep.layer_inputs))
-    print(f"  the same accuracies all three ways; multiply-accumulates per configuration: {sum(per_config) / 1e9:.1f} G "
-          f"one at a time, {computed / (args.repeats * len(window)) / 1e9:.1f} G swept "
+    print(f"  the same accuracies all three ways; multiply-accumulates per configuration: "
+          f"{sum(per_config) / 1e9:.1f} G one at a time, {computed / (args.repeats * len(window)) / 1e9:.1f} G swept "
           f"({100 * computed / (args.repeats * len(window) * sum(per_config)):.0f} %)")
     for way, seconds in times.items():
         t = statistics.median(seconds)

@@ -114,13 +114,20 @@ class _DataDependent(_InPlace):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(a, 1), 1))
 
 
-@pytest.mark.parametrize("net", [_InPlace, _DataDependent])
+def _hooked() -> nn.Module:
+    """A model with a forward hook of its own (here: negated logits), which a traced graph skips."""
+    model = _Residual()
+    model.register_forward_hook(lambda module, inputs, output: -output)
+    return model
+
+
+@pytest.mark.parametrize("net", [_InPlace, _DataDependent, _hooked])
 def test_a_model_the_sweep_cannot_follow_is_measured_one_configuration_at_a_time(net):
     torch.manual_seed(0)
     model = net().eval()
     layers = layer_registry(model, (1, 8, 8))
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
-    configs = [[8, b, 8] for b in (2, 3, 4, 5)]  # one a, four b's
+    configs = [[8, b] + [8] * (len(layers) - 2) for b in (2, 3, 4, 5)]  # one a, four b's
     evaluator = PtqEvaluator(model, layers, x[:32], x, y)
     assert evaluator.sweep is None
     assert evaluator.accuracies(configs) == [accuracy(quantize_model(model, layers, c, x[:32]), x, y) for c in configs]

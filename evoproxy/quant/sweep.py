@@ -22,22 +22,25 @@ import torch
 from torch import fx, nn
 
 from ..model import EVAL_BATCH, LayerInfo, count_correct, selected
+from ..model.layers import OutputSelector
 from .fakequant import BN_BATCH, WeightCache, _ActQuant
 
 # One configuration: (weight bits, activation bits) of every registry layer.
 Config = tuple[tuple[int, int], ...]
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-                      operator.irshift, operator.imatmul}
+                      operator.irshift, operator.imatmul, operator.setitem}
 
 
 class Untraceable(Exception):
-    """The model cannot be swept: torch.fx cannot trace it, it changes a tensor in place, or it
-    uses a quantized layer's weight outside that layer's call. It is then measured one
-    configuration at a time."""
+    """The model cannot be swept: torch.fx cannot trace it, it changes a tensor in place, it takes
+    more than one input, it has hooks of its own that a graph would skip, or it uses a quantized
+    layer's weight outside that layer's call. It is then measured one configuration at a time."""
 
 
 def _mutates_first_input(node: fx.Node, module: nn.Module | None) -> bool:
+    if "out" in node.kwargs:
+        return True
     if node.op == "call_module":
         return bool(getattr(module, "inplace", False))
     if node.op == "call_method":
@@ -56,6 +59,8 @@ class Sweep:
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], cache: WeightCache, bn_recalibration: bool):
         self.model, self.cache = model, cache
+        if model._forward_pre_hooks or any(not isinstance(h, OutputSelector) for h in model._forward_hooks.values()):
+            raise Untraceable("the model has hooks of its own, which a traced graph does not run")
         try:
             self.graph = fx.symbolic_trace(copy.deepcopy(model).eval())
         except Exception as exc:  # fx raises many types for untraceable Python control flow
@@ -83,6 +88,8 @@ class Sweep:
             deps[node] = found
             if _mutates_first_input(node, module):  # later readers of the changed tensor would hide what they depend on
                 raise Untraceable(f"{node.name} changes a tensor in place")
+        if sum(node.op == "placeholder" for node in self.nodes) != 1:
+            raise Untraceable("the model's forward takes more than the images")
         missing = set(index.values()) - {r for r in self.role.values() if isinstance(r, int)}
         if missing:
             raise Untraceable(f"layers {sorted(missing)} are not called as modules")
@@ -169,8 +176,9 @@ class Sweep:
             module = self._layer(role, w_bits, node)
             self.layer_inputs[role] += len(args[0])
             if a_bits < 32 and mode != "bn":  # as quantize_model's forward pre-hook
-                quantizer = states.setdefault((node, key), _ActQuant(a_bits))
-                args = quantizer(module, args) or args
+                if (node, key) not in states:  # only in the range pass
+                    states[node, key] = _ActQuant(a_bits)
+                args = states[node, key](module, args) or args
             return module(*args, **kwargs)
         if role == "bn":
             bn = states.get((node, key))
