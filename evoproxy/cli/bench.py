@@ -103,7 +103,7 @@ def register(sub) -> None:
     p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
     p.add_argument("--jobs", type=int, default=1,
-                   help="joblib worker processes of one thread each; -1: one per core (on 2 cores, 1.2× as fast as "
+                   help="joblib worker processes of one thread each; -1: one per core (on 2 cores, 1.1× as fast as "
                         "one worker; default 1, with a thread per core)")
     p.add_argument("--name", help="bench name (default: the file name)")
     p.add_argument("--out", required=True, help="bench file to write or continue (.jsonl)")
