@@ -22,8 +22,9 @@ class PtqEvaluator:
     (N_c, C, H, W) for BatchNorm re-estimation and activation ranges, `images` (N, C, H, W)
     normalized and `labels` (N,) int64 the evaluation set. One WeightCache serves every
     configuration; `measured` maps each configuration (weight bits, activation bits: tuples in
-    registry order) to its accuracy. A model that torch.fx cannot trace is measured one
-    configuration at a time, with the same results, only slower."""
+    registry order) to its accuracy. A model that the sweep cannot follow (`sweep.Untraceable`:
+    fx cannot trace it, it writes tensors in place, ...) is measured one configuration at a time,
+    with the same results, only slower."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], calib_images: torch.Tensor,
                  images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings = QuantSettings()):
