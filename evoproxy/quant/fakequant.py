@@ -118,6 +118,14 @@ class WeightCache:
         return self._cache[key]
 
 
+def start_reestimation(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchnorm._BatchNorm:
+    """`bn` with its running statistics reset, to be re-estimated in train mode as the cumulative
+    average over the calibration batches that pass through it."""
+    bn.reset_running_stats()
+    bn.momentum = None
+    return bn.train()
+
+
 @torch.no_grad()
 def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
                    calib_images: torch.Tensor, settings: QuantSettings = QuantSettings(),
@@ -125,7 +133,7 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
     32 keeps a float input), calibrated on `calib_images` (BatchNorm re-estimated in batches of
-    `batch_size`). The model itself is not modified."""
+    BN_BATCH). The model itself is not modified."""
     check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
     a_bits = per_layer_bits(layers, settings.act_bits, "the activation bit configuration")
     cache = cache or WeightCache(model, layers)
@@ -134,11 +142,9 @@ def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
     for layer, bits in zip(layers, w_bits):
         modules[layer.name].weight.copy_(cache.get(layer.index, int(bits)))
     if settings.bn_recalibration:
-        bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over the calibration batches
-            bn.train()
+        for bn in qmodel.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                start_reestimation(bn)
         for batch in calib_images.split(BN_BATCH):
             qmodel(batch)
         qmodel.eval()

@@ -23,7 +23,7 @@ from torch import fx, nn
 
 from ..model import EVAL_BATCH, LayerInfo, count_correct, selected
 from ..model.layers import OutputSelector
-from .fakequant import BN_BATCH, WeightCache, _ActQuant
+from .fakequant import BN_BATCH, WeightCache, _ActQuant, start_reestimation
 
 # One configuration: (weight bits, activation bits) of every registry layer.
 Config = tuple[tuple[int, int], ...]
@@ -183,10 +183,7 @@ class Sweep:
         if role == "bn":
             bn = states.get((node, key))
             if bn is None:  # only in the BatchNorm pass: a fresh cumulative estimate
-                bn = copy.deepcopy(self.graph.get_submodule(node.target))
-                bn.reset_running_stats()
-                bn.momentum = None
-                states[node, key] = bn = bn.train()
+                states[node, key] = bn = start_reestimation(copy.deepcopy(self.graph.get_submodule(node.target)))
             if mode == "bn":
                 # A key can come back after another one (a shortcut's layers are not a prefix of the sorted
                 # order): its output is computed again, on a copy, so that the batch counts once.
