@@ -23,7 +23,7 @@ from torch import fx, nn
 
 from ..model import EVAL_BATCH, LayerInfo, count_correct, selected
 from ..model.layers import OutputSelector
-from .fakequant import BN_BATCH, WeightCache, _ActQuant, start_reestimation
+from .fakequant import BN_BATCH, WeightCache, quantize_input, start_reestimation
 
 # One configuration: (weight bits, activation bits) of every registry layer.
 Config = tuple[tuple[int, int], ...]
@@ -116,7 +116,7 @@ class Sweep:
         """Top-1 accuracy (%) of each configuration, as `accuracy(quantize_model(...))` gives it."""
         order = sorted(range(len(configs)), key=lambda i: configs[i])
         keys = [[tuple(configs[i][j] for j in d) for d in self.deps] for i in order]
-        states: dict[tuple[fx.Node, tuple], object] = {}  # re-estimated BatchNorm copies, activation quantizers
+        states: dict[tuple[fx.Node, tuple], nn.Module] = {}  # re-estimated BatchNorms, input-quantized layers
         if any(r == "bn" for r in self.role.values()):
             for batch in calib_images.split(BN_BATCH):
                 self._run(batch, keys, "bn", states)
@@ -127,8 +127,8 @@ class Sweep:
             for batch in calib_images.split(EVAL_BATCH):
                 self._run(batch, ranged, "range", states)
             for state in states.values():
-                if isinstance(state, _ActQuant):
-                    state.calibrating = False
+                for quantizer in state._forward_pre_hooks.values():  # the layers' (BatchNorm copies have none)
+                    quantizer.calibrating = False
         correct, top = [0] * len(configs), int(labels.max())
         for batch, truth in zip(images.split(EVAL_BATCH), labels.split(EVAL_BATCH)):
             for i, logits in zip(order, self._run(batch, keys, "eval", states)):
@@ -175,10 +175,11 @@ class Sweep:
             w_bits, a_bits = key[self.own[node]]
             module = self._layer(role, w_bits, node)
             self.layer_inputs[role] += len(args[0])
-            if a_bits < 32 and mode != "bn":  # as quantize_model's forward pre-hook
+            if a_bits < 32 and mode != "bn":  # with an input quantizer, as quantize_model gives it
                 if (node, key) not in states:  # only in the range pass
-                    states[node, key] = _ActQuant(a_bits)
-                args = states[node, key](module, args) or args
+                    states[node, key] = copy.deepcopy(module)
+                    quantize_input(states[node, key], w_bits, a_bits)
+                module = states[node, key]
             return module(*args, **kwargs)
         if role == "bn":
             bn = states.get((node, key))
