@@ -144,11 +144,11 @@ def _onednn_int8(in_channels: int, out_channels: int, kernel: tuple, stride: tup
     x[0], w[0] = qmax, q
     scale, zero, steps = 0.0123, 1, torch.rand(out_channels, generator=generator) + 0.5
     geometry = [list(stride), list(padding), list(dilation), groups]
+    u8, no_zero = x.to(torch.uint8).contiguous(memory_format=torch.channels_last), torch.zeros(out_channels).long()
     try:
         packed = torch.ops.onednn.qconv_prepack(w.to(torch.int8), steps, scale, zero, *geometry, None)
-        out = torch.ops.onednn.qconv2d_pointwise(x.to(torch.uint8).contiguous(memory_format=torch.channels_last),
-                                                 scale, zero, packed, steps, torch.zeros(out_channels, dtype=torch.long),
-                                                 None, *geometry, 1.0, 0, torch.float32, "none", [], "")
+        out = torch.ops.onednn.qconv2d_pointwise(u8, scale, zero, packed, steps, no_zero, None, *geometry,
+                                                 1.0, 0, torch.float32, "none", [], "")
     except (AttributeError, RuntimeError, NotImplementedError):  # an op missing from this build of torch
         return False
     exact = nn.functional.conv2d(x.double() - zero, w.double(), None, stride, padding, dilation, groups)
