@@ -8,7 +8,7 @@ layer's activation bit-width (one for all layers, or one per layer), with an asy
 A Conv or Linear layer whose input is quantized computes as integer hardware does (IntegerForward):
 the sum of input levels times weight levels, exact, then times the input step and each output
 channel's weight step; so its output does not depend on the order in which a kernel sums, and on a
-CPU oneDNN's int8 convolution gives it to the bit, about four times faster than float32.
+CPU oneDNN's int8 convolution gives it to the bit, several times faster than float32.
 Optionally BatchNorm statistics are re-estimated on the calibration images after weight
 quantization, which recovers most of the accuracy lost to the shift that quantization error
 causes in each layer's output mean and variance.
