@@ -171,7 +171,7 @@ class IntegerForward:
         self.weight_levels = weight.div(self.steps.view(-1, *[1] * (weight.dim() - 1))).round_()
         self.int8 = (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
                      and not isinstance(module.padding, str) and quantizer.bits <= 8 and w_bits <= 8
-                     and weight.device.type == "cpu"
+                     and weight.device.type == "cpu" and weight.dtype == torch.float32
                      and _onednn_int8(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                                       module.padding, module.dilation, module.groups, quantizer.bits, w_bits))
         self._packed = None  # the int8 weights as oneDNN wants them, made once calibrated
