@@ -11,6 +11,7 @@ split's configurations at once. Runs go to a temporary folder.
 
 Usage: python benchmarks/ablation.py [--seeds 3] [--iterations 500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from evoproxy.bench import rank_proxy
-from evoproxy.search import Evolution, EvolutionConfig, run_summary
+from evoproxy.evolve import Evolution, EvolutionSettings, run_summary
 
 SETTINGS = {
     "random search": dict(strategy="random"),
@@ -32,6 +33,11 @@ SETTINGS = {
 }
 
 
+def sd(xs: list[float]) -> float:
+    """Sample standard deviation; 0 for a single value."""
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -39,15 +45,16 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="evoproxy-ablation-"))
     print(f"default bench, {args.iterations} iterations, seeds 0..{args.seeds - 1}; mean ± std over seeds")
-    print(f"{'setting':<24} {'best fitness':>16} {'held-out 5×50':>16} {'held-out all':>16}  "
-          "candidates filtered by CSP")
-    sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    print(
+        f"{'setting':<24} {'best fitness':>16} {'held-out 5×50':>16} {'held-out all':>16}  candidates filtered by CSP"
+    )
     for label, overrides in SETTINGS.items():
         fits, held, held_all, status, duplicates = [], [], [], Counter(), 0
         for seed in range(args.seeds):
             run_dir = root / f"{label.replace(' ', '_')}-{seed}"
-            evo = Evolution(run_dir, EvolutionConfig(iterations=args.iterations, seed=seed, **overrides),
-                            log=lambda m: None)
+            evo = Evolution(
+                run_dir, EvolutionSettings(iterations=args.iterations, seed=seed, **overrides), log=lambda m: None
+            )
             best = evo.run()
             ranked = rank_proxy(best.genome, evo.stats[0], evo.benches[0].split("held-out"))
             held.append(ranked.rho_mean)
@@ -60,8 +67,9 @@ def main() -> None:
         judged = sum(status.values()) + duplicates
         shares = {"duplicate": duplicates, **{k: v for k, v in status.items() if k != "ok"}}
         filt = ", ".join(f"{k} {100 * v / judged:.1f}%" for k, v in sorted(shares.items()))
-        print(f"{label:<24}", *(f"{statistics.mean(xs):8.4f} ± {sd(xs):.4f}" for xs in (fits, held, held_all)),
-              f" {filt}")
+        print(
+            f"{label:<24}", *(f"{statistics.mean(xs):8.4f} ± {sd(xs):.4f}" for xs in (fits, held, held_all)), f" {filt}"
+        )
 
 
 if __name__ == "__main__":

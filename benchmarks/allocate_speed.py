@@ -8,6 +8,7 @@ sampling baseline measured in the same run.
    between the smallest and the largest configuration: dp, ilp, sample.
 2. A synthetic 100-layer model, 7 weight-bit choices (2..8), size and BOPs budgets: ilp, sample.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,10 @@ def synthetic_problem(seed: int, n_layers: int = 100) -> AllocationProblem:
         layers.append(LayerInfo(i, f"layer{i}", "conv", (cout, cin, k, k), weights + cout, weights * side * side))
     problem = build_problem(layers, rng.random(n_layers), 1.0, w_bits=range(2, 9))
     max_bops = problem.fixed_bops + int(problem.bops[:, -1].sum())
-    return problem.with_budget(size_mb=_between(problem.min_size_bits, _max_size_bits(problem), 0.5) / 8e6,
-                               bops=_between(problem.min_bops, max_bops, 0.35))
+    return problem.with_budget(
+        size_mb=_between(problem.min_size_bits, _max_size_bits(problem), 0.5) / 8e6,
+        bops=_between(problem.min_bops, max_bops, 0.35),
+    )
 
 
 def _max_size_bits(problem: AllocationProblem) -> int:
@@ -62,16 +65,22 @@ def time_method(problem: AllocationProblem, method: str, repeats: int) -> tuple[
 
 
 def report(title: str, problem: AllocationProblem, methods: list[str], repeats: int) -> None:
-    print(f"\n{title}: {len(problem.layers)} layers ({len(problem.free)} free), "
-          f"{len(problem.options)} options, size budget {problem.size_budget_mb:.4f} MB"
-          + (f", BOPs budget {problem.bops_budget / 1e9:.3f} G" if problem.bops_budget else ""))
+    print(
+        f"\n{title}: {len(problem.layers)} layers ({len(problem.free)} free), "
+        f"{len(problem.options)} options, size budget {problem.size_budget_mb:.4f} MB"
+        + (f", BOPs budget {problem.bops_budget / 1e9:.3f} G" if problem.bops_budget else "")
+    )
     timed = {m: time_method(problem, m, repeats) for m in methods}
     base_time, base = timed["sample"]
-    print(f"{'method':<8}{'median ms':>11}{'× sample':>10}{'objective':>12}{'vs sample':>11}"
-          f"{'size MB':>10}{'GBOPs':>9}  optimal")
+    print(
+        f"{'method':<8}{'median ms':>11}{'× sample':>10}{'objective':>12}{'vs sample':>11}"
+        f"{'size MB':>10}{'GBOPs':>9}  optimal"
+    )
     for m, (t, r) in timed.items():
-        print(f"{m:<8}{t * 1e3:>11.2f}{t / base_time:>10.2f}{r.objective:>12.4f}"
-              f"{r.objective / base.objective - 1:>+10.2%}{r.size_mb:>10.4f}{r.bops / 1e9:>9.3f}  {r.optimal}")
+        print(
+            f"{m:<8}{t * 1e3:>11.2f}{t / base_time:>10.2f}{r.objective:>12.4f}"
+            f"{r.objective / base.objective - 1:>+10.2%}{r.size_mb:>10.4f}{r.bops / 1e9:>9.3f}  {r.optimal}"
+        )
     print(f"(sample: {base.note})")
 
 
@@ -79,8 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="runs per method; the median is printed")
     args = parser.parse_args()
-    report("default model (resnet20-fmnist), size budget", default_problem(0), ["dp", "ilp", "sample"],
-           args.repeats)
+    report("default model (resnet20-fmnist), size budget", default_problem(0), ["dp", "ilp", "sample"], args.repeats)
     report("synthetic model, size + BOPs budgets", synthetic_problem(0), ["ilp", "sample"], args.repeats)
 
 

@@ -9,6 +9,7 @@ measured one at a time (quantize_model, then accuracy; two threads) in the same 
 Usage: python benchmarks/bench_build_speed.py [--build 1000] [--window 32] [--chunk 16]
        [--eval-size 2000] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,19 +38,23 @@ def main() -> None:
     calib, images, labels = open_data().ptq_data(args.eval_size)
     order = build_order(len(layers), [2, 3, 4], args.build, {0: 8, len(layers) - 1: 8}, seed=0)
     start = (len(order) - args.window) // 2  # a window from the middle of the build
-    window = order[start:start + args.window]
-    print(f"{name}: {args.window} of the {args.build} configurations of a build, {args.eval_size} test images, "
-          f"{len(calib)} calibration images, median of {args.repeats}")
+    window = order[start : start + args.window]
+    print(
+        f"{name}: {args.window} of the {args.build} configurations of a build, {args.eval_size} test images, "
+        f"{len(calib)} calibration images, median of {args.repeats}"
+    )
     torch.set_num_threads(2)
     evaluator = PtqEvaluator(model, layers, calib, images, labels)
     cache = evaluator.cache  # both ways use the quantized weights that a build's evaluator keeps
     for bits in {b for c in window for b in c}:
         for layer in layers:
             cache.get(layer.index, bits)
-    chunks = [window[i:i + args.chunk] for i in range(0, len(window), args.chunk)]
+    chunks = [window[i : i + args.chunk] for i in range(0, len(window), args.chunk)]
     workers = Parallel(n_jobs=2)
-    workers(delayed(_measure)(model, layers, c[:1], calib[:8], images[:8], labels[:8], QuantSettings(), "cpu", 1)
-            for c in chunks)  # start the two workers before timing them, as a build starts them once
+    workers(
+        delayed(_measure)(model, layers, c[:1], calib[:8], images[:8], labels[:8], QuantSettings(), "cpu", 1)
+        for c in chunks
+    )  # start the two workers before timing them, as a build starts them once
     times: dict[str, list[float]] = {"one at a time": [], "swept, 1 worker": [], "swept, 2 workers": []}
     for _ in range(args.repeats):
         evaluator.measured.clear()
@@ -57,8 +62,13 @@ def main() -> None:
         swept = [a for c in chunks for a in evaluator.accuracies(c)]
         times["swept, 1 worker"].append((time.perf_counter() - began) / len(window))
         began = time.perf_counter()
-        parallel = [a for accs in workers(delayed(_measure)(model, layers, c, calib, images, labels, QuantSettings(),
-                                                            "cpu", 1) for c in chunks) for a in accs]
+        parallel = [
+            a
+            for accs in workers(
+                delayed(_measure)(model, layers, c, calib, images, labels, QuantSettings(), "cpu", 1) for c in chunks
+            )
+            for a in accs
+        ]
         times["swept, 2 workers"].append((time.perf_counter() - began) / len(window))
         began = time.perf_counter()
         alone = [accuracy(quantize_model(model, layers, c, calib, cache=cache), images, labels) for c in window]
@@ -68,12 +78,15 @@ def main() -> None:
     # Samples through each layer: BatchNorm pass and range pass over the calibration images, then the evaluation.
     per_config = [layer.macs * (2 * len(calib) + len(images)) for layer in layers]
     computed = sum(layer.macs * n for layer, n in zip(layers, evaluator.sweep.layer_inputs))
-    print(f"  the same accuracies all three ways; multiply-accumulates per configuration: "
-          f"{sum(per_config) / 1e9:.1f} G one at a time, {computed / (args.repeats * len(window)) / 1e9:.1f} G swept "
-          f"({100 * computed / (args.repeats * len(window) * sum(per_config)):.0f} %)")
+    print(
+        f"  the same accuracies all three ways; multiply-accumulates per configuration: "
+        f"{sum(per_config) / 1e9:.1f} G one at a time, {computed / (args.repeats * len(window)) / 1e9:.1f} G swept "
+        f"({100 * computed / (args.repeats * len(window) * sum(per_config)):.0f} %)"
+    )
     for way, seconds in times.items():
         t = statistics.median(seconds)
         print(f"  {way + ':':18} {t:.2f} s per configuration ({one / t:.2f}× one at a time)")
+
 
 if __name__ == "__main__":
     main()

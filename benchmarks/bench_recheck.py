@@ -3,6 +3,7 @@ accuracies stored in them (which may have been measured on a GPU).
 
     python benchmarks/bench_recheck.py fmnist-vgg-w234 fmnist-mixer-w234 [--configs 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,9 @@ for ref in args.benches:
     model, layers, source = bench_model(bench)
     settings = QuantSettings(header["act_bits"], header["quantizer"]["bn_recalibration"])
     evaluator = PtqEvaluator.on_data(model, layers, header["eval"]["first"], settings, source)
-    diffs = [abs(evaluator.accuracy(list(e.bits)) - e.accuracy) for e in bench.entries[:args.configs]]
-    print(f"{ref}: full precision {evaluator.fp_accuracy():.2f} % here, {header['fp_accuracy']:.2f} % stored; "
-          f"largest difference over {len(diffs)} configurations {max(diffs):.2f} points", flush=True)
+    diffs = [abs(evaluator.accuracy(list(e.bits)) - e.accuracy) for e in bench.entries[: args.configs]]
+    print(
+        f"{ref}: full precision {evaluator.fp_accuracy():.2f} % here, {header['fp_accuracy']:.2f} % stored; "
+        f"largest difference over {len(diffs)} configurations {max(diffs):.2f} points",
+        flush=True,
+    )

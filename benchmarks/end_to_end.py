@@ -19,6 +19,7 @@ with the same --out and settings skips finished rows, and a configuration alread
 the same settings is copied (`same_as`) instead of measured again. The table is printed at the
 end, or alone with --table-only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,17 @@ from evoproxy.cli.methods import search_split
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import accuracy, check_device, layer_registry, load_model
 from evoproxy.proxy import get_proxy, needs_hessian
-from evoproxy.quant import (AdaRoundSettings, PtqEvaluator, QatSettings, QuantSettings, adaround_model, lsq_model,
-                            model_bops, model_size_mb, train_qat)
+from evoproxy.quant import (
+    AdaRoundSettings,
+    PtqEvaluator,
+    QatSettings,
+    QuantSettings,
+    adaround_model,
+    lsq_model,
+    model_bops,
+    model_size_mb,
+    train_qat,
+)
 from evoproxy.stats import StatsSettings, load_or_compute_stats
 
 DEFAULT_BUDGETS = {"resnet20-fmnist": [0.085, 0.095, 0.105]}  # where README's pareto table shows allocations differ
@@ -113,8 +123,11 @@ def machine(device: str) -> str:
         return f"GPU {torch.cuda.get_device_name(torch.device(device))}"
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
-        names = [l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                 if l.startswith("model name")]
+        names = [
+            l.split(":", 1)[1].strip()
+            for l in Path("/proc/cpuinfo").read_text().splitlines()
+            if l.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
 
@@ -123,7 +136,9 @@ def same_search(row: dict, args) -> bool:
     """Whether `row` is a proxy's or uniform's (found without a search), or a method's searched
     with `args`' --search-images and --search-epochs (other searches are other rows of one file)."""
     return row["kind"] != "method" or (row["search"]["train_images"], row["search"]["epochs"]) == (
-        args.search_images, args.search_epochs)
+        args.search_images,
+        args.search_epochs,
+    )
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -160,8 +175,9 @@ class Runner:
         self.fixed = {0: (args.fixed_bits, args.act_bits), last: (args.fixed_bits, args.act_bits)}
         self.w_bits = parse_bits(args.bits, "--bits")
         # The cost tables of every allocator's problem (values do not matter for sizes, BOPs and uniform points).
-        self.base = build_problem(self.layers, np.zeros(len(self.layers)), 1.0, w_bits=self.w_bits,
-                                  a_bits=(args.act_bits,), fixed=self.fixed)
+        self.base = build_problem(
+            self.layers, np.zeros(len(self.layers)), 1.0, w_bits=self.w_bits, a_bits=(args.act_bits,), fixed=self.fixed
+        )
         self.budgets = budgets_of(self.base, name, args)
         self.fp = None
         self._stats = None
@@ -170,10 +186,15 @@ class Runner:
         return [r for r in read_rows(self.out) if r["model"] == self.name and r["settings"] == self.settings]
 
     def pending(self, allocators: list[str]) -> list[tuple[float, float | None, str]]:
-        finished = {(r["budget_mb"], r["budget_gbops"], r["allocator"]) for r in self.done()
-                    if same_search(r, self.args)}
-        return [(s, b, a) for s, b in self.budgets for a in allocators
-                if (s, None if b is None else b / 1e9, a) not in finished]
+        finished = {
+            (r["budget_mb"], r["budget_gbops"], r["allocator"]) for r in self.done() if same_search(r, self.args)
+        }
+        return [
+            (s, b, a)
+            for s, b in self.budgets
+            for a in allocators
+            if (s, None if b is None else b / 1e9, a) not in finished
+        ]
 
     def stats(self, proxies: list) -> tuple:
         """The statistics all proxies share (the Hessian only if one reads it) and their seconds;
@@ -181,35 +202,61 @@ class Runner:
         if self._stats is None:
             hessian = any(needs_hessian(p) for p in proxies)
             images, labels = self.source.calibration(self.args.stats_batch)
-            log(f"{self.name}: statistics on {len(images)} calibration images"
-                f"{' with the Hessian' if hessian else ''}")
+            log(f"{self.name}: statistics on {len(images)} calibration images{' with the Hessian' if hessian else ''}")
             start = time.perf_counter()
-            stats, _ = load_or_compute_stats(self.evaluator.model, images, labels, self.name,
-                                             StatsSettings(seed=self.args.seed, hessian=hessian), use_cache=False,
-                                             device=self.args.device)
+            stats, _ = load_or_compute_stats(
+                self.evaluator.model,
+                images,
+                labels,
+                self.name,
+                StatsSettings(seed=self.args.seed, hessian=hessian),
+                use_cache=False,
+                device=self.args.device,
+            )
             self._stats = stats, time.perf_counter() - start
         return self._stats
 
-    def measure(self, size: float, bops: float | None, allocator: str, kind: str, w_bits, seconds: dict,
-                extra: dict | None = None) -> dict:
+    def measure(
+        self,
+        size: float,
+        bops: float | None,
+        allocator: str,
+        kind: str,
+        w_bits,
+        seconds: dict,
+        extra: dict | None = None,
+    ) -> dict:
         """Measure `w_bits` (PTQ, AdaRound, QAT), or copy an equal configuration's accuracies, and append the row."""
         w_bits = [int(b) for b in w_bits]
-        row = {"model": self.name, "budget_mb": size, "budget_gbops": None if bops is None else bops / 1e9,
-               "allocator": allocator, "kind": kind, "w_bits": w_bits,
-               "size_mb": model_size_mb(self.layers, w_bits),
-               "gbops": model_bops(self.layers, w_bits, self.args.act_bits) / 1e9,
-               "avg_bits": average_bits(self.layers, w_bits), **(extra or {})}
+        row = {
+            "model": self.name,
+            "budget_mb": size,
+            "budget_gbops": None if bops is None else bops / 1e9,
+            "allocator": allocator,
+            "kind": kind,
+            "w_bits": w_bits,
+            "size_mb": model_size_mb(self.layers, w_bits),
+            "gbops": model_bops(self.layers, w_bits, self.args.act_bits) / 1e9,
+            "avg_bits": average_bits(self.layers, w_bits),
+            **(extra or {}),
+        }
         same = next((r for r in self.done() if r["w_bits"] == w_bits and "same_as" not in r), None)
         if same is not None:
-            row.update(acc=same["acc"], seconds=seconds, machine=same["machine"],
-                       same_as=f"{same['allocator']} at {budget_label(*row_budget(same))}")
+            row.update(
+                acc=same["acc"],
+                seconds=seconds,
+                machine=same["machine"],
+                same_as=f"{same['allocator']} at {budget_label(*row_budget(same))}",
+            )
         else:
             row.update(self._accuracies(w_bits, seconds))
         row["settings"] = self.settings
         append_row(self.out, row)
-        log(f"{self.name} {budget_label(size, bops)} {allocator}: {row['size_mb']:.4f} MB, "
+        log(
+            f"{self.name} {budget_label(size, bops)} {allocator}: {row['size_mb']:.4f} MB, "
             f"PTQ {row['acc']['ptq']:.2f} / AdaRound {row['acc']['adaround']:.2f} / QAT {row['acc']['qat']:.2f}"
-            + (f" (same configuration as {row['same_as']})" if "same_as" in row else ""))
+            + (f" (same configuration as {row['same_as']})" if "same_as" in row else "")
+        )
         return row
 
     def _accuracies(self, w_bits: list[int], seconds: dict) -> dict:
@@ -220,37 +267,64 @@ class Runner:
         ptq = ev.accuracy(w_bits)
         seconds["ptq"] = time.perf_counter() - start
         start = time.perf_counter()
-        qmodel, _ = adaround_model(ev.model, self.layers, w_bits, ev.calib_images,
-                                   AdaRoundSettings(iters=args.adaround_iters, seed=args.seed), self.quant, ev.cache,
-                                   log=lambda m: None)
+        qmodel, _ = adaround_model(
+            ev.model,
+            self.layers,
+            w_bits,
+            ev.calib_images,
+            AdaRoundSettings(iters=args.adaround_iters, seed=args.seed),
+            self.quant,
+            ev.cache,
+            log=lambda m: None,
+        )
         ada = accuracy(qmodel, ev.images, ev.labels)
         seconds["adaround"] = time.perf_counter() - start
         start = time.perf_counter()
         qmodel = lsq_model(ev.model, self.layers, w_bits, args.act_bits, ev.calib_images, True)
-        history = train_qat(qmodel, ev.model, self.qat_train, (ev.images, ev.labels),
-                            QatSettings(args.qat_epochs, seed=args.seed), log=lambda m: None)
+        history = train_qat(
+            qmodel,
+            ev.model,
+            self.qat_train,
+            (ev.images, ev.labels),
+            QatSettings(args.qat_epochs, seed=args.seed),
+            log=lambda m: None,
+        )
         seconds["qat"] = time.perf_counter() - start
-        return {"acc": {"fp": self.fp, "ptq": ptq, "adaround": ada, "qat": history[-1].accuracy},
-                "seconds": seconds, "machine": machine(args.device)}
+        return {
+            "acc": {"fp": self.fp, "ptq": ptq, "adaround": ada, "qat": history[-1].accuracy},
+            "seconds": seconds,
+            "machine": machine(args.device),
+        }
 
     def proxy_rows(self, names: list[str]) -> None:
         todo = self.pending(names + ["uniform"])
         proxies = {n: get_proxy(n) for n in names}
         for size, bops, allocator in todo:
             if allocator == "uniform":
-                fits = [p for p in uniform_points(self.base)
-                        if p.size_mb <= size + 1e-12 and (bops is None or p.bops <= bops)]
+                fits = [
+                    p
+                    for p in uniform_points(self.base)
+                    if p.size_mb <= size + 1e-12 and (bops is None or p.bops <= bops)
+                ]
                 if not fits:
                     log(f"{self.name} {budget_label(size, bops)}: no uniform width fits; row skipped")
                     continue
                 self.measure(size, bops, "uniform", "uniform", fits[-1].w_bits, {})
                 continue
             stats, stats_s = self.stats(list(proxies.values()))
-            problem = proxy_problem(proxies[allocator], stats, size, bops=bops, w_bits=self.w_bits,
-                                    act_bits=self.args.act_bits, fixed=self.fixed)
+            problem = proxy_problem(
+                proxies[allocator],
+                stats,
+                size,
+                bops=bops,
+                w_bits=self.w_bits,
+                act_bits=self.args.act_bits,
+                fixed=self.fixed,
+            )
             result = allocate(problem)
-            self.measure(size, bops, allocator, "proxy", result.w_bits,
-                         {"statistics": stats_s, "allocation": result.seconds})
+            self.measure(
+                size, bops, allocator, "proxy", result.w_bits, {"statistics": stats_s, "allocation": result.seconds}
+            )
 
     def method_rows(self, names: list[str]) -> None:
         args = self.args
@@ -258,8 +332,15 @@ class Runner:
         for size, bops, allocator in self.pending(names):
             val = SMPQ_VAL_IMAGES if allocator == "smpq" else 0
             train, held = search_split(self.train, args.search_images, None, val, args.seed)
-            problem = build_problem(self.layers, np.zeros(len(self.layers)), size, bops=bops, w_bits=self.w_bits,
-                                    a_bits=(args.act_bits,), fixed=self.fixed)
+            problem = build_problem(
+                self.layers,
+                np.zeros(len(self.layers)),
+                size,
+                bops=bops,
+                w_bits=self.w_bits,
+                a_bits=(args.act_bits,),
+                fixed=self.fixed,
+            )
             model = load_model(self.name)[0].to(self.evaluator.images.device)
             calib = self.evaluator.calib_images
             log(f"{self.name} {budget_label(size, bops)}: {allocator} search on {len(train[0])} training images")
@@ -272,9 +353,21 @@ class Runner:
                 result = methods_lib.search_adaqat(model, problem, train, calib, adaqat, log=lambda m: None)
             else:
                 result = methods_lib.search_edmips(model, problem, train, calib, edmips, log=lambda m: None)
-            self.measure(size, bops, allocator, "method", result.allocation.w_bits, {"search": result.seconds},
-                         {"search": {"train_images": len(train[0]), "validation_images": len(held[0]),
-                                     "epochs": args.search_epochs}})
+            self.measure(
+                size,
+                bops,
+                allocator,
+                "method",
+                result.allocation.w_bits,
+                {"search": result.seconds},
+                {
+                    "search": {
+                        "train_images": len(train[0]),
+                        "validation_images": len(held[0]),
+                        "epochs": args.search_epochs,
+                    }
+                },
+            )
 
 
 def cell(row: dict | None) -> str:
@@ -301,24 +394,35 @@ def print_tables(rows: list[dict], order: list[str]) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         budgets = list(dict.fromkeys(row_budget(r) for r in mine))
-        allocators = sorted(dict.fromkeys(r["allocator"] for r in mine),
-                            key=lambda a: order.index(a) if a in order else len(order))
+        allocators = sorted(
+            dict.fromkeys(r["allocator"] for r in mine), key=lambda a: order.index(a) if a in order else len(order)
+        )
         fp = mine[0]["acc"]["fp"]
         table = []
         for allocator in allocators:
             got = {row_budget(r): r for r in mine if r["allocator"] == allocator}
             machines = sorted({r["machine"] for r in got.values()})
-            table.append({"allocator": allocator, **{str(b): cell(got.get(b)) for b in budgets},
-                          "cost": cost(list(got.values())), "on": "; ".join(machines)})
+            table.append(
+                {
+                    "allocator": allocator,
+                    **{str(b): cell(got.get(b)) for b in budgets},
+                    "cost": cost(list(got.values())),
+                    "on": "; ".join(machines),
+                }
+            )
         settings = mine[0]["settings"]
-        print(f"\n{model}: top-1 % on {settings['eval_size']} test images, PTQ / AdaRound "
-              f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} "
-              f"epoch{'s' * (settings['qat_epochs'] != 1)} on "
-              f"{settings['qat_images']} training images); full precision {fp:.2f} %\n")
+        print(
+            f"\n{model}: top-1 % on {settings['eval_size']} test images, PTQ / AdaRound "
+            f"({settings['adaround_iters']} iterations per block) / QAT ({settings['qat_epochs']} "
+            f"epoch{'s' * (settings['qat_epochs'] != 1)} on "
+            f"{settings['qat_images']} training images); full precision {fp:.2f} %\n"
+        )
         headers = ["allocator", *(budget_label(*b) for b in budgets), "cost (s)", "measured on"]
         print(markdown([headers, *(list(r.values()) for r in table)]))
-        print("\ncost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
-              "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown.")
+        print(
+            "\ncost (s): proxies, the statistics they share + the allocation (mean over budgets); methods, the "
+            "search (mean over budgets). uniform: the largest uniform width within the budget, its size shown."
+        )
         print_gains(model, mine, budgets)
 
 
@@ -333,8 +437,10 @@ def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
             gains = [r["acc"][stage] - r["acc"]["ptq"] for r in here if r["kind"] == "proxy"]
             cells.append(f"{sum(gains) / len(gains):+.2f} [{min(gains):+.2f}, {max(gains):+.2f}]" if gains else "-")
         uniform = [r for r in here if r["kind"] == "uniform"]
-        cells.append(", ".join(f"{r['acc'][stage] - r['acc']['ptq']:+.2f}" for r in uniform[:1]
-                               for stage in ("adaround", "qat")) or "-")
+        cells.append(
+            ", ".join(f"{r['acc'][stage] - r['acc']['ptq']:+.2f}" for r in uniform[:1] for stage in ("adaround", "qat"))
+            or "-"
+        )
         lines.append([budget_label(*budget), *cells])
     print(f"\n{model}: what AdaRound and QAT add to round-to-nearest (points of top-1)\n")
     print(markdown(lines))
@@ -343,12 +449,20 @@ def print_gains(model: str, rows: list[dict], budgets: list[tuple]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet20-fmnist,mobilenetv2-fmnist", help="registry names, comma-separated")
-    p.add_argument("--budgets-mb", action="append", default=[],
-                   help="MODEL=S1,S2,S3 size budgets in MB (repeatable; default README's 0.085,0.095,0.105 for "
-                        "ResNet-20, else 1/4, 1/2, 3/4 of the way from all-fewest to all-most bits)")
-    p.add_argument("--bops-g", action="append", default=[],
-                   help="MODEL=SIZE_MB:GBOPS, the BOPs budget and its size budget (default: the largest size budget "
-                        "and the GBOPs 40 %% of the way from the uniform fewest- to most-bits configuration)")
+    p.add_argument(
+        "--budgets-mb",
+        action="append",
+        default=[],
+        help="MODEL=S1,S2,S3 size budgets in MB (repeatable; default README's 0.085,0.095,0.105 for "
+        "ResNet-20, else 1/4, 1/2, 3/4 of the way from all-fewest to all-most bits)",
+    )
+    p.add_argument(
+        "--bops-g",
+        action="append",
+        default=[],
+        help="MODEL=SIZE_MB:GBOPS, the BOPs budget and its size budget (default: the largest size budget "
+        "and the GBOPs 40 %% of the way from the uniform fewest- to most-bits configuration)",
+    )
     p.add_argument("--proxies", default="evoproxy-zoo,hawq-v2,fisher,mean-bits")
     p.add_argument("--methods", default="edmips,seam,smpq,adaqat", help="competing allocators; '' for none")
     p.add_argument("--search-images", type=int, default=2048, help="methods: seeded training subset searched on")
@@ -374,15 +488,24 @@ def main(argv: list[str] | None = None) -> None:
     proxies = [n for n in args.proxies.split(",") if n]
     methods = [n for n in args.methods.split(",") if n]
     order = proxies + ["uniform"] + methods
-    settings = {"eval_size": args.eval_size, "adaround_iters": args.adaround_iters, "qat_epochs": args.qat_epochs,
-                "qat_images": args.qat_images, "bits": args.bits, "act_bits": args.act_bits,
-                "fixed_bits": args.fixed_bits, "stats_batch": args.stats_batch, "calib_images": args.calib_images,
-                "data": args.data, "seed": args.seed}
+    settings = {
+        "eval_size": args.eval_size,
+        "adaround_iters": args.adaround_iters,
+        "qat_epochs": args.qat_epochs,
+        "qat_images": args.qat_images,
+        "bits": args.bits,
+        "act_bits": args.act_bits,
+        "fixed_bits": args.fixed_bits,
+        "stats_batch": args.stats_batch,
+        "calib_images": args.calib_images,
+        "data": args.data,
+        "seed": args.seed,
+    }
     if not args.table_only:
         out.parent.mkdir(parents=True, exist_ok=True)
         source = data_source(args)
         train = source.training()
-        pick = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(args.seed))[:args.qat_images]
+        pick = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(args.seed))[: args.qat_images]
         qat_train = (train[0][pick], train[1][pick])
         runners = [Runner(m, args, source, train, qat_train, settings, out) for m in args.models.split(",") if m]
         for runner in runners:

@@ -9,6 +9,7 @@ activations, the largest tensors). The statistics are computed once (cached) bef
 
 Usage: python benchmarks/evolve_speed.py [--candidates 1000] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.proxy import INPUT, load_space, sample_genome
-from evoproxy.search import CSPSettings, transfer_benches
-from evoproxy.search.evolution import Evaluator, search_partition
+from evoproxy.evolve import CSPSettings, transfer_benches
+from evoproxy.evolve.evolution import Evaluator, search_partition
 
 
 def main() -> None:
@@ -29,10 +30,15 @@ def main() -> None:
     args = parser.parse_args()
     space, rng = load_space("branched"), random.Random(0)
     everything = [sample_genome(space, rng) for _ in range(args.candidates)]
-    no_act = [g for g in everything
-              if all(g.graph.nodes[n]["name"] != "A" for n in g.graph if g.graph.nodes[n]["role"] == INPUT)]
-    print(f"branched space, {len(everything)} candidates ({len(no_act)} without A), 50 configurations per bench "
-          f"and fitness; median of {args.repeats} runs")
+    no_act = [
+        g
+        for g in everything
+        if all(g.graph.nodes[n]["name"] != "A" for n in g.graph if g.graph.nodes[n]["role"] == INPUT)
+    ]
+    print(
+        f"branched space, {len(everything)} candidates ({len(no_act)} without A), 50 configurations per bench "
+        f"and fitness; median of {args.repeats} runs"
+    )
     base = None
     for names in (["fmnist-resnet20-w234"], transfer_benches([])):
         benches = []
@@ -51,8 +57,10 @@ def main() -> None:
                     rates.append(len(genomes) / (time.perf_counter() - start))
                 rate = statistics.median(rates)
                 base = base or rate  # the first figure: one bench, one worker, all inputs
-                print(f"  {jobs} worker{'s' if jobs > 1 else ' '}  {label:<13} {rate:7.0f} evaluations/s"
-                      f"  ({rate / base:.2f}× one bench, one worker, all inputs)")
+                print(
+                    f"  {jobs} worker{'s' if jobs > 1 else ' '}  {label:<13} {rate:7.0f} evaluations/s"
+                    f"  ({rate / base:.2f}× one bench, one worker, all inputs)"
+                )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ and trains one epoch; only training is timed (not the per-epoch evaluation). Ada
 every block (the stem convolution, nine residual blocks, the classifier) with the same bits; each
 block's time includes collecting its inputs and targets on the calibration images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--adaround-iters", type=int, default=AdaRoundSettings.iters,
-                   help=f"AdaRound iterations per block (default {AdaRoundSettings.iters})")
+    p.add_argument(
+        "--adaround-iters",
+        type=int,
+        default=AdaRoundSettings.iters,
+        help=f"AdaRound iterations per block (default {AdaRoundSettings.iters})",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = check_device(args.device)
@@ -51,17 +56,21 @@ def main() -> None:
         qmodel = lsq_model(model, layers, bits, 8, calib)
         times.append(train_qat(qmodel, model, (images, labels), evaluation, settings, log=lambda m: None)[0].train_s)
     median = statistics.median(times)
-    print(f"{name}, W8/4…4/8 A8, batch {settings.batch_size}, {args.images} images, {args.threads} thread(s) on "
-          f"{device}: {median:.2f} s per epoch (median of {args.repeats}; runs {', '.join(f'{t:.2f}' for t in times)}), "
-          f"{1000 * median / args.images:.2f} ms per image, about {median * TRAIN_SPLIT / args.images / 60:.1f} min "
-          f"per epoch of the {TRAIN_SPLIT} training images")
+    print(
+        f"{name}, W8/4…4/8 A8, batch {settings.batch_size}, {args.images} images, {args.threads} thread(s) on "
+        f"{device}: {median:.2f} s per epoch (median of {args.repeats}; runs {', '.join(f'{t:.2f}' for t in times)}), "
+        f"{1000 * median / args.images:.2f} ms per image, about {median * TRAIN_SPLIT / args.images / 60:.1f} min "
+        f"per epoch of the {TRAIN_SPLIT} training images"
+    )
     ada = AdaRoundSettings(iters=args.adaround_iters)
     _, records = adaround_model(model, layers, bits, calib, ada, QuantSettings(8), log=lambda m: None)
     seconds = [r.seconds for r in records]
-    print(f"{name}, W8/4…4/8 A8, AdaRound {ada.iters} iterations per block, batch {ada.batch_size}, {len(calib)} "
-          f"calibration images, {args.threads} thread(s) on {device}: {sum(seconds):.1f} s for {len(records)} blocks "
-          f"(median {statistics.median(seconds):.2f} s per block; "
-          f"{', '.join(f'{r.name} {r.seconds:.1f}' for r in records)})")
+    print(
+        f"{name}, W8/4…4/8 A8, AdaRound {ada.iters} iterations per block, batch {ada.batch_size}, {len(calib)} "
+        f"calibration images, {args.threads} thread(s) on {device}: {sum(seconds):.1f} s for {len(records)} blocks "
+        f"(median {statistics.median(seconds):.2f} s per block; "
+        f"{', '.join(f'{r.name} {r.seconds:.1f}' for r in records)})"
+    )
 
 
 if __name__ == "__main__":

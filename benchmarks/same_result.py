@@ -9,6 +9,7 @@ what it found as text to diff against the same file from another machine:
     python benchmarks/same_result.py --out here.txt [evolve flags]   # on each machine, then:
     diff here.txt there.txt
 """
+
 from __future__ import annotations
 
 import argparse

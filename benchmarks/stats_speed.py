@@ -3,6 +3,7 @@ the total without the Hessian (what proxies that do not read it, such as Fisher 
 
 Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def main() -> None:
     print(f"  Hutchinson samples used: {[r.hutchinson_samples_used for r in runs]}")
     lean = [compute_stats(model, x, y, name, StatsSettings(seed=i, hessian=False)) for i in range(args.repeats)]
     total = statistics.median(sum(r.timings.values()) for r in lean)
-    print(f"  without the Hessian: {total:7.2f} s "
-          f"({statistics.median(sum(r.timings.values()) for r in runs) / total:.0f}× less)")
+    print(
+        f"  without the Hessian: {total:7.2f} s "
+        f"({statistics.median(sum(r.timings.values()) for r in runs) / total:.0f}× less)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate
        [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2] [--parsimony 0]
        [--folds resnet20-fmnist,...] [--eval-size 2000] [--no-allocation]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,22 @@ from evoproxy.allocation import allocate, proxy_problem
 from evoproxy.bench import Bench, bench_model, bench_stats, best_handcrafted, load_bench, paired_bootstrap, rank_proxy
 from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
-from evoproxy.search import Evolution, EvolutionConfig, transfer_benches
+from evoproxy.evolve import Evolution, EvolutionSettings, transfer_benches
 
 SHOWN = ("mean-bits", "hawq-v2", "fisher", "synflow")
 
 
-def allocation_accuracy(proxies: dict, bench: Bench, stats,
-                        eval_size: int) -> tuple[list[float], dict[str, list[float]]]:
+def allocation_accuracy(
+    proxies: dict, bench: Bench, stats, eval_size: int
+) -> tuple[list[float], dict[str, list[float]]]:
     """PTQ top-1 of each proxy's allocation on the bench's model (its statistics `stats`) at three
     size budgets."""
     header = bench.header
     model, layers, source = bench_model(bench)
     choices = header["bit_choices"]
-    fixed = {i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers)
-             if l.name in header["fixed"]}
+    fixed = {
+        i: (header["fixed"][l.name], header["act_bits"]) for i, l in enumerate(layers) if l.name in header["fixed"]
+    }
     low = model_size_mb(layers, [fixed[i][0] if i in fixed else min(choices) for i in range(len(layers))])
     high = model_size_mb(layers, [fixed[i][0] if i in fixed else max(choices) for i in range(len(layers))])
     budgets = [low + f * (high - low) for f in (0.25, 0.5, 0.75)]
@@ -62,11 +65,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--space", default="bitaware")
     parser.add_argument("--aggregate", default="mean", choices=["mean", "min"])
-    parser.add_argument("--iterations", type=int, default=EvolutionConfig.iterations)
-    parser.add_argument("--population", type=int, default=EvolutionConfig.population)
-    parser.add_argument("--islands", type=int, default=EvolutionConfig.islands)
-    parser.add_argument("--samples", type=int, default=EvolutionConfig.samples)
-    parser.add_argument("--select-top", type=int, default=EvolutionConfig.select_top)
+    parser.add_argument("--iterations", type=int, default=EvolutionSettings.iterations)
+    parser.add_argument("--population", type=int, default=EvolutionSettings.population)
+    parser.add_argument("--islands", type=int, default=EvolutionSettings.islands)
+    parser.add_argument("--samples", type=int, default=EvolutionSettings.samples)
+    parser.add_argument("--select-top", type=int, default=EvolutionSettings.select_top)
     parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
     parser.add_argument("--parsimony", type=float, default=0.0, help="as evoproxy evolve --parsimony")
     parser.add_argument("--folds", default="", help="left-out models, comma-separated (default: every shipped model)")
@@ -78,10 +81,12 @@ def main() -> None:
     mains = transfer_benches([])
     folds = [b for b in mains if not args.folds or load_bench(b).header["model"] in args.folds.split(",")]
     init = tuple(get_genome(r).to_json() for r in args.init.split(",") if r)
-    print(f"leave one architecture out: {args.space} space, {args.aggregate} over {len(mains) - 1} benches, "
-          f"{args.islands} × |P|={args.population}, N={args.iterations}, samples {args.samples or 'all'}, "
-          f"{args.seeds} seeds{', init ' + args.init if args.init else ''}, parsimony {args.parsimony}; "
-          "mean ρ over all configurations in %")
+    print(
+        f"leave one architecture out: {args.space} space, {args.aggregate} over {len(mains) - 1} benches, "
+        f"{args.islands} × |P|={args.population}, N={args.iterations}, samples {args.samples or 'all'}, "
+        f"{args.seeds} seeds{', init ' + args.init if args.init else ''}, parsimony {args.parsimony}; "
+        "mean ρ over all configurations in %"
+    )
     summary = []
     for left_out in folds:
         bench = load_bench(left_out)
@@ -92,44 +97,68 @@ def main() -> None:
         best_hand = best_handcrafted(hand)
         evolved, proxies = [], []
         for seed in range(args.seeds):
-            config = EvolutionConfig(benches=tuple(b for b in mains if b != left_out), aggregate=args.aggregate,
-                                     space=args.space, population=args.population, iterations=args.iterations,
-                                     islands=args.islands, samples=args.samples, select_top=args.select_top,
-                                     init=init, parsimony=args.parsimony, seed=seed)
+            config = EvolutionSettings(
+                benches=tuple(b for b in mains if b != left_out),
+                aggregate=args.aggregate,
+                space=args.space,
+                population=args.population,
+                iterations=args.iterations,
+                islands=args.islands,
+                samples=args.samples,
+                select_top=args.select_top,
+                init=init,
+                parsimony=args.parsimony,
+                seed=seed,
+            )
             start = time.perf_counter()
             evo = Evolution(root / f"{left_out}-s{seed}", config, log=lambda m: None)
             best = evo.run()
             evo.close()
             evolved.append(rank_proxy(best.genome, stats, entries, 0, 1))
             proxies.append(best.genome)
-            print(f"  {left_out} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
-                  f"{time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  {left_out} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
+                f"{time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
         ours = [100 * r.rho_all for r in evolved]
         usable = [r.scores for r in evolved if r.error is None]
         diff = paired_bootstrap(usable, hand[best_hand].scores, truth) if usable else (float("nan"),) * 3
-        print(f"{left_out} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
-              f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
-              f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
-              + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
-              + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
-              f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]", flush=True)
-        summary.append((left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand,
-                        diff))
+        print(
+            f"{left_out} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
+            f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
+            f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
+            + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
+            + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
+            f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]",
+            flush=True,
+        )
+        summary.append(
+            (left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff)
+        )
         if not args.no_allocation:
             chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
             budgets, acc = allocation_accuracy(chosen, bench, stats, args.eval_size)
-            print(f"  PTQ top-1 on the first {args.eval_size} test images at "
-                  + ", ".join(f"{b:.4f}" for b in budgets) + " MB: "
-                  + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()), flush=True)
+            print(
+                f"  PTQ top-1 on the first {args.eval_size} test images at "
+                + ", ".join(f"{b:.4f}" for b in budgets)
+                + " MB: "
+                + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
+                flush=True,
+            )
     print("\nover the folds (mean ρ over all configurations of the left-out model, in %):")
     gaps = {name: [ours - hand[name] for _, ours, hand, _, _ in summary] for name in HANDCRAFTED}
     for name in sorted(gaps, key=lambda n: statistics.mean(gaps[n])):
-        print(f"  evolved − {name:<9} {statistics.mean(gaps[name]):+6.2f} on average, evolved ahead in "
-              f"{sum(g > 0 for g in gaps[name])} of {len(summary)} folds")
+        print(
+            f"  evolved − {name:<9} {statistics.mean(gaps[name]):+6.2f} on average, evolved ahead in "
+            f"{sum(g > 0 for g in gaps[name])} of {len(summary)} folds"
+        )
     gaps = [ours - hand[best] for _, ours, hand, best, _ in summary]
     sure = sum(diff[1] > 0 for *_, diff in summary)
-    print(f"  evolved − best handcrafted of each fold {statistics.mean(gaps):+6.2f} on average, ahead in "
-          f"{sum(g > 0 for g in gaps)} of {len(gaps)} folds ({sure} with the bootstrap interval above 0)")
+    print(
+        f"  evolved − best handcrafted of each fold {statistics.mean(gaps):+6.2f} on average, ahead in "
+        f"{sum(g > 0 for g in gaps)} of {len(gaps)} folds ({sure} with the bootstrap interval above 0)"
+    )
 
 
 if __name__ == "__main__":

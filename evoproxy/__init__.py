@@ -2,25 +2,44 @@
 choose per-layer bit-widths and quantize a model.
 
 The stages, in the order of the data flow, each importing only from those before it:
-model → quant → stats → proxy → bench → search → allocation → methods, with cli on top. The names below
+model → quant → stats → proxy → bench → evolve → allocation → allocators, with cli on top. The names below
 are the public API, importable from here (`from evoproxy import Genome`); each is loaded on
 first use, so that `import evoproxy` and `evoproxy --help` stay fast.
 """
+
 from importlib import import_module
 
 from .version import __version__
 
 _API = {
-    "model": ["MODELS", "DataOptions", "LayerInfo", "calibration_batch", "layer_registry", "load_model", "open_data"],
-    "quant": ["PtqEvaluator", "QatSettings", "QuantSettings", "adaround_model", "export_onnx", "lsq_model",
-              "model_bops", "model_size_mb", "quantize_model", "train_qat"],
+    "model": ["MODELS", "DataSettings", "LayerInfo", "calibration_batch", "layer_registry", "load_model", "open_data"],
+    "quant": [
+        "PtqEvaluator",
+        "QatSettings",
+        "QuantSettings",
+        "adaround_model",
+        "export_onnx",
+        "lsq_model",
+        "model_bops",
+        "model_size_mb",
+        "quantize_model",
+        "train_qat",
+    ],
     "stats": ["ModelStats", "StatsSettings", "compute_stats", "load_or_compute_stats"],
-    "proxy": ["FunctionProxy", "Genome", "Proxy", "Simplification", "available_proxies", "get_proxy", "load_space",
-              "simplify"],
+    "proxy": [
+        "FunctionProxy",
+        "Genome",
+        "Proxy",
+        "Simplification",
+        "available_proxies",
+        "get_proxy",
+        "load_space",
+        "simplify",
+    ],
     "bench": ["Bench", "bench_stats", "load_bench", "rank_proxy"],
-    "search": ["Evolution", "EvolutionConfig", "search_fitness"],
+    "evolve": ["Evolution", "EvolutionSettings", "search_fitness"],
     "allocation": ["Allocation", "allocate", "build_problem", "proxy_problem"],
-    "methods": ["AdaqatSettings", "EdmipsSettings", "search_adaqat", "search_edmips", "search_seam", "search_smpq"],
+    "allocators": ["AdaqatSettings", "EdmipsSettings", "search_adaqat", "search_edmips", "search_seam", "search_smpq"],
     "errors": ["EvoproxyError"],
 }
 _HOME = {name: stage for stage, names in _API.items() for name in names}

@@ -6,6 +6,18 @@ class EvoproxyError(Exception):
     what was wrong and how to fix it. The CLI prints it as one line, without a traceback."""
 
 
+class ParameterError(EvoproxyError):
+    """`owner`'s parameter `param` is not `requirement` (a phrase such as "at least 1")."""
+
+    def __init__(self, owner: str, param: str, requirement: str, value: object):
+        self.owner, self.param, self.requirement, self.value = owner, param, requirement, value
+        super().__init__(self.worded(f"{owner}.{param}"))
+
+    def worded(self, name: str) -> str:
+        """The message with the parameter called `name` (a flag, on the command line)."""
+        return f"{name} must be {self.requirement}, got {self.value!r}"
+
+
 class EvoproxyWarning(UserWarning):
     """Something the user should know but that does not stop the work (a model run with the
     weights its own function gives it, say); the CLI prints it as one line."""

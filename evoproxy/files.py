@@ -2,6 +2,7 @@
 file beside it, renamed into place. mkstemp makes that file under a name nobody can guess, so a
 link planted in a shared folder is never followed; a kill leaves the old file or the new one
 (and at most a stray temporary file)."""
+
 from __future__ import annotations
 
 import os

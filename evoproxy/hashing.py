@@ -1,4 +1,5 @@
 """Content hashes of tensors, used to key caches and to identify models and batches."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """Exclusive writers: one process at a time writes a run or a bench file, under an flock on a
 lock file beside it that holds the writer's pid. The system releases the lock however the
 process ends, so a killed writer never leaves a stale lock."""
+
 from __future__ import annotations
 
 import fcntl
@@ -45,8 +46,10 @@ def acquire(path: Path, what: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise EvoproxyError(f"{what} is in use by {lock_holder(path) or 'another process'}; wait until it ends "
-                            "(or stop it), then try again") from None
+        raise EvoproxyError(
+            f"{what} is in use by {lock_holder(path) or 'another process'}; wait until it ends "
+            "(or stop it), then try again"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -1,6 +1,7 @@
 """A user's `package.module:function` reference (a model factory, a proxy function), imported with
 the current folder on the import path, as `python -c` would have it: `--proxy myproxies:fn` works
 from the folder that holds myproxies.py without setting PYTHONPATH."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Plain text for the command line: tables, and strings made safe to print."""
+
 from __future__ import annotations
 
 

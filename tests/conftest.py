@@ -55,6 +55,7 @@ def shared_stats_cache(_module_cache, monkeypatch):
 def one_line_error(capsys):
     """A check that a command printed exactly one error line (warnings aside), no traceback,
     holding each of the given texts; returns that line."""
+
     def check(*needles: str) -> str:
         err = capsys.readouterr().err
         lines = [l for l in err.splitlines() if not l.startswith("evoproxy: warning:")]
@@ -62,6 +63,7 @@ def one_line_error(capsys):
         for needle in needles:
             assert needle in lines[0], lines[0]
         return lines[0]
+
     return check
 
 
@@ -70,6 +72,7 @@ def trained_mlp(tmp_path, monkeypatch):
     """mlp.pt (user_models.mlp fitted to user_models.vectors) in the cwd, and the model and data
     flags that use it."""
     import user_models
+
     monkeypatch.chdir(tmp_path)
     torch.save(user_models.fit(user_models.mlp(), *user_models.vectors()).state_dict(), "mlp.pt")
     return ["--model", "user_models:mlp", "--weights", "mlp.pt", "--data", "user_models:vectors"]

@@ -1,6 +1,7 @@
 """Small statistics for fast proxy tests: a tiny conv net's real statistics, and statistics
 whose every tensor has one element (on them a proxy is a function of numbers, so its sympy
 expression can be checked numerically)."""
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,15 @@ from evoproxy.stats import LayerStats, ModelStats, StatsSettings, compute_stats
 
 def tiny_conv_net(classes: int = 3) -> nn.Module:
     """conv(1→3) → ReLU → conv(3→4) → ReLU → global pool → linear(4→classes), for any image size."""
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, classes),
+    )
 
 
 def tiny_fmnist_net() -> nn.Module:
@@ -43,6 +51,17 @@ def scalar_stats(n_layers: int = 4, seed: int = 0) -> ModelStats:
     def one(scale: float = 1.0) -> torch.Tensor:
         return torch.randn(1, 1, 1, 1, generator=gen, dtype=torch.float64) * scale
 
-    layers = [LayerStats(LayerInfo(i, f"layer{i}", "conv", (1, 1, 1, 1), 1, 1), one(), one(0.1), one(), one(0.01),
-                         one().abs(), 1.0 + i, 2.0 + i) for i in range(n_layers)]
+    layers = [
+        LayerStats(
+            LayerInfo(i, f"layer{i}", "conv", (1, 1, 1, 1), 1, 1),
+            one(),
+            one(0.1),
+            one(),
+            one(0.01),
+            one().abs(),
+            1.0 + i,
+            2.0 + i,
+        )
+        for i in range(n_layers)
+    ]
     return ModelStats("scalars", "w", "b", StatsSettings(), layers, 0.5, 1)

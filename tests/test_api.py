@@ -1,4 +1,5 @@
 """The public API importable from `evoproxy`, and README's Python example, run as written."""
+
 from __future__ import annotations
 
 import re
@@ -17,6 +18,7 @@ def test_every_public_name_imports_from_the_package():
     from evoproxy import Genome, allocate
     from evoproxy.allocation import allocate as allocate_in_its_stage
     from evoproxy.proxy.genome import Genome as genome_in_its_module
+
     assert allocate is allocate_in_its_stage and Genome is genome_in_its_module
 
 
@@ -30,16 +32,18 @@ def test_an_unknown_name_is_an_attribute_error():
 
 
 def test_the_command_line_loads_no_stage_before_a_command_runs():
-    code = ("import sys, evoproxy.cli; evoproxy.cli.build_parser(); "
-            "print(sorted(m for m in sys.modules if m.startswith('evoproxy.') and not m.startswith("
-            "('evoproxy.cli', 'evoproxy.errors', 'evoproxy.version'))))")
+    code = (
+        "import sys, evoproxy.cli; evoproxy.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith('evoproxy.') and not m.startswith("
+        "('evoproxy.cli', 'evoproxy.errors', 'evoproxy.version'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_readme_python_example_runs_and_allocates_within_the_budget(capsys):
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
@@ -54,6 +58,8 @@ def test_readme_python_example_runs_and_allocates_within_the_budget(capsys):
 def test_a_users_own_primitives_module_does_not_shadow_the_package(tmp_path):
     for name in ("primitives", "search_spaces"):
         (tmp_path / f"{name}.py").write_text("raise ImportError('the user module was imported')\n")
-    code = "from evoproxy.proxy import available_spaces, get_proxy; print(*available_spaces(), get_proxy('fisher').name)"
+    code = (
+        "from evoproxy.proxy import available_spaces, get_proxy; print(*available_spaces(), get_proxy('fisher').name)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert {"branched", "dag", "sequential", "fisher"} <= set(out.split())

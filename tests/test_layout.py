@@ -1,6 +1,7 @@
 """The package's layout holds: each stage imports only from the stages before it in the data
 flow, no import circle exists anywhere, and every package folder is installed. Imports are read
 with ast from the source files (function-level imports included), nothing is imported."""
+
 from __future__ import annotations
 
 import ast
@@ -8,24 +9,32 @@ import configparser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Folders that install inside the package (setup.cfg's package_dir) and the module names they get.
-MAPPED = {"primitives": "evoproxy.primitives", "search_spaces": "evoproxy.search_spaces"}
 # Rank of each part of the package; a module may import only modules of its own rank or lower.
 # Rank 0 is shared ground; the face of the package (evoproxy/__init__.py, which loads the public
 # API from every stage) stands above all, so no module may import it.
-FOUNDATION = ("errors", "table", "hashing", "version", "reference", "locking", "files", "primitives", "search_spaces")
-STAGES = ("model", "quant", "stats", "proxy", "bench", "search", "allocation", "methods", "cli")
+FOUNDATION = (
+    "errors",
+    "params",
+    "table",
+    "hashing",
+    "version",
+    "reference",
+    "locking",
+    "files",
+    "primitives",
+    "search_spaces",
+)
+STAGES = ("model", "quant", "stats", "proxy", "bench", "evolve", "allocation", "allocators", "cli")
 
 
 def _modules() -> dict[str, Path]:
     """Module name → source file, for every module of the installed package."""
     found = {}
-    for folder, package in [(ROOT / "evoproxy", "evoproxy"), *((ROOT / f, m) for f, m in MAPPED.items())]:
-        for path in folder.rglob("*.py"):
-            parts = list(path.relative_to(folder).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            found[".".join([package, *parts])] = path
+    for path in (ROOT / "evoproxy").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
     return found
 
 
@@ -46,8 +55,11 @@ def _imports(name: str) -> set[str]:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            module = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else node.module
+            module = (
+                ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module
+            )
             targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in MODULES else module for a in node.names]
         else:
             continue
@@ -87,7 +99,7 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(name)
         for target in sorted(graph.get(name, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (circle := visit(target)):
                 return circle
         path.pop()
@@ -107,8 +119,9 @@ def test_the_graph_reads_the_three_import_forms():
 
 
 def test_the_checks_catch_a_backward_import_and_a_circle():
-    assert against_the_flow({"evoproxy.model.data": {"evoproxy.proxy.genome"}, "evoproxy.cli": {"evoproxy.model"}}) \
-        == ["evoproxy.model.data imports evoproxy.proxy.genome"]
+    assert against_the_flow({"evoproxy.model.data": {"evoproxy.proxy.genome"}, "evoproxy.cli": {"evoproxy.model"}}) == [
+        "evoproxy.model.data imports evoproxy.proxy.genome"
+    ]
     assert against_the_flow({"evoproxy.proxy.genome": {"evoproxy"}}) == ["evoproxy.proxy.genome imports evoproxy"]
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None

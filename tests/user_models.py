@@ -1,6 +1,7 @@
 """Models and data as a user would bring them (`--model module:function`, `--data module:function`):
 a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, one with
 nn.MultiheadAttention, a model that returns a tuple, and a data function."""
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,11 @@ class TinyTransformer(nn.Module):
 class AttentionNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.embed, self.attn, self.head = nn.Linear(4, 16), nn.MultiheadAttention(16, 2, batch_first=True), nn.Linear(16, 3)
+        self.embed, self.attn, self.head = (
+            nn.Linear(4, 16),
+            nn.MultiheadAttention(16, 2, batch_first=True),
+            nn.Linear(16, 3),
+        )
 
     def forward(self, x):
         h = self.embed(x)
@@ -60,9 +65,16 @@ class TwoHeads(nn.Module):
 def conv1d() -> nn.Module:
     """Signals (batch, 2, 32) → 3 classes: dense and depthwise Conv1d, then a Linear head."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
-                         nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
-                         nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Conv1d(2, 8, 3, padding=1),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Conv1d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
 
 
 def signals(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +136,7 @@ def brightness_task():
     """A small conv net with BatchNorm, trained briefly on 8×8 images whose class (of 3) is the
     brightest third of the image, and the data: (model, layers, train pair, evaluation pair)."""
     from evoproxy.model import layer_registry
+
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(192, 1, 8, 8, generator=gen)
     y = torch.stack([x[:, 0, :, :3].mean((1, 2)), x[:, 0, :, 3:5].mean((1, 2)), x[:, 0, :, 5:].mean((1, 2))]).argmax(0)

@@ -7,6 +7,7 @@ configuration files.
     result = allocate(problem, "ilp")           # or "dp", "sample"
     json.dumps(result.to_dict())
 """
+
 from .bitconfig import act_bits_label, allocation_record, average_bits, load_bit_config, plot_bits
 from .dp import solve_dp
 from .from_proxy import proxy_problem, proxy_values, scores_linearly
@@ -17,7 +18,28 @@ from .result import Allocation
 from .sample import solve_sample
 from .solve import SOLVERS, allocate
 
-__all__ = ["MAX_BOPS", "MAX_SIZE_MB", "SOLVERS", "Allocation", "AllocationProblem", "ParetoPoint", "act_bits_label",
-           "allocate", "allocation_record", "average_bits", "build_problem", "evaluate_points", "load_bit_config",
-           "plot_bits", "plot_pareto", "proxy_problem", "proxy_values", "scores_linearly", "solve_dp", "solve_ilp",
-           "solve_sample", "sweep", "uniform_points"]
+__all__ = [
+    "MAX_BOPS",
+    "MAX_SIZE_MB",
+    "SOLVERS",
+    "Allocation",
+    "AllocationProblem",
+    "ParetoPoint",
+    "act_bits_label",
+    "allocate",
+    "allocation_record",
+    "average_bits",
+    "build_problem",
+    "evaluate_points",
+    "load_bit_config",
+    "plot_bits",
+    "plot_pareto",
+    "proxy_problem",
+    "proxy_values",
+    "scores_linearly",
+    "solve_dp",
+    "solve_ilp",
+    "solve_sample",
+    "sweep",
+    "uniform_points",
+]

@@ -7,6 +7,7 @@ layer in registry order when they differ); an allocation adds
 its model, proxy, cost, budgets, solver outcome and a `layers` list of per-layer detail. Any JSON
 object with `bits` (a benchmark entry line, say) loads as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,23 @@ def average_bits(layers: Sequence[LayerInfo], w_bits: Sequence[int]) -> float:
     return sum(n * b for n, b in zip(counts, w_bits)) / sum(counts)
 
 
-def allocation_record(allocation: Allocation, layers: Sequence[LayerInfo], sensitivities: Sequence[float], *,
-                      model: str, proxy: str) -> dict:
+def allocation_record(
+    allocation: Allocation, layers: Sequence[LayerInfo], sensitivities: Sequence[float], *, model: str, proxy: str
+) -> dict:
     """JSON-ready dict of an allocation of `model`'s `layers` (registry order) by `proxy`, whose
     per-layer `sensitivities` (L,) are recorded beside each layer's bits and parameter count."""
     detail = allocation.to_dict()
     for row, layer, s in zip(detail["layers"], layers, sensitivities):
         row.update(params=layer.params, sensitivity=float(s))
     act = set(allocation.a_bits)
-    return {"format": FORMAT, "model": model, "proxy": proxy, "bits": list(allocation.w_bits),
-            "act_bits": act.pop() if len(act) == 1 else list(allocation.a_bits), **detail}
+    return {
+        "format": FORMAT,
+        "model": model,
+        "proxy": proxy,
+        "bits": list(allocation.w_bits),
+        "act_bits": act.pop() if len(act) == 1 else list(allocation.a_bits),
+        **detail,
+    }
 
 
 def act_bits_label(a_bits: Sequence[int]) -> str:
@@ -67,8 +75,10 @@ def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[
         raise EvoproxyError(f"cannot read bit configuration file {path}: {exc.strerror}") from None
     bits = data.get("bits") if isinstance(data, dict) else None
     if not isinstance(bits, list) or not all(is_bit_width(b, MIN_W_BITS) for b in bits):
-        raise EvoproxyError(f"{path} needs 'bits': a list of whole weight bit-widths from {MIN_W_BITS} to 32, one "
-                            "per layer in registry order (as `evoproxy allocate` writes)")
+        raise EvoproxyError(
+            f"{path} needs 'bits': a list of whole weight bit-widths from {MIN_W_BITS} to 32, one "
+            "per layer in registry order (as `evoproxy allocate` writes)"
+        )
     if len(bits) != len(layer_names):
         raise EvoproxyError(f"{path} has {len(bits)} bits but the model has {len(layer_names)} quantizable layers")
     rows = data.get("layers", [])
@@ -76,25 +86,33 @@ def load_bit_config(path: str | Path, layer_names: Sequence[str]) -> tuple[list[
         raise EvoproxyError(f"{path}: 'layers' must be the list of per-layer detail that `evoproxy allocate` writes")
     names = [row.get("name") for row in rows if isinstance(row, dict)]
     if names and names != list(layer_names):
-        raise EvoproxyError(f"{path} was allocated for other layers than this model's; use the model it names: "
-                            f"{data.get('model', 'unknown')}")
+        raise EvoproxyError(
+            f"{path} was allocated for other layers than this model's; use the model it names: "
+            f"{data.get('model', 'unknown')}"
+        )
     act = data.get("act_bits", DEFAULT_ACT_BITS)
     if is_bit_width(act):
         act = [act] * len(bits)
     if not isinstance(act, list) or not all(is_bit_width(a) for a in act):
-        raise EvoproxyError(f"{path}: 'act_bits' must be one whole bit-width from 1 to 32 for every layer, or a list "
-                            f"of one per layer (got {reprlib.repr(act)})")
+        raise EvoproxyError(
+            f"{path}: 'act_bits' must be one whole bit-width from 1 to 32 for every layer, or a list "
+            f"of one per layer (got {reprlib.repr(act)})"
+        )
     if len(act) != len(bits):
-        raise EvoproxyError(f"{path} has {len(act)} activation bits ('act_bits') but the model has {len(bits)} "
-                            "quantizable layers: give one per layer, or one number for all")
+        raise EvoproxyError(
+            f"{path} has {len(act)} activation bits ('act_bits') but the model has {len(bits)} "
+            "quantizable layers: give one per layer, or one number for all"
+        )
     return bits, tuple(act)
 
 
-def plot_bits(names: Sequence[str], w_bits: Sequence[int], fixed: Sequence[int], path: str | Path,
-              title: str = "") -> None:
+def plot_bits(
+    names: Sequence[str], w_bits: Sequence[int], fixed: Sequence[int], path: str | Path, title: str = ""
+) -> None:
     """Bar chart of the weight bit-width of each layer (`names`, `w_bits` in registry order), the
     layers whose registry indices are in `fixed` drawn grey, written to the PNG file `path`."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -3,6 +3,7 @@
 Sizes are whole numbers of bits, so after `reduced_constraint` (cheapest option subtracted,
 gcd divided out) the DP runs on an integer grid and is exact, not an approximation.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,7 @@ def _dp_choice(value: np.ndarray, cost: np.ndarray, cap: int) -> np.ndarray:
             if c > cap:
                 continue
             cand[:c] = -np.inf
-            np.add(best[:cap + 1 - c], value[f, k], out=cand[c:])
+            np.add(best[: cap + 1 - c], value[f, k], out=cand[c:])
             better = cand > new  # strict: an exact tie keeps the earlier, fewer-bit option
             np.copyto(pick[f], k, where=better)
             np.maximum(new, cand, out=new)

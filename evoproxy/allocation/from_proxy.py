@@ -3,6 +3,7 @@ sensitivities where it scores Σ_l b_l·s_l (EMQ eq. 3), else a value table read
 bit-dependent `score` (e.g. HAWQ-V2's Hessian-weighted perturbation), one entry per layer and
 weight bit choice.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -44,14 +45,22 @@ def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.n
     return scores - scores[:, [list(w_bits).index(base)]]
 
 
-def proxy_problem(proxy: Proxy, stats: ModelStats, size_mb: float, *, bops: float | None = None,
-                  w_bits: Sequence[int] = (2, 3, 4), act_bits: int | Sequence[int] = 8,
-                  fixed: Mapping[int, int | tuple[int, int]] | None = None) -> AllocationProblem:
+def proxy_problem(
+    proxy: Proxy,
+    stats: ModelStats,
+    size_mb: float,
+    *,
+    bops: float | None = None,
+    w_bits: Sequence[int] = (2, 3, 4),
+    act_bits: int | Sequence[int] = 8,
+    fixed: Mapping[int, int | tuple[int, int]] | None = None,
+) -> AllocationProblem:
     """The allocation problem of `proxy` on the layers of `stats` (the model's layer registry):
     `w_bits` weight choices, `act_bits` activation choices (one bit-width: every free layer's),
     budgets and `fixed` as in `build_problem` (size in MB of 10^6 bytes, BOPs per sample), whose
     rule values the activation bits."""
     layers = [layer.info for layer in stats.layers]
     a_bits = (act_bits,) if isinstance(act_bits, Integral) else tuple(act_bits)
-    return build_problem(layers, proxy_values(proxy, stats, w_bits), size_mb, bops=bops, w_bits=w_bits,
-                         a_bits=a_bits, fixed=fixed)
+    return build_problem(
+        layers, proxy_values(proxy, stats, w_bits), size_mb, bops=bops, w_bits=w_bits, a_bits=a_bits, fixed=fixed
+    )

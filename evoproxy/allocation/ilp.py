@@ -1,5 +1,6 @@
 """Exact allocation as a 0/1 integer program solved by HiGHS (scipy.optimize.milp): one binary
 per (free layer, option), one option per layer, a size row and optionally a BOPs row."""
+
 from __future__ import annotations
 
 from time import perf_counter
@@ -35,13 +36,21 @@ def solve_ilp(problem: AllocationProblem, time_limit: float | None = None) -> Al
     while True:
         # Rows scaled to coefficients ≤ 1: raw BOPs coefficients (~1e6 even after the gcd) make HiGHS
         # repair presolved solutions over and over; exactness is restored by the check below.
-        budget_rows = [LinearConstraint(c.reshape(1, -1) / max(c.max(), 1), -np.inf, cap / max(c.max(), 1))
-                       for c, cap in zip(costs, caps)]
-        res = milp(objective, integrality=np.ones(objective.size), bounds=Bounds(0, 1),
-                   constraints=[one_hot, *budget_rows], options=options)
+        budget_rows = [
+            LinearConstraint(c.reshape(1, -1) / max(c.max(), 1), -np.inf, cap / max(c.max(), 1))
+            for c, cap in zip(costs, caps)
+        ]
+        res = milp(
+            objective,
+            integrality=np.ones(objective.size),
+            bounds=Bounds(0, 1),
+            constraints=[one_hot, *budget_rows],
+            options=options,
+        )
         if res.x is None:
-            raise EvoproxyError(f"the ILP solver stopped without a configuration ({res.message}); "
-                                "give it a longer time_limit")
+            raise EvoproxyError(
+                f"the ILP solver stopped without a configuration ({res.message}); give it a longer time_limit"
+            )
         choice = res.x.reshape(n_free, n_opt).argmax(axis=1)
         excess = [int(c[np.arange(n_free), choice].sum()) - cap for c, cap in zip(costs, caps)]
         if max(excess) <= 0:
@@ -50,8 +59,10 @@ def solve_ilp(problem: AllocationProblem, time_limit: float | None = None) -> Al
         # of a few bits; lower the budget by the overrun and solve again.
         resolved += 1
         if resolved > MAX_RESOLVES:
-            raise EvoproxyError(f"the ILP solver kept returning configurations over budget after {MAX_RESOLVES} "
-                                "re-solves; use method dp for a size budget alone")
+            raise EvoproxyError(
+                f"the ILP solver kept returning configurations over budget after {MAX_RESOLVES} "
+                "re-solves; use method dp for a size budget alone"
+            )
         caps = [cap - max(e, 0) for cap, e in zip(caps, excess)]
     note = f"re-solved {resolved}× with budgets lowered by the solver's rounding overrun" if resolved else ""
     return problem.allocation(choice, "ilp", res.status == 0 and not resolved, perf_counter() - t0, note)

@@ -1,6 +1,7 @@
 """Pareto sweep (EMQ Figure 5): the allocation of each proxy at each size budget, uniform-precision
 baselines beside them, optionally their measured PTQ accuracy, as rows and as a plot of
 accuracy against size."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ class ParetoPoint:
     names them and `budget_mb` is None). `w_bits`, `a_bits` per layer (registry order); `size_mb`
     in MB (10^6 bytes), `bops` per sample, `avg_bits` the weight bits averaged over all weights
     (size-weighted), `optimal` whether the solver proved it optimal, `accuracy` top-1 % or None."""
+
     proxy: str
     kind: str
     budget_mb: float | None
@@ -40,9 +42,17 @@ class ParetoPoint:
 
 def _point(problem: AllocationProblem, result: Allocation, proxy: str, kind: str) -> ParetoPoint:
     mixed = kind == "mixed"
-    return ParetoPoint(proxy, kind, result.size_budget_mb if mixed else None, result.w_bits, result.a_bits,
-                       result.size_mb, result.bops, average_bits(problem.layers, result.w_bits),
-                       result.optimal if mixed else None)
+    return ParetoPoint(
+        proxy,
+        kind,
+        result.size_budget_mb if mixed else None,
+        result.w_bits,
+        result.a_bits,
+        result.size_mb,
+        result.bops,
+        average_bits(problem.layers, result.w_bits),
+        result.optimal if mixed else None,
+    )
 
 
 def uniform_points(problem: AllocationProblem) -> list[ParetoPoint]:
@@ -57,13 +67,17 @@ def uniform_points(problem: AllocationProblem) -> list[ParetoPoint]:
     return points
 
 
-def sweep(problems: Sequence[tuple[str, AllocationProblem]], sizes_mb: Sequence[float], method: str = "ilp"
-          ) -> list[ParetoPoint]:
+def sweep(
+    problems: Sequence[tuple[str, AllocationProblem]], sizes_mb: Sequence[float], method: str = "ilp"
+) -> list[ParetoPoint]:
     """Allocate each (proxy name, problem) at each size budget in `sizes_mb` (MB) with solver
     `method`, then append the uniform baselines of the first problem (the costs are the same for
     every proxy of one model). Rows: proxies in the given order, sizes as given."""
-    points = [_point(problem, allocate(problem.with_budget(size, problem.bops_budget), method), name, "mixed")
-              for name, problem in problems for size in sizes_mb]
+    points = [
+        _point(problem, allocate(problem.with_budget(size, problem.bops_budget), method), name, "mixed")
+        for name, problem in problems
+        for size in sizes_mb
+    ]
     return points + uniform_points(problems[0][1])
 
 
@@ -73,11 +87,13 @@ def evaluate_points(points: Sequence[ParetoPoint], evaluator: PtqEvaluator) -> l
     return [replace(p, accuracy=evaluator.accuracy(p.w_bits, p.a_bits)) for p in points]
 
 
-def plot_pareto(points: Sequence[ParetoPoint], path: str | Path, fp_accuracy: float | None = None,
-                title: str = "") -> None:
+def plot_pareto(
+    points: Sequence[ParetoPoint], path: str | Path, fp_accuracy: float | None = None, title: str = ""
+) -> None:
     """Accuracy (%) against size (MB) per proxy, uniform baselines as black squares and the
     full-precision accuracy as a dashed line, written to the PNG file `path`. Points need accuracy."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -87,8 +103,13 @@ def plot_pareto(points: Sequence[ParetoPoint], path: str | Path, fp_accuracy: fl
         ax.plot([p.size_mb for p in mine], [p.accuracy for p in mine], marker="o", ms=4, label=name)
     for p in (p for p in points if p.kind == "uniform"):
         ax.scatter(p.size_mb, p.accuracy, marker="s", color="black", zorder=3)
-        ax.annotate(p.proxy.removeprefix("uniform "), (p.size_mb, p.accuracy), textcoords="offset points",
-                    xytext=(4, -10), fontsize=8)
+        ax.annotate(
+            p.proxy.removeprefix("uniform "),
+            (p.size_mb, p.accuracy),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
     if fp_accuracy is not None:
         ax.axhline(fp_accuracy, color="gray", linestyle="--", linewidth=1, label="full precision")
     ax.set_xlabel("size of the quantizable layers (MB)")

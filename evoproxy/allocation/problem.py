@@ -4,6 +4,7 @@ bits and its BOPs, plus the budgets. Solvers read it; none of them changes it.
 Options are the (weight bits, activation bits) pairs of the choices, ordered by weight bits,
 then activation bits, ascending; option 0 is therefore every layer's cheapest in size and BOPs.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,10 @@ def _fixed_bits(fixed: Mapping[int, int | tuple[int, int]] | None, n_layers: int
             raise EvoproxyError(f"fixed layer index {index!r} is out of range for a model of {n_layers} layers")
         pair = (bits, bits) if is_bit_width(bits) else tuple(bits) if isinstance(bits, (tuple, list)) else ()
         if len(pair) != 2 or not (is_bit_width(pair[0], MIN_W_BITS) and is_bit_width(pair[1])):
-            raise EvoproxyError(f"fixed bits of layer {index} must be whole numbers from {MIN_W_BITS} to 32 (weights) "
-                                f"and 1 to 32 (activations), one or a (weight, activation) pair, got {bits!r}")
+            raise EvoproxyError(
+                f"fixed bits of layer {index} must be whole numbers from {MIN_W_BITS} to 32 (weights) "
+                f"and 1 to 32 (activations), one or a (weight, activation) pair, got {bits!r}"
+            )
         out[int(index) % n_layers] = (int(pair[0]), int(pair[1]))
     return out
 
@@ -71,8 +74,9 @@ def _act_slopes(s: np.ndarray, w_order: Sequence[int]) -> np.ndarray:
     return (s[:, high] - s[:, low]) / (max(w_order) - min(w_order))
 
 
-def _value_table(s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[int],
-                 a_order: Sequence[int]) -> np.ndarray:
+def _value_table(
+    s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[int], a_order: Sequence[int]
+) -> np.ndarray:
     """Scores `s` as an (L, n_w, n_a) table of values, choices in the caller's orders `w_order`,
     `a_order`. An (L,) or (L, n_w) `s` values activation bits by `_act_slopes` (see `build_problem`)."""
     n, n_w, n_a = len(layers), len(w_order), len(a_order)
@@ -81,8 +85,10 @@ def _value_table(s: np.ndarray, layers: Sequence[LayerInfo], w_order: Sequence[i
     elif s.shape in ((n, n_w), (n, n_w, n_a)):
         table = s
     else:
-        raise EvoproxyError(f"scores have shape {s.shape}; expected ({n},) sensitivities, or ({n}, {n_w}) or "
-                            f"({n}, {n_w}, {n_a}) values per weight (and activation) bit choice")
+        raise EvoproxyError(
+            f"scores have shape {s.shape}; expected ({n},) sensitivities, or ({n}, {n_w}) or "
+            f"({n}, {n_w}, {n_a}) values per weight (and activation) bit choice"
+        )
     bad = np.flatnonzero(~np.isfinite(table.reshape(n, -1)).all(axis=1))
     if bad.size:
         raise EvoproxyError(f"scores must be finite; layer {layers[bad[0]].name} has {s[bad[0]].tolist()}")
@@ -104,6 +110,7 @@ class AllocationProblem:
     `fixed_size_bits` and `fixed_bops`. Budgets: `size_budget_mb` in MB (10^6 bytes),
     `bops_budget` in BOPs per sample or None for no BOPs constraint.
     """
+
     layers: tuple[LayerInfo, ...]
     w_choices: tuple[int, ...]
     a_choices: tuple[int, ...]
@@ -122,11 +129,15 @@ class AllocationProblem:
 
     def __post_init__(self) -> None:
         if not _is_budget(self.size_budget_mb, MAX_SIZE_MB):
-            raise EvoproxyError(f"size budget must be a number of megabytes above 0 and at most {MAX_SIZE_MB:g}, "
-                                f"got {self.size_budget_mb!r}")
+            raise EvoproxyError(
+                f"size budget must be a number of megabytes above 0 and at most {MAX_SIZE_MB:g}, "
+                f"got {self.size_budget_mb!r}"
+            )
         if self.bops_budget is not None and not _is_budget(self.bops_budget, MAX_BOPS):
-            raise EvoproxyError(f"BOPs budget must be a number of bit operations above 0 and at most {MAX_BOPS:g}, "
-                                f"got {self.bops_budget!r}")
+            raise EvoproxyError(
+                f"BOPs budget must be a number of bit operations above 0 and at most {MAX_BOPS:g}, "
+                f"got {self.bops_budget!r}"
+            )
 
     def with_budget(self, size_mb: float, bops: float | None = None) -> AllocationProblem:
         """The same problem under other budgets (for a Pareto sweep); the tables are shared."""
@@ -165,7 +176,8 @@ class AllocationProblem:
     def fits(self, choice: np.ndarray) -> bool:
         """Whether `choice` (F,) option indices of the free layers meets the size and any BOPs budget."""
         return self.size_bits_of(choice) <= self.size_budget_bits and (
-            self.bops_budget is None or self.bops_of(choice) <= self.bops_budget_int)
+            self.bops_budget is None or self.bops_of(choice) <= self.bops_budget_int
+        )
 
     @property
     def min_size_mb(self) -> float:
@@ -181,17 +193,19 @@ class AllocationProblem:
         """Raise EvoproxyError naming the smallest feasible budgets if no configuration fits."""
         problems = []
         if self.min_size_bits > self.size_budget_bits:
-            problems.append(f"size budget {self.size_budget_mb} MB is below the smallest feasible size "
-                            f"{self.min_size_mb:.6f} MB")
+            problems.append(
+                f"size budget {self.size_budget_mb} MB is below the smallest feasible size {self.min_size_mb:.6f} MB"
+            )
         if self.bops_budget is not None and self.min_bops > self.bops_budget_int:
-            problems.append(f"BOPs budget {self.bops_budget:.6g} is below the smallest feasible "
-                            f"{self.min_bops} BOPs ({self.min_bops / 1e9:.4f} G)")
+            problems.append(
+                f"BOPs budget {self.bops_budget:.6g} is below the smallest feasible "
+                f"{self.min_bops} BOPs ({self.min_bops / 1e9:.4f} G)"
+            )
         if problems:
             w, a = self.options[0]
             raise EvoproxyError("; ".join(problems) + f" (every free layer at W{w}A{a}, fixed layers as fixed)")
 
-    def allocation(self, choice: np.ndarray, method: str, optimal: bool, seconds: float,
-                   note: str = "") -> Allocation:
+    def allocation(self, choice: np.ndarray, method: str, optimal: bool, seconds: float, note: str = "") -> Allocation:
         """The result for `choice` (F,) option indices of the free layers."""
         w_bits = [0] * len(self.layers)
         a_bits = [0] * len(self.layers)
@@ -204,10 +218,19 @@ class AllocationProblem:
         size_bits = self.size_bits_of(choice)
         bops = self.bops_of(choice)
         return Allocation(
-            layer_names=tuple(l.name for l in self.layers), w_bits=tuple(w_bits), a_bits=tuple(a_bits),
-            objective=objective, size_mb=size_bits / BITS_PER_MB, bops=float(bops),
-            optimal=optimal, method=method, seconds=seconds,
-            size_budget_mb=self.size_budget_mb, bops_budget=self.bops_budget, note=note)
+            layer_names=tuple(l.name for l in self.layers),
+            w_bits=tuple(w_bits),
+            a_bits=tuple(a_bits),
+            objective=objective,
+            size_mb=size_bits / BITS_PER_MB,
+            bops=float(bops),
+            optimal=optimal,
+            method=method,
+            seconds=seconds,
+            size_budget_mb=self.size_budget_mb,
+            bops_budget=self.bops_budget,
+            note=note,
+        )
 
 
 def _is_budget(x: object, bound: float) -> bool:
@@ -215,10 +238,17 @@ def _is_budget(x: object, bound: float) -> bool:
     return number and 0 < x <= bound
 
 
-def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *, bops: float | None = None,
-                  w_bits: Sequence[int] = (2, 3, 4), a_bits: Sequence[int] = (8,),
-                  fixed: Mapping[int, int | tuple[int, int]] | None = None,
-                  bias_bits: int = 32) -> AllocationProblem:
+def build_problem(
+    layers: Sequence[LayerInfo],
+    scores: object,
+    size_mb: float,
+    *,
+    bops: float | None = None,
+    w_bits: Sequence[int] = (2, 3, 4),
+    a_bits: Sequence[int] = (8,),
+    fixed: Mapping[int, int | tuple[int, int]] | None = None,
+    bias_bits: int = 32,
+) -> AllocationProblem:
     """Describe the allocation of `w_bits` × `a_bits` choices to the layers of a registry.
 
     `scores`: sensitivities (L,), a value table (L, n_w) per weight choice, or (L, n_w, n_a) per
@@ -241,15 +271,19 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
         raise EvoproxyError("the layer registry is empty: nothing to allocate")
     for position, layer in enumerate(layers):
         if layer.index != position:
-            raise EvoproxyError(f"layers must be the layer registry in order; position {position} holds "
-                                f"layer {layer.name} with index {layer.index}")
+            raise EvoproxyError(
+                f"layers must be the layer registry in order; position {position} holds "
+                f"layer {layer.name} with index {layer.index}"
+            )
     w_given, a_given = tuple(w_bits), tuple(a_bits)
     w_choices, a_choices = _bit_choices("weight", w_given, MIN_W_BITS), _bit_choices("activation", a_given, 1)
     fixed_bits = _fixed_bits(fixed, len(layers))
     free = tuple(i for i in range(len(layers)) if i not in fixed_bits)
     if not free:
-        raise EvoproxyError(f"all {len(layers)} layers are fixed: nothing to allocate "
-                            "(pass fixed={} to allocate the first and last layer too)")
+        raise EvoproxyError(
+            f"all {len(layers)} layers are fixed: nothing to allocate "
+            "(pass fixed={} to allocate the first and last layer too)"
+        )
     s = _as_scores(scores)
     table = _value_table(s, layers, w_given, a_given)
     # Reorder the table's columns from the caller's order to ascending bits.
@@ -269,14 +303,22 @@ def build_problem(layers: Sequence[LayerInfo], scores: object, size_mb: float, *
         elif w in w_choices and a in a_choices:
             fixed_value += float(table[index, w_choices.index(w), a_choices.index(a)])
     return AllocationProblem(
-        layers=layers, w_choices=w_choices, a_choices=a_choices, fixed=fixed_bits, free=free, options=options,
+        layers=layers,
+        w_choices=w_choices,
+        a_choices=a_choices,
+        fixed=fixed_bits,
+        free=free,
+        options=options,
         value=table[list(free)].reshape(len(free), -1).copy(),
         size_bits=np.array([[bits_of(layers[i], w) for w, _ in options] for i in free], dtype=np.int64),
         bops=np.array([[bops_of(layers[i], w, a) for w, a in options] for i in free], dtype=np.int64),
         fixed_value=fixed_value,
         fixed_size_bits=sum(bits_of(layers[i], w) for i, (w, _) in fixed_bits.items()),
         fixed_bops=sum(bops_of(layers[i], w, a) for i, (w, a) in fixed_bits.items()),
-        size_budget_mb=size_mb, bops_budget=bops, bias_bits=bias_bits)
+        size_budget_mb=size_mb,
+        bops_budget=bops,
+        bias_bits=bias_bits,
+    )
 
 
 def reduced_constraint(cost: np.ndarray, budget: int) -> tuple[np.ndarray, int]:

@@ -1,4 +1,5 @@
 """The result of a bit allocation: per-layer bits in registry order, its cost and how it was found."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ class Allocation:
     the solver proved the configuration optimal (to 1e-6 of the largest per-layer value spread
     for ilp); `seconds` is the solve time.
     """
+
     layer_names: tuple[str, ...]
     w_bits: tuple[int, ...]
     a_bits: tuple[int, ...]
@@ -31,8 +33,9 @@ class Allocation:
         """JSON-ready dict; `layers` lists {index, name, w_bits, a_bits} in registry order."""
         d = asdict(self)
         names, w, a = d.pop("layer_names"), d.pop("w_bits"), d.pop("a_bits")
-        d["layers"] = [{"index": i, "name": n, "w_bits": wb, "a_bits": ab}
-                       for i, (n, wb, ab) in enumerate(zip(names, w, a))]
+        d["layers"] = [
+            {"index": i, "name": n, "w_bits": wb, "a_bits": ab} for i, (n, wb, ab) in enumerate(zip(names, w, a))
+        ]
         return d
 
     @classmethod
@@ -40,12 +43,18 @@ class Allocation:
         """Inverse of `to_dict`."""
         d = dict(d)
         layers = d.pop("layers")
-        return cls(layer_names=tuple(l["name"] for l in layers), w_bits=tuple(l["w_bits"] for l in layers),
-                   a_bits=tuple(l["a_bits"] for l in layers), **d)
+        return cls(
+            layer_names=tuple(l["name"] for l in layers),
+            w_bits=tuple(l["w_bits"] for l in layers),
+            a_bits=tuple(l["a_bits"] for l in layers),
+            **d,
+        )
 
     def __str__(self) -> str:
         status = "optimal" if self.optimal else "not proven optimal"
         bits = " ".join(f"{w}/{a}" for w, a in zip(self.w_bits, self.a_bits))
-        return (f"{self.method} ({status}): objective {self.objective:.6g}, {self.size_mb:.4f} MB "
-                f"of {self.size_budget_mb} MB, {self.bops / 1e9:.4f} GBOPs, {self.seconds * 1e3:.1f} ms; "
-                f"W/A bits {bits}" + (f"; {self.note}" if self.note else ""))
+        return (
+            f"{self.method} ({status}): objective {self.objective:.6g}, {self.size_mb:.4f} MB "
+            f"of {self.size_budget_mb} MB, {self.bops / 1e9:.4f} GBOPs, {self.seconds * 1e3:.1f} ms; "
+            f"W/A bits {bits}" + (f"; {self.note}" if self.note else "")
+        )

@@ -1,5 +1,6 @@
 """The paper's bit assignment (EMQ §4, after QE): draw many random configurations, keep those
 within budget, return the best scoring. A baseline: it never claims optimality."""
+
 from __future__ import annotations
 
 from time import perf_counter
@@ -38,7 +39,9 @@ def solve_sample(problem: AllocationProblem, n_samples: int = 20_000, seed: int 
         if ok[i] and value[i] > best_value:
             best_value, best_choice = value[i], choice[i]
     if best_choice is None:
-        raise EvoproxyError(f"none of {n_samples} random configurations met the budget; draw more "
-                            "(n_samples), raise the budget, or use method ilp or dp")
+        raise EvoproxyError(
+            f"none of {n_samples} random configurations met the budget; draw more "
+            "(n_samples), raise the budget, or use method ilp or dp"
+        )
     note = f"best of {n_samples} random configurations (seed {seed}), {n_ok} within budget"
     return problem.allocation(best_choice, "sample", False, perf_counter() - t0, note)

@@ -1,5 +1,6 @@
 """The solvers by name: `allocate(problem, method)` dispatches to one of SOLVERS, plain
 functions, so a caller can swap or add one."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

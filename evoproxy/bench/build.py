@@ -1,5 +1,6 @@
 """Building a benchmark: sample distinct bit configurations (seeded), quantize, measure accuracy,
 append each result to the file as it comes. A killed build resumes where it stopped."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,9 +24,17 @@ MAX_CONFIGS = 1_000_000  # a bound on --configs: at a second each, that is alrea
 _IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bits", "quantizer", "eval", "seed")
 
 
-def _measure(model: nn.Module, layers: Sequence[LayerInfo], configs: Sequence[tuple[int, ...]],
-             calib: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings,
-             device: str, threads: int | None = None) -> list[float]:
+def _measure(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    configs: Sequence[tuple[int, ...]],
+    calib: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: QuantSettings,
+    device: str,
+    threads: int | None = None,
+) -> list[float]:
     """Accuracy (%) of each configuration, in a worker process."""
     if threads:
         torch.set_num_threads(threads)
@@ -33,8 +42,9 @@ def _measure(model: nn.Module, layers: Sequence[LayerInfo], configs: Sequence[tu
     return evaluator.accuracies(configs)
 
 
-def build_order(n_layers: int, bit_choices: Sequence[int], n_configs: int, fixed: dict[int, int],
-                seed: int) -> list[tuple[int, ...]]:
+def build_order(
+    n_layers: int, bit_choices: Sequence[int], n_configs: int, fixed: dict[int, int], seed: int
+) -> list[tuple[int, ...]]:
     """The configurations that a build of `n_configs` measures, in the order it measures them: the
     first `n_configs` that `seed` samples, sorted. Sorted neighbours share their leading layers,
     which the evaluator computes once."""
@@ -42,12 +52,30 @@ def build_order(n_layers: int, bit_choices: Sequence[int], n_configs: int, fixed
     return sorted(expand(c, n_layers, dict(fixed)) for c in sampled)
 
 
-def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[LayerInfo], calib: torch.Tensor,
-                images: torch.Tensor, labels: torch.Tensor, *, bit_choices: Sequence[int], n_configs: int,
-                fixed: dict[int, int], settings: QuantSettings = QuantSettings(), seed: int = 0, split_seed: int = 0,
-                held_out_fraction: float = 0.2, jobs: int = 1, device: str = "cpu", eval_desc: dict | None = None,
-                name: str | None = None, provenance: dict | None = None, chunk: int = 16,
-                progress: bool = True) -> Bench:
+def build_bench(
+    out: Path,
+    model: nn.Module,
+    model_name: str,
+    layers: Sequence[LayerInfo],
+    calib: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    bit_choices: Sequence[int],
+    n_configs: int,
+    fixed: dict[int, int],
+    settings: QuantSettings = QuantSettings(),
+    seed: int = 0,
+    split_seed: int = 0,
+    held_out_fraction: float = 0.2,
+    jobs: int = 1,
+    device: str = "cpu",
+    eval_desc: dict | None = None,
+    name: str | None = None,
+    provenance: dict | None = None,
+    chunk: int = 16,
+    progress: bool = True,
+) -> Bench:
     """Measure the first `n_configs` distinct configurations that `seed` samples of `model` into
     the bench file `out`, in sorted order, `chunk` at a time (a chunk is written when measured).
 
@@ -66,12 +94,22 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
     if len(bit_choices) ** free < n_configs:
         raise EvoproxyError(f"only {len(bit_choices) ** free} distinct configurations exist; ask for fewer --configs")
     header = {
-        "format": BENCH_FORMAT, "name": name or out.stem, "model": model_name, "weights_hash": weights_hash(model),
-        "layers": [l.name for l in layers], "bit_choices": sorted(bit_choices),
-        "fixed": {layers[i].name: b for i, b in sorted(fixed.items())}, "act_bits": settings.act_bits,
-        "quantizer": asdict(settings), "eval": eval_desc or {"size": len(images)},
-        "calibration": {"images": len(calib)}, "seed": seed, "split_seed": split_seed,
-        "held_out_fraction": held_out_fraction, "device": device, **(provenance or {}),
+        "format": BENCH_FORMAT,
+        "name": name or out.stem,
+        "model": model_name,
+        "weights_hash": weights_hash(model),
+        "layers": [l.name for l in layers],
+        "bit_choices": sorted(bit_choices),
+        "fixed": {layers[i].name: b for i, b in sorted(fixed.items())},
+        "act_bits": settings.act_bits,
+        "quantizer": asdict(settings),
+        "eval": eval_desc or {"size": len(images)},
+        "calibration": {"images": len(calib)},
+        "seed": seed,
+        "split_seed": split_seed,
+        "held_out_fraction": held_out_fraction,
+        "device": device,
+        **(provenance or {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with locking.held(out, str(out)):  # two builds appending to one file would measure configurations twice
@@ -79,8 +117,9 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
             old, entries, good_len = read_bench_file(out)
             clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]
             if clash:
-                raise EvoproxyError(f"{out} exists with other settings ({', '.join(clash)}); choose another --out "
-                                    "or remove it")
+                raise EvoproxyError(
+                    f"{out} exists with other settings ({', '.join(clash)}); choose another --out or remove it"
+                )
             with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
                 f.truncate(good_len)
             header = old
@@ -91,20 +130,25 @@ def build_bench(out: Path, model: nn.Module, model_name: str, layers: Sequence[L
         done = {e.bits for e in entries}
         todo = [c for c in build_order(len(layers), bit_choices, n_configs, fixed, seed) if c not in done]
         if todo:
-            bar = tqdm(total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg",
-                       disable=not progress)
-            chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+            bar = tqdm(
+                total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg", disable=not progress
+            )
+            chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
             if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
-                evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device),
-                                         labels.to(device), settings)
+                evaluator = PtqEvaluator(
+                    model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings
+                )
                 results = (evaluator.accuracies(c) for c in chunks)
             else:
                 results = Parallel(n_jobs=jobs, return_as="generator")(
                     delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
-                    for c in chunks)
+                    for c in chunks
+                )
             for configs, accs in zip(chunks, results):
-                new = [Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
-                       for bits, acc in zip(configs, accs)]
+                new = [
+                    Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
+                    for bits, acc in zip(configs, accs)
+                ]
                 append_entries(out, new)
                 entries.extend(new)
                 bar.update(len(new))

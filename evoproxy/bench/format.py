@@ -10,6 +10,7 @@ bit_choices, fixed ({layer name: bits}), act_bits, quantizer (settings), eval (d
 size), calibration, fp_accuracy, seed (configuration sampling), split_seed and held_out_fraction
 (the fixed search / held-out split), device.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,21 +35,23 @@ SPLITS = ("search", "held-out", "all")
 class Entry:
     """One measured configuration: weight bits per layer (registry order), top-1 accuracy in
     percent, size in MB (10^6 bytes) and BOPs."""
+
     bits: tuple[int, ...]
     accuracy: float
     size_mb: float
     bops: float
 
     def to_json(self) -> str:
-        return json.dumps({"bits": list(self.bits), "accuracy": self.accuracy, "size_mb": self.size_mb,
-                           "bops": self.bops})
+        return json.dumps(
+            {"bits": list(self.bits), "accuracy": self.accuracy, "size_mb": self.size_mb, "bops": self.bops}
+        )
 
 
 def is_held_out(bits: Sequence[int], split_seed: int, fraction: float) -> bool:
     """Whether a configuration belongs to the held-out part: decided by a hash of the bits, so
     the split is fixed whatever order or number of entries a file has."""
     digest = hashlib.sha256(f"{split_seed}:{','.join(map(str, bits))}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 class Bench:
@@ -64,11 +67,15 @@ class Bench:
                 raise EvoproxyError(f"benchmark {source}: entry {i} has {len(e.bits)} bits for {n} layers")
             wrong = next((j for j, (b, ok) in enumerate(zip(e.bits, allowed)) if b not in ok), None)
             if wrong is not None:
-                raise EvoproxyError(f"benchmark {source}: entry {i} gives layer {header['layers'][wrong]} "
-                                    f"{e.bits[wrong]} bits, outside its choices {sorted(allowed[wrong])}")
+                raise EvoproxyError(
+                    f"benchmark {source}: entry {i} gives layer {header['layers'][wrong]} "
+                    f"{e.bits[wrong]} bits, outside its choices {sorted(allowed[wrong])}"
+                )
             if e.bits in seen:
-                raise EvoproxyError(f"benchmark {source}: entries {seen[e.bits]} and {i} have the same bits; "
-                                    "each configuration must be measured once")
+                raise EvoproxyError(
+                    f"benchmark {source}: entries {seen[e.bits]} and {i} have the same bits; "
+                    "each configuration must be measured once"
+                )
             seen[e.bits] = i
         self.header, self.entries, self.source = header, entries, source
 
@@ -92,14 +99,18 @@ class Bench:
             ours, theirs = len(layer_names), len(self.header["layers"])
             first = next((i for i, (a, b) in enumerate(zip(layer_names, self.header["layers"])) if a != b), None)
             where = f"first difference at layer {first}" if first is not None else f"{ours} vs {theirs} layers"
-            raise EvoproxyError(f"benchmark {self.name} was made on another model's layers ({where}); "
-                                f"use the model it names: {self.header['model']}")
+            raise EvoproxyError(
+                f"benchmark {self.name} was made on another model's layers ({where}); "
+                f"use the model it names: {self.header['model']}"
+            )
 
     @staticmethod
     def arrays(entries: Sequence[Entry]) -> tuple[np.ndarray, np.ndarray]:
         """Bits as an int array (N, L) and accuracies as a float array (N,)."""
-        return (np.array([e.bits for e in entries], dtype=np.int64).reshape(len(entries), -1),
-                np.array([e.accuracy for e in entries], dtype=float))
+        return (
+            np.array([e.bits for e in entries], dtype=np.int64).reshape(len(entries), -1),
+            np.array([e.accuracy for e in entries], dtype=float),
+        )
 
 
 def _check_header(header: dict, source: str) -> None:
@@ -107,16 +118,20 @@ def _check_header(header: dict, source: str) -> None:
     missing = [k for k in REQUIRED if k not in header]
     if missing:
         raise EvoproxyError(f"benchmark {source} lacks header field(s) {', '.join(missing)}")
-    checks = {"name": lambda v: isinstance(v, str),
-              "model": lambda v: isinstance(v, str),
-              "layers": lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v),
-              "bit_choices": lambda v: isinstance(v, list) and v and all(_is_bits(x) for x in v),
-              "fixed": lambda v: isinstance(v, dict) and all(_is_bits(x) for x in v.values()),
-              "act_bits": _is_bits}
+    checks = {
+        "name": lambda v: isinstance(v, str),
+        "model": lambda v: isinstance(v, str),
+        "layers": lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v),
+        "bit_choices": lambda v: isinstance(v, list) and v and all(_is_bits(x) for x in v),
+        "fixed": lambda v: isinstance(v, dict) and all(_is_bits(x) for x in v.values()),
+        "act_bits": _is_bits,
+    }
     wrong = [k for k, ok in checks.items() if not ok(header[k])]
     if wrong:
-        raise EvoproxyError(f"benchmark {source}: header field(s) {', '.join(wrong)} of the wrong type (name, model: "
-                            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits)")
+        raise EvoproxyError(
+            f"benchmark {source}: header field(s) {', '.join(wrong)} of the wrong type (name, model: "
+            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits)"
+        )
     unknown = sorted(set(header["fixed"]) - set(header["layers"]))
     if unknown:
         raise EvoproxyError(f"benchmark {source}: fixed names layers it does not have: {', '.join(unknown)}")
@@ -151,8 +166,11 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
         header, entries = whole.get("header", whole), whole.get("entries", [])
         if not isinstance(header, dict) or not isinstance(entries, list):
             raise EvoproxyError(f"{path}: a whole-file bench needs 'header' (an object) and 'entries' (a list)")
-        return ({k: v for k, v in header.items() if k != "entries"}, [_parse_entry(e, str(path)) for e in entries],
-                len(raw))
+        return (
+            {k: v for k, v in header.items() if k != "entries"},
+            [_parse_entry(e, str(path)) for e in entries],
+            len(raw),
+        )
     lines = raw.split(b"\n")
     complete = lines if raw.endswith(b"\n") else lines[:-1]  # the tail of a killed write is dropped
     good_len = sum(len(l) + 1 for l in complete) if not raw.endswith(b"\n") else len(raw)
@@ -174,7 +192,7 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
 def shipped_benches() -> list[str]:
     """Names of the benchmarks shipped inside the package."""
     folder = resources.files("evoproxy") / "benches"
-    return sorted(p.name[:-len(".jsonl")] for p in folder.iterdir() if p.name.endswith(".jsonl"))
+    return sorted(p.name[: -len(".jsonl")] for p in folder.iterdir() if p.name.endswith(".jsonl"))
 
 
 def load_bench(ref: str | os.PathLike) -> Bench:
@@ -183,8 +201,10 @@ def load_bench(ref: str | os.PathLike) -> Bench:
     if not path.is_file():
         shipped = resources.files("evoproxy") / "benches" / f"{ref}.jsonl"
         if not shipped.is_file():
-            raise EvoproxyError(f"no benchmark {str(ref)!r}: give a file path or one of "
-                                f"{', '.join(shipped_benches()) or '(none shipped)'}")
+            raise EvoproxyError(
+                f"no benchmark {str(ref)!r}: give a file path or one of "
+                f"{', '.join(shipped_benches()) or '(none shipped)'}"
+            )
         path = Path(str(shipped))
     header, entries, _ = read_bench_file(path)
     return Bench(header, entries, str(path))
@@ -227,11 +247,15 @@ def describe(bench: Bench) -> str:
     """A few lines that say what a benchmark holds."""
     h = bench.header
     _, acc = Bench.arrays(bench.entries)
-    lines = [f"{bench.name}: {len(bench.entries)} configurations of {h['model']} "
-             f"({len(h['layers'])} layers, weight bits {h['bit_choices']}, activations {h['act_bits']}-bit, "
-             f"fixed {h['fixed']})",
-             f"  search / held-out: {len(bench.split('search'))} / {len(bench.split('held-out'))}"]
+    lines = [
+        f"{bench.name}: {len(bench.entries)} configurations of {h['model']} "
+        f"({len(h['layers'])} layers, weight bits {h['bit_choices']}, activations {h['act_bits']}-bit, "
+        f"fixed {h['fixed']})",
+        f"  search / held-out: {len(bench.split('search'))} / {len(bench.split('held-out'))}",
+    ]
     if len(acc):
-        lines.append(f"  accuracy: min {acc.min():.2f}  median {np.median(acc):.2f}  max {acc.max():.2f} %"
-                     f"  (full precision {h.get('fp_accuracy', float('nan')):.2f} %, eval {h.get('eval', {})})")
+        lines.append(
+            f"  accuracy: min {acc.min():.2f}  median {np.median(acc):.2f}  max {acc.max():.2f} %"
+            f"  (full precision {h.get('fp_accuracy', float('nan')):.2f} %, eval {h.get('eval', {})})"
+        )
     return "\n".join(lines)

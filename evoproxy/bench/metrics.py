@@ -1,4 +1,5 @@
 """The rank correlations that judge a proxy against measured accuracies (EMQ paper, eq. 4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,7 @@ def partial_spearman(scores, truth, control) -> float:
         return float("nan")
     r = np.corrcoef(ranks)
     r_st, r_sc, r_tc = r[0, 1], r[0, 2], r[1, 2]
-    denom = np.sqrt((1 - r_sc ** 2) * (1 - r_tc ** 2))
+    denom = np.sqrt((1 - r_sc**2) * (1 - r_tc**2))
     return float((r_st - r_sc * r_tc) / denom) if denom > 0 else float("nan")
 
 

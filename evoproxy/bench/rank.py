@@ -1,6 +1,7 @@
 """Ranking proxies on a benchmark (the EMQ paper's Table 1): ρ@20%, ρ@50%, ρ@100% (mean ± std
 over repeats of sampled configurations), their mean and Kendall τ over the whole split, and time
 per configuration with the statistics' extraction amortised and reported separately."""
+
 from __future__ import annotations
 
 import time
@@ -25,25 +26,36 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
     h = bench.header
     name = h["model"]
     if name not in MODELS and ":" not in name:
-        raise EvoproxyError(f"benchmark {bench.name} names model {name!r}, which is neither in the registry nor "
-                            "package.module:function")
+        raise EvoproxyError(
+            f"benchmark {bench.name} names model {name!r}, which is neither in the registry nor package.module:function"
+        )
     weights = weights or h.get("weights")
     if weights and not Path(weights).is_file():
-        raise EvoproxyError(f"benchmark {bench.name} was made with weights {weights}, which is not there: pass "
-                            "--weights with that state_dict")
+        raise EvoproxyError(
+            f"benchmark {bench.name} was made with weights {weights}, which is not there: pass "
+            "--weights with that state_dict"
+        )
     model, _ = load_model(name, weights, h.get("output"))
     if h.get("weights_hash") not in (None, weights_hash(model)):
-        raise EvoproxyError(f"benchmark {bench.name} was measured on other weights of {name}; "
-                            "pass the checkpoint it was made with (--weights)")
+        raise EvoproxyError(
+            f"benchmark {bench.name} was measured on other weights of {name}; "
+            "pass the checkpoint it was made with (--weights)"
+        )
     source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
     layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())))
     bench.check_layers([l.name for l in layers])
     return model, layers, source
 
 
-def bench_stats(bench: Bench, batch_size: int = 64, settings: StatsSettings = StatsSettings(),
-                weights: str | None = None, log=lambda msg: None, data: str | None = None,
-                device: str = "cpu") -> tuple[ModelStats, float, Path]:
+def bench_stats(
+    bench: Bench,
+    batch_size: int = 64,
+    settings: StatsSettings = StatsSettings(),
+    weights: str | None = None,
+    log=lambda msg: None,
+    data: str | None = None,
+    device: str = "cpu",
+) -> tuple[ModelStats, float, Path]:
     """The statistics of the model a benchmark was made on (`bench_model`), on the first
     `batch_size` calibration images of its data (cached on disk), the seconds spent getting
     them, and their cache file."""
@@ -63,6 +75,7 @@ class RankResult:
     `rho_mean` follows the paper's protocol (draws of 50 configurations); `rho_all` judges every
     configuration of the split at once, so on a large split it moves far less with the draw.
     `partial` is Spearman ρ over the whole split with model size held fixed (partial_spearman)."""
+
     proxy: str
     rho: dict[str, tuple[float, float]]
     kendall_tau: float
@@ -78,17 +91,28 @@ class RankResult:
 
     def table_row(self, label: str) -> dict:
         """This result as a row of a text table of TABLE_COLUMNS, in %, labelled `label`."""
-        row = {"proxy": label, "mean": f"{100 * self.rho_mean:6.2f}", "all": f"{100 * self.rho_all:6.2f}",
-               "partial": f"{100 * self.partial:6.2f}", "tau": self.kendall_tau}
+        row = {
+            "proxy": label,
+            "mean": f"{100 * self.rho_mean:6.2f}",
+            "all": f"{100 * self.rho_all:6.2f}",
+            "partial": f"{100 * self.partial:6.2f}",
+            "tau": self.kendall_tau,
+        }
         for k in ("rho@20%", "rho@50%", "rho@100%"):
             m, s = self.rho.get(k, (float("nan"), float("nan")))
             row[k] = f"{100 * m:6.2f} ± {100 * s:5.2f}"
         return row
 
     def to_dict(self) -> dict:
-        out = {"proxy": self.proxy, "kendall_tau": self.kendall_tau, "rho_mean": self.rho_mean,
-               "rho_all": self.rho_all, "partial_rho_given_size": self.partial,
-               "seconds_per_config": self.seconds_per_config, "error": self.error}
+        out = {
+            "proxy": self.proxy,
+            "kendall_tau": self.kendall_tau,
+            "rho_mean": self.rho_mean,
+            "rho_all": self.rho_all,
+            "partial_rho_given_size": self.partial,
+            "seconds_per_config": self.seconds_per_config,
+            "error": self.error,
+        }
         for k, (m, s) in self.rho.items():
             out[k] = {"mean": m, "std": s}
         return out
@@ -108,8 +132,9 @@ def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:
     return [rng.choice(n, samples, replace=False) for _ in range(repeats)]
 
 
-def rank_proxy(proxy, stats: ModelStats, entries: list[Entry], samples: int = 50, repeats: int = 5,
-               seed: int = 0) -> RankResult:
+def rank_proxy(
+    proxy, stats: ModelStats, entries: list[Entry], samples: int = 50, repeats: int = 5, seed: int = 0
+) -> RankResult:
     """Correlation of `proxy`'s configuration scores with the measured accuracies of `entries`."""
     bits, acc = Bench.arrays(entries)
     start = time.perf_counter()
@@ -128,8 +153,15 @@ def rank_proxy(proxy, stats: ModelStats, entries: list[Entry], samples: int = 50
         rho[key] = (float(np.nanmean(values)), float(np.nanstd(values)))
     whole = rank_quality(scores, acc)
     size = np.array([e.size_mb for e in entries])
-    return RankResult(proxy.name, rho, whole["kendall_tau"], per_config, scores, rho_all=whole["rho_mean"],
-                      partial=partial_spearman(scores, acc, size))
+    return RankResult(
+        proxy.name,
+        rho,
+        whole["kendall_tau"],
+        per_config,
+        scores,
+        rho_all=whole["rho_mean"],
+        partial=partial_spearman(scores, acc, size),
+    )
 
 
 def best_handcrafted(results: dict[str, RankResult]) -> str:
@@ -142,6 +174,7 @@ def best_handcrafted(results: dict[str, RankResult]) -> str:
 def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> None:
     """Proxy score against accuracy, one panel per proxy, coloured by model size (EMQ Figure 3)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -156,7 +189,7 @@ def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> 
         ax.set_title(f"{r.proxy}  ρ@100%={r.rho['rho@100%'][0]:.2f}", fontsize=9)
         ax.set_xlabel("proxy score", fontsize=8)
         ax.set_ylabel("top-1 (%)", fontsize=8)
-    for ax in list(axes.flat)[len(usable):]:
+    for ax in list(axes.flat)[len(usable) :]:
         ax.axis("off")
     fig.colorbar(sc, ax=axes, label="size (MB)", shrink=0.8)
     fig.savefig(path, dpi=120)

@@ -1,20 +1,25 @@
 """The `evoproxy` command line."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
 
-from ..errors import EvoproxyError, EvoproxyWarning
+from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..version import __version__
-from . import allocation, bench, export, methods, model, quant, search
+from . import allocation, allocators, bench, evolve, export, model, quant
+from .args import flag_for
 
-GROUPS = (model, bench, search, allocation, methods, quant, export)  # in the data flow's order, as --help lists them
+GROUPS = (model, bench, evolve, allocation, allocators, quant, export)  # in the data flow's order, as --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evoproxy", description=__doc__ + " Evolve training-free proxies for "
-                                     "mixed-precision quantization and use them to allocate bit-widths.")
+    parser = argparse.ArgumentParser(
+        prog="evoproxy",
+        description=__doc__ + " Evolve training-free proxies for "
+        "mixed-precision quantization and use them to allocate bit-widths.",
+    )
     parser.add_argument("--version", action="version", version=f"evoproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except EvoproxyError as exc:
-        print(f"evoproxy {args.command}: error: {exc}", file=sys.stderr)
+    except EvoproxyError as exc:  # a setting out of range is worded with its flag, as the user gave it
+        message = exc.worded(flag_for(exc)) if isinstance(exc, ParameterError) else exc
+        print(f"evoproxy {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("evoproxy: interrupted", file=sys.stderr)

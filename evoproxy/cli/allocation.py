@@ -1,5 +1,6 @@
 """`evoproxy allocate` and `evoproxy pareto`: a proxy's bit-widths under one budget, or under a
 sweep of budgets beside other proxies."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,20 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (STATS_BATCH, add_bit_choice_args, add_model_args, add_stats_args, data_source, fixed_layers,
-                   model_stats, output_file, parse_act_bits, parse_bits, resolve_proxies)
-from .methods import ADAQAT_NOTE, METHODS_HELP, SEARCH_METHODS, add_method_args, search_method
+from .args import (
+    STATS_BATCH,
+    add_bit_choice_args,
+    add_model_args,
+    add_stats_args,
+    data_source,
+    fixed_layers,
+    model_stats,
+    output_file,
+    parse_act_bits,
+    parse_bits,
+    resolve_proxies,
+)
+from .allocators import ADAQAT_NOTE, METHODS_HELP, SEARCH_METHODS, add_method_args, search_method
 
 
 def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
@@ -20,6 +32,7 @@ def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
 
 def _parse_sizes(text: str) -> list[float]:
     from ..allocation import MAX_SIZE_MB
+
     try:
         sizes = sorted({float(x) for x in text.split(",")})
     except ValueError:
@@ -38,10 +51,14 @@ def _add_allocation_args(p: argparse.ArgumentParser, methods: bool = False) -> N
     add_model_args(p)
     add_bit_choice_args(p, ADAQAT_NOTE if methods else "")
     if methods:
-        p.add_argument("--method", default="ilp", choices=("ilp", "dp", "sample", *SEARCH_METHODS),
-                       help=f"how: a proxy's solver, {SOLVERS}; or a method from the papers that searches without a "
-                            "proxy, training on the data's train part: edmips, seam, smpq or adaqat (see below; the "
-                            "same as `evoproxy mpq`). Default ilp")
+        p.add_argument(
+            "--method",
+            default="ilp",
+            choices=("ilp", "dp", "sample", *SEARCH_METHODS),
+            help=f"how: a proxy's solver, {SOLVERS}; or a method from the papers that searches without a "
+            "proxy, training on the data's train part: edmips, seam, smpq or adaqat (see below; the "
+            "same as `evoproxy mpq`). Default ilp",
+        )
     else:
         p.add_argument("--method", default="ilp", help=f"solver: {SOLVERS}; default ilp")
     add_stats_args(p, training=methods)
@@ -53,10 +70,18 @@ def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None
     """The allocation problem of `proxy` under --bits, --act-bits, --fixed and --fixed-bits (fixed
     layers keep the most of --act-bits activations: with one choice, that one, as in a benchmark)."""
     from ..allocation import proxy_problem
+
     layers = [layer.info for layer in stats.layers]
     act = parse_act_bits(args.act_bits)
-    return proxy_problem(proxy, stats, size_mb, bops=bops, w_bits=parse_bits(args.bits, "--bits"),
-                         act_bits=act, fixed=fixed_layers(args, layers, act))
+    return proxy_problem(
+        proxy,
+        stats,
+        size_mb,
+        bops=bops,
+        w_bits=parse_bits(args.bits, "--bits"),
+        act_bits=act,
+        fixed=fixed_layers(args, layers, act),
+    )
 
 
 def cmd_allocate(args) -> None:
@@ -68,16 +93,22 @@ def cmd_allocate(args) -> None:
     _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
     if args.method in SEARCH_METHODS:
         if args.proxy is not None:
-            raise EvoproxyError(f"--method {args.method} searches without a proxy: leave out --proxy, or give a "
-                                "solver (--method ilp, dp or sample) to allocate by the proxy")
+            raise EvoproxyError(
+                f"--method {args.method} searches without a proxy: leave out --proxy, or give a "
+                "solver (--method ilp, dp or sample) to allocate by the proxy"
+            )
         return search_method(args)
     if args.proxy is None:
-        raise EvoproxyError(f"--method {args.method} allocates by a proxy: give --proxy NAME (e.g. hawq-v2), or "
-                            "--method edmips, seam, smpq or adaqat to search without one")
+        raise EvoproxyError(
+            f"--method {args.method} allocates by a proxy: give --proxy NAME (e.g. hawq-v2), or "
+            "--method edmips, seam, smpq or adaqat to search without one"
+        )
     given = [f"--{dest.replace('_', '-')}" for dest in args.method_flags if getattr(args, dest) is not None]
     if given:
-        raise EvoproxyError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the search "
-                            f"methods (--method edmips, seam, smpq, adaqat), not of the solver {args.method}")
+        raise EvoproxyError(
+            f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the search "
+            f"methods (--method edmips, seam, smpq, adaqat), not of the solver {args.method}"
+        )
     args.batch_size = STATS_BATCH if args.batch_size is None else args.batch_size
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
     act_choices = parse_act_bits(args.act_bits)
@@ -89,26 +120,55 @@ def cmd_allocate(args) -> None:
     problem = _proxy_problem(proxy, stats, args, args.size_mb, bops)
     result = allocate(problem, args.method)
     layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
-    Path(args.out).write_text(json.dumps(allocation_record(result, layers, sensitivities, model=name,
-                                                           proxy=proxy.name), indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps(allocation_record(result, layers, sensitivities, model=name, proxy=proxy.name), indent=2) + "\n"
+    )
     if args.plot:
-        plot_bits([l.name for l in layers], result.w_bits, problem.fixed, args.plot,
-                  f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {args.size_mb} MB")
-    rows = [{"index": l.index, "name": l.name, "params": l.params, "bits": w, "act": a,
-             "role": "fixed" if l.index in problem.fixed else "", "sensitivity": s}
-            for l, w, a, s in zip(layers, result.w_bits, result.a_bits, sensitivities)]
-    print(f"{proxy.name} on {name}: weight bits {','.join(map(str, problem.w_choices))} per layer, "
-          + (f"activation bits {','.join(map(str, act_choices))} per layer" if len(act_choices) > 1
-             else f"activations {act_choices[0]}-bit"))
+        plot_bits(
+            [l.name for l in layers],
+            result.w_bits,
+            problem.fixed,
+            args.plot,
+            f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {args.size_mb} MB",
+        )
+    rows = [
+        {
+            "index": l.index,
+            "name": l.name,
+            "params": l.params,
+            "bits": w,
+            "act": a,
+            "role": "fixed" if l.index in problem.fixed else "",
+            "sensitivity": s,
+        }
+        for l, w, a, s in zip(layers, result.w_bits, result.a_bits, sensitivities)
+    ]
+    print(
+        f"{proxy.name} on {name}: weight bits {','.join(map(str, problem.w_choices))} per layer, "
+        + (
+            f"activation bits {','.join(map(str, act_choices))} per layer"
+            if len(act_choices) > 1
+            else f"activations {act_choices[0]}-bit"
+        )
+    )
     act_column = (["act"], ["A bits"]) if len(set(result.a_bits)) > 1 else ([], [])
-    print(format_table(rows, ["index", "name", "params", "bits", *act_column[0], "role", "sensitivity"],
-                       ["#", "layer", "params", "W bits", *act_column[1], "", "sensitivity"]))
-    print(f"size {result.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {result.bops / 1e9:.4f} G "
-          + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
-          + f"; average {average_bits(layers, result.w_bits):.3f} weight bits; activations "
-          + act_bits_label(result.a_bits))
-    print(f"{result.method}: {'proven optimal' if result.optimal else 'not proven optimal'} "
-          f"in {result.seconds * 1e3:.1f} ms" + (f"; {result.note}" if result.note else ""))
+    print(
+        format_table(
+            rows,
+            ["index", "name", "params", "bits", *act_column[0], "role", "sensitivity"],
+            ["#", "layer", "params", "W bits", *act_column[1], "", "sensitivity"],
+        )
+    )
+    print(
+        f"size {result.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {result.bops / 1e9:.4f} G "
+        + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
+        + f"; average {average_bits(layers, result.w_bits):.3f} weight bits; activations "
+        + act_bits_label(result.a_bits)
+    )
+    print(
+        f"{result.method}: {'proven optimal' if result.optimal else 'not proven optimal'} "
+        f"in {result.seconds * 1e3:.1f} ms" + (f"; {result.note}" if result.note else "")
+    )
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
@@ -131,31 +191,67 @@ def cmd_pareto(args) -> None:
     fp_accuracy = None
     if args.evaluate:
         # Each point is measured at its own activation bits (evaluate_points); the settings' are the most.
-        evaluator = PtqEvaluator.on_data(model, problems[0][1].layers, args.eval_size,
-                                         QuantSettings(act_choices[-1], not args.no_bn_recal), source, args.device)
+        evaluator = PtqEvaluator.on_data(
+            model,
+            problems[0][1].layers,
+            args.eval_size,
+            QuantSettings(act_choices[-1], not args.no_bn_recal),
+            source,
+            args.device,
+        )
         fp_accuracy = evaluator.fp_accuracy()
         points = evaluate_points(points, evaluator)
     if args.plot:
-        plot_pareto(points, args.plot, fp_accuracy, f"{name}, PTQ W{args.bits}A{','.join(map(str, act_choices))}"
-                    f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test "
-                    f"images of {args.data}")
+        plot_pareto(
+            points,
+            args.plot,
+            fp_accuracy,
+            f"{name}, PTQ W{args.bits}A{','.join(map(str, act_choices))}"
+            f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test "
+            f"images of {args.data}",
+        )
     if args.json:
-        print(json.dumps({"model": name, "sizes_mb": sizes, "method": args.method, "evaluate": args.evaluate,
-                          "eval_size": args.eval_size if args.evaluate else None, "fp_accuracy": fp_accuracy,
-                          "points": [p.to_dict() for p in points]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "sizes_mb": sizes,
+                    "method": args.method,
+                    "evaluate": args.evaluate,
+                    "eval_size": args.eval_size if args.evaluate else None,
+                    "fp_accuracy": fp_accuracy,
+                    "points": [p.to_dict() for p in points],
+                },
+                indent=2,
+            )
+        )
         return
-    rows = [{"proxy": p.proxy, "kind": p.kind, "budget": "-" if p.budget_mb is None else p.budget_mb,
-             "size": p.size_mb, "gbops": p.bops / 1e9, "avg": p.avg_bits,
-             "act": act_bits_label(p.a_bits), "optimal": {True: "yes", False: "no", None: "-"}[p.optimal],
-             "acc": p.accuracy} for p in points]
-    columns, headers = (["proxy", "kind", "budget", "size", "gbops", "avg", "optimal"],
-                        ["proxy", "kind", "budget (MB)", "size (MB)", "GBOPs", "avg W bits", "optimal"])
+    rows = [
+        {
+            "proxy": p.proxy,
+            "kind": p.kind,
+            "budget": "-" if p.budget_mb is None else p.budget_mb,
+            "size": p.size_mb,
+            "gbops": p.bops / 1e9,
+            "avg": p.avg_bits,
+            "act": act_bits_label(p.a_bits),
+            "optimal": {True: "yes", False: "no", None: "-"}[p.optimal],
+            "acc": p.accuracy,
+        }
+        for p in points
+    ]
+    columns, headers = (
+        ["proxy", "kind", "budget", "size", "gbops", "avg", "optimal"],
+        ["proxy", "kind", "budget (MB)", "size (MB)", "GBOPs", "avg W bits", "optimal"],
+    )
     if len(act_choices) > 1:
         columns[6:6], headers[6:6] = ["act"], ["A bits"]
     if args.evaluate:
         columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
-        print(f"{name}: PTQ accuracy on the first {args.eval_size} test images of {args.data}, BatchNorm "
-              f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %")
+        print(
+            f"{name}: PTQ accuracy on the first {args.eval_size} test images of {args.data}, BatchNorm "
+            f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %"
+        )
     print(format_table(rows, columns, headers))
     if args.plot:
         print(f"wrote {args.plot}")
@@ -163,37 +259,52 @@ def cmd_pareto(args) -> None:
 
 def register(sub) -> None:
     """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("allocate", help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a "
-                                        "method from the papers (EdMIPS, SEAM, SMPQ, AdaQAT)",
-                       description="Choose each layer's weight (and with several --act-bits, activation) bits to "
-                                   "maximise the proxy's score (Σ_l b_l·s_l, or the proxy's own bit-dependent score) "
-                                   "under the size budget and optionally a BOPs budget (multiple-choice knapsack, EMQ "
-                                   "eq. 3), or search them without a proxy by --method edmips, seam, smpq or adaqat; "
-                                   "print the per-layer bits and write them as a JSON bit configuration. "
-                                   + METHODS_HELP)
-    p.add_argument("--proxy",
-                   help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function "
-                        "(needed by the solvers ilp, dp and sample)")
-    p.add_argument("--size-mb", type=float, required=True,
-                   help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)")
+    p = sub.add_parser(
+        "allocate",
+        help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a "
+        "method from the papers (EdMIPS, SEAM, SMPQ, AdaQAT)",
+        description="Choose each layer's weight (and with several --act-bits, activation) bits to "
+        "maximise the proxy's score (Σ_l b_l·s_l, or the proxy's own bit-dependent score) "
+        "under the size budget and optionally a BOPs budget (multiple-choice knapsack, EMQ "
+        "eq. 3), or search them without a proxy by --method edmips, seam, smpq or adaqat; "
+        "print the per-layer bits and write them as a JSON bit configuration. " + METHODS_HELP,
+    )
+    p.add_argument(
+        "--proxy",
+        help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function "
+        "(needed by the solvers ilp, dp and sample)",
+    )
+    p.add_argument(
+        "--size-mb",
+        type=float,
+        required=True,
+        help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)",
+    )
     p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
     _add_allocation_args(p, methods=True)
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")
     p.set_defaults(func=cmd_allocate)
 
-    p = sub.add_parser("pareto", help="allocations of several proxies at several size budgets (EMQ Figure 5)",
-                       description="Allocate bits with each proxy at each size budget, list them with the "
-                                   "uniform-precision configurations (every free layer at one bit choice) and, "
-                                   "with --evaluate ptq, their post-training-quantization accuracy.")
-    p.add_argument("--proxies", required=True,
-                   help="all, or comma-separated names, genome .json files, run directories or package.module:function")
+    p = sub.add_parser(
+        "pareto",
+        help="allocations of several proxies at several size budgets (EMQ Figure 5)",
+        description="Allocate bits with each proxy at each size budget, list them with the "
+        "uniform-precision configurations (every free layer at one bit choice) and, "
+        "with --evaluate ptq, their post-training-quantization accuracy.",
+    )
+    p.add_argument(
+        "--proxies",
+        required=True,
+        help="all, or comma-separated names, genome .json files, run directories or package.module:function",
+    )
     p.add_argument("--sizes", required=True, help="comma-separated size budgets in MB")
     _add_allocation_args(p)
     p.add_argument("--evaluate", choices=["ptq"], help="measure each configuration's accuracy by PTQ")
     p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
-    p.add_argument("--no-bn-recal", action="store_true",
-                   help="do not re-estimate BatchNorm statistics after weight quantization")
+    p.add_argument(
+        "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
+    )
     p.add_argument("--plot", help="PNG file: accuracy against size per proxy (needs --evaluate)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_pareto)

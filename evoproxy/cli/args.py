@@ -1,5 +1,6 @@
 """Flags that several commands share, and how they are read: the model, the data, the
 statistics settings, bit choices, fixed layers and lists of proxies."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,29 +9,51 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
     from ..stats import StatsSettings
 
 
+# The flags of parameters whose flag is not `--` and the name with dashes, by (class, parameter).
+FLAGS = {("AdaqatSettings", "lam"): "--bitops-lambda", ("CSPSettings", "timeout_s"): "--candidate-timeout"}
+
+
+def flag_for(error: ParameterError) -> str:
+    """The command-line flag of the parameter that `error` names."""
+    return FLAGS.get((error.owner, error.param), "--" + error.param.replace("_", "-"))
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="registry name (default, resnet20-fmnist) or package.module:function returning an nn.Module")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="registry name (default, resnet20-fmnist) or package.module:function returning an nn.Module",
+    )
     p.add_argument("--weights", help="state_dict file to load into the model (overrides a registry model's checkpoint)")
     p.add_argument("--output", help="for a model that returns a tuple or dict: the index or key of its logits")
-    p.add_argument("--exclude", help="layers kept at full precision and out of the layer registry: comma-separated "
-                                     "names or shell patterns (e.g. 'head.*,attn.*')")
+    p.add_argument(
+        "--exclude",
+        help="layers kept at full precision and out of the layer registry: comma-separated "
+        "names or shell patterns (e.g. 'head.*,attn.*')",
+    )
     p.add_argument("--device", default="cpu", help="torch device to compute on (cpu, cuda; default cpu)")
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """Where images come from (see evoproxy.model.sources): what `data_source` reads."""
-    p.add_argument("--data", default="fmnist",
-                   help="fmnist (the shipped Fashion-MNIST, default), an ImageFolder folder, an .npz/.pt file of "
-                        "images and labels, package.module:function, or torchvision:NAME")
-    p.add_argument("--calib-images", type=int, default=512,
-                   help="calibration images drawn from the data's train part (default 512)")
+    p.add_argument(
+        "--data",
+        default="fmnist",
+        help="fmnist (the shipped Fashion-MNIST, default), an ImageFolder folder, an .npz/.pt file of "
+        "images and labels, package.module:function, or torchvision:NAME",
+    )
+    p.add_argument(
+        "--calib-images",
+        type=int,
+        default=512,
+        help="calibration images drawn from the data's train part (default 512)",
+    )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data's shuffles and train/test cut")
     p.add_argument("--image-size", type=int, help="folders: resize every image to this square size")
     p.add_argument("--mean", help="per-channel mean subtracted from images in [0, 1] (e.g. 0.485,0.456,0.406)")
@@ -49,9 +72,16 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 
 def data_source(args):
     """The DataSource of the flags `add_data_args` adds."""
-    from ..model import DataOptions, open_data
-    options = DataOptions(args.data_seed, args.calib_images, args.image_size, _floats(args.mean, "--mean"),
-                          _floats(args.std, "--std"), args.data_root)
+    from ..model import DataSettings, open_data
+
+    options = DataSettings(
+        args.data_seed,
+        args.calib_images,
+        args.image_size,
+        _floats(args.mean, "--mean"),
+        _floats(args.std, "--std"),
+        args.data_root,
+    )
     return open_data(args.data, options)
 
 
@@ -59,6 +89,7 @@ def load_user_model(args, source):
     """The model of --model/--weights/--output/--exclude, its canonical name and its layer
     registry for the inputs of `source`."""
     from ..model import layer_registry, load_model
+
     model, name = load_model(args.model, args.weights, args.output)
     return model, name, layer_registry(model, source.input_shape, exclude_patterns(args.exclude))
 
@@ -76,34 +107,59 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
     --seed serve both, and --batch-size is None unless given (the caller picks the default)."""
     add_data_args(p)
     if training:
-        p.add_argument("--batch-size", type=int,
-                       help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}); "
-                            "search methods: training batch size (default 128)")
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}); "
+            "search methods: training batch size (default 128)",
+        )
     else:
-        p.add_argument("--batch-size", type=int, default=STATS_BATCH,
-                       help=f"calibration images the statistics are computed on (default {STATS_BATCH})")
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            default=STATS_BATCH,
+            help=f"calibration images the statistics are computed on (default {STATS_BATCH})",
+        )
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
     p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
     p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
-    p.add_argument("--act-max-elems", type=int, default=65536,
-                   help="cap on stored activation elements per layer (spatial subsampling; default 65536)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the statistics' random probes" + (" (proxies) or of the training subset and shuffles "
-                                                                   "(search methods)" if training else "")
-                        + " (default 0)")
+    p.add_argument(
+        "--act-max-elems",
+        type=int,
+        default=65536,
+        help="cap on stored activation elements per layer (spatial subsampling; default 65536)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the statistics' random probes"
+        + (" (proxies) or of the training subset and shuffles (search methods)" if training else "")
+        + " (default 0)",
+    )
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
 
 
 def stats_settings(args) -> StatsSettings:
     """The StatsSettings of the flags `add_stats_args` adds."""
     from ..stats import StatsSettings
-    return StatsSettings(args.hutchinson_samples, args.hutchinson_tol, args.power_iters, args.power_tol,
-                         args.act_max_elems, args.seed, exclude_patterns(args.exclude), args.output)
+
+    return StatsSettings(
+        args.hutchinson_samples,
+        args.hutchinson_tol,
+        args.power_iters,
+        args.power_tol,
+        args.act_max_elems,
+        args.seed,
+        exclude_patterns(args.exclude),
+        args.output,
+    )
 
 
-def model_stats(args, settings: StatsSettings | None = None, source=None, use_cache: bool = True,
-                quiet: bool = False, proxies=None) -> tuple:
+def model_stats(
+    args, settings: StatsSettings | None = None, source=None, use_cache: bool = True, quiet: bool = False, proxies=None
+) -> tuple:
     """The model of the model flags, its canonical name, its statistics on the first --batch-size
     calibration images of the data flags (or of `source`) with `settings` or else those of the
     stats flags, and whether they came from the cache (else they are computed, with progress on
@@ -113,6 +169,7 @@ def model_stats(args, settings: StatsSettings | None = None, source=None, use_ca
     from ..model import load_model
     from ..proxy import needs_hessian
     from ..stats import load_or_compute_stats
+
     source = source or data_source(args)
     model, name = load_model(args.model, args.weights, args.output)
     images, labels = source.calibration(args.batch_size)
@@ -120,8 +177,9 @@ def model_stats(args, settings: StatsSettings | None = None, source=None, use_ca
     if proxies is not None:
         settings = replace(settings, hessian=any(needs_hessian(p) for p in proxies))
     log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    stats, hit = load_or_compute_stats(model, images, labels, name, settings, args.cache_dir, use_cache, log,
-                                       args.device)
+    stats, hit = load_or_compute_stats(
+        model, images, labels, name, settings, args.cache_dir, use_cache, log, args.device
+    )
     return model, name, stats, hit
 
 
@@ -151,11 +209,16 @@ def add_bit_choice_args(p: argparse.ArgumentParser, act_note: str = "") -> None:
     allocation chooses within (read by `parse_bits`, `parse_act_bits` and `parse_fixed`).
     `act_note` adds a method's own reading of --act-bits to its help."""
     p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    p.add_argument("--act-bits", help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the "
-                                      "most" + (f"; {act_note}" if act_note else ""))
-    p.add_argument("--fixed", default="first,last",
-                   help="layers kept at --fixed-bits weights: first, last, indices or names, or none "
-                        "(default first,last)")
+    p.add_argument(
+        "--act-bits",
+        help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the "
+        "most" + (f"; {act_note}" if act_note else ""),
+    )
+    p.add_argument(
+        "--fixed",
+        default="first,last",
+        help="layers kept at --fixed-bits weights: first, last, indices or names, or none (default first,last)",
+    )
     p.add_argument("--fixed-bits", type=int, default=8)
 
 
@@ -190,8 +253,10 @@ def parse_fixed(text: str, layers, bits: int) -> dict[int, int]:
         elif item in names:
             fixed[names[item]] = bits
         else:
-            raise EvoproxyError(f"--fixed: {item!r} is not first, last, a layer index below {len(layers)} "
-                                "or a layer name (see `evoproxy stats`)")
+            raise EvoproxyError(
+                f"--fixed: {item!r} is not first, last, a layer index below {len(layers)} "
+                "or a layer name (see `evoproxy stats`)"
+            )
     return fixed
 
 
@@ -203,6 +268,7 @@ def fixed_layers(args, layers, act_choices: list[int]) -> dict[int, tuple[int, i
 
 def resolve_proxies(spec: str) -> list:
     from ..proxy import available_proxies, get_proxy
+
     names = available_proxies() if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise EvoproxyError("--proxies is empty: give all, names separated by commas, or a proxy .json file")

@@ -1,5 +1,6 @@
 """`evoproxy export`: a quantized model (round-to-nearest PTQ, or QAT from its checkpoint) as an ONNX
 file with QuantizeLinear/DequantizeLinear pairs, checked in onnxruntime."""
+
 from __future__ import annotations
 
 from .args import add_data_args, add_model_args, data_source, load_user_model, output_file
@@ -16,8 +17,9 @@ def cmd_export(args) -> None:
     model, name, layers = load_user_model(args, source)
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
     # Before training, the LSQ model is the round-to-nearest PTQ model: one export path for both.
-    qmodel = lsq_model(model.to(device), layers, bits, act_bits, source.calibration()[0].to(device),
-                       not args.no_bn_recal).eval()
+    qmodel = lsq_model(
+        model.to(device), layers, bits, act_bits, source.calibration()[0].to(device), not args.no_bn_recal
+    ).eval()
     if args.checkpoint:
         epochs = load_qat_state(qmodel, args.checkpoint)
         what = f"QAT model of {args.checkpoint} ({epochs} epoch(s))"
@@ -25,39 +27,55 @@ def cmd_export(args) -> None:
         what = f"round-to-nearest PTQ model (BatchNorm {'kept' if args.no_bn_recal else 're-estimated'})"
     export_onnx(qmodel, layers, source.input_shape, args.onnx)
     weights, acts = sorted({b for b in bits if b < 32}), sorted({a for a in act_bits if a < 32})
-    print(f"wrote {args.onnx}: the {what} of {name} with {args.bits_file}; QuantizeLinear/DequantizeLinear pairs on "
-          f"the weights of {sum(b < 32 for b in bits)} of {len(layers)} layers"
-          + (f" (per channel, int8 holding {'/'.join(map(str, weights))}-bit levels)" if weights else "")
-          + (f" and on the inputs of {sum(a < 32 for a in act_bits)} (per tensor, uint8 holding "
-             f"{'/'.join(map(str, acts))}-bit levels)" if acts else ""))
+    print(
+        f"wrote {args.onnx}: the {what} of {name} with {args.bits_file}; QuantizeLinear/DequantizeLinear pairs on "
+        f"the weights of {sum(b < 32 for b in bits)} of {len(layers)} layers"
+        + (f" (per channel, int8 holding {'/'.join(map(str, weights))}-bit levels)" if weights else "")
+        + (
+            f" and on the inputs of {sum(a < 32 for a in act_bits)} (per tensor, uint8 holding "
+            f"{'/'.join(map(str, acts))}-bit levels)"
+            if acts
+            else ""
+        )
+    )
     if args.eval_size != 0:
         images, labels = source.evaluation(args.eval_size or min(500, len(source.evaluation()[0])))
         onnx = onnxruntime_accuracy(args.onnx, images, labels)
         ours = accuracy(qmodel, images.to(device), labels.to(device))
-        print(f"top-1 on {len(images)} test images of {args.data}: onnxruntime {onnx:.2f} %, PyTorch fake-quantized "
-              f"{ours:.2f} % ({onnx - ours:+.2f} points)")
+        print(
+            f"top-1 on {len(images)} test images of {args.data}: onnxruntime {onnx:.2f} %, PyTorch fake-quantized "
+            f"{ours:.2f} % ({onnx - ours:+.2f} points)"
+        )
 
 
 def register(sub) -> None:
     """Add the export command to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("export", help="write the quantized model as ONNX with QuantizeLinear/DequantizeLinear pairs",
-                       description="Write the model quantized with a JSON bit configuration (as `evoproxy allocate` "
-                                   "writes) as an ONNX file whose quantized weights (per output channel, symmetric; "
-                                   "int8 holding the levels of 2 to 8 bits) and layer inputs (per tensor, uint8 with "
-                                   "the calibrated zero point) pass through QuantizeLinear/DequantizeLinear pairs. "
-                                   "Without --checkpoint: the round-to-nearest PTQ model that `evoproxy quantize` "
-                                   "measures; with it, the QAT model of `evoproxy quantize --method qat "
-                                   "--checkpoint`, its learned step sizes as the scales. Then its accuracy in "
-                                   "onnxruntime is printed beside the PyTorch model's (needs pip install "
-                                   "'evoproxy[onnx]').")
+    p = sub.add_parser(
+        "export",
+        help="write the quantized model as ONNX with QuantizeLinear/DequantizeLinear pairs",
+        description="Write the model quantized with a JSON bit configuration (as `evoproxy allocate` "
+        "writes) as an ONNX file whose quantized weights (per output channel, symmetric; "
+        "int8 holding the levels of 2 to 8 bits) and layer inputs (per tensor, uint8 with "
+        "the calibrated zero point) pass through QuantizeLinear/DequantizeLinear pairs. "
+        "Without --checkpoint: the round-to-nearest PTQ model that `evoproxy quantize` "
+        "measures; with it, the QAT model of `evoproxy quantize --method qat "
+        "--checkpoint`, its learned step sizes as the scales. Then its accuracy in "
+        "onnxruntime is printed beside the PyTorch model's (needs pip install "
+        "'evoproxy[onnx]').",
+    )
     add_model_args(p)
     p.add_argument("--bits-file", required=True, help="JSON bit configuration")
     p.add_argument("--onnx", required=True, help="ONNX file to write")
     p.add_argument("--checkpoint", help="QAT checkpoint (of quantize --method qat) for the same model and bits file")
     add_data_args(p)
-    p.add_argument("--eval-size", type=int,
-                   help="first N test images the file is checked on in onnxruntime (default 500, or all if fewer; "
-                        "0: no check)")
-    p.add_argument("--no-bn-recal", action="store_true",
-                   help="do not re-estimate BatchNorm statistics after weight quantization (as quantize's flag)")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        help="first N test images the file is checked on in onnxruntime (default 500, or all if fewer; 0: no check)",
+    )
+    p.add_argument(
+        "--no-bn-recal",
+        action="store_true",
+        help="do not re-estimate BatchNorm statistics after weight quantization (as quantize's flag)",
+    )
     p.set_defaults(func=cmd_export)

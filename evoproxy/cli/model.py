@@ -1,4 +1,5 @@
 """`evoproxy stats` and `evoproxy train`: the model and the statistics every proxy reads."""
+
 from __future__ import annotations
 
 import json
@@ -16,21 +17,54 @@ def cmd_stats(args) -> None:
     _, _, stats, hit = model_stats(args, use_cache=not args.no_cache, quiet=args.json)
     rows = stats.table()
     if args.json:
-        print(json.dumps({"model": stats.model, "weights_hash": stats.weights_hash, "batch_hash": stats.batch_hash,
-                          "batch_size": args.batch_size, "data": args.data, "settings": stats.to_blob()["settings"],
-                          "synflow_log_scale": stats.synflow_log_scale,
-                          "hutchinson_samples_used": stats.hutchinson_samples_used,
-                          "timings_s": stats.timings, "from_cache": hit, "layers": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": stats.model,
+                    "weights_hash": stats.weights_hash,
+                    "batch_hash": stats.batch_hash,
+                    "batch_size": args.batch_size,
+                    "data": args.data,
+                    "settings": stats.to_blob()["settings"],
+                    "synflow_log_scale": stats.synflow_log_scale,
+                    "hutchinson_samples_used": stats.hutchinson_samples_used,
+                    "timings_s": stats.timings,
+                    "from_cache": hit,
+                    "layers": rows,
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"{stats.model}: {len(rows)} quantizable layers, calibration batch {args.batch_size} of {args.data}, "
-          f"{'from cache' if hit else 'computed'}")
-    cols = ["index", "name", "kind", "shape", "params", "macs", "hessian_trace", "hessian_eig", "grad_norm",
-            "act_std", "synflow"]
-    print(format_table(rows, cols, ["#", "layer", "kind", "shape", "params", "MACs", "trace(H)", "λmax(H)",
-                                    "‖G‖", "std(A)", "synflow"]))
-    print(f"SynFlow values are scaled by e^-{stats.synflow_log_scale:.1f}; "
-          f"Hutchinson used {stats.hutchinson_samples_used} samples; "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in stats.timings.items()))
+    print(
+        f"{stats.model}: {len(rows)} quantizable layers, calibration batch {args.batch_size} of {args.data}, "
+        f"{'from cache' if hit else 'computed'}"
+    )
+    cols = [
+        "index",
+        "name",
+        "kind",
+        "shape",
+        "params",
+        "macs",
+        "hessian_trace",
+        "hessian_eig",
+        "grad_norm",
+        "act_std",
+        "synflow",
+    ]
+    print(
+        format_table(
+            rows,
+            cols,
+            ["#", "layer", "kind", "shape", "params", "MACs", "trace(H)", "λmax(H)", "‖G‖", "std(A)", "synflow"],
+        )
+    )
+    print(
+        f"SynFlow values are scaled by e^-{stats.synflow_log_scale:.1f}; "
+        f"Hutchinson used {stats.hutchinson_samples_used} samples; "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in stats.timings.items())
+    )
 
 
 def cmd_train(args) -> None:
@@ -48,25 +82,34 @@ def cmd_train(args) -> None:
 
 def register(sub) -> None:
     """Add the stats and train commands to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("stats", help="per-layer statistics (W, G, A, Hessian, SynFlow) of a model",
-                       description="Compute (or load from the cache) the per-layer statistics that proxies read, "
-                                   "and print one row per quantizable layer.")
+    p = sub.add_parser(
+        "stats",
+        help="per-layer statistics (W, G, A, Hessian, SynFlow) of a model",
+        description="Compute (or load from the cache) the per-layer statistics that proxies read, "
+        "and print one row per quantizable layer.",
+    )
     add_model_args(p)
     add_stats_args(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("train", help="train a registry model on Fashion-MNIST (remakes the shipped checkpoint)",
-                       description="Train a registry model from scratch on Fashion-MNIST and write its state_dict "
-                                   "and the 512-image calibration subset.")
+    p = sub.add_parser(
+        "train",
+        help="train a registry model on Fashion-MNIST (remakes the shipped checkpoint)",
+        description="Train a registry model from scratch on Fashion-MNIST and write its state_dict "
+        "and the 512-image calibration subset.",
+    )
     p.add_argument("--model", default="resnet20-fmnist")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files (default $EVOPROXY_FMNIST_DIR or "
-                                      "/usr/share/datasets/fashion-mnist)")
+    p.add_argument(
+        "--data-dir",
+        help="folder of the Fashion-MNIST IDX files (default $EVOPROXY_FMNIST_DIR or "
+        "/usr/share/datasets/fashion-mnist)",
+    )
     p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     p.add_argument("--out", default=".", help="folder to write the checkpoint and calibration subset to")
     p.set_defaults(func=cmd_train)

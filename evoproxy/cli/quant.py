@@ -1,5 +1,6 @@
 """`evoproxy quantize`: a bit configuration's accuracy after quantization (round-to-nearest PTQ,
 PTQ with learned rounding (AdaRound), or QAT with learned step sizes)."""
+
 from __future__ import annotations
 
 import sys
@@ -7,8 +8,10 @@ import sys
 from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model
 
-METHOD_FLAGS = {"qat": ("epochs", "lr", "batch_size", "optimizer", "distill", "checkpoint", "resume"),
-                "adaround": ("iters", "lr", "batch_size", "reg_weight")}
+METHOD_FLAGS = {
+    "qat": ("epochs", "lr", "batch_size", "optimizer", "distill", "checkpoint", "resume"),
+    "adaround": ("iters", "lr", "batch_size", "reg_weight"),
+}
 METHOD_NAMES = {"qat": "QAT", "adaround": "AdaRound"}
 
 
@@ -16,6 +19,7 @@ def _method_settings(args):
     """The QatSettings or AdaRoundSettings of the method's flags (None for rtn); an error for a
     flag of another method."""
     from ..quant import AdaRoundSettings, QatSettings
+
     owners: dict[str, list[str]] = {}
     for method, flags in METHOD_FLAGS.items():
         for flag in flags:
@@ -25,8 +29,12 @@ def _method_settings(args):
         if getattr(args, flag) not in (None, False) and args.method not in methods:
             wrong.setdefault(" or ".join(methods), []).append(f"--{flag.replace('_', '-')}")
     if wrong:
-        raise EvoproxyError("; ".join(f"{', '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to --method "
-                                      f"{methods} only" for methods, flags in wrong.items()))
+        raise EvoproxyError(
+            "; ".join(
+                f"{', '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to --method {methods} only"
+                for methods, flags in wrong.items()
+            )
+        )
     if args.method == "qat":
         return QatSettings(args.epochs or 1, args.lr, args.batch_size or 128, args.optimizer or "sgd", args.distill)
     if args.method == "adaround":
@@ -50,38 +58,72 @@ def cmd_quantize(args) -> None:
     settings = QuantSettings(act_bits, not args.no_bn_recal)
     evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device)
     full, act_label = [32] * len(layers), act_bits_label(act_bits)
-    quantized = {"size": model_size_mb(layers, bits), "gbops": model_bops(layers, bits, act_bits) / 1e9,
-                 "avg": average_bits(layers, bits)}
-    rows = [{"model": "full precision", "acc": evaluator.fp_accuracy(), "size": model_size_mb(layers, full),
-             "gbops": model_bops(layers, full, 32) / 1e9, "avg": 32.0},
-            {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.accuracy(bits),
-             **quantized}]
-    print(f"{name} with {args.bits_file}: test accuracy on {len(evaluator.images)} images of {args.data}; "
-          f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}")
+    quantized = {
+        "size": model_size_mb(layers, bits),
+        "gbops": model_bops(layers, bits, act_bits) / 1e9,
+        "avg": average_bits(layers, bits),
+    }
+    rows = [
+        {
+            "model": "full precision",
+            "acc": evaluator.fp_accuracy(),
+            "size": model_size_mb(layers, full),
+            "gbops": model_bops(layers, full, 32) / 1e9,
+            "avg": 32.0,
+        },
+        {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.accuracy(bits), **quantized},
+    ]
+    print(
+        f"{name} with {args.bits_file}: test accuracy on {len(evaluator.images)} images of {args.data}; "
+        f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}"
+    )
 
     def log(msg: str) -> None:
         print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
 
     if args.method == "qat":
-        print(f"QAT: {method.epochs} epoch(s) on {len(train[0])} training images, {method.optimizer} lr {method.lr:g} "
-              f"with a cosine schedule, batch {method.batch_size}, learned step sizes (LSQ) from the PTQ quantizer"
-              f"{', distilled from the full-precision model' if method.distill else ''}", flush=True)
+        print(
+            f"QAT: {method.epochs} epoch(s) on {len(train[0])} training images, {method.optimizer} lr {method.lr:g} "
+            f"with a cosine schedule, batch {method.batch_size}, learned step sizes (LSQ) from the PTQ quantizer"
+            f"{', distilled from the full-precision model' if method.distill else ''}",
+            flush=True,
+        )
         qmodel = lsq_model(evaluator.model, layers, bits, act_bits, evaluator.calib_images, settings.bn_recalibration)
-        train_qat(qmodel, evaluator.model, train, (evaluator.images, evaluator.labels), method, args.checkpoint,
-                  args.resume, log)
+        train_qat(
+            qmodel,
+            evaluator.model,
+            train,
+            (evaluator.images, evaluator.labels),
+            method,
+            args.checkpoint,
+            args.resume,
+            log,
+        )
     elif args.method == "adaround":
-        print(f"AdaRound: {method.iters} Adam iterations per block (lr {method.lr:g}, batch {method.batch_size}, "
-              f"rounding regulariser weight {method.reg_weight:g}) on {len(evaluator.calib_images)} calibration "
-              "images, learned rounding at the PTQ quantizer's steps, reconstructed block by block with float "
-              "activations", flush=True)
-        qmodel, _ = adaround_model(evaluator.model, layers, bits, evaluator.calib_images, method, settings,
-                                   evaluator.cache, log)
+        print(
+            f"AdaRound: {method.iters} Adam iterations per block (lr {method.lr:g}, batch {method.batch_size}, "
+            f"rounding regulariser weight {method.reg_weight:g}) on {len(evaluator.calib_images)} calibration "
+            "images, learned rounding at the PTQ quantizer's steps, reconstructed block by block with float "
+            "activations",
+            flush=True,
+        )
+        qmodel, _ = adaround_model(
+            evaluator.model, layers, bits, evaluator.calib_images, method, settings, evaluator.cache, log
+        )
     if method:
         # Measured again rather than read from the history: a resumed QAT may evaluate on another --eval-size.
-        rows.append({"model": f"{METHOD_NAMES[args.method]}, {act_label}",
-                     "acc": accuracy(qmodel, evaluator.images, evaluator.labels), **quantized})
-    print(format_table(rows, ["model", "acc", "size", "gbops", "avg"],
-                       ["model", "top-1 (%)", "size (MB)", "GBOPs", "avg W bits"]))
+        rows.append(
+            {
+                "model": f"{METHOD_NAMES[args.method]}, {act_label}",
+                "acc": accuracy(qmodel, evaluator.images, evaluator.labels),
+                **quantized,
+            }
+        )
+    print(
+        format_table(
+            rows, ["model", "acc", "size", "gbops", "avg"], ["model", "top-1 (%)", "size (MB)", "GBOPs", "avg W bits"]
+        )
+    )
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""
     print(f"accuracy change {change[0]:+.2f} points{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
@@ -89,41 +131,65 @@ def cmd_quantize(args) -> None:
 
 def register(sub) -> None:
     """Add the quantize commands to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser("quantize", help="fake-quantize a model with a bit configuration and measure its accuracy",
-                       description="Fake-quantize the model with the weight and activation bits of a JSON bit "
-                                   "configuration (as `evoproxy allocate` writes, or any object with 'bits' in "
-                                   "layer-registry order and optionally 'act_bits', one or one per layer) "
-                                   "and print its test accuracy (on --data), size and BOPs beside the "
-                                   "full-precision model's. --method adaround then learns each weight's rounding "
-                                   "(AdaRound) block by block on the calibration images, and --method qat trains the "
-                                   "quantized model on the data's train part (quantization-aware training with "
-                                   "learned step sizes, LSQ); both print the accuracy after round-to-nearest PTQ "
-                                   "beside theirs.")
+    p = sub.add_parser(
+        "quantize",
+        help="fake-quantize a model with a bit configuration and measure its accuracy",
+        description="Fake-quantize the model with the weight and activation bits of a JSON bit "
+        "configuration (as `evoproxy allocate` writes, or any object with 'bits' in "
+        "layer-registry order and optionally 'act_bits', one or one per layer) "
+        "and print its test accuracy (on --data), size and BOPs beside the "
+        "full-precision model's. --method adaround then learns each weight's rounding "
+        "(AdaRound) block by block on the calibration images, and --method qat trains the "
+        "quantized model on the data's train part (quantization-aware training with "
+        "learned step sizes, LSQ); both print the accuracy after round-to-nearest PTQ "
+        "beside theirs.",
+    )
     add_model_args(p)
     p.add_argument("--bits-file", required=True, help="JSON bit configuration")
     add_data_args(p)
     p.add_argument("--eval-size", type=int, help="first N test images used (default: all)")
-    p.add_argument("--no-bn-recal", action="store_true",
-                   help="do not re-estimate BatchNorm statistics after weight quantization")
-    p.add_argument("--method", choices=("rtn", "adaround", "qat"), default="rtn",
-                   help="rtn: round-to-nearest post-training quantization (default); adaround: PTQ with learned "
-                        "rounding, reconstructed block by block on the calibration images; qat: train with learned "
-                        "step sizes")
+    p.add_argument(
+        "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
+    )
+    p.add_argument(
+        "--method",
+        choices=("rtn", "adaround", "qat"),
+        default="rtn",
+        help="rtn: round-to-nearest post-training quantization (default); adaround: PTQ with learned "
+        "rounding, reconstructed block by block on the calibration images; qat: train with learned "
+        "step sizes",
+    )
     g = p.add_argument_group("AdaRound and QAT (--method adaround, --method qat)")
-    g.add_argument("--lr", type=float, help="learning rate (adaround: Adam's, default 0.01; qat: the initial rate, "
-                                            "decayed to 0 on a cosine, default 0.01 for sgd, 1e-4 for adam)")
-    g.add_argument("--batch-size", type=int, help="batch size (adaround: calibration images per step, default 32; "
-                                                  "qat: training images, default 128)")
+    g.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate (adaround: Adam's, default 0.01; qat: the initial rate, "
+        "decayed to 0 on a cosine, default 0.01 for sgd, 1e-4 for adam)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size (adaround: calibration images per step, default 32; qat: training images, default 128)",
+    )
     g = p.add_argument_group("AdaRound (--method adaround)")
     g.add_argument("--iters", type=int, help="Adam iterations per block (default 1000)")
-    g.add_argument("--reg-weight", type=float,
-                   help="weight of the regulariser that drives each rounding to down or up (default 0.01)")
+    g.add_argument(
+        "--reg-weight",
+        type=float,
+        help="weight of the regulariser that drives each rounding to down or up (default 0.01)",
+    )
     g = p.add_argument_group("QAT (--method qat)")
     g.add_argument("--epochs", type=int, help="epochs over the data's train part (default 1)")
     g.add_argument("--optimizer", choices=("sgd", "adam"), help="sgd (momentum 0.9, default) or adam")
-    g.add_argument("--distill", action="store_true",
-                   help="train on the KL divergence to the full-precision model's outputs instead of the labels")
+    g.add_argument(
+        "--distill",
+        action="store_true",
+        help="train on the KL divergence to the full-precision model's outputs instead of the labels",
+    )
     g.add_argument("--checkpoint", help="file written (atomically) after every epoch")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint's last finished epoch (same model, bits, data and QAT flags)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint's last finished epoch (same model, bits, data and QAT flags)",
+    )
     p.set_defaults(func=cmd_quantize)

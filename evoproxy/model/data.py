@@ -6,6 +6,7 @@ published, under the dataset's MIT licence).
 Nothing here downloads anything: only training needs the training split, and its absence is an
 error that names the package to install.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -44,8 +45,8 @@ def _read_idx(path: Path) -> torch.Tensor:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise EvoproxyError(f"{path} is not an unsigned-byte IDX file; reinstall dataset-fashion-mnist")
     ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8)
     if data.numel() != torch.Size(shape).numel():
         raise EvoproxyError(f"{path} is truncated ({data.numel()} bytes for shape {shape}); reinstall it")
     return data.reshape(shape)
@@ -60,7 +61,8 @@ def _find(folder: Path, stem: str) -> Path:
         return shipped
     raise EvoproxyError(
         f"Fashion-MNIST file {stem}[.gz] not found in {folder} (only training needs it): install it with "
-        f"`apt-get install dataset-fashion-mnist`, point ${FMNIST_ENV} at the IDX files, or train on your own --data")
+        f"`apt-get install dataset-fashion-mnist`, point ${FMNIST_ENV} at the IDX files, or train on your own --data"
+    )
 
 
 def load_fmnist(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """The canonical layer registry: the ordered quantizable layers of a model. Every bit
 configuration, statistic and allocation is keyed by it, so there is exactly one such list."""
+
 from __future__ import annotations
 
 import warnings
@@ -18,6 +19,7 @@ QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 class LayerInfo:
     """One quantizable layer. `index` is its position in a bit configuration; `macs` are the
     multiply-accumulates of one forward pass of one input sample of the calibration size."""
+
     index: int
     name: str
     kind: str  # "conv", "depthwise", "grouped" or "linear"
@@ -72,8 +74,9 @@ class OutputSelector:
                 keys = f"0 to {len(output) - 1}"
             else:
                 keys = "none: it is not a tuple or dict"
-            raise EvoproxyError(f"--output {self.key!r} does not select from the model's {type(output).__name__} "
-                                f"output (keys: {keys})") from None
+            raise EvoproxyError(
+                f"--output {self.key!r} does not select from the model's {type(output).__name__} output (keys: {keys})"
+            ) from None
 
 
 def select_output(model: nn.Module, key: str | None) -> nn.Module:
@@ -108,8 +111,9 @@ def _excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
     for pattern in patterns:
         hits = {n for n in names if fnmatchcase(n, pattern)}
         if not hits:
-            raise EvoproxyError(f"--exclude {pattern!r} matches no quantizable layer (see `evoproxy stats` for "
-                                "their names)")
+            raise EvoproxyError(
+                f"--exclude {pattern!r} matches no quantizable layer (see `evoproxy stats` for their names)"
+            )
         out |= hits
     return out
 
@@ -132,24 +136,37 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
         model.eval()
         with torch.no_grad():
             param = next(model.parameters())
-            run_with_outputs(model, torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
-                             dict(modules), lambda n, out: out_numel.__setitem__(n, out[0].numel()),
-                             f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
-                             "check --data and --image-size")
+            run_with_outputs(
+                model,
+                torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
+                dict(modules),
+                lambda n, out: out_numel.__setitem__(n, out[0].numel()),
+                f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
+                "check --data and --image-size",
+            )
     finally:
         model.train(was_training)
     unused = [name for name, _ in modules if name not in out_numel]
     if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight (MultiheadAttention)
-        warnings.warn(f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
-                      f"the layer registry: {', '.join(unused)}", EvoproxyWarning, stacklevel=2)
+        warnings.warn(
+            f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
+            f"the layer registry: {', '.join(unused)}",
+            EvoproxyWarning,
+            stacklevel=2,
+        )
     attention = [name for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     if attention:  # its q, k, v projection is a bare parameter (in_proj_weight), not a layer
-        warnings.warn(f"the q/k/v projections of nn.MultiheadAttention ({', '.join(attention)}) stay at full "
-                      "precision: write attention with nn.Linear projections to quantize them", EvoproxyWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"the q/k/v projections of nn.MultiheadAttention ({', '.join(attention)}) stay at full "
+            "precision: write attention with nn.Linear projections to quantize them",
+            EvoproxyWarning,
+            stacklevel=2,
+        )
     used = [(name, m) for name, m in modules if name in out_numel]
     if not used:
-        raise EvoproxyError(f"{type(model).__name__} calls none of its Conv1d, Conv2d or Linear layers in the forward pass")
+        raise EvoproxyError(
+            f"{type(model).__name__} calls none of its Conv1d, Conv2d or Linear layers in the forward pass"
+        )
     layers = []
     for index, (name, m) in enumerate(used):
         # Each output element costs (weight elements per output channel) multiply-accumulates.

@@ -1,5 +1,6 @@
 """The shipped architectures: a CIFAR-style ResNet-20 and a MobileNetV2-style net, both for
 1×28×28 Fashion-MNIST images."""
+
 from __future__ import annotations
 
 import torch
@@ -60,8 +61,13 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -176,8 +182,7 @@ class Fire(nn.Module):
         super().__init__()
         self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1, bias=False), nn.BatchNorm2d(squeeze), nn.ReLU())
         self.expand1 = nn.Sequential(nn.Conv2d(squeeze, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU())
-        self.expand3 = nn.Sequential(nn.Conv2d(squeeze, expand, 3, 1, 1, bias=False), nn.BatchNorm2d(expand),
-                                     nn.ReLU())
+        self.expand3 = nn.Sequential(nn.Conv2d(squeeze, expand, 3, 1, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze(x)
@@ -194,8 +199,12 @@ class SqueezeNetSmall(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                                   nn.MaxPool2d(2)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
         cin = 32
         for i, (squeeze, expand) in enumerate(self.FIRES):
             layers.append(Fire(cin, squeeze, expand))

@@ -1,5 +1,6 @@
 """The registry of named models (the shipped nets with their checkpoints), and loading a user's
 model given as `package.module:function` plus a state_dict file."""
+
 from __future__ import annotations
 
 import warnings
@@ -21,6 +22,7 @@ from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNe
 @dataclass(frozen=True)
 class ModelSpec:
     """A named model: how to build it, which shipped checkpoint to load, what input it takes."""
+
     name: str
     build: Callable[[], nn.Module]
     checkpoint: str
@@ -29,19 +31,49 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet20-fmnist": ModelSpec("resnet20-fmnist", ResNet20, "resnet20_fmnist.pt", (1, 28, 28),
-                                 "ResNet-20 trained on Fashion-MNIST (`evoproxy train`)"),
-    "mobilenetv2-fmnist": ModelSpec("mobilenetv2-fmnist", MobileNetV2Small, "mobilenetv2_fmnist.pt", (1, 28, 28),
-                                    "MobileNetV2-style net trained on Fashion-MNIST (`evoproxy train`)"),
-    "vgg-fmnist": ModelSpec("vgg-fmnist", PlainVGG, "vgg_fmnist.pt", (1, 28, 28),
-                            "plain VGG-style net, no shortcuts, trained on Fashion-MNIST (`evoproxy train`)"),
-    "shufflenet-fmnist": ModelSpec("shufflenet-fmnist", ShuffleNetSmall, "shufflenet_fmnist.pt", (1, 28, 28),
-                                   "ShuffleNet-style net, grouped 1×1 convolutions and channel shuffle, "
-                                   "trained on Fashion-MNIST (`evoproxy train`)"),
-    "squeezenet-fmnist": ModelSpec("squeezenet-fmnist", SqueezeNetSmall, "squeezenet_fmnist.pt", (1, 28, 28),
-                                   "SqueezeNet-style net of fire modules trained on Fashion-MNIST (`evoproxy train`)"),
-    "mixer-fmnist": ModelSpec("mixer-fmnist", MLPMixerSmall, "mixer_fmnist.pt", (1, 28, 28),
-                              "MLP-Mixer (mostly Linear layers) trained on Fashion-MNIST (`evoproxy train`)"),
+    "resnet20-fmnist": ModelSpec(
+        "resnet20-fmnist",
+        ResNet20,
+        "resnet20_fmnist.pt",
+        (1, 28, 28),
+        "ResNet-20 trained on Fashion-MNIST (`evoproxy train`)",
+    ),
+    "mobilenetv2-fmnist": ModelSpec(
+        "mobilenetv2-fmnist",
+        MobileNetV2Small,
+        "mobilenetv2_fmnist.pt",
+        (1, 28, 28),
+        "MobileNetV2-style net trained on Fashion-MNIST (`evoproxy train`)",
+    ),
+    "vgg-fmnist": ModelSpec(
+        "vgg-fmnist",
+        PlainVGG,
+        "vgg_fmnist.pt",
+        (1, 28, 28),
+        "plain VGG-style net, no shortcuts, trained on Fashion-MNIST (`evoproxy train`)",
+    ),
+    "shufflenet-fmnist": ModelSpec(
+        "shufflenet-fmnist",
+        ShuffleNetSmall,
+        "shufflenet_fmnist.pt",
+        (1, 28, 28),
+        "ShuffleNet-style net, grouped 1×1 convolutions and channel shuffle, "
+        "trained on Fashion-MNIST (`evoproxy train`)",
+    ),
+    "squeezenet-fmnist": ModelSpec(
+        "squeezenet-fmnist",
+        SqueezeNetSmall,
+        "squeezenet_fmnist.pt",
+        (1, 28, 28),
+        "SqueezeNet-style net of fire modules trained on Fashion-MNIST (`evoproxy train`)",
+    ),
+    "mixer-fmnist": ModelSpec(
+        "mixer-fmnist",
+        MLPMixerSmall,
+        "mixer_fmnist.pt",
+        (1, 28, 28),
+        "MLP-Mixer (mostly Linear layers) trained on Fashion-MNIST (`evoproxy train`)",
+    ),
 }
 ALIASES = {"default": "resnet20-fmnist"}
 
@@ -63,8 +95,10 @@ def _load_state_dict(model: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or non-tensor file
-        raise EvoproxyError(f"cannot read weights file {path} as a state_dict ({type(exc).__name__}); "
-                            "save one with torch.save(model.state_dict(), path)") from None
+        raise EvoproxyError(
+            f"cannot read weights file {path} as a state_dict ({type(exc).__name__}); "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from None
     if not isinstance(state, dict):
         raise EvoproxyError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
     try:
@@ -93,8 +127,12 @@ def load_model(ref: str, weights: str | Path | None = None, output: str | None =
         if weights is not None:
             _load_state_dict(model, weights)
         else:
-            warnings.warn(f"{ref} runs with the weights its function gives it (random, unless it loads trained "
-                          "ones): pass --weights with a saved state_dict", EvoproxyWarning, stacklevel=2)
+            warnings.warn(
+                f"{ref} runs with the weights its function gives it (random, unless it loads trained "
+                "ones): pass --weights with a saved state_dict",
+                EvoproxyWarning,
+                stacklevel=2,
+            )
     else:
         known = ", ".join(sorted([*MODELS, *ALIASES]))
         raise EvoproxyError(f"unknown model {ref!r}: use one of {known}, or package.module:function")

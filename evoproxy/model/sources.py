@@ -19,6 +19,7 @@ set the first --eval-size of the shuffled test part, and training uses the whole
 Images stored as uint8 are scaled to [0, 1]; `mean`/`std` (per channel) normalise them after.
 The input shape of the model comes from the data.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,9 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class DataOptions:
+class DataSettings:
     """How a source's images are prepared and split; recorded with every bench made from it."""
+
     seed: int = 0  # of the shuffles that split and order the data
     calib_images: int = DEFAULT_CALIB_IMAGES
     image_size: int | None = None  # folders: resize every image to this square size
@@ -55,7 +57,7 @@ class DataOptions:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> DataOptions:
+    def from_dict(cls, d: dict) -> DataSettings:
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
         except TypeError:
@@ -65,8 +67,9 @@ class DataOptions:
 @dataclass
 class DataSource:
     """A data source opened by `open_data`: its three splits, loaded lazily and kept once loaded."""
+
     spec: str
-    options: DataOptions
+    options: DataSettings
     _calib: Callable[[], Pair]
     _test: Callable[[], Pair]
     _train: Callable[[], Pair]
@@ -83,8 +86,10 @@ class DataSource:
         if n is None:
             return images, labels
         if not 1 <= n <= len(images):
-            raise EvoproxyError(f"--batch-size must be between 1 and {len(images)} (the calibration images of "
-                                f"{self.spec}; raise --calib-images for more)")
+            raise EvoproxyError(
+                f"--batch-size must be between 1 and {len(images)} (the calibration images of "
+                f"{self.spec}; raise --calib-images for more)"
+            )
         return images[:n], labels[:n]
 
     def evaluation(self, n: int | None = None) -> Pair:
@@ -113,14 +118,17 @@ class DataSource:
     @property
     def is_default(self) -> bool:
         """Whether this is the shipped Fashion-MNIST as the shipped benches use it."""
-        return self.spec == DEFAULT_SPEC and self.options == DataOptions()
+        return self.spec == DEFAULT_SPEC and self.options == DataSettings()
 
     def describe(self) -> dict:
         """What a bench records of its data: the source, its options, and a hash of the
         calibration images, so that the bench can refuse other data later (`reopen`)."""
         images, labels = self.calibration()
-        return {"spec": self.spec, "options": self.options.to_dict(),
-                "calib_hash": tensors_hash([("images", images), ("labels", labels)])}
+        return {
+            "spec": self.spec,
+            "options": self.options.to_dict(),
+            "calib_hash": tensors_hash([("images", images), ("labels", labels)]),
+        }
 
     @classmethod
     def reopen(cls, desc: dict | None, where: str, spec: str | None = None) -> DataSource:
@@ -131,10 +139,11 @@ class DataSource:
             if spec not in (None, DEFAULT_SPEC):
                 raise EvoproxyError(f"{where} was made on the shipped Fashion-MNIST: leave out --data")
             return open_data()
-        source = open_data(spec or desc["spec"], DataOptions.from_dict(desc["options"]))
+        source = open_data(spec or desc["spec"], DataSettings.from_dict(desc["options"]))
         if source.describe()["calib_hash"] != desc["calib_hash"]:
-            raise EvoproxyError(f"{where} was made on other data than {source.spec} gives now: pass the data it was "
-                                "made with (--data)")
+            raise EvoproxyError(
+                f"{where} was made on other data than {source.spec} gives now: pass the data it was made with (--data)"
+            )
         return source
 
 
@@ -144,7 +153,7 @@ def _canonical(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def _as_float(images: torch.Tensor, options: DataOptions, where: str) -> torch.Tensor:
+def _as_float(images: torch.Tensor, options: DataSettings, where: str) -> torch.Tensor:
     """uint8 images to [0, 1] floats, then the options' per-channel normalisation."""
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
@@ -170,11 +179,13 @@ def _check_pair(images, labels, where: str) -> Pair:
     """Tensors of a split, in the layout the models take: channels first, int64 labels."""
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
     if images.dim() < 2 or len(images) == 0:
-        raise EvoproxyError(f"{where}: images must be a non-empty array shaped (N, ...), got shape "
-                            f"{tuple(images.shape)}")
+        raise EvoproxyError(
+            f"{where}: images must be a non-empty array shaped (N, ...), got shape {tuple(images.shape)}"
+        )
     if labels.dim() != 1 or len(labels) != len(images):
-        raise EvoproxyError(f"{where}: labels must be shaped ({len(images)},) to match the images, got "
-                            f"{tuple(labels.shape)}")
+        raise EvoproxyError(
+            f"{where}: labels must be shaped ({len(images)},) to match the images, got {tuple(labels.shape)}"
+        )
     if labels.dtype == torch.bool or (labels.is_floating_point() and not torch.equal(labels, labels.round())):
         raise EvoproxyError(f"{where}: labels must be integer class indices")
     labels = labels.long()
@@ -192,7 +203,7 @@ def _shuffled(pair: Pair, seed: int) -> Pair:
     return pair[0][order], pair[1][order]
 
 
-def _from_parts(spec: str, options: DataOptions, parts: Callable[[], tuple[Pair, Pair | None]]) -> DataSource:
+def _from_parts(spec: str, options: DataSettings, parts: Callable[[], tuple[Pair, Pair | None]]) -> DataSource:
     """A source from a loader of (train, test) parts (test None for a single set): the
     splitting, shuffling and normalisation of the module docstring."""
     cache: dict = {}
@@ -223,7 +234,7 @@ def _from_parts(spec: str, options: DataOptions, parts: Callable[[], tuple[Pair,
     return DataSource(spec, options, calib, lambda: split()[1], lambda: split()[0])
 
 
-def _fmnist(options: DataOptions, data_dir: str | os.PathLike | None) -> DataSource:
+def _fmnist(options: DataSettings, data_dir: str | os.PathLike | None) -> DataSource:
     def calib() -> Pair:
         images, labels = calibration_set()
         n = min(options.calib_images, len(images))
@@ -233,7 +244,9 @@ def _fmnist(options: DataOptions, data_dir: str | os.PathLike | None) -> DataSou
         def load() -> Pair:
             images, labels = load_fmnist(which, data_dir)
             return normalize(images), labels
+
         return load
+
     # The shipped benches are measured on the test split in its published order, so it is not shuffled.
     return DataSource(DEFAULT_SPEC, options, calib, split("test"), split("train"))
 
@@ -243,13 +256,16 @@ def _read_arrays(path: Path) -> tuple[Pair, Pair | None]:
     try:
         if path.suffix == ".npz":
             import numpy as np
+
             with np.load(path, allow_pickle=False) as blob:
                 arrays = {k: torch.from_numpy(blob[k]) for k in blob.files}
         else:
             arrays = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # numpy and torch raise many types for a damaged file
-        raise EvoproxyError(f"cannot read {path} as {path.suffix} arrays ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else 'damaged file'})") from None
+        raise EvoproxyError(
+            f"cannot read {path} as {path.suffix} arrays ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'damaged file'})"
+        ) from None
     if not isinstance(arrays, dict):
         raise EvoproxyError(f"{path} holds a {type(arrays).__name__}, not arrays named images and labels")
     if "train_images" in arrays or "test_images" in arrays:
@@ -260,8 +276,10 @@ def _read_arrays(path: Path) -> tuple[Pair, Pair | None]:
         return (arrays["train_images"], arrays["train_labels"]), (arrays["test_images"], arrays["test_labels"])
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
-        raise EvoproxyError(f"{path} lacks {' and '.join(missing)} (it holds {', '.join(arrays) or 'nothing'}): "
-                            "save arrays named images (N, C, H, W) and labels (N,)")
+        raise EvoproxyError(
+            f"{path} lacks {' and '.join(missing)} (it holds {', '.join(arrays) or 'nothing'}): "
+            "save arrays named images (N, C, H, W) and labels (N,)"
+        )
     return (arrays["images"], arrays["labels"]), None
 
 
@@ -270,11 +288,16 @@ def _read_image_folder(folder: Path, image_size: int | None) -> Pair:
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d for d in folder.iterdir() if d.is_dir())
-    files = [(f, label) for label, d in enumerate(classes) for f in sorted(d.rglob("*"))
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (f, label)
+        for label, d in enumerate(classes)
+        for f in sorted(d.rglob("*"))
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
-        raise EvoproxyError(f"{folder} holds no images in class sub-folders (ImageFolder layout: "
-                            f"{folder}/<class>/<image>.png)")
+        raise EvoproxyError(
+            f"{folder} holds no images in class sub-folders (ImageFolder layout: {folder}/<class>/<image>.png)"
+        )
     mode, size, images = None, None, []
     for f, _ in files:
         try:
@@ -285,10 +308,13 @@ def _read_image_folder(folder: Path, image_size: int | None) -> Pair:
                     img = img.resize((image_size, image_size), Image.BILINEAR)
                 size = size or img.size
                 if img.size != size:
-                    raise EvoproxyError(f"{f} is {img.size[0]}×{img.size[1]} but the first image is "
-                                        f"{size[0]}×{size[1]}: pass --image-size to resize them all")
-                images.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-                              .reshape(size[1], size[0], -1))
+                    raise EvoproxyError(
+                        f"{f} is {img.size[0]}×{img.size[1]} but the first image is "
+                        f"{size[0]}×{size[1]}: pass --image-size to resize them all"
+                    )
+                images.append(
+                    torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size[1], size[0], -1)
+                )
         except (UnidentifiedImageError, OSError) as exc:
             raise EvoproxyError(f"cannot read image {f} ({type(exc).__name__})") from None
     return torch.stack(images).permute(0, 3, 1, 2).contiguous(), torch.tensor([label for _, label in files])
@@ -312,11 +338,15 @@ def _dataset_pair(obj, where: str) -> Pair:
             images = torch.stack([torch.as_tensor(x) for x, _ in items])
             labels = torch.tensor([int(y) for _, y in items])
         except Exception as exc:  # a user's Dataset can raise anything
-            raise EvoproxyError(f"{where}: reading its items as (image tensor, label) failed "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise EvoproxyError(
+                f"{where}: reading its items as (image tensor, label) failed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
         return images, labels
-    raise EvoproxyError(f"{where} gave a {type(obj).__name__}: return (images, labels), a Dataset, or a dict of "
-                        "them with keys train and test")
+    raise EvoproxyError(
+        f"{where} gave a {type(obj).__name__}: return (images, labels), a Dataset, or a dict of "
+        "them with keys train and test"
+    )
 
 
 def _from_function(ref: str) -> tuple[Pair, Pair | None]:
@@ -328,7 +358,7 @@ def _from_function(ref: str) -> tuple[Pair, Pair | None]:
     return _dataset_pair(obj, ref), None
 
 
-def _torchvision(name: str, options: DataOptions) -> tuple[Pair, Pair | None]:
+def _torchvision(name: str, options: DataSettings) -> tuple[Pair, Pair | None]:
     try:
         import torchvision.datasets as tvd
     except ImportError:
@@ -337,14 +367,17 @@ def _torchvision(name: str, options: DataOptions) -> tuple[Pair, Pair | None]:
     if cls is None:
         raise EvoproxyError(f"torchvision.datasets has no {name!r}")
     if not options.root:
-        raise EvoproxyError(f"torchvision:{name} needs --data-root, the folder that holds the dataset "
-                            "(nothing is downloaded)")
+        raise EvoproxyError(
+            f"torchvision:{name} needs --data-root, the folder that holds the dataset (nothing is downloaded)"
+        )
     tensor = _ToTensor()
     try:
         parts = [cls(root=options.root, train=train, download=False, transform=tensor) for train in (True, False)]
     except Exception as exc:  # missing files are a RuntimeError, a wrong signature a TypeError
-        raise EvoproxyError(f"torchvision:{name} could not be opened from {options.root}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise EvoproxyError(
+            f"torchvision:{name} could not be opened from {options.root}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     return _dataset_pair(parts[0], f"torchvision:{name}"), _dataset_pair(parts[1], f"torchvision:{name}")
 
 
@@ -356,8 +389,9 @@ class _ToTensor:
         return t.permute(2, 0, 1).contiguous()
 
 
-def open_data(spec: str = DEFAULT_SPEC, options: DataOptions = DataOptions(),
-              data_dir: str | os.PathLike | None = None) -> DataSource:
+def open_data(
+    spec: str = DEFAULT_SPEC, options: DataSettings = DataSettings(), data_dir: str | os.PathLike | None = None
+) -> DataSource:
     """The DataSource of `spec` (see the module docstring). Nothing is read until a split is asked for."""
     if options.calib_images < 1:
         raise EvoproxyError("--calib-images must be at least 1")
@@ -365,8 +399,9 @@ def open_data(spec: str = DEFAULT_SPEC, options: DataOptions = DataOptions(),
         raise EvoproxyError("--image-size must be between 1 and 4096 pixels")
     if spec == DEFAULT_SPEC:
         if options.mean is not None or options.std is not None or options.image_size is not None:
-            raise EvoproxyError("--mean, --std and --image-size apply to your own data; fmnist is prepared as the "
-                                "shipped models expect")
+            raise EvoproxyError(
+                "--mean, --std and --image-size apply to your own data; fmnist is prepared as the shipped models expect"
+            )
         return _fmnist(options, data_dir)
     path = Path(spec)
     if path.is_dir():
@@ -380,8 +415,9 @@ def open_data(spec: str = DEFAULT_SPEC, options: DataOptions = DataOptions(),
         return _from_parts(spec, options, lambda: _torchvision(name, options))
     if ":" in spec:
         return _from_parts(spec, options, lambda: _from_function(spec))
-    raise EvoproxyError(f"--data {spec!r} is neither fmnist, a folder, an .npz/.pt file, package.module:function "
-                        "nor torchvision:NAME")
+    raise EvoproxyError(
+        f"--data {spec!r} is neither fmnist, a folder, an .npz/.pt file, package.module:function nor torchvision:NAME"
+    )
 
 
 def calibration_batch(batch_size: int = 64) -> Pair:

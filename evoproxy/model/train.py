@@ -1,5 +1,6 @@
 """Training of the shipped models on Fashion-MNIST (used once, to make the package's checkpoint
 and calibration subset; `evoproxy train` reruns it), and a classifier's accuracy."""
+
 from __future__ import annotations
 
 import time
@@ -24,21 +25,33 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
     model.eval()
     top = int(labels.max())
-    correct = sum(count_correct(model(images[i:i + batch_size]), labels[i:i + batch_size], top)
-                  for i in range(0, len(images), batch_size))
+    correct = sum(
+        count_correct(model(images[i : i + batch_size]), labels[i : i + batch_size], top)
+        for i in range(0, len(images), batch_size)
+    )
     return 100.0 * correct / len(images)
 
 
 def count_correct(logits: torch.Tensor, labels: torch.Tensor, top: int) -> int:
     """How many of `labels` are the argmax of `logits`, for a classifier whose labels go up to `top`."""
     if logits.dim() != 2 or top >= logits.shape[1]:
-        raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
-                            f"to {top}: a classifier with (batch, classes) logits is needed")
+        raise EvoproxyError(
+            f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
+            f"to {top}: a classifier with (batch, classes) logits is needed"
+        )
     return int((logits.argmax(1) == labels).sum())
 
 
-def train(model_name: str, epochs: int = 4, batch_size: int = 128, lr: float = 0.1, seed: int = 0,
-          data_dir: str | None = None, device: str = "cpu", log=print) -> tuple[nn.Module, float]:
+def train(
+    model_name: str,
+    epochs: int = 4,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    seed: int = 0,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    log=print,
+) -> tuple[nn.Module, float]:
     """Train registry model `model_name` from scratch with SGD and a one-cycle schedule, random
     horizontal flips as the only augmentation. Returns the model (eval mode, on the CPU) and its
     test accuracy in percent."""
@@ -57,7 +70,7 @@ def train(model_name: str, epochs: int = 4, batch_size: int = 128, lr: float = 0
         model.train()
         order = torch.randperm(len(train_x)).to(device)
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             x = train_x[idx]
             flip = torch.rand(len(x)).to(device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -2,6 +2,7 @@
 Proxy interface: genomes (graphs of primitives drawn from a search space, varied, checked,
 simplified, exported as Python / sympy / LaTeX), the handcrafted proxies and user functions, found
 by name through `get_proxy`."""
+
 from .base import FunctionProxy, Proxy, as_bits, bit_score, needs_hessian, validity_reason
 from .export import sympy_function, to_latex, to_python, to_sympy
 from .genome import Evaluation, Genome, bit_columns, table_score
@@ -14,10 +15,50 @@ from .space import SearchSpace, available_spaces, load_space
 from .validity import ValidityReport, measure_validity
 from .variation import crossover, mutate, sample_genome, space_violation
 
-__all__ = ["AGGREGATE", "BINARY", "EMQ_EQUATION_5", "GENOME_FORMS", "HANDCRAFTED", "INPUT", "ROLES", "UNARY",
-           "Evaluation", "FunctionProxy", "Genome", "PreparedInputs", "Proxy", "SearchSpace", "Simplification",
-           "ValidityReport", "as_bits", "available_proxies", "available_spaces", "bit_columns", "bit_score",
-           "canonical", "crossover", "emq_paper", "genome_form", "get_genome", "get_proxy", "load_function_proxy",
-           "load_space", "measure_validity", "mutate", "n_layers", "needs_hessian", "operands", "prepare_inputs",
-           "rewrite", "sample_genome", "simplify", "space_violation", "sympy_function", "table_score", "to_latex",
-           "to_python", "to_sympy", "validity_reason"]
+__all__ = [
+    "AGGREGATE",
+    "BINARY",
+    "EMQ_EQUATION_5",
+    "GENOME_FORMS",
+    "HANDCRAFTED",
+    "INPUT",
+    "ROLES",
+    "UNARY",
+    "Evaluation",
+    "FunctionProxy",
+    "Genome",
+    "PreparedInputs",
+    "Proxy",
+    "SearchSpace",
+    "Simplification",
+    "ValidityReport",
+    "as_bits",
+    "available_proxies",
+    "available_spaces",
+    "bit_columns",
+    "bit_score",
+    "canonical",
+    "crossover",
+    "emq_paper",
+    "genome_form",
+    "get_genome",
+    "get_proxy",
+    "load_function_proxy",
+    "load_space",
+    "measure_validity",
+    "mutate",
+    "n_layers",
+    "needs_hessian",
+    "operands",
+    "prepare_inputs",
+    "rewrite",
+    "sample_genome",
+    "simplify",
+    "space_violation",
+    "sympy_function",
+    "table_score",
+    "to_latex",
+    "to_python",
+    "to_sympy",
+    "validity_reason",
+]

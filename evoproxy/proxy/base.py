@@ -6,6 +6,7 @@ A proxy gives one sensitivity per layer; a bit configuration b (one bit-width pe
 layer registry's order) scores Σ_l b_l·s_l, higher meaning better predicted accuracy (EMQ,
 equation 3). A proxy may override `score` where its method defines a bit-dependent score.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ from .inputs import n_layers
 @runtime_checkable
 class Proxy(Protocol):
     """What ranking and allocation code may rely on."""
+
     name: str
 
     def sensitivities(self, stats) -> torch.Tensor:
@@ -32,8 +34,10 @@ def as_bits(bits, n_layers: int) -> torch.Tensor:
     """`bits` as a float64 tensor of shape (L,) or (M, L) with L = `n_layers`, or EvoproxyError."""
     b = torch.as_tensor(bits, dtype=torch.float64)
     if b.dim() not in (1, 2) or b.shape[-1] != n_layers:
-        raise EvoproxyError(f"bit configurations must have shape ({n_layers},) or (M, {n_layers}), "
-                            f"one bit-width per layer; got {tuple(b.shape)}")
+        raise EvoproxyError(
+            f"bit configurations must have shape ({n_layers},) or (M, {n_layers}), "
+            f"one bit-width per layer; got {tuple(b.shape)}"
+        )
     return b
 
 

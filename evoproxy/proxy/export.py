@@ -1,5 +1,6 @@
 """Exports of a Genome: a sympy expression (and LaTeX, and a numeric sympy function) and a
 standalone Python module that needs torch and the standard library only."""
+
 from __future__ import annotations
 
 import inspect
@@ -16,7 +17,8 @@ from .graph import INPUT, operands
 
 # One real symbol per statistic field; an input is the product of its fields' symbols.
 FIELD_SYMBOLS: dict[str, sp.Symbol] = {
-    f: sp.Symbol(f, real=True) for f in dict.fromkeys(f for i in primitives.INPUTS.values() for f in i.factors)}
+    f: sp.Symbol(f, real=True) for f in dict.fromkeys(f for i in primitives.INPUTS.values() for f in i.factors)
+}
 
 
 def to_sympy(genome) -> sp.Expr:
@@ -46,8 +48,9 @@ def sympy_function(genome) -> Callable[[dict[str, float]], float]:
     overflow gives inf): the genome's value on statistics where every tensor has one element."""
     expr = to_sympy(genome)
     symbols = [s for s in FIELD_SYMBOLS.values() if s in expr.free_symbols]
-    fn = sp.lambdify([*symbols, primitives.EPS_SYMBOL], expr, modules=[primitives.NUMERIC, "numpy"],
-                     docstring_limit=0)  # printing the docstring would double the cost
+    fn = sp.lambdify(
+        [*symbols, primitives.EPS_SYMBOL], expr, modules=[primitives.NUMERIC, "numpy"], docstring_limit=0
+    )  # printing the docstring would double the cost
 
     def evaluate(fields: dict[str, float]) -> float:
         with np.errstate(all="ignore"):
@@ -60,12 +63,12 @@ def sympy_function(genome) -> Callable[[dict[str, float]], float]:
 def _source(fn: Callable) -> str:
     """Source of a function without its decorator, dedented to module level."""
     lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
-    return "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("def ")):])
+    return "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("def ")) :])
 
 
-_SHAPE_CHECK = '''def _same_shape(a, b):
+_SHAPE_CHECK = """def _same_shape(a, b):
     if a.shape != b.shape:
-        raise ValueError(f"operands of shapes {tuple(a.shape)} and {tuple(b.shape)} do not match")'''
+        raise ValueError(f"operands of shapes {tuple(a.shape)} and {tuple(b.shape)} do not match")"""
 
 
 def to_python(genome) -> str:
@@ -93,30 +96,42 @@ def to_python(genome) -> str:
     body.append(f"    return v{len(names) - 1}")
     factors = {n: primitives.FACTORS[n] for n in used_inputs}
     if genome.bit_aware:
-        use = ("Call `score(stats, bits)` with an evoproxy ModelStats (or a list of per-layer mappings or\n"
-               "objects holding tensors W, G, A, H, V, and Q as a mapping bit-width → tensor) and one\n"
-               "bit-width per layer, to get the configuration's score Σ_l s_l(b_l).\n")
-        layer_fn = ('def layer_value(x, b):\n'
-                    '    """The proxy on one layer at `b` bits: `x` maps input names to float64 tensors."""\n')
-        entry = ('def score(stats, bits):\n'
-                 '    """The score of one configuration, one bit-width per layer (0-d tensor)."""\n'
-                 "    values = [layer_value(x, b) for x, b in zip(load_inputs(stats, INPUTS), bits)]\n"
-                 "    return torch.stack(values).sum()")
+        use = (
+            "Call `score(stats, bits)` with an evoproxy ModelStats (or a list of per-layer mappings or\n"
+            "objects holding tensors W, G, A, H, V, and Q as a mapping bit-width → tensor) and one\n"
+            "bit-width per layer, to get the configuration's score Σ_l s_l(b_l).\n"
+        )
+        layer_fn = (
+            "def layer_value(x, b):\n"
+            '    """The proxy on one layer at `b` bits: `x` maps input names to float64 tensors."""\n'
+        )
+        entry = (
+            "def score(stats, bits):\n"
+            '    """The score of one configuration, one bit-width per layer (0-d tensor)."""\n'
+            "    values = [layer_value(x, b) for x, b in zip(load_inputs(stats, INPUTS), bits)]\n"
+            "    return torch.stack(values).sum()"
+        )
     else:
-        use = ("Call `sensitivities(stats)` with an evoproxy ModelStats, or a list of per-layer mappings or\n"
-               "objects holding tensors W, G, A, H, V, to get one float64 sensitivity per layer.\n")
-        layer_fn = ('def layer_sensitivity(x):\n'
-                    '    """The proxy on one layer: `x` maps input names to float64 tensors."""\n')
-        entry = ('def sensitivities(stats):\n    """One sensitivity per layer: a float64 tensor of shape (L,)."""\n'
-                 "    return torch.stack([layer_sensitivity(x) for x in load_inputs(stats, INPUTS)])")
+        use = (
+            "Call `sensitivities(stats)` with an evoproxy ModelStats, or a list of per-layer mappings or\n"
+            "objects holding tensors W, G, A, H, V, to get one float64 sensitivity per layer.\n"
+        )
+        layer_fn = (
+            'def layer_sensitivity(x):\n    """The proxy on one layer: `x` maps input names to float64 tensors."""\n'
+        )
+        entry = (
+            'def sensitivities(stats):\n    """One sensitivity per layer: a float64 tensor of shape (L,)."""\n'
+            "    return torch.stack([layer_sensitivity(x) for x in load_inputs(stats, INPUTS)])"
+        )
     parts = [
         f'"""Mixed-precision quantization proxy exported by evoproxy {__version__}.\n\n'
         f"    {genome.formula()}\n\n"
-        f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n"
-        + use + '"""\n',
+        f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n" + use + '"""\n',
         "from collections.abc import Mapping\n\nimport torch",
         f"EPS = {primitives.EPS!r}\nFACTORS = {factors!r}\nINPUTS = {used_inputs!r}",
-        *helpers, *(_source(fn) for fn in fns.values()), _source(primitives.load_inputs),
+        *helpers,
+        *(_source(fn) for fn in fns.values()),
+        _source(primitives.load_inputs),
         *([_SHAPE_CHECK] if checked else []),
         layer_fn + "\n".join(body),
         entry,

@@ -6,6 +6,7 @@ per layer and bit-width (a configuration scores Σ_l s_l(b_l)). It prints as a f
 to sympy / LaTeX / a standalone Python module, round-trips through JSON (loading parses data and
 runs nothing), and has a canonical Weisfeiler-Lehman hash shared by equivalent structures.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ class Evaluation:
     """The outcome of evaluating a candidate: `values` (float64, shape (L,), or (L, len(bits))
     for a bit-aware genome, a column per bit-width of `bits`) unless an operation failed, and
     `reason`, None when the candidate is valid."""
+
     values: torch.Tensor | None
     reason: str | None
     bits: tuple[int, ...] | None = None
@@ -118,9 +120,16 @@ class Genome:
             raise EvoproxyError("a genome needs a non-empty 'nodes' list")
         graph = nx.DiGraph()
         for node in nodes:
-            if not (isinstance(node, dict) and isinstance(node.get("id"), int) and node.get("role") in ROLES
-                    and isinstance(node.get("name"), str) and isinstance(node.get("operands", []), list)):
-                raise EvoproxyError(f"bad genome node {reprlib.repr(node)}: needs int 'id', 'role' in {ROLES}, 'name', 'operands'")
+            if not (
+                isinstance(node, dict)
+                and isinstance(node.get("id"), int)
+                and node.get("role") in ROLES
+                and isinstance(node.get("name"), str)
+                and isinstance(node.get("operands", []), list)
+            ):
+                raise EvoproxyError(
+                    f"bad genome node {reprlib.repr(node)}: needs int 'id', 'role' in {ROLES}, 'name', 'operands'"
+                )
             if node["id"] in graph:
                 raise EvoproxyError(f"genome node id {node['id']} appears twice")
             graph.add_node(node["id"], role=node["role"], name=node["name"])
@@ -178,8 +187,9 @@ class Genome:
     @property
     def needs_hessian(self) -> bool:
         """Whether the genome reads the Hessian diagonal (an input with H among its factors)."""
-        return any("H" in primitives.FACTORS[self._names[n]] for n in self.graph
-                   if self.graph.nodes[n]["role"] == INPUT)
+        return any(
+            "H" in primitives.FACTORS[self._names[n]] for n in self.graph if self.graph.nodes[n]["role"] == INPUT
+        )
 
     @cached_property
     def _hash(self) -> str:
@@ -208,8 +218,11 @@ class Genome:
 
     def __eq__(self, other) -> bool:
         """Same graph and names (canonical numbering makes this structural equality)."""
-        return (isinstance(other, Genome) and self._names == other._names
-                and set(self.graph.edges(data="arg")) == set(other.graph.edges(data="arg")))
+        return (
+            isinstance(other, Genome)
+            and self._names == other._names
+            and set(self.graph.edges(data="arg")) == set(other.graph.edges(data="arg"))
+        )
 
     def __hash__(self) -> int:
         return hash(tuple(self._names))
@@ -253,8 +266,9 @@ class Genome:
             if fn is None and name in primitives.BIT_INPUTS:
                 per_bit = layer.get(name, {})
                 if bits not in per_bit:
-                    raise _ShapeMismatch(f"the statistics hold no {name} at {bits} bits "
-                                         f"(they hold {sorted(per_bit) or 'none'})")
+                    raise _ShapeMismatch(
+                        f"the statistics hold no {name} at {bits} bits (they hold {sorted(per_bit) or 'none'})"
+                    )
                 values.append(per_bit[bits])
                 continue
             if fn is None:
@@ -262,8 +276,10 @@ class Genome:
                 continue
             operand_values = [values[a] for a in args]
             if check and operand_values[0].shape != operand_values[1].shape:
-                raise _ShapeMismatch(f"shape mismatch in {name} (node {node}: {tuple(operand_values[0].shape)} "
-                                     f"vs {tuple(operand_values[1].shape)})")
+                raise _ShapeMismatch(
+                    f"shape mismatch in {name} (node {node}: {tuple(operand_values[0].shape)} "
+                    f"vs {tuple(operand_values[1].shape)})"
+                )
             values.append(fn(*operand_values))
         return values[-1]
 
@@ -347,10 +363,24 @@ class Genome:
     def to_dict(self) -> dict:
         """JSON-ready data: format, version, name, space, formula and hash (informative), nodes
         with their operands."""
-        nodes = [{"id": node, "role": self.graph.nodes[node]["role"], "name": name,
-                  "operands": list(operands(self.graph, node))} for node, name in enumerate(self._names)]
-        return {"format": FORMAT, "version": VERSION, "name": self._name, "space": self.space,
-                "formula": self.formula(), "hash": self.wl_hash(), "nodes": nodes}
+        nodes = [
+            {
+                "id": node,
+                "role": self.graph.nodes[node]["role"],
+                "name": name,
+                "operands": list(operands(self.graph, node)),
+            }
+            for node, name in enumerate(self._names)
+        ]
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self._name,
+            "space": self.space,
+            "formula": self.formula(),
+            "hash": self.wl_hash(),
+            "nodes": nodes,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)

@@ -4,6 +4,7 @@ numbering of nodes, structural validation and value-kind inference.
 Nodes carry `role` (input, unary, binary, aggregate) and, in a genome, `name` (an input name or
 a primitive); edges go from operand to consumer and carry `arg`, the operand position.
 """
+
 from __future__ import annotations
 
 import networkx as nx
@@ -80,8 +81,9 @@ def check_structure(graph: nx.DiGraph) -> None:
             raise EvoproxyError(f"node {node}: role must be one of {', '.join(ROLES)}, got {role!r}")
         args = sorted(d.get("arg", -1) for _, _, d in graph.in_edges(node, data=True))
         if args != list(range(ARITY[role])):
-            raise EvoproxyError(f"node {node} ({role}) needs operands at positions "
-                                f"{list(range(ARITY[role]))}, got {args}")
+            raise EvoproxyError(
+                f"node {node} ({role}) needs operands at positions {list(range(ARITY[role]))}, got {args}"
+            )
         if role == INPUT:
             if name not in primitives.INPUTS:
                 raise EvoproxyError(f"node {node}: unknown input {name!r}; known: {', '.join(primitives.INPUTS)}")

@@ -6,6 +6,7 @@ says which formula it follows where the EMQ paper's Table 2 leaves room. The per
 statistics are the ones described in evoproxy.stats (W, G = ∂L/∂W, A, H diagonal and trace, top
 Hessian eigenvalue, V = SynFlow gradient).
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,6 +55,7 @@ class HawqV2:
     """HAWQ-V2 with its bit-dependent criterion: score(b) = −Σ_l Tr(H_l)/n_l · ‖Q_{b_l}(W_l) − W_l‖²,
     the negated Hessian-weighted quantization perturbation (lower perturbation, higher score).
     `sensitivities` gives the average traces."""
+
     name = "hawq-v2"
     needs_hessian = True
 
@@ -66,10 +68,12 @@ class HawqV2:
         if not bool(((b >= 2) & (b == b.round())).all()):
             raise EvoproxyError("HAWQ-V2 scores need integer bit-widths of at least 2")
         rows = b.reshape(-1, len(traces)).long()
-        errors = {(l, int(k)): _perturbation(stats.layers[l], int(k))
-                  for l in range(len(traces)) for k in rows[:, l].unique()}
-        perturbation = torch.tensor([[traces[l] * errors[l, int(k)] for l, k in enumerate(row)] for row in rows],
-                                    dtype=torch.float64).sum(1)
+        errors = {
+            (l, int(k)): _perturbation(stats.layers[l], int(k)) for l in range(len(traces)) for k in rows[:, l].unique()
+        }
+        perturbation = torch.tensor(
+            [[traces[l] * errors[l, int(k)] for l, k in enumerate(row)] for row in rows], dtype=torch.float64
+        ).sum(1)
         return -perturbation.reshape(b.shape[:-1])
 
     def __repr__(self) -> str:
@@ -106,9 +110,11 @@ def qe(stats) -> torch.Tensor:
     output) and σ²_{W_l} the weights' variance. The activation term is shared by all layers, so
     it does not change a per-layer sensitivity and is left out (EMQ's Table 2 formula is
     garbled here; this follows QE's own derivation)."""
+
     def term(x):
         w = x["W"]
         return torch.log(w[0].numel() * w.var(correction=0))
+
     return _per_layer(stats, term)
 
 
@@ -163,8 +169,11 @@ FISHER_BRANCHED = ("sum", ("mul", ("no_op", ("channel_sum", "GxW")), ("no_op", (
 HAWQ_V2_BITAWARE = ("sum", ("mul", ("neg", ("mean", "H")), ("no_op", ("no_op", "Q"))))
 
 # Handcrafted proxies that are also genomes (of the space named), to start a search from.
-GENOME_FORMS = {"fisher": (FISHER_BRANCHED, "branched"), "emq-paper": (EMQ_EQUATION_5, "branched"),
-                "hawq-v2": (HAWQ_V2_BITAWARE, "bitaware")}
+GENOME_FORMS = {
+    "fisher": (FISHER_BRANCHED, "branched"),
+    "emq-paper": (EMQ_EQUATION_5, "branched"),
+    "hawq-v2": (HAWQ_V2_BITAWARE, "bitaware"),
+}
 
 
 def genome_form(name: str) -> Genome:

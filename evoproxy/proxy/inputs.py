@@ -1,5 +1,6 @@
 """Proxy inputs of a model, prepared once: per layer, every input of primitives.INPUTS as a
 float64 tensor. Evaluating a candidate then only runs its few tensor operations."""
+
 from __future__ import annotations
 
 import weakref

@@ -2,6 +2,7 @@
 with the package, genome JSON files, run directories and user functions
 `package.module:function`. It sits above both the genome and the handcrafted proxies, which know
 nothing of it."""
+
 from __future__ import annotations
 
 import difflib
@@ -35,8 +36,10 @@ def load_function_proxy(ref: str) -> FunctionProxy:
     try:
         signature.bind(None)
     except TypeError:
-        raise EvoproxyError(f"proxy {ref} must take one argument, the model's statistics (a ModelStats), "
-                            f"and return one sensitivity per layer; it takes {signature}") from None
+        raise EvoproxyError(
+            f"proxy {ref} must take one argument, the model's statistics (a ModelStats), "
+            f"and return one sensitivity per layer; it takes {signature}"
+        ) from None
     return FunctionProxy(fn, ref)
 
 
@@ -61,8 +64,10 @@ def get_genome(name: str) -> Genome:
     proxy = get_proxy(name) if name.endswith(".json") or "/" in name or Path(name).is_dir() else None
     if not isinstance(proxy, Genome):
         names = [*GENOME_FORMS, *SHIPPED]
-        raise EvoproxyError(f"{name!r} is not a genome: {_did_you_mean(name, names)}use {', '.join(names)}, a genome "
-                            ".json file or a run directory")
+        raise EvoproxyError(
+            f"{name!r} is not a genome: {_did_you_mean(name, names)}use {', '.join(names)}, a genome "
+            ".json file or a run directory"
+        )
     return proxy
 
 
@@ -77,8 +82,10 @@ def get_proxy(name: str) -> Proxy:
     path = Path(name)
     if path.is_dir():
         if not (path / "best.json").is_file():
-            raise EvoproxyError(f"run directory {name} has no best.json yet: it is written when the run ends "
-                                "(or is stopped with Ctrl-C)")
+            raise EvoproxyError(
+                f"run directory {name} has no best.json yet: it is written when the run ends "
+                "(or is stopped with Ctrl-C)"
+            )
         return Genome.load(path / "best.json")
     if name.endswith(".json"):
         return Genome.load(path)
@@ -86,6 +93,8 @@ def get_proxy(name: str) -> Proxy:
         return load_function_proxy(name)
     if "/" in name:
         raise EvoproxyError(f"no such run directory {name!r} (`evoproxy runs` lists the runs of a folder)")
-    raise EvoproxyError(f"unknown proxy {name!r}: {_did_you_mean(name, available_proxies())}use one of "
-                        f"{', '.join(available_proxies())}, a genome .json file, a run directory or "
-                        "package.module:function")
+    raise EvoproxyError(
+        f"unknown proxy {name!r}: {_did_you_mean(name, available_proxies())}use one of "
+        f"{', '.join(available_proxies())}, a genome .json file, a run directory or "
+        "package.module:function"
+    )

@@ -16,6 +16,7 @@ it a no_op (which prints nothing and counts nothing), so the simplified proxy ca
 that space. Only taking out a binary operation leaves the space's skeleton; the result then says so
 (`in_space` False with the reason) and carries no space, and its no_ops are contracted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Simplification:
     """A genome `original` and its simplification `genome`, with their fitnesses as the caller's
     fitness function gives them (None where it rejects one), the fitness evaluations spent, each step
     taken (in words), and whether `genome` lies in `space` (None without a space) and why not."""
+
     original: Genome
     genome: Genome
     fitness_before: float | None
@@ -59,16 +61,28 @@ class Simplification:
     def to_dict(self) -> dict:
         """JSON-ready: formulas, complexities and fitnesses before and after, steps, space, the
         simplified genome."""
-        return {"shorter": self.shorter, "formula_before": self.original.formula(), "formula": self.genome.formula(),
-                "complexity_before": self.original.complexity, "complexity": self.genome.complexity,
-                "fitness_before": self.fitness_before, "fitness": self.fitness_after, "tolerance": self.tolerance,
-                "evaluations": self.evaluations, "steps": list(self.steps), "space": self.space,
-                "in_space": self.in_space, "outside": self.outside, "genome": self.genome.to_dict()}
+        return {
+            "shorter": self.shorter,
+            "formula_before": self.original.formula(),
+            "formula": self.genome.formula(),
+            "complexity_before": self.original.complexity,
+            "complexity": self.genome.complexity,
+            "fitness_before": self.fitness_before,
+            "fitness": self.fitness_after,
+            "tolerance": self.tolerance,
+            "evaluations": self.evaluations,
+            "steps": list(self.steps),
+            "space": self.space,
+            "in_space": self.in_space,
+            "outside": self.outside,
+            "genome": self.genome.to_dict(),
+        }
 
 
 @dataclass
 class _Search:
     """The fitness of one simplification, each distinct genome judged once, within `limit` judgements."""
+
     fitness: Callable[[Genome], float | None]
     limit: int
     cache: dict[str, float | None] = field(default_factory=dict)
@@ -204,13 +218,19 @@ def _candidates(genome: Genome, keep: bool) -> list[tuple[Genome, str]]:
         for i, arg in enumerate(operands(g, node)):
             result = _replace(genome, node, arg, keep and role == UNARY)
             if result is not None:
-                found.append((result, f"{name} replaced by " + (f"operand {i + 1}" if len(g.pred[node]) == 2
-                                                                 else "its operand")))
+                found.append(
+                    (result, f"{name} replaced by " + (f"operand {i + 1}" if len(g.pred[node]) == 2 else "its operand"))
+                )
     return found
 
 
-def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: SearchSpace | None = None,
-             tolerance: float = 0.0, max_evaluations: int = MAX_EVALUATIONS) -> Simplification:
+def simplify(
+    genome: Genome,
+    fitness: Callable[[Genome], float | None],
+    space: SearchSpace | None = None,
+    tolerance: float = 0.0,
+    max_evaluations: int = MAX_EVALUATIONS,
+) -> Simplification:
     """The shortest proxy found whose `fitness` (a function of a genome: its fitness, None where it
     is rejected) is at least `genome`'s less `tolerance`: exact rewrites, then greedy pruning (each
     round keeps the shortest candidate that passes, the fittest among equals), with rewrites after
@@ -232,8 +252,11 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
                 if search.spent:
                     break
                 value = search.judge(candidate)
-                if value is not None and value >= before - tolerance and (
-                        kept is None or (candidate.complexity, -value) < (kept[0].complexity, -kept[1])):
+                if (
+                    value is not None
+                    and value >= before - tolerance
+                    and (kept is None or (candidate.complexity, -value) < (kept[0].complexity, -kept[1]))
+                ):
                     kept = (candidate, value, step)
             if kept is None:
                 break
@@ -246,5 +269,15 @@ def simplify(genome: Genome, fitness: Callable[[Genome], float | None], space: S
     in_space = None if space is None else outside is None
     if outside is not None:
         current = Genome(current.graph, None)
-    return Simplification(genome, current, before, after, len(search.cache), tuple(steps),
-                          space.name if space else None, in_space, outside, tolerance)
+    return Simplification(
+        genome,
+        current,
+        before,
+        after,
+        len(search.cache),
+        tuple(steps),
+        space.name if space else None,
+        in_space,
+        outside,
+        tolerance,
+    )

@@ -14,6 +14,7 @@ Sequential: n_inputs 1, n_nodes 0, tail k. Branched: n_inputs 2, n_nodes 1, chai
 n_inputs 2, n_nodes n, chain 1. All genomes of a space share one skeleton, so crossover can
 exchange node labels position by position.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,6 +43,7 @@ _KEYS = ("name", "description", "inputs", *_COUNTS, "unary", "binary", "aggregat
 class SearchSpace:
     """A search space. `choices[role]` are the names allowed at nodes of that role (inputs for
     "input", primitives for the others); `osp_weights` the OSP weight of every operation."""
+
     name: str
     description: str
     n_inputs: int
@@ -105,8 +107,7 @@ def _names(data: dict, key: str, known: dict, what: str, path: Path) -> tuple[st
         raise EvoproxyError(f"{path}: '{key}' must be \"all\" or a non-empty list of names")
     unknown = [v for v in value if v not in known]
     if unknown:
-        raise EvoproxyError(f"{path}: unknown {what} {', '.join(unknown)} in '{key}'; "
-                            f"known: {', '.join(known)}")
+        raise EvoproxyError(f"{path}: unknown {what} {', '.join(unknown)} in '{key}'; known: {', '.join(known)}")
     return tuple(dict.fromkeys(value))
 
 
@@ -124,23 +125,29 @@ def parse_space(data: dict, path: Path) -> SearchSpace:
     if counts["n_inputs"] < 1 or (counts["n_nodes"] == 0 and counts["n_inputs"] != 1):
         raise EvoproxyError(f"{path}: a space needs n_inputs ≥ 1, and exactly one input when n_nodes = 0")
     if counts["n_inputs"] == 1 and counts["chain_length"] == 0 and counts["n_nodes"] > 1:
-        raise EvoproxyError(f"{path}: with one input and chain_length 0, node 2 would combine a value with itself; "
-                            "use chain_length ≥ 1 or n_inputs ≥ 2")
+        raise EvoproxyError(
+            f"{path}: with one input and chain_length 0, node 2 would combine a value with itself; "
+            "use chain_length ≥ 1 or n_inputs ≥ 2"
+        )
     size = _skeleton_size(**counts)
     too_big = f"{size} nodes (bound {MAX_TERMS})" if size > MAX_TERMS else None
     unary = {n: op for n, op in primitives.OPS.items() if op.arity == 1}
     binary = {n: op for n, op in primitives.OPS.items() if op.arity == 2}
     reducing = {n: op for n, op in unary.items() if op.reduces}
-    choices = {INPUT: _names(data, "inputs", primitives.INPUTS, "input", path),
-               UNARY: _names(data, "unary", unary, "unary operation", path),
-               BINARY: _names(data, "binary", binary, "binary operation", path),
-               AGGREGATE: _names(data, "aggregations", reducing, "aggregation", path)}
+    choices = {
+        INPUT: _names(data, "inputs", primitives.INPUTS, "input", path),
+        UNARY: _names(data, "unary", unary, "unary operation", path),
+        BINARY: _names(data, "binary", binary, "binary operation", path),
+        AGGREGATE: _names(data, "aggregations", reducing, "aggregation", path),
+    }
     osp = data.get("osp", {})
     if not isinstance(osp, dict):
         raise EvoproxyError(f"{path}: 'osp' must be a table of operation weights")
-    bad = {k: v for k, v in osp.items()
-           if k not in primitives.OPS or not isinstance(v, (int, float)) or isinstance(v, bool)
-           or not 0 < v < math.inf}
+    bad = {
+        k: v
+        for k, v in osp.items()
+        if k not in primitives.OPS or not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < math.inf
+    }
     if bad:
         raise EvoproxyError(f"{path}: [osp] needs operation names with positive finite weights; bad: {bad}")
     weights = {n: float(osp.get(n, op.weight)) for n, op in primitives.OPS.items()}
@@ -148,8 +155,10 @@ def parse_space(data: dict, path: Path) -> SearchSpace:
     space = SearchSpace(str(name), str(data.get("description", "")), choices=choices, osp_weights=weights, **counts)
     too_big = too_big or size_reason(space.skeleton())
     if too_big:
-        raise EvoproxyError(f"{path}: the proxies of this space would be too large, {too_big}; "
-                            "lower n_inputs, n_nodes, chain_length or tail_length")
+        raise EvoproxyError(
+            f"{path}: the proxies of this space would be too large, {too_big}; "
+            "lower n_inputs, n_nodes, chain_length or tail_length"
+        )
     return space
 
 
@@ -160,8 +169,9 @@ def load_space(ref: str | Path | SearchSpace) -> SearchSpace:
     shipped = space_files()
     path = shipped.get(str(ref), Path(ref))
     if not path.is_file():
-        raise EvoproxyError(f"no search space {str(ref)!r}: use one of {', '.join(sorted(shipped))} "
-                            "or the path of a space TOML file")
+        raise EvoproxyError(
+            f"no search space {str(ref)!r}: use one of {', '.join(sorted(shipped))} or the path of a space TOML file"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

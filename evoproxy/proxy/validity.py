@@ -1,5 +1,6 @@
 """The validity rate of a search space (EMQ, Table 3): the share of its random proxies whose
 sensitivities pass `validity_reason` (EMQ's naive invalid check, App. D.4, applied per layer)."""
+
 from __future__ import annotations
 
 import random
@@ -15,6 +16,7 @@ from .variation import sample_genome
 class ValidityReport:
     """How many of `samples` random proxies of `space` were valid, and why the others were not
     (reason → count; reasons name the first failing operation without its node)."""
+
     space: str
     osp: bool
     samples: int

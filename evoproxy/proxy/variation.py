@@ -2,6 +2,7 @@
 (with or without operation sampling prioritization), mutation and crossover. All are pure
 (they return new genomes) and keep genomes inside their space, kinds included. `rng` is a
 `random.Random`, as in DEAP, so a seeded run repeats exactly."""
+
 from __future__ import annotations
 
 import random
@@ -47,8 +48,11 @@ def sample_genome(space: SearchSpace, rng: random.Random, osp: bool = True) -> G
             kinds.append(primitives.TENSOR)
             continue
         operand_kinds = [kinds[p] for p in operands(skeleton, node)]
-        options = [n for n in space.choices[role] if primitives.OPS[n].arity == 2
-                   or operand_kinds[0] in primitives.OPS[n].accepts]
+        options = [
+            n
+            for n in space.choices[role]
+            if primitives.OPS[n].arity == 2 or operand_kinds[0] in primitives.OPS[n].accepts
+        ]
         name = rng.choices(options, space.weights(options, osp))[0]
         names.append(name)
         kinds.append(primitives.OPS[name].out_kind(*operand_kinds))
@@ -56,9 +60,11 @@ def sample_genome(space: SearchSpace, rng: random.Random, osp: bool = True) -> G
 
 
 def _same_skeleton(genome: Genome, skeleton: nx.DiGraph) -> bool:
-    return (len(genome.graph) == len(skeleton)
-            and all(genome.graph.nodes[n]["role"] == skeleton.nodes[n]["role"] for n in skeleton)
-            and set(genome.graph.edges(data="arg")) == set(skeleton.edges(data="arg")))
+    return (
+        len(genome.graph) == len(skeleton)
+        and all(genome.graph.nodes[n]["role"] == skeleton.nodes[n]["role"] for n in skeleton)
+        and set(genome.graph.edges(data="arg")) == set(skeleton.edges(data="arg"))
+    )
 
 
 def space_violation(genome: Genome, space: SearchSpace) -> str | None:
@@ -87,7 +93,7 @@ def mutate(genome: Genome, space: SearchSpace, rng: random.Random, osp: bool = T
         options = [n for n in space.choices[role] if n != names[node]]
         weights = None if role == INPUT else space.weights(options, osp)
         for candidate in _weighted_order(options, weights, rng):
-            trial = names[:node] + [candidate] + names[node + 1:]
+            trial = names[:node] + [candidate] + names[node + 1 :]
             if not isinstance(infer_kinds(skeleton, trial), str):
                 return _build(space, skeleton, trial)
     return _build(space, skeleton, names)  # nothing can change (a space with one choice per role)

@@ -5,19 +5,60 @@ AdaRound), quantization-aware training with learned step sizes (LSQ), and the
 quantized model as an ONNX file with QuantizeLinear/DequantizeLinear pairs.
 Proxies (HAWQ-V2's perturbation), bench building and allocation all build on it, so it comes
 right after the model."""
+
 from .adaround import AdaRoundQuantizer, AdaRoundSettings, BlockRecord, adaround_model, reconstruction_blocks
-from .cost import (BITS_PER_MB, check_bits, layer_size_bits, layer_size_mb, model_bops, model_size_mb, per_layer_bits,
-                   weight_count)
-from .fakequant import (QuantSettings, WeightCache, quantize_model, quantize_weight, weight_quantization_error,
-                        weight_steps)
+from .cost import (
+    BITS_PER_MB,
+    check_bits,
+    layer_size_bits,
+    layer_size_mb,
+    model_bops,
+    model_size_mb,
+    per_layer_bits,
+    weight_count,
+)
+from .fakequant import (
+    QuantSettings,
+    WeightCache,
+    quantize_model,
+    quantize_weight,
+    weight_quantization_error,
+    weight_steps,
+)
 from .onnx_export import export_onnx, onnxruntime_accuracy, qdq_model
 from .ptq import PtqEvaluator
-from .qat import (DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model,
-                  train_qat)
+from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
 
-__all__ = ["AdaRoundQuantizer", "AdaRoundSettings", "BITS_PER_MB", "BlockRecord", "DEFAULT_LR", "EpochRecord",
-           "LsqQuantizer", "PtqEvaluator", "QatSettings", "QuantSettings", "WeightCache", "adaround_model",
-           "check_bits", "epoch_batches", "export_onnx", "layer_size_bits", "layer_size_mb", "load_qat_state",
-           "lsq_model", "model_bops", "model_size_mb", "onnxruntime_accuracy", "per_layer_bits", "qdq_model",
-           "quantize_model", "quantize_weight", "reconstruction_blocks", "train_qat", "weight_count",
-           "weight_quantization_error", "weight_steps"]
+__all__ = [
+    "AdaRoundQuantizer",
+    "AdaRoundSettings",
+    "BITS_PER_MB",
+    "BlockRecord",
+    "DEFAULT_LR",
+    "EpochRecord",
+    "LsqQuantizer",
+    "PtqEvaluator",
+    "QatSettings",
+    "QuantSettings",
+    "WeightCache",
+    "adaround_model",
+    "check_bits",
+    "epoch_batches",
+    "export_onnx",
+    "layer_size_bits",
+    "layer_size_mb",
+    "load_qat_state",
+    "lsq_model",
+    "model_bops",
+    "model_size_mb",
+    "onnxruntime_accuracy",
+    "per_layer_bits",
+    "qdq_model",
+    "quantize_model",
+    "quantize_weight",
+    "reconstruction_blocks",
+    "train_qat",
+    "weight_count",
+    "weight_quantization_error",
+    "weight_steps",
+]

@@ -24,6 +24,7 @@ reconstructed (BRECQ reconstructs weights before activations); the hardened weig
 through `quantize_model`, which calibrates the activation quantizers (and, if asked, re-estimates
 BatchNorm) exactly as round-to-nearest PTQ does.
 """
+
 from __future__ import annotations
 
 import copy
@@ -74,6 +75,7 @@ class AdaRoundQuantizer(nn.Module):
 class AdaRoundSettings:
     """`iters` Adam steps at learning rate `lr` per block, each on one batch of `batch_size`
     calibration images (batches drawn with `seed`); `reg_weight` is λ."""
+
     iters: int = 1000
     lr: float = 1e-2
     reg_weight: float = 0.01
@@ -95,6 +97,7 @@ class BlockRecord:
     the calibration images with round-to-nearest and with the rounding kept (both at the PTQ
     quantizer's steps, on the same inputs; the learned rounding unless round-to-nearest did
     better), and the seconds it took."""
+
     name: str
     layers: tuple[str, ...]
     rtn_error: float
@@ -142,8 +145,10 @@ def _float_tensors(obj) -> list[torch.Tensor]:
 
 def _output_error(out, target) -> torch.Tensor:
     """BRECQ's reconstruction loss, summed over the output's floating-point tensors."""
-    return sum(((o - t) ** 2).sum(1).mean() if o.dim() > 1 else ((o - t) ** 2).mean()
-               for o, t in zip(_float_tensors(out), _float_tensors(target)))
+    return sum(
+        ((o - t) ** 2).sum(1).mean() if o.dim() > 1 else ((o - t) ** 2).mean()
+        for o, t in zip(_float_tensors(out), _float_tensors(target))
+    )
 
 
 @torch.no_grad()
@@ -152,13 +157,14 @@ def _block_calls(model: nn.Module, block: str, images: torch.Tensor, batch_size:
     output) at each of its calls while `model` runs on `images` in batches."""
     module, seen = model.get_submodule(block), []
     if inputs:
-        hook = module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(_detached((args, kwargs))),
-                                                with_kwargs=True)
+        hook = module.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append(_detached((args, kwargs))), with_kwargs=True
+        )
     else:
         hook = module.register_forward_hook(lambda m, args, out: seen.append(_detached(out)))
     try:
         for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size])
+            model(images[i : i + batch_size])
     finally:
         hook.remove()
     return seen
@@ -166,12 +172,14 @@ def _block_calls(model: nn.Module, block: str, images: torch.Tensor, batch_size:
 
 def _mean_error(module: nn.Module, calls: list, targets: list) -> float:
     with torch.no_grad():
-        return sum(_output_error(module(*args, **kwargs), t).item() for (args, kwargs), t in zip(calls, targets)) \
-            / max(len(calls), 1)
+        return sum(_output_error(module(*args, **kwargs), t).item() for (args, kwargs), t in zip(calls, targets)) / max(
+            len(calls), 1
+        )
 
 
-def _reconstruct(module: nn.Module, quantizers: list[AdaRoundQuantizer], calls: list, targets: list,
-                 settings: AdaRoundSettings) -> None:
+def _reconstruct(
+    module: nn.Module, quantizers: list[AdaRoundQuantizer], calls: list, targets: list, settings: AdaRoundSettings
+) -> None:
     """Learn the rounding of `quantizers` (those of `module`) so that `module` on `calls` gives
     `targets`, then harden it."""
     for qz in quantizers:
@@ -203,10 +211,16 @@ class _LearnedWeights:
         return self.weights[index]
 
 
-def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int], calib_images: torch.Tensor,
-                   settings: AdaRoundSettings = AdaRoundSettings(), quant: QuantSettings = QuantSettings(),
-                   cache: WeightCache | None = None,
-                   log: Callable[[str], None] = print) -> tuple[nn.Module, list[BlockRecord]]:
+def adaround_model(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    w_bits: Sequence[int],
+    calib_images: torch.Tensor,
+    settings: AdaRoundSettings = AdaRoundSettings(),
+    quant: QuantSettings = QuantSettings(),
+    cache: WeightCache | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, list[BlockRecord]]:
     """A fake-quantized copy of `model` (eval mode, like `quantize_model`'s) whose weights at
     `w_bits` (aligned with `layers`; 32 stays float) are rounded by AdaRound, reconstructed block by
     block on `calib_images` (N, ...) with `settings`; then `quant.act_bits` activations (one
@@ -223,11 +237,13 @@ def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
     for layer, bits in zip(layers, w_bits):
         if bits < 32:
             w = modules[layer.name].weight
-            quantizers[layer.name] = AdaRoundQuantizer(w, weight_steps(cache.get(layer.index, int(bits)), int(bits)),
-                                                       int(bits))
+            quantizers[layer.name] = AdaRoundQuantizer(
+                w, weight_steps(cache.get(layer.index, int(bits)), int(bits)), int(bits)
+            )
             parametrize.register_parametrization(modules[layer.name], "weight", quantizers[layer.name])
-    blocks = [(name, held) for name, held in reconstruction_blocks(qmodel, layers)
-              if any(n in quantizers for n in held)]
+    blocks = [
+        (name, held) for name, held in reconstruction_blocks(qmodel, layers) if any(n in quantizers for n in held)
+    ]
     records = []
     for b, (name, held) in enumerate(blocks, 1):
         start = time.perf_counter()
@@ -235,9 +251,11 @@ def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
         calls = _block_calls(qmodel, name, calib_images, settings.batch_size, inputs=True)
         targets = _block_calls(model, name, calib_images, settings.batch_size, inputs=False)
         if len(calls) != len(targets):
-            raise EvoproxyError(f"block {name or 'model'} runs {len(calls)} times in the quantized model but "
-                                f"{len(targets)} times in the float one: AdaRound needs a forward pass that does not "
-                                "depend on the weights' values")
+            raise EvoproxyError(
+                f"block {name or 'model'} runs {len(calls)} times in the quantized model but "
+                f"{len(targets)} times in the float one: AdaRound needs a forward pass that does not "
+                "depend on the weights' values"
+            )
         module = qmodel.get_submodule(name)
         for qz in block_quantizers:
             qz.hard = True  # at its start, hardening rounds to nearest
@@ -253,9 +271,11 @@ def adaround_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
                     qz.v.copy_(v)
         records.append(BlockRecord(name, held, rtn_error, min(error, rtn_error), time.perf_counter() - start))
         r = records[-1]
-        log(f"block {b}/{len(blocks)} {name or 'model'} ({len(held)} layer{'s' * (len(held) > 1)}): output error "
+        log(
+            f"block {b}/{len(blocks)} {name or 'model'} ({len(held)} layer{'s' * (len(held) > 1)}): output error "
             f"{r.rtn_error:.4g} round-to-nearest -> {error:.4g} AdaRound{', round-to-nearest kept' if kept else ''} "
-            f"({settings.iters if calls else 0} iterations, {r.seconds:.1f} s)")
+            f"({settings.iters if calls else 0} iterations, {r.seconds:.1f} s)"
+        )
     with torch.no_grad():
         weights = [modules[l.name].weight.detach().clone() for l in layers]
     return quantize_model(model, layers, w_bits, calib_images, quant, _LearnedWeights(weights)), records

@@ -4,6 +4,7 @@ Size counts the quantizable layers only: each weight at its layer's bit-width, e
 `bias_bits` (32 by default, as integer accelerators keep it), in megabytes of 10^6 bytes.
 BOPs (bit operations) are Σ_l MACs_l × w_bits_l × a_bits_l for one input sample.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

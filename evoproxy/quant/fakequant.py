@@ -13,6 +13,7 @@ Optionally BatchNorm statistics are re-estimated on the calibration images after
 quantization, which recovers most of the accuracy lost to the shift that quantization error
 causes in each layer's output mean and variance.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,10 +38,10 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
         return w.clone()
     q = 2 ** (bits - 1) - 1
     flat = w.detach().reshape(w.shape[0], -1)
-    peak = flat.abs().amax(1).clamp_min(1e-12)                          # (C,)
-    scales = (CLIP_RATIOS.to(flat)[:, None] * peak[None, :] / q)          # (R, C)
+    peak = flat.abs().amax(1).clamp_min(1e-12)  # (C,)
+    scales = CLIP_RATIOS.to(flat)[:, None] * peak[None, :] / q  # (R, C)
     levels = torch.clamp(torch.round(flat[None] / scales[..., None]), -q, q)
-    err = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1)       # (R, C)
+    err = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1)  # (R, C)
     best = err.argmin(0)
     idx = torch.arange(flat.shape[0])
     return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
@@ -65,6 +66,7 @@ class QuantSettings:
     """Quantizer settings recorded with every benchmark. `act_bits`: the activation bit-width of
     every layer, or a tuple of one per registry layer (a list is stored as a tuple); 32 leaves a
     layer's input in float."""
+
     act_bits: int | tuple[int, ...] = 8
     bn_recalibration: bool = True
     weight_quantizer: str = "symmetric per-channel, MSE-searched clipping"
@@ -93,7 +95,7 @@ class _ActQuant:
 
     def fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         scale, zero = self.scale_and_zero()
-        qmax = 2 ** self.bits - 1
+        qmax = 2**self.bits - 1
         # The fused op passes gradients straight through, and on a GPU it is one fast kernel.
         if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, qmax)
@@ -109,16 +111,16 @@ class _ActQuant:
         same end."""
         scale, zero = self.scale_and_zero()
         scale32 = torch.tensor(scale, dtype=torch.float32)
-        return torch.mul(x, (1 / scale32).item()).round_().clamp_(-zero, 2 ** self.bits - 1 - zero), scale32
+        return torch.mul(x, (1 / scale32).item()).round_().clamp_(-zero, 2**self.bits - 1 - zero), scale32
 
     def scale_and_zero(self) -> tuple[float, int]:
         """Step and integer zero point of the calibrated range (which always holds 0)."""
         lo = min(self.lo, 0.0)
-        scale = max(self.hi - lo, 1e-12) / (2 ** self.bits - 1)
+        scale = max(self.hi - lo, 1e-12) / (2**self.bits - 1)
         return scale, round(-lo / scale)
 
 
-EXACT_SUMS = 2 ** 24  # float32 holds every whole number below it, so such sums are exact in any order
+EXACT_SUMS = 2**24  # float32 holds every whole number below it, so such sums are exact in any order
 
 
 def integer_form_fits(module: nn.Module, w_bits: int, a_bits: int) -> bool:
@@ -126,18 +128,27 @@ def integer_form_fits(module: nn.Module, w_bits: int, a_bits: int) -> bool:
     its input levels times its weight levels can reach EXACT_SUMS."""
     if w_bits >= 32 or a_bits >= 32:
         return False
-    return module.weight[0].numel() * (2 ** a_bits - 1) * (2 ** (w_bits - 1) - 1) < EXACT_SUMS
+    return module.weight[0].numel() * (2**a_bits - 1) * (2 ** (w_bits - 1) - 1) < EXACT_SUMS
 
 
 @functools.cache
-def _onednn_int8(in_channels: int, out_channels: int, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
-                 groups: int, a_bits: int, w_bits: int) -> bool:
+def _onednn_int8(
+    in_channels: int,
+    out_channels: int,
+    kernel: tuple,
+    stride: tuple,
+    padding: tuple,
+    dilation: tuple,
+    groups: int,
+    a_bits: int,
+    w_bits: int,
+) -> bool:
     """Whether oneDNN's int8 convolution of this geometry and these bits is here and gives the
     float32 integer form to the bit on this CPU: with the largest levels (which CPUs without VNNI
     can saturate in 16-bit partial sums) and random ones, and uneven steps, which it must multiply
     as the float32 form does (its depthwise kernel does not)."""
     generator = torch.Generator().manual_seed(0)
-    qmax, q = 2 ** a_bits - 1, 2 ** (w_bits - 1) - 1
+    qmax, q = 2**a_bits - 1, 2 ** (w_bits - 1) - 1
     size = [d * (k - 1) + 1 + s for k, s, d in zip(kernel, stride, dilation)]
     x = torch.randint(0, qmax + 1, (2, in_channels, *size), generator=generator).float()
     w = torch.randint(-q, q + 1, (out_channels, in_channels // groups, *kernel), generator=generator).float()
@@ -147,8 +158,9 @@ def _onednn_int8(in_channels: int, out_channels: int, kernel: tuple, stride: tup
     u8, no_zero = x.to(torch.uint8).contiguous(memory_format=torch.channels_last), torch.zeros(out_channels).long()
     try:
         packed = torch.ops.onednn.qconv_prepack(w.to(torch.int8), steps, scale, zero, *geometry, None)
-        out = torch.ops.onednn.qconv2d_pointwise(u8, scale, zero, packed, steps, no_zero, None, *geometry,
-                                                 1.0, 0, torch.float32, "none", [], "")
+        out = torch.ops.onednn.qconv2d_pointwise(
+            u8, scale, zero, packed, steps, no_zero, None, *geometry, 1.0, 0, torch.float32, "none", [], ""
+        )
     except (AttributeError, RuntimeError, NotImplementedError):  # an op missing from this build of torch
         return False
     exact = nn.functional.conv2d(x.double() - zero, w.double(), None, stride, padding, dilation, groups)
@@ -169,11 +181,26 @@ class IntegerForward:
         weight = module.weight.detach()
         self.steps = weight_steps(weight, w_bits)
         self.weight_levels = weight.div(self.steps.view(-1, *[1] * (weight.dim() - 1))).round_()
-        self.int8 = (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
-                     and not isinstance(module.padding, str) and quantizer.bits <= 8 and w_bits <= 8
-                     and weight.device.type == "cpu" and weight.dtype == torch.float32
-                     and _onednn_int8(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                                      module.padding, module.dilation, module.groups, quantizer.bits, w_bits))
+        self.int8 = (
+            isinstance(module, nn.Conv2d)
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+            and quantizer.bits <= 8
+            and w_bits <= 8
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and _onednn_int8(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                quantizer.bits,
+                w_bits,
+            )
+        )
         self._packed = None  # the int8 weights as oneDNN wants them, made once calibrated
         quantizer.integer = True
 
@@ -205,13 +232,27 @@ class IntegerForward:
         zero = quantizer.scale_and_zero()[1]
         geometry = [list(module.stride), list(module.padding), list(module.dilation), module.groups]
         if self._packed is None:
-            self._packed = torch.ops.onednn.qconv_prepack(self.weight_levels.to(torch.int8), self.steps,
-                                                          scale32.item(), zero, *geometry, None)
+            self._packed = torch.ops.onednn.qconv_prepack(
+                self.weight_levels.to(torch.int8), self.steps, scale32.item(), zero, *geometry, None
+            )
         u8 = levels.add_(zero).to(torch.uint8).contiguous(memory_format=torch.channels_last)
         # oneDNN multiplies each exact int32 sum by the float32 product of the two steps, as above.
-        return torch.ops.onednn.qconv2d_pointwise(u8, scale32.item(), zero, self._packed, self.steps,
-                                                  torch.zeros(len(self.steps), dtype=torch.long), None, *geometry,
-                                                  1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qconv2d_pointwise(
+            u8,
+            scale32.item(),
+            zero,
+            self._packed,
+            self.steps,
+            torch.zeros(len(self.steps), dtype=torch.long),
+            None,
+            *geometry,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
 
 
 def quantize_input(module: nn.Module, w_bits: int, a_bits: int) -> _ActQuant:
@@ -248,9 +289,14 @@ def start_reestimation(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchn
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
-                   calib_images: torch.Tensor, settings: QuantSettings = QuantSettings(),
-                   cache: WeightCache | None = None) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    w_bits: Sequence[int],
+    calib_images: torch.Tensor,
+    settings: QuantSettings = QuantSettings(),
+    cache: WeightCache | None = None,
+) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
     32 keeps a float input), calibrated on `calib_images` (BatchNorm re-estimated in batches of

@@ -13,6 +13,7 @@ ops, which torch.onnx writes as QDQ pairs, so the graph is the model's own:
 
 Layers at 32 bits stay float; bits from 9 to 31 do not fit QDQ's 8-bit integers and are refused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,8 +71,10 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
             weights = module.parametrizations.weight
             lsq = weights[0]
             if lsq.qp > INT8_MAX:
-                raise EvoproxyError(f"layer {layer.name!r} has {(lsq.qp + 1).bit_length()}-bit weights, which do not "
-                                    "fit ONNX QuantizeLinear's int8: export takes 2 to 8 bits, or 32 (kept in float)")
+                raise EvoproxyError(
+                    f"layer {layer.name!r} has {(lsq.qp + 1).bit_length()}-bit weights, which do not "
+                    "fit ONNX QuantizeLinear's int8: export takes 2 to 8 bits, or 32 (kept in float)"
+                )
             # Swapped in place rather than removed: parametrized copies share their class, whose
             # removal would break `qmodel`.
             with torch.no_grad():
@@ -80,14 +83,15 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
         if hasattr(module, "act_quantizer"):
             lsq = module.act_quantizer
             if lsq.qn + lsq.qp > UINT8_MAX:
-                raise EvoproxyError(f"layer {layer.name!r} has {(lsq.qn + lsq.qp).bit_length()}-bit activations, which "
-                                    "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)")
+                raise EvoproxyError(
+                    f"layer {layer.name!r} has {(lsq.qn + lsq.qp).bit_length()}-bit activations, which "
+                    "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)"
+                )
             module.act_quantizer = _QdqInput(lsq)  # the LSQ model's input hook calls whatever is there
     return out
 
 
-def export_onnx(qmodel: nn.Module, layers: Sequence[LayerInfo], input_shape: Sequence[int],
-                path: str | Path) -> None:
+def export_onnx(qmodel: nn.Module, layers: Sequence[LayerInfo], input_shape: Sequence[int], path: str | Path) -> None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
     (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size."""
@@ -98,27 +102,37 @@ def export_onnx(qmodel: nn.Module, layers: Sequence[LayerInfo], input_shape: Seq
         # not a dependency, and it writes fake quantization as the same QDQ pairs.
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
         except Exception as exc:  # the exporter raises many types for an op it cannot write
             message = str(exc).strip().splitlines()
-            raise EvoproxyError(f"torch.onnx could not export the model ({type(exc).__name__}: "
-                                f"{message[0] if message else 'no message'})") from None
+            raise EvoproxyError(
+                f"torch.onnx could not export the model ({type(exc).__name__}: "
+                f"{message[0] if message else 'no message'})"
+            ) from None
 
 
-def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor,
-                         batch_size: int = 500) -> float:
+def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy (%) of the ONNX file `path` run by onnxruntime (CPU) on `images` (N, ...)
     with `labels` (N,)."""
     try:
         import onnxruntime
     except ImportError:
-        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]', or pass --eval-size 0 "
-                            "to write the file unchecked") from None
+        raise EvoproxyError(
+            "onnxruntime is not installed: pip install 'evoproxy[onnx]', or pass --eval-size 0 "
+            "to write the file unchecked"
+        ) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     correct = 0
     for i in range(0, len(images), batch_size):
-        logits = session.run(None, {"input": images[i:i + batch_size].cpu().float().numpy()})[0]
-        correct += int((logits.argmax(1) == labels[i:i + batch_size].cpu().numpy()).sum())
+        logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]
+        correct += int((logits.argmax(1) == labels[i : i + batch_size].cpu().numpy()).sum())
     return 100.0 * correct / len(images)

@@ -1,6 +1,7 @@
 """Post-training-quantization accuracy of many bit configurations of one model on one
 evaluation set, sharing the quantized weights and the work of common leading layers (a Sweep),
 and measuring each distinct configuration once."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,8 +27,15 @@ class PtqEvaluator:
     fx cannot trace it, it writes tensors in place, ...) is measured one configuration at a time,
     with the same results, only slower."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], calib_images: torch.Tensor,
-                 images: torch.Tensor, labels: torch.Tensor, settings: QuantSettings = QuantSettings()):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[LayerInfo],
+        calib_images: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        settings: QuantSettings = QuantSettings(),
+    ):
         self.model, self.layers, self.calib_images = model, list(layers), calib_images
         self.images, self.labels, self.settings = images, labels, settings
         self.cache = WeightCache(model, self.layers)
@@ -38,9 +46,15 @@ class PtqEvaluator:
             self.sweep = None
 
     @classmethod
-    def on_data(cls, model: nn.Module, layers: Sequence[LayerInfo], eval_size: int | None,
-                settings: QuantSettings = QuantSettings(), source: DataSource | None = None,
-                device: str = "cpu") -> PtqEvaluator:
+    def on_data(
+        cls,
+        model: nn.Module,
+        layers: Sequence[LayerInfo],
+        eval_size: int | None,
+        settings: QuantSettings = QuantSettings(),
+        source: DataSource | None = None,
+        device: str = "cpu",
+    ) -> PtqEvaluator:
         """An evaluator on the first `eval_size` test images of `source` (default: the shipped
         Fashion-MNIST), calibrated on its calibration pool (the benchmarks' setting), on `device`."""
         calib, images, labels = (source or open_data()).ptq_data(eval_size)
@@ -58,15 +72,17 @@ class PtqEvaluator:
 
     def accuracies(self, configs: Sequence[Sequence[int]], a_bits: int | Sequence[int] | None = None) -> list[float]:
         """`accuracy` of each weight bit configuration in `configs`, in one sweep."""
-        act = per_layer_bits(self.layers, self.settings.act_bits if a_bits is None else a_bits,
-                             "the activation bit configuration")
+        act = per_layer_bits(
+            self.layers, self.settings.act_bits if a_bits is None else a_bits, "the activation bit configuration"
+        )
         keys = [(tuple(int(b) for b in w_bits), act) for w_bits in configs]
         todo = list(dict.fromkeys(k for k in keys if k not in self.measured))
         for w_bits, _ in todo:
             check_bits(self.layers, w_bits, "the weight bit configuration", low=2)
         if todo and self.sweep is not None:
-            found = self.sweep.accuracies([tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images,
-                                          self.labels)
+            found = self.sweep.accuracies(
+                [tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images, self.labels
+            )
             self.measured.update(zip(todo, found))
         elif todo:
             settings = replace(self.settings, act_bits=act)

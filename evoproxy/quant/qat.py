@@ -19,6 +19,7 @@ quantized weight. Training: SGD (momentum 0.9) or Adam, cosine learning rate fro
 all steps, cross-entropy with the labels or (distillation) the KL divergence to the full-precision
 model's outputs; a checkpoint after every epoch, from which a killed run resumes exactly.
 """
+
 from __future__ import annotations
 
 import copy
@@ -80,8 +81,14 @@ def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
     return (module.act_quantizer(inputs[0]), *inputs[1:])
 
 
-def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int],
-              act_bits: int | Sequence[int], calib_images: torch.Tensor, bn_recalibration: bool = True) -> nn.Module:
+def lsq_model(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    w_bits: Sequence[int],
+    act_bits: int | Sequence[int],
+    calib_images: torch.Tensor,
+    bn_recalibration: bool = True,
+) -> nn.Module:
     """A copy of `model` (train mode) with LSQ quantizers on the weights (`w_bits`, aligned with
     `layers`) and inputs (`act_bits`: one for every layer or one per layer; 32: none) of every
     registry layer, initialised from the PTQ quantizer calibrated on `calib_images` (N, ...):
@@ -102,12 +109,13 @@ def lsq_model(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[in
             q = 2 ** (int(bits) - 1) - 1
             step = weight_steps(wq, int(bits))
             parametrize.register_parametrization(
-                module, "weight", LsqQuantizer(step.reshape(-1, *[1] * (wq.dim() - 1)), q, q))
+                module, "weight", LsqQuantizer(step.reshape(-1, *[1] * (wq.dim() - 1)), q, q)
+            )
         hook = next((h for h in ptq_module._forward_pre_hooks.values() if isinstance(h, _ActQuant)), None)
         if hook is not None:
             scale, zero = hook.scale_and_zero()
             step = torch.tensor(scale, dtype=wq.dtype, device=wq.device)
-            module.act_quantizer = LsqQuantizer(step, zero, 2 ** hook.bits - 1 - zero)
+            module.act_quantizer = LsqQuantizer(step, zero, 2**hook.bits - 1 - zero)
             module.register_forward_pre_hook(_quantize_input)
     return qmodel.train()
 
@@ -118,6 +126,7 @@ class QatSettings:
     with `seed` + epoch), `optimizer` "sgd" or "adam" at learning rate `lr` (None: DEFAULT_LR of
     the optimizer) following a cosine to 0, and `distill`: the loss is the KL divergence to the
     full-precision model's outputs instead of the cross-entropy with the labels."""
+
     epochs: int = 1
     lr: float | None = None
     batch_size: int = 128
@@ -131,8 +140,9 @@ class QatSettings:
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
         if self.epochs < 1 or self.batch_size < 1:
-            raise EvoproxyError(f"--epochs and --batch-size must be at least 1, got {self.epochs} and "
-                                f"{self.batch_size}")
+            raise EvoproxyError(
+                f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise EvoproxyError(f"--lr must be a positive number, got {self.lr}")
 
@@ -141,15 +151,24 @@ class QatSettings:
 class EpochRecord:
     """One finished epoch: mean training loss over its batches, test accuracy (%) after it, and
     the seconds its training took (evaluation excluded)."""
+
     epoch: int
     loss: float
     accuracy: float
     train_s: float
 
 
-def epoch_batches(images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-                  epochs: int, epoch: int, seed: int, base_lr: float,
-                  device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def epoch_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    epochs: int,
+    epoch: int,
+    seed: int,
+    base_lr: float,
+    device: torch.device | str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The (images, labels) batches of epoch `epoch` of `epochs` on `device`, each after setting
     `optimizer`'s rate: whole batches only (BatchNorm needs more than one sample), shuffled by the
     global generator seeded with `seed` + `epoch` (so a resumed epoch draws what the first run drew,
@@ -163,7 +182,7 @@ def epoch_batches(images: torch.Tensor, labels: torch.Tensor, optimizer: torch.o
     for i in range(per_epoch):
         for group in optimizer.param_groups:
             group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
-        idx = order[i * batch:(i + 1) * batch]
+        idx = order[i * batch : (i + 1) * batch]
         yield images[idx].to(device), labels[idx].to(device)
 
 
@@ -176,8 +195,11 @@ def _optimizer(qmodel: nn.Module, settings: QatSettings) -> torch.optim.Optimize
 def _identity(qmodel: nn.Module, model: nn.Module, settings: QatSettings) -> dict:
     """What a checkpoint must share with the run that resumes it."""
     quantizers = {k: v for k, v in qmodel.state_dict().items() if k.endswith("_extra_state")}
-    return {"model": weights_hash(model), "quantizers": {k: dict(v) for k, v in quantizers.items()},
-            "settings": asdict(settings)}
+    return {
+        "model": weights_hash(model),
+        "quantizers": {k: dict(v) for k, v in quantizers.items()},
+        "settings": asdict(settings),
+    }
 
 
 def _save_atomically(obj: dict, path: Path) -> None:
@@ -200,13 +222,21 @@ def _read_checkpoint(path: Path) -> dict:
 
 
 def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
-    for key, what in (("model", "another model or weights"), ("quantizers", "another bit configuration or data"),
-                      ("settings", "other QAT settings")):
+    for key, what in (
+        ("model", "another model or weights"),
+        ("quantizers", "another bit configuration or data"),
+        ("settings", "other QAT settings"),
+    ):
         if ckpt["identity"][key] != identity[key]:
-            detail = "".join(f", {k} {v} (now {identity[key][k]})" for k, v in ckpt["identity"][key].items()
-                             if key == "settings" and identity[key][k] != v)
-            raise EvoproxyError(f"{path} was made with {what}{detail}: resume with the same flags, or run without "
-                                "--resume to start over")
+            detail = "".join(
+                f", {k} {v} (now {identity[key][k]})"
+                for k, v in ckpt["identity"][key].items()
+                if key == "settings" and identity[key][k] != v
+            )
+            raise EvoproxyError(
+                f"{path} was made with {what}{detail}: resume with the same flags, or run without "
+                "--resume to start over"
+            )
 
 
 def _levels(state: dict) -> dict[str, int]:
@@ -230,10 +260,16 @@ def load_qat_state(qmodel: nn.Module, path: str | Path) -> int:
     return int(ckpt["epoch"])
 
 
-def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-              evaluation: tuple[torch.Tensor, torch.Tensor], settings: QatSettings = QatSettings(),
-              checkpoint: str | Path | None = None, resume: bool = False,
-              log: Callable[[str], None] = print) -> list[EpochRecord]:
+def train_qat(
+    qmodel: nn.Module,
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+    settings: QatSettings = QatSettings(),
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[EpochRecord]:
     """Train `qmodel` (from `lsq_model`, on the device of `evaluation`) in place on `train`
     = (images (N, ...), labels (N,)); `model` is the full-precision model (the teacher when
     distilling). After every epoch: test accuracy on `evaluation`, a checkpoint written atomically
@@ -259,8 +295,9 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
         start = time.perf_counter()
         qmodel.train()
         loss_sum, steps = 0.0, 0
-        for x, y in epoch_batches(images, labels, opt, settings.batch_size, settings.epochs, epoch,
-                                  settings.seed, settings.lr, device):
+        for x, y in epoch_batches(
+            images, labels, opt, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device
+        ):
             out = qmodel(x)
             if teacher is not None:
                 with torch.no_grad():
@@ -275,10 +312,20 @@ def train_qat(qmodel: nn.Module, model: nn.Module, train: tuple[torch.Tensor, to
         train_s = time.perf_counter() - start
         history.append(EpochRecord(epoch + 1, loss_sum / steps, accuracy(qmodel, *evaluation), train_s))
         if path is not None:
-            _save_atomically({"format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
-                              "state": qmodel.state_dict(), "optimizer": opt.state_dict(),
-                              "history": [asdict(r) for r in history]}, path)
+            _save_atomically(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "identity": identity,
+                    "epoch": epoch + 1,
+                    "state": qmodel.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "history": [asdict(r) for r in history],
+                },
+                path,
+            )
         r = history[-1]
-        log(f"epoch {r.epoch}/{settings.epochs}: loss {r.loss:.4f}, test accuracy {r.accuracy:.2f} % "
-            f"({r.train_s:.1f} s training)")
+        log(
+            f"epoch {r.epoch}/{settings.epochs}: loss {r.loss:.4f}, test accuracy {r.accuracy:.2f} % "
+            f"({r.train_s:.1f} s training)"
+        )
     return history

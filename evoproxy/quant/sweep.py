@@ -11,6 +11,7 @@ on ResNet-20 with 3 bit-widths per layer, a build of 1000 configurations (`bench
 computes 30 % fewer multiply-accumulates (`benchmarks/bench_build_speed.py` counts them).
 Every operation runs on the same inputs as in `quantize_model` and `accuracy`, so every accuracy
 is theirs to the bit."""
+
 from __future__ import annotations
 
 import copy
@@ -27,9 +28,22 @@ from .fakequant import BN_BATCH, WeightCache, quantize_input, start_reestimation
 
 # One configuration: (weight bits, activation bits) of every registry layer.
 Config = tuple[tuple[int, int], ...]
-_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-                      operator.irshift, operator.imatmul, operator.setitem}
+_INPLACE_OPERATORS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+    operator.ilshift,
+    operator.irshift,
+    operator.imatmul,
+    operator.setitem,
+}
 
 
 class Untraceable(Exception):
@@ -47,8 +61,11 @@ def _mutates_first_input(node: fx.Node, module: nn.Module | None) -> bool:
         return node.target.endswith("_") and not node.target.endswith("__")
     if node.op == "call_function":
         name = getattr(node.target, "__name__", "")
-        return (node.target in _INPLACE_OPERATORS or node.kwargs.get("inplace") is True
-                or (name.endswith("_") and not name.endswith("__")))
+        return (
+            node.target in _INPLACE_OPERATORS
+            or node.kwargs.get("inplace") is True
+            or (name.endswith("_") and not name.endswith("__"))
+        )
     return False
 
 
@@ -76,8 +93,9 @@ class Sweep:
             if node.target in index and node.op == "call_module":
                 found |= {index[node.target]}
                 self.role[node] = index[node.target]
-            elif (bn_recalibration and isinstance(module, nn.modules.batchnorm._BatchNorm)
-                  and module.track_running_stats):
+            elif (
+                bn_recalibration and isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+            ):
                 self.role[node] = "bn"
             elif node.op == "get_attr":
                 if any(node.target.startswith(name + ".") for name in index):
@@ -111,8 +129,9 @@ class Sweep:
         return self._layers[index, bits]
 
     @torch.no_grad()
-    def accuracies(self, configs: Sequence[Config], calib_images: torch.Tensor, images: torch.Tensor,
-                   labels: torch.Tensor) -> list[float]:
+    def accuracies(
+        self, configs: Sequence[Config], calib_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
+    ) -> list[float]:
         """Top-1 accuracy (%) of each configuration, as `accuracy(quantize_model(...))` gives it."""
         order = sorted(range(len(configs)), key=lambda i: configs[i])
         keys = [[tuple(configs[i][j] for j in d) for d in self.deps] for i in order]
@@ -156,8 +175,9 @@ class Sweep:
             outputs.append(selected(self.model, memo[len(self.nodes) - 1][1]))
         return outputs
 
-    def _compute(self, node: fx.Node, key: tuple, batch: torch.Tensor, memo: dict, mode: str, states: dict,
-                 estimated: set):
+    def _compute(
+        self, node: fx.Node, key: tuple, batch: torch.Tensor, memo: dict, mode: str, states: dict, estimated: set
+    ):
         if node.op == "placeholder":
             return batch
         args = fx.node.map_arg(node.args, lambda n: memo[self.position[n]][1])

@@ -2,11 +2,36 @@
 tensors W, G, A, H, V with the Hessian trace and top eigenvalue, and the weight quantization
 error Q per bit-width (what every proxy reads), computed once per (model, batch, settings) and
 cached on disk."""
-from .compute import (QBITS, TENSOR_FIELDS, LayerStats, ModelStats, StatsSettings, cache_dir, compute_stats,
-                      load_or_compute_stats, load_stats_file, quantization_errors, stats_cache_path)
+
+from .compute import (
+    QBITS,
+    TENSOR_FIELDS,
+    LayerStats,
+    ModelStats,
+    StatsSettings,
+    cache_dir,
+    compute_stats,
+    load_or_compute_stats,
+    load_stats_file,
+    quantization_errors,
+    stats_cache_path,
+)
 from .hessian import hutchinson, top_eigenvalue
 from .synflow import synflow_gradients
 
-__all__ = ["QBITS", "TENSOR_FIELDS", "LayerStats", "ModelStats", "StatsSettings", "cache_dir", "compute_stats",
-           "hutchinson", "load_or_compute_stats", "load_stats_file", "quantization_errors", "stats_cache_path",
-           "synflow_gradients", "top_eigenvalue"]
+__all__ = [
+    "QBITS",
+    "TENSOR_FIELDS",
+    "LayerStats",
+    "ModelStats",
+    "StatsSettings",
+    "cache_dir",
+    "compute_stats",
+    "hutchinson",
+    "load_or_compute_stats",
+    "load_stats_file",
+    "quantization_errors",
+    "stats_cache_path",
+    "synflow_gradients",
+    "top_eigenvalue",
+]

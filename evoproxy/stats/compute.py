@@ -13,6 +13,7 @@ settings) and cached on disk:
      every bit-width b of QBITS (the input of bit-aware proxies, such as HAWQ-V2's perturbation);
 - metadata from the layer registry (numel, params, MACs, kind, depth index).
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,6 +48,7 @@ QBITS = (2, 3, 4, 5, 6, 7, 8)  # the weight bit-widths whose quantization error 
 @dataclass(frozen=True)
 class StatsSettings:
     """How the statistics are computed; part of the cache key."""
+
     hutchinson_samples: int = 64  # most Rademacher samples for diag/trace
     hutchinson_tol: float = 1e-3  # relative change of the summed trace that stops sampling early
     power_iters: int = 20  # most power-iteration steps per layer
@@ -70,6 +72,7 @@ class StatsSettings:
 @dataclass
 class LayerStats:
     """Statistics of one quantizable layer; tensors are float32 except V and Q (float64)."""
+
     info: LayerInfo
     W: torch.Tensor  # weight_shape
     G: torch.Tensor  # weight_shape
@@ -88,6 +91,7 @@ class LayerStats:
 @dataclass
 class ModelStats:
     """Statistics of all quantizable layers of one model on one calibration batch."""
+
     model: str
     weights_hash: str
     batch_hash: str
@@ -100,12 +104,24 @@ class ModelStats:
     def to_blob(self) -> dict:
         """Plain dict of tensors, numbers and strings, loadable with torch.load(weights_only=True)."""
         return {
-            "format": FORMAT_VERSION, "model": self.model, "weights_hash": self.weights_hash,
-            "batch_hash": self.batch_hash, "settings": asdict(self.settings),
+            "format": FORMAT_VERSION,
+            "model": self.model,
+            "weights_hash": self.weights_hash,
+            "batch_hash": self.batch_hash,
+            "settings": asdict(self.settings),
             "synflow_log_scale": self.synflow_log_scale,
-            "hutchinson_samples_used": self.hutchinson_samples_used, "timings": dict(self.timings),
-            "layers": [{"info": l.info.to_dict(), **{k: getattr(l, k) for k in TENSOR_FIELDS},
-                        "hessian_trace": l.hessian_trace, "hessian_eig": l.hessian_eig, "Q": l.Q} for l in self.layers],
+            "hutchinson_samples_used": self.hutchinson_samples_used,
+            "timings": dict(self.timings),
+            "layers": [
+                {
+                    "info": l.info.to_dict(),
+                    **{k: getattr(l, k) for k in TENSOR_FIELDS},
+                    "hessian_trace": l.hessian_trace,
+                    "hessian_eig": l.hessian_eig,
+                    "Q": l.Q,
+                }
+                for l in self.layers
+            ],
         }
 
     @classmethod
@@ -113,19 +129,41 @@ class ModelStats:
         layers = []
         for d in blob["layers"]:
             info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
-            layers.append(LayerStats(LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS),
-                                     d["hessian_trace"], d["hessian_eig"], d["Q"]))
-        return cls(blob["model"], blob["weights_hash"], blob["batch_hash"], StatsSettings(**blob["settings"]),
-                   layers, blob["synflow_log_scale"], blob["hutchinson_samples_used"], blob["timings"])
+            layers.append(
+                LayerStats(
+                    LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS), d["hessian_trace"], d["hessian_eig"], d["Q"]
+                )
+            )
+        return cls(
+            blob["model"],
+            blob["weights_hash"],
+            blob["batch_hash"],
+            StatsSettings(**blob["settings"]),
+            layers,
+            blob["synflow_log_scale"],
+            blob["hutchinson_samples_used"],
+            blob["timings"],
+        )
 
     def table(self) -> list[dict]:
         """One row of scalar summaries per layer, for printing or JSON."""
-        return [{
-            "index": l.info.index, "name": l.info.name, "kind": l.info.kind, "shape": list(l.info.weight_shape),
-            "params": l.info.params, "macs": l.info.macs, "hessian_trace": l.hessian_trace,
-            "hessian_eig": l.hessian_eig, "grad_norm": l.G.norm().item(), "weight_norm": l.W.norm().item(),
-            "act_std": l.A.std().item(), "synflow": (l.V * l.W.abs().double()).sum().item(),
-        } for l in self.layers]
+        return [
+            {
+                "index": l.info.index,
+                "name": l.info.name,
+                "kind": l.info.kind,
+                "shape": list(l.info.weight_shape),
+                "params": l.info.params,
+                "macs": l.info.macs,
+                "hessian_trace": l.hessian_trace,
+                "hessian_eig": l.hessian_eig,
+                "grad_norm": l.G.norm().item(),
+                "weight_norm": l.W.norm().item(),
+                "act_std": l.A.std().item(),
+                "synflow": (l.V * l.W.abs().double()).sum().item(),
+            }
+            for l in self.layers
+        ]
 
 
 def batch_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -157,8 +195,15 @@ def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
         raise EvoproxyError(f"calibration labels must be integers shaped ({len(images)},), got {tuple(labels.shape)}")
 
 
-def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
-                  settings: StatsSettings = StatsSettings(), log=lambda msg: None, device: str = "cpu") -> ModelStats:
+def compute_stats(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model_name: str = "model",
+    settings: StatsSettings = StatsSettings(),
+    log=lambda msg: None,
+    device: str = "cpu",
+) -> ModelStats:
     """Compute the statistics of every quantizable layer of `model` on one batch, on `device`.
 
     `images` are (batch, *input_shape) floats, `labels` int64 class indices. The model itself is
@@ -175,8 +220,15 @@ def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         torch.set_num_threads(threads)
 
 
-def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str,
-                   settings: StatsSettings, log, device: str) -> ModelStats:
+def _compute_stats(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model_name: str,
+    settings: StatsSettings,
+    log,
+    device: str,
+) -> ModelStats:
     _check_batch(images, labels)
     input_shape = tuple(images.shape[1:])
     registry = layer_registry(model, input_shape, settings.exclude)
@@ -195,16 +247,28 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     start = time.perf_counter()
     acts = {}
-    logits = run_with_outputs(work, images.float(), modules,
-                              lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems,
-                                                                            modules[n])),
-                              f"the calibration batch of shape {tuple(images.shape)} does not fit the model")
+    logits = run_with_outputs(
+        work,
+        images.float(),
+        modules,
+        lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems, modules[n])),
+        f"the calibration batch of shape {tuple(images.shape)} does not fit the model",
+    )
     if not isinstance(logits, torch.Tensor):
-        raise EvoproxyError(f"the model returns a {type(logits).__name__}, not a tensor of logits: pass --output "
-                            "with the index or key of its logits")
-    if logits.dim() != 2 or logits.shape[0] != len(labels) or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
-        raise EvoproxyError(f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
-                            f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed")
+        raise EvoproxyError(
+            f"the model returns a {type(logits).__name__}, not a tensor of logits: pass --output "
+            "with the index or key of its logits"
+        )
+    if (
+        logits.dim() != 2
+        or logits.shape[0] != len(labels)
+        or int(labels.max()) >= logits.shape[1]
+        or int(labels.min()) < 0
+    ):
+        raise EvoproxyError(
+            f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
+            f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed"
+        )
     loss = nn.functional.cross_entropy(logits, labels)
     grads = torch.autograd.grad(loss, params, create_graph=settings.hessian)
     timings["W,G,A"] = time.perf_counter() - start
@@ -212,8 +276,9 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     if settings.hessian:
         start = time.perf_counter()
-        diags, traces, used = hutchinson(list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol,
-                                         gen, log=log)
+        diags, traces, used = hutchinson(
+            list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen, log=log
+        )
         timings["H diag+trace"] = time.perf_counter() - start
         log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
 
@@ -229,8 +294,11 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     try:
         synflow, log_scale = synflow_gradients(work, input_shape, names)
     except EvoproxyError as exc:  # e.g. attention: the statistics stand without V, and proxies reading V fail
-        warnings.warn(f"SynFlow statistics (V) are not defined for {model_name}, so proxies that read V are invalid "
-                      f"on it: {exc}", EvoproxyWarning, stacklevel=3)
+        warnings.warn(
+            f"SynFlow statistics (V) are not defined for {model_name}, so proxies that read V are invalid on it: {exc}",
+            EvoproxyWarning,
+            stacklevel=3,
+        )
         synflow, log_scale = [torch.full(p.shape, math.nan, dtype=torch.float64) for p in params], 0.0
     timings["V synflow"] = time.perf_counter() - start
 
@@ -238,11 +306,23 @@ def _compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     errors = [quantization_errors(p.detach()) for p in params]
     timings["Q quantization error"] = time.perf_counter() - start
 
-    layers = [LayerStats(info, p.detach().cpu().clone(), g.detach().cpu().clone(), acts[info.name].cpu(),
-                         d.detach().cpu(), v, t, e, {b: x.cpu() for b, x in q.items()})
-              for info, p, g, d, v, t, e, q in zip(registry, params, grads, diags, synflow, traces, eigs, errors)]
-    return ModelStats(model_name, weights_hash(model), batch_hash(images, labels), settings, layers,
-                      log_scale, used, timings)
+    layers = [
+        LayerStats(
+            info,
+            p.detach().cpu().clone(),
+            g.detach().cpu().clone(),
+            acts[info.name].cpu(),
+            d.detach().cpu(),
+            v,
+            t,
+            e,
+            {b: x.cpu() for b, x in q.items()},
+        )
+        for info, p, g, d, v, t, e, q in zip(registry, params, grads, diags, synflow, traces, eigs, errors)
+    ]
+    return ModelStats(
+        model_name, weights_hash(model), batch_hash(images, labels), settings, layers, log_scale, used, timings
+    )
 
 
 def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -255,13 +335,19 @@ def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
     for name, default in (("exclude", ()), ("output", None), ("hessian", True)):
         if described[name] == default:  # left out when default, so that older cache keys stay what they were
             del described[name]
-    payload = json.dumps({"weights": weights, "batch": batch, "settings": described,
-                          "format": FORMAT_VERSION}, sort_keys=True)
+    payload = json.dumps(
+        {"weights": weights, "batch": batch, "settings": described, "format": FORMAT_VERSION}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def stats_cache_path(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: StatsSettings,
-                     cache: str | os.PathLike | None = None) -> Path:
+def stats_cache_path(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: StatsSettings,
+    cache: str | os.PathLike | None = None,
+) -> Path:
     """The cache file of the statistics of (model weights, batch, settings)."""
     return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
 
@@ -288,8 +374,12 @@ def _read_cache_entry(path: Path, log) -> ModelStats | None:
         log(f"recomputing cache entry {path}: {exc}")
         return None
     if hashlib.sha256(data).hexdigest() != recorded:
-        warnings.warn(f"the statistics cache entry {path} does not match the checksum recorded beside it "
-                      "(changed or damaged since it was written); recomputing it", EvoproxyWarning, stacklevel=3)
+        warnings.warn(
+            f"the statistics cache entry {path} does not match the checksum recorded beside it "
+            "(changed or damaged since it was written); recomputing it",
+            EvoproxyWarning,
+            stacklevel=3,
+        )
         return None
     try:
         return load_stats_file(io.BytesIO(data))
@@ -298,9 +388,17 @@ def _read_cache_entry(path: Path, log) -> ModelStats | None:
         return None
 
 
-def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_name: str = "model",
-                          settings: StatsSettings = StatsSettings(), cache: str | os.PathLike | None = None,
-                          use_cache: bool = True, log=lambda msg: None, device: str = "cpu") -> tuple[ModelStats, bool]:
+def load_or_compute_stats(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model_name: str = "model",
+    settings: StatsSettings = StatsSettings(),
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    log=lambda msg: None,
+    device: str = "cpu",
+) -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present and matching the sha256 recorded beside
     it, else computed and stored there with their checksum. Returns them and whether they came
     from the cache. A cache hit gives identical tensors. Statistics without the Hessian are also
@@ -308,8 +406,9 @@ def load_or_compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.
     _check_batch(images, labels)
     path = stats_cache_path(model, images, labels, settings, cache)
     if use_cache:
-        for candidate in dict.fromkeys([stats_cache_path(model, images, labels, replace(settings, hessian=True), cache),
-                                        path]):
+        for candidate in dict.fromkeys(
+            [stats_cache_path(model, images, labels, replace(settings, hessian=True), cache), path]
+        ):
             if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
                 return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)

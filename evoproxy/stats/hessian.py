@@ -1,6 +1,7 @@
 """Hessian information per layer from Hessian-vector products (double backpropagation): the
 Hutchinson estimates of the diagonal and the trace of each layer's diagonal block (HAWQ-V2), and
 the dominant eigenvalue of each block by power iteration (HAWQ)."""
+
 from __future__ import annotations
 
 import time
@@ -8,9 +9,15 @@ import time
 import torch
 
 
-def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_samples: int, tol: float,
-               generator: torch.Generator, min_samples: int = 8,
-               log=lambda msg: None) -> tuple[list[torch.Tensor], list[float], int]:
+def hutchinson(
+    grads: list[torch.Tensor],
+    params: list[torch.Tensor],
+    max_samples: int,
+    tol: float,
+    generator: torch.Generator,
+    min_samples: int = 8,
+    log=lambda msg: None,
+) -> tuple[list[torch.Tensor], list[float], int]:
     """Estimate diag(H_ll) and tr(H_ll) for every layer l from E[v ⊙ Hv] with Rademacher v.
 
     `grads` are the loss gradients w.r.t. `params`, built with create_graph=True. One product
@@ -30,8 +37,10 @@ def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_sample
         total = sum(d.sum().item() for d in diag_sum) / n
         if n == 1:
             took = time.perf_counter() - start
-            log(f"Hessian: {took:.2f} s per Hutchinson sample; at most {max_samples} samples "
-                f"(≤ {took * max_samples:.0f} s), then power iteration per layer")
+            log(
+                f"Hessian: {took:.2f} s per Hutchinson sample; at most {max_samples} samples "
+                f"(≤ {took * max_samples:.0f} s), then power iteration per layer"
+            )
         if previous is not None and n >= min_samples and abs(total - previous) <= tol * (abs(previous) + 1e-12):
             break
         previous = total
@@ -39,8 +48,9 @@ def hutchinson(grads: list[torch.Tensor], params: list[torch.Tensor], max_sample
     return diags, [d.sum().item() for d in diags], n
 
 
-def top_eigenvalue(grad: torch.Tensor, param: torch.Tensor, max_iter: int, tol: float,
-                   generator: torch.Generator) -> tuple[float, int]:
+def top_eigenvalue(
+    grad: torch.Tensor, param: torch.Tensor, max_iter: int, tol: float, generator: torch.Generator
+) -> tuple[float, int]:
     """Dominant eigenvalue (largest in magnitude, with its sign) of the Hessian block of one
     layer, by power iteration on products H_ll v; stops after `max_iter` products or when the
     Rayleigh quotient changes by less than `tol` (relative). Returns it and the iterations used."""

@@ -13,6 +13,7 @@ concatenations first bring both operands to a common s. The represented values a
 the gradient of sum(t_out) is exactly e^{-s_out}·∂R/∂|W| for every layer at once; we return that
 gradient and s_out (`log_scale`), so V·e^{log_scale} is the true SynFlow gradient.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,22 +28,75 @@ from ..errors import EvoproxyError
 from ..model import selected
 
 # Element-wise activations that the linearised network treats as the identity.
-_IDENTITY_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU,
-                     nn.Identity, nn.Dropout, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh)
-_IDENTITY_FUNCTIONS = {torch.relu, F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.dropout, torch.sigmoid,
-                       torch.tanh, F.hardtanh, F.leaky_relu, torch.nn.functional.hardsigmoid}
+_IDENTITY_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardtanh,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.ELU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Tanh,
+)
+_IDENTITY_FUNCTIONS = {
+    torch.relu,
+    F.relu,
+    F.relu6,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.dropout,
+    torch.sigmoid,
+    torch.tanh,
+    F.hardtanh,
+    F.leaky_relu,
+    torch.nn.functional.hardsigmoid,
+}
 # Functions and methods that are linear and positively homogeneous in their one signal argument.
-_LINEAR_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_pool2d, F.adaptive_max_pool2d,
-                     torch.mean, torch.sum}
-_LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "sum", "permute", "transpose", "contiguous",
-                   "squeeze", "unsqueeze", "expand_as"}
+_LINEAR_FUNCTIONS = {
+    torch.flatten,
+    F.adaptive_avg_pool2d,
+    F.avg_pool2d,
+    F.max_pool2d,
+    F.adaptive_max_pool2d,
+    torch.mean,
+    torch.sum,
+}
+_LINEAR_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "mean",
+    "sum",
+    "permute",
+    "transpose",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "expand_as",
+}
 _PROPERTIES = {"shape", "ndim", "dtype", "device"}  # attributes read as they are (x.shape in a reshape)
-_POOLS = (nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AvgPool2d,
-          nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+_POOLS = (
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.MaxPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.MaxPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+)
 
 
 class _Scaled:
     """A signal t·e^s of the linearised network."""
+
     __slots__ = ("t", "s")
 
     def __init__(self, t: torch.Tensor, s: float):
@@ -120,8 +174,9 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
         return super().call_method(target, args, kwargs)
 
 
-def synflow_gradients(model: nn.Module, input_shape: tuple[int, ...],
-                      layer_names: list[str]) -> tuple[list[torch.Tensor], float]:
+def synflow_gradients(
+    model: nn.Module, input_shape: tuple[int, ...], layer_names: list[str]
+) -> tuple[list[torch.Tensor], float]:
     """SynFlow gradients of the named layers' weights, float64, each divided by e^log_scale,
     and log_scale. The model is not touched: the work happens on a float64 copy on the CPU (SynFlow
     needs no data, and one pass is cheap)."""
@@ -132,15 +187,17 @@ def synflow_gradients(model: nn.Module, input_shape: tuple[int, ...],
     try:
         graph = torch.fx.symbolic_trace(work)
     except Exception as exc:  # fx raises many types for untraceable Python control flow
-        raise EvoproxyError(f"SynFlow needs a torch.fx-traceable model; tracing failed: "
-                            f"{str(exc).splitlines()[0]}") from None
+        raise EvoproxyError(
+            f"SynFlow needs a torch.fx-traceable model; tracing failed: {str(exc).splitlines()[0]}"
+        ) from None
     modules = dict(graph.named_modules())
     weights = [modules[n].weight for n in layer_names]
     for w in weights:
         w.requires_grad_(True)
     try:
-        out = selected(work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape),
-                                                                                dtype=torch.float64), 0.0)))
+        out = selected(
+            work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape), dtype=torch.float64), 0.0))
+        )
     except EvoproxyError as exc:  # its first line: torch.fx appends the graph node it failed at
         raise EvoproxyError(str(exc).splitlines()[0]) from None
     grads = torch.autograd.grad(out.t.sum(), weights, allow_unused=True)

@@ -5,6 +5,7 @@ about a minute on the CPU.
 
     python make_data.py [--images 3000] [--epochs 4] [--out .]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     images, labels = make_images(args.images)
     cut = len(images) * 4 // 5
-    np.savez_compressed(out / "bars.npz", train_images=images[:cut], train_labels=labels[:cut],
-                        test_images=images[cut:], test_labels=labels[cut:])
+    np.savez_compressed(
+        out / "bars.npz",
+        train_images=images[:cut],
+        train_labels=labels[:cut],
+        test_images=images[cut:],
+        test_labels=labels[cut:],
+    )
     model = train(images[:cut], labels[:cut], args.epochs)
     torch.save(model.state_dict(), out / "tinynet.pt")
     print(f"wrote {out / 'bars.npz'} ({cut} train and {len(images) - cut} test images) and {out / 'tinynet.pt'}")

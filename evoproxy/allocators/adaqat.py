@@ -1,0 +1,456 @@
+"""AdaQAT (Gernigon, Filip, Sentieys, Coggiola & Bruno): bit-widths learned during quantization-aware training.
+
+The weight and activation bit-widths are real numbers N_w, N_a (one pair for the network, as in the
+paper; with `per_layer`, one N_w per free layer and still one N_a), and every forward pass quantizes
+at ⌈N⌉: the weights by `quant.qat`'s LSQ quantizers at that bit-width, the layers' inputs by its LSQ
+activation quantizers (each candidate's steps initialised as `lsq_model` initialises them). On a grid
+of bit choices that skips some integers (2,4,8), ⌈N⌉ is the smallest choice ≥ N. The loss is
+
+    task cross-entropy + λ · BitOPs(⌈N_w⌉, ⌈N_a⌉) / BitOPs at the most bits,
+
+the BitOPs (Σ_l MACs_l · w_l · a) taken relative to the all-max configuration so that one λ means
+the same on any model (the paper's L_Hard = ⌈N_w⌉⌈N_a⌉ is this up to a constant for one pair). On
+every batch, before the weights' SGD step, the total loss is also measured (no gradient, BatchNorm
+statistics untouched) with each unfrozen N's bit-width one grid point lower (one higher at the
+bottom), and N moves by the finite difference, the paper's eq. 3-4:
+
+    N ← N − η · (L_total(here) − L_total(other)) / (here − other),
+
+the task loss's difference ⌈N⌉ − ⌊N⌋ of the paper divided by the grid step (1 on whole bits), and the
+hardware term's exact slope. N stays within [fewest bits − 1, most bits]. When the loss rises as bits
+fall, the slope is negative and N grows; λ pushes it down; where they balance, ⌈N⌉ oscillates. The
+paper's freeze rule: once ⌈N⌉ has reversed direction `oscillations` times (the paper's 10), it is
+fixed at the larger of its last two values, and the rest of the epochs are ordinary QAT of the weights
+and steps at the frozen bits. An N that never oscillates ends at its last ⌈N⌉.
+
+Budget: λ trades loss for BitOPs but guarantees no size (or BOPs) budget. Like EdMIPS, the found bits
+are projected onto the budget when over it, by the allocation stage's ILP: the configuration within
+the budget nearest to them (least Σ_l (w_l − found w_l)², activations at the found bit-width, or at
+the highest lower one that makes a BOPs budget feasible). The record says whether it was projected and
+keeps the bits found before. Activations take one bit-width for every layer, fixed layers included
+(the bits file holds one activation bit-width); fixed layers keep their weight bits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from ..allocation import Allocation, AllocationProblem, allocate, allocation_record, build_problem
+from ..errors import EvoproxyError
+from ..model import quantizable_modules
+from ..quant import epoch_batches, lsq_model, model_bops
+
+
+@dataclass(frozen=True)
+class AdaqatSettings:
+    """How AdaQAT searches: `epochs` over the training images in batches of `batch_size` (shuffled
+    with `seed` + epoch); weights and steps by SGD (momentum 0.9) at `lr` on a cosine to 0; N_w and
+    N_a start at `init_w_bits` / `init_a_bits` (None: the most bits of their choices) and move by
+    `w_lr` / `a_lr` (η) times the finite-difference slope of the task loss + `lam` (λ) × BitOPs
+    relative to the most bits; each freezes after `oscillations` reversals of ⌈N⌉. `per_layer`: one
+    N_w per free layer instead of one for the network. The paper's η (0.001, 0.0005) are for 150-300
+    epochs; these defaults move N by up to about a tenth of a bit a step, so that a search of a few
+    hundred steps settles."""
+
+    epochs: int = 1
+    lam: float = 1.0
+    w_lr: float = 0.5
+    a_lr: float = 0.5
+    init_w_bits: float | None = None
+    init_a_bits: float | None = None
+    oscillations: int = 10
+    per_layer: bool = False
+    lr: float = 0.01
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.oscillations < 1:
+            raise EvoproxyError(
+                f"--epochs, --batch-size and --oscillations must be at least 1, got {self.epochs}, "
+                f"{self.batch_size} and {self.oscillations}"
+            )
+        for flag, value, low in (
+            ("--bitops-lambda", self.lam, 0.0),
+            ("--lr", self.lr, None),
+            ("--w-lr", self.w_lr, None),
+            ("--a-lr", self.a_lr, None),
+        ):
+            if not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
+                raise EvoproxyError(
+                    f"{flag} must be a {'number from 0' if low is not None else 'positive number'}, got {value}"
+                )
+
+
+class FractionalBits:
+    """One relaxed bit-width N on the grid `choices`: `bits` is ⌈N⌉ on the grid, `step(slope)` the
+    gradient step N ← N − `lr` · slope with the paper's freeze rule after `oscillations` reversals
+    of ⌈N⌉. A single choice is frozen from the start. `flag` names the initial value in errors."""
+
+    def __init__(self, value: float, choices: Sequence[int], lr: float, oscillations: int, flag: str = "N"):
+        self.choices, self.lr, self.oscillations = tuple(sorted(choices)), lr, oscillations
+        low, high = self.choices[0] - 1, self.choices[-1]
+        if not (math.isfinite(value) and low <= value <= high):
+            raise EvoproxyError(
+                f"{flag} must be from {low} (one below the fewest bit choice) to {high} (the most), got {value}"
+            )
+        self.value = float(value)
+        self.reversals = 0
+        self.frozen = len(self.choices) == 1
+        self.frozen_at: int | None = None  # the step at which the freeze rule fixed the bits
+        self._frozen_bits = self.choices[0]
+        self._direction = 0
+        self._steps = 0
+
+    @property
+    def bits(self) -> int:
+        if self.frozen:
+            return self._frozen_bits
+        return self.choices[bisect.bisect_left(self.choices, self.value)]
+
+    def other(self) -> int | None:
+        """The grid point the finite difference compares `bits` with: the next choice below, or above
+        at the bottom of the grid; None when frozen."""
+        if self.frozen:
+            return None
+        k = self.choices.index(self.bits)
+        return self.choices[k - 1] if k else self.choices[1]
+
+    def step(self, slope: float) -> None:
+        """Move N against `slope` (∂L_total/∂N, per bit); count a reversal of ⌈N⌉'s direction and
+        freeze at the larger of its last two values on the `oscillations`-th."""
+        if self.frozen:
+            return
+        self._steps += 1
+        before = self.bits
+        self.value = min(max(self.value - self.lr * slope, self.choices[0] - 1.0), float(self.choices[-1]))
+        after = self.bits
+        if after == before:
+            return
+        direction = 1 if after > before else -1
+        if self._direction and direction != self._direction:
+            self.reversals += 1
+            if self.reversals >= self.oscillations:
+                self.frozen, self._frozen_bits, self.frozen_at = True, max(before, after), self._steps
+        self._direction = direction
+
+
+class BitSelect(nn.Module):
+    """A quantizer that applies its candidate at `bits` (one LSQ quantizer per bit choice): the
+    weight parametrization and the input quantizer of an AdaQAT layer."""
+
+    def __init__(self, candidates: Mapping[int, nn.Module], bits: int):
+        super().__init__()
+        self.candidates = nn.ModuleDict({str(b): q for b, q in candidates.items()})
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.candidates[str(self.bits)](x)
+
+
+def adaqat_network(
+    model: nn.Module, problem: AllocationProblem, calib_images: torch.Tensor
+) -> tuple[nn.Module, list[BitSelect], list[BitSelect]]:
+    """A copy of `model` (train mode) whose registry layers quantize their weights and inputs at
+    selectable bits: free layers' weights at any of `problem.w_choices`, fixed ones at their own
+    bits, inputs at any of `problem.a_choices`, every candidate's LSQ steps initialised on
+    `calib_images` (N, ...) as `lsq_model` does. Returns it with the weight selectors of the free
+    layers (`problem.free` order) and the input selectors of all layers; `model` is not modified."""
+    layers = problem.layers
+    n = len(layers)
+
+    def copy_modules(w: int, a: int) -> dict[str, nn.Module]:
+        # The layers of a throwaway `lsq_model` copy at w-bit weights and a-bit inputs; no BatchNorm
+        # re-estimation, so every copy shares the model's statistics.
+        return dict(quantizable_modules(lsq_model(model, layers, [w] * n, a, calib_images, bn_recalibration=False)))
+
+    identity = {l.name: nn.Identity() for l in layers}  # 32 bits: no quantizer
+    by_w = {
+        w: {name: m.parametrizations.weight[0] for name, m in copy_modules(w, 32).items()} if w < 32 else identity
+        for w in {*problem.w_choices, *(w for w, _ in problem.fixed.values())}
+    }
+    by_a = {
+        a: {name: m.act_quantizer for name, m in copy_modules(32, a).items()} if a < 32 else identity
+        for a in problem.a_choices
+    }
+    lowest = problem.a_choices[0]
+    # Built at the fewest activation bits, so that every layer whose input is quantized has its hook.
+    net = (
+        lsq_model(model, layers, [32] * n, lowest, calib_images, bn_recalibration=False)
+        if lowest < 32
+        else copy.deepcopy(model).train()
+    )
+    modules = dict(quantizable_modules(net))
+    w_select, a_select = [], []
+    for index, layer in enumerate(layers):
+        module = modules[layer.name]
+        w_bits = (problem.fixed[index][0],) if index in problem.fixed else problem.w_choices
+        select = BitSelect({w: by_w[w][layer.name] for w in w_bits}, w_bits[-1])
+        parametrize.register_parametrization(module, "weight", select)
+        if index not in problem.fixed:
+            w_select.append(select)
+        if hasattr(module, "act_quantizer"):
+            module.act_quantizer = BitSelect({a: by_a[a][layer.name] for a in problem.a_choices}, problem.a_choices[-1])
+            a_select.append(module.act_quantizer)
+    return net.to(calib_images.device), w_select, a_select
+
+
+@contextmanager
+def _buffers_kept(net: nn.Module) -> Iterator[None]:
+    """Restore `net`'s buffers (BatchNorm statistics) on exit: the finite differences' extra forward
+    passes run in train mode, as the step's does, but must not move the statistics."""
+    saved = [b.clone() for b in net.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(net.buffers(), saved):
+                b.copy_(s)
+
+
+@dataclass(frozen=True)
+class AdaqatEpoch:
+    """One finished epoch: N_w (one per free layer with `per_layer`, else one) and N_a after it,
+    the mean task loss of its steps, the BitOPs per sample of ⌈N⌉ after it, whether each of N_w and
+    N_a is frozen (all of N_w for per-layer), and its seconds."""
+
+    epoch: int
+    n_w: tuple[float, ...]
+    n_a: float
+    task_loss: float
+    bitops: float
+    w_frozen: bool
+    a_frozen: bool
+    seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class AdaqatResult:
+    """What a search gives: `allocation`, the policy within the budget; `found`, ⌈N⌉ at the end of
+    the search (the same when it fits); `n_w` (per free layer, `problem.free` order; all equal
+    without `per_layer`) and `n_a`, the final fractional bit-widths; `w_frozen_at` / `a_frozen_at`,
+    the step at which the freeze rule fixed each (None: it never oscillated enough); `history`, one
+    record per epoch; `seconds`, the whole search including the projection."""
+
+    problem: AllocationProblem
+    settings: AdaqatSettings
+    allocation: Allocation
+    found: Allocation
+    n_w: tuple[float, ...]
+    n_a: float
+    w_frozen_at: tuple[int | None, ...]
+    a_frozen_at: int | None
+    history: list[AdaqatEpoch]
+    seconds: float
+
+    @property
+    def projected(self) -> bool:
+        return (self.allocation.w_bits, self.allocation.a_bits) != (self.found.w_bits, self.found.a_bits)
+
+    def record(self, model: str) -> dict:
+        """The bit configuration file (`allocation_record`'s format, so `evoproxy quantize` reads
+        it, `act_bits` one int) of `model`, proxy "adaqat"; each layer's "sensitivity" is its
+        fractional N_w (fixed layers: their bits), and the key "adaqat" holds the settings, the
+        fractional bit-widths, the bits found before any projection and whether it was projected."""
+        n_w = {index: float(w) for index, (w, _) in self.problem.fixed.items()}
+        n_w.update(zip(self.problem.free, self.n_w))
+        rec = allocation_record(
+            self.allocation, self.problem.layers, [n_w[i] for i in range(len(n_w))], model=model, proxy="adaqat"
+        )
+        rec["adaqat"] = {
+            **asdict(self.settings),
+            "n_w": list(self.n_w),
+            "n_a": self.n_a,
+            "w_frozen_at_step": list(self.w_frozen_at),
+            "a_frozen_at_step": self.a_frozen_at,
+            "found_bits": list(self.found.w_bits),
+            "found_act_bits": self.found.a_bits[0],
+            "found_size_mb": self.found.size_mb,
+            "found_bops": self.found.bops,
+            "projected": self.projected,
+            "search_seconds": self.seconds,
+        }
+        return rec
+
+
+def _fit_to_budget(
+    problem: AllocationProblem, w_bits: Sequence[int], a: int, seconds: float, note: str
+) -> tuple[Allocation, Allocation]:
+    """(found, within budget): `w_bits` (L,) with every input at `a` bits as an allocation, and the
+    same or, over the budget, its projection: the nearest configuration within it (module docstring)."""
+    value = -((np.asarray(problem.w_choices)[None, :] - np.asarray(w_bits)[:, None]) ** 2.0)
+
+    def at(a_bits: int) -> AllocationProblem:
+        return build_problem(
+            problem.layers,
+            value,
+            problem.size_budget_mb,
+            bops=problem.bops_budget,
+            w_bits=problem.w_choices,
+            a_bits=(a_bits,),
+            bias_bits=problem.bias_bits,
+            fixed={i: (w, a_bits) for i, (w, _) in problem.fixed.items()},
+        )
+
+    found_problem = at(a)
+    choice = np.array([problem.w_choices.index(w_bits[i]) for i in problem.free])
+    found = found_problem.allocation(choice, "adaqat", True, seconds)
+    if found_problem.fits(choice):
+        return found, found
+    # At the found activation bits, or the most below them at which a BOPs budget can be met at all
+    # (none: the fewest, and the solver's one-line error).
+    scored = next(
+        (
+            p
+            for p in map(at, sorted((b for b in problem.a_choices if b <= a), reverse=True))
+            if p.bops_budget is None or p.min_bops <= p.bops_budget_int
+        ),
+        at(problem.a_choices[0]),
+    )
+    projection = allocate(scored, "ilp")
+    return found, replace(projection, method="adaqat", note=note)
+
+
+def search_adaqat(
+    model: nn.Module,
+    problem: AllocationProblem,
+    train: tuple[torch.Tensor, torch.Tensor],
+    calib_images: torch.Tensor,
+    settings: AdaqatSettings = AdaqatSettings(),
+    log: Callable[[str], None] = print,
+) -> AdaqatResult:
+    """Search the weight bits (`problem.w_choices`, per network or per free layer) and the one
+    activation bit-width (`problem.a_choices`) of `model` with AdaQAT under `problem`'s fixed layers
+    and budgets (its values are ignored), on `train` = (images (N, ...), labels (N,)), the quantizers
+    initialised on `calib_images`; on the device of `calib_images`. One line per epoch goes to `log`
+    (N_w, N_a, task loss, BitOPs). An infeasible budget is refused before any training."""
+    problem.check_feasible()
+    start = time.perf_counter()
+    device = calib_images.device
+    layers, free = problem.layers, problem.free
+    w_choices, a_choices = problem.w_choices, problem.a_choices
+    init_w = w_choices[-1] if settings.init_w_bits is None else settings.init_w_bits
+    init_a = a_choices[-1] if settings.init_a_bits is None else settings.init_a_bits
+    w_vars = [
+        FractionalBits(init_w, w_choices, settings.w_lr, settings.oscillations, "--init-w-bits")
+        for _ in range(len(free) if settings.per_layer else 1)
+    ]
+    a_var = FractionalBits(init_a, a_choices, settings.a_lr, settings.oscillations, "--init-a-bits")
+    fixed_w = {i: w for i, (w, _) in problem.fixed.items()}
+    net, w_select, a_select = adaqat_network(model, problem, calib_images)
+
+    def full_w(free_w: Sequence[int]) -> list[int]:
+        bits = {**fixed_w, **dict(zip(free, free_w))}
+        return [bits[i] for i in range(len(layers))]
+
+    def current() -> tuple[list[int], int]:
+        return [v.bits for v in w_vars] * (1 if settings.per_layer else len(free)), a_var.bits
+
+    def select(free_w: Sequence[int], a: int) -> None:
+        for s, w in zip(w_select, free_w):
+            s.bits = w
+        for s in a_select:
+            s.bits = a
+
+    most_bitops = model_bops(layers, full_w([w_choices[-1]] * len(free)), a_choices[-1])
+
+    def hardware(free_w: Sequence[int], a: int) -> float:
+        return model_bops(layers, full_w(free_w), a) / most_bitops
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.9)
+    images, labels = train
+    history: list[AdaqatEpoch] = []
+    for epoch in range(settings.epochs):
+        epoch_start = time.perf_counter()
+        net.train()
+        task_sum, steps = 0.0, 0
+        for x, y in epoch_batches(
+            images, labels, optimizer, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device
+        ):
+            free_w, a = current()
+            # Each unfrozen N against the configuration with its bit-width at the other grid point,
+            # measured on the weights that the step below is about to move.
+            probes = []
+            for var, slots in (
+                [(v, [f]) for f, v in enumerate(w_vars)] if settings.per_layer else [(w_vars[0], range(len(free)))]
+            ):
+                if var.other() is not None:
+                    probe_w = list(free_w)
+                    for f in slots:
+                        probe_w[f] = var.other()
+                    probes.append((var, var.bits, var.other(), probe_w, a))
+            if a_var.other() is not None:
+                probes.append((a_var, a, a_var.other(), free_w, a_var.other()))
+            with torch.no_grad(), _buffers_kept(net):
+                losses = []
+                for *_, probe_w, probe_a in probes:
+                    select(probe_w, probe_a)
+                    losses.append(F.cross_entropy(net(x), y).item())
+            select(free_w, a)
+            task = F.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            task.backward()
+            optimizer.step()
+            here = task.item() + settings.lam * hardware(free_w, a)
+            for (var, bits, other, probe_w, probe_a), loss in zip(probes, losses):
+                var.step((here - loss - settings.lam * hardware(probe_w, probe_a)) / (bits - other))
+            task_sum += task.item()
+            steps += 1
+        free_w, a = current()
+        history.append(
+            AdaqatEpoch(
+                epoch + 1,
+                tuple(v.value for v in w_vars),
+                a_var.value,
+                task_sum / steps,
+                model_bops(layers, full_w(free_w), a),
+                all(v.frozen for v in w_vars),
+                a_var.frozen,
+                time.perf_counter() - epoch_start,
+            )
+        )
+        r = history[-1]
+        n_w = (
+            f"mean {np.mean(r.n_w):.3f} (W bits {','.join(map(str, free_w))})"
+            if settings.per_layer
+            else f"{r.n_w[0]:.3f} (W{free_w[0]})"
+        )
+        log(
+            f"epoch {r.epoch}/{settings.epochs}: N_w {n_w}{' frozen' if r.w_frozen else ''}, N_a {r.n_a:.3f} "
+            f"(A{a}){' frozen' if r.a_frozen else ''}, task loss {r.task_loss:.4f}, BitOPs {r.bitops / 1e9:.4g} G "
+            f"({r.bitops / most_bitops:.3f} of the most), {r.seconds:.1f} s"
+        )
+    free_w, a = current()
+    found, chosen = _fit_to_budget(
+        problem,
+        full_w(free_w),
+        a,
+        time.perf_counter() - start,
+        "found bits over the budget: projected to the nearest configuration within it",
+    )
+    seconds = time.perf_counter() - start
+    per_free = [v for v in w_vars for _ in range(1 if settings.per_layer else len(free))]
+    return AdaqatResult(
+        problem,
+        settings,
+        replace(chosen, seconds=seconds),
+        found,
+        tuple(v.value for v in per_free),
+        a_var.value,
+        tuple(v.frozen_at for v in per_free),
+        a_var.frozen_at,
+        history,
+        seconds,
+    )

@@ -1,0 +1,184 @@
+"""SMPQ (Kang, Ma, Yu & Gao): bit-widths chosen by their Shapley values on the EdMIPS supernet.
+
+The players are the (free layer, weight bit-width) options of the supernet, and its (free layer,
+activation bit-width) options when those are searched too. A coalition S is the supernet with
+every absent option taken out of its mix (the mix renormalised over the present options; a
+layer's weight or input with none is 0), and its value is the validation accuracy less the
+complexity, V(S) = acc(S) − γ · E_S[cost] with EdMIPS's `expected_cost` (size, and BOPs under a
+BOPs budget, relative to the most bits': the paper's accuracy-complexity trade-off; γ = 0 by
+default, as in EdMIPS: the projection meets the budget).
+The supernet's weights train on the cross-entropy as in EdMIPS, but α takes no gradient: after
+every epoch a round of Monte Carlo permutation sampling (Castro et al. 2009; the paper's eq. 6)
+estimates the Shapley values ψ, each sample truncated once the value has dropped by more than
+`truncation` below the full supernet's, and α moves by the paper's momentum rule (eq. 8, 9)
+
+    q_k = β q_{k−1} + (1 − β) ψ / ‖ψ‖₂,    α_k = α_{k−1} + ξ q_k / ‖q_k‖₂   (ξ = 0.1, β = 0.8: table 1).
+
+The policy takes the option of largest α per layer's weight (and input) (the largest accumulated
+contribution), and EdMIPS's projection, the most probable configuration under softmax(α) within
+the budget (the same as the one of largest Σ α, since log softmax shifts each mix's α by one
+constant), meets the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..allocation import AllocationProblem
+from ..errors import EvoproxyError
+from .edmips import BitMixer, EdmipsResult, EdmipsSettings, expected_cost, option_probabilities, search_edmips
+
+
+@dataclass(frozen=True)
+class SmpqSettings:
+    """SMPQ's Shapley rounds: `samples` permutations per round (one round per epoch), each cut
+    short once the coalition's value is more than `truncation` (a fraction of accuracy) below the
+    full supernet's; `xi` (ξ) the step of α, `beta` (β) the momentum of the accumulated values."""
+
+    samples: int = 10
+    truncation: float = 0.5
+    xi: float = 0.1
+    beta: float = 0.8
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise EvoproxyError(f"--samples must be at least 1, got {self.samples}")
+        for flag, value, ok in (
+            ("--truncation", self.truncation, self.truncation > 0),
+            ("--xi", self.xi, self.xi > 0),
+            ("--beta", self.beta, 0 <= self.beta < 1),
+        ):
+            if not (math.isfinite(value) and ok):
+                raise EvoproxyError(
+                    f"{flag} must be {'from 0 to below 1' if flag == '--beta' else 'positive'}, got {value}"
+                )
+
+
+def shapley_permutations(
+    value: Callable[[np.ndarray], float],
+    players: int,
+    samples: int,
+    rng: np.random.Generator,
+    truncation: float = math.inf,
+) -> tuple[np.ndarray, int]:
+    """Monte Carlo permutation estimate of the Shapley values of `players` under `value`, a
+    function of a boolean mask (players,) of the coalition. Each of `samples` random orders takes
+    the players out of the full coalition one by one and credits each with the value its removal
+    loses: its marginal contribution to the players after it, i.e. the permutation read backwards,
+    so the mean over orders is unbiased. Once the value has fallen more than `truncation` below
+    the full coalition's, the rest of that order is credited 0. Returns the estimates (players,)
+    and how many times `value` was called."""
+    mask = np.ones(players, dtype=bool)
+    full = value(mask)
+    calls = 1
+    total = np.zeros(players)
+    for _ in range(samples):
+        mask[:] = True
+        current = full
+        for i in rng.permutation(players):
+            if full - current > truncation:
+                break
+            mask[i] = False
+            after = value(mask)
+            calls += 1
+            total[i] += current - after
+            current = after
+    return total / samples, calls
+
+
+class ShapleyAlphaRule:
+    """`search_edmips`'s `alpha_rule` for SMPQ: one round of `shapley_permutations` on the
+    validation images per call, then the momentum step of α (module docstring). Counts the value
+    evaluations in `evaluations`."""
+
+    def __init__(
+        self,
+        problem: AllocationProblem,
+        val: tuple[torch.Tensor, torch.Tensor],
+        gamma: float,
+        settings: SmpqSettings,
+        batch_size: int,
+        seed: int,
+    ):
+        self.problem, self.val, self.gamma, self.settings, self.batch_size = problem, val, gamma, settings, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.momentum: np.ndarray | None = None
+        self.evaluations = 0
+
+    @staticmethod
+    def _rows(mixers: list[BitMixer], flat: np.ndarray) -> list[np.ndarray]:
+        """`flat` (one entry per player) cut into one row per mixer."""
+        return np.split(flat, np.cumsum([len(m.alpha) for m in mixers])[:-1])
+
+    def _value(self, supernet: nn.Module, mixers: list[BitMixer], mask: np.ndarray) -> float:
+        device = mixers[0].alpha.device
+        for m, row in zip(mixers, self._rows(mixers, mask)):
+            m.present.copy_(torch.as_tensor(row, device=device))
+        images, labels = self.val
+        correct = sum(
+            int(
+                (
+                    supernet(images[i : i + self.batch_size].to(device)).argmax(1)
+                    == labels[i : i + self.batch_size].to(device)
+                ).sum()
+            )
+            for i in range(0, len(images), self.batch_size)
+        )
+        cost = expected_cost(self.problem, option_probabilities(self.problem, mixers)).item()
+        return correct / len(images) - self.gamma * cost
+
+    def __call__(self, supernet: nn.Module, mixers: list[BitMixer]) -> str:
+        supernet.eval()
+        with torch.no_grad():
+            psi, calls = shapley_permutations(
+                lambda mask: self._value(supernet, mixers, mask),
+                sum(len(m.alpha) for m in mixers),
+                self.settings.samples,
+                self.rng,
+                self.settings.truncation,
+            )
+            for m in mixers:
+                m.present.fill_(True)
+            beta = self.settings.beta
+            step = psi / max(np.linalg.norm(psi), 1e-12)  # all contributions 0 (e.g. a model of one class): no step
+            self.momentum = (1 - beta) * step if self.momentum is None else beta * self.momentum + (1 - beta) * step
+            move = self.settings.xi * self.momentum / max(np.linalg.norm(self.momentum), 1e-12)
+            for m, row in zip(mixers, self._rows(mixers, move)):
+                m.alpha += torch.as_tensor(row, dtype=m.alpha.dtype, device=m.alpha.device)
+        supernet.train()
+        self.evaluations += calls
+        return f"Shapley round of {self.settings.samples} permutations, {calls} value evaluations"
+
+
+def search_smpq(
+    model: nn.Module,
+    problem: AllocationProblem,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    calib_images: torch.Tensor,
+    settings: EdmipsSettings = EdmipsSettings(),
+    smpq: SmpqSettings = SmpqSettings(),
+    log: Callable[[str], None] = print,
+) -> EdmipsResult:
+    """SMPQ's policy (method "smpq") for `model` under `problem`: the EdMIPS supernet trained on
+    `train`, α moved by Shapley rounds valued on `val` = (images, labels), the projection onto the
+    budget; `details` records the number of value evaluations ("value_evaluations")."""
+    if len(val[0]) == 0:
+        raise EvoproxyError("SMPQ needs validation images for its value function (--val-images)")
+    rule = ShapleyAlphaRule(problem, val, settings.gamma, smpq, settings.batch_size, settings.seed)
+    result = search_edmips(model, problem, train, calib_images, settings, log, method="smpq", alpha_rule=rule)
+    result.details.update(
+        samples=smpq.samples,
+        truncation=smpq.truncation,
+        xi=smpq.xi,
+        beta=smpq.beta,
+        value_evaluations=rule.evaluations,
+        validation_images=len(val[0]),
+    )
+    return result

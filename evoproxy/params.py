@@ -1,0 +1,108 @@
+"""Settings checked by parameter name from one declarative table per class, in the shape of
+scikit-learn's `_parameter_constraints`: a class says what each of its parameters must be, and a
+value outside that is a `ParameterError` (evoproxy.errors) naming the class and the parameter. The library never
+names a command-line flag; the command line alone turns a parameter into its flag
+(`evoproxy.cli.args.FLAGS`).
+
+    @dataclass(frozen=True)
+    class Settings:
+        epochs: int = 1
+        lr: float = 0.01
+        CONSTRAINTS = {"epochs": Interval(1, None, integer=True), "lr": Interval(0, None, closed="neither")}
+
+        def __post_init__(self):
+            check_parameters(self)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ParameterError
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number between `low` and `high` (None: unbounded on that side), `closed` on "both"
+    sides, "left", "right" or "neither"; whole numbers only where `integer`. NaN and booleans
+    never pass."""
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+    integer: bool = False
+
+    def __call__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if math.isnan(value):
+            return False
+        low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
+        high_ok = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
+        return low_ok and high_ok
+
+    def __str__(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        low_word = "at least" if self.closed in ("both", "left") else "above"
+        high_word = "at most" if self.closed in ("both", "right") else "below"
+        if self.low is None and self.high is None:
+            return kind
+        if self.high is None:
+            return f"{kind} {low_word} {self.low:g}"
+        if self.low is None:
+            return f"{kind} {high_word} {self.high:g}"
+        if self.closed == "both":
+            return f"{kind} between {self.low:g} and {self.high:g}"
+        return f"{kind} {low_word} {self.low:g} and {high_word} {self.high:g}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of `values` (compared with ==, booleans apart from numbers)."""
+
+    values: tuple
+
+    def __call__(self, value: Any) -> bool:
+        return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
+
+    def __str__(self) -> str:
+        words = list(map(str, self.values))
+        return " or ".join(words) if len(words) < 3 else "one of " + ", ".join(words)
+
+
+@dataclass(frozen=True)
+class Satisfies:
+    """A value for which `test` is true, worded as `requirement`."""
+
+    test: Callable[[Any], bool]
+    requirement: str
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError):
+            return False
+
+    def __str__(self) -> str:
+        return self.requirement
+
+
+Constraint = Interval | OneOf | Satisfies
+
+
+def check_parameters(
+    obj: Any, constraints: Mapping[str, Constraint | list[Constraint]] | None = None, owner: str | None = None
+) -> None:
+    """Raise `ParameterError` for the first parameter of `obj` (an object's attribute, or a
+    mapping's key) that meets none of its constraints; `constraints` default to
+    `obj.CONSTRAINTS`, and `owner`, the name errors give, to `obj`'s class name."""
+    constraints = type(obj).CONSTRAINTS if constraints is None else constraints
+    owner = owner or type(obj).__name__
+    for param, rules in constraints.items():
+        rules = rules if isinstance(rules, list) else [rules]
+        value = obj[param] if isinstance(obj, Mapping) else getattr(obj, param)
+        if not any(rule(value) for rule in rules):
+            raise ParameterError(owner, param, " or ".join(map(str, rules)), value)

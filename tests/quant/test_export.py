@@ -1,0 +1,184 @@
+"""ONNX export with QuantizeLinear/DequantizeLinear pairs: the file, run in onnxruntime, scores what
+the fake-quantized PyTorch model scores (round-to-nearest PTQ on the default model, QAT on a tiny
+one); every quantized layer's weight and input pass through a QDQ pair whose integers hold the
+configuration's bits; `evoproxy export` and its one-line errors."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import user_models
+from evoproxy.cli import main
+from evoproxy.model import accuracy, layer_registry, load_model, open_data
+from evoproxy.quant import (
+    QatSettings,
+    QuantSettings,
+    export_onnx,
+    lsq_model,
+    onnxruntime_accuracy,
+    quantize_model,
+    train_qat,
+)
+
+
+@pytest.fixture
+def onnx():
+    """The onnx module, with onnxruntime beside it (the `onnx` extra), or the test is skipped."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is absent: pip install -e '.[onnx]'")
+    return pytest.importorskip("onnx", reason="onnx is absent: pip install -e '.[onnx]'")
+
+
+def _qdq_layers(onnx, path) -> dict[str, dict]:
+    """Per quantized weight of the ONNX file `path` (by its initializer's name): the integer levels
+    its QuantizeLinear gives, and the integer types of its own and of its layer's input QDQ pair."""
+    from onnx import numpy_helper
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    initializer = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+
+    def qdq(tensor):
+        """The QuantizeLinear node of the QDQ pair that gives `tensor`, or None."""
+        dq = producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = producer.get(dq.input[0])
+        return q if q is not None and q.op_type == "QuantizeLinear" and q.input[1] == dq.input[1] else None
+
+    found = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and (wq := qdq(node.input[1])) is not None:
+            w, scale = initializer[wq.input[0]], initializer[wq.input[1]]
+            axis = next(a.i for a in wq.attribute if a.name == "axis")
+            xq = qdq(node.input[0])
+            found[wq.input[0]] = {
+                "levels": w / scale.reshape(-1, *[1] * (w.ndim - 1)),
+                "axis": axis,
+                "weight_type": types[wq.output[0]],
+                "input_type": types[xq.output[0]] if xq is not None else None,
+            }
+    return found
+
+
+def _check_qdq(onnx, path, layers, bits) -> None:
+    """Every layer's weight is per-channel int8 with levels within its bits, and its input uint8."""
+    found = _qdq_layers(onnx, path)
+    assert set(found) == {f"{l.name}.parametrizations.weight.original" for l in layers}
+    for layer, b in zip(layers, bits):
+        pair = found[f"{layer.name}.parametrizations.weight.original"]
+        levels, q = pair["levels"], 2 ** (b - 1) - 1
+        assert np.allclose(levels, np.round(levels), atol=1e-3)  # the initializer holds the quantized weight
+        assert np.abs(np.round(levels)).max() == q  # every level within b bits, the peak on ±q
+        assert pair["axis"] == 0 and pair["weight_type"] == onnx.TensorProto.INT8
+        assert pair["input_type"] == onnx.TensorProto.UINT8
+
+
+def test_the_ptq_model_in_onnxruntime_scores_what_the_fake_quantized_model_scores(onnx, tmp_path):
+    source = open_data()
+    model, _ = load_model("default")
+    layers = layer_registry(model, source.input_shape)
+    bits = [8, *([2, 3, 4] * len(layers))[: len(layers) - 2], 8]
+    calib = source.calibration()[0]
+    images, labels = source.evaluation(500)
+    export_onnx(lsq_model(model, layers, bits, 8, calib), layers, source.input_shape, tmp_path / "ptq.onnx")
+    reference = accuracy(quantize_model(model, layers, bits, calib, QuantSettings(8)), images, labels)
+    assert abs(onnxruntime_accuracy(tmp_path / "ptq.onnx", images, labels) - reference) <= 0.2
+    assert reference < accuracy(model, images, labels) - 0.5  # 2-bit layers: quantization shows
+    _check_qdq(onnx, tmp_path / "ptq.onnx", layers, bits)
+
+
+def test_the_qat_model_in_onnxruntime_gives_the_qat_models_outputs_at_4_bit_activations(onnx, tmp_path):
+    import onnxruntime
+
+    model, layers, train, evaluation = user_models.brightness_task()
+    w_bits, a_bits = [3, 2], 4
+    qmodel = lsq_model(model, layers, w_bits, a_bits, train[0])
+    train_qat(qmodel, model, train, evaluation, QatSettings(epochs=2, batch_size=16), log=lambda m: None)
+    qmodel.eval()
+    x = torch.cat([evaluation[0], 4 * evaluation[0]])  # and inputs beyond the calibrated ranges, which clip
+    with torch.no_grad():
+        before = qmodel(x)
+    export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "qat.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "qat.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert torch.equal(qmodel(x), before)  # the export left the QAT model as it was
+    np.testing.assert_allclose(got, before.numpy(), atol=1e-4)
+    assert onnxruntime_accuracy(tmp_path / "qat.onnx", *evaluation) == accuracy(qmodel, *evaluation)
+    _check_qdq(onnx, tmp_path / "qat.onnx", layers, w_bits)
+    # 4-bit activations: a Clip to the 16 levels before each uint8 QuantizeLinear.
+    nodes = onnx.load(str(tmp_path / "qat.onnx")).graph.node
+    producer = {out: node for node in nodes for out in node.output}
+    inputs = [producer[n.input[0]] for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in producer]
+    assert len(inputs) == len(layers) and all(n.op_type == "Clip" for n in inputs)
+
+
+@pytest.fixture
+def mlp_files(trained_mlp):
+    """The trained MLP's flags, with bits.json for it in the cwd."""
+    Path("bits.json").write_text(json.dumps({"bits": [3, 2, 3]}))
+    return trained_mlp
+
+
+def _qat_checkpoint(bits: list[int], path: str) -> None:
+    """QAT of the trained MLP (in the cwd) for 2 epochs, its checkpoint written to `path` as
+    `evoproxy quantize --method qat --checkpoint` writes it."""
+    model, _ = load_model("user_models:mlp", "mlp.pt")
+    images, labels = user_models.vectors()
+    qmodel = lsq_model(model, layer_registry(model, (12,)), bits, 8, images[:64])
+    train_qat(
+        qmodel,
+        model,
+        (images, labels),
+        (images, labels),
+        QatSettings(epochs=2, batch_size=32),
+        path,
+        log=lambda m: None,
+    )
+
+
+def _accuracies(out: str) -> tuple[float, float]:
+    found = re.search(r"onnxruntime ([\d.]+) %, PyTorch fake-quantized ([\d.]+) %", out)
+    assert found, out
+    return float(found[1]), float(found[2])
+
+
+def test_export_writes_the_ptq_and_the_qat_model_and_checks_them(onnx, mlp_files, capsys):
+    _qat_checkpoint([3, 2, 3], "qat.pt")
+    assert main(["export", *mlp_files, "--bits-file", "bits.json", "--onnx", "ptq.onnx"]) == 0
+    ptq_out = capsys.readouterr().out
+    assert "round-to-nearest PTQ model" in ptq_out and "int8 holding 2/3-bit levels" in ptq_out
+    assert main(["export", *mlp_files, "--bits-file", "bits.json", "--checkpoint", "qat.pt", "--onnx", "qat.onnx"]) == 0
+    qat_out = capsys.readouterr().out
+    assert "QAT model of qat.pt (2 epoch(s))" in qat_out
+    for out in (ptq_out, qat_out):
+        ours, theirs = _accuracies(out)
+        assert abs(ours - theirs) <= 0.2
+    assert Path("ptq.onnx").read_bytes() != Path("qat.onnx").read_bytes()  # the trained weights and steps
+
+
+def test_export_one_line_errors(mlp_files, capsys, one_line_error):
+    export = ["export", *mlp_files, "--onnx", "m.onnx", "--eval-size", "0"]
+    Path("short.json").write_text(json.dumps({"bits": [4, 4]}))
+    assert main([*export, "--bits-file", "short.json"]) == 2
+    one_line_error("short.json has 2 bits but the model has 3 quantizable layers")
+    Path("w16.json").write_text(json.dumps({"bits": [4, 16, 4]}))
+    assert main([*export, "--bits-file", "w16.json"]) == 2
+    one_line_error("layer '2' has 16-bit weights, which do not fit ONNX QuantizeLinear's int8")
+    Path("a16.json").write_text(json.dumps({"bits": [4, 4, 4], "act_bits": 16}))
+    assert main([*export, "--bits-file", "a16.json"]) == 2
+    one_line_error("16-bit activations, which do not fit ONNX QuantizeLinear's uint8")
+    assert main(["export", *mlp_files, "--bits-file", "bits.json", "--onnx", "no/m.onnx"]) == 2
+    one_line_error("--onnx no/m.onnx needs an existing, writable folder")
+    assert not Path("m.onnx").exists()
+    # A QAT checkpoint of other bits would load (same layers) and bring its own bits: refused.
+    _qat_checkpoint([3, 2, 3], "qat.pt")
+    Path("other.json").write_text(json.dumps({"bits": [3, 3, 3]}))
+    assert main([*export, "--bits-file", "other.json", "--checkpoint", "qat.pt"]) == 2
+    one_line_error("qat.pt was trained with other bits")

@@ -1,0 +1,70 @@
+import torch
+from torch import nn
+
+from evoproxy.model import accuracy, calibration_batch, calibration_set, layer_registry, load_model, normalize
+from evoproxy.quant import QuantSettings, model_bops, model_size_mb, quantize_model, quantize_weight
+
+
+def test_size_and_bops_match_a_hand_count():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=True), nn.Flatten(), nn.Linear(2 * 4 * 4, 3, bias=False))
+    layers = layer_registry(model, (1, 6, 6))
+    # conv: 18 weights at 4 bits + 2 biases at 32 bits; linear: 96 weights at 2 bits.
+    assert model_size_mb(layers, [4, 2]) == (18 * 4 + 2 * 32 + 96 * 2) / 8e6
+    # conv: 4×4 outputs × 2 channels × 9 MACs = 288; linear: 96 MACs.
+    assert model_bops(layers, [4, 2], 8) == 288 * 4 * 8 + 96 * 2 * 8
+    assert model_bops(layers, [4, 2], [6, 5]) == 288 * 4 * 6 + 96 * 2 * 5
+
+
+def test_weight_quantizer_uses_at_most_2q_plus_1_levels_per_channel_and_is_pure():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3)
+    before = w.clone()
+    for bits in (2, 3, 4):
+        q = quantize_weight(w, bits)
+        assert torch.equal(w, before)
+        for c in range(4):
+            assert len(torch.unique(q[c])) <= 2**bits - 1
+        assert (q - w).pow(2).mean() < w.pow(2).mean()
+    errs = [(quantize_weight(w, b) - w).pow(2).mean().item() for b in (2, 3, 4, 8)]
+    assert errs == sorted(errs, reverse=True)
+
+
+def test_8_bit_quantization_keeps_accuracy_within_half_a_point():
+    model, _ = load_model("default")
+    layers = layer_registry(model, (1, 28, 28))
+    images, labels = calibration_set()
+    x = normalize(images)
+    fp = accuracy(model, x, labels)
+    for bn in (True, False):
+        q = quantize_model(model, layers, [8] * len(layers), x[:256], QuantSettings(8, bn))
+        # Stated tolerance: W8A8 changes accuracy on the 512 calibration images by under 0.5 points.
+        assert abs(accuracy(q, x, labels) - fp) < 0.5
+
+
+def test_quantize_model_leaves_the_model_untouched():
+    model, _ = load_model("default")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = layer_registry(model, (1, 28, 28))
+    quantize_model(model, layers, [2] * len(layers), calibration_batch(32)[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient():
+    from evoproxy.quant.fakequant import _ActQuant
+
+    gen = torch.Generator().manual_seed(0)
+    for bits in (2, 4, 8):
+        hook = _ActQuant(bits)
+        calib = torch.randn(4000, generator=gen) * 3 + 1
+        hook(None, (calib,))  # calibrating: records the range only
+        hook.calibrating = False
+        scale, zero = hook.scale_and_zero()
+        x = torch.randn(20000, generator=gen) * 4 + 1  # partly outside the calibrated range
+        x = torch.cat([x, torch.tensor([3e7, -3e7, 1e30, -1e30])])  # steps beyond 2^24, where float32 rounds
+        fused = torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2**bits - 1)
+        with torch.no_grad():
+            assert torch.equal(hook(None, (x,))[0], fused)
+        leaf = x.clone().requires_grad_()
+        hook(None, (leaf,))[0].sum().backward()
+        inside = (fused > fused.min()) & (fused < fused.max())  # within the range: the straight-through gradient
+        assert torch.equal(leaf.grad[inside], torch.ones(int(inside.sum())))
