@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evoproxy import methods as methods_lib
 from evoproxy.allocation import allocate, average_bits, build_problem, proxy_problem, uniform_points
+from evoproxy.allocators import ALLOCATORS
 from evoproxy.cli.args import add_data_args, data_source, parse_bits
-from evoproxy.cli.methods import search_split
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import accuracy, check_device, layer_registry, load_model
 from evoproxy.proxy import get_proxy, needs_hessian
@@ -56,7 +55,7 @@ from evoproxy.stats import StatsSettings, load_or_compute_stats
 DEFAULT_BUDGETS = {"resnet20-fmnist": [0.085, 0.095, 0.105]}  # where README's pareto table shows allocations differ
 RULE_FRACTIONS = (0.25, 0.5, 0.75)  # of the way from every free layer at the fewest bits to every one at the most
 BOPS_FRACTION = 0.4  # below uniform W3's BOPs, so that the BOPs budget binds where the size budget does not
-SMPQ_VAL_IMAGES = 512
+SEARCH_SETTINGS = {"adaqat": {"per_layer": True}}  # beside --search-epochs and --seed; the methods' defaults otherwise
 
 
 def log(msg: str) -> None:
@@ -328,10 +327,12 @@ class Runner:
 
     def method_rows(self, names: list[str]) -> None:
         args = self.args
-        edmips = methods_lib.EdmipsSettings(epochs=args.search_epochs, seed=args.seed)
         for size, bops, allocator in self.pending(names):
-            val = SMPQ_VAL_IMAGES if allocator == "smpq" else 0
-            train, held = search_split(self.train, args.search_images, None, val, args.seed)
+            method = ALLOCATORS[allocator]
+            settings = method.settings(epochs=args.search_epochs, seed=args.seed, **SEARCH_SETTINGS.get(allocator, {}))
+            data = method.search_data(
+                self.train, self.evaluator.calib_images, train_images=args.search_images, seed=args.seed
+            )
             problem = build_problem(
                 self.layers,
                 np.zeros(len(self.layers)),
@@ -342,17 +343,8 @@ class Runner:
                 fixed=self.fixed,
             )
             model = load_model(self.name)[0].to(self.evaluator.images.device)
-            calib = self.evaluator.calib_images
-            log(f"{self.name} {budget_label(size, bops)}: {allocator} search on {len(train[0])} training images")
-            if allocator == "seam":
-                result = methods_lib.search_seam(model, problem, train, calib, edmips, log=lambda m: None)
-            elif allocator == "smpq":
-                result = methods_lib.search_smpq(model, problem, train, held, calib, edmips, log=lambda m: None)
-            elif allocator == "adaqat":
-                adaqat = methods_lib.AdaqatSettings(epochs=args.search_epochs, per_layer=True, seed=args.seed)
-                result = methods_lib.search_adaqat(model, problem, train, calib, adaqat, log=lambda m: None)
-            else:
-                result = methods_lib.search_edmips(model, problem, train, calib, edmips, log=lambda m: None)
+            log(f"{self.name} {budget_label(size, bops)}: {allocator} search on {len(data.train[0])} training images")
+            result = method.search(model, problem, data, settings, lambda m: None)
             self.measure(
                 size,
                 bops,
@@ -362,8 +354,8 @@ class Runner:
                 {"search": result.seconds},
                 {
                     "search": {
-                        "train_images": len(train[0]),
-                        "validation_images": len(held[0]),
+                        "train_images": len(data.train[0]),
+                        "validation_images": len(data.validation[0]),
                         "epochs": args.search_epochs,
                     }
                 },

@@ -20,7 +20,8 @@ import time
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.proxy import INPUT, load_space, sample_genome
 from evoproxy.evolve import CSPSettings, transfer_benches
-from evoproxy.evolve.evolution import Evaluator, search_partition
+from evoproxy.evolve.fitness import search_partition
+from evoproxy.evolve.workers import Evaluator
 
 
 def main() -> None:

@@ -39,7 +39,19 @@ _API = {
     "bench": ["Bench", "bench_stats", "load_bench", "rank_proxy"],
     "evolve": ["Evolution", "EvolutionSettings", "search_fitness"],
     "allocation": ["Allocation", "allocate", "build_problem", "proxy_problem"],
-    "allocators": ["AdaqatSettings", "EdmipsSettings", "search_adaqat", "search_edmips", "search_seam", "search_smpq"],
+    "allocators": [
+        "ALLOCATORS",
+        "AdaqatSettings",
+        "EdmipsSettings",
+        "SearchData",
+        "SearchResult",
+        "SeamSettings",
+        "SmpqSettings",
+        "search_adaqat",
+        "search_edmips",
+        "search_seam",
+        "search_smpq",
+    ],
     "errors": ["EvoproxyError"],
 }
 _HOME = {name: stage for stage, names in _API.items() for name in names}

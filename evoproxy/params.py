@@ -17,6 +17,7 @@ names a command-line flag; the command line alone turns a parameter into its fla
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,8 @@ from .errors import ParameterError
 @dataclass(frozen=True)
 class Interval:
     """A number between `low` and `high` (None: unbounded on that side), `closed` on "both"
-    sides, "left", "right" or "neither"; whole numbers only where `integer`. NaN and booleans
-    never pass."""
+    sides, "left", "right" or "neither"; whole numbers only where `integer` (numpy's too). NaN and
+    booleans never pass; `high=math.inf` open on the right asks for a finite number."""
 
     low: float | None = None
     high: float | None = None
@@ -36,7 +37,7 @@ class Interval:
     integer: bool = False
 
     def __call__(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.integer else numbers.Real):
             return False
         if math.isnan(value):
             return False
@@ -45,18 +46,20 @@ class Interval:
         return low_ok and high_ok
 
     def __str__(self) -> str:
-        kind = "a whole number" if self.integer else "a number"
+        finite = self.high == math.inf and self.closed in ("left", "neither")
+        kind = "a whole number" if self.integer else "a finite number" if finite else "a number"
+        high = None if finite else self.high
         low_word = "at least" if self.closed in ("both", "left") else "above"
         high_word = "at most" if self.closed in ("both", "right") else "below"
-        if self.low is None and self.high is None:
+        if self.low is None and high is None:
             return kind
-        if self.high is None:
+        if high is None:
             return f"{kind} {low_word} {self.low:g}"
         if self.low is None:
-            return f"{kind} {high_word} {self.high:g}"
+            return f"{kind} {high_word} {high:g}"
         if self.closed == "both":
-            return f"{kind} between {self.low:g} and {self.high:g}"
-        return f"{kind} {low_word} {self.low:g} and {high_word} {self.high:g}"
+            return f"{kind} between {self.low:g} and {high:g}"
+        return f"{kind} {low_word} {self.low:g} and {high_word} {high:g}"
 
 
 @dataclass(frozen=True)

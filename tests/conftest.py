@@ -37,18 +37,19 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOPROXY_FMNIST_DIR", str(tmp_path / "no-fmnist"))
 
 
-@pytest.fixture(scope="module")
-def _module_cache(tmp_path_factory):
+@pytest.fixture(scope="session")
+def _stats_cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("stats-cache")
 
 
 @pytest.fixture
-def shared_stats_cache(_module_cache, monkeypatch):
-    """One statistics cache for a whole test module (a module asks for it with
+def shared_stats_cache(_stats_cache_dir, monkeypatch):
+    """One statistics cache for every test module that asks for it (with
     `pytestmark = pytest.mark.usefixtures("shared_stats_cache")`): the shipped models'
-    statistics take a while, so they are computed once per module, not once per test."""
-    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(_module_cache))
-    return _module_cache
+    statistics take a while, so they are computed once per session, not once per test or module.
+    No test of these modules changes the cache's entries."""
+    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(_stats_cache_dir))
+    return _stats_cache_dir
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import evoproxy
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -31,6 +33,7 @@ def test_an_unknown_name_is_an_attribute_error():
         raise AssertionError("evoproxy.no_such_name did not raise")
 
 
+@pytest.mark.slow
 def test_the_command_line_loads_no_stage_before_a_command_runs():
     code = (
         "import sys, evoproxy.cli; evoproxy.cli.build_parser(); "
@@ -41,6 +44,7 @@ def test_the_command_line_loads_no_stage_before_a_command_runs():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow  # the Hessian statistics of the shipped model: about 20 s on 2 cores
 def test_readme_python_example_runs_and_allocates_within_the_budget(capsys):
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Python API") :]
@@ -55,6 +59,7 @@ def test_readme_python_example_runs_and_allocates_within_the_budget(capsys):
     assert result.size_mb <= 0.1 and result.optimal
 
 
+@pytest.mark.slow
 def test_a_users_own_primitives_module_does_not_shadow_the_package(tmp_path):
     for name in ("primitives", "search_spaces"):
         (tmp_path / f"{name}.py").write_text("raise ImportError('the user module was imported')\n")

@@ -1,8 +1,10 @@
 """Settings checked by parameter name (evoproxy.params): each constraint accepts what it says and
 words what it needs; an error names the class and parameter, and the command line names the flag."""
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from evoproxy.cli.args import flag_for
@@ -40,10 +42,16 @@ def test_nan_booleans_text_and_fractions_are_not_whole_numbers(bad):
     assert not Interval(1, None, integer=True)(bad)
 
 
+def test_numpy_numbers_pass_like_python_numbers():
+    assert Interval(1, None, integer=True)(np.int64(3)) and Interval(0, 1)(np.float32(0.5))
+
+
 def test_wording_of_bounds():
     assert str(Interval(0, None)) == "a number at least 0"
     assert str(Interval(0, None, closed="neither")) == "a number above 0"
     assert str(Interval(None, 5, closed="neither")) == "a number below 5"
+    assert str(Interval(0, math.inf, closed="left")) == "a finite number at least 0"
+    assert not Interval(0, math.inf, closed="left")(math.inf)
     assert str(OneOf(("mean", "min", "max"))) == "one of mean, min, max"
 
 

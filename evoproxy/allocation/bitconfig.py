@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
-from ..quant import weight_count
-from .problem import MIN_W_BITS, is_bit_width
+from ..quant import is_bit_width, weight_count
+from .problem import MIN_W_BITS
 from .result import Allocation
 
 FORMAT = "evoproxy-allocation/1"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
-from ..quant import BITS_PER_MB, layer_size_bits, model_bops
+from ..quant import BITS_PER_MB, is_bit_width, layer_size_bits, model_bops
 from .result import Allocation
 
 DEFAULT_FIXED_BITS = 8  # the paper (after OMPQ) keeps the first and last layer at W8A8
@@ -23,11 +23,6 @@ MIN_W_BITS = 2  # what quant.quantize_model takes: symmetric 1-bit weights would
 # Budgets beyond any model (10^18 bytes, 10^30 bit operations); they keep budgets in bits finite.
 MAX_SIZE_MB = 1e12
 MAX_BOPS = 1e30
-
-
-def is_bit_width(b: object, low: int = 1) -> bool:
-    """Whether `b` is a whole bit-width from `low` to 32 (bool excluded)."""
-    return isinstance(b, (int, np.integer)) and not isinstance(b, bool) and low <= b <= 32
 
 
 def _bit_choices(what: str, bits: Sequence[int], low: int) -> tuple[int, ...]:

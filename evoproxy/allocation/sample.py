@@ -8,6 +8,7 @@ from time import perf_counter
 import numpy as np
 
 from ..errors import EvoproxyError
+from ..params import Interval, check_parameters
 from .problem import AllocationProblem
 from .result import Allocation
 
@@ -20,8 +21,7 @@ def solve_sample(problem: AllocationProblem, n_samples: int = 20_000, seed: int 
     earliest draw. Raises EvoproxyError if no draw meets the budgets."""
     t0 = perf_counter()
     problem.check_feasible()
-    if n_samples < 1:
-        raise EvoproxyError(f"n_samples must be at least 1, got {n_samples}")
+    check_parameters({"n_samples": n_samples}, {"n_samples": Interval(1, None, integer=True)}, owner="solve_sample")
     rng = np.random.default_rng(seed)
     n_free, n_opt = problem.value.shape
     rows = np.arange(n_free)

@@ -1,21 +1,36 @@
-"""The competing allocators (the papers' methods beside the proxies). Each takes a model, its
-data's train part and an allocation problem (bit choices, fixed layers, budget), and gives a bit
-configuration within the budget in the file format `evoproxy allocate` writes, so `evoproxy
-quantize` and QAT evaluate every method alike. SEAM and SMPQ run on EdMIPS's supernet and share
-its projection onto the budget; AdaQAT learns fractional bit-widths during QAT and meets the budget
-by the same ILP (the nearest configuration within it).
+"""The competing allocators (the papers' methods beside the proxies), one registry of them,
+`ALLOCATORS`. Each takes a model, an allocation problem (bit choices, fixed layers, budget) and
+its data (training, validation and calibration images), and gives a `SearchResult`: a bit
+configuration within the budget, whose `record` is the file that `evoproxy allocate` writes, so
+`evoproxy quantize` and QAT evaluate every method alike. SEAM and SMPQ run on EdMIPS's supernet and
+share its projection onto the budget; AdaQAT learns fractional bit-widths during QAT and meets the
+budget by the same ILP (the nearest configuration within it).
 
-    problem = build_problem(layers, np.zeros(len(layers)), size_mb=0.1)
-    result = search_edmips(model, problem, source.training(), calib_images, EdmipsSettings(epochs=2))
+    method = ALLOCATORS["seam"]
+    problem = build_problem(layers, np.zeros(len(layers)), size_mb=0.1, fixed={0: (8, 8), 21: (8, 8)})
+    data = method.search_data(source.training(), calib_images, seed=0)  # SEAM's 4 %, as the CLI draws it
+    result = method.search(model, problem, data, method.settings(epochs=2), print)
     json.dumps(result.record(model="resnet20-fmnist"))
+
+Adding a method takes one new module and one line in registry.py:
+1. In evoproxy/allocators/mine.py, a settings class that derives from `TrainingSettings` (or from
+   another method's settings) and holds all its knobs, each a `setting(default, help)`, with their
+   constraints in `CONSTRAINTS` (evoproxy.params: by parameter name, never by flag);
+2. there too, `search_mine(model, problem, data, settings, log) -> SearchResult`, whose
+   `allocation` meets the budgets (project `found` onto them as EdMIPS and AdaQAT do), and
+   `ALLOCATOR = Allocator("Mine", MineSettings, search_mine, "how it works, in a sentence")` with
+   its policy: the share of the training images it searches on, the validation images it reads,
+   its activation bit choices;
+3. in registry.py, `"mine": mine.ALLOCATOR`.
+`evoproxy allocate --method mine` (and `evoproxy mpq`) then takes it, with one flag per setting
+(`--` and the name with dashes; evoproxy.cli.args.FLAGS names any other), and prints its table.
 """
 
-from .adaqat import AdaqatEpoch, AdaqatResult, AdaqatSettings, BitSelect, FractionalBits, adaqat_network, search_adaqat
+from .adaqat import AdaqatEpoch, AdaqatSettings, BitSelect, FractionalBits, adaqat_network, search_adaqat
 from .edmips import (
     BitMixer,
     CrossEntropyObjective,
     EdmipsEpoch,
-    EdmipsResult,
     EdmipsSettings,
     edmips_supernet,
     expected_cost,
@@ -23,24 +38,29 @@ from .edmips import (
     option_probabilities,
     search_edmips,
 )
+from .interface import Allocator, SearchData, SearchResult, TrainingSettings, search_split, setting
+from .registry import ALLOCATORS
 from .seam import LargeMarginObjective, SeamSettings, large_margin_loss, search_seam
 from .smpq import ShapleyAlphaRule, SmpqSettings, search_smpq, shapley_permutations
 
 __all__ = [
+    "ALLOCATORS",
     "AdaqatEpoch",
-    "AdaqatResult",
     "AdaqatSettings",
+    "Allocator",
     "BitMixer",
     "BitSelect",
     "CrossEntropyObjective",
     "EdmipsEpoch",
-    "EdmipsResult",
     "EdmipsSettings",
     "FractionalBits",
     "LargeMarginObjective",
+    "SearchData",
+    "SearchResult",
     "SeamSettings",
     "ShapleyAlphaRule",
     "SmpqSettings",
+    "TrainingSettings",
     "adaqat_network",
     "edmips_supernet",
     "expected_cost",
@@ -51,5 +71,7 @@ __all__ = [
     "search_edmips",
     "search_seam",
     "search_smpq",
+    "search_split",
+    "setting",
     "shapley_permutations",
 ]

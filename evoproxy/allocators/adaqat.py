@@ -39,7 +39,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,64 +47,74 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ..allocation import Allocation, AllocationProblem, allocate, allocation_record, build_problem
-from ..errors import EvoproxyError
+from ..allocation import Allocation, AllocationProblem, allocate, build_problem
+from ..errors import ParameterError
 from ..model import quantizable_modules
+from ..params import Interval, OneOf
 from ..quant import epoch_batches, lsq_model, model_bops
+from .interface import NON_NEGATIVE, POSITIVE, Allocator, SearchData, SearchResult, TrainingSettings, setting
 
 
-@dataclass(frozen=True)
-class AdaqatSettings:
-    """How AdaQAT searches: `epochs` over the training images in batches of `batch_size` (shuffled
-    with `seed` + epoch); weights and steps by SGD (momentum 0.9) at `lr` on a cosine to 0; N_w and
-    N_a start at `init_w_bits` / `init_a_bits` (None: the most bits of their choices) and move by
+@dataclass(frozen=True, kw_only=True)
+class AdaqatSettings(TrainingSettings):
+    """How AdaQAT searches: the training of `TrainingSettings` (weights and steps); N_w and N_a
+    start at `init_w_bits` / `init_a_bits` (None: the most bits of their choices) and move by
     `w_lr` / `a_lr` (η) times the finite-difference slope of the task loss + `lam` (λ) × BitOPs
     relative to the most bits; each freezes after `oscillations` reversals of ⌈N⌉. `per_layer`: one
     N_w per free layer instead of one for the network. The paper's η (0.001, 0.0005) are for 150-300
     epochs; these defaults move N by up to about a tenth of a bit a step, so that a search of a few
     hundred steps settles."""
 
-    epochs: int = 1
-    lam: float = 1.0
-    w_lr: float = 0.5
-    a_lr: float = 0.5
-    init_w_bits: float | None = None
-    init_a_bits: float | None = None
-    oscillations: int = 10
-    per_layer: bool = False
-    lr: float = 0.01
-    batch_size: int = 128
-    seed: int = 0
+    lam: float = setting(1.0, "weight λ of the BitOPs relative to the most bits")
+    w_lr: float = setting(0.5, "learning rate η_w of N_w")
+    a_lr: float = setting(0.5, "learning rate η_a of N_a")
+    init_w_bits: float | None = setting(None, "initial N_w (default: the most weight bit choice)")
+    init_a_bits: float | None = setting(None, "initial N_a (default: the most activation bit choice)")
+    oscillations: int = setting(10, "reversals of ⌈N⌉ after which it is frozen")
+    per_layer: bool = setting(False, "one N_w per free layer instead of one for the network (N_a stays one)")
 
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.oscillations < 1:
-            raise EvoproxyError(
-                f"--epochs, --batch-size and --oscillations must be at least 1, got {self.epochs}, "
-                f"{self.batch_size} and {self.oscillations}"
-            )
-        for flag, value, low in (
-            ("--bitops-lambda", self.lam, 0.0),
-            ("--lr", self.lr, None),
-            ("--w-lr", self.w_lr, None),
-            ("--a-lr", self.a_lr, None),
-        ):
-            if not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
-                raise EvoproxyError(
-                    f"{flag} must be a {'number from 0' if low is not None else 'positive number'}, got {value}"
-                )
+    CONSTRAINTS = {
+        **TrainingSettings.CONSTRAINTS,
+        "lam": NON_NEGATIVE,
+        "w_lr": POSITIVE,
+        "a_lr": POSITIVE,
+        "init_w_bits": [OneOf((None,)), Interval()],  # its range is its choices': FractionalBits checks it
+        "init_a_bits": [OneOf((None,)), Interval()],
+        "oscillations": Interval(1, None, integer=True),
+        "per_layer": OneOf((False, True)),
+    }
+
+    def scope(self, problem: AllocationProblem) -> str:
+        return (
+            f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers "
+            f"({'one each' if self.per_layer else 'one for all'}), activation bits "
+            f"{','.join(map(str, problem.a_choices))} (one for all layers)"
+        )
+
+    def knobs(self, data: SearchData) -> str:
+        return f"λ {self.lam:g}, η_w {self.w_lr:g}, η_a {self.a_lr:g}"
 
 
 class FractionalBits:
     """One relaxed bit-width N on the grid `choices`: `bits` is ⌈N⌉ on the grid, `step(slope)` the
     gradient step N ← N − `lr` · slope with the paper's freeze rule after `oscillations` reversals
-    of ⌈N⌉. A single choice is frozen from the start. `flag` names the initial value in errors."""
+    of ⌈N⌉. A single choice is frozen from the start. An initial `value` off the grid's range is a
+    `ParameterError` naming `owner`'s parameter `param` (the settings' that gave it)."""
 
-    def __init__(self, value: float, choices: Sequence[int], lr: float, oscillations: int, flag: str = "N"):
+    def __init__(
+        self,
+        value: float,
+        choices: Sequence[int],
+        lr: float,
+        oscillations: int,
+        owner: str = "FractionalBits",
+        param: str = "value",
+    ):
         self.choices, self.lr, self.oscillations = tuple(sorted(choices)), lr, oscillations
         low, high = self.choices[0] - 1, self.choices[-1]
         if not (math.isfinite(value) and low <= value <= high):
-            raise EvoproxyError(
-                f"{flag} must be from {low} (one below the fewest bit choice) to {high} (the most), got {value}"
+            raise ParameterError(
+                owner, param, f"from {low} (one below the fewest bit choice) to {high} (the most)", value
             )
         self.value = float(value)
         self.reversals = 0
@@ -236,55 +246,6 @@ class AdaqatEpoch:
     seconds: float
 
 
-@dataclass(frozen=True, eq=False)
-class AdaqatResult:
-    """What a search gives: `allocation`, the policy within the budget; `found`, ⌈N⌉ at the end of
-    the search (the same when it fits); `n_w` (per free layer, `problem.free` order; all equal
-    without `per_layer`) and `n_a`, the final fractional bit-widths; `w_frozen_at` / `a_frozen_at`,
-    the step at which the freeze rule fixed each (None: it never oscillated enough); `history`, one
-    record per epoch; `seconds`, the whole search including the projection."""
-
-    problem: AllocationProblem
-    settings: AdaqatSettings
-    allocation: Allocation
-    found: Allocation
-    n_w: tuple[float, ...]
-    n_a: float
-    w_frozen_at: tuple[int | None, ...]
-    a_frozen_at: int | None
-    history: list[AdaqatEpoch]
-    seconds: float
-
-    @property
-    def projected(self) -> bool:
-        return (self.allocation.w_bits, self.allocation.a_bits) != (self.found.w_bits, self.found.a_bits)
-
-    def record(self, model: str) -> dict:
-        """The bit configuration file (`allocation_record`'s format, so `evoproxy quantize` reads
-        it, `act_bits` one int) of `model`, proxy "adaqat"; each layer's "sensitivity" is its
-        fractional N_w (fixed layers: their bits), and the key "adaqat" holds the settings, the
-        fractional bit-widths, the bits found before any projection and whether it was projected."""
-        n_w = {index: float(w) for index, (w, _) in self.problem.fixed.items()}
-        n_w.update(zip(self.problem.free, self.n_w))
-        rec = allocation_record(
-            self.allocation, self.problem.layers, [n_w[i] for i in range(len(n_w))], model=model, proxy="adaqat"
-        )
-        rec["adaqat"] = {
-            **asdict(self.settings),
-            "n_w": list(self.n_w),
-            "n_a": self.n_a,
-            "w_frozen_at_step": list(self.w_frozen_at),
-            "a_frozen_at_step": self.a_frozen_at,
-            "found_bits": list(self.found.w_bits),
-            "found_act_bits": self.found.a_bits[0],
-            "found_size_mb": self.found.size_mb,
-            "found_bops": self.found.bops,
-            "projected": self.projected,
-            "search_seconds": self.seconds,
-        }
-        return rec
-
-
 def _fit_to_budget(
     problem: AllocationProblem, w_bits: Sequence[int], a: int, seconds: float, note: str
 ) -> tuple[Allocation, Allocation]:
@@ -326,28 +287,33 @@ def _fit_to_budget(
 def search_adaqat(
     model: nn.Module,
     problem: AllocationProblem,
-    train: tuple[torch.Tensor, torch.Tensor],
-    calib_images: torch.Tensor,
+    data: SearchData,
     settings: AdaqatSettings = AdaqatSettings(),
     log: Callable[[str], None] = print,
-) -> AdaqatResult:
+) -> SearchResult:
     """Search the weight bits (`problem.w_choices`, per network or per free layer) and the one
     activation bit-width (`problem.a_choices`) of `model` with AdaQAT under `problem`'s fixed layers
-    and budgets (its values are ignored), on `train` = (images (N, ...), labels (N,)), the quantizers
-    initialised on `calib_images`; on the device of `calib_images`. One line per epoch goes to `log`
-    (N_w, N_a, task loss, BitOPs). An infeasible budget is refused before any training."""
+    and budgets (its values are ignored), on `data.train`, the quantizers initialised on
+    `data.calibration`; on the device of `data.calibration`. One line per epoch goes to `log` (N_w,
+    N_a, task loss, BitOPs). An infeasible budget is refused before any training. The result's
+    `found` is ⌈N⌉ at the end; each layer's sensitivity in its file is its final N_w (fixed layers:
+    their bits), and `details` hold the fractional bit-widths ("n_w" per free layer, "n_a"), the
+    step at which the freeze rule fixed each ("w_frozen_at_step", "a_frozen_at_step"; None: never)
+    and the found bits."""
     problem.check_feasible()
     start = time.perf_counter()
+    calib_images = data.calibration
     device = calib_images.device
     layers, free = problem.layers, problem.free
     w_choices, a_choices = problem.w_choices, problem.a_choices
     init_w = w_choices[-1] if settings.init_w_bits is None else settings.init_w_bits
     init_a = a_choices[-1] if settings.init_a_bits is None else settings.init_a_bits
+    owner = type(settings).__name__
     w_vars = [
-        FractionalBits(init_w, w_choices, settings.w_lr, settings.oscillations, "--init-w-bits")
+        FractionalBits(init_w, w_choices, settings.w_lr, settings.oscillations, owner, "init_w_bits")
         for _ in range(len(free) if settings.per_layer else 1)
     ]
-    a_var = FractionalBits(init_a, a_choices, settings.a_lr, settings.oscillations, "--init-a-bits")
+    a_var = FractionalBits(init_a, a_choices, settings.a_lr, settings.oscillations, owner, "init_a_bits")
     fixed_w = {i: w for i, (w, _) in problem.fixed.items()}
     net, w_select, a_select = adaqat_network(model, problem, calib_images)
 
@@ -370,7 +336,7 @@ def search_adaqat(
         return model_bops(layers, full_w(free_w), a) / most_bitops
 
     optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.9)
-    images, labels = train
+    images, labels = data.train
     history: list[AdaqatEpoch] = []
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()
@@ -442,15 +408,40 @@ def search_adaqat(
     )
     seconds = time.perf_counter() - start
     per_free = [v for v in w_vars for _ in range(1 if settings.per_layer else len(free))]
-    return AdaqatResult(
+    n_w = {**{i: float(w) for i, w in fixed_w.items()}, **{i: v.value for i, v in zip(free, per_free)}}
+    sensitivities = [n_w[i] for i in range(len(layers))]
+    return SearchResult(
+        "adaqat",
         problem,
         settings,
         replace(chosen, seconds=seconds),
         found,
-        tuple(v.value for v in per_free),
-        a_var.value,
-        tuple(v.frozen_at for v in per_free),
-        a_var.frozen_at,
-        history,
         seconds,
+        sensitivities,
+        history,
+        {
+            "n_w": [v.value for v in per_free],
+            "n_a": a_var.value,
+            "w_frozen_at_step": [v.frozen_at for v in per_free],
+            "a_frozen_at_step": a_var.frozen_at,
+            "found_bits": list(found.w_bits),
+            "found_act_bits": found.a_bits[0],
+            "found_size_mb": found.size_mb,
+            "found_bops": found.bops,
+        },
+        columns={"N_w": [f"{s:.3f}" for s in sensitivities]},
+        found_as=f"found bits (⌈N⌉, A{found.a_bits[0]})",
+        projection="nearest configuration",
     )
+
+
+ALLOCATOR = Allocator(
+    "AdaQAT",
+    AdaqatSettings,
+    search_adaqat,
+    "fractional weight and activation bit-widths N (quantizing at ⌈N⌉) learned during QAT by finite "
+    "differences of cross-entropy + λ × BitOPs / BitOPs at the most bits, frozen once ⌈N⌉ oscillates; "
+    "projected onto the budget (the nearest configuration within it) when over.",
+    act_bits=(2, 3, 4, 5, 6, 7, 8),
+    act_per_layer=False,
+)

@@ -26,10 +26,9 @@ SEAM and SMPQ run on this search: SEAM swaps the task loss (`objective`), SMPQ t
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,10 +36,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ..allocation import Allocation, AllocationProblem, allocate, allocation_record
-from ..errors import EvoproxyError
+from ..allocation import Allocation, AllocationProblem, allocate
 from ..model import quantizable_modules
 from ..quant import BITS_PER_MB, epoch_batches, lsq_model
+from .interface import NON_NEGATIVE, POSITIVE, Allocator, SearchData, SearchResult, TrainingSettings, setting
 
 
 class BitMixer(nn.Module):
@@ -152,37 +151,25 @@ def expected_size_mb(problem: AllocationProblem, probabilities: torch.Tensor) ->
     return (problem.fixed_size_bits + (probabilities * size_bits).sum()) / BITS_PER_MB
 
 
-@dataclass(frozen=True)
-class EdmipsSettings:
-    """How EdMIPS searches: `epochs` over the training images in batches of `batch_size`
-    (shuffled with `seed` + epoch); weights, steps and BatchNorm by SGD (momentum 0.9) at `lr`
-    on a cosine to 0, α by Adam at `alpha_lr`; `gamma` weighs the expected cost
-    (`expected_cost`: size, and BOPs under a BOPs budget, relative to the most bits') against
-    the task loss. The default 0 leaves the budget to the projection: on ResNet-20, γ = 1 sent
-    every layer to the fewest bits within one short epoch, far under a budget that the
-    projection never fills up."""
+@dataclass(frozen=True, kw_only=True)
+class EdmipsSettings(TrainingSettings):
+    """How EdMIPS searches: the training of `TrainingSettings`, α by Adam at `alpha_lr`; `gamma`
+    weighs the expected cost (`expected_cost`: size, and BOPs under a BOPs budget, relative to the
+    most bits') against the task loss. The default 0 leaves the budget to the projection: on
+    ResNet-20, γ = 1 sent every layer to the fewest bits within one short epoch, far under a budget
+    that the projection never fills up."""
 
-    epochs: int = 1
-    gamma: float = 0.0
-    lr: float = 0.01
-    alpha_lr: float = 0.01
-    batch_size: int = 128
-    seed: int = 0
+    gamma: float = setting(
+        0.0,
+        "weight γ of the expected size (and, under a BOPs budget, BOPs), each relative to the most bits', "
+        "in the loss; 0 leaves the budget to the projection",
+    )
+    alpha_lr: float = setting(0.01, "Adam learning rate of α")
 
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise EvoproxyError(
-                f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}"
-            )
-        for flag, value, low in (
-            ("--gamma", self.gamma, 0.0),
-            ("--lr", self.lr, None),
-            ("--alpha-lr", self.alpha_lr, None),
-        ):
-            if not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
-                raise EvoproxyError(
-                    f"{flag} must be a {'number from 0' if low is not None else 'positive number'}, got {value}"
-                )
+    CONSTRAINTS = {**TrainingSettings.CONSTRAINTS, "gamma": NON_NEGATIVE, "alpha_lr": POSITIVE}
+
+    def knobs(self, data: SearchData) -> str:
+        return f"γ {self.gamma:g}"
 
 
 @dataclass(frozen=True)
@@ -195,67 +182,6 @@ class EdmipsEpoch:
     expected_size_mb: float
     argmax_size_mb: float
     seconds: float
-
-
-@dataclass(frozen=True, eq=False)
-class EdmipsResult:
-    """What a search gives: `allocation`, the policy within the budget (of `method`: "edmips",
-    "seam" or "smpq"); `argmax`, the argmax-α policy before the projection onto the budget (the
-    same when it fits); `probabilities` (F, K), each free layer's option probabilities
-    (`option_probabilities`, columns `problem.options`);
-    `history`, one record per epoch; `seconds`, the whole search including the projection;
-    `details`, what the method adds to the file's record of its settings."""
-
-    problem: AllocationProblem
-    settings: EdmipsSettings
-    allocation: Allocation
-    argmax: Allocation
-    probabilities: np.ndarray
-    history: list[EdmipsEpoch]
-    seconds: float
-    method: str = "edmips"
-    details: dict = field(default_factory=dict)
-
-    @property
-    def projected(self) -> bool:
-        return (self.allocation.w_bits, self.allocation.a_bits) != (self.argmax.w_bits, self.argmax.a_bits)
-
-    def marginals(self) -> tuple[np.ndarray, np.ndarray]:
-        """`probabilities` summed to (F, n_w) over the weight bit choices and (F, n_a) over the activation ones."""
-        joint = self.probabilities.reshape(len(self.problem.free), len(self.problem.w_choices), -1)
-        return joint.sum(2), joint.sum(1)
-
-    def expected_bits(self) -> list[float]:
-        """Per layer (registry order): the bit-width expected under softmax(α); fixed layers' own bits."""
-        bits = {index: float(w) for index, (w, _) in self.problem.fixed.items()}
-        for f, index in enumerate(self.problem.free):
-            bits[index] = float(self.probabilities[f] @ self.problem.options[:, 0])
-        return [bits[index] for index in range(len(self.problem.layers))]
-
-    def record(self, model: str) -> dict:
-        """The bit configuration file (`allocation_record`'s format, so `evoproxy quantize` reads
-        it) of `model`, proxy `method`; each layer's "sensitivity" is its expected bit-width, free
-        layers carry their probability per weight bit-width (and per activation bit-width when those
-        were searched too), and the key `method` holds the settings."""
-        rec = allocation_record(
-            self.allocation, self.problem.layers, self.expected_bits(), model=model, proxy=self.method
-        )
-        weights, acts = self.marginals()
-        for f, index in enumerate(self.problem.free):
-            layer = rec["layers"][index]
-            layer["probabilities"] = {str(w): float(p) for w, p in zip(self.problem.w_choices, weights[f])}
-            if len(self.problem.a_choices) > 1:
-                layer["act_probabilities"] = {str(a): float(p) for a, p in zip(self.problem.a_choices, acts[f])}
-        rec[self.method] = {
-            **asdict(self.settings),
-            **self.details,
-            "argmax_bits": list(self.argmax.w_bits),
-            "argmax_act_bits": list(self.argmax.a_bits),
-            "argmax_size_mb": self.argmax.size_mb,
-            "projected": self.projected,
-            "search_seconds": self.seconds,
-        }
-        return rec
 
 
 class CrossEntropyObjective(nn.Module):
@@ -272,29 +198,29 @@ class CrossEntropyObjective(nn.Module):
 def search_edmips(
     model: nn.Module,
     problem: AllocationProblem,
-    train: tuple[torch.Tensor, torch.Tensor],
-    calib_images: torch.Tensor,
+    data: SearchData,
     settings: EdmipsSettings = EdmipsSettings(),
     log: Callable[[str], None] = print,
     *,
     method: str = "edmips",
     objective: Callable[[nn.Module], nn.Module] = CrossEntropyObjective,
     alpha_rule: Callable[[nn.Module, list[BitMixer]], str] | None = None,
-) -> EdmipsResult:
+) -> SearchResult:
     """Search per-layer weight (and, with several `problem.a_choices`, activation) bits for `model`
-    with EdMIPS under `problem`'s choices, fixed layers and budgets (its values are ignored), on `train`
-    = (images (N, ...), labels (N,)), the activation quantizers calibrated on `calib_images`; on the
-    device of `calib_images`. One line per epoch goes to `log`. An infeasible budget is refused
-    before any training.
+    with EdMIPS under `problem`'s choices, fixed layers and budgets (its values are ignored), on
+    `data.train`, the activation quantizers calibrated on `data.calibration`; on the device of
+    `data.calibration`. One line per epoch goes to `log`. An infeasible budget is refused before any
+    training. The result's `found` is the argmax policy; each layer's sensitivity in its file is the
+    expected bit-width, and its details the probabilities of its bit-widths.
 
     `objective(supernet)` gives the module whose (images, labels) ↦ loss is the task loss (its own
     parameters train with the weights). With `alpha_rule`, α takes no gradient steps: after every
     epoch `alpha_rule(supernet, mixers)` (`edmips_supernet`'s) moves α in place and returns a note
-    for the epoch's line."""
+    for the epoch's line. `method` names the result (SEAM and SMPQ run here under their names)."""
     problem.check_feasible()
     start = time.perf_counter()
-    device = calib_images.device
-    supernet, mixers = edmips_supernet(model, problem, calib_images)
+    device = data.calibration.device
+    supernet, mixers = edmips_supernet(model, problem, data.calibration)
     task_loss = objective(supernet).to(device)
     alphas = [m.alpha for m in mixers]
     is_alpha = {id(a) for a in alphas}
@@ -305,7 +231,7 @@ def search_edmips(
         optimizers = (w_opt,)
         for a in alphas:
             a.requires_grad_(False)
-    images, labels = train
+    images, labels = data.train
     history: list[EdmipsEpoch] = []
 
     def argmax_policy() -> tuple[AllocationProblem, Allocation, bool]:
@@ -361,6 +287,73 @@ def search_edmips(
         )
     seconds = time.perf_counter() - start
     probabilities = option_probabilities(problem, mixers, log=True).exp().cpu().numpy()
-    return EdmipsResult(
-        problem, settings, replace(chosen, seconds=seconds), policy, probabilities, history, seconds, method
+    return _supernet_result(
+        method, problem, settings, replace(chosen, seconds=seconds), policy, probabilities, history, seconds
     )
+
+
+def _supernet_result(
+    method: str,
+    problem: AllocationProblem,
+    settings: EdmipsSettings,
+    allocation: Allocation,
+    argmax: Allocation,
+    probabilities: np.ndarray,
+    history: list[EdmipsEpoch],
+    seconds: float,
+) -> SearchResult:
+    """The result of a search on the supernet from its options' `probabilities` (F, K) (columns
+    `problem.options`): each free layer's probability per weight bit-width, and per activation
+    bit-width when those were searched too; each layer's expected bit-width as its sensitivity
+    (fixed layers: their bits)."""
+    free = problem.free
+    joint = probabilities.reshape(len(free), len(problem.w_choices), -1)
+    weights, acts = joint.sum(2), joint.sum(1)
+    mixed_acts = len(problem.a_choices) > 1
+    layer_details = {}
+    for f, index in enumerate(free):
+        layer_details[index] = {"probabilities": {str(w): float(p) for w, p in zip(problem.w_choices, weights[f])}}
+        if mixed_acts:
+            layer_details[index]["act_probabilities"] = {str(a): float(p) for a, p in zip(problem.a_choices, acts[f])}
+    expected = {index: float(w) for index, (w, _) in problem.fixed.items()}
+    for f, index in enumerate(free):
+        expected[index] = float(probabilities[f] @ problem.options[:, 0])
+    layers = range(len(problem.layers))
+
+    def shares(key: str) -> list[str]:
+        return [" ".join(f"{p:.2f}" for p in layer_details.get(i, {}).get(key, {}).values()) for i in layers]
+
+    columns = {f"softmax(α) over {','.join(map(str, problem.w_choices))}": shares("probabilities")}
+    if mixed_acts:
+        columns[f"softmax(β) over {','.join(map(str, problem.a_choices))}"] = shares("act_probabilities")
+    return SearchResult(
+        method,
+        problem,
+        settings,
+        allocation,
+        argmax,
+        seconds,
+        [expected[i] for i in layers],
+        history,
+        {
+            "argmax_bits": list(argmax.w_bits),
+            "argmax_act_bits": list(argmax.a_bits),
+            "argmax_size_mb": argmax.size_mb,
+        },
+        layer_details,
+        columns,
+        found_as="argmax α",
+        projection="knapsack over log softmax(α)",
+    )
+
+
+ALLOCATOR = Allocator(
+    "EdMIPS",
+    EdmipsSettings,
+    search_edmips,
+    "a supernet mixing each layer's candidate weight bit-widths (LSQ fake quantizers) with softmax(α) "
+    "weights, and with several activation bit choices its input's activation bit-widths with softmax(β); "
+    "loss = cross-entropy + γ × expected size / size at the most bits (+ expected BOPs / BOPs at the most "
+    "bits under a BOPs budget); weights (SGD) and α, β (Adam) updated alternately; the policy is argmax α, "
+    "β, projected onto the budget (the most probable configuration within it) when over.",
+)

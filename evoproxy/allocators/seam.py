@@ -1,6 +1,6 @@
 """SEAM (Tang et al., ACM MM 2023): EdMIPS searched on a small proxy subset with a large-margin loss.
 
-The policy is searched on a few training images (4 % by default in `evoproxy mpq`) and applied to
+The policy is searched on a few training images (4 % by default: `ALLOCATOR.train_fraction`) and applied to
 the model trained on all of them. In the search, the model's last layer gives way to SEAM's
 Gaussian-mixture classifier on its input features g (the penultimate features, the paper's "deep
 feature"): class k has a learned mean μ_k and diagonal covariance Σ_k, equal priors p(k) = 1/K
@@ -22,9 +22,8 @@ are the paper's values (m = 0.3 with CIFAR-10 as the proxy data, 0.01 with Stanf
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -33,21 +32,22 @@ from torch.nn import functional as F
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
 from ..model import quantizable_modules
-from .edmips import EdmipsResult, EdmipsSettings, search_edmips
+from .edmips import EdmipsSettings, search_edmips
+from .interface import NON_NEGATIVE, Allocator, SearchData, SearchResult, setting
 
 
-@dataclass(frozen=True)
-class SeamSettings:
-    """SEAM's regularisation: `lam` (λ) weighs the intra-class compactness L_inc, `margin` (m ≥ 0)
-    is the multiplicative class margin of L_cls (eq. 6, 9)."""
+@dataclass(frozen=True, kw_only=True)
+class SeamSettings(EdmipsSettings):
+    """How SEAM searches: EdMIPS's settings and SEAM's regularisation, `lam` (λ) weighing the
+    intra-class compactness L_inc and `margin` (m ≥ 0), the multiplicative class margin of L_cls (eq. 6, 9)."""
 
-    lam: float = 0.1
-    margin: float = 0.3
+    lam: float = setting(0.1, "weight λ of the intra-class compactness")
+    margin: float = setting(0.3, "class margin m")
 
-    def __post_init__(self):
-        for flag, value in (("--lam", self.lam), ("--margin", self.margin)):
-            if not (math.isfinite(value) and value >= 0):
-                raise EvoproxyError(f"{flag} must be a number from 0, got {value}")
+    CONSTRAINTS = {**EdmipsSettings.CONSTRAINTS, "lam": NON_NEGATIVE, "margin": NON_NEGATIVE}
+
+    def knobs(self, data: SearchData) -> str:
+        return f"{super().knobs(data)}, λ {self.lam:g}, margin {self.margin:g}"
 
 
 def large_margin_loss(
@@ -75,7 +75,7 @@ class LargeMarginObjective(nn.Module):
     """SEAM's task loss for `search_edmips`: (images, labels) ↦ `large_margin_loss` of the
     supernet's input to `head` (its last layer, whose output is not used), with learned class
     means and diagonal log-variances started at the features' class means and pooled within-class
-    variance on `images`."""
+    variance on `images` (read in batches of `settings.batch_size`)."""
 
     def __init__(
         self,
@@ -84,7 +84,6 @@ class LargeMarginObjective(nn.Module):
         images: torch.Tensor,
         labels: torch.Tensor,
         settings: SeamSettings,
-        batch_size: int,
     ):
         super().__init__()
         self.supernet, self.settings = supernet, settings
@@ -92,7 +91,7 @@ class LargeMarginObjective(nn.Module):
         head.register_forward_pre_hook(self._keep_features)
         with torch.no_grad():
             supernet.eval()  # statistics without moving BatchNorm's running estimates
-            device = next(supernet.parameters()).device
+            device, batch_size = next(supernet.parameters()).device, settings.batch_size
             parts = [
                 (supernet(images[i : i + batch_size].to(device)).shape[1], self._features)
                 for i in range(0, len(images), batch_size)
@@ -122,27 +121,35 @@ class LargeMarginObjective(nn.Module):
 def search_seam(
     model: nn.Module,
     problem: AllocationProblem,
-    train: tuple[torch.Tensor, torch.Tensor],
-    calib_images: torch.Tensor,
-    settings: EdmipsSettings = EdmipsSettings(),
-    seam: SeamSettings = SeamSettings(),
+    data: SearchData,
+    settings: SeamSettings = SeamSettings(),
     log: Callable[[str], None] = print,
-) -> EdmipsResult:
-    """`search_edmips` on `train` (the proxy subset) with SEAM's loss in place of the cross-entropy:
-    the policy (method "seam") for `model` under `problem`. The last layer must be fixed: the
+) -> SearchResult:
+    """`search_edmips` on `data.train` (the proxy subset) with SEAM's loss in place of the
+    cross-entropy: the policy (method "seam") for `model` under `problem`; `details` records the
+    number of images searched on ("search_images"). The last layer must be fixed: the
     Gaussian-mixture classifier takes its place in the search, so it has no bits to choose."""
     last = len(problem.layers) - 1
     if last not in problem.fixed:
         raise EvoproxyError(
             f"SEAM classifies the input features of the last layer ({problem.layers[last].name}) "
             "with its own Gaussian-mixture head, so that layer takes no part in the search: keep it "
-            "fixed (--fixed first,last)"
+            "among the fixed layers"
         )
 
     def objective(supernet: nn.Module) -> nn.Module:
         head = dict(quantizable_modules(supernet))[problem.layers[last].name]
-        return LargeMarginObjective(supernet, head, *train, seam, settings.batch_size)
+        return LargeMarginObjective(supernet, head, *data.train, settings)
 
-    result = search_edmips(model, problem, train, calib_images, settings, log, method="seam", objective=objective)
-    result.details.update(lam=seam.lam, margin=seam.margin, search_images=len(train[0]))
-    return result
+    result = search_edmips(model, problem, data, settings, log, method="seam", objective=objective)
+    return replace(result, details={"search_images": len(data.train[0]), **result.details})
+
+
+ALLOCATOR = Allocator(
+    "SEAM",
+    SeamSettings,
+    search_seam,
+    "EdMIPS on a small subset of the training images with SEAM's large-margin Gaussian-mixture loss on "
+    "the last layer's input features.",
+    train_fraction=0.04,
+)

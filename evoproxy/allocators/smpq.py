@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,32 +32,38 @@ from torch import nn
 
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
-from .edmips import BitMixer, EdmipsResult, EdmipsSettings, expected_cost, option_probabilities, search_edmips
+from ..params import Interval
+from .edmips import BitMixer, EdmipsSettings, expected_cost, option_probabilities, search_edmips
+from .interface import POSITIVE, Allocator, SearchData, SearchResult, setting
 
 
-@dataclass(frozen=True)
-class SmpqSettings:
-    """SMPQ's Shapley rounds: `samples` permutations per round (one round per epoch), each cut
-    short once the coalition's value is more than `truncation` (a fraction of accuracy) below the
-    full supernet's; `xi` (ξ) the step of α, `beta` (β) the momentum of the accumulated values."""
+@dataclass(frozen=True, kw_only=True)
+class SmpqSettings(EdmipsSettings):
+    """How SMPQ searches: EdMIPS's settings (`gamma` weighs the complexity in the value, α takes no
+    Adam steps) and its Shapley rounds: `samples` permutations per round (one round per epoch),
+    each cut short once the coalition's value is more than `truncation` (a fraction of accuracy)
+    below the full supernet's; `xi` (ξ) the step of α, `beta` (β) the momentum of the accumulated values."""
 
-    samples: int = 10
-    truncation: float = 0.5
-    xi: float = 0.1
-    beta: float = 0.8
+    samples: int = setting(10, "permutations per Shapley round, one round per epoch")
+    truncation: float = setting(
+        0.5, "a permutation stops once the value is this far below the whole supernet's (accuracy fraction)"
+    )
+    xi: float = setting(0.1, "step ξ of α per round")
+    beta: float = setting(0.8, "momentum β of the Shapley values")
 
-    def __post_init__(self):
-        if self.samples < 1:
-            raise EvoproxyError(f"--samples must be at least 1, got {self.samples}")
-        for flag, value, ok in (
-            ("--truncation", self.truncation, self.truncation > 0),
-            ("--xi", self.xi, self.xi > 0),
-            ("--beta", self.beta, 0 <= self.beta < 1),
-        ):
-            if not (math.isfinite(value) and ok):
-                raise EvoproxyError(
-                    f"{flag} must be {'from 0 to below 1' if flag == '--beta' else 'positive'}, got {value}"
-                )
+    CONSTRAINTS = {
+        **EdmipsSettings.CONSTRAINTS,
+        "samples": Interval(1, None, integer=True),
+        "truncation": POSITIVE,
+        "xi": POSITIVE,
+        "beta": Interval(0, 1, closed="left"),
+    }
+
+    def knobs(self, data: SearchData) -> str:
+        return (
+            f"{super().knobs(data)}, {self.samples} Shapley permutations per epoch valued on "
+            f"{len(data.validation[0])} held-out images"
+        )
 
 
 def shapley_permutations(
@@ -97,17 +103,9 @@ class ShapleyAlphaRule:
     validation images per call, then the momentum step of α (module docstring). Counts the value
     evaluations in `evaluations`."""
 
-    def __init__(
-        self,
-        problem: AllocationProblem,
-        val: tuple[torch.Tensor, torch.Tensor],
-        gamma: float,
-        settings: SmpqSettings,
-        batch_size: int,
-        seed: int,
-    ):
-        self.problem, self.val, self.gamma, self.settings, self.batch_size = problem, val, gamma, settings, batch_size
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, problem: AllocationProblem, val: tuple[torch.Tensor, torch.Tensor], settings: SmpqSettings):
+        self.problem, self.val, self.settings = problem, val, settings
+        self.rng = np.random.default_rng(settings.seed)
         self.momentum: np.ndarray | None = None
         self.evaluations = 0
 
@@ -121,17 +119,13 @@ class ShapleyAlphaRule:
         for m, row in zip(mixers, self._rows(mixers, mask)):
             m.present.copy_(torch.as_tensor(row, device=device))
         images, labels = self.val
+        batch = self.settings.batch_size
         correct = sum(
-            int(
-                (
-                    supernet(images[i : i + self.batch_size].to(device)).argmax(1)
-                    == labels[i : i + self.batch_size].to(device)
-                ).sum()
-            )
-            for i in range(0, len(images), self.batch_size)
+            int((supernet(images[i : i + batch].to(device)).argmax(1) == labels[i : i + batch].to(device)).sum())
+            for i in range(0, len(images), batch)
         )
         cost = expected_cost(self.problem, option_probabilities(self.problem, mixers)).item()
-        return correct / len(images) - self.gamma * cost
+        return correct / len(images) - self.settings.gamma * cost
 
     def __call__(self, supernet: nn.Module, mixers: list[BitMixer]) -> str:
         supernet.eval()
@@ -159,26 +153,29 @@ class ShapleyAlphaRule:
 def search_smpq(
     model: nn.Module,
     problem: AllocationProblem,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    calib_images: torch.Tensor,
-    settings: EdmipsSettings = EdmipsSettings(),
-    smpq: SmpqSettings = SmpqSettings(),
+    data: SearchData,
+    settings: SmpqSettings = SmpqSettings(),
     log: Callable[[str], None] = print,
-) -> EdmipsResult:
+) -> SearchResult:
     """SMPQ's policy (method "smpq") for `model` under `problem`: the EdMIPS supernet trained on
-    `train`, α moved by Shapley rounds valued on `val` = (images, labels), the projection onto the
-    budget; `details` records the number of value evaluations ("value_evaluations")."""
-    if len(val[0]) == 0:
-        raise EvoproxyError("SMPQ needs validation images for its value function (--val-images)")
-    rule = ShapleyAlphaRule(problem, val, settings.gamma, smpq, settings.batch_size, settings.seed)
-    result = search_edmips(model, problem, train, calib_images, settings, log, method="smpq", alpha_rule=rule)
-    result.details.update(
-        samples=smpq.samples,
-        truncation=smpq.truncation,
-        xi=smpq.xi,
-        beta=smpq.beta,
-        value_evaluations=rule.evaluations,
-        validation_images=len(val[0]),
+    `data.train`, α moved by Shapley rounds valued on `data.validation`, the projection onto the
+    budget; `details` records the number of value evaluations ("value_evaluations") and of
+    validation images ("validation_images")."""
+    if len(data.validation[0]) == 0:
+        raise EvoproxyError("SMPQ needs validation images for its value function: the data's validation part is empty")
+    rule = ShapleyAlphaRule(problem, data.validation, settings)
+    result = search_edmips(model, problem, data, settings, log, method="smpq", alpha_rule=rule)
+    return replace(
+        result,
+        details={"value_evaluations": rule.evaluations, "validation_images": len(data.validation[0]), **result.details},
+        spent=f"{rule.evaluations} value evaluations",
     )
-    return result
+
+
+ALLOCATOR = Allocator(
+    "SMPQ",
+    SmpqSettings,
+    search_smpq,
+    "EdMIPS's supernet with α moved by Monte Carlo Shapley values of the bit-widths on held-out training images.",
+    validation_images=512,
+)

@@ -14,12 +14,20 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import locking
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 from ..model import LayerInfo, accuracy, weights_hash
-from ..quant import PtqEvaluator, QuantSettings, model_bops, model_size_mb
+from ..params import Interval, OneOf, Satisfies, check_parameters
+from ..quant import PtqEvaluator, QuantSettings, is_bit_width, model_bops, model_size_mb
 from .format import BENCH_FORMAT, Bench, Entry, append_entries, expand, read_bench_file, sample_configs, write_header
 
-MAX_CONFIGS = 1_000_000  # a bound on --configs: at a second each, that is already eleven days
+MAX_CONFIGS = 1_000_000  # a bound on n_configs: at a second each, that is already eleven days
+# What `build_bench` takes, checked before anything is measured or written.
+BUILD_CONSTRAINTS = {
+    "bit_choices": Satisfies(lambda b: len(b) > 0 and all(is_bit_width(x, 2) for x in b), "bit-widths from 2 to 32"),
+    "n_configs": Interval(1, MAX_CONFIGS, integer=True),
+    "seed": Interval(0, None, integer=True),
+    "jobs": [OneOf((-1,)), Interval(1, 256, integer=True)],  # -1: every core
+}
 # Header fields that must agree for a build to resume into an existing file.
 _IDENTITY = ("model", "weights_hash", "layers", "bit_choices", "fixed", "act_bits", "quantizer", "eval", "seed")
 
@@ -84,15 +92,16 @@ def build_bench(
     `provenance` holds the header fields that say how to load the model and data again (weights,
     output, exclude, data; see bench_stats). If `out` exists with the same settings, the build
     continues it, measuring only what it lacks; a cut-off last line is dropped."""
-    if not 1 <= n_configs <= MAX_CONFIGS:
-        raise EvoproxyError(f"--configs must be between 1 and {MAX_CONFIGS}")
-    if not (jobs == -1 or 1 <= jobs <= 256):
-        raise EvoproxyError("--jobs must be -1 (every core) or between 1 and 256")
-    if not bit_choices or any(b < 2 or b > 32 for b in bit_choices):
-        raise EvoproxyError(f"--bits must be bit-widths from 2 to 32, got {list(bit_choices)}")
+    given = {"bit_choices": list(bit_choices), "n_configs": n_configs, "seed": seed, "jobs": jobs}
+    check_parameters(given, BUILD_CONSTRAINTS, owner="build_bench")
     free = len(layers) - len(fixed)
     if len(bit_choices) ** free < n_configs:
-        raise EvoproxyError(f"only {len(bit_choices) ** free} distinct configurations exist; ask for fewer --configs")
+        raise ParameterError(
+            "build_bench",
+            "n_configs",
+            f"at most {len(bit_choices) ** free}, the distinct configurations of {free} free layers",
+            n_configs,
+        )
     header = {
         "format": BENCH_FORMAT,
         "name": name or out.stem,
@@ -118,7 +127,7 @@ def build_bench(
             clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]
             if clash:
                 raise EvoproxyError(
-                    f"{out} exists with other settings ({', '.join(clash)}); choose another --out or remove it"
+                    f"{out} exists with other settings ({', '.join(clash)}); write to another file or remove it"
                 )
             with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
                 f.truncate(good_len)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 from ..model import MODELS, DataSource, layer_registry, load_model, weights_hash
+from ..params import Interval, check_parameters
 from ..stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
 from .format import Bench, Entry
 from .metrics import TOPK, partial_spearman, rank_quality
@@ -29,17 +30,21 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
         raise EvoproxyError(
             f"benchmark {bench.name} names model {name!r}, which is neither in the registry nor package.module:function"
         )
-    weights = weights or h.get("weights")
+    given, weights = weights, weights or h.get("weights")
     if weights and not Path(weights).is_file():
-        raise EvoproxyError(
-            f"benchmark {bench.name} was made with weights {weights}, which is not there: pass "
-            "--weights with that state_dict"
+        raise ParameterError(
+            "bench_model",
+            "weights",
+            f"the state_dict benchmark {bench.name} was made with ({weights}, which is not there)",
+            given,
         )
     model, _ = load_model(name, weights, h.get("output"))
     if h.get("weights_hash") not in (None, weights_hash(model)):
-        raise EvoproxyError(
-            f"benchmark {bench.name} was measured on other weights of {name}; "
-            "pass the checkpoint it was made with (--weights)"
+        raise ParameterError(
+            "bench_model",
+            "weights",
+            f"the checkpoint benchmark {bench.name} was made with (it was measured on other weights of {name})",
+            given,
         )
     source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
     layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())))
@@ -123,6 +128,20 @@ TABLE_COLUMNS = ["proxy", "rho@20%", "rho@50%", "rho@100%", "mean", "all", "part
 TABLE_HEADERS = ["proxy", "ρ@20%", "ρ@50%", "ρ@100%", "mean ρ", "mean ρ (all)", "ρ | size", "Kendall τ"]
 
 
+# What `rank_proxy` draws; `check_draws` lets a caller refuse them before computing statistics.
+DRAW_CONSTRAINTS = {
+    "samples": Interval(0, None, integer=True),  # 0: the whole split
+    "repeats": Interval(1, None, integer=True),
+    "seed": Interval(0, None, integer=True),
+}
+
+
+def check_draws(samples: int, repeats: int, seed: int) -> None:
+    """Raise ParameterError (of `rank_proxy`) unless it can make `repeats` draws of `samples`
+    configurations with `seed`."""
+    check_parameters({"samples": samples, "repeats": repeats, "seed": seed}, DRAW_CONSTRAINTS, owner="rank_proxy")
+
+
 def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:
     """`repeats` index sets of `samples` distinct configurations out of `n` (all of them when
     `samples` is 0 or at least n), seeded."""
@@ -135,7 +154,9 @@ def subsets(n: int, samples: int, repeats: int, seed: int) -> list[np.ndarray]:
 def rank_proxy(
     proxy, stats: ModelStats, entries: list[Entry], samples: int = 50, repeats: int = 5, seed: int = 0
 ) -> RankResult:
-    """Correlation of `proxy`'s configuration scores with the measured accuracies of `entries`."""
+    """Correlation of `proxy`'s configuration scores with the measured accuracies of `entries`,
+    over `repeats` draws of `samples` of them (0: all) seeded with `seed` (`subsets`)."""
+    check_draws(samples, repeats, seed)
     bits, acc = Bench.arrays(entries)
     start = time.perf_counter()
     try:

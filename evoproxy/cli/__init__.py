@@ -8,10 +8,11 @@ import warnings
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..version import __version__
-from . import allocation, allocators, bench, evolve, export, model, quant
-from .args import flag_for
+from . import allocation, allocators, bench, evolve, export, model, quant, runs, validity
+from .args import CommandParser, flag_for
 
-GROUPS = (model, bench, evolve, allocation, allocators, quant, export)  # in the data flow's order, as --help lists them
+# In the data flow's order, as --help lists them (show, runs and validity after evolve).
+GROUPS = (model, bench, evolve, runs, validity, allocation, allocators, quant, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mixed-precision quantization and use them to allocate bit-widths.",
     )
     parser.add_argument("--version", action="version", version=f"evoproxy {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for group in GROUPS:
         group.register(sub)
     return parser

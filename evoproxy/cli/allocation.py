@@ -21,7 +21,7 @@ from .args import (
     parse_bits,
     resolve_proxies,
 )
-from .allocators import ADAQAT_NOTE, METHODS_HELP, SEARCH_METHODS, add_method_args, search_method
+from .allocators import act_bits_note, add_method_args, allocators, method_list, methods_help, search_method
 
 
 def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
@@ -47,16 +47,16 @@ SOLVERS = "ilp (exact, size and BOPs), dp (exact, size only) or sample (the pape
 
 def _add_allocation_args(p: argparse.ArgumentParser, methods: bool = False) -> None:
     """Model, bit choices, fixed layers, solver and statistics: what `_proxy_problem` reads; with
-    `methods`, the papers' search methods as further --method choices and their flags."""
+    `methods`, the allocators of the registry as further --method choices and their flags."""
     add_model_args(p)
-    add_bit_choice_args(p, ADAQAT_NOTE if methods else "")
+    add_bit_choice_args(p, act_bits_note() if methods else "")
     if methods:
         p.add_argument(
             "--method",
             default="ilp",
-            choices=("ilp", "dp", "sample", *SEARCH_METHODS),
+            choices=("ilp", "dp", "sample", *allocators()),
             help=f"how: a proxy's solver, {SOLVERS}; or a method from the papers that searches without a "
-            "proxy, training on the data's train part: edmips, seam, smpq or adaqat (see below; the "
+            f"proxy, training on the data's train part: {method_list(allocators())} (see below; the "
             "same as `evoproxy mpq`). Default ilp",
         )
     else:
@@ -91,7 +91,7 @@ def cmd_allocate(args) -> None:
 
     _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
     _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
-    if args.method in SEARCH_METHODS:
+    if args.method in allocators():
         if args.proxy is not None:
             raise EvoproxyError(
                 f"--method {args.method} searches without a proxy: leave out --proxy, or give a "
@@ -101,13 +101,13 @@ def cmd_allocate(args) -> None:
     if args.proxy is None:
         raise EvoproxyError(
             f"--method {args.method} allocates by a proxy: give --proxy NAME (e.g. hawq-v2), or "
-            "--method edmips, seam, smpq or adaqat to search without one"
+            f"--method {method_list(allocators())} to search without one"
         )
     given = [f"--{dest.replace('_', '-')}" for dest in args.method_flags if getattr(args, dest) is not None]
     if given:
         raise EvoproxyError(
             f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the search "
-            f"methods (--method edmips, seam, smpq, adaqat), not of the solver {args.method}"
+            f"methods (--method {', '.join(allocators())}), not of the solver {args.method}"
         )
     args.batch_size = STATS_BATCH if args.batch_size is None else args.batch_size
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
@@ -257,17 +257,14 @@ def cmd_pareto(args) -> None:
         print(f"wrote {args.plot}")
 
 
-def register(sub) -> None:
-    """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
-    p = sub.add_parser(
-        "allocate",
-        help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a "
-        "method from the papers (EdMIPS, SEAM, SMPQ, AdaQAT)",
-        description="Choose each layer's weight (and with several --act-bits, activation) bits to "
-        "maximise the proxy's score (Σ_l b_l·s_l, or the proxy's own bit-dependent score) "
-        "under the size budget and optionally a BOPs budget (multiple-choice knapsack, EMQ "
-        "eq. 3), or search them without a proxy by --method edmips, seam, smpq or adaqat; "
-        "print the per-layer bits and write them as a JSON bit configuration. " + METHODS_HELP,
+def _allocate_args(p: argparse.ArgumentParser) -> None:
+    """The allocate command's flags, with the allocators of the registry (added when it is first used)."""
+    p.description = (
+        "Choose each layer's weight (and with several --act-bits, activation) bits to maximise the proxy's score "
+        "(Σ_l b_l·s_l, or the proxy's own bit-dependent score) under the size budget and optionally a BOPs budget "
+        f"(multiple-choice knapsack, EMQ eq. 3), or search them without a proxy by --method "
+        f"{method_list(allocators())}; print the per-layer bits and write them as a JSON bit configuration. "
+        + methods_help()
     )
     p.add_argument(
         "--proxy",
@@ -285,6 +282,15 @@ def register(sub) -> None:
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")
     p.set_defaults(func=cmd_allocate)
+
+
+def register(sub) -> None:
+    """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
+    p = sub.add_parser(
+        "allocate",
+        help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a method from the papers",
+    )
+    p.defer(_allocate_args)
 
     p = sub.add_parser(
         "pareto",

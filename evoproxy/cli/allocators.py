@@ -1,11 +1,16 @@
-"""`evoproxy allocate --method edmips|seam|smpq|adaqat` (and its older name `evoproxy mpq`): per-layer
-bit-widths by one of the papers' own methods instead of a proxy, under the same budgets and written in
-the same file as a proxy's allocation."""
+"""`evoproxy allocate --method NAME` (and its older name `evoproxy mpq`): per-layer bit-widths by one
+of the allocators of `evoproxy.allocators.ALLOCATORS` (the papers' own methods) instead of a proxy,
+under the same budgets and written in the same file as a proxy's allocation. Their flags come from
+the registry: one per field of each method's settings class, named as `flag_of` names it."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import EvoproxyError
@@ -15,112 +20,182 @@ from .args import (
     add_model_args,
     data_source,
     fixed_layers,
+    flag_of,
     load_user_model,
     output_file,
     parse_act_bits,
     parse_bits,
 )
 
-
-# Each method's own flags (default None: refused with another method, the method's default otherwise).
-METHOD_FLAGS = {
-    "seam": ("lam", "margin"),
-    "smpq": ("val_images", "samples", "truncation", "xi", "beta"),
-    "adaqat": ("bitops_lambda", "w_lr", "a_lr", "init_w_bits", "init_a_bits", "oscillations", "per_layer"),
-}
-SEARCH_METHODS = ("edmips", *METHOD_FLAGS)
-SUPERNET = ("edmips", "seam", "smpq")  # the methods on EdMIPS's supernet, which --gamma and --alpha-lr steer
-ADAQAT_ACT_CHOICES = "2,3,4,5,6,7,8"
-# Flags every method reads, with their defaults (None on the command line: `allocate` refuses them with a proxy).
-TRAINING_DEFAULTS = {"epochs": 1, "lr": 0.01, "batch_size": 128}
-ADAQAT_NOTE = (
-    f"edmips, seam, smpq: each layer's choices, mixed in the supernet; adaqat: the choices of its one "
-    f"activation bit-width, default {ADAQAT_ACT_CHOICES}"
-)
-# SEAM searches on a small proxy subset (the paper's 4 %); EdMIPS and SMPQ on the whole train part.
-DEFAULT_FRACTION = {"seam": 0.04}
+# Settings that the commands' own --batch-size and --seed give (--seed also draws the training subset).
+COMMAND_SETTINGS = ("batch_size", "seed")
 
 
-def search_split(train, n: int | None, fraction: float | None, val: int, seed: int):
-    """(search, validation) parts of the train part, disjoint and drawn with `seed`: `val` images
-    for validation, then `n` images, or `fraction` of the train part, or all the rest, to search on."""
-    import torch
+def allocators() -> dict:
+    """`ALLOCATORS`, imported when a command needs it (so that `evoproxy --help` loads no stage)."""
+    from ..allocators import ALLOCATORS
 
-    total = len(train[0])
-    if not 0 <= val < total:
-        raise EvoproxyError(f"--val-images must be from 0 to below {total} (the training images of the data)")
-    if fraction is not None:
-        if not 0 < fraction <= 1:
-            raise EvoproxyError(f"--train-fraction must be above 0 and at most 1, got {fraction}")
-        n = max(1, round(fraction * total))
-    if n is None and val == 0:
-        return train, (train[0][:0], train[1][:0])
-    left = total - val
-    n = left if n is None else n
-    if not 1 <= n <= left:
+    return ALLOCATORS
+
+
+def method_list(names: Iterable[str]) -> str:
+    """`names` as "a, b or c"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+@dataclass
+class MethodFlag:
+    """A flag of the methods: its `flag`, the argparse `kind` of its value (int, float or bool), the
+    methods that take it (`uses`: method → the field of its settings that it sets, None for the
+    flags of the training subset) and, per method, the help phrase and the default (`helps`)."""
+
+    flag: str
+    kind: type
+    uses: dict[str, str | None] = field(default_factory=dict)
+    helps: dict[str, tuple[str, object]] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    def help(self, methods: int) -> str:
+        """Its help among `methods` methods: phrase and default, after the methods that take it unless all do."""
+        by_phrase: dict[tuple[str, object], list[str]] = {}
+        for name, phrase in self.helps.items():
+            by_phrase.setdefault(phrase, []).append(name)
+        parts = []
+        for (phrase, default), users in by_phrase.items():
+            number = isinstance(default, (int, float)) and not isinstance(default, bool)
+            text = phrase.replace("%", "%%") + (f" (default {default:g})" if number else "")
+            parts.append(text if len(users) == methods else f"{', '.join(users)}: {text}")
+        return "; ".join(parts)
+
+
+def per_method(values: dict) -> str:
+    """Values by method in words: the one value where all are the same, else "edmips 1, adaqat 2"."""
+    if len(set(values.values())) <= 1:
+        return str(next(iter(values.values()), ""))
+    return ", ".join(f"{m} {v}" for m, v in values.items())
+
+
+def method_flags() -> dict[str, MethodFlag]:
+    """The flags of the registry's methods by flag, in registry order: the training subset's
+    (--train-images, --train-fraction, --val-images for the methods that read validation images),
+    then one per field of each method's settings class but those of `COMMAND_SETTINGS`."""
+    registry = allocators()
+    fractions = {n: e.train_fraction for n, e in registry.items() if e.train_fraction}
+    validation = {n: e.validation_images for n, e in registry.items() if e.validation_images}
+    subset = (
+        (
+            "--train-images",
+            int,
+            registry,
+            "search on this many training images drawn with --seed (default: all"
+            + "".join(f", {n} {f * 100:g} %" for n, f in fractions.items())
+            + ")",
+        ),
+        (
+            "--train-fraction",
+            float,
+            registry,
+            "search on this fraction of the training images drawn with --seed (default: all"
+            + "".join(f", {n} {f:g}" for n, f in fractions.items())
+            + ")",
+        ),
+        (
+            "--val-images",
+            int,
+            validation,
+            "held-out training images drawn with --seed apart from the searched ones "
+            f"(default {per_method(validation)})",
+        ),
+    )
+    flags = {
+        flag: MethodFlag(flag, kind, dict.fromkeys(users), {n: (phrase, None) for n in users})
+        for flag, kind, users, phrase in subset
+        if users
+    }
+    for name, entry in registry.items():
+        hints = typing.get_type_hints(entry.settings)
+        for f in fields(entry.settings):
+            if f.name in COMMAND_SETTINGS:
+                continue
+            flag = flag_of(entry.settings.__name__, f.name)
+            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            known = flags.setdefault(flag, MethodFlag(flag, kind))
+            known.uses[name] = f.name
+            known.helps[name] = (f.metadata.get("help", f.name.replace("_", " ")), f.default)
+    return flags
+
+
+def add_method_args(p: argparse.ArgumentParser) -> tuple[str, ...]:
+    """Add the methods' own flags to `p` and return their destinations (each None unless given, so
+    that `allocate` can refuse them beside a proxy)."""
+    names = list(allocators())
+    group = p.add_argument_group(f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0])
+    flags = method_flags()
+    for flag in flags.values():
+        if flag.kind is bool:
+            group.add_argument(flag.flag, dest=flag.dest, action="store_true", default=None, help=flag.help(len(names)))
+        else:
+            group.add_argument(flag.flag, dest=flag.dest, type=flag.kind, help=flag.help(len(names)))
+    return tuple(flag.dest for flag in flags.values())
+
+
+def methods_help() -> str:
+    """How each method of the registry works, for a command's description."""
+    return " ".join(f"{name}: {entry.summary}" for name, entry in allocators().items()) + (
+        " All train on the data's train part."
+    )
+
+
+def act_bits_note() -> str:
+    """What --act-bits means to each method, for its help."""
+    groups: dict[tuple[bool, tuple[int, ...]], list[str]] = {}
+    for name, entry in allocators().items():
+        groups.setdefault((entry.act_per_layer, entry.act_bits), []).append(name)
+    return "; ".join(
+        f"{', '.join(names)}: "
+        + ("each layer's choices" if per_layer else "the choices of its one activation bit-width")
+        + ("" if list(bits) == parse_act_bits(None) else f", default {','.join(map(str, bits))}")
+        for (per_layer, bits), names in groups.items()
+    )
+
+
+def _settings(args, method: str):
+    """The settings of --method from its flags (the settings class's defaults for those left out),
+    refusing the flags of other methods."""
+    flags = method_flags()
+    foreign: dict[tuple[str, ...], list[str]] = {}
+    for flag in flags.values():
+        if getattr(args, flag.dest) is not None and method not in flag.uses:
+            foreign.setdefault(tuple(flag.uses), []).append(flag.flag)
+    if foreign:
+        uses, given = next(iter(foreign.items()))
         raise EvoproxyError(
-            f"--train-fraction {fraction} gives {n} images, more than the {left} training images beside --val-images"
-            if fraction is not None
-            else f"--train-images must be between 1 and {left} (the training images of the data"
-            f"{', less --val-images' if val else ''})"
+            f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
+            f"--method {', '.join(uses)}, not of {method}"
         )
-    pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    search, held = pick[val : val + n], pick[:val]
-    return (train[0][search], train[1][search]), (train[0][held], train[1][held])
+    if args.train_images is not None and args.train_fraction is not None:
+        raise EvoproxyError("give --train-images or --train-fraction, not both")
+    values = {"batch_size": args.batch_size, "seed": args.seed}
+    values.update((flag.uses[method], getattr(args, flag.dest)) for flag in flags.values() if flag.uses.get(method))
+    settings_class = allocators()[method].settings
+    return settings_class(**{f.name: values[f.name] for f in fields(settings_class) if values[f.name] is not None})
 
 
 def search_method(args) -> None:
-    """Run --method (edmips, seam, smpq, adaqat) under the budget flags and write its bits file."""
+    """Run --method (an allocator of the registry) under the budget flags and write its bits file."""
     import numpy as np
 
     from ..allocation import act_bits_label, average_bits, build_problem, plot_bits
-    from ..allocators import (
-        AdaqatSettings,
-        EdmipsSettings,
-        SeamSettings,
-        SmpqSettings,
-        search_adaqat,
-        search_edmips,
-        search_seam,
-        search_smpq,
-    )
     from ..model import check_device
     from ..table import format_table
 
-    for method, flags in [*METHOD_FLAGS.items(), (", ".join(SUPERNET), ("gamma", "alpha_lr"))]:
-        given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) is not None]
-        if given and args.method not in method.split(", "):
-            raise EvoproxyError(
-                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
-                f"--method {method}, not of {args.method}"
-            )
-    if args.train_images is not None and args.train_fraction is not None:
-        raise EvoproxyError("give --train-images or --train-fraction, not both")
-    epochs, lr, batch_size = (
-        TRAINING_DEFAULTS[f] if getattr(args, f) is None else getattr(args, f) for f in TRAINING_DEFAULTS
-    )
-    given = {f: getattr(args, f) for flags in METHOD_FLAGS.values() for f in flags if getattr(args, f) is not None}
-    if args.method == "adaqat":
-        names = {"bitops_lambda": "lam"}  # --lam is SEAM's
-        settings = AdaqatSettings(
-            epochs,
-            lr=lr,
-            batch_size=batch_size,
-            seed=args.seed,
-            **{names.get(f, f): given[f] for f in METHOD_FLAGS["adaqat"] if f in given},
-        )
-    else:
-        gamma = EdmipsSettings.gamma if args.gamma is None else args.gamma
-        alpha_lr = EdmipsSettings.alpha_lr if args.alpha_lr is None else args.alpha_lr
-        settings = EdmipsSettings(epochs, gamma, lr, alpha_lr, batch_size, args.seed)
-    seam = SeamSettings(**{f: given[f] for f in METHOD_FLAGS["seam"] if f in given})
-    smpq = SmpqSettings(**{f: given[f] for f in METHOD_FLAGS["smpq"][1:] if f in given})
-    # AdaQAT learns one activation bit-width for all layers among --act-bits; the supernet mixes them per layer.
-    act_choices = parse_act_bits(args.act_bits, ADAQAT_ACT_CHOICES if args.method == "adaqat" else "8")
-    val_images = (512 if args.val_images is None else args.val_images) if args.method == "smpq" else 0
-    fraction = args.train_fraction
-    if fraction is None and args.train_images is None:
-        fraction = DEFAULT_FRACTION.get(args.method)
+    method = allocators()[args.method]
+    settings = _settings(args, args.method)
+    act_choices = parse_act_bits(args.act_bits, ",".join(map(str, method.act_bits)))
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     device = check_device(args.device)
@@ -136,46 +211,28 @@ def search_method(args) -> None:
         bops=None if args.bops_g is None else args.bops_g * 1e9,
     )
     problem.check_feasible()
-    train, val = search_split(source.training(), args.train_images, fraction, val_images, args.seed)
-    title = {"edmips": "EdMIPS", "seam": "SEAM", "smpq": "SMPQ", "adaqat": "AdaQAT"}[args.method]
-    if args.method == "adaqat":
-        what = (
-            f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers "
-            f"({'one each' if settings.per_layer else 'one for all'}), activation bits "
-            f"{','.join(map(str, problem.a_choices))} (one for all layers)"
-        )
-        knobs = f"λ {settings.lam:g}, η_w {settings.w_lr:g}, η_a {settings.a_lr:g}"
-    else:
-        acts = f"{act_choices[0]}-bit" if len(act_choices) == 1 else f"{','.join(map(str, act_choices))} per layer"
-        what = f"weight bits {','.join(map(str, problem.w_choices))} for {len(problem.free)} layers, activations {acts}"
-        knobs = (
-            f"γ {settings.gamma:g}"
-            + {
-                "edmips": "",
-                "seam": f", λ {seam.lam:g}, margin {seam.margin:g}",
-                "smpq": f", {smpq.samples} Shapley permutations per epoch valued on {len(val[0])} held-out images",
-            }[args.method]
-        )
+    data = method.search_data(
+        source.training(),
+        source.calibration()[0],
+        train_images=args.train_images,
+        train_fraction=args.train_fraction,
+        val_images=args.val_images,
+        seed=args.seed,
+    )
+    knobs = settings.knobs(data)
     print(
-        f"{title} on {name}: {what}; {settings.epochs} epoch(s) on {len(train[0])} of "
-        f"{len(source.training()[0])} training images, {knobs}",
+        f"{method.title} on {name}: {settings.scope(problem)}; {settings.epochs} epoch(s) on {len(data.train[0])} of "
+        f"{len(source.training()[0])} training images" + (f", {knobs}" if knobs else ""),
         flush=True,
     )
-    model, calib = model.to(device), source.calibration()[0].to(device)
+    model, data = model.to(device), replace(data, calibration=data.calibration.to(device))
 
     def log(msg: str) -> None:
         print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
 
-    if args.method == "seam":
-        result = search_seam(model, problem, train, calib, settings, seam, log)
-    elif args.method == "smpq":
-        result = search_smpq(model, problem, train, val, calib, settings, smpq, log)
-    elif args.method == "adaqat":
-        result = search_adaqat(model, problem, train, calib, settings, log)
-    else:
-        result = search_edmips(model, problem, train, calib, settings, log)
+    result = method.search(model, problem, data, settings, log)
     alloc, record = result.allocation, result.record(model=name)
-    record[args.method]["train_images"] = len(train[0])
+    record[result.method]["train_images"] = len(data.train[0])
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     if args.plot:
         plot_bits(
@@ -183,13 +240,9 @@ def search_method(args) -> None:
             alloc.w_bits,
             problem.fixed,
             args.plot,
-            f"{title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB",
+            f"{method.title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB",
         )
-    adaqat, act_mix = args.method == "adaqat", args.method != "adaqat" and len(act_choices) > 1
-
-    def shares(probabilities: dict) -> str:
-        return " ".join(f"{p:.2f}" for p in probabilities.values())
-
+    columns = list(result.columns.items())
     rows = [
         {
             "index": l.index,
@@ -198,10 +251,9 @@ def search_method(args) -> None:
             "bits": w,
             "act": a,
             "role": "fixed" if l.index in problem.fixed else "",
-            "p": f"{row['sensitivity']:.3f}" if adaqat else shares(row.get("probabilities", {})),
-            "pa": shares(row.get("act_probabilities", {})),
+            **{f"column {k}": texts[i] for k, (_, texts) in enumerate(columns)},
         }
-        for l, w, a, row in zip(layers, alloc.w_bits, alloc.a_bits, record["layers"])
+        for i, (l, w, a) in enumerate(zip(layers, alloc.w_bits, alloc.a_bits))
     ]
     table = [
         ("index", "#"),
@@ -210,116 +262,40 @@ def search_method(args) -> None:
         ("bits", "W bits"),
         ("act", "A bits"),
         ("role", ""),
-        ("p", "N_w" if adaqat else f"softmax(α) over {','.join(map(str, problem.w_choices))}"),
-        ("pa", f"softmax(β) over {','.join(map(str, act_choices))}"),
+        *((f"column {k}", header) for k, (header, _) in enumerate(columns)),
     ]
-    table = [(c, h) for c, h in table if act_mix or c not in ("act", "pa")]  # one activation bit-width: no columns
+    if not (method.act_per_layer and len(act_choices) > 1):  # one activation bit-width: no column
+        table.remove(("act", "A bits"))
     print(format_table(rows, [c for c, _ in table], [h for _, h in table]))
     bops_budget = "" if args.bops_g is None else f" (budget {args.bops_g:g} G)"
     print(
         f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G{bops_budget}; "
         f"average {average_bits(layers, alloc.w_bits):.3f} weight bits, {act_bits_label(alloc.a_bits)}"
     )
-    found, how = (result.found, "nearest configuration") if adaqat else (result.argmax, "knapsack over log softmax(α)")
+    found = result.found
     changed = sum(a != b for a, b in zip(zip(alloc.w_bits, alloc.a_bits), zip(found.w_bits, found.a_bits)))
     print(
-        (f"found bits (⌈N⌉, A{found.a_bits[0]}): " if adaqat else "argmax α: ")
-        + f"{found.size_mb:.6f} MB, "
+        f"{result.found_as}: {found.size_mb:.6f} MB, "
         + (
-            f"over the budget: projected onto it ({how}), {changed} layer(s) changed"
+            f"over the budget: projected onto it ({result.projection}), {changed} layer(s) changed"
             if result.projected
             else "within the budget"
         )
         + f"; search {result.seconds:.1f} s"
-        + (f", {result.details['value_evaluations']} value evaluations" if args.method == "smpq" else "")
+        + (f", {result.spent}" if result.spent else "")
     )
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 
-METHODS_HELP = (
-    "edmips: a supernet mixing each layer's candidate weight bit-widths (LSQ fake quantizers) with "
-    "softmax(α) weights, and with several --act-bits its input's activation bit-widths with "
-    "softmax(β); loss = cross-entropy + γ × expected size / size at the most bits (+ expected BOPs / "
-    "BOPs at the most bits under --bops-g); weights (SGD) and α, β (Adam) updated alternately; the "
-    "policy is argmax α, β, projected onto the budget (the most probable configuration within it) "
-    "when over. seam: EdMIPS on a small subset (4 %% by default) with SEAM's large-margin "
-    "Gaussian-mixture loss on the last layer's input features. smpq: the same supernet, α moved by "
-    "Monte Carlo Shapley values of the bit-widths on held-out images. adaqat: fractional weight and "
-    "activation bit-widths N (quantizing at ⌈N⌉) learned during QAT by finite differences of "
-    "cross-entropy + λ × BitOPs / BitOPs at the most bits, frozen once ⌈N⌉ oscillates; projected "
-    "onto the budget (the nearest configuration within it) when over. All train on the data's train "
-    "part."
-)
-
-
-def add_method_args(p) -> tuple[str, ...]:
-    """Add the methods' own flags to `p` and return their destinations (each None unless given, so
-    that `allocate` can refuse them beside a proxy)."""
-    group, dests = p.add_argument_group("edmips, seam, smpq and adaqat"), []
-
-    def add(*flags, **kwargs) -> None:
-        dests.append(group.add_argument(*flags, **kwargs).dest)
-
-    add("--epochs", type=int, help=f"epochs over the training images (default {TRAINING_DEFAULTS['epochs']})")
-    add("--lr", type=float, help=f"SGD learning rate of the weights, cosine to 0 (default {TRAINING_DEFAULTS['lr']})")
-    add(
-        "--train-images",
-        type=int,
-        help="search on this many training images drawn with --seed (default: all, seam 4 %%)",
+def _mpq_args(p: argparse.ArgumentParser) -> None:
+    """The mpq command's flags, from the registry (added when the command is first used)."""
+    names = list(allocators())
+    p.description = (
+        "Search each layer's weight bits with a mixed-precision method from the papers instead of a proxy "
+        "and write the same JSON bit configuration as `evoproxy allocate` (for `evoproxy quantize "
+        "--bits-file`); the same as `evoproxy allocate --method METHOD`. " + methods_help()
     )
-    add(
-        "--train-fraction",
-        type=float,
-        help="search on this fraction of the training images drawn with --seed (seam's default 0.04)",
-    )
-    add(
-        "--gamma",
-        type=float,
-        help="edmips, seam, smpq: weight of the expected size (and, under --bops-g, BOPs), each relative to the "
-        "most bits', in the loss; 0, the default, leaves the budget to the projection",
-    )
-    add("--alpha-lr", type=float, help="edmips, seam, smpq: Adam learning rate of α (default 0.01)")
-    add("--lam", type=float, help="seam: weight λ of the intra-class compactness (default 0.1)")
-    add("--margin", type=float, help="seam: class margin m (default 0.3)")
-    add(
-        "--val-images", type=int, help="smpq: held-out training images the Shapley values are measured on (default 512)"
-    )
-    add("--samples", type=int, help="smpq: permutations per Shapley round, one round per epoch (default 10)")
-    add(
-        "--truncation",
-        type=float,
-        help="smpq: a permutation stops once the value is this far below the whole supernet's "
-        "(accuracy fraction, default 0.5)",
-    )
-    add("--xi", type=float, help="smpq: step ξ of α per round (default 0.1)")
-    add("--beta", type=float, help="smpq: momentum β of the Shapley values (default 0.8)")
-    add("--bitops-lambda", type=float, help="adaqat: weight λ of the BitOPs relative to the most bits (default 1)")
-    add("--w-lr", type=float, help="adaqat: learning rate η_w of N_w (default 0.5)")
-    add("--a-lr", type=float, help="adaqat: learning rate η_a of N_a (default 0.5)")
-    add("--init-w-bits", type=float, help="adaqat: initial N_w (default: the most of --bits)")
-    add("--init-a-bits", type=float, help="adaqat: initial N_a (default: the most of --act-bits)")
-    add("--oscillations", type=int, help="adaqat: reversals of ⌈N⌉ after which it is frozen (default 10)")
-    add(
-        "--per-layer",
-        action="store_true",
-        default=None,
-        help="adaqat: one N_w per free layer instead of one for the network (N_a stays one)",
-    )
-    return tuple(dests)
-
-
-def register(sub) -> None:
-    """Add the mpq command (the methods of `allocate --method`, under their older name) to the
-    `evoproxy` subcommands `sub`."""
-    p = sub.add_parser(
-        "mpq",
-        help="the same as `evoproxy allocate --method edmips|seam|smpq|adaqat`",
-        description="Search each layer's weight bits with a mixed-precision method from the papers "
-        "instead of a proxy and write the same JSON bit configuration as `evoproxy "
-        "allocate` (for `evoproxy quantize --bits-file`); the same as `evoproxy allocate "
-        "--method METHOD`. " + METHODS_HELP,
-    )
-    p.add_argument("--method", choices=SEARCH_METHODS, default="edmips", help="the method (default edmips)")
+    p.add_argument("--method", choices=names, default=names[0], help=f"the method (default {names[0]})")
     add_model_args(p)
     add_data_args(p)
     p.add_argument(
@@ -329,10 +305,23 @@ def register(sub) -> None:
         help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)",
     )
     p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
-    add_bit_choice_args(p, ADAQAT_NOTE)
-    p.add_argument("--batch-size", type=int, help=f"training batch size (default {TRAINING_DEFAULTS['batch_size']})")
+    add_bit_choice_args(p, act_bits_note())
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="training batch size (default "
+        + per_method({m: e.settings.batch_size for m, e in allocators().items()})
+        + ")",
+    )
     add_method_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the shuffles (default 0)")
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars")
     p.set_defaults(func=search_method)
+
+
+def register(sub) -> None:
+    """Add the mpq command (the methods of `allocate --method`, under their older name) to the
+    `evoproxy` subcommands `sub`."""
+    p = sub.add_parser("mpq", help="the same as `evoproxy allocate --method METHOD` with a method from the papers")
+    p.defer(_mpq_args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,13 +16,56 @@ if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` star
     from ..stats import StatsSettings
 
 
-# The flags of parameters whose flag is not `--` and the name with dashes, by (class, parameter).
-FLAGS = {("AdaqatSettings", "lam"): "--bitops-lambda", ("CSPSettings", "timeout_s"): "--candidate-timeout"}
+# The flags of parameters whose flag is not `--` and the name with dashes, by (class or function, parameter).
+FLAGS = {
+    ("AdaqatSettings", "lam"): "--bitops-lambda",
+    ("CSPSettings", "timeout_s"): "--candidate-timeout",
+    ("DataSettings", "seed"): "--data-seed",
+    ("DataSettings", "root"): "--data-root",
+    ("DataSource.calibration", "n"): "--batch-size",
+    ("DataSource.evaluation", "n"): "--eval-size",
+    ("DataSource.reopen", "spec"): "--data",
+    ("open_data", "spec"): "--data",
+    ("build_bench", "bit_choices"): "--bits",
+    ("build_bench", "n_configs"): "--configs",
+    ("leaderboard", "k"): "--top",
+}
+
+
+def flag_of(owner: str, param: str) -> str:
+    """The command-line flag of `owner`'s parameter `param`."""
+    return FLAGS.get((owner, param), "--" + param.replace("_", "-"))
 
 
 def flag_for(error: ParameterError) -> str:
     """The command-line flag of the parameter that `error` names."""
-    return FLAGS.get((error.owner, error.param), "--" + error.param.replace("_", "-"))
+    return flag_of(error.owner, error.param)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser whose flags may be added when it is first used (`defer`): building the
+    whole command line then loads no stage, so that `evoproxy --help` starts fast, while a command
+    such as `allocate` takes its flags from a registry of the stage that it runs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Have `add(self)` add flags before this parser first parses or formats its help."""
+        self._deferred.append(add)
+
+    def _add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_deferred()
+        return super().format_help()
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

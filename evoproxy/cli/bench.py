@@ -68,14 +68,11 @@ def cmd_bench_show(args) -> None:
 
 
 def cmd_rank(args) -> None:
-    from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, load_bench, plot_ranking, rank_proxy
+    from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, check_draws, load_bench, plot_ranking, rank_proxy
     from ..model import check_device
     from ..table import format_table
 
-    if args.repeats < 1 or args.samples < 0 or args.seed < 0:
-        raise EvoproxyError(
-            "--repeats must be at least 1, --samples at least 0 (0: the whole split) and --seed at least 0"
-        )
+    check_draws(args.samples, args.repeats, args.seed)  # before the statistics
     bench = load_bench(args.bench)
     proxies = resolve_proxies(args.proxies)
     entries = bench.split(args.split)

@@ -3,6 +3,9 @@ file with QuantizeLinear/DequantizeLinear pairs, checked in onnxruntime."""
 
 from __future__ import annotations
 
+import importlib.util
+
+from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model, output_file
 
 
@@ -12,6 +15,11 @@ def cmd_export(args) -> None:
     from ..quant import export_onnx, load_qat_state, lsq_model, onnxruntime_accuracy
 
     output_file(args.onnx, "--onnx")
+    if args.eval_size != 0 and importlib.util.find_spec("onnxruntime") is None:  # before any work
+        raise EvoproxyError(
+            "onnxruntime is not installed: pip install 'evoproxy[onnx]', or pass --eval-size 0 to write the file "
+            "unchecked"
+        )
     device = check_device(args.device)
     source = data_source(args)
     model, name, layers = load_user_model(args, source)

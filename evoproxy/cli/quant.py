@@ -16,8 +16,10 @@ METHOD_NAMES = {"qat": "QAT", "adaround": "AdaRound"}
 
 
 def _method_settings(args):
-    """The QatSettings or AdaRoundSettings of the method's flags (None for rtn); an error for a
-    flag of another method."""
+    """The QatSettings or AdaRoundSettings of the method's flags, the settings' defaults where a
+    flag is not given (None for rtn); an error for a flag of another method."""
+    from dataclasses import fields
+
     from ..quant import AdaRoundSettings, QatSettings
 
     owners: dict[str, list[str]] = {}
@@ -35,12 +37,11 @@ def _method_settings(args):
                 for methods, flags in wrong.items()
             )
         )
-    if args.method == "qat":
-        return QatSettings(args.epochs or 1, args.lr, args.batch_size or 128, args.optimizer or "sgd", args.distill)
-    if args.method == "adaround":
-        given = {f: getattr(args, f) for f in METHOD_FLAGS["adaround"] if getattr(args, f) is not None}
-        return AdaRoundSettings(**given)
-    return None
+    if args.method == "rtn":
+        return None
+    settings = QatSettings if args.method == "qat" else AdaRoundSettings
+    names = {f.name for f in fields(settings)} & set(METHOD_FLAGS[args.method])
+    return settings(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
 def cmd_quantize(args) -> None:

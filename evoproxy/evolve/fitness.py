@@ -10,7 +10,7 @@ of configurations. The early-rejection rules, each switchable:
 - sensitivity perception: configuration scores that barely vary over the sampled configurations.
 Equivalence checking (canonical WL hash against every candidate already seen) lives in the
 evolution loop, which owns the run's memory. BenchesTask judges on several benches (models) at
-once.
+once; `search_partition` draws a run's fitness sample and validation configurations.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..bench import TOPK
-from ..errors import EvoproxyError
+from ..bench import TOPK, Bench
+from ..errors import ParameterError
+from ..params import Interval, OneOf, check_parameters
 from ..proxy import INPUT, Genome, bit_columns, operands, table_score
 
 # (outer, inner) pairs such that outer(inner(x)) undoes or merely repeats inner.
@@ -54,6 +55,9 @@ CONFLICTS = frozenset(
 RULES = ("conflict", "invalid", "insensitive", "error", "too slow")
 
 
+MAX_TIMEOUT_S = 86_400.0  # a candidate's time limit: a day (the timer cannot take infinity)
+
+
 @dataclass(frozen=True)
 class CSPSettings:
     """Which early-rejection rules run, and their thresholds."""
@@ -63,6 +67,14 @@ class CSPSettings:
     insensitive: bool = True
     min_relative_spread: float = 1e-9  # scores whose range is below this × max|score| are insensitive
     timeout_s: float = 5.0  # a candidate that takes longer is rejected
+
+    CONSTRAINTS = {
+        "min_relative_spread": Interval(0, None),
+        "timeout_s": Interval(0, MAX_TIMEOUT_S, closed="right"),
+    }
+
+    def __post_init__(self):
+        check_parameters(self)
 
 
 @dataclass
@@ -201,8 +213,7 @@ class BenchesTask:
     the benches. On one bench it is that bench's FitnessTask, to the last bit."""
 
     def __init__(self, tasks: list[FitnessTask], aggregate: str = "mean"):
-        if aggregate not in AGGREGATES:
-            raise EvoproxyError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+        check_parameters({"aggregate": aggregate}, {"aggregate": OneOf(tuple(AGGREGATES))}, owner="BenchesTask")
         self.tasks, self.aggregate = tasks, aggregate
 
     def judge(self, genome: Genome, inputs: list, csp: CSPSettings = CSPSettings()) -> Outcome:
@@ -218,3 +229,24 @@ class BenchesTask:
         return Outcome(
             AGGREGATES[self.aggregate]([o.fitness for o in outcomes]), parts, seconds=sum(o.seconds for o in outcomes)
         )
+
+
+def search_partition(
+    bench: Bench, n: int, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The configurations of a run as (bits (n, L), accuracies (n,)) pairs: the fitness sample,
+    n drawn from the bench's search split with the run's seed (n = 0: the whole split), and the
+    validation configurations, the rest of the search split."""
+    entries = bench.split("search")
+    if n == 0:
+        bits, acc = Bench.arrays(entries)
+        return (bits, acc), (bits[:0], acc[:0])
+    if len(entries) < n:  # the run's `samples` setting, checked against this bench
+        raise ParameterError(
+            "EvolutionSettings", "samples", f"at most {len(entries)}, the search split of {bench.name}", n
+        )
+    chosen = set(np.random.default_rng(seed).choice(len(entries), n, replace=False).tolist())
+    return (
+        Bench.arrays([e for i, e in enumerate(entries) if i in chosen]),
+        Bench.arrays([e for i, e in enumerate(entries) if i not in chosen]),
+    )

@@ -41,6 +41,12 @@ CREATE TABLE history (
 );
 """
 TABLES = ("meta", "candidates", "history")
+PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))  # fitness part → its column
+
+
+def row_parts(row) -> dict[str, float]:
+    """The fitness parts (ρ@k) stored in a candidates row; none for a rejected candidate."""
+    return {part: row[column] for part, column in PART_COLUMNS if row[column] is not None}
 
 
 def _guarded(method):
@@ -137,7 +143,6 @@ class RunStore:
 
     @_guarded
     def add_candidate(self, h: str, genome_json: str, formula: str, outcome, iteration: int, origin: str) -> None:
-        parts = outcome.parts
         self.db.execute(
             "INSERT OR IGNORE INTO candidates (hash, genome, formula, fitness, rho20, rho50, rho100, seconds, status,"
             " reason, iteration, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -146,9 +151,7 @@ class RunStore:
                 genome_json,
                 formula,
                 outcome.fitness if outcome.ok else None,
-                parts.get("rho@20%"),
-                parts.get("rho@50%"),
-                parts.get("rho@100%"),
+                *(outcome.parts.get(part) for part, _ in PART_COLUMNS),
                 outcome.seconds,
                 "ok" if outcome.ok else outcome.rule,
                 outcome.reason,

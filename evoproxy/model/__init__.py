@@ -3,6 +3,7 @@ gives the nn.Module, its layer registry (the quantizable layers that key every b
 configuration, statistic and allocation), the calibration and evaluation images, and training."""
 
 from .data import asset_path, calibration_set, fmnist_dir, load_fmnist, normalize
+from .data_settings import DataSettings
 from .layers import (
     QUANTIZABLE,
     LayerInfo,
@@ -14,7 +15,7 @@ from .layers import (
     selected,
 )
 from .nets import MobileNetV2Small, ResNet20
-from .sources import DEFAULT_SPEC, DataSettings, DataSource, calibration_batch, open_data
+from .sources import DEFAULT_SPEC, DataSource, calibration_batch, open_data
 from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, load_model, weights_hash
 from .train import EVAL_BATCH, accuracy, count_correct, make_calibration_subset, train
 

@@ -61,7 +61,7 @@ def _find(folder: Path, stem: str) -> Path:
         return shipped
     raise EvoproxyError(
         f"Fashion-MNIST file {stem}[.gz] not found in {folder} (only training needs it): install it with "
-        f"`apt-get install dataset-fashion-mnist`, point ${FMNIST_ENV} at the IDX files, or train on your own --data"
+        f"`apt-get install dataset-fashion-mnist`, point ${FMNIST_ENV} at the IDX files, or train on your own data"
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError, EvoproxyWarning
+from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -59,7 +59,7 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
 
 class OutputSelector:
     """A forward hook that keeps one part of a model's tuple or dict output (its logits): what
-    --output sets up. A class, not a closure, so that a model carrying it can be pickled."""
+    `load_model`'s `output` sets up. A class, not a closure, so that a model carrying it can be pickled."""
 
     def __init__(self, key: int | str):
         self.key = key
@@ -74,8 +74,11 @@ class OutputSelector:
                 keys = f"0 to {len(output) - 1}"
             else:
                 keys = "none: it is not a tuple or dict"
-            raise EvoproxyError(
-                f"--output {self.key!r} does not select from the model's {type(output).__name__} output (keys: {keys})"
+            raise ParameterError(
+                "load_model",
+                "output",
+                f"an index or key of the model's {type(output).__name__} output (keys: {keys})",
+                self.key,
             ) from None
 
 
@@ -96,23 +99,29 @@ def selected(model: nn.Module, output):
 
 
 def check_device(device: str) -> str:
-    """`device` if torch can use it here, else a one-line error."""
+    """`device` if torch can use it here, else a ParameterError."""
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:  # an unknown name, or CUDA absent from this build
-        raise EvoproxyError(f"--device {device!r} is not usable here ({str(exc).splitlines()[0]}); use cpu") from None
+        reason = str(exc).splitlines()[0]
+        raise ParameterError(
+            "check_device", "device", f"a device torch can use here, such as cpu ({reason})", device
+        ) from None
     return device
 
 
 def _excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
-    """The names that match a pattern of --exclude (a layer name, or a shell pattern such as
+    """The names that match a pattern of `exclude` (a layer name, or a shell pattern such as
     'head.*'); a pattern that matches no layer is an error, since it is most likely a typo."""
     out = set()
     for pattern in patterns:
         hits = {n for n in names if fnmatchcase(n, pattern)}
         if not hits:
-            raise EvoproxyError(
-                f"--exclude {pattern!r} matches no quantizable layer (see `evoproxy stats` for their names)"
+            raise ParameterError(
+                "layer_registry",
+                "exclude",
+                "layer names or shell patterns that each match a quantizable layer (`evoproxy stats` lists them)",
+                pattern,
             )
         out |= hits
     return out
@@ -129,7 +138,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
     dropped = _excluded([n for n, _ in modules], exclude)
     modules = [(n, m) for n, m in modules if n not in dropped]
     if not modules:
-        raise EvoproxyError("--exclude leaves no layer to quantize")
+        raise ParameterError("layer_registry", "exclude", "patterns that leave a layer to quantize", exclude)
     out_numel: dict[str, int] = {}
     was_training = model.training
     try:
@@ -142,7 +151,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
                 dict(modules),
                 lambda n, out: out_numel.__setitem__(n, out[0].numel()),
                 f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
-                "check --data and --image-size",
+                "check the data and its image size",
             )
     finally:
         model.train(was_training)

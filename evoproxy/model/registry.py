@@ -91,7 +91,7 @@ def checkpoint_path(spec: ModelSpec) -> Path:
 def _load_state_dict(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
-        raise EvoproxyError(f"weights file {path} does not exist: pass --weights with a saved state_dict")
+        raise EvoproxyError(f"weights file {path} does not exist: give a saved state_dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or non-tensor file
@@ -129,7 +129,7 @@ def load_model(ref: str, weights: str | Path | None = None, output: str | None =
         else:
             warnings.warn(
                 f"{ref} runs with the weights its function gives it (random, unless it loads trained "
-                "ones): pass --weights with a saved state_dict",
+                "ones): pass weights, a saved state_dict file",
                 EvoproxyWarning,
                 stacklevel=2,
             )

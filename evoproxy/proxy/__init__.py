@@ -5,10 +5,11 @@ by name through `get_proxy`."""
 
 from .base import FunctionProxy, Proxy, as_bits, bit_score, needs_hessian, validity_reason
 from .export import sympy_function, to_latex, to_python, to_sympy
-from .genome import Evaluation, Genome, bit_columns, table_score
+from .genome import Genome
 from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
 from .handcrafted import EMQ_EQUATION_5, GENOME_FORMS, HANDCRAFTED, emq_paper, genome_form
 from .inputs import PreparedInputs, n_layers, prepare_inputs
+from .program import Evaluation, bit_columns, table_score
 from .registry import available_proxies, get_genome, get_proxy, load_function_proxy
 from .simplify import Simplification, rewrite, simplify
 from .space import SearchSpace, available_spaces, load_space

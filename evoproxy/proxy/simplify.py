@@ -19,6 +19,7 @@ that space. Only taking out a binary operation leaves the space's skeleton; the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ import networkx as nx
 
 from .. import primitives
 from ..errors import EvoproxyError
+from ..params import Interval, check_parameters
 from .genome import Genome
 from .graph import AGGREGATE, INPUT, UNARY, operands
 from .space import SearchSpace
@@ -238,10 +240,12 @@ def simplify(
     one's, so the result never falls more than `tolerance` below it (with 0: equal or better).
     `space`: the search space to stay in where possible (see the module). At most `max_evaluations`
     distinct genomes are judged (the original and the result included)."""
-    if not 0 <= tolerance < float("inf"):
-        raise EvoproxyError(f"the simplification tolerance must be a finite number of at least 0, got {tolerance}")
-    if max_evaluations < 2:
-        raise EvoproxyError(f"max_evaluations must be at least 2 (the original and the result), got {max_evaluations}")
+    check_parameters(
+        {"tolerance": tolerance, "max_evaluations": max_evaluations},
+        # Two evaluations at least: the original's and the result's.
+        {"tolerance": Interval(0, math.inf, closed="left"), "max_evaluations": Interval(2, None, integer=True)},
+        owner="simplify",
+    )
     search = _Search(fitness, max_evaluations)
     before = search.judge(genome)
     current, steps = rewrite(genome, space)

@@ -10,6 +10,7 @@ from .adaround import AdaRoundQuantizer, AdaRoundSettings, BlockRecord, adaround
 from .cost import (
     BITS_PER_MB,
     check_bits,
+    is_bit_width,
     layer_size_bits,
     layer_size_mb,
     model_bops,
@@ -43,6 +44,7 @@ __all__ = [
     "WeightCache",
     "adaround_model",
     "check_bits",
+    "is_bit_width",
     "epoch_batches",
     "export_onnx",
     "layer_size_bits",

@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo, quantizable_modules
+from ..params import Interval, check_parameters
 from .fakequant import QuantSettings, WeightCache, quantize_model, weight_steps
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound eq. 23), so that h reaches 0 and 1
@@ -82,13 +83,15 @@ class AdaRoundSettings:
     batch_size: int = 32
     seed: int = 0
 
+    CONSTRAINTS = {
+        "iters": Interval(1, None, integer=True),
+        "lr": Interval(0, math.inf, closed="neither"),
+        "reg_weight": Interval(0, math.inf, closed="left"),
+        "batch_size": Interval(1, None, integer=True),
+    }
+
     def __post_init__(self):
-        if self.iters < 1 or self.batch_size < 1:
-            raise EvoproxyError(f"--iters and --batch-size must be at least 1, got {self.iters} and {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise EvoproxyError(f"--lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
-            raise EvoproxyError(f"--reg-weight must be a number of at least 0, got {self.reg_weight}")
+        check_parameters(self)
 
 
 @dataclass(frozen=True)

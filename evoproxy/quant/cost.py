@@ -16,6 +16,11 @@ from ..model import LayerInfo
 BITS_PER_MB = 8e6  # a megabyte here is 10^6 bytes
 
 
+def is_bit_width(b: object, low: int = 1) -> bool:
+    """Whether `b` is a whole bit-width from `low` to 32 (bool excluded)."""
+    return isinstance(b, Integral) and not isinstance(b, bool) and low <= b <= 32
+
+
 def check_bits(layers: Sequence[LayerInfo], bits: Sequence[int], what: str, low: int = 1) -> None:
     """Raise a clear error unless `bits` has one whole number from `low` to 32 per layer."""
     if len(bits) != len(layers):

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
-from .cost import check_bits, per_layer_bits
+from ..params import Satisfies, check_parameters
+from .cost import check_bits, is_bit_width, per_layer_bits
 
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 BN_BATCH = 256  # BatchNorm re-estimation's batch: its variance estimate depends on the batches
@@ -72,9 +73,17 @@ class QuantSettings:
     weight_quantizer: str = "symmetric per-channel, MSE-searched clipping"
     act_quantizer: str = "asymmetric per-tensor min/max on the calibration images"
 
+    CONSTRAINTS = {
+        "act_bits": [
+            Satisfies(is_bit_width, "a bit-width from 1 to 32"),
+            Satisfies(lambda t: isinstance(t, tuple) and len(t) > 0 and all(map(is_bit_width, t)), "one per layer"),
+        ]
+    }
+
     def __post_init__(self) -> None:
         if isinstance(self.act_bits, list):
             object.__setattr__(self, "act_bits", tuple(self.act_bits))  # settings stay hashable
+        check_parameters(self)
 
 
 class _ActQuant:

@@ -126,10 +126,7 @@ def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.T
     try:
         import onnxruntime
     except ImportError:
-        raise EvoproxyError(
-            "onnxruntime is not installed: pip install 'evoproxy[onnx]', or pass --eval-size 0 "
-            "to write the file unchecked"
-        ) from None
+        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]'") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     correct = 0
     for i in range(0, len(images), batch_size):

@@ -35,9 +35,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 from ..files import write_atomically
 from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
+from ..params import Interval, OneOf, check_parameters
 from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
 
 CHECKPOINT_FORMAT = "evoproxy-qat/1"
@@ -134,17 +135,17 @@ class QatSettings:
     distill: bool = False
     seed: int = 0
 
+    CONSTRAINTS = {
+        "optimizer": OneOf(tuple(DEFAULT_LR)),
+        "epochs": Interval(1, None, integer=True),
+        "lr": [Interval(0, math.inf, closed="neither"), OneOf((None,))],
+        "batch_size": Interval(1, None, integer=True),
+    }
+
     def __post_init__(self):
-        if self.optimizer not in DEFAULT_LR:
-            raise EvoproxyError(f"unknown optimizer {self.optimizer!r}: use {' or '.join(DEFAULT_LR)}")
+        check_parameters(self)
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        if self.epochs < 1 or self.batch_size < 1:
-            raise EvoproxyError(
-                f"--epochs and --batch-size must be at least 1, got {self.epochs} and {self.batch_size}"
-            )
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise EvoproxyError(f"--lr must be a positive number, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,7 @@ def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
                 if key == "settings" and identity[key][k] != v
             )
             raise EvoproxyError(
-                f"{path} was made with {what}{detail}: resume with the same flags, or run without "
-                "--resume to start over"
+                f"{path} was made with {what}{detail}: resume with the same settings, or start over without resuming"
             )
 
 
@@ -284,7 +284,7 @@ def train_qat(
     history: list[EpochRecord] = []
     if resume:
         if path is None:
-            raise EvoproxyError("--resume needs --checkpoint, the file to resume from")
+            raise ParameterError("train_qat", "checkpoint", "given, the file to resume from", None)
         ckpt = _read_checkpoint(path)
         _check_identity(ckpt, identity, path)
         qmodel.load_state_dict(ckpt["state"])

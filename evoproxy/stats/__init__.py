@@ -3,20 +3,10 @@ tensors W, G, A, H, V with the Hessian trace and top eigenvalue, and the weight 
 error Q per bit-width (what every proxy reads), computed once per (model, batch, settings) and
 cached on disk."""
 
-from .compute import (
-    QBITS,
-    TENSOR_FIELDS,
-    LayerStats,
-    ModelStats,
-    StatsSettings,
-    cache_dir,
-    compute_stats,
-    load_or_compute_stats,
-    load_stats_file,
-    quantization_errors,
-    stats_cache_path,
-)
+from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
+from .compute import QBITS, compute_stats, quantization_errors
 from .hessian import hutchinson, top_eigenvalue
+from .model_stats import TENSOR_FIELDS, LayerStats, ModelStats, StatsSettings
 from .synflow import synflow_gradients
 
 __all__ = [

@@ -8,7 +8,7 @@ from scipy.optimize import LinearConstraint
 
 from evoproxy.allocation import Allocation, allocate, build_problem
 from evoproxy.allocation import ilp as ilp_module
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, ParameterError
 from evoproxy.model import LayerInfo, ResNet20, layer_registry
 from evoproxy.quant import model_bops, model_size_mb
 
@@ -198,6 +198,12 @@ def test_sample_without_a_configuration_in_budget_says_so(resnet_layers):
     problem = build_problem(resnet_layers, np.ones(len(resnet_layers)), 0.07)
     with pytest.raises(EvoproxyError, match="none of 100 random configurations met the budget"):
         allocate(problem, "sample", n_samples=100)
+
+
+def test_sample_needs_a_draw(resnet_layers):
+    problem = build_problem(resnet_layers, np.ones(len(resnet_layers)), 0.1)
+    with pytest.raises(ParameterError, match=r"^solve_sample\.n_samples must be a whole number at least 1, got 0$"):
+        allocate(problem, "sample", n_samples=0)
 
 
 def test_unsorted_choices_read_the_table_in_the_given_order(resnet_layers):

@@ -16,7 +16,7 @@ import user_models
 from evoproxy.allocation import build_problem
 from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
-from evoproxy.allocators import AdaqatSettings, FractionalBits, adaqat_network, search_adaqat
+from evoproxy.allocators import AdaqatSettings, FractionalBits, SearchData, adaqat_network, search_adaqat
 from evoproxy.model import layer_registry, quantizable_modules
 from evoproxy.quant import model_bops, model_size_mb
 
@@ -42,7 +42,8 @@ def _problem(size_mb: float = 1.0, a_bits=(8,), bops: float | None = None):
 
 def _search(problem, **settings):
     x, y = _hard_vectors()
-    return search_adaqat(_trained(), problem, (x, y), x, AdaqatSettings(**{"batch_size": 32, **settings}), **QUIET)
+    data = SearchData((x, y), (x[:0], y[:0]), x)
+    return search_adaqat(_trained(), problem, data, AdaqatSettings(**{"batch_size": 32, **settings}), **QUIET)
 
 
 def test_bits_are_n_rounded_up_on_the_grid_of_choices():
@@ -64,8 +65,8 @@ def test_bits_are_n_rounded_up_on_the_grid_of_choices():
     assert (grid.bits, grid.other()) == (4, 2)
     single = FractionalBits(8.0, (8,), lr=1.0, oscillations=10)
     assert single.frozen and single.other() is None and single.bits == 8
-    with pytest.raises(EvoproxyError, match=r"--init-w-bits must be from 1 \(one below the fewest bit choice\) to 4"):
-        FractionalBits(4.5, (2, 3, 4), lr=1.0, oscillations=10, flag="--init-w-bits")
+    with pytest.raises(EvoproxyError, match=r"Mine.init must be from 1 \(one below the fewest bit choice\) to 4"):
+        FractionalBits(4.5, (2, 3, 4), lr=1.0, oscillations=10, owner="Mine", param="init")
 
 
 def test_the_network_quantizes_at_the_selected_bits_and_the_search_at_the_ceiling():
@@ -89,7 +90,7 @@ def test_the_network_quantizes_at_the_selected_bits_and_the_search_at_the_ceilin
     # N that hardly moves: the bits found are ⌈N⌉ (2.3 → 3, 2.2 → 4 on the grid 2, 4, 8).
     result = _search(problem, init_w_bits=2.3, init_a_bits=2.2, w_lr=1e-6, a_lr=1e-6)
     assert result.found.w_bits == (3, 3, 3) and set(result.found.a_bits) == {4}
-    assert result.n_w[0] == pytest.approx(2.3, abs=1e-3)
+    assert result.details["n_w"][0] == pytest.approx(2.3, abs=1e-3)
 
 
 @pytest.mark.parametrize("per_layer", [False, True])
@@ -109,11 +110,11 @@ def test_the_loss_pushes_n_up_when_bits_fall_and_a_large_lambda_pushes_it_down(p
     assert all(loss([2 if g == f else 3 for g in range(3)], 8) > loss([3, 3, 3], 8) for f in range(3))
     assert loss([3, 3, 3], 2) > loss([3, 3, 3], 3)
     kept = _search(_problem(a_bits=(2, 3, 8)), lam=0.0, init_w_bits=2.5, init_a_bits=2.5, epochs=2, per_layer=per_layer)
-    assert all(n > 2.5 for n in kept.n_w) and kept.n_a > 2.5
+    assert all(n > 2.5 for n in kept.details["n_w"]) and kept.details["n_a"] > 2.5
     squeezed = _search(
         _problem(a_bits=(2, 3, 8)), lam=50.0, init_w_bits=2.5, init_a_bits=2.5, epochs=2, per_layer=per_layer
     )
-    assert all(n < 2.5 for n in squeezed.n_w) and squeezed.n_a < 2.5
+    assert all(n < 2.5 for n in squeezed.details["n_w"]) and squeezed.details["n_a"] < 2.5
     assert squeezed.found.w_bits == (2, 2, 2) and squeezed.found.bops < kept.found.bops
     assert [h.epoch for h in kept.history] == [1, 2] and len(kept.history[0].n_w) == (3 if per_layer else 1)
 
@@ -142,7 +143,7 @@ def test_the_search_freezes_an_oscillating_bit_width():
     layers = layer_registry(user_models.mlp(), (12,))
     problem = build_problem(layers, np.zeros(3), 1.0, w_bits=(4,), a_bits=(1, 2, 3, 4), fixed={})
     result = _search(problem, lam=2.0, init_a_bits=3.5, a_lr=2.0, epochs=4, oscillations=3)
-    assert result.a_frozen_at is not None and result.w_frozen_at == (None, None, None)
+    assert result.details["a_frozen_at_step"] is not None and result.details["w_frozen_at_step"] == [None, None, None]
     assert set(result.found.a_bits) == {3} and all(h.w_frozen for h in result.history)
     frozen = [h.n_a for h in result.history if h.a_frozen]
     assert frozen and len(set(frozen)) == 1  # N_a stands still once frozen
@@ -231,8 +232,8 @@ def test_mpq_adaqat_writes_a_bits_file_with_its_activation_bits_that_quantize_ac
             "--bitops-lambda is an option of --method adaqat, not of edmips",
         ),
         (["--method", "adaqat", "--gamma", "1"], "--gamma is an option of --method edmips, seam, smpq, not of adaqat"),
-        (["--method", "adaqat", "--w-lr", "0"], "--w-lr must be a positive number, got 0.0"),
-        (["--method", "adaqat", "--oscillations", "0"], "--oscillations must be at least 1"),
+        (["--method", "adaqat", "--w-lr", "0"], "--w-lr must be a finite number above 0, got 0.0"),
+        (["--method", "adaqat", "--oscillations", "0"], "--oscillations must be a whole number at least 1"),
         (
             ["--method", "adaqat", "--init-w-bits", "9"],
             "--init-w-bits must be from 1 (one below the fewest bit choice)",

@@ -18,6 +18,7 @@ from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
 from evoproxy.allocators import (
     EdmipsSettings,
+    SearchData,
     edmips_supernet,
     expected_cost,
     expected_size_mb,
@@ -33,6 +34,16 @@ def _hard_vectors(n: int = 192):
     """user_models.vectors with the classes closer, so that a tiny MLP keeps some loss to lose."""
     x, y = user_models.vectors(n)
     return x * 0.25, y
+
+
+def _data(train) -> SearchData:
+    """`train` (images, labels) to search on, its images to calibrate on, no validation images."""
+    return SearchData(train, (train[0][:0], train[1][:0]), train[0])
+
+
+def _act_probabilities(result) -> np.ndarray:
+    """(F, n_a) each free layer's probability per activation bit choice, from the result's layer details."""
+    return np.array([list(result.layer_details[i]["act_probabilities"].values()) for i in result.problem.free])
 
 
 def _mlp_problem(size_mb: float = 1.0, fixed: dict | None = None):
@@ -77,18 +88,20 @@ def test_the_supernet_mixes_the_candidates_lsq_quantizers_and_leaves_the_model_a
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_few_epochs_lower_the_task_loss_and_the_expected_size():
     model, problem = _mlp_problem()
     lines = []
     data = user_models.vectors()
     history = search_edmips(
-        model, problem, data, data[0], EdmipsSettings(epochs=6, gamma=1.0, batch_size=32, lr=0.05), log=lines.append
+        model, problem, _data(data), EdmipsSettings(epochs=6, gamma=1.0, batch_size=32, lr=0.05), log=lines.append
     ).history
     assert [l.split(":")[0] for l in lines] == [f"epoch {e}/6" for e in range(1, 7)]
     assert history[-1].task_loss < 0.8 * history[0].task_loss
     assert history[-1].expected_size_mb < history[0].expected_size_mb
 
 
+@pytest.mark.slow
 def test_gamma_moves_the_policy_to_fewer_bits():
     model = user_models.fit(user_models.mlp(), *_hard_vectors())
     results = {}
@@ -97,15 +110,15 @@ def test_gamma_moves_the_policy_to_fewer_bits():
         results[gamma] = search_edmips(
             model,
             problem,
-            _hard_vectors(),
-            _hard_vectors()[0],
+            _data(_hard_vectors()),
             EdmipsSettings(epochs=4, gamma=gamma, batch_size=32),
             log=lambda m: None,
         )
     low, high = results[0.0], results[5.0]
     assert sum(high.allocation.w_bits) < sum(low.allocation.w_bits)
     assert high.allocation.size_mb < low.allocation.size_mb
-    assert (high.probabilities[:, 0] > low.probabilities[:, 0]).all()  # every layer prefers 2 bits more
+    two = {g: [r.layer_details[i]["probabilities"]["2"] for i in r.problem.free] for g, r in results.items()}
+    assert all(h > l for h, l in zip(two[5.0], two[0.0]))  # every layer prefers 2 bits more
 
 
 def test_an_argmax_over_the_budget_is_projected_onto_it():
@@ -116,16 +129,15 @@ def test_an_argmax_over_the_budget_is_projected_onto_it():
     result = search_edmips(
         model,
         problem,
-        _hard_vectors(),
-        _hard_vectors()[0],
+        _data(_hard_vectors()),
         EdmipsSettings(epochs=2, gamma=0.0, batch_size=32),
         log=lambda m: None,
     )
-    assert result.argmax.size_mb > problem.size_budget_mb  # γ = 0: accuracy alone asks for more bits
+    assert result.found.size_mb > problem.size_budget_mb  # γ = 0: accuracy alone asks for more bits
     assert result.projected and result.allocation.size_mb <= problem.size_budget_mb
     assert model_size_mb(layers, result.allocation.w_bits) <= problem.size_budget_mb
     # The projection is the most probable configuration within the budget: no fitting one is likelier.
-    log_p = np.log(result.probabilities)
+    log_p = np.log([list(result.layer_details[i]["probabilities"].values()) for i in problem.free])
     fitting = [
         bits
         for bits in itertools.product(problem.w_choices, repeat=3)
@@ -138,8 +150,8 @@ def test_an_argmax_over_the_budget_is_projected_onto_it():
 def test_an_infeasible_budget_is_refused_before_training():
     model, problem = _mlp_problem(size_mb=1e-5)
     with pytest.raises(EvoproxyError, match="below the smallest feasible size"):
-        search_edmips(model, problem, (torch.empty(0), torch.empty(0)), torch.empty(0))
-    with pytest.raises(EvoproxyError, match="--gamma must be a number from 0"):
+        search_edmips(model, problem, _data((torch.empty(0), torch.empty(0))))
+    with pytest.raises(EvoproxyError, match="EdmipsSettings.gamma must be a finite number at least 0, got nan"):
         EdmipsSettings(gamma=float("nan"))
 
 
@@ -182,7 +194,7 @@ def test_mpq_one_line_errors(trained_mlp, one_line_error):
     assert main(["mpq", *trained_mlp, "--size-mb", "0.0001"]) == 2  # below first and last at 8 bits
     one_line_error("size budget 0.0001 MB is below the smallest feasible size")
     assert main(["mpq", *trained_mlp, "--size-mb", "1", "--epochs", "0"]) == 2
-    one_line_error("--epochs and --batch-size must be at least 1")
+    one_line_error("--epochs must be a whole number at least 1, got 0")
     assert main(["mpq", *trained_mlp, "--size-mb", "1", "--train-images", "100000"]) == 2
     one_line_error("--train-images must be between 1 and")
     assert not Path("alloc.json").exists()
@@ -276,6 +288,7 @@ def test_the_supernet_mixes_activation_bits_and_the_options_probabilities_are_th
     assert expected_cost(problem, p.double().round()).item() == pytest.approx(want, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_gamma_under_a_bops_budget_moves_activation_bits_down():
     model = user_models.fit(user_models.mlp(), *_hard_vectors())
     layers = layer_registry(model, (12,))
@@ -283,14 +296,13 @@ def test_gamma_under_a_bops_budget_moves_activation_bits_down():
         gamma: search_edmips(
             model,
             _act_problem(bops=model_bops(layers, [8, 4, 8], 8)),
-            _hard_vectors(),
-            _hard_vectors()[0],
+            _data(_hard_vectors()),
             EdmipsSettings(epochs=4, gamma=gamma, batch_size=32),
             log=lambda m: None,
         )
         for gamma in (0.0, 5.0)
     }
-    low, high = (results[g].marginals()[1] for g in (0.0, 5.0))
+    low, high = (_act_probabilities(results[g]) for g in (0.0, 5.0))
     assert high[0, 0] > low[0, 0]  # the middle layer prefers 4-bit inputs more
 
 

@@ -78,9 +78,9 @@ def test_mpq_seam_writes_a_bits_file_within_the_budget_that_quantize_accepts(tra
 def test_mpq_seam_one_line_errors(trained_mlp, one_line_error):
     budget = str(_budget())
     assert main(["mpq", "--method", "seam", *trained_mlp, "--size-mb", budget, "--fixed", "first"]) == 2
-    one_line_error("SEAM classifies the input features of the last layer", "--fixed first,last")
+    one_line_error("SEAM classifies the input features of the last layer", "keep it among the fixed layers")
     assert main(["mpq", "--method", "seam", *trained_mlp, "--size-mb", budget, "--margin", "-1"]) == 2
-    one_line_error("--margin must be a number from 0, got -1.0")
+    one_line_error("--margin must be a finite number at least 0, got -1.0")
     assert main(["mpq", "--method", "edmips", *trained_mlp, "--size-mb", budget, "--lam", "0.2"]) == 2
     one_line_error("--lam is an option of --method seam, not of edmips")
     assert main(["mpq", "--method", "seam", *trained_mlp, "--size-mb", budget, "--train-fraction", "0"]) == 2

@@ -95,9 +95,9 @@ def test_mpq_smpq_writes_a_bits_file_within_the_budget_with_its_value_evaluation
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--method", "smpq", "--samples", "0"], "--samples must be at least 1"),
-        (["--method", "smpq", "--beta", "1"], "--beta must be from 0 to below 1, got 1.0"),
-        (["--method", "smpq", "--truncation", "nan"], "--truncation must be positive, got nan"),
+        (["--method", "smpq", "--samples", "0"], "--samples must be a whole number at least 1"),
+        (["--method", "smpq", "--beta", "1"], "--beta must be a number at least 0 and below 1, got 1.0"),
+        (["--method", "smpq", "--truncation", "nan"], "--truncation must be a finite number above 0, got nan"),
         (["--method", "smpq", "--val-images", "192"], "--val-images must be from 0 to below 192"),
         (
             ["--method", "smpq", "--val-images", "100", "--train-images", "100"],

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from evoproxy.bench import build_bench, is_held_out, load_bench, shipped_benches
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, ParameterError
 from evoproxy.model import MODELS, layer_registry, load_model, weights_hash
 
 
@@ -75,6 +75,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         build_bench(out, model, "tiny", layers, x, x, y, bit_choices=[3, 4], n_configs=3, fixed={2: 8}, progress=False)
 
 
+@pytest.mark.slow
 def test_parallel_build_gives_the_same_entries(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     _build(a, 5)
@@ -83,7 +84,9 @@ def test_parallel_build_gives_the_same_entries(tmp_path):
 
 
 def test_too_many_configs_for_the_space_is_a_clear_error(tmp_path):
-    with pytest.raises(EvoproxyError, match="distinct configurations exist"):
+    with pytest.raises(
+        EvoproxyError, match=r"build_bench\.n_configs must be at most 9, the distinct configurations of 2 free layers"
+    ):
         _build(tmp_path / "x.jsonl", 10)  # 2 free layers × 3 choices = 9
 
 
@@ -153,3 +156,21 @@ def test_shipped_benches_load_and_match_their_models():
             bench.check_layers([l.name for l in layers][::-1])
         fixed = bench.header["fixed"]
         assert all(e.bits[0] == 8 and e.bits[-1] == 8 for e in bench.entries) and len(fixed) == 2
+
+
+@pytest.mark.parametrize(
+    "n, bad, param",
+    [
+        (0, {}, "n_configs"),
+        (3, {"seed": -1}, "seed"),
+        (3, {"jobs": 0}, "jobs"),
+        (3, {"bit_choices": [1, 2]}, "bit_choices"),
+    ],
+)
+def test_bad_build_settings_are_refused_before_anything_is_written(tmp_path, n, bad, param):
+    model, layers, x, y = _tiny()
+    args = {"bit_choices": [2, 3, 4], "n_configs": n, "fixed": {2: 8}, "progress": False} | bad
+    with pytest.raises(ParameterError) as info:
+        build_bench(tmp_path / "b.jsonl", model, "tiny", layers, x, x, y, **args)
+    assert (info.value.owner, info.value.param) == ("build_bench", param)
+    assert not (tmp_path / "b.jsonl").exists()

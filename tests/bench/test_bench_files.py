@@ -91,6 +91,7 @@ def test_a_second_build_of_the_same_file_is_refused_while_the_first_holds_it(tmp
     assert len(bench.entries) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, named",
     [(["--configs", "0"], "--configs"), (["--configs", "10000000"], "--configs"), (["--jobs", "0"], "--jobs")],

@@ -50,6 +50,7 @@ def test_fitness_fast_path_equals_spearman_at_topk(seed):
         assert got == pytest.approx(expected, abs=1e-12) or (np.isnan(got) and np.isnan(expected))
 
 
+@pytest.mark.slow
 def test_paired_bootstrap_is_antisymmetric_and_separates_a_clear_winner():
     from evoproxy.bench import paired_bootstrap, rho_mean
 

@@ -5,6 +5,7 @@ import pytest
 from synthetic_stats import tiny_conv_stats
 
 from evoproxy.bench import Entry, rank_proxy, rho_mean, subsets
+from evoproxy.errors import ParameterError
 from evoproxy.proxy import HANDCRAFTED
 
 
@@ -27,3 +28,11 @@ def test_rank_gives_the_paper_protocol_and_the_whole_split_figure(stats_and_entr
     assert r.to_dict()["rho_all"] == r.rho_all
     # With every configuration in the single "draw", the two figures are the same number.
     assert rank_proxy(proxy, stats, entries, samples=0).rho_mean == pytest.approx(r.rho_all)
+
+
+@pytest.mark.parametrize("bad", [{"samples": -1}, {"repeats": 0}, {"seed": -1}])
+def test_draws_out_of_range_name_the_parameter(stats_and_entries, bad):
+    stats, entries = stats_and_entries
+    with pytest.raises(ParameterError) as info:
+        rank_proxy(HANDCRAFTED["fisher"](), stats, entries, **bad)
+    assert (info.value.owner, info.value.param) == ("rank_proxy", *bad)

@@ -38,6 +38,7 @@ def data(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_rows_resume_and_table(end_to_end, data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "e2e.jsonl"
     # W2 (0.0683 MB, 0.50 GBOPs) is the largest uniform width under both budgets: met twice.
@@ -102,6 +103,7 @@ def test_rows_resume_and_table(end_to_end, data, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == table
 
 
+@pytest.mark.slow
 def test_a_method_row_is_one_searchs_and_another_search_is_another_row(end_to_end, data, tmp_path, capsys):
     out = tmp_path / "e2e.jsonl"
     argv = [

@@ -31,6 +31,7 @@ def _cli(*args, cache) -> int:
     return main([*args, *FAST, "--cache-dir", str(cache)])
 
 
+@pytest.mark.slow
 def test_user_function_and_genome_files_allocate_like_their_builtin_twins(cached, tmp_path, monkeypatch):
     _, stats, _ = cached
     (tmp_path / "user_snip_proxy.py").write_text(
@@ -142,6 +143,7 @@ def test_pareto_refuses_budgets_that_are_not_sizes(capsys):
     assert "--sizes must be a number of MB each above 0 and at most 1e+12" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quantize_at_8_bits_stays_within_half_a_point(tmp_path, capsys):
     bits_file = tmp_path / "w8.json"
     bits_file.write_text(json.dumps({"bits": [8] * 22}))
@@ -167,6 +169,7 @@ def test_pareto_lists_every_proxy_and_size_and_the_uniform_baselines(cached, cap
     assert re.search(r"uniform W4\s+uniform\s+-", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_pareto_evaluates_each_configuration_by_ptq(cached, tmp_path, capsys):
     cache, _, _ = cached
     png = tmp_path / "pareto.png"

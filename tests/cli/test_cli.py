@@ -1,12 +1,15 @@
+import argparse
 import json
 
 import pytest
 
-from evoproxy.cli import main
+from evoproxy.cli import build_parser, main
+from evoproxy.cli.args import FLAGS
 
 FAST = ["--batch-size", "8", "--hutchinson-samples", "4", "--power-iters", "3"]
 
 
+@pytest.mark.slow
 def test_stats_on_the_default_model_prints_all_22_layers(capsys, tmp_path):
     assert main(["stats", "--model", "default", *FAST, "--json", "--cache-dir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -68,7 +71,7 @@ def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
     from evoproxy.errors import EvoproxyWarning
     from evoproxy.model import load_model
 
-    with pytest.warns(EvoproxyWarning, match="--weights") as caught:
+    with pytest.warns(EvoproxyWarning, match="pass weights, a saved state_dict") as caught:
         model, _ = load_model("synthetic_stats:tiny_fmnist_net")
     line = _one_line(caught[0].message, EvoproxyWarning, "f.py", 1)
     assert line.startswith("evoproxy: warning: synthetic_stats:tiny_fmnist_net runs with") and line.count("\n") == 1
@@ -76,3 +79,38 @@ def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # with its weights: no warning
         load_model("synthetic_stats:tiny_fmnist_net", tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["stats", "--calib-images", "0"], "--calib-images must be a whole number at least 1, got 0"),
+        (["stats", "--data", "nonsense"], "--data must be fmnist, a folder, an .npz/.pt file"),
+        (["stats", "--batch-size", "600"], "--batch-size must be a whole number between 1 and 512 (the calibration"),
+        (["stats", "--power-iters", "0"], "--power-iters must be a whole number at least 1, got 0"),
+        (["bench", "build", "--out", "b.jsonl", "--configs", "0"], "--configs must be a whole number between 1 and"),
+        (["rank", "--seed", "-1"], "--seed must be a whole number at least 0, got -1"),
+        (["quantize", "--bits-file", "b.json", "--method", "qat", "--epochs", "0"], "--epochs must be a whole number"),
+    ],
+)
+def test_a_setting_out_of_range_is_named_by_its_flag(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--hutchinson-samples", "2"] if argv[0] == "stats" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"evoproxy {argv[0]}: error: {message}" in err
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_every_flag_of_the_flags_table_is_a_flag_of_a_command():
+    options: set[str] = set()
+
+    def collect(parser: argparse.ArgumentParser) -> None:
+        parser.format_help()  # a command may add flags only when it is first used
+        for action in parser._actions:
+            options.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    collect(sub)
+
+    collect(build_parser())
+    assert set(FLAGS.values()) <= options, set(FLAGS.values()) - options

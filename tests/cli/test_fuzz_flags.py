@@ -78,6 +78,7 @@ def stopped_before_running(monkeypatch):
     monkeypatch.setattr(evoproxy.evolve, "Evolution", started)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", sorted(INT_FLAGS))
 def test_integer_flags_of_evolve_are_accepted_within_their_bounds_or_refused_in_one_line(
     flag, tmp_path, capsys, stopped_before_running
@@ -92,6 +93,7 @@ def test_integer_flags_of_evolve_are_accepted_within_their_bounds_or_refused_in_
     check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", sorted(FLOAT_FLAGS))
 def test_number_flags_of_evolve_are_accepted_within_their_bounds_or_refused_in_one_line(
     flag, tmp_path, capsys, stopped_before_running
@@ -106,6 +108,7 @@ def test_number_flags_of_evolve_are_accepted_within_their_bounds_or_refused_in_o
     check()
 
 
+@pytest.mark.slow
 def test_show_top_takes_any_count_of_at_least_one(tmp_path, capsys):
     genome = get_genome("fisher").to_json()
     store = RunStore(tmp_path / "r" / "run.db", new={"config": {"iterations": 1}})
@@ -124,6 +127,6 @@ def test_show_top_takes_any_count_of_at_least_one(tmp_path, capsys):
         if k >= 1:
             assert code == 0 and len(out.splitlines()) == 3 + min(k, 5), (k, out, err)
         else:
-            assert code == 2 and err.count("\n") == 1 and "--top must be at least 1" in err, (k, err)
+            assert code == 2 and err.count("\n") == 1 and "--top must be a whole number at least 1" in err, (k, err)
 
     check()

@@ -117,6 +117,7 @@ def _mutate_genome(data: dict, kind: str, value, rng: random.Random) -> tuple[ob
     return value, True  # any JSON value instead of a genome
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind", ["drop node", "unknown name", "dangling operand", "field value", "top value", "nested", "replaced"]
 )
@@ -190,6 +191,7 @@ def _toml(counts: dict, extra: str = "") -> str:
     return "\n".join(f"{k} = {v}" for k, v in counts.items()) + '\ninputs = ["W", "G"]\n' + extra
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.fixed_dictionaries(GOOD_COUNTS),
@@ -264,6 +266,7 @@ def _bits_case(kind: str, value, rng: random.Random) -> tuple[object, bool]:
     return value, True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind", ["good", "bits out of range", "act_bits out of range", "wrong length", "field value", "replaced"]
 )
@@ -342,6 +345,7 @@ def _bench_case(kind: str, value, rng: random.Random) -> tuple[bytes, bool]:
     return ("\n".join(lines) + "\n").encode(), must_refuse
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
     [
@@ -405,6 +409,7 @@ def stats_cache(tmp_path_factory):
     return cache
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--size-mb", "--bops-g", "--act-bits", "--fixed-bits"])
 def test_numeric_flags_of_allocate(flag, stats_cache, tmp_path, capsys):
     @FUZZ
@@ -442,6 +447,7 @@ def test_numeric_flags_of_allocate(flag, stats_cache, tmp_path, capsys):
     check()
 
 
+@pytest.mark.slow
 def test_sizes_of_pareto(stats_cache, capsys):
     @FUZZ
     @given(st.lists(FLOATS, min_size=1, max_size=3))
@@ -468,6 +474,7 @@ def test_sizes_of_pareto(stats_cache, capsys):
     check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--samples", "--repeats", "--seed"])
 def test_numeric_flags_of_rank(flag, capsys, monkeypatch):
     def started(*args, **kwargs):
@@ -486,6 +493,7 @@ def test_numeric_flags_of_rank(flag, capsys, monkeypatch):
     check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--configs", "--eval-size", "--seed", "--act-bits", "--fixed-bits", "--jobs"])
 def test_numeric_flags_of_bench_build(flag, tmp_path, capsys, monkeypatch):
     """Fewer examples: each accepted one reads the test images."""

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.usefixtures("shared_stats_cache")
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, _module_cache):
+def finished_run(tmp_path_factory, _stats_cache_dir):
     """A finished run of 4 iterations, to be copied by the tests that change a run."""
-    os.environ["EVOPROXY_CACHE_DIR"] = str(_module_cache)
+    os.environ["EVOPROXY_CACHE_DIR"] = str(_stats_cache_dir)
     runs = tmp_path_factory.mktemp("runs")
     assert main(["evolve", *TINY, "--iterations", "4", "--runs-dir", str(runs), "--name", "done"]) == 0
     return runs / "done"
@@ -50,6 +50,7 @@ def _one_line_error(err: str, command: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_a_name_run_again_is_refused_without_resume_and_resume_says_where_it_continues(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path / "done")
     before = _rows(run)
@@ -65,8 +66,9 @@ def test_a_name_run_again_is_refused_without_resume_and_resume_says_where_it_con
     assert _rows(run)[: len(before)] == before and max(r[11] for r in _rows(run)) == 6
 
 
-def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, _module_cache):
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
+@pytest.mark.slow
+def test_ctrl_c_saves_the_best_so_far_and_the_run_continues(tmp_path, _stats_cache_dir):
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_stats_cache_dir)}
     run = tmp_path / "cut"
     # SIGINT restored to its default in the child: a suite started in the background of a shell
     # without job control inherits it ignored, and Python then installs no KeyboardInterrupt.
@@ -190,9 +192,10 @@ def test_show_top_prints_the_fittest_distinct_proxies_and_csv_exports_every_cand
     assert main(["show", str(finished_run), "--csv", str(tmp_path / "missing" / "c.csv")]) == 2
     assert "existing, writable folder" in _one_line_error(capsys.readouterr().err, "show")
     assert main(["show", str(finished_run), "--top", "0"]) == 2
-    assert "--top must be at least 1" in _one_line_error(capsys.readouterr().err, "show")
+    assert "--top must be a whole number at least 1" in _one_line_error(capsys.readouterr().err, "show")
 
 
+@pytest.mark.slow
 def test_control_characters_stored_in_a_run_are_escaped_on_output(finished_run, tmp_path, capsys):
     run = _copy(finished_run, tmp_path / "evil\x1b[31m")
     best = _rows(run)[0]
@@ -239,9 +242,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent on Linux (prctl)")
-def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _module_cache):
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
+def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _stats_cache_dir):
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_stats_cache_dir)}
     proc = subprocess.Popen(
         [
             sys.executable,

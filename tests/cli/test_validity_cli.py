@@ -11,6 +11,7 @@ from evoproxy.proxy import measure_validity
 MODEL = ["--model", "synthetic_stats:tiny_fmnist_net", "--batch-size", "16"]
 
 
+@pytest.mark.slow
 def test_measure_validity_accounts_for_every_sample():
     stats = tiny_conv_stats()
     report = measure_validity("dag", stats, 200, osp=False, seed=1)

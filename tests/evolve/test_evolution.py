@@ -8,9 +8,9 @@ from evoproxy.bench import bench_stats, load_bench
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import MODELS
 from evoproxy.proxy import Genome, get_genome, load_space, prepare_inputs, sample_genome
-from evoproxy.evolve import RunStore
-from evoproxy.evolve.evolution import Evolution, EvolutionSettings, Individual, migrate, search_partition
+from evoproxy.evolve import Evolution, EvolutionSettings, Individual, RunStore, migrate, search_partition
 from evoproxy.evolve.fitness import CSPSettings, FitnessTask, conflict
+from evoproxy.evolve.progress import Tally, progress_line
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
 
@@ -18,10 +18,10 @@ pytestmark = pytest.mark.usefixtures("shared_stats_cache")
 
 
 @pytest.fixture(scope="module")
-def task_and_inputs(_module_cache):
+def task_and_inputs(_stats_cache_dir):
     import os
 
-    os.environ["EVOPROXY_CACHE_DIR"] = str(_module_cache)
+    os.environ["EVOPROXY_CACHE_DIR"] = str(_stats_cache_dir)
     bench = load_bench("fmnist-resnet20-w234")
     stats, _, _ = bench_stats(bench)
     bits, acc = search_partition(bench, 50, 0)[0]
@@ -35,6 +35,7 @@ def _rows(run_dir):
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("islands", [{}, {"islands": 2, "migration": 3, "patience": 4}], ids=["one-island", "islands"])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, islands):
     config = EvolutionSettings(**SMALL, **islands)
@@ -81,16 +82,14 @@ def test_equivalent_candidates_are_evaluated_once(tmp_path):
     real = evo.evaluate
     evo.evaluate = lambda genomes: calls.append(len(genomes)) or real(genomes)
     evo.seen, evo.replay = set(), {}
-    from collections import Counter
-
-    counts = Counter()
+    counts = Tally()
     g = Genome.from_expression(("sum", ("mul", "G", "W")))
     swapped = Genome.from_expression(("sum", ("mul", "W", "G")))  # same proxy: commutative operands
     out = evo._judge([(g, "offspring"), (swapped, "random")], 1, counts)
     again = evo._judge([(g, "offspring")], 2, counts)
     evo.close()
     assert calls == [1] and out[0].ok and out[1] is None and again == [None]
-    assert counts["duplicates"] == 2 and counts["evaluated"] == 1
+    assert counts.screened == {"WL repeats": 2} and counts.evaluated == 1 and counts.proposed == 3
 
 
 @pytest.mark.parametrize(
@@ -189,6 +188,7 @@ def test_a_hanging_candidate_is_stopped_at_the_timeout_and_the_run_continues(tmp
     assert sum(r[2] == "ok" for r in rows) >= SMALL["population"]
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_fitness(tmp_path, task_and_inputs):
     local = Evolution(tmp_path / "a", EvolutionSettings(**{**SMALL, "iterations": 3}), log=lambda m: None)
     par = Evolution(tmp_path / "b", EvolutionSettings(**{**SMALL, "iterations": 3}), jobs=2, log=lambda m: None)
@@ -199,6 +199,7 @@ def test_parallel_workers_give_the_same_fitness(tmp_path, task_and_inputs):
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_dask_backend_gives_the_same_fitness_as_local(tmp_path, task_and_inputs):
     distributed = pytest.importorskip("dask.distributed")
     with (
@@ -261,6 +262,7 @@ def test_migration_sends_each_islands_best_to_the_next_in_a_ring():
     assert sorted(ind.fitness for ind in migrate(same, 2)) == [0.1, 0.2, 0.9, 0.9]
 
 
+@pytest.mark.slow
 def test_islands_keep_their_size_and_exchange_their_best(tmp_path):
     evo = Evolution(tmp_path / "i", EvolutionSettings(**{**SMALL, "islands": 3, "migration": 4}), log=lambda m: None)
     evo.run()
@@ -285,6 +287,7 @@ def test_search_partition_splits_the_search_split_into_fitness_and_validation():
     assert len(ab) == len(search) and len(eb) == 0
 
 
+@pytest.mark.slow
 def test_the_result_is_the_best_on_validation_among_the_fittest(tmp_path):
     from evoproxy.bench import rank_quality
     from evoproxy.evolve import run_summary
@@ -328,7 +331,8 @@ def test_a_time_budget_stops_the_run_after_the_initial_population(tmp_path):
     assert max(r[3] for r in _rows(tmp_path / "h")) == 0
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, _module_cache):
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, _stats_cache_dir):
     import os
     import signal
     import subprocess
@@ -352,7 +356,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
         "--name",
         "killed",
     ]
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_module_cache)}
+    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_stats_cache_dir)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "evoproxy.cli", "evolve", *args],
         env=env,
@@ -390,6 +394,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_and_transfer(tmp_path, monkeypatch):
     import json
 
@@ -448,15 +453,21 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
 def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line():
     from collections import Counter
 
-    from evoproxy.evolve.evolution import _window_line
-
-    window = Counter(evaluated=8, duplicates=2, invalid=3, conflict=1, seconds=2.0)
+    window = Tally(evaluated=8, screened=Counter({"WL repeats": 2, "invalid": 3, "conflict": 1}), seconds=2.0)
     assert (
-        _window_line(window) == "4 evals/s | screened out of 10 proposed: invalid 30.0% WL repeats 20.0% conflict 10.0%"
+        progress_line(window)
+        == "4 evals/s | screened out of 10 proposed: invalid 30.0% WL repeats 20.0% conflict 10.0%"
     )
-    assert _window_line(Counter(evaluated=5, seconds=1.0)).endswith("out of 5 proposed: none")
+    assert progress_line(Tally(evaluated=5, seconds=1.0)).endswith("out of 5 proposed: none")
+    # Equal shares keep the order the reasons came up in, across the iterations a line sums.
+    window = Tally()
+    for reasons in ({"same behaviour": 0, "error": 1}, {"WL repeats": 1, "same behaviour": 1}):
+        window.add(Tally(evaluated=4, screened=Counter(reasons), seconds=1.0))
+    assert progress_line(window).endswith("same behaviour 11.1% error 11.1% WL repeats 11.1%")
+    assert window.rejected() == {"same behaviour": 1, "error": 1}
 
 
+@pytest.mark.slow
 def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
     from evoproxy.proxy import get_genome
 
@@ -478,15 +489,11 @@ def test_given_proxies_start_the_population(tmp_path, task_and_inputs):
     assert not (tmp_path / "x").exists()  # a run with bad settings leaves nothing to trip over later
 
 
+@pytest.mark.slow
 def test_presets_fill_the_flags_left_out(tmp_path, capsys):
-    from dataclasses import fields
-
     from evoproxy.cli import main
-    from evoproxy.cli.search import EVOLVE_PRESETS
 
-    defaults = {f.name: f.default for f in fields(EvolutionSettings)}
-    paper = {**EVOLVE_PRESETS["paper"], "benches": (EVOLVE_PRESETS["paper"]["benches"],)}
-    assert {k: defaults[k] for k in paper if k != "init"} == {k: v for k, v in paper.items() if k != "init"}
+    assert EvolutionSettings.preset("paper") == EvolutionSettings()  # the paper's setting is the defaults
 
     def config(*flags):
         name = f"r{len(list(tmp_path.iterdir()))}"
@@ -513,6 +520,7 @@ def test_presets_fill_the_flags_left_out(tmp_path, capsys):
     assert mixed["benches"][0] == "fmnist-vgg-w345" and len(mixed["benches"]) == 7  # repeats count once
 
 
+@pytest.mark.slow
 def test_the_report_measures_transfer_on_the_main_bench_of_every_model_the_run_never_saw():
     from evoproxy.evolve import transfer_benches
 
@@ -525,6 +533,7 @@ def test_the_report_measures_transfer_on_the_main_bench_of_every_model_the_run_n
     assert len(transfer_benches([])) == 6
 
 
+@pytest.mark.slow
 def test_fitness_over_several_benches_is_the_aggregate_of_their_fitnesses():
     from evoproxy.evolve.fitness import BenchesTask
 
@@ -549,7 +558,7 @@ def test_fitness_over_several_benches_is_the_aggregate_of_their_fitnesses():
         tasks[0].judge(get_genome("fisher"), inputs[0]),
     )
     assert (one.fitness, one.parts) == (alone.fitness, alone.parts)  # on one bench: its fitness, to the last bit
-    with pytest.raises(EvoproxyError, match="--aggregate"):
+    with pytest.raises(EvoproxyError, match="BenchesTask.aggregate must be mean or min"):
         BenchesTask(tasks, "median")
 
 
@@ -570,8 +579,9 @@ def test_a_run_on_several_benches_stores_them_and_resumes(tmp_path):
     assert np.isfinite(best.fitness) and (tmp_path / "m" / "best.json").is_file()
 
 
+@pytest.mark.slow
 def test_hall_of_fame_keeps_the_fittest_of_each_complexity_that_beats_every_simpler_one(tmp_path):
-    from evoproxy.evolve.report import hall_of_fame
+    from evoproxy.evolve.runs import hall_of_fame
 
     evo = Evolution(tmp_path / "h", EvolutionSettings(**SMALL), log=lambda m: None)
     evo.run()
@@ -598,14 +608,15 @@ def test_parsimony_makes_the_simplest_proxy_win_when_it_dominates(tmp_path):
     assert result.fitness == pytest.approx(
         max(r["fitness"] for r in rows if Genome.from_json(r["genome"]).complexity == simplest) - simplest
     )
-    with pytest.raises(EvoproxyError, match="--parsimony"):
+    with pytest.raises(EvoproxyError, match="parsimony must be"):
         EvolutionSettings(parsimony=-1)
 
 
+@pytest.mark.slow
 def test_run_summary_knows_restarts_and_the_proxies_a_run_started_from(tmp_path):
     from evoproxy.proxy import genome_form
     from evoproxy.evolve import run_summary
-    from evoproxy.evolve.report import plot_history
+    from evoproxy.evolve.plot import plot_history
 
     config = EvolutionSettings(
         **{**SMALL, "iterations": 10, "islands": 2, "migration": 3, "patience": 2},

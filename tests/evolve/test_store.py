@@ -69,6 +69,7 @@ def _kill_at(line: int, function, run_dir) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["__init__", "_build", "_open"])
 def test_a_run_killed_at_any_line_of_its_creation_is_absent_or_complete(tmp_path, where):
     function = getattr(RunStore, where)
@@ -107,6 +108,7 @@ def test_a_second_writer_in_the_same_process_is_refused_naming_the_holder(tmp_pa
     RunStore(db, write=True).close()  # released on close
 
 
+@pytest.mark.slow
 def test_a_writer_in_another_process_holds_the_run_until_it_dies(tmp_path):
     db = _new_run(tmp_path / "r")
     holder = subprocess.Popen(
@@ -190,6 +192,7 @@ DAMAGE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DAMAGE)
 def test_a_damaged_or_foreign_run_database_is_a_one_line_error_and_show_writes_nothing(tmp_path, capsys, kind):
     db = _new_run(tmp_path / "r", candidates=200)  # several pages, so that truncation cuts tables

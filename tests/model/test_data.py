@@ -55,5 +55,5 @@ def test_shipped_calibration_set_needs_no_dataset(monkeypatch, tmp_path):
     x, y = calibration_batch(16)
     assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32
     assert abs(x.mean().item()) < 1.0
-    with pytest.raises(EvoproxyError, match="--batch-size"):
+    with pytest.raises(EvoproxyError, match=r"DataSource\.calibration\.n must be a whole number between 1 and 512"):
         calibration_batch(10_000)

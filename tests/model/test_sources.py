@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, ParameterError
 from evoproxy.model import DataSettings, DataSource, calibration_set, normalize, open_data
 
 
@@ -59,7 +59,7 @@ def test_float_pt_file_is_taken_as_it_is_and_mean_std_normalise(tmp_path):
     assert torch.allclose(normed[:, 0], (raw[:, 0] - 0.5) / 0.5) and torch.allclose(
         normed[:, 1], (raw[:, 1] - 0.25) / 0.25
     )
-    with pytest.raises(EvoproxyError, match="--mean has 3 values for 2 channels"):
+    with pytest.raises(EvoproxyError, match=r"DataSettings\.mean must be one value or 2, one per channel"):
         open_data(str(tmp_path / "d.pt"), DataSettings(mean=(0.1, 0.2, 0.3))).training()
 
 
@@ -87,7 +87,7 @@ def test_image_folder_train_test_subfolders_grey_images_and_resizing(tmp_path):
         for c in ("a", "b"):
             for i in range(n):
                 _png(tmp_path / "d" / part / c / f"{i}.png", 100 + i, size=(8 + i, 8), mode="L")
-    with pytest.raises(EvoproxyError, match="pass --image-size"):
+    with pytest.raises(EvoproxyError, match=r"DataSettings\.image_size must be given, to resize them all"):
         open_data(str(tmp_path / "d")).training()
     source = open_data(str(tmp_path / "d"), DataSettings(image_size=6))
     assert source.training()[0].shape == (8, 1, 6, 6) and source.evaluation()[0].shape == (4, 1, 6, 6)
@@ -129,7 +129,7 @@ def test_torchvision_dataset_is_read_without_download(tmp_path, monkeypatch):
     tv.datasets = datasets
     monkeypatch.setitem(sys.modules, "torchvision", tv)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
-    with pytest.raises(EvoproxyError, match="--data-root"):
+    with pytest.raises(EvoproxyError, match=r"DataSettings\.root must be given, the folder"):
         open_data("torchvision:FakeSet").training()
     source = open_data("torchvision:FakeSet", DataSettings(root=str(tmp_path)))
     assert source.training()[0].shape == (8, 1, 4, 4) and len(source.evaluation()[0]) == 4
@@ -143,7 +143,7 @@ def test_fmnist_source_is_the_shipped_calibration_subset_and_test_split():
         source.calibration(16)[1], labels[:16]
     )
     assert source.evaluation(100)[0].shape == (100, 1, 28, 28) and source.is_default
-    with pytest.raises(EvoproxyError, match="--eval-size must be between 1 and 10000"):
+    with pytest.raises(EvoproxyError, match=r"DataSource\.evaluation\.n must be a whole number between 1 and 10000"):
         source.evaluation(10_001)
 
 
@@ -172,7 +172,7 @@ def test_bad_specs_and_files_are_one_line_errors(tmp_path):
         (str(tmp_path / "empty"), "holds no images"),
         (str(tmp_path / "missing.npz"), "does not exist"),
         (str(tmp_path / "junk.npz"), "cannot read"),
-        ("nonsense", "is neither fmnist"),
+        ("nonsense", r"open_data\.spec must be fmnist, a folder"),
         ("torchvision:FakeSet", "needs torchvision"),
     ]
     for spec, message in cases:
@@ -194,3 +194,22 @@ def test_reopen_refuses_data_other_than_the_recorded(tmp_path):
         DataSource.reopen(desc, "bench b")
     with pytest.raises(EvoproxyError, match="made on the shipped Fashion-MNIST"):
         DataSource.reopen(None, "bench b", str(tmp_path / "d.npz"))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"calib_images": 0}, {"image_size": 5000}, {"mean": (float("nan"),)}, {"std": (0.5, 0.0)}, {"seed": 1.5}],
+)
+def test_data_settings_out_of_range_name_the_parameter(bad):
+    with pytest.raises(ParameterError) as info:
+        DataSettings(**bad)
+    [(param, value)] = bad.items()
+    assert (info.value.owner, info.value.param, info.value.value) == ("DataSettings", param, value)
+
+
+def test_a_batch_beyond_the_calibration_pool_names_the_method_and_its_count():
+    with pytest.raises(
+        ParameterError, match=r"n must be a whole number between 1 and 512 \(the calibration images of fmnist"
+    ) as info:
+        open_data().calibration(513)
+    assert (info.value.owner, info.value.param) == ("DataSource.calibration", "n")

@@ -32,6 +32,7 @@ def _fields(layer, log_scale: float) -> dict[str, float]:
     return {k: float(getattr(layer, k).reshape(-1)[0]) * (math.exp(log_scale) if k == "V" else 1.0) for k in "WGAHV"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space_name", ["sequential", "branched", "dag"])
 def test_export_json_and_sympy_agree_with_engine(space_name, stats, tmp_path):
     space, rng, scalars = load_space(space_name), random.Random(1), scalar_stats()

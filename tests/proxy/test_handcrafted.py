@@ -162,6 +162,7 @@ def test_fisher_genome_form_is_twice_fisher_and_lies_in_the_branched_space(stats
         get_genome("snip")
 
 
+@pytest.mark.slow
 def test_a_proxy_module_in_the_current_folder_needs_no_pythonpath(tmp_path):
     import subprocess
     import sys

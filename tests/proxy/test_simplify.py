@@ -10,7 +10,7 @@ import sympy as sp
 import torch
 
 from evoproxy.cli import main
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, ParameterError
 from evoproxy.proxy import Genome, get_proxy, load_space, prepare_inputs, rewrite, simplify, space_violation
 from evoproxy.evolve import full_report, search_fitness
 from evoproxy.evolve.fitness import CSPSettings, FitnessTask
@@ -142,6 +142,13 @@ def test_a_tolerance_lets_the_fitness_drop_that_far_and_the_budget_is_kept(fitne
         simplify(genome, fitness, tolerance=-0.1)
 
 
+@pytest.mark.parametrize("bad", [{"tolerance": float("inf")}, {"max_evaluations": 1}])
+def test_settings_out_of_range_name_the_parameter(fitness, bad):
+    with pytest.raises(ParameterError) as info:
+        simplify(Genome.from_expression(TRUTH), fitness, **bad)
+    assert (info.value.owner, info.value.param) == ("simplify", *bad)
+
+
 def test_a_genome_the_fitness_rejects_is_only_rewritten(fitness):
     # |W| under sign is all ones on these statistics: rejected as invalid, so nothing to compare with
     genome = Genome.from_expression(("mean", ("sign", ("abs", ("abs", "W")))))
@@ -149,6 +156,7 @@ def test_a_genome_the_fitness_rejects_is_only_rewritten(fitness):
     assert result.fitness_before is None and result.genome == Genome.from_expression(("mean", ("sign", ("abs", "W"))))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("shared_stats_cache")
 def test_the_report_shows_the_simplified_formula_and_offers_it(tmp_path, capsys):
     # A run started from EMQ's equation 5 written with a redundant −: the fittest of its first population.

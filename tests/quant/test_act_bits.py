@@ -94,6 +94,7 @@ def test_under_a_bops_budget_the_solver_lowers_activation_bits_and_its_bops_are_
     assert result.bops == sum(l.macs * w * a for l, w, a in zip(layers, result.w_bits, result.a_bits))
 
 
+@pytest.mark.slow
 def test_allocate_writes_per_layer_act_bits_that_quantize_fake_quantizes_layer_by_layer(
     trained_mlp, capsys, monkeypatch
 ):
@@ -208,6 +209,7 @@ def test_ptq_evaluator_measures_each_activation_configuration():
     assert set(evaluator.measured) == {((4, 4, 4), (8, 8, 8)), ((4, 4, 4), (8, 2, 8))}
 
 
+@pytest.mark.slow
 def test_lsq_model_gets_per_layer_activation_levels_and_onnx_writes_per_layer_ranges(tmp_path):
     model, layers, train, evaluation = user_models.brightness_task()
     assert len(layers) == 2

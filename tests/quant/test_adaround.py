@@ -122,9 +122,9 @@ def test_a_model_is_reconstructed_block_by_block_deterministically_and_left_unto
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"iters": 0}, "--iters and --batch-size must be at least 1"),
-        ({"lr": float("nan")}, "--lr must be a positive number"),
-        ({"reg_weight": -1.0}, "--reg-weight must be a number of at least 0"),
+        ({"iters": 0}, r"AdaRoundSettings\.iters must be a whole number at least 1"),
+        ({"lr": float("nan")}, r"AdaRoundSettings\.lr must be a finite number above 0"),
+        ({"reg_weight": -1.0}, r"AdaRoundSettings\.reg_weight must be a finite number at least 0"),
     ],
 )
 def test_settings_refuse_bad_values(bad, message):
@@ -158,8 +158,8 @@ def test_quantize_adaround_prints_ptq_and_adaround_beside_full_precision(mlp_fla
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--method", "adaround", "--iters", "0"], "--iters and --batch-size must be at least 1"),
-        (["--method", "adaround", "--reg-weight", "nan"], "--reg-weight must be a number of at least 0"),
+        (["--method", "adaround", "--iters", "0"], "--iters must be a whole number at least 1"),
+        (["--method", "adaround", "--reg-weight", "nan"], "--reg-weight must be a finite number at least 0"),
         (["--method", "adaround", "--epochs", "2", "--distill"], "--epochs, --distill apply to --method qat only"),
         (
             ["--iters", "10", "--lr", "0.1"],

@@ -79,6 +79,7 @@ def _check_qdq(onnx, path, layers, bits) -> None:
         assert pair["input_type"] == onnx.TensorProto.UINT8
 
 
+@pytest.mark.slow
 def test_the_ptq_model_in_onnxruntime_scores_what_the_fake_quantized_model_scores(onnx, tmp_path):
     source = open_data()
     model, _ = load_model("default")

@@ -91,6 +91,7 @@ def test_a_layer_whose_sums_could_reach_2_to_the_24_computes_in_float():
         assert torch.equal(module(x), nn.functional.linear(quantizer.fake_quantize(x), module.weight, module.bias))
 
 
+@pytest.mark.slow
 def test_quantized_model_copies_and_gives_the_same_logits_on_any_number_of_threads():
     model, _ = load_model("default")
     layers = layer_registry(model, (1, 28, 28))

@@ -112,6 +112,7 @@ def test_a_checkpoint_reloads_to_identical_outputs(task, tmp_path):
         assert torch.equal(fresh(evaluation[0]), qmodel(evaluation[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_qat_killed_after_an_epoch_resumes_to_the_uninterrupted_result(task, tmp_path, optimizer):
     model, layers, train, evaluation = task
@@ -233,9 +234,9 @@ def test_quantize_qat_one_line_errors(mlp_files, capsys, one_line_error):
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--epochs", "2", "--distill"]) == 2
     one_line_error("--epochs, --distill apply to --method qat only")
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--method", "qat", "--lr", "-1"]) == 2
-    one_line_error("--lr must be a positive number")
+    one_line_error("--lr must be a finite number above 0")
     assert main(["quantize", *mlp_files, "--bits-file", "bits.json", "--method", "qat", "--resume"]) == 2
-    one_line_error("--resume needs --checkpoint")
+    one_line_error("--checkpoint must be given, the file to resume from")
 
 
 def test_quantize_qat_on_the_default_data_says_how_to_get_the_training_split(

@@ -1,8 +1,19 @@
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from evoproxy.model import accuracy, calibration_batch, calibration_set, layer_registry, load_model, normalize
-from evoproxy.quant import QuantSettings, model_bops, model_size_mb, quantize_model, quantize_weight
+from evoproxy.errors import ParameterError
+from evoproxy.quant import (
+    AdaRoundSettings,
+    QatSettings,
+    QuantSettings,
+    model_bops,
+    model_size_mb,
+    quantize_model,
+    quantize_weight,
+)
 
 
 def test_size_and_bops_match_a_hand_count():
@@ -29,6 +40,7 @@ def test_weight_quantizer_uses_at_most_2q_plus_1_levels_per_channel_and_is_pure(
     assert errs == sorted(errs, reverse=True)
 
 
+@pytest.mark.slow
 def test_8_bit_quantization_keeps_accuracy_within_half_a_point():
     model, _ = load_model("default")
     layers = layer_registry(model, (1, 28, 28))
@@ -68,3 +80,28 @@ def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient
         hook(None, (leaf,))[0].sum().backward()
         inside = (fused > fused.min()) & (fused < fused.max())  # within the range: the straight-through gradient
         assert torch.equal(leaf.grad[inside], torch.ones(int(inside.sum())))
+
+
+@pytest.mark.parametrize(
+    "settings, bad",
+    [
+        (QuantSettings, {"act_bits": 0}),
+        (QuantSettings, {"act_bits": (8, 33)}),
+        (QuantSettings, {"act_bits": True}),
+        (QatSettings, {"optimizer": "rmsprop"}),
+        (QatSettings, {"epochs": 0}),
+        (QatSettings, {"lr": float("inf")}),
+        (AdaRoundSettings, {"batch_size": 0}),
+        (AdaRoundSettings, {"iters": 2.5}),
+    ],
+)
+def test_settings_out_of_range_name_the_class_and_parameter(settings, bad):
+    with pytest.raises(ParameterError) as info:
+        settings(**bad)
+    [(param, value)] = bad.items()
+    assert (info.value.owner, info.value.param, info.value.value) == (settings.__name__, param, value)
+
+
+def test_settings_in_range_keep_their_values_and_defaults():
+    assert QatSettings().lr == 0.01 and QatSettings(optimizer="adam").lr == 1e-4
+    assert QuantSettings([4, 8]).act_bits == (4, 8) and QuantSettings(np.int64(6)).act_bits == 6

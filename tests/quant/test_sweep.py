@@ -47,6 +47,7 @@ def _compare(model, layers, configs, calib, x, y, settings, recorded):
     return evaluator
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", [True, False])
 def test_sweep_gives_the_logits_of_quantize_model_to_the_bit(bn, recorded):
     model, _ = load_model("default")
@@ -138,6 +139,7 @@ def test_a_model_the_sweep_cannot_follow_is_measured_one_configuration_at_a_time
     assert evaluator.accuracies(configs) == [accuracy(quantize_model(model, layers, c, x[:32]), x, y) for c in configs]
 
 
+@pytest.mark.slow
 def test_layers_that_configurations_share_are_computed_once_per_batch():
     model, _ = load_model("default")
     layers = layer_registry(model, (1, 28, 28))

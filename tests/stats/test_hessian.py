@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.func import functional_call
 
@@ -26,6 +27,7 @@ def _grads(model, x, y):
     return list(torch.autograd.grad(loss, params, create_graph=True)), params
 
 
+@pytest.mark.slow
 def test_hutchinson_matches_exact_hessian(tiny):
     model, x, y = tiny
     full, blocks = _exact_blocks(model, x, y)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.errors import EvoproxyError
+from evoproxy.errors import EvoproxyError, ParameterError
 from evoproxy.model import load_model
 from evoproxy.stats import TENSOR_FIELDS, StatsSettings, compute_stats, load_or_compute_stats
 
@@ -125,3 +125,12 @@ def test_user_model_by_reference(tmp_path):
 def test_bad_settings_are_rejected():
     with pytest.raises(EvoproxyError, match="power_iters"):
         StatsSettings(power_iters=0)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"hutchinson_samples": 2.5}, {"hutchinson_tol": float("nan")}, {"power_tol": -1e-3}, {"act_max_elems": 0}]
+)
+def test_settings_out_of_range_name_the_parameter(bad):
+    with pytest.raises(ParameterError) as info:
+        StatsSettings(**bad)
+    assert (info.value.owner, info.value.param) == ("StatsSettings", *bad)

@@ -1,0 +1,121 @@
+"""The on-disk cache of the statistics: one entry per (model weights, batch, settings), a plain
+blob of tensors with its sha256 beside it, under $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from torch import nn
+
+from ..errors import EvoproxyWarning
+from ..files import write_atomically
+from ..model import weights_hash
+from .compute import batch_hash, check_batch, compute_stats
+from .model_stats import FORMAT_VERSION, ModelStats, StatsSettings
+
+CACHE_ENV = "EVOPROXY_CACHE_DIR"
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """`override`, else $EVOPROXY_CACHE_DIR, else ~/.cache/evoproxy."""
+    return Path(override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "evoproxy")
+
+
+def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
+    described = asdict(settings)
+    for name, default in (("exclude", ()), ("output", None), ("hessian", True)):
+        if described[name] == default:  # left out when default, so that older cache keys stay what they were
+            del described[name]
+    payload = json.dumps(
+        {"weights": weights, "batch": batch, "settings": described, "format": FORMAT_VERSION}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def stats_cache_path(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: StatsSettings,
+    cache: str | os.PathLike | None = None,
+) -> Path:
+    """The cache file of the statistics of (model weights, batch, settings)."""
+    return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
+
+
+def load_stats_file(path: str | os.PathLike | BinaryIO) -> ModelStats:
+    """Statistics from a cache file or its open bytes (loading runs no code: plain tensors and numbers)."""
+    return ModelStats.from_blob(torch.load(path, weights_only=True))
+
+
+def _checksum_path(path: Path) -> Path:
+    """Where the sha256 of a cache entry is recorded: beside it, as stats-KEY.pt.sha256."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_cache_entry(path: Path, log) -> ModelStats | None:
+    """A cache entry whose bytes match the sha256 recorded beside it; None (recompute) for an
+    entry without a checksum (written by an earlier version), a doctored or damaged one."""
+    try:
+        data, recorded = path.read_bytes(), _checksum_path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        log(f"recomputing cache entry {path}: it has no checksum beside it")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log(f"recomputing cache entry {path}: {exc}")
+        return None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        warnings.warn(
+            f"the statistics cache entry {path} does not match the checksum recorded beside it "
+            "(changed or damaged since it was written); recomputing it",
+            EvoproxyWarning,
+            stacklevel=3,
+        )
+        return None
+    try:
+        return load_stats_file(io.BytesIO(data))
+    except Exception:  # a matching but unreadable entry: another format, recomputed, never trusted
+        log(f"recomputing unreadable cache entry {path}")
+        return None
+
+
+def load_or_compute_stats(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model_name: str = "model",
+    settings: StatsSettings = StatsSettings(),
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    log=lambda msg: None,
+    device: str = "cpu",
+) -> tuple[ModelStats, bool]:
+    """The statistics from the on-disk cache if present and matching the sha256 recorded beside
+    it, else computed and stored there with their checksum. Returns them and whether they came
+    from the cache. A cache hit gives identical tensors. Statistics without the Hessian are also
+    served by a cached entry that has it (the Hessian terms are then simply there)."""
+    check_batch(images, labels)
+    path = stats_cache_path(model, images, labels, settings, cache)
+    if use_cache:
+        for candidate in dict.fromkeys(
+            [stats_cache_path(model, images, labels, replace(settings, hessian=True), cache), path]
+        ):
+            if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
+                return stats, True
+    stats = compute_stats(model, images, labels, model_name, settings, log, device)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(stats.to_blob(), buffer)
+        data = buffer.getvalue()
+        write_atomically(path, data)  # the entry, then its checksum: a reader in between recomputes
+        write_atomically(_checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
+    return stats, False

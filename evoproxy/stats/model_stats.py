@@ -1,0 +1,138 @@
+"""The statistics' settings and their containers: per layer (LayerStats) and per model
+(ModelStats), with the plain blob a cache entry stores (see compute.py for what each tensor is)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..model import LayerInfo
+from ..params import Interval, check_parameters
+
+TENSOR_FIELDS = ("W", "G", "A", "H", "V")
+FORMAT_VERSION = 2  # of the blob; part of the cache key
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """How the statistics are computed; part of the cache key."""
+
+    hutchinson_samples: int = 64  # most Rademacher samples for diag/trace
+    hutchinson_tol: float = 1e-3  # relative change of the summed trace that stops sampling early
+    power_iters: int = 20  # most power-iteration steps per layer
+    power_tol: float = 1e-3  # relative change of the eigenvalue that stops the iteration
+    act_max_elems: int = 65536  # cap on stored activation elements per layer
+    seed: int = 0
+    exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
+    output: str | None = None  # the model's output selector (load_model's output): which output the loss is taken on
+    hessian: bool = True  # H, its trace and top eigenvalue (most of the cost); off for proxies that read none
+
+    CONSTRAINTS = {
+        "hutchinson_samples": Interval(1, None, integer=True),
+        "hutchinson_tol": Interval(0, None),
+        "power_iters": Interval(1, None, integer=True),
+        "power_tol": Interval(0, None),
+        "act_max_elems": Interval(1, None, integer=True),
+    }
+
+    def __post_init__(self):
+        object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
+        check_parameters(self)
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one quantizable layer; tensors are float32 except V and Q (float64)."""
+
+    info: LayerInfo
+    W: torch.Tensor  # weight_shape
+    G: torch.Tensor  # weight_shape
+    A: torch.Tensor  # (batch, out_channels, h, w) or (batch, out_channels, length) subsampled, or a Linear's output
+    H: torch.Tensor  # weight_shape, Hessian diagonal estimate
+    V: torch.Tensor  # weight_shape, SynFlow gradient / e^synflow_log_scale
+    hessian_trace: float
+    hessian_eig: float
+    Q: dict[int, torch.Tensor] = field(default_factory=dict)  # bit-width → weight_shape, (Q_b(W) − W)²
+
+    @property
+    def numel(self) -> int:
+        return self.W.numel()
+
+
+@dataclass
+class ModelStats:
+    """Statistics of all quantizable layers of one model on one calibration batch."""
+
+    model: str
+    weights_hash: str
+    batch_hash: str
+    settings: StatsSettings
+    layers: list[LayerStats]
+    synflow_log_scale: float
+    hutchinson_samples_used: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per statistic
+
+    def to_blob(self) -> dict:
+        """Plain dict of tensors, numbers and strings, loadable with torch.load(weights_only=True)."""
+        return {
+            "format": FORMAT_VERSION,
+            "model": self.model,
+            "weights_hash": self.weights_hash,
+            "batch_hash": self.batch_hash,
+            "settings": asdict(self.settings),
+            "synflow_log_scale": self.synflow_log_scale,
+            "hutchinson_samples_used": self.hutchinson_samples_used,
+            "timings": dict(self.timings),
+            "layers": [
+                {
+                    "info": l.info.to_dict(),
+                    **{k: getattr(l, k) for k in TENSOR_FIELDS},
+                    "hessian_trace": l.hessian_trace,
+                    "hessian_eig": l.hessian_eig,
+                    "Q": l.Q,
+                }
+                for l in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_blob(cls, blob: dict) -> "ModelStats":
+        layers = []
+        for d in blob["layers"]:
+            info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
+            layers.append(
+                LayerStats(
+                    LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS), d["hessian_trace"], d["hessian_eig"], d["Q"]
+                )
+            )
+        return cls(
+            blob["model"],
+            blob["weights_hash"],
+            blob["batch_hash"],
+            StatsSettings(**blob["settings"]),
+            layers,
+            blob["synflow_log_scale"],
+            blob["hutchinson_samples_used"],
+            blob["timings"],
+        )
+
+    def table(self) -> list[dict]:
+        """One row of scalar summaries per layer, for printing or JSON."""
+        return [
+            {
+                "index": l.info.index,
+                "name": l.info.name,
+                "kind": l.info.kind,
+                "shape": list(l.info.weight_shape),
+                "params": l.info.params,
+                "macs": l.info.macs,
+                "hessian_trace": l.hessian_trace,
+                "hessian_eig": l.hessian_eig,
+                "grad_norm": l.G.norm().item(),
+                "weight_norm": l.W.norm().item(),
+                "act_std": l.A.std().item(),
+                "synflow": (l.V * l.W.abs().double()).sum().item(),
+            }
+            for l in self.layers
+        ]
