@@ -143,3 +143,15 @@ def test_every_package_folder_is_installed():
     listed = set(cfg["options"]["packages"].split())
     packages = {name for name in MODULES if _is_package(name)}
     assert packages <= listed, f"setup.cfg [options] packages lacks {sorted(packages - listed)}"
+
+
+MAX_MODULE_LINES = 350  # a module a reader takes in at once; past that it holds more than one job
+
+
+def test_every_module_is_short_enough_to_read_at_once():
+    long = sorted(
+        f"{name}: {n} lines"
+        for name, path in MODULES.items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    )
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job):\n" + "\n".join(long)

@@ -24,24 +24,19 @@ Adding a method takes one new module and one line in registry.py:
 3. in registry.py, `"mine": mine.ALLOCATOR`.
 `evoproxy allocate --method mine` (and `evoproxy mpq`) then takes it, with one flag per setting
 (`--` and the name with dashes; evoproxy.cli.args.FLAGS names any other), and prints its table.
+Shared building blocks live in their own modules beside the methods, for a new method to reuse:
+supernet.py (EdMIPS's supernet and its expected cost, which SEAM and SMPQ search on too) and
+fractional_bits.py (AdaQAT's fractional bit-widths and the network that quantizes at them).
 """
 
-from .adaqat import AdaqatEpoch, AdaqatSettings, BitSelect, FractionalBits, adaqat_network, search_adaqat
-from .edmips import (
-    BitMixer,
-    CrossEntropyObjective,
-    EdmipsEpoch,
-    EdmipsSettings,
-    edmips_supernet,
-    expected_cost,
-    expected_size_mb,
-    option_probabilities,
-    search_edmips,
-)
+from .adaqat import AdaqatEpoch, AdaqatSettings, search_adaqat
+from .edmips import CrossEntropyObjective, EdmipsEpoch, EdmipsSettings, search_edmips
+from .fractional_bits import BitSelect, FractionalBits, adaqat_network
 from .interface import Allocator, SearchData, SearchResult, TrainingSettings, search_split, setting
 from .registry import ALLOCATORS
 from .seam import LargeMarginObjective, SeamSettings, large_margin_loss, search_seam
 from .smpq import ShapleyAlphaRule, SmpqSettings, search_smpq, shapley_permutations
+from .supernet import BitMixer, edmips_supernet, expected_cost, expected_size_mb, option_probabilities
 
 __all__ = [
     "ALLOCATORS",

@@ -33,8 +33,9 @@ from torch import nn
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
 from ..params import Interval
-from .edmips import BitMixer, EdmipsSettings, expected_cost, option_probabilities, search_edmips
+from .edmips import EdmipsSettings, search_edmips
 from .interface import POSITIVE, Allocator, SearchData, SearchResult, setting
+from .supernet import BitMixer, expected_cost, option_probabilities
 
 
 @dataclass(frozen=True, kw_only=True)

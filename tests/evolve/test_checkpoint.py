@@ -1,24 +1,17 @@
 """Resume: the state a run stores after every iteration, in today's shape and in the shape runs
 stored before it had a type (a dict under "extra")."""
 
-import sqlite3
 from dataclasses import asdict, fields
 
 import pytest
 
 from evoproxy.evolve import Evolution, EvolutionSettings, RunState, RunStore, run_summary
+from stopped_runs import candidate_rows as _rows, stopped_during
 
 pytestmark = pytest.mark.usefixtures("shared_stats_cache")
 
 # Restarts (patience) and migrations happen within the first iterations, so the state matters.
 SETTINGS = EvolutionSettings(population=6, iterations=10, samples=30, seed=3, islands=2, migration=3, patience=2)
-
-
-def _rows(run_dir):
-    db = sqlite3.connect(run_dir / "run.db")
-    rows = db.execute("SELECT hash, fitness, status, iteration, origin FROM candidates ORDER BY id").fetchall()
-    db.close()
-    return rows
 
 
 def test_run_state_counts_stale_iterations_and_restarts():
@@ -37,17 +30,7 @@ def test_a_run_stored_in_the_older_shape_resumes_as_if_never_stopped(tmp_path, m
     whole.close()
 
     # Stop a run during iteration 7, then store its state as runs did before RunState existed.
-    original = Evolution._save_state
-
-    def crash(self, iteration, population, state):
-        if iteration == 7:
-            raise KeyboardInterrupt
-        original(self, iteration, population, state)
-
-    monkeypatch.setattr(Evolution, "_save_state", crash)
-    cut = Evolution(tmp_path / "cut", SETTINGS, log=lambda m: None)
-    with pytest.raises(KeyboardInterrupt):
-        cut.run()
+    cut = stopped_during(tmp_path / "cut", SETTINGS, 7, monkeypatch)
     state = cut.store.get("state")
     typed = {f.name for f in fields(RunState)}
     assert typed <= set(state) and "extra" not in state
@@ -56,7 +39,6 @@ def test_a_run_stored_in_the_older_shape_resumes_as_if_never_stopped(tmp_path, m
     older["extra"] = {k: v for k, v in state.items() if k in typed}
     cut.store.put(state=older)
     cut.close()
-    monkeypatch.setattr(Evolution, "_save_state", original)
     assert run_summary(tmp_path / "cut")["restarted_at"] == older["extra"]["restarted_at"]
 
     resumed = Evolution(tmp_path / "cut", None, log=lambda m: None)

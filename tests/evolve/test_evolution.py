@@ -11,6 +11,7 @@ from evoproxy.proxy import Genome, get_genome, load_space, prepare_inputs, sampl
 from evoproxy.evolve import Evolution, EvolutionSettings, Individual, RunStore, migrate, search_partition
 from evoproxy.evolve.fitness import CSPSettings, FitnessTask, conflict
 from evoproxy.evolve.progress import Tally, progress_line
+from stopped_runs import candidate_rows as _rows, stopped_during
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
 
@@ -28,13 +29,6 @@ def task_and_inputs(_stats_cache_dir):
     return FitnessTask(bits, acc), prepare_inputs(stats), stats
 
 
-def _rows(run_dir):
-    db = sqlite3.connect(run_dir / "run.db")
-    rows = db.execute("SELECT hash, fitness, status, iteration, origin FROM candidates ORDER BY id").fetchall()
-    db.close()
-    return rows
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("islands", [{}, {"islands": 2, "migration": 3, "patience": 4}], ids=["one-island", "islands"])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, islands):
@@ -44,20 +38,8 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, islands)
     whole.close()
 
     # Kill the second run in the middle of iteration 7: its candidates are stored, its state is not.
-    original = Evolution._save_state
-
-    def crash(self, iteration, population, extra):
-        if iteration == 7:
-            raise KeyboardInterrupt
-        original(self, iteration, population, extra)
-
-    monkeypatch.setattr(Evolution, "_save_state", crash)
-    cut = Evolution(tmp_path / "cut", config, log=lambda m: None)
-    with pytest.raises(KeyboardInterrupt):
-        cut.run()
-    cut.close()
+    stopped_during(tmp_path / "cut", config, 7, monkeypatch).close()
     stored_before = len(_rows(tmp_path / "cut"))
-    monkeypatch.setattr(Evolution, "_save_state", original)
 
     resumed = Evolution(tmp_path / "cut", None, log=lambda m: None)  # settings come from the run
     best_resumed = resumed.run()
