@@ -52,7 +52,8 @@ from evoproxy.quant import (
 )
 from evoproxy.stats import StatsSettings, load_or_compute_stats
 
-DEFAULT_BUDGETS = {"resnet20-fmnist": [0.085, 0.095, 0.105]}  # where README's pareto table shows allocations differ
+# Where the pareto table of docs/results.md shows allocations differ.
+DEFAULT_BUDGETS = {"resnet20-fmnist": [0.085, 0.095, 0.105]}
 RULE_FRACTIONS = (0.25, 0.5, 0.75)  # of the way from every free layer at the fewest bits to every one at the most
 BOPS_FRACTION = 0.4  # below uniform W3's BOPs, so that the BOPs budget binds where the size budget does not
 SEARCH_SETTINGS = {"adaqat": {"per_layer": True}}  # beside --search-epochs and --seed; the methods' defaults otherwise
@@ -81,8 +82,8 @@ def numbers(text: str, flag: str, sep: str = ",") -> list[float]:
 
 
 def budgets_of(problem, model: str, args) -> list[tuple[float, float | None]]:
-    """The (size MB, BOPs or None) budgets of `model`: --budgets-mb (else README's for ResNet-20,
-    else the rule), then --bops-g's pair (else the largest size budget with the BOPs 40 % of the
+    """The (size MB, BOPs or None) budgets of `model`: --budgets-mb (else docs/results.md's for
+    ResNet-20, else the rule), then --bops-g's pair (else the largest size budget with the BOPs 40 % of the
     way from every free layer at the fewest bits to every one at the most)."""
     given = per_model(args.budgets_mb, "--budgets-mb")
     if model in given:
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
         "--budgets-mb",
         action="append",
         default=[],
-        help="MODEL=S1,S2,S3 size budgets in MB (repeatable; default README's 0.085,0.095,0.105 for "
+        help="MODEL=S1,S2,S3 size budgets in MB (repeatable; default docs/results.md's 0.085,0.095,0.105 for "
         "ResNet-20, else 1/4, 1/2, 3/4 of the way from all-fewest to all-most bits)",
     )
     p.add_argument(

@@ -157,7 +157,7 @@ def register(sub) -> None:
         "|P| 20, N 500, started from HAWQ-V2; paper: the EMQ paper's "
         "settings, one bench, |P| 20, N 1000, fitness on 50 configurations; strong: paper's bench "
         "with fitness on the whole search split, 4 islands of |P| 50, N 2000, started from Fisher "
-        "(see README). Flags given beside a preset override it",
+        "(docs/results.md). Flags given beside a preset override it",
     )
 
     g = p.add_argument_group("search space and fitness")

@@ -43,9 +43,8 @@ class EvolutionSettings:
     equivalence: bool = True
     csp: CSPSettings = field(default_factory=CSPSettings)
     offspring: int = 1  # offspring per island and iteration (judged together, in parallel with jobs > 1)
-    islands: int = (
-        1  # populations of |P| that evolve apart; each sends its best to the next every `migration` iterations
-    )
+    # populations of |P| that evolve apart; each sends its best to the next every `migration` iterations
+    islands: int = 1
     migration: int = 50
     patience: int = 0  # iterations without improvement before a restart (0: never restart)
     max_retries: int = 50
@@ -144,8 +143,8 @@ def expand_benches(names: Sequence[str]) -> tuple[str, ...]:
 # Values of the named presets, the rest taken from EvolutionSettings' defaults. "zoo" searches for
 # a proxy that transfers: bit-aware space, fitness on the main bench of every shipped model at once
 # (the setting of benchmarks/transfer.py, which proves it on the model left out). "paper" is the EMQ
-# paper's single-bench setting (EvolutionSettings' defaults); "strong" is the setting of README's
-# study that beats every handcrafted proxy on the default bench's held-out split.
+# paper's single-bench setting (EvolutionSettings' defaults); "strong" is the setting of the
+# study (docs/results.md) that beats every handcrafted proxy on the default bench's held-out split.
 _ONE_BENCH = {"benches": ("fmnist-resnet20-w234",), "space": "branched", "aggregate": "mean"}
 PRESETS: dict[str, dict] = {
     "zoo": {
