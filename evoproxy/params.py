@@ -51,15 +51,22 @@ class Interval:
         high = None if finite else self.high
         low_word = "at least" if self.closed in ("both", "left") else "above"
         high_word = "at most" if self.closed in ("both", "right") else "below"
-        if self.low is None and high is None:
+        low = None if self.low is None else _number(self.low)
+        high = None if high is None else _number(high)
+        if low is None and high is None:
             return kind
         if high is None:
-            return f"{kind} {low_word} {self.low:g}"
-        if self.low is None:
-            return f"{kind} {high_word} {high:g}"
+            return f"{kind} {low_word} {low}"
+        if low is None:
+            return f"{kind} {high_word} {high}"
         if self.closed == "both":
-            return f"{kind} between {self.low:g} and {high:g}"
-        return f"{kind} {low_word} {self.low:g} and {high_word} {high:g}"
+            return f"{kind} between {low} and {high}"
+        return f"{kind} {low_word} {low} and {high_word} {high}"
+
+
+def _number(x: float) -> str:
+    """A bound as people write it: whole numbers in full (4294967294, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 @dataclass(frozen=True)

@@ -30,3 +30,9 @@ def printable(text) -> str:
     run's database, a run's folder name) are data, and must not move the cursor or recolour the
     terminal they are printed on."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
+def printable_lines(text: str) -> str:
+    """`printable` line by line: a text of several lines (a report, a description) keeps its
+    line breaks, and nothing else it holds reaches the terminal raw."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))

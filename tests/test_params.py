@@ -52,6 +52,8 @@ def test_wording_of_bounds():
     assert str(Interval(None, 5, closed="neither")) == "a number below 5"
     assert str(Interval(0, math.inf, closed="left")) == "a finite number at least 0"
     assert not Interval(0, math.inf, closed="left")(math.inf)
+    assert str(Interval(0, 2**32 - 2, integer=True)) == "a whole number between 0 and 4294967294"
+    assert str(Interval(0.5, None)) == "a number at least 0.5"
     assert str(OneOf(("mean", "min", "max"))) == "one of mean, min, max"
 
 

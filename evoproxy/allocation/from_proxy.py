@@ -6,12 +6,14 @@ weight bit choice.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 
 import numpy as np
 import torch
 
+from ..errors import EvoproxyWarning
 from ..proxy import FunctionProxy, Genome, Proxy
 from ..stats import ModelStats
 from .problem import AllocationProblem, build_problem
@@ -34,9 +36,24 @@ def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.n
     configuration with layer l at w_bits[k] and every other layer at min(w_bits), minus its score
     with every layer at min(w_bits). For a score that is a sum of per-layer terms (HAWQ-V2's)
     the table's row sums equal the score up to a constant, so the allocation maximises the score
-    itself; for any other score it is the one-layer-at-a-time approximation."""
+    itself; for any other score it is the one-layer-at-a-time approximation. Warns (EvoproxyWarning)
+    when every layer gets the same values: the proxy then tells the layers apart by nothing."""
     if scores_linearly(proxy):
-        return proxy.sensitivities(stats).detach().double().numpy()
+        values = proxy.sensitivities(stats).detach().double().numpy()
+    else:
+        values = _values_table(proxy, stats, w_bits)
+    if len(values) > 1 and (values == values[0]).all():
+        warnings.warn(
+            f"proxy {proxy.name!r} gives every layer the same sensitivity, so the layers' sizes alone decide "
+            "its allocation (the size-only one)",
+            EvoproxyWarning,
+            stacklevel=2,
+        )
+    return values
+
+
+def _values_table(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.ndarray:
+    """The (L, n_w) table of `proxy_values` for a proxy that does not score linearly."""
     n, base = len(stats.layers), min(w_bits)
     configs = torch.full((len(w_bits), n, n), base, dtype=torch.float64)  # [k, l] = base, layer l at w_bits[k]
     for k, w in enumerate(w_bits):

@@ -127,14 +127,26 @@ def _check_header(header: dict, source: str) -> None:
         "act_bits": _is_bits,
     }
     wrong = [k for k, ok in checks.items() if not ok(header[k])]
+    wrong += [k for k, ok in OPTIONAL.items() if k in header and not ok(header[k])]
     if wrong:
         raise EvoproxyError(
             f"benchmark {source}: header field(s) {', '.join(wrong)} of the wrong type (name, model: "
-            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits)"
+            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits; "
+            "split_seed: a whole number; held_out_fraction: a number from 0 to 1; fp_accuracy: a number; "
+            "eval: an object)"
         )
     unknown = sorted(set(header["fixed"]) - set(header["layers"]))
     if unknown:
         raise EvoproxyError(f"benchmark {source}: fixed names layers it does not have: {', '.join(unknown)}")
+
+
+# The header fields a bench may leave out that readers use (split, describe).
+OPTIONAL = {
+    "split_seed": lambda v: type(v) is int,
+    "held_out_fraction": lambda v: type(v) in (int, float) and 0 <= v <= 1,
+    "fp_accuracy": lambda v: type(v) in (int, float),
+    "eval": lambda v: isinstance(v, dict),
+}
 
 
 def _is_bits(value) -> bool:
@@ -182,6 +194,8 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
         entries = [_parse_entry(json.loads(l), f"{path}:{i + 2}") for i, l in enumerate(complete[1:])]
     except json.JSONDecodeError as exc:
         raise EvoproxyError(f"{path} is not valid JSON Lines ({exc.msg} on a line); it cannot be loaded") from None
+    except UnicodeDecodeError:
+        raise EvoproxyError(f"{path} is not text (UTF-8 JSON Lines); it is not a benchmark file") from None
     except RecursionError:
         raise EvoproxyError(f"{path} nests JSON too deeply to be a benchmark file") from None
     if not isinstance(header, dict):
@@ -207,7 +221,10 @@ def load_bench(ref: str | os.PathLike) -> Bench:
             )
         path = Path(str(shipped))
     header, entries, _ = read_bench_file(path)
-    return Bench(header, entries, str(path))
+    bench = Bench(header, entries, str(path))
+    if not entries:  # a build killed before its first measurement: nothing to rank or search on
+        raise EvoproxyError(f"benchmark {path} holds no configurations; finish building it with `evoproxy bench build`")
+    return bench
 
 
 def sample_configs(n_free: int, choices: Sequence[int], seed: int) -> Iterator[tuple[int, ...]]:

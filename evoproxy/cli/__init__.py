@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except EvoproxyError as exc:  # a setting out of range is worded with its flag, as the user gave it
+        from ..table import printable  # here, not at the top: building the parser loads no other module
+
         message = exc.worded(flag_for(exc)) if isinstance(exc, ParameterError) else exc
-        print(f"evoproxy {args.command}: error: {message}", file=sys.stderr)
+        print(f"evoproxy {args.command}: error: {printable(message)}", file=sys.stderr)  # names from files: data
         return 2
     except KeyboardInterrupt:
         print("evoproxy: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import (
+    EVAL_SIZE,
     STATS_BATCH,
     add_bit_choice_args,
     add_model_args,
@@ -194,7 +195,7 @@ def cmd_pareto(args) -> None:
         evaluator = PtqEvaluator.on_data(
             model,
             problems[0][1].layers,
-            args.eval_size,
+            len(source.evaluation(args.eval_size, most=EVAL_SIZE)[0]),
             QuantSettings(act_choices[-1], not args.no_bn_recal),
             source,
             args.device,
@@ -207,7 +208,7 @@ def cmd_pareto(args) -> None:
             args.plot,
             fp_accuracy,
             f"{name}, PTQ W{args.bits}A{','.join(map(str, act_choices))}"
-            f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {args.eval_size} test "
+            f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {len(evaluator.images)} test "
             f"images of {args.data}",
         )
     if args.json:
@@ -218,7 +219,7 @@ def cmd_pareto(args) -> None:
                     "sizes_mb": sizes,
                     "method": args.method,
                     "evaluate": args.evaluate,
-                    "eval_size": args.eval_size if args.evaluate else None,
+                    "eval_size": len(evaluator.images) if args.evaluate else None,
                     "fp_accuracy": fp_accuracy,
                     "points": [p.to_dict() for p in points],
                 },
@@ -249,7 +250,7 @@ def cmd_pareto(args) -> None:
     if args.evaluate:
         columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
         print(
-            f"{name}: PTQ accuracy on the first {args.eval_size} test images of {args.data}, BatchNorm "
+            f"{name}: PTQ accuracy on the first {len(evaluator.images)} test images of {args.data}, BatchNorm "
             f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %"
         )
     print(format_table(rows, columns, headers))
@@ -307,7 +308,7 @@ def register(sub) -> None:
     p.add_argument("--sizes", required=True, help="comma-separated size budgets in MB")
     _add_allocation_args(p)
     p.add_argument("--evaluate", choices=["ptq"], help="measure each configuration's accuracy by PTQ")
-    p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
+    p.add_argument("--eval-size", type=int, help=f"first N test images used (default: all, up to {EVAL_SIZE})")
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )

@@ -135,7 +135,9 @@ def load_user_model(args, source):
     from ..model import layer_registry, load_model
 
     model, name = load_model(args.model, args.weights, args.output)
-    return model, name, layer_registry(model, source.input_shape, exclude_patterns(args.exclude))
+    layers = layer_registry(model, source.input_shape, exclude_patterns(args.exclude))
+    source.check_classes(model)
+    return model, name, layers
 
 
 def exclude_patterns(text: str | None) -> tuple[str, ...]:
@@ -143,6 +145,7 @@ def exclude_patterns(text: str | None) -> tuple[str, ...]:
 
 
 STATS_BATCH = 64  # calibration images the statistics are computed on
+EVAL_SIZE = 2000  # test images measured on where --eval-size is not given (all of them where there are fewer)
 
 
 def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
@@ -224,6 +227,7 @@ def model_stats(
     stats, hit = load_or_compute_stats(
         model, images, labels, name, settings, args.cache_dir, use_cache, log, args.device
     )
+    source.check_classes(model)  # after the statistics, which word a model that does not run on the data
     return model, name, stats, hit
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import (
+    EVAL_SIZE,
     add_data_args,
     add_model_args,
     data_source,
@@ -22,12 +23,13 @@ from .args import (
 
 def cmd_bench_build(args) -> None:
     from ..bench import build_bench, describe
+    from ..table import printable_lines
     from ..model import check_device
     from ..quant import QuantSettings
 
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
-    calib, images, labels = source.ptq_data(args.eval_size)
+    calib, images, labels = source.ptq_data(args.eval_size, most=EVAL_SIZE)
     provenance = {
         "weights": str(Path(args.weights).resolve()) if args.weights else None,
         "output": args.output,
@@ -57,20 +59,21 @@ def cmd_bench_build(args) -> None:
         name=args.name,
         provenance={k: v for k, v in provenance.items() if v is not None},
     )
-    print(describe(bench))
+    print(printable_lines(describe(bench)))
 
 
 def cmd_bench_show(args) -> None:
     from ..bench import describe, load_bench, shipped_benches
+    from ..table import printable_lines
 
     for ref in args.bench or shipped_benches():
-        print(describe(load_bench(ref)))
+        print(printable_lines(describe(load_bench(ref))))
 
 
 def cmd_rank(args) -> None:
     from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, check_draws, load_bench, plot_ranking, rank_proxy
     from ..model import check_device
-    from ..table import format_table
+    from ..table import format_table, printable, printable_lines
 
     check_draws(args.samples, args.repeats, args.seed)  # before the statistics
     bench = load_bench(args.bench)
@@ -108,10 +111,10 @@ def cmd_rank(args) -> None:
             row.update({k: r.error for k in ("rho@20%", "rho@50%", "rho@100%")})
         rows.append(row)
     print(
-        f"{bench.name}, {args.split} split: {len(entries)} configurations; ρ in %, mean ± std over "
+        f"{printable(bench.name)}, {args.split} split: {len(entries)} configurations; ρ in %, mean ± std over "
         f"{args.repeats} draws of {args.samples or 'all'}; mean ρ (all) and τ over the whole split"
     )
-    print(format_table(rows, [*TABLE_COLUMNS, "ms"], [*TABLE_HEADERS, "ms/config"]))
+    print(printable_lines(format_table(rows, [*TABLE_COLUMNS, "ms"], [*TABLE_HEADERS, "ms/config"])))  # proxy names
     print(f"statistics (computed once, cached): {stats_seconds:.2f} s")
     if args.plot:
         print(f"wrote {args.plot}")
@@ -150,7 +153,7 @@ def register(sub) -> None:
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
-    p.add_argument("--eval-size", type=int, default=2000, help="first N test images used (default 2000)")
+    p.add_argument("--eval-size", type=int, help=f"first N test images used (default: all, up to {EVAL_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
     p.add_argument(
         "--jobs",

@@ -58,8 +58,10 @@ def _settings(args) -> EvolutionSettings:
 def cmd_evolve(args) -> None:
     from ..model import check_device
     from ..evolve import Evolution, full_report
+    from ..table import printable_lines
 
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    # A resumed run's names (benches, space, proxies) come from its database: data, escaped.
+    log = lambda msg: print(printable_lines(msg), file=sys.stderr, flush=True)  # noqa: E731
     if args.hours is not None and not 0 < args.hours < float("inf"):
         raise EvoproxyError("--hours must be a number of hours above 0")
     device = check_device(args.device)

@@ -9,7 +9,7 @@ from ..errors import EvoproxyError
 
 def cmd_show(args) -> None:
     from ..evolve import export_candidates, full_report, leaderboard, run_summary, simplified_report
-    from ..table import format_table, printable
+    from ..table import format_table, printable, printable_lines
 
     if args.csv:
         print(f"{export_candidates(args.run, args.csv)} candidates written to {printable(args.csv)}")
@@ -35,7 +35,7 @@ def cmd_show(args) -> None:
             f"lose), got {args.tolerance}"
         )
     if args.simplified:
-        print("\n".join(printable(line) for line in simplified_report(args.run, args.tolerance)[0].split("\n")))
+        print(printable_lines(simplified_report(args.run, args.tolerance)[0]))
     if not (args.quick or args.csv or args.top is not None or args.simplified):
         print(full_report(args.run, tolerance=args.tolerance)[0])
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..proxy import Genome
 from .fitness import Outcome
 from .operators import Individual, behaviour
-from .store import RunStore, row_parts
+from .store import RunStore, random_state, row_parts
 
 
 @dataclass
@@ -95,7 +95,7 @@ def load_checkpoint(store: RunStore, rng: random.Random, merit: Callable[[Genome
     }
     if not stored:
         return Checkpoint(0, [], RunState(), seen, replay)
-    rng.setstate(_tuples(stored["rng"]))
+    rng.setstate(random_state(stored["rng"]))
     by_hash = {r["hash"]: r for r in rows}
     islands = stored.get("islands") or [0] * len(stored["population"])  # runs of one island stored none
     population = []
@@ -104,8 +104,3 @@ def load_checkpoint(store: RunStore, rng: random.Random, merit: Callable[[Genome
         fitness = merit(genome, by_hash[h]["fitness"])
         population.append(Individual(genome, fitness, behaviour(row_parts(by_hash[h])), island=island))
     return Checkpoint(done + 1, population, RunState.stored(stored), seen, replay)
-
-
-def _tuples(value):
-    """JSON turns the tuples of random.getstate() into lists; setstate needs tuples back."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

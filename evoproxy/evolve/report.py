@@ -25,7 +25,7 @@ from ..bench import (
 )
 from ..proxy import HANDCRAFTED, Genome
 from ..stats import ModelStats
-from ..table import format_table, printable
+from ..table import format_table, printable_lines
 from .plot import plot_history
 from .runs import hall_of_fame, run_summary
 from .settings import EvolutionSettings, transfer_benches
@@ -208,7 +208,7 @@ def full_report(
             f"run {run_dir.name}: {config.get('space')} space on {', '.join(searched)}",
         )
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
-    text = "\n".join(printable(line) for line in "\n".join(lines).split("\n"))  # names come from files: data
+    text = printable_lines("\n".join(lines))  # names come from files: data
     (run_dir / "report.txt").write_text(text + "\n")
     (run_dir / "report.json").write_text(json.dumps(data, indent=2))
     return text, data

@@ -127,7 +127,7 @@ def list_runs(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
     rows, problems = [], []
     for db in sorted(Path(runs_dir).glob("*/run.db")):
         run_dir = db.parent
-        changed = max(p.stat().st_mtime for p in (db, db.with_name("run.db-wal")) if p.exists())
+        changed = max((p.stat().st_mtime for p in (db, db.with_name("run.db-wal")) if p.exists()), default=None)
         row = {
             "run": printable(run_dir.name),
             "status": "",
@@ -135,11 +135,12 @@ def list_runs(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
             "candidates": "-",
             "best": "-",
             "held-out": "-",
-            "changed": time.strftime("%Y-%m-%d %H:%M", time.localtime(changed)),
+            "changed": "-" if changed is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(changed)),
         }
         rows.append(row)
-        holder = lock_holder(db)
+        holder = None
         try:
+            holder = lock_holder(db)
             store = RunStore(db)
             try:
                 config, state, final = store.get("config"), store.get("state"), store.get("final")

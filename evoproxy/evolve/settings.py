@@ -94,8 +94,13 @@ class EvolutionSettings:
             data["benches"] = tuple(data.get("benches", cls.benches))
             if isinstance(data.get("csp"), dict):
                 data["csp"] = CSPSettings(**data["csp"])
-            return cls(**data)
-        except (TypeError, ValueError, ParameterError) as exc:  # a damaged or foreign run: no flag to blame
+            settings = cls(**data)
+            if not all(isinstance(name, str) for name in (settings.space, *settings.benches, *settings.init)):
+                raise TypeError("space, benches and init must be text")
+            for genome in settings.init:  # parsed wherever the run is read
+                Genome.from_json(genome)
+            return settings
+        except (TypeError, ValueError, EvoproxyError) as exc:  # a damaged or foreign run: no flag to blame
             raise EvoproxyError(f"the stored run settings are not valid ({exc})") from None
 
     @classmethod

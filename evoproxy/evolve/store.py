@@ -13,11 +13,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import sqlite3
 from pathlib import Path
 
 from .. import files, locking
 from ..errors import EvoproxyError
+from .settings import EvolutionSettings
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,9 +46,81 @@ TABLES = ("meta", "candidates", "history")
 PART_COLUMNS = (("rho@20%", "rho20"), ("rho@50%", "rho50"), ("rho@100%", "rho100"))  # fitness part → its column
 
 
+# The columns' SQLite types as the writers store them (fitness: NULL for a rejected candidate).
+CANDIDATE_TYPES = {
+    "hash": ("text",),
+    "genome": ("text",),
+    "formula": ("text",),
+    "fitness": ("real", "integer", "null"),
+    **{column: ("real", "integer", "null") for _, column in PART_COLUMNS},
+    "seconds": ("real", "integer"),
+    "status": ("text",),
+    "reason": ("text", "null"),
+    "iteration": ("integer",),
+    "origin": ("text",),
+}
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _number(value) -> bool:
+    return type(value) in (int, float)
+
+
+def random_state(value):
+    """random.getstate()'s value from its JSON form (lists for its tuples)."""
+    return tuple(random_state(v) for v in value) if isinstance(value, list) else value
+
+
+def _is_random_state(value) -> bool:
+    try:
+        random.Random().setstate(random_state(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return isinstance(value, list)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+# The meta records beside the settings, as their writers store them (checkpoint.save_checkpoint
+# with RunState's fields, result.select_final): key → (check, what it must be, required). Readers
+# trust a record that passed. Runs stored before RunState had a type keep its fields in "extra".
+RECORDS = {
+    "state": {
+        "iteration": (_count, "a whole number of at least 0", True),
+        "rng": (_is_random_state, "a random state", True),
+        "population": (_list_of(lambda v: isinstance(v, str)), "a list of candidate hashes", True),
+        "islands": (_list_of(_count), "a list of island numbers", False),
+        "elapsed": (_number, "a number of seconds", False),
+        "stale": (_count, "a whole number of at least 0", False),
+        "best": (lambda v: v is None or _number(v), "a number or null", False),
+        "restarts": (_count, "a whole number of at least 0", False),
+        "restarted_at": (_list_of(_count), "a list of iterations", False),
+        "extra": (lambda v: isinstance(v, dict), "an object", False),
+    },
+    "final": {
+        "iteration": (_count, "a whole number of at least 0", True),
+        "hash": (lambda v: isinstance(v, str), "a candidate hash", True),
+        "fitness": (_number, "a number", True),
+        "validation": (lambda v: v is None or _number(v), "a number or null", True),
+        "validation_configs": (_count, "a whole number of at least 0", True),
+        "among": (_count, "a whole number of at least 0", True),
+    },
+}
+
+
 def row_parts(row) -> dict[str, float]:
     """The fitness parts (ρ@k) stored in a candidates row; none for a rejected candidate."""
     return {part: row[column] for part, column in PART_COLUMNS if row[column] is not None}
+
+
+def damaged(path: Path, what: str) -> EvoproxyError:
+    """The one-line error of a run database `path` whose content is damaged: `what` is wrong."""
+    return EvoproxyError(f"{path} is damaged: {what}; move it away and start the run again")
 
 
 def _guarded(method):
@@ -78,6 +152,8 @@ class RunStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = locking.acquire(self.path, str(self.path.parent))
         try:
+            if self.write:
+                files.remove_leftovers(self.path)  # only a writer makes them, under this lock: none is live
             if new is not None:
                 if self.path.exists():
                     raise EvoproxyError(
@@ -87,7 +163,7 @@ class RunStore:
                 self._build(new)
             elif not self.path.is_file():
                 raise EvoproxyError(f"{self.path.parent} holds no run (no run.db); runs live in runs/<name>/")
-            self._open()
+            self._open(check=new is None)
         except BaseException:
             self.close()
             raise
@@ -105,7 +181,8 @@ class RunStore:
                 db.close()
 
     @_guarded
-    def _open(self) -> None:
+    def _open(self, check: bool) -> None:
+        """Open the database; with `check`, refuse one whose content is not a run's (`_check_records`)."""
         if self.write:
             self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each write is durable
         else:
@@ -118,9 +195,59 @@ class RunStore:
             raise EvoproxyError(f"{self.path} is not an evoproxy run database (no {', '.join(missing)} table)")
         if not isinstance(self.get("config"), dict):
             raise EvoproxyError(f"{self.path} holds no run settings; it is not a run that evoproxy evolve started")
+        if check:  # a new database holds what its creator just gave
+            self._check_records()
         if self.write:  # readers go on reading while the writer commits
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+
+    def _check_records(self) -> None:
+        """The run's settings valid, its records as RECORDS and CANDIDATE_TYPES describe them, and
+        the candidates that the state and the result name stored and evaluated; else `damaged`.
+        The records are read before the candidates: a writer stores candidates before the records
+        that name them, so a run being written passes too."""
+        try:
+            EvolutionSettings.from_dict(self.get("config"))
+        except EvoproxyError as exc:
+            raise damaged(self.path, str(exc)) from None
+        records = {key: self.get(key) for key in RECORDS}
+        for key, fields in RECORDS.items():
+            record = records[key]
+            if record is None:
+                continue
+            if not isinstance(record, dict):
+                raise damaged(self.path, f"its {key} record is not an object")
+            nested = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+            for name, (check, what, required) in fields.items():
+                for values in (record, nested):
+                    if name in values and not check(values[name]):
+                        raise damaged(self.path, f"the {name!r} of its {key} record is not {what}")
+                if required and name not in record:
+                    raise damaged(self.path, f"its {key} record has no {name!r}")
+        state, final = records["state"], records["final"]
+        if state and len(state.get("islands", state["population"])) != len(state["population"]):
+            raise damaged(self.path, "its state record has not one island per member of the population")
+        types = ", ".join(f"typeof({column})" for column in CANDIDATE_TYPES)
+        wrong = " OR ".join(f"typeof({c}) NOT IN ({', '.join(map(repr, t))})" for c, t in CANDIDATE_TYPES.items())
+        bad = self.db.execute(
+            f"SELECT id, {types} FROM candidates WHERE {wrong} OR (status = 'ok' AND fitness IS NULL) LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            found = dict(zip(CANDIDATE_TYPES, bad[1:]))
+            column = next((c for c, t in found.items() if t not in CANDIDATE_TYPES[c]), None)
+            if column is None:
+                raise damaged(self.path, f"candidate {bad[0]} is evaluated but has no fitness")
+            raise damaged(
+                self.path,
+                f"the {column} of candidate {bad[0]} is {found[column]}, not {' or '.join(CANDIDATE_TYPES[column])}",
+            )
+        evaluated = {r[0] for r in self.db.execute("SELECT hash FROM candidates WHERE status = 'ok'")}
+        named = [(h, "state") for h in state["population"]] if state else []
+        named += [(final["hash"], "result")] if final else []
+        if missing := next(((h, what) for h, what in named if h not in evaluated), None):
+            raise damaged(
+                self.path, f"its {missing[1]} names candidate {missing[0]!r}, which is not stored as evaluated"
+            )
 
     @_guarded
     def get(self, key: str, default=None):
@@ -130,9 +257,7 @@ class RunStore:
         try:
             return json.loads(row[0])
         except (TypeError, ValueError):
-            raise EvoproxyError(
-                f"{self.path} is damaged: its {key!r} entry is not JSON; move it away and start the run again"
-            ) from None
+            raise damaged(self.path, f"its {key!r} entry is not JSON") from None
 
     @_guarded
     def put(self, **items) -> None:

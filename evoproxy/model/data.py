@@ -23,6 +23,7 @@ FMNIST_ENV = "EVOPROXY_FMNIST_DIR"
 FMNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Mean and standard deviation of the Fashion-MNIST training pixels in [0, 1].
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+FMNIST_CLASSES = 10
 CALIBRATION_ASSET = "calib_fmnist.pt"
 
 

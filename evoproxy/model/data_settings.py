@@ -11,6 +11,8 @@ from ..params import Interval, OneOf, Satisfies, check_parameters
 
 DEFAULT_CALIB_IMAGES = 512  # the size of the shipped Fashion-MNIST calibration subset
 MAX_IMAGE_SIZE = 4096  # pixels a side that images may be resized to: a typo should not allocate gigabytes
+MIN_STD = 1e-6  # below it, images in [0, 1] would be scaled beyond what float32 statistics survive
+MAX_SEED = 2**32 - 2  # the shuffles seed torch with seed and seed + 1; numpy's seeds stop at 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class DataSettings:
     root: str | None = None  # torchvision: the dataset's folder
 
     CONSTRAINTS = {
-        "seed": Interval(integer=True),
+        "seed": Interval(0, MAX_SEED, integer=True),
         "calib_images": Interval(1, None, integer=True),
         "image_size": [Interval(1, MAX_IMAGE_SIZE, integer=True), OneOf((None,))],
         "mean": [Satisfies(lambda t: len(t) > 0 and all(map(math.isfinite, t)), "finite numbers"), OneOf((None,))],
         "std": [
-            Satisfies(lambda t: len(t) > 0 and all(0 < x < math.inf for x in t), "positive numbers"),
+            Satisfies(
+                lambda t: len(t) > 0 and all(map(Interval(MIN_STD, math.inf, closed="left"), t)),
+                f"finite numbers of at least {MIN_STD:g}",
+            ),
             OneOf((None,)),
         ],
     }

@@ -17,7 +17,9 @@ calibration pool (BatchNorm re-estimation, activation ranges; its first images f
 statistics) is the first `calib_images` of the shuffled train part, the evaluation set the first
 images of the shuffled test part, and training uses the whole train part.
 Images stored as uint8 are scaled to [0, 1]; `mean`/`std` (per channel) normalise them after.
-The input shape of the model comes from the data.
+Every source but the shipped one is checked before any model sees it (checks.py): array sizes from
+file headers before reading, finite values, labels that are class indices. The input shape of the
+model comes from the data.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import EvoproxyError, ParameterError
 from ..hashing import tensors_hash
 from ..params import Interval
-from .data import calibration_set, load_fmnist, normalize
+from .data import FMNIST_CLASSES, calibration_set, load_fmnist, normalize
 from .data_settings import DataSettings
 from .readers import Pair, read_arrays, read_function, read_image_folders, read_torchvision
 from .splits import split_parts
+from .train import count_correct
 
 DEFAULT_SPEC = "fmnist"
 
@@ -71,8 +75,11 @@ class DataSource:
         """The first `n` images of the calibration pool (all of it if `n` is None) and their labels."""
         return self._first("calib", n, "calibration", "calibration images")
 
-    def evaluation(self, n: int | None = None) -> Pair:
-        """The first `n` images of the (shuffled) test part and their labels (all of them if `n` is None)."""
+    def evaluation(self, n: int | None = None, most: int | None = None) -> Pair:
+        """The first `n` images of the (shuffled) test part and their labels; if `n` is None, all of
+        them, or the first `most` where there are more (a command's default that small data must not fail)."""
+        if n is None and most is not None:
+            n = min(most, len(self._get("test")[0]))
         return self._first("test", n, "evaluation", "test images")
 
     @property
@@ -84,10 +91,35 @@ class DataSource:
         """The whole train part."""
         return self._get("train")
 
-    def ptq_data(self, eval_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def ptq_data(
+        self, eval_size: int | None = None, most: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What quantized models are measured with: the calibration pool's images, and the first
-        `eval_size` test images with their labels."""
-        return (self.calibration()[0], *self.evaluation(eval_size))
+        `eval_size` test images with their labels (None: all, up to `most`; see `evaluation`)."""
+        return (self.calibration()[0], *self.evaluation(eval_size, most))
+
+    @property
+    def classes(self) -> int:
+        """How many classes the labels index: one more than the largest label of the train and test parts."""
+        if self.spec == DEFAULT_SPEC:  # the shipped labels; the train split may not be installed
+            return FMNIST_CLASSES
+        return 1 + max(int(self._get(which)[1].max()) for which in ("train", "test"))
+
+    def check_classes(self, model: nn.Module) -> None:
+        """Refuse this data where its labels reach beyond the classes of `model` (whose layer
+        registry has been taken, so it runs on these inputs), seen in the scores it gives one
+        calibration image: training on such labels would fail only after the slow work."""
+        param = next(model.parameters(), None)
+        images, labels = self.calibration(1)
+        was_training = model.training
+        try:
+            model.eval()  # one image: BatchNorm must not take its batch statistics
+            with torch.no_grad():
+                out = model(images if param is None else images.to(param.device))
+        finally:
+            model.train(was_training)
+        if isinstance(out, torch.Tensor):  # else the statistics word what the model returns
+            count_correct(out, labels.to(out.device), self.classes - 1)
 
     @property
     def is_default(self) -> bool:

@@ -26,7 +26,7 @@ from .fakequant import (
     weight_quantization_error,
     weight_steps,
 )
-from .onnx_export import export_onnx, onnxruntime_accuracy, qdq_model
+from .onnx_export import export_onnx, onnxruntime_accuracy, output_tolerance, qdq_model
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
 
@@ -54,6 +54,7 @@ __all__ = [
     "model_bops",
     "model_size_mb",
     "onnxruntime_accuracy",
+    "output_tolerance",
     "per_layer_bits",
     "qdq_model",
     "quantize_model",

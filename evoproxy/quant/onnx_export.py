@@ -12,6 +12,15 @@ ops, which torch.onnx writes as QDQ pairs, so the graph is the model's own:
   zero point; under 8 bits a Clip before QuantizeLinear keeps them within the b-bit range.
 
 Layers at 32 bits stay float; bits from 9 to 31 do not fit QDQ's 8-bit integers and are refused.
+
+A layer's bias is written as an Add after it (its own bias zeroed), with a constant of the output's
+rank, (1, C, 1, ...) or (1, ..., C): onnxruntime (1.20 on)
+rewrites the 1-D float bias of a Conv or Gemm whose input and weight come through QDQ pairs into
+int32 at scale s_x·s_w (its WeightBiasQuantization), which PyTorch's model does not do; the rounded
+biases moved the logits of a 4-bit-activation MLP by 1.1 (of 15). The Add keeps them float.
+
+Before the file is put in place, onnxruntime runs it on a batch of images and its outputs must match
+the PyTorch model's within `output_tolerance`.
 """
 
 from __future__ import annotations
@@ -26,11 +35,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError
+from ..files import replacing
 from ..model import LayerInfo, quantizable_modules
 from .qat import LsqQuantizer
 
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
 INT8_MAX, UINT8_MAX = 127, 255
+FLOAT_RTOL = 1e-3  # float32 sums reassociated: 2^-23 per term over up to ~10^4 terms
 
 
 class _QdqWeight(nn.Module):
@@ -57,6 +68,14 @@ class _QdqInput(nn.Module):
         if self.top < UINT8_MAX:
             x = torch.clamp(x, -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale)
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+
+
+def _add_bias(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the layer's bias added after it, as a constant of the output's rank (a Linear's
+    features last, a convolution's channels second)."""
+    if isinstance(module, nn.Linear):
+        return output + module.bias_after.reshape(*[1] * (output.dim() - 1), -1)
+    return output + module.bias_after.reshape(1, -1, *[1] * (output.dim() - 2))
 
 
 def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
@@ -88,46 +107,99 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
                     "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)"
                 )
             module.act_quantizer = _QdqInput(lsq)  # the LSQ model's input hook calls whatever is there
+        if module.bias is not None:
+            # Zeroed, not removed, so that a Linear stays a Gemm on its weight's DQ pair (without a bias,
+            # torch writes a MatMul on a Transpose); onnxruntime's int32 of zero is exact.
+            module.register_buffer("bias_after", module.bias.detach().clone())
+            with torch.no_grad():
+                module.bias.zero_()
+            module.register_forward_hook(_add_bias)
     return out
 
 
-def export_onnx(qmodel: nn.Module, layers: Sequence[LayerInfo], input_shape: Sequence[int], path: str | Path) -> None:
+def output_tolerance(qmodel: nn.Module, outputs: torch.Tensor) -> float:
+    """How far an ONNX run of `qmodel` may stray from `outputs` (its PyTorch outputs on a batch):
+    two levels of its coarsest activation quantizer, 2·max|outputs| / (2^b − 1) for b bits. Both
+    runtimes compute in float32 but sum in other orders, so the odd value within rounding error of a
+    level boundary lands on the neighbouring level (on the shipped ResNet, hundreds per image at 8
+    bits), and an output moves by about that level's share of its range. Without quantized inputs:
+    FLOAT_RTOL·max|outputs|."""
+    levels = [m.act_quantizer.qn + m.act_quantizer.qp for m in qmodel.modules() if hasattr(m, "act_quantizer")]
+    return outputs.abs().max().item() * (2 / min(levels) if levels else FLOAT_RTOL)
+
+
+def _session(path: str | Path):
+    """An onnxruntime CPU session on the ONNX file `path`."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]'") from None
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> float:
+    """The largest difference between the outputs of the ONNX file `path` in onnxruntime and of
+    `qmodel` in PyTorch on `images`; an EvoproxyError naming `target` if beyond `output_tolerance`."""
+    device = next(qmodel.parameters()).device
+    training = qmodel.training
+    with torch.no_grad():
+        want = qmodel.eval()(images.to(device)).float().cpu()
+    qmodel.train(training)
+    got = torch.from_numpy(_session(path).run(None, {"input": images.cpu().float().numpy()})[0])
+    diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
+    if not diff <= tol:  # NaN included
+        raise EvoproxyError(
+            f"the ONNX model's outputs differ from the PyTorch model's by up to {diff:.3g} on {len(images)} images, "
+            f"beyond the tolerance {tol:.3g} (2·max|output| / (2^b − 1), b the fewest activation bits): "
+            f"{target} not written"
+        )
+    return diff
+
+
+def export_onnx(
+    qmodel: nn.Module,
+    layers: Sequence[LayerInfo],
+    input_shape: Sequence[int],
+    path: str | Path,
+    check_images: torch.Tensor | None = None,
+) -> float | None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
-    (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size."""
+    (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size.
+    With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
+    place only if its outputs match `qmodel`'s within `output_tolerance` (else EvoproxyError, and
+    `path` is left as it was); returns the largest difference found (None unchecked)."""
     model = qdq_model(qmodel, layers).cpu().float()
     example = torch.zeros(1, *input_shape)
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated, but torch's new one needs onnxscript, which is
-        # not a dependency, and it writes fake quantization as the same QDQ pairs.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
-        except Exception as exc:  # the exporter raises many types for an op it cannot write
-            message = str(exc).strip().splitlines()
-            raise EvoproxyError(
-                f"torch.onnx could not export the model ({type(exc).__name__}: "
-                f"{message[0] if message else 'no message'})"
-            ) from None
+    with replacing(Path(path)) as tmp:
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated, but torch's new one needs onnxscript, which is
+            # not a dependency, and it writes fake quantization as the same QDQ pairs.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                )
+            except Exception as exc:  # the exporter raises many types for an op it cannot write
+                message = str(exc).strip().splitlines()
+                raise EvoproxyError(
+                    f"torch.onnx could not export the model ({type(exc).__name__}: "
+                    f"{message[0] if message else 'no message'})"
+                ) from None
+        return None if check_images is None else _check_outputs(qmodel, tmp, check_images, Path(path))
 
 
 def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy (%) of the ONNX file `path` run by onnxruntime (CPU) on `images` (N, ...)
     with `labels` (N,)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]'") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _session(path)
     correct = 0
     for i in range(0, len(images), batch_size):
         logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]

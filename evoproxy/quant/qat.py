@@ -23,7 +23,6 @@ model's outputs; a checkpoint after every epoch, from which a killed run resumes
 from __future__ import annotations
 
 import copy
-import io
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,13 +34,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ..errors import EvoproxyError, ParameterError
-from ..files import write_atomically
+from ..errors import ParameterError
 from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
 from ..params import Interval, OneOf, check_parameters
+from .checkpoint import EpochRecord, check_writable, read_checkpoint, save_checkpoint
 from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
 
-CHECKPOINT_FORMAT = "evoproxy-qat/1"
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
 
 
@@ -148,17 +146,6 @@ class QatSettings:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    """One finished epoch: mean training loss over its batches, test accuracy (%) after it, and
-    the seconds its training took (evaluation excluded)."""
-
-    epoch: int
-    loss: float
-    accuracy: float
-    train_s: float
-
-
 def epoch_batches(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -203,61 +190,12 @@ def _identity(qmodel: nn.Module, model: nn.Module, settings: QatSettings) -> dic
     }
 
 
-def _save_atomically(obj: dict, path: Path) -> None:
-    """torch.save in one step: a kill leaves the old checkpoint or the new."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomically(path, buffer.getvalue())
-
-
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise EvoproxyError(f"checkpoint {path} does not exist") from None
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise EvoproxyError(f"cannot read {path} as a QAT checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise EvoproxyError(f"{path} is not a QAT checkpoint of this version ({CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def _check_identity(ckpt: dict, identity: dict, path: Path) -> None:
-    for key, what in (
-        ("model", "another model or weights"),
-        ("quantizers", "another bit configuration or data"),
-        ("settings", "other QAT settings"),
-    ):
-        if ckpt["identity"][key] != identity[key]:
-            detail = "".join(
-                f", {k} {v} (now {identity[key][k]})"
-                for k, v in ckpt["identity"][key].items()
-                if key == "settings" and identity[key][k] != v
-            )
-            raise EvoproxyError(
-                f"{path} was made with {what}{detail}: resume with the same settings, or start over without resuming"
-            )
-
-
-def _levels(state: dict) -> dict[str, int]:
-    """The number of levels of each quantizer of a QAT state: what its bits fix (an activation's
-    zero point comes from the data)."""
-    return {k: v["qn"] + v["qp"] for k, v in state.items() if k.endswith("_extra_state")}
-
-
 def load_qat_state(qmodel: nn.Module, path: str | Path) -> int:
     """Load the weights, steps and BatchNorm statistics of the QAT checkpoint `path` into
     `qmodel` (made by `lsq_model` for the same model and bits); returns its finished epochs."""
-    ckpt = _read_checkpoint(Path(path))
-    saved, wanted = _levels(ckpt["state"]), _levels(qmodel.state_dict())
-    if saved.keys() == wanted.keys() and saved != wanted:
-        # Same quantizers, other bits: the state would load and silently bring the checkpoint's bits.
-        raise EvoproxyError(f"{path} was trained with other bits: use the bits file it was made with")
-    try:
-        qmodel.load_state_dict(ckpt["state"])
-    except RuntimeError:
-        raise EvoproxyError(f"{path} holds another QAT model: use the model and bits file it was made with") from None
-    return int(ckpt["epoch"])
+    ckpt = read_checkpoint(path, qmodel)
+    qmodel.load_state_dict(ckpt["state"])
+    return ckpt["epoch"]
 
 
 def train_qat(
@@ -282,14 +220,16 @@ def train_qat(
     identity = _identity(qmodel, model, settings)
     path = Path(checkpoint) if checkpoint is not None else None
     history: list[EpochRecord] = []
+    # Every input checked before the first step: a bad one is found in seconds, not after an epoch.
+    if resume and path is None:
+        raise ParameterError("train_qat", "checkpoint", "given, the file to resume from", None)
     if resume:
-        if path is None:
-            raise ParameterError("train_qat", "checkpoint", "given, the file to resume from", None)
-        ckpt = _read_checkpoint(path)
-        _check_identity(ckpt, identity, path)
+        ckpt = read_checkpoint(path, qmodel, opt, identity)
         qmodel.load_state_dict(ckpt["state"])
         opt.load_state_dict(ckpt["optimizer"])
         history = [EpochRecord(**r) for r in ckpt["history"]]
+    if path is not None:
+        check_writable(path)
     teacher = model.eval() if settings.distill else None
     for epoch in range(len(history), settings.epochs):
         start = time.perf_counter()
@@ -312,17 +252,7 @@ def train_qat(
         train_s = time.perf_counter() - start
         history.append(EpochRecord(epoch + 1, loss_sum / steps, accuracy(qmodel, *evaluation), train_s))
         if path is not None:
-            _save_atomically(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "identity": identity,
-                    "epoch": epoch + 1,
-                    "state": qmodel.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "history": [asdict(r) for r in history],
-                },
-                path,
-            )
+            save_checkpoint(path, identity, qmodel, opt, history)
         r = history[-1]
         log(
             f"epoch {r.epoch}/{settings.epochs}: loss {r.loss:.4f}, test accuracy {r.accuracy:.2f} % "

@@ -4,6 +4,7 @@ command either accepts it (it lies within the flag's documented bounds) or ends 
 run would start, so that no example computes anything."""
 
 import math
+import random
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_show_top_takes_any_count_of_at_least_one(tmp_path, capsys):
         store.add_candidate(
             f"h{i}", genome, "fisher", Outcome(i / 10, {"rho@20%": i, "rho@50%": 0, "rho@100%": 0}), 0, "init"
         )
-    store.put(state={"iteration": 0})
+    store.put(state={"iteration": 0, "rng": random.Random(0).getstate(), "population": []})  # a whole state record
     store.close()
 
     @FUZZ

@@ -514,3 +514,182 @@ def test_numeric_flags_of_bench_build(flag, tmp_path, capsys, monkeypatch):
             _must_refuse(result, (flag, value))
 
     check()
+
+
+# -- run databases, bench files and the names they hold (issue 29: runs and benches) --------------
+
+RUN_CONFIG = {"benches": ["fmnist-resnet20-w234"], "population": 3, "iterations": 2, "samples": 30}
+
+
+def _stored_run(run_dir, config: dict = RUN_CONFIG):
+    """A finished run of 2 iterations as evolve stores it, made without evaluating anything: three
+    sampled proxies in its population, the fittest its result."""
+    from evoproxy.evolve import RunStore
+    from evoproxy.evolve.fitness import Outcome
+
+    rng = random.Random(0)
+    store = RunStore(run_dir / "run.db", new={"config": config})
+    genomes = [sample_genome(load_space("branched"), rng) for _ in range(3)]
+    for i, g in enumerate(genomes):
+        parts = {"rho@20%": 0.1 * i, "rho@50%": 0.2 * i, "rho@100%": 0.3 * i}
+        store.add_candidate(g.wl_hash(), g.to_json(), g.formula(), Outcome(0.1 * i, parts), 0, "init")
+    hashes = [g.wl_hash() for g in genomes]
+    store.put(
+        state={"iteration": 2, "rng": rng.getstate(), "population": hashes, "islands": [0, 0, 0], "elapsed": 1.0},
+        final={
+            "iteration": 2,
+            "hash": hashes[2],
+            "fitness": 0.2,
+            "validation": None,
+            "validation_configs": 0,
+            "among": 1,
+        },
+    )
+    store.close()
+    return run_dir
+
+
+def _damage_run(run_dir, kind: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "run.db")
+    state, final = (
+        json.loads(db.execute("SELECT value FROM meta WHERE key = ?", (k,)).fetchone()[0]) for k in ("state", "final")
+    )
+
+    def put(key, value):
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(value), key))
+
+    if kind == "state names a missing candidate":
+        put("state", {**state, "population": ["missing", *state["population"][1:]]})
+    elif kind == "state without its random state":
+        put("state", {k: v for k, v in state.items() if k != "rng"})
+    elif kind == "state with a random state of the wrong shape":
+        put("state", {**state, "rng": [3, [1, 2], None]})
+    elif kind == "state a list":
+        put("state", [state])
+    elif kind == "state counts of the wrong type":
+        put("state", {**state, "restarted_at": "3", "iteration": 2.5})
+    elif kind == "result names a missing candidate":
+        put("final", {**final, "hash": "missing"})
+    elif kind == "result not an object":
+        put("final", "the third")
+    elif kind == "fitness text":
+        db.execute("UPDATE candidates SET fitness = 'high' WHERE id = 2")
+    elif kind == "fitness NULL":
+        db.execute("UPDATE candidates SET fitness = NULL WHERE id = 2")
+    elif kind == "no evaluated candidate":
+        db.execute("UPDATE candidates SET status = 'conflict', fitness = NULL")
+    elif kind == "settings of the wrong type":
+        put("config", {**RUN_CONFIG, "benches": [3], "iterations": "all"})
+    elif kind == "lock a folder":
+        (run_dir / "run.db.lock").unlink(missing_ok=True)
+        (run_dir / "run.db.lock").mkdir()
+    elif kind == "lock a symbolic link":
+        (run_dir / "run.db.lock").unlink(missing_ok=True)
+        (run_dir / "run.db.lock").symlink_to(run_dir / "elsewhere")
+    db.commit()
+    db.close()
+
+
+RUN_DAMAGE = [
+    "state names a missing candidate",
+    "state without its random state",
+    "state with a random state of the wrong shape",
+    "state a list",
+    "state counts of the wrong type",
+    "result names a missing candidate",
+    "result not an object",
+    "fitness text",
+    "fitness NULL",
+    "no evaluated candidate",
+    "settings of the wrong type",
+    "lock a folder",
+    "lock a symbolic link",
+]
+
+
+@pytest.mark.parametrize("kind", RUN_DAMAGE)
+def test_a_damaged_run_is_one_line_in_every_command_and_runs_lists_the_others(kind, tmp_path, capsys):
+    _stored_run(tmp_path / "good")
+    run = _stored_run(tmp_path / "r")
+    _damage_run(run, kind)
+    lock = kind.startswith("lock")  # readers never open the lock: only a writer and `runs` meet it
+    for argv in (
+        ["show", "--quick", str(run)],
+        ["show", "--top", "3", str(run)],
+        ["show", "--csv", str(tmp_path / "c.csv"), str(run)],
+        ["evolve", "--resume", str(run), "--no-report", "--log-every", "0"],
+    ):
+        result = _outcome(argv, capsys)
+        if argv[0] == "evolve" or not lock:
+            assert result[0] == "error" and ("run.db.lock" if lock else f"{run / 'run.db'} is damaged") in result[1]
+    if kind == "lock a symbolic link":
+        assert not (run / "elsewhere").exists()  # never created through the link
+    kind, out = _outcome(["runs", "--runs-dir", str(tmp_path)], capsys)
+    lines = out.splitlines()
+    assert kind == "ok" and {line.split()[0]: line.split()[1] for line in lines[2:4]} == {
+        "good": "finished",
+        "r": "unreadable",
+    }, lines
+    assert [line.split(": ")[0] for line in lines[4:]] == ["r"], lines  # one reason, for the damaged run
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps(HEADER).encode() + b"\n",  # a build killed before its first measurement
+        json.dumps({"header": HEADER, "entries": []}).encode(),
+        *(random.Random(seed).randbytes(300) for seed in range(6)),
+        *(
+            (json.dumps({**HEADER, key: value}) + '\n{"bits": [8, 2, 2], "accuracy": 50}\n').encode()
+            for key, value in [
+                ("held_out_fraction", "0.2"),
+                ("held_out_fraction", 7),
+                ("split_seed", 1.5),
+                ("fp_accuracy", "high"),
+                ("eval", [1]),
+            ]
+        ),
+    ],
+    ids=lambda c: repr(c[:24]) if c[:1] != b"{" else c.decode(errors="replace")[-60:],
+)
+def test_bench_files_without_entries_or_binary_or_with_bad_optional_fields_are_refused(content, tmp_path, capsys):
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(content)
+    for argv in (["bench", "show", str(path)], ["evolve", "--benches", str(path), "--population", "4"]):
+        kind, message = _outcome(argv, capsys)
+        assert kind == "error" and str(path) in message, (argv, message)
+
+
+EVIL = "\x1b[2J\x1b]0;owned\x07\n"
+
+
+@pytest.mark.parametrize(
+    "where", ["bench name", "bench model", "bench eval", "genome name", "setting key", "run folder"]
+)
+def test_names_from_files_reach_the_terminal_escaped(where, tmp_path, capsys):
+    path = tmp_path / "b.jsonl"
+    header = {**HEADER, "eval": {"dataset": "fmnist"}}
+    header.update(
+        {"bench name": {"name": EVIL}, "bench model": {"model": EVIL}, "bench eval": {"eval": {EVIL: 1}}}.get(where, {})
+    )
+    entries = [{"bits": [8, a, b], "accuracy": 10.0 * a + b} for a in (2, 3, 4) for b in (2, 3, 4)]
+    path.write_text("\n".join(json.dumps(x) for x in [header, *entries]) + "\n")
+    if where.startswith("bench"):
+        argv = ["bench", "show", str(path)]
+    elif where == "genome name":
+        genome = json.loads(sample_genome(load_space("branched"), random.Random(1)).to_json())
+        (tmp_path / "g.json").write_text(json.dumps({**genome, "name": EVIL}))
+        argv = ["evolve", "--benches", str(path), "--space", "sequential", "--init", str(tmp_path / "g.json")]
+    elif where == "setting key":
+        argv = ["show", "--quick", str(_stored_run(tmp_path / "r", {**RUN_CONFIG, EVIL: 1}))]
+    else:
+        argv = ["show", "--top", "1", str(_stored_run(tmp_path / f"r{EVIL}"))]
+    main(argv)
+    out, err = capsys.readouterr()
+    TALLY["cases"] += 1
+    TALLY["clean errors" if err else "accepts"] += 1
+    assert not any(c in out + err for c in "\x1b\x07"), (out, err)
+    assert "\\x1b[2J" in out + err, (out, err)
+    assert len([line for line in err.splitlines() if not line.startswith("evoproxy: warning:")]) <= 1, err

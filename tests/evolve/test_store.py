@@ -6,6 +6,7 @@ written by `show`."""
 import hashlib
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ def _new_run(run_dir, candidates: int = 3):
             i,
             "init",
         )
-    store.put(state={"iteration": 0, "rng": [], "population": [], "extra": {}})
+    store.put(state={"iteration": 0, "rng": random.Random(0).getstate(), "population": [], "extra": {}})
     store.add_history(0, 0.7, 0.6, candidates, {}, 0, 0.1)
     store.close()
     return run_dir / "run.db"
@@ -229,3 +230,44 @@ def test_show_opens_the_database_read_only(tmp_path):
     with pytest.raises(EvoproxyError, match="readonly"):
         store.put(anything=1)
     store.close()
+
+
+# -- the lock file and the leftovers of a killed start ---------------------------------------------
+
+
+def test_a_link_in_place_of_the_lock_file_is_refused_and_the_file_it_names_is_untouched(tmp_path):
+    db = _new_run(tmp_path / "r")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (tmp_path / "r" / "run.db.lock").unlink()
+    (tmp_path / "r" / "run.db.lock").symlink_to(precious)
+    with pytest.raises(EvoproxyError, match="run.db.lock is a symbolic link"):
+        RunStore(db, write=True)
+    with pytest.raises(EvoproxyError, match="run.db.lock is a symbolic link"):
+        lock_holder(db)
+    assert precious.read_text() == "keep me\n"
+
+
+def test_a_writer_removes_the_temporary_files_a_killed_start_left_and_a_reader_does_not(tmp_path):
+    db = _new_run(tmp_path / "r")
+    stray = tmp_path / "r" / ".run.db-k1ll3d.tmp"
+    stray.write_bytes(b"half a database")
+    folder = tmp_path / "r" / ".run.db-folder.tmp"
+    folder.mkdir()
+    other = tmp_path / "r" / ".best.json-k1ll3d.tmp"  # another file's: not the run database's to remove
+    other.write_text("{}")
+    RunStore(db).close()
+    assert stray.exists()
+    RunStore(db, write=True).close()
+    assert not stray.exists() and folder.is_dir() and other.exists()
+
+
+def test_the_state_record_checked_on_open_is_the_one_a_checkpoint_saves(tmp_path):
+    from evoproxy.evolve.checkpoint import RunState, save_checkpoint
+    from evoproxy.evolve.store import RECORDS
+
+    store = RunStore(_new_run(tmp_path / "r"), write=True)
+    save_checkpoint(store, 0, random.Random(1), [], RunState())
+    assert set(store.get("state")) == set(RECORDS["state"]) - {"extra"}  # "extra": runs stored before RunState
+    store.close()
+    RunStore(tmp_path / "r" / "run.db").close()  # and it passes the check

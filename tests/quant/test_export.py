@@ -183,3 +183,50 @@ def test_export_one_line_errors(mlp_files, capsys, one_line_error):
     Path("other.json").write_text(json.dumps({"bits": [3, 3, 3]}))
     assert main([*export, "--bits-file", "other.json", "--checkpoint", "qat.pt"]) == 2
     one_line_error("qat.pt was trained with other bits")
+
+
+def test_a_qat_mlp_exports_to_onnxruntime_with_its_float_biases(onnx, tmp_path):
+    """onnxruntime rounds the float bias of a Conv or Gemm between QDQ pairs to int32 at s_x·s_w;
+    exported as an Add after the layer, the bias stays the PyTorch model's."""
+    import onnxruntime
+
+    from evoproxy.quant import output_tolerance
+
+    model = user_models.fit(user_models.mlp(), *user_models.vectors())
+    layers = layer_registry(model, (12,))
+    images, labels = user_models.vectors()
+    qmodel = lsq_model(model, layers, [3, 2, 3], 4, images[:64])
+    train_qat(qmodel, model, (images, labels), (images, labels), QatSettings(batch_size=32), log=lambda m: None)
+    test, _ = user_models.vectors(100, seed=1)
+    diff = export_onnx(qmodel, layers, (12,), tmp_path / "qat.onnx", check_images=test)
+    with torch.no_grad():
+        want = qmodel.eval()(test)
+    got = onnxruntime.InferenceSession(str(tmp_path / "qat.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": test.numpy()}
+    )[0]
+    assert diff == np.abs(got - want.numpy()).max() <= output_tolerance(qmodel, want)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4 * want.abs().max().item())  # float rounding only
+
+
+def test_export_refuses_to_write_a_file_whose_outputs_differ(onnx, tmp_path, monkeypatch):
+    from evoproxy.errors import EvoproxyError
+    from evoproxy.quant import onnx_export
+
+    model, layers, train, evaluation = user_models.brightness_task()
+    qmodel = lsq_model(model, layers, [3, 2], 4, train[0])
+    real = onnx_export.qdq_model
+
+    def shifted(*args):
+        out = real(*args)
+        out[-1].bias_after += 100.0  # the head's bias, far off in every output
+        return out
+
+    monkeypatch.setattr(onnx_export, "qdq_model", shifted)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "m.onnx").write_bytes(b"old")
+    with pytest.raises(
+        EvoproxyError, match=r"outputs differ from the PyTorch model's by up to 100 on 48 images, beyond"
+    ):
+        export_onnx(qmodel, layers, (1, 8, 8), folder / "m.onnx", check_images=evaluation[0])
+    assert (folder / "m.onnx").read_bytes() == b"old" and [p.name for p in folder.iterdir()] == ["m.onnx"]
