@@ -33,11 +33,7 @@ def cmd_export(args) -> None:
         what = f"QAT model of {args.checkpoint} ({epochs} epoch(s))"
     else:
         what = f"round-to-nearest PTQ model (BatchNorm {'kept' if args.no_bn_recal else 're-estimated'})"
-    images, labels = (
-        source.evaluation(args.eval_size or min(500, len(source.evaluation()[0])))
-        if args.eval_size != 0
-        else (None, None)
-    )
+    images, labels = source.evaluation(args.eval_size, most=500) if args.eval_size != 0 else (None, None)
     diff = export_onnx(qmodel, layers, source.input_shape, args.onnx, images)
     weights, acts = sorted({b for b in bits if b < 32}), sorted({a for a in act_bits if a < 32})
     print(

@@ -9,6 +9,8 @@ from ..errors import EvoproxyError
 
 def cmd_show(args) -> None:
     from ..evolve import export_candidates, full_report, leaderboard, run_summary, simplified_report
+    from ..params import check_parameters
+    from ..proxy.simplify import CONSTRAINTS as SIMPLIFY
     from ..table import format_table, printable, printable_lines
 
     if args.csv:
@@ -29,11 +31,7 @@ def cmd_show(args) -> None:
             f"iteration {s['iteration']}, {s['candidates']} candidates, {s['choice']}:\n  "
             f"{printable(s['best']['formula'])}"
         )
-    if not 0 <= args.tolerance < float("inf"):
-        raise EvoproxyError(
-            f"--tolerance must be a finite number of at least 0 (fitness the simplified proxy may "
-            f"lose), got {args.tolerance}"
-        )
+    check_parameters({"tolerance": args.tolerance}, {"tolerance": SIMPLIFY["tolerance"]}, owner="simplify")
     if args.simplified:
         print(printable_lines(simplified_report(args.run, args.tolerance)[0]))
     if not (args.quick or args.csv or args.top is not None or args.simplified):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import files, locking
 from ..errors import EvoproxyError
+from ..params import Interval
 from .settings import EvolutionSettings
 
 SCHEMA = """
@@ -61,8 +62,7 @@ CANDIDATE_TYPES = {
 }
 
 
-def _count(value) -> bool:
-    return type(value) is int and value >= 0
+_count = Interval(0, None, integer=True)  # a whole number of at least 0
 
 
 def _number(value) -> bool:

@@ -226,6 +226,13 @@ def _candidates(genome: Genome, keep: bool) -> list[tuple[Genome, str]]:
     return found
 
 
+# What `simplify` takes; the command line checks its tolerance with the same table before any work.
+CONSTRAINTS = {
+    "tolerance": Interval(0, math.inf, closed="left"),
+    "max_evaluations": Interval(2, None, integer=True),  # the original's evaluation and the result's
+}
+
+
 def simplify(
     genome: Genome,
     fitness: Callable[[Genome], float | None],
@@ -240,12 +247,7 @@ def simplify(
     one's, so the result never falls more than `tolerance` below it (with 0: equal or better).
     `space`: the search space to stay in where possible (see the module). At most `max_evaluations`
     distinct genomes are judged (the original and the result included)."""
-    check_parameters(
-        {"tolerance": tolerance, "max_evaluations": max_evaluations},
-        # Two evaluations at least: the original's and the result's.
-        {"tolerance": Interval(0, math.inf, closed="left"), "max_evaluations": Interval(2, None, integer=True)},
-        owner="simplify",
-    )
+    check_parameters({"tolerance": tolerance, "max_evaluations": max_evaluations}, CONSTRAINTS, owner="simplify")
     search = _Search(fitness, max_evaluations)
     before = search.judge(genome)
     current, steps = rewrite(genome, space)
