@@ -59,7 +59,7 @@ def main() -> None:
     for _ in range(args.repeats):
         evaluator.measured.clear()
         began = time.perf_counter()
-        swept = [a for c in chunks for a in evaluator.accuracies(c)]
+        swept = [a for c in chunks for a in evaluator.measure_many(c)]
         times["swept, 1 worker"].append((time.perf_counter() - began) / len(window))
         began = time.perf_counter()
         parallel = [

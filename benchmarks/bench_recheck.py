@@ -24,9 +24,9 @@ for ref in args.benches:
     model, layers, source = bench_model(bench)
     settings = QuantSettings(header["act_bits"], header["quantizer"]["bn_recalibration"])
     evaluator = PtqEvaluator.on_data(model, layers, header["eval"]["first"], settings, source)
-    diffs = [abs(evaluator.accuracy(list(e.bits)) - e.accuracy) for e in bench.entries[: args.configs]]
+    diffs = [abs(evaluator.measure(list(e.bits)) - e.accuracy) for e in bench.entries[: args.configs]]
     print(
-        f"{ref}: full precision {evaluator.fp_accuracy():.2f} % here, {header['fp_accuracy']:.2f} % stored; "
+        f"{ref}: full precision {evaluator.fp_value():.2f} % here, {header['fp_accuracy']:.2f} % stored; "
         f"largest difference over {len(diffs)} configurations {max(diffs):.2f} points",
         flush=True,
     )

@@ -35,7 +35,8 @@ import torch
 
 from evoproxy.allocation import allocate, average_bits, build_problem, proxy_problem, uniform_points
 from evoproxy.allocators import ALLOCATORS
-from evoproxy.cli.args import add_data_args, data_source, parse_bits
+from evoproxy.cli.args import add_data_args, data_source
+from evoproxy.cli.bits import parse_bits
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import accuracy, check_device, layer_registry, load_model
 from evoproxy.proxy import get_proxy, needs_hessian
@@ -262,9 +263,9 @@ class Runner:
     def _accuracies(self, w_bits: list[int], seconds: dict) -> dict:
         ev, args = self.evaluator, self.args
         if self.fp is None:
-            self.fp = ev.fp_accuracy()
+            self.fp = ev.fp_value()
         start = time.perf_counter()
-        ptq = ev.accuracy(w_bits)
+        ptq = ev.measure(w_bits)
         seconds["ptq"] = time.perf_counter() - start
         start = time.perf_counter()
         qmodel, _ = adaround_model(

@@ -56,7 +56,7 @@ def allocation_accuracy(
         out[label] = []
         for budget in budgets:
             problem = proxy_problem(proxy, stats, budget, w_bits=choices, act_bits=header["act_bits"], fixed=fixed)
-            out[label].append(evaluator.accuracy(allocate(problem).w_bits))
+            out[label].append(evaluator.measure(allocate(problem).w_bits))
     return budgets, out
 
 

@@ -8,7 +8,8 @@ configuration files.
     json.dumps(result.to_dict())
 """
 
-from .bitconfig import act_bits_label, allocation_record, average_bits, load_bit_config, plot_bits
+from ..quant import average_bits
+from .bitconfig import act_bits_label, allocation_record, load_bit_config, plot_bits
 from .dp import solve_dp
 from .from_proxy import proxy_problem, proxy_values, scores_linearly
 from .ilp import solve_ilp

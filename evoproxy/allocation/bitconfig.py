@@ -17,18 +17,12 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
-from ..quant import is_bit_width, weight_count
+from ..quant import is_bit_width
 from .problem import MIN_W_BITS
 from .result import Allocation
 
 FORMAT = "evoproxy-allocation/1"
 DEFAULT_ACT_BITS = 8
-
-
-def average_bits(layers: Sequence[LayerInfo], w_bits: Sequence[int]) -> float:
-    """Weight bits averaged over all weights of `layers` (size-weighted; biases not counted)."""
-    counts = [weight_count(layer) for layer in layers]
-    return sum(n * b for n, b in zip(counts, w_bits)) / sum(counts)
 
 
 def allocation_record(

@@ -75,9 +75,17 @@ def proxy_problem(
     """The allocation problem of `proxy` on the layers of `stats` (the model's layer registry):
     `w_bits` weight choices, `act_bits` activation choices (one bit-width: every free layer's),
     budgets and `fixed` as in `build_problem` (size in MB of 10^6 bytes, BOPs per sample), whose
-    rule values the activation bits."""
+    rule values the activation bits. Sizes count the weights in the format of the statistics'
+    quantization error (`stats.settings.weight_format`), scales and zero-points included."""
     layers = [layer.info for layer in stats.layers]
     a_bits = (act_bits,) if isinstance(act_bits, Integral) else tuple(act_bits)
     return build_problem(
-        layers, proxy_values(proxy, stats, w_bits), size_mb, bops=bops, w_bits=w_bits, a_bits=a_bits, fixed=fixed
+        layers,
+        proxy_values(proxy, stats, w_bits),
+        size_mb,
+        bops=bops,
+        w_bits=w_bits,
+        a_bits=a_bits,
+        fixed=fixed,
+        weight_format=stats.settings.weight_format,
     )

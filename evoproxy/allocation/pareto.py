@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..quant import PtqEvaluator
-from .bitconfig import average_bits
+from ..quant import average_bits
 from .problem import AllocationProblem
 from .result import Allocation
 from .solve import allocate
@@ -50,7 +50,7 @@ def _point(problem: AllocationProblem, result: Allocation, proxy: str, kind: str
         result.a_bits,
         result.size_mb,
         result.bops,
-        average_bits(problem.layers, result.w_bits),
+        average_bits(problem.layers, result.w_bits, problem.weight_format),
         result.optimal if mixed else None,
     )
 
@@ -84,7 +84,7 @@ def sweep(
 def evaluate_points(points: Sequence[ParetoPoint], evaluator: PtqEvaluator) -> list[ParetoPoint]:
     """`points` with their PTQ accuracy measured by `evaluator` at their weight and activation bits
     (a configuration that several points share is measured once)."""
-    return [replace(p, accuracy=evaluator.accuracy(p.w_bits, p.a_bits)) for p in points]
+    return [replace(p, accuracy=evaluator.measure(p.w_bits, p.a_bits)) for p in points]
 
 
 def plot_pareto(

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
-from ..quant import BITS_PER_MB, is_bit_width, layer_size_bits, model_bops
+from ..quant import BITS_PER_MB, WeightFormat, is_bit_width, layer_size_bits, model_bops
 from .result import Allocation
 
 DEFAULT_FIXED_BITS = 8  # the paper (after OMPQ) keeps the first and last layer at W8A8
@@ -121,6 +121,7 @@ class AllocationProblem:
     size_budget_mb: float
     bops_budget: float | None = None
     bias_bits: int = 32
+    weight_format: WeightFormat = WeightFormat()  # how sizes count the weights' scales and zero-points
 
     def __post_init__(self) -> None:
         if not _is_budget(self.size_budget_mb, MAX_SIZE_MB):
@@ -243,6 +244,7 @@ def build_problem(
     a_bits: Sequence[int] = (8,),
     fixed: Mapping[int, int | tuple[int, int]] | None = None,
     bias_bits: int = 32,
+    weight_format: WeightFormat = WeightFormat(),
 ) -> AllocationProblem:
     """Describe the allocation of `w_bits` × `a_bits` choices to the layers of a registry.
 
@@ -254,7 +256,9 @@ def build_problem(
     (paper eq. 3 applied to both operands of the layer's MACs, Σ_l (w_l + a_l)·s_l). With one
     weight choice the slope is s_l for sensitivities, else 0. With one activation choice the
     term is a constant and left out: value(l, w, a) = value_w(l, w).
-    `size_mb`: budget on the quantizable layers' size in MB (10^6 bytes; biases at `bias_bits`).
+    `size_mb`: budget on the quantizable layers' size in MB (10^6 bytes; biases at `bias_bits`; weights
+    in `weight_format`, with their scales and zero-points: `quant.size_mb_at_average_bits` turns an
+    average-bits budget into one).
     `bops`: optional budget in bit operations per sample (Σ MACs·w·a).
     `fixed`: {registry index: bits or (w, a)}; an int fixes weight and activation bits. None
     means the first and last layer at 8 bits; {} fixes nothing. A fixed layer's objective term
@@ -286,7 +290,7 @@ def build_problem(
     options = np.array([(w, a) for w in w_choices for a in a_choices], dtype=np.int64)
 
     def bits_of(layer: LayerInfo, w: int) -> int:
-        return layer_size_bits(layer, w, bias_bits)
+        return layer_size_bits(layer, w, bias_bits, weight_format)
 
     def bops_of(layer: LayerInfo, w: int, a: int) -> int:
         return round(model_bops([layer], [w], [a]))
@@ -313,6 +317,7 @@ def build_problem(
         size_budget_mb=size_mb,
         bops_budget=bops,
         bias_bits=bias_bits,
+        weight_format=weight_format,
     )
 
 

@@ -1,10 +1,9 @@
-"""Building a benchmark: sample distinct bit configurations (seeded), quantize, measure accuracy,
+"""Building a benchmark: sample distinct bit configurations (seeded), quantize, measure the metric,
 append each result to the file as it comes. A killed build resumes where it stopped."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
@@ -15,10 +14,20 @@ from tqdm import tqdm
 
 from .. import locking
 from ..errors import EvoproxyError, ParameterError
-from ..model import LayerInfo, accuracy, weights_hash
+from ..model import LayerInfo, metric_of, weights_hash
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..quant import PtqEvaluator, QuantSettings, is_bit_width, model_bops, model_size_mb
-from .format import BENCH_FORMAT, Bench, Entry, append_entries, expand, read_bench_file, sample_configs, write_header
+from .format import (
+    BENCH_FORMAT,
+    DEFAULT_METRIC,
+    Bench,
+    Entry,
+    append_entries,
+    expand,
+    read_bench_file,
+    sample_configs,
+    write_header,
+)
 
 MAX_CONFIGS = 1_000_000  # a bound on n_configs: at a second each, that is already eleven days
 # What `build_bench` takes, checked before anything is measured or written.
@@ -47,7 +56,7 @@ def _measure(
     if threads:
         torch.set_num_threads(threads)
     evaluator = PtqEvaluator(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
-    return evaluator.accuracies(configs)
+    return evaluator.measure_many(configs)
 
 
 def build_order(
@@ -111,7 +120,8 @@ def build_bench(
         "bit_choices": sorted(bit_choices),
         "fixed": {layers[i].name: b for i, b in sorted(fixed.items())},
         "act_bits": settings.act_bits,
-        "quantizer": asdict(settings),
+        "quantizer": settings.to_dict(),
+        "metric": metric_of(labels).name,
         "eval": eval_desc or {"size": len(images)},
         "calibration": {"images": len(calib)},
         "seed": seed,
@@ -133,7 +143,8 @@ def build_bench(
                 f.truncate(good_len)
             header = old
         else:
-            header["fp_accuracy"] = accuracy(model.to(device), images.to(device), labels.to(device))
+            metric = metric_of(labels)
+            header[f"fp_{metric.name}"] = metric.measure(model.to(device), images.to(device), labels.to(device))
             write_header(out, header)
             entries = []
         done = {e.bits for e in entries}
@@ -147,16 +158,23 @@ def build_bench(
                 evaluator = PtqEvaluator(
                     model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings
                 )
-                results = (evaluator.accuracies(c) for c in chunks)
+                results = (evaluator.measure_many(c) for c in chunks)
             else:
                 results = Parallel(n_jobs=jobs, return_as="generator")(
                     delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
                     for c in chunks
                 )
-            for configs, accs in zip(chunks, results):
+            metric, fmt = header.get("metric", DEFAULT_METRIC), settings.weight_format
+            for configs, values in zip(chunks, results):
                 new = [
-                    Entry(bits, acc, model_size_mb(layers, bits), model_bops(layers, bits, settings.act_bits))
-                    for bits, acc in zip(configs, accs)
+                    Entry(
+                        bits,
+                        value,
+                        model_size_mb(layers, bits, fmt=fmt),
+                        model_bops(layers, bits, settings.act_bits),
+                        metric,
+                    )
+                    for bits, value in zip(configs, values)
                 ]
                 append_entries(out, new)
                 entries.extend(new)

@@ -1,14 +1,16 @@
-"""MQ-Bench-style benchmarks: bit configurations of one model with their measured accuracy.
+"""MQ-Bench-style benchmarks: bit configurations of one model with their measured quality.
 
 File format (JSON Lines, so that a build can append entry by entry and a killed build loses at
 most the line it was writing): the first line is the header object, every further line one
-entry `{"bits": [...], "accuracy": %, "size_mb": MB, "bops": BOPs}` with bits in layer order.
-A plain JSON file `{"header": {...}, "entries": [...]}` with the same fields loads too.
+entry `{"bits": [...], METRIC: value, "size_mb": MB, "bops": BOPs}` with bits in layer order and
+METRIC the header's `metric` (model.METRICS): "accuracy" (top-1 %, higher is better; the default,
+for benches that name none) or "perplexity" (lower is better). A plain JSON file
+`{"header": {...}, "entries": [...]}` with the same fields loads too.
 
 Header fields: format, name, model, weights_hash, layers (names in registry order),
-bit_choices, fixed ({layer name: bits}), act_bits, quantizer (settings), eval (dataset, split,
-size), calibration, fp_accuracy, seed (configuration sampling), split_seed and held_out_fraction
-(the fixed search / held-out split), device.
+bit_choices, fixed ({layer name: bits}), act_bits, quantizer (settings), metric, eval (dataset,
+split, size), calibration, fp_METRIC (the full-precision model's), seed (configuration sampling),
+split_seed and held_out_fraction (the fixed search / held-out split), device.
 """
 
 from __future__ import annotations
@@ -23,27 +25,38 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 from ..files import write_atomically
+from ..model import METRICS, Metric
+from ..quant import WeightFormat
 
 BENCH_FORMAT = "evoproxy-bench/1"
 REQUIRED = ("name", "model", "layers", "bit_choices", "fixed", "act_bits")
 SPLITS = ("search", "held-out", "all")
 
 
+DEFAULT_METRIC = "accuracy"  # of a bench whose header names none
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One measured configuration: weight bits per layer (registry order), top-1 accuracy in
-    percent, size in MB (10^6 bytes) and BOPs."""
+    """One measured configuration: weight bits per layer (registry order), its `value` of the
+    bench's `metric` (top-1 accuracy in percent, or perplexity), size in MB (10^6 bytes) and BOPs."""
 
     bits: tuple[int, ...]
-    accuracy: float
+    value: float
     size_mb: float
     bops: float
+    metric: str = DEFAULT_METRIC
+
+    @property
+    def quality(self) -> float:
+        """`value` oriented so that higher is better: what rankings correlate with."""
+        return METRICS[self.metric].quality(self.value)
 
     def to_json(self) -> str:
         return json.dumps(
-            {"bits": list(self.bits), "accuracy": self.accuracy, "size_mb": self.size_mb, "bops": self.bops}
+            {"bits": list(self.bits), self.metric: self.value, "size_mb": self.size_mb, "bops": self.bops}
         )
 
 
@@ -62,7 +75,10 @@ class Bench:
         n, choices, fixed = len(header["layers"]), set(header["bit_choices"]), header["fixed"]
         allowed = [{fixed[name]} if name in fixed else choices for name in header["layers"]]
         seen: dict[tuple[int, ...], int] = {}
+        metric = header.get("metric", DEFAULT_METRIC)
         for i, e in enumerate(entries, 1):
+            if e.metric != metric:
+                raise EvoproxyError(f"benchmark {source}: entry {i} measures {e.metric}, the header {metric}")
             if len(e.bits) != n:
                 raise EvoproxyError(f"benchmark {source}: entry {i} has {len(e.bits)} bits for {n} layers")
             wrong = next((j for j, (b, ok) in enumerate(zip(e.bits, allowed)) if b not in ok), None)
@@ -82,6 +98,22 @@ class Bench:
     @property
     def name(self) -> str:
         return self.header["name"]
+
+    @property
+    def metric(self) -> Metric:
+        """What the entries measure (top-1 accuracy unless the header names another metric)."""
+        return METRICS[self.header.get("metric", DEFAULT_METRIC)]
+
+    @property
+    def weight_format(self) -> WeightFormat:
+        """How the bench's weights were quantized (per channel, symmetric, unless its quantizer says)."""
+        quantizer = self.header.get("quantizer", {})
+        return WeightFormat(quantizer.get("group_size"), quantizer.get("asymmetric", False))
+
+    @property
+    def fp_value(self) -> float:
+        """The full-precision model's value of the metric (NaN where the header does not record it)."""
+        return self.header.get(f"fp_{self.metric.name}", float("nan"))
 
     def split(self, which: str = "all") -> list[Entry]:
         """Entries of the search part, the held-out part, or all of them."""
@@ -106,10 +138,11 @@ class Bench:
 
     @staticmethod
     def arrays(entries: Sequence[Entry]) -> tuple[np.ndarray, np.ndarray]:
-        """Bits as an int array (N, L) and accuracies as a float array (N,)."""
+        """Bits as an int array (N, L) and quality as a float array (N,): the measured values oriented
+        so that higher is better (accuracy as it is, perplexity negated), what rankings correlate with."""
         return (
             np.array([e.bits for e in entries], dtype=np.int64).reshape(len(entries), -1),
-            np.array([e.accuracy for e in entries], dtype=float),
+            np.array([e.quality for e in entries], dtype=float),
         )
 
 
@@ -125,15 +158,17 @@ def _check_header(header: dict, source: str) -> None:
         "bit_choices": lambda v: isinstance(v, list) and v and all(_is_bits(x) for x in v),
         "fixed": lambda v: isinstance(v, dict) and all(_is_bits(x) for x in v.values()),
         "act_bits": _is_bits,
+        "metric": lambda v: v in METRICS,
     }
-    wrong = [k for k, ok in checks.items() if not ok(header[k])]
+    wrong = [k for k, ok in checks.items() if k in header and not ok(header[k])]
     wrong += [k for k, ok in OPTIONAL.items() if k in header and not ok(header[k])]
     if wrong:
         raise EvoproxyError(
             f"benchmark {source}: header field(s) {', '.join(wrong)} of the wrong type (name, model: "
-            "text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits; "
+            f"text; layers: names; bit_choices: bit-widths; fixed: name → bits; act_bits: bits; metric: one of "
+            f"{', '.join(METRICS)}; "
             "split_seed: a whole number; held_out_fraction: a number from 0 to 1; fp_accuracy: a number; "
-            "eval: an object)"
+            "eval: an object; quantizer: an object whose group_size is a whole number or null)"
         )
     unknown = sorted(set(header["fixed"]) - set(header["layers"]))
     if unknown:
@@ -144,26 +179,43 @@ def _check_header(header: dict, source: str) -> None:
 OPTIONAL = {
     "split_seed": lambda v: type(v) is int,
     "held_out_fraction": lambda v: type(v) in (int, float) and 0 <= v <= 1,
-    "fp_accuracy": lambda v: type(v) in (int, float),
+    **{f"fp_{name}": (lambda v: type(v) in (int, float)) for name in METRICS},
     "eval": lambda v: isinstance(v, dict),
+    "quantizer": lambda v: isinstance(v, dict) and _is_format(v),
 }
+
+
+def _is_format(quantizer: dict) -> bool:
+    try:
+        WeightFormat(quantizer.get("group_size"), quantizer.get("asymmetric", False))
+    except ParameterError:
+        return False
+    return True
 
 
 def _is_bits(value) -> bool:
     return type(value) is int and 1 <= value <= 32
 
 
-def _parse_entry(obj: dict, where: str) -> Entry:
+def _parse_entry(obj: dict, where: str, metric: str) -> Entry:
+    """An entry of a bench of `metric` (a name of METRICS; the header's, checked before)."""
     try:
-        bits, accuracy = obj["bits"], float(obj["accuracy"])
+        bits, value = obj["bits"], float(obj[metric])
         if not isinstance(bits, list) or not all(type(b) is int for b in bits):
             raise TypeError
-        entry = Entry(tuple(bits), accuracy, float(obj.get("size_mb", "nan")), float(obj.get("bops", "nan")))
+        entry = Entry(tuple(bits), value, float(obj.get("size_mb", "nan")), float(obj.get("bops", "nan")), metric)
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise EvoproxyError(f"{where}: an entry needs 'bits' (list of whole numbers) and 'accuracy' (number)") from None
-    if not 0.0 <= accuracy <= 100.0:  # also false for NaN
-        raise EvoproxyError(f"{where}: accuracy {accuracy} is not a percentage from 0 to 100")
+        raise EvoproxyError(f"{where}: an entry needs 'bits' (list of whole numbers) and {metric!r} (number)") from None
+    if not METRICS[metric].holds(value):  # also false for NaN
+        raise EvoproxyError(f"{where}: {metric} {value} is not {METRICS[metric].range_text}")
     return entry
+
+
+def _metric_of(header: object, where: str) -> str:
+    metric = header.get("metric", DEFAULT_METRIC) if isinstance(header, dict) else DEFAULT_METRIC
+    if metric not in METRICS:
+        raise EvoproxyError(f"{where}: header field metric {metric!r} is not one of {', '.join(METRICS)}")
+    return metric
 
 
 def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
@@ -178,9 +230,10 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
         header, entries = whole.get("header", whole), whole.get("entries", [])
         if not isinstance(header, dict) or not isinstance(entries, list):
             raise EvoproxyError(f"{path}: a whole-file bench needs 'header' (an object) and 'entries' (a list)")
+        metric = _metric_of(header, str(path))
         return (
             {k: v for k, v in header.items() if k != "entries"},
-            [_parse_entry(e, str(path)) for e in entries],
+            [_parse_entry(e, str(path), metric) for e in entries],
             len(raw),
         )
     lines = raw.split(b"\n")
@@ -191,7 +244,8 @@ def read_bench_file(path: Path) -> tuple[dict, list[Entry], int]:
         raise EvoproxyError(f"{path} is empty or not a benchmark file (JSON Lines: a header line, then entries)")
     try:
         header = json.loads(complete[0])
-        entries = [_parse_entry(json.loads(l), f"{path}:{i + 2}") for i, l in enumerate(complete[1:])]
+        metric = _metric_of(header, str(path))
+        entries = [_parse_entry(json.loads(l), f"{path}:{i + 2}", metric) for i, l in enumerate(complete[1:])]
     except json.JSONDecodeError as exc:
         raise EvoproxyError(f"{path} is not valid JSON Lines ({exc.msg} on a line); it cannot be loaded") from None
     except UnicodeDecodeError:
@@ -262,17 +316,18 @@ def write_header(path: Path, header: dict) -> None:
 
 def describe(bench: Bench) -> str:
     """A few lines that say what a benchmark holds."""
-    h = bench.header
-    _, acc = Bench.arrays(bench.entries)
+    h, metric = bench.header, bench.metric
+    values = np.array([e.value for e in bench.entries])
     lines = [
         f"{bench.name}: {len(bench.entries)} configurations of {h['model']} "
         f"({len(h['layers'])} layers, weight bits {h['bit_choices']}, activations {h['act_bits']}-bit, "
         f"fixed {h['fixed']})",
         f"  search / held-out: {len(bench.split('search'))} / {len(bench.split('held-out'))}",
     ]
-    if len(acc):
+    if len(values):
         lines.append(
-            f"  accuracy: min {acc.min():.2f}  median {np.median(acc):.2f}  max {acc.max():.2f} %"
-            f"  (full precision {h.get('fp_accuracy', float('nan')):.2f} %, eval {h.get('eval', {})})"
+            f"  {metric.title}: min {metric.format(values.min())}  median {metric.format(np.median(values))}  "
+            f"max {metric.format(values.max())}  (full precision {metric.format(bench.fp_value)}, "
+            f"eval {h.get('eval', {})})"
         )
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import torch
 from ..errors import EvoproxyError, ParameterError
 from ..model import MODELS, DataSource, layer_registry, load_model, weights_hash
 from ..params import Interval, check_parameters
-from ..stats import ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
+from ..stats import STATS_BATCH, TEXT_STATS_BATCH, ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
 from .format import Bench, Entry
 from .metrics import TOPK, partial_spearman, rank_quality
 
@@ -47,14 +47,14 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
             given,
         )
     source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
-    layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())))
+    layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())), source.input_dtype)
     bench.check_layers([l.name for l in layers])
     return model, layers, source
 
 
 def bench_stats(
     bench: Bench,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     settings: StatsSettings = StatsSettings(),
     weights: str | None = None,
     log=lambda msg: None,
@@ -62,10 +62,19 @@ def bench_stats(
     device: str = "cpu",
 ) -> tuple[ModelStats, float, Path]:
     """The statistics of the model a benchmark was made on (`bench_model`), on the first
-    `batch_size` calibration images of its data (cached on disk), the seconds spent getting
-    them, and their cache file."""
+    `batch_size` calibration images of its data (None: STATS_BATCH images, or TEXT_STATS_BATCH
+    token windows; cached on disk), the seconds spent getting them, and their cache file."""
     model, _, source = bench_model(bench, weights, data)
-    settings = replace(settings, exclude=tuple(bench.header.get("exclude", ())), output=bench.header.get("output"))
+    fmt = bench.weight_format
+    settings = replace(
+        settings,
+        exclude=tuple(bench.header.get("exclude", ())),
+        output=bench.header.get("output"),
+        group_size=fmt.group_size,
+        asymmetric=fmt.asymmetric,
+    )
+    if batch_size is None:
+        batch_size = TEXT_STATS_BATCH if source.is_text else STATS_BATCH
     x, y = source.calibration(batch_size)
     start = time.perf_counter()
     stats, _ = load_or_compute_stats(model, x, y, bench.header["model"], settings, log=log, device=device)

@@ -8,27 +8,19 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (
-    EVAL_SIZE,
-    STATS_BATCH,
+from .args import EVAL_SIZE, add_model_args, add_stats_args, data_source, model_stats, output_file, resolve_proxies
+from .bits import (
     add_bit_choice_args,
-    add_model_args,
-    add_stats_args,
-    data_source,
+    add_budget_args,
+    budget_text,
+    check_budget,
+    check_budgets,
     fixed_layers,
-    model_stats,
-    output_file,
     parse_act_bits,
     parse_bits,
-    resolve_proxies,
+    size_budget,
 )
 from .allocators import act_bits_note, add_method_args, allocators, method_list, methods_help, search_method
-
-
-def _budget(value: float | None, flag: str, unit: str, bound: float) -> None:
-    """Refuse, before any work, a budget flag outside (0, bound] (nan included)."""
-    if value is not None and not 0 < value <= bound:
-        raise EvoproxyError(f"{flag} must be a number of {unit} above 0 and at most {bound:g}, got {value}")
 
 
 def _parse_sizes(text: str) -> list[float]:
@@ -39,7 +31,7 @@ def _parse_sizes(text: str) -> list[float]:
     except ValueError:
         raise EvoproxyError(f"--sizes takes comma-separated budgets in MB such as 0.08,0.1; got {text!r}") from None
     for size in sizes:
-        _budget(size, "--sizes", "MB each", MAX_SIZE_MB)
+        check_budget(size, "--sizes", "MB each", MAX_SIZE_MB)
     return sizes
 
 
@@ -86,12 +78,12 @@ def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None
 
 
 def cmd_allocate(args) -> None:
-    from ..allocation import MAX_BOPS, MAX_SIZE_MB, act_bits_label, allocate, allocation_record, average_bits, plot_bits
+    from ..allocation import act_bits_label, allocate, allocation_record, plot_bits
     from ..proxy import get_proxy
+    from ..quant import average_bits
     from ..table import format_table
 
-    _budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
-    _budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
+    check_budgets(args)
     if args.method in allocators():
         if args.proxy is not None:
             raise EvoproxyError(
@@ -110,15 +102,16 @@ def cmd_allocate(args) -> None:
             f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the search "
             f"methods (--method {', '.join(allocators())}), not of the solver {args.method}"
         )
-    args.batch_size = STATS_BATCH if args.batch_size is None else args.batch_size
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
     act_choices = parse_act_bits(args.act_bits)
     output_file(args.out, "--out")
     output_file(args.plot, "--plot")
     proxy = get_proxy(args.proxy)
     _, name, stats, _ = model_stats(args, proxies=[proxy])
+    act_choices = parse_act_bits(args.act_bits)  # the data's default, once the model and data are read
     bops = None if args.bops_g is None else args.bops_g * 1e9
-    problem = _proxy_problem(proxy, stats, args, args.size_mb, bops)
+    fmt = stats.settings.weight_format
+    problem = _proxy_problem(proxy, stats, args, size_budget(args, [layer.info for layer in stats.layers], fmt), bops)
     result = allocate(problem, args.method)
     layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
     Path(args.out).write_text(
@@ -130,7 +123,7 @@ def cmd_allocate(args) -> None:
             result.w_bits,
             problem.fixed,
             args.plot,
-            f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {args.size_mb} MB",
+            f"{proxy.name} on {name}: {result.size_mb:.4f} MB of {budget_text(args)}",
         )
     rows = [
         {
@@ -161,9 +154,9 @@ def cmd_allocate(args) -> None:
         )
     )
     print(
-        f"size {result.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {result.bops / 1e9:.4f} G "
+        f"size {result.size_mb:.6f} MB (budget {budget_text(args)}); BOPs {result.bops / 1e9:.4f} G "
         + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
-        + f"; average {average_bits(layers, result.w_bits):.3f} weight bits; activations "
+        + f"; average {average_bits(layers, result.w_bits, fmt):.3f} weight bits ({fmt.describe()}); activations "
         + act_bits_label(result.a_bits)
     )
     print(
@@ -200,7 +193,7 @@ def cmd_pareto(args) -> None:
             source,
             args.device,
         )
-        fp_accuracy = evaluator.fp_accuracy()
+        fp_accuracy = evaluator.fp_value()
         points = evaluate_points(points, evaluator)
     if args.plot:
         plot_pareto(
@@ -272,13 +265,7 @@ def _allocate_args(p: argparse.ArgumentParser) -> None:
         help="handcrafted name, genome .json file, run directory runs/<name>/ or package.module:function "
         "(needed by the solvers ilp, dp and sample)",
     )
-    p.add_argument(
-        "--size-mb",
-        type=float,
-        required=True,
-        help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)",
-    )
-    p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
+    add_budget_args(p)
     _add_allocation_args(p, methods=True)
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import (
+from .args import add_data_args, add_model_args, data_source, flag_of, load_user_model, output_file
+from .bits import (
     add_bit_choice_args,
-    add_data_args,
-    add_model_args,
-    data_source,
+    add_budget_args,
+    budget_text,
+    check_budgets,
+    size_budget,
     fixed_layers,
-    flag_of,
-    load_user_model,
-    output_file,
     parse_act_bits,
     parse_bits,
 )
@@ -191,8 +190,10 @@ def search_method(args) -> None:
 
     from ..allocation import act_bits_label, average_bits, build_problem, plot_bits
     from ..model import check_device
+    from ..quant import WeightFormat
     from ..table import format_table
 
+    check_budgets(args)
     method = allocators()[args.method]
     settings = _settings(args, args.method)
     act_choices = parse_act_bits(args.act_bits, ",".join(map(str, method.act_bits)))
@@ -204,7 +205,7 @@ def search_method(args) -> None:
     problem = build_problem(
         layers,
         np.zeros(len(layers)),
-        args.size_mb,
+        size_budget(args, layers, WeightFormat()),
         w_bits=parse_bits(args.bits, "--bits"),
         a_bits=act_choices,
         fixed=fixed_layers(args, layers, act_choices),
@@ -240,7 +241,7 @@ def search_method(args) -> None:
             alloc.w_bits,
             problem.fixed,
             args.plot,
-            f"{method.title} on {name}: {alloc.size_mb:.4f} MB of {args.size_mb} MB",
+            f"{method.title} on {name}: {alloc.size_mb:.4f} MB of {budget_text(args)}",
         )
     columns = list(result.columns.items())
     rows = [
@@ -269,7 +270,7 @@ def search_method(args) -> None:
     print(format_table(rows, [c for c, _ in table], [h for _, h in table]))
     bops_budget = "" if args.bops_g is None else f" (budget {args.bops_g:g} G)"
     print(
-        f"size {alloc.size_mb:.6f} MB (budget {args.size_mb} MB); BOPs {alloc.bops / 1e9:.4f} G{bops_budget}; "
+        f"size {alloc.size_mb:.6f} MB (budget {budget_text(args)}); BOPs {alloc.bops / 1e9:.4f} G{bops_budget}; "
         f"average {average_bits(layers, alloc.w_bits):.3f} weight bits, {act_bits_label(alloc.a_bits)}"
     )
     found = result.found
@@ -298,13 +299,7 @@ def _mpq_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=names, default=names[0], help=f"the method (default {names[0]})")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument(
-        "--size-mb",
-        type=float,
-        required=True,
-        help="budget on the quantizable layers' size in MB (10^6 bytes; biases at 32 bits)",
-    )
-    p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
+    add_budget_args(p)
     add_bit_choice_args(p, act_bits_note())
     p.add_argument(
         "--batch-size",

@@ -1,5 +1,5 @@
 """Flags that several commands share, and how they are read: the model, the data, the
-statistics settings, bit choices, fixed layers and lists of proxies."""
+statistics settings, output files and lists of proxies (bits and budgets: bits.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError, ParameterError
+from .bits import add_weight_format_args, weight_format_args
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
     from ..stats import StatsSettings
@@ -88,9 +89,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     """Where images come from (see evoproxy.model.sources): what `data_source` reads."""
     p.add_argument(
         "--data",
-        default="fmnist",
-        help="fmnist (the shipped Fashion-MNIST, default), an ImageFolder folder, an .npz/.pt file of "
-        "images and labels, package.module:function, or torchvision:NAME",
+        help="fmnist (the shipped Fashion-MNIST), an ImageFolder folder, an .npz/.pt file of images and labels, "
+        "package.module:function, torchvision:NAME; token data for a language model: kjv (the shipped text), "
+        "a .txt file (its bytes) or an .npz of tokens (default: the model's own data, else fmnist)",
+    )
+    p.add_argument(
+        "--seq-len", type=int, default=256, help="token data: tokens of each window the model reads (default 256)"
     )
     p.add_argument(
         "--calib-images",
@@ -116,7 +120,7 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 
 def data_source(args):
     """The DataSource of the flags `add_data_args` adds."""
-    from ..model import DataSettings, open_data
+    from ..model import DataSettings, default_data, open_data
 
     options = DataSettings(
         args.data_seed,
@@ -125,7 +129,9 @@ def data_source(args):
         _floats(args.mean, "--mean"),
         _floats(args.std, "--std"),
         args.data_root,
+        args.seq_len,
     )
+    args.data = args.data or default_data(getattr(args, "model", "default"))  # messages name the data read
     return open_data(args.data, options)
 
 
@@ -135,7 +141,8 @@ def load_user_model(args, source):
     from ..model import layer_registry, load_model
 
     model, name = load_model(args.model, args.weights, args.output)
-    layers = layer_registry(model, source.input_shape, exclude_patterns(args.exclude))
+    data_defaults(args, source, model)
+    layers = layer_registry(model, source.input_shape, exclude_patterns(args.exclude), source.input_dtype)
     source.check_classes(model)
     return model, name, layers
 
@@ -144,7 +151,23 @@ def exclude_patterns(text: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
 
 
-STATS_BATCH = 64  # calibration images the statistics are computed on
+def data_defaults(args, source, model) -> None:
+    """Fill the flags whose default depends on the data. For a language model (token data): the output
+    head at full precision (--exclude), weights only (--act-bits 32: activations stay in float) and no
+    layer at fixed bits (--fixed none), as the quantization tools for language models do; for a
+    classifier: every layer, 8-bit activations, the first and last layers at --fixed-bits."""
+    from ..model import quantizable_modules
+
+    text = source.is_text
+    if args.exclude is None and text:
+        args.exclude = quantizable_modules(model)[-1][0]
+    if getattr(args, "act_bits", "") is None:
+        args.act_bits = 32 if text else 8
+    if getattr(args, "fixed", "") is None:
+        args.fixed = "none" if text else "first,last"
+
+
+STATS_BATCH, TEXT_STATS_BATCH = 64, 8  # stats.STATS_BATCH, stats.TEXT_STATS_BATCH: the help must not import the stage
 EVAL_SIZE = 2000  # test images measured on where --eval-size is not given (all of them where there are fewer)
 
 
@@ -157,15 +180,16 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         p.add_argument(
             "--batch-size",
             type=int,
-            help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}); "
+            help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}, or "
+            f"{TEXT_STATS_BATCH} token windows); "
             "search methods: training batch size (default 128)",
         )
     else:
         p.add_argument(
             "--batch-size",
             type=int,
-            default=STATS_BATCH,
-            help=f"calibration images the statistics are computed on (default {STATS_BATCH})",
+            help=f"calibration images the statistics are computed on (default {STATS_BATCH}, or "
+            f"{TEXT_STATS_BATCH} token windows)",
         )
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
@@ -186,6 +210,7 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         + " (default 0)",
     )
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
+    add_weight_format_args(p)
 
 
 def stats_settings(args) -> StatsSettings:
@@ -201,6 +226,7 @@ def stats_settings(args) -> StatsSettings:
         args.seed,
         exclude_patterns(args.exclude),
         args.output,
+        **weight_format_args(args),
     )
 
 
@@ -219,6 +245,9 @@ def model_stats(
 
     source = source or data_source(args)
     model, name = load_model(args.model, args.weights, args.output)
+    data_defaults(args, source, model)
+    if args.batch_size is None:
+        args.batch_size = TEXT_STATS_BATCH if source.is_text else STATS_BATCH
     images, labels = source.calibration(args.batch_size)
     settings = settings or stats_settings(args)
     if proxies is not None:
@@ -250,68 +279,6 @@ def output_folder(path: str, flag: str) -> None:
         raise EvoproxyError(f"{flag} {path}: {exc.strerror}; give a folder you can write to") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
-
-
-def add_bit_choice_args(p: argparse.ArgumentParser, act_note: str = "") -> None:
-    """Weight bit choices, activation bit choices and the layers kept at fixed bits: what an
-    allocation chooses within (read by `parse_bits`, `parse_act_bits` and `parse_fixed`).
-    `act_note` adds a method's own reading of --act-bits to its help."""
-    p.add_argument("--bits", default="2,3,4", help="weight bit choices per layer (default 2,3,4)")
-    p.add_argument(
-        "--act-bits",
-        help="activation bit choices per layer, e.g. 4,8 (default 8); fixed layers take the "
-        "most" + (f"; {act_note}" if act_note else ""),
-    )
-    p.add_argument(
-        "--fixed",
-        default="first,last",
-        help="layers kept at --fixed-bits weights: first, last, indices or names, or none (default first,last)",
-    )
-    p.add_argument("--fixed-bits", type=int, default=8)
-
-
-def parse_bits(text: str, flag: str, low: int = 2, what: str = "weight") -> list[int]:
-    """Comma-separated `what` bit-widths, ascending and distinct, each from `low` to 32 (weights: 2,
-    since at 1 bit the symmetric quantizer has no level but 0)."""
-    try:
-        bits = sorted({int(b) for b in text.split(",")})
-    except ValueError:
-        raise EvoproxyError(f"{flag} takes comma-separated bit-widths such as 2,3,4; got {text!r}") from None
-    if bits[0] < low or bits[-1] > 32:
-        raise EvoproxyError(f"{flag} takes {what} bit-widths from {low} to 32; got {text!r}")
-    return bits
-
-
-def parse_act_bits(text: str | None, default: str = "8") -> list[int]:
-    """--act-bits of `add_bit_choice_args`: activation bit choices from 1 to 32 (`default` when not given)."""
-    return parse_bits(default if text is None else text, "--act-bits", low=1, what="activation")
-
-
-def parse_fixed(text: str, layers, bits: int) -> dict[int, int]:
-    """--fixed: 'none', or comma-separated 'first', 'last', layer indices or layer names."""
-    if text == "none":
-        return {}
-    names = {l.name: l.index for l in layers}
-    fixed = {}
-    for item in text.split(","):
-        if item in ("first", "last"):
-            fixed[0 if item == "first" else len(layers) - 1] = bits
-        elif item.isdigit() and int(item) < len(layers):
-            fixed[int(item)] = bits
-        elif item in names:
-            fixed[names[item]] = bits
-        else:
-            raise EvoproxyError(
-                f"--fixed: {item!r} is not first, last, a layer index below {len(layers)} "
-                "or a layer name (see `evoproxy stats`)"
-            )
-    return fixed
-
-
-def fixed_layers(args, layers, act_choices: list[int]) -> dict[int, tuple[int, int]]:
-    """The layers of --fixed at (--fixed-bits weights, the most of `act_choices` activations): with
-    one activation choice, that one, as in a benchmark."""
-    return {i: (b, act_choices[-1]) for i, b in parse_fixed(args.fixed, layers, args.fixed_bits).items()}
 
 
 def resolve_proxies(spec: str) -> list:

@@ -15,10 +15,9 @@ from .args import (
     data_source,
     exclude_patterns,
     load_user_model,
-    parse_bits,
-    parse_fixed,
     resolve_proxies,
 )
+from .bits import add_weight_format_args, parse_bits, parse_fixed, weight_format_args
 
 
 def cmd_bench_build(args) -> None:
@@ -47,7 +46,7 @@ def cmd_bench_build(args) -> None:
         bit_choices=parse_bits(args.bits, "--bits"),
         n_configs=args.configs,
         fixed=parse_fixed(args.fixed, layers, args.fixed_bits),
-        settings=QuantSettings(args.act_bits, not args.no_bn_recal),
+        settings=QuantSettings(args.act_bits, not args.no_bn_recal, **weight_format_args(args)),
         seed=args.seed,
         jobs=args.jobs,
         device=check_device(args.device),
@@ -145,14 +144,17 @@ def register(sub) -> None:
     p.add_argument("--configs", type=int, default=500, help="number of distinct configurations (default 500)")
     p.add_argument(
         "--fixed",
-        default="first,last",
-        help="layers kept at --fixed-bits: first, last, indices or names, or none (default first,last)",
+        help="layers kept at --fixed-bits: first, last, indices or names, or none (default first,last; language "
+        "models none)",
     )
     p.add_argument("--fixed-bits", type=int, default=8)
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits of every layer (default 8)")
+    p.add_argument(
+        "--act-bits", type=int, help="activation bits of every layer (default 8; language models 32: weights only)"
+    )
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
+    add_weight_format_args(p)
     p.add_argument("--eval-size", type=int, help=f"first N test images used (default: all, up to {EVAL_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
     p.add_argument(

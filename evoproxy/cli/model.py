@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -72,12 +73,37 @@ def cmd_train(args) -> None:
 
     if args.model not in MODELS:
         raise EvoproxyError(f"unknown registry model {args.model!r}: use one of {', '.join(MODELS)}")
-    model, acc = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.data_dir, args.device)
     out = Path(args.out)
+    if MODELS[args.model].data != "fmnist":
+        return _train_language_model(args, out)
+    model, acc = train(
+        args.model, args.epochs, args.batch_size or 128, args.lr or 0.1, args.seed, args.data_dir, args.device
+    )
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / MODELS[args.model].checkpoint)
     make_calibration_subset(out / "calib_fmnist.pt", data_dir=args.data_dir)
     print(f"test accuracy {acc:.2f}%; wrote {out / MODELS[args.model].checkpoint} and {out / 'calib_fmnist.pt'}")
+
+
+def _train_language_model(args, out: Path) -> None:
+    from ..model import MODELS, DataSettings, open_data, train_language_model
+
+    spec = MODELS[args.model]
+    source = open_data(spec.data, DataSettings(seed=args.seed, seq_len=spec.input_shape[0]))
+    model, ppl = train_language_model(
+        spec.build(),
+        source.training(),
+        source.evaluation(),
+        args.steps,
+        args.batch_size or 32,
+        args.lr or 2e-3,
+        args.seed,
+        args.device,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / spec.checkpoint)
+    print(f"test perplexity {ppl:.3f}; wrote {out / spec.checkpoint}")
 
 
 def register(sub) -> None:
@@ -96,14 +122,15 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a registry model on Fashion-MNIST (remakes the shipped checkpoint)",
-        description="Train a registry model from scratch on Fashion-MNIST and write its state_dict "
-        "and the 512-image calibration subset.",
+        help="train a registry model on its data (remakes the shipped checkpoint)",
+        description="Train a registry model from scratch and write its state_dict: a classifier on "
+        "Fashion-MNIST (with the 512-image calibration subset), the language model on the shipped text.",
     )
     p.add_argument("--model", default="resnet20-fmnist")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=4, help="classifiers: epochs over the training split (default 4)")
+    p.add_argument("--steps", type=int, default=800, help="language model: AdamW steps (default 800)")
+    p.add_argument("--batch-size", type=int, help="default 128 images, or 32 windows for the language model")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 with SGD, or 2e-3 with AdamW)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--data-dir",

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model
+from .bits import add_weight_format_args, weight_format_args
 
 METHOD_FLAGS = {
     "qat": ("epochs", "lr", "batch_size", "optimizer", "distill", "checkpoint", "resume"),
@@ -45,9 +46,17 @@ def _method_settings(args):
 
 
 def cmd_quantize(args) -> None:
-    from ..allocation import act_bits_label, average_bits, load_bit_config
-    from ..model import accuracy
-    from ..quant import PtqEvaluator, QuantSettings, adaround_model, lsq_model, model_bops, model_size_mb, train_qat
+    from ..allocation import act_bits_label, load_bit_config
+    from ..quant import (
+        PtqEvaluator,
+        QuantSettings,
+        adaround_model,
+        average_bits,
+        lsq_model,
+        model_bops,
+        model_size_mb,
+        train_qat,
+    )
     from ..table import format_table
 
     method = _method_settings(args)
@@ -56,26 +65,35 @@ def cmd_quantize(args) -> None:
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
     # Before anything slow: the default data ships no train split.
     train = source.training() if args.method == "qat" else None
-    settings = QuantSettings(act_bits, not args.no_bn_recal)
+    settings = QuantSettings(act_bits, not args.no_bn_recal, **weight_format_args(args))
+    fmt = settings.weight_format
+    fmt.check_layers(layers)
+    if method and fmt != type(fmt)():
+        raise EvoproxyError(
+            f"--method {args.method} learns per-channel symmetric steps: leave out --group-size and --asymmetric, "
+            "or use --method rtn"
+        )
     evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device)
+    metric = evaluator.metric
     full, act_label = [32] * len(layers), act_bits_label(act_bits)
     quantized = {
-        "size": model_size_mb(layers, bits),
+        "size": model_size_mb(layers, bits, fmt=fmt),
         "gbops": model_bops(layers, bits, act_bits) / 1e9,
-        "avg": average_bits(layers, bits),
+        "avg": average_bits(layers, bits, fmt),
     }
     rows = [
         {
             "model": "full precision",
-            "acc": evaluator.fp_accuracy(),
+            "acc": evaluator.fp_value(),
             "size": model_size_mb(layers, full),
             "gbops": model_bops(layers, full, 32) / 1e9,
             "avg": 32.0,
         },
-        {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.accuracy(bits), **quantized},
+        {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.measure(bits), **quantized},
     ]
     print(
-        f"{name} with {args.bits_file}: test accuracy on {len(evaluator.images)} images of {args.data}; "
+        f"{name} with {args.bits_file}: test {metric.name} on {len(evaluator.images)} "
+        f"{'windows' if source.is_text else 'images'} of {args.data}; "
         f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}"
     )
 
@@ -116,18 +134,23 @@ def cmd_quantize(args) -> None:
         rows.append(
             {
                 "model": f"{METHOD_NAMES[args.method]}, {act_label}",
-                "acc": accuracy(qmodel, evaluator.images, evaluator.labels),
+                "acc": metric.measure(qmodel, evaluator.images, evaluator.labels),
                 **quantized,
             }
         )
     print(
         format_table(
-            rows, ["model", "acc", "size", "gbops", "avg"], ["model", "top-1 (%)", "size (MB)", "GBOPs", "avg W bits"]
+            rows,
+            ["model", "acc", "size", "gbops", "avg"],
+            ["model", "top-1 (%)" if metric.unit == "%" else metric.title, "size (MB)", "GBOPs", "avg W bits"],
         )
     )
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""
-    print(f"accuracy change {change[0]:+.2f} points{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
+    change_text = (
+        f"accuracy change {change[0]:+.2f} points" if metric.unit == "%" else f"{metric.title} change {change[0]:+.3f}"
+    )
+    print(f"{change_text}{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
 
 
 def register(sub) -> None:
@@ -152,6 +175,7 @@ def register(sub) -> None:
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
+    add_weight_format_args(p)
     p.add_argument(
         "--method",
         choices=("rtn", "adaround", "qat"),

@@ -14,23 +14,28 @@ from .layers import (
     select_output,
     selected,
 )
+from .lm import TinyLM
+from .metrics import EVAL_BATCH, METRICS, Metric, accuracy, count_correct, metric_of, next_token_loss, perplexity
 from .nets import MobileNetV2Small, ResNet20
 from .sources import DEFAULT_SPEC, DataSource, calibration_batch, open_data
-from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, load_model, weights_hash
-from .train import EVAL_BATCH, accuracy, count_correct, make_calibration_subset, train
+from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, default_data, load_model, weights_hash
+from .train import make_calibration_subset, train, train_language_model
 
 __all__ = [
     "ALIASES",
     "DEFAULT_SPEC",
     "EVAL_BATCH",
+    "METRICS",
     "MODELS",
     "QUANTIZABLE",
     "DataSettings",
     "DataSource",
     "LayerInfo",
+    "Metric",
     "MobileNetV2Small",
     "ModelSpec",
     "ResNet20",
+    "TinyLM",
     "accuracy",
     "asset_path",
     "calibration_batch",
@@ -38,17 +43,22 @@ __all__ = [
     "check_device",
     "checkpoint_path",
     "count_correct",
+    "default_data",
     "fmnist_dir",
     "layer_registry",
     "load_fmnist",
     "load_model",
     "make_calibration_subset",
+    "metric_of",
+    "next_token_loss",
     "normalize",
     "open_data",
+    "perplexity",
     "quantizable_modules",
     "run_with_outputs",
     "select_output",
     "selected",
     "train",
+    "train_language_model",
     "weights_hash",
 ]

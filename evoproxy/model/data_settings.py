@@ -1,4 +1,4 @@
-"""How a data source's images are prepared and split (DataSettings), checked by parameter name
+"""How a data source's images or tokens are prepared and split (DataSettings), checked by parameter name
 and recorded with every bench made from the source."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from ..params import Interval, OneOf, Satisfies, check_parameters
 DEFAULT_CALIB_IMAGES = 512  # the size of the shipped Fashion-MNIST calibration subset
 MAX_IMAGE_SIZE = 4096  # pixels a side that images may be resized to: a typo should not allocate gigabytes
 MIN_STD = 1e-6  # below it, images in [0, 1] would be scaled beyond what float32 statistics survive
+MAX_SEQ_LEN = 2**16  # tokens a window: longer ones would not fit any model this tool quantizes
 MAX_SEED = 2**32 - 2  # the shuffles seed torch with seed and seed + 1; numpy's seeds stop at 2**32 - 1
 
 
@@ -25,10 +26,12 @@ class DataSettings:
     mean: tuple[float, ...] | None = None  # per channel (or one for all), subtracted from images in [0, 1]
     std: tuple[float, ...] | None = None  # per channel (or one for all), what images are then divided by
     root: str | None = None  # torchvision: the dataset's folder
+    seq_len: int = 256  # token streams: the tokens of each window the model reads
 
     CONSTRAINTS = {
         "seed": Interval(0, MAX_SEED, integer=True),
         "calib_images": Interval(1, None, integer=True),
+        "seq_len": Interval(1, MAX_SEQ_LEN, integer=True),
         "image_size": [Interval(1, MAX_IMAGE_SIZE, integer=True), OneOf((None,))],
         "mean": [Satisfies(lambda t: len(t) > 0 and all(map(math.isfinite, t)), "finite numbers"), OneOf((None,))],
         "std": [

@@ -127,11 +127,16 @@ def _excluded(names: list[str], patterns: tuple[str, ...]) -> set[str]:
     return out
 
 
-def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tuple[str, ...] = ()) -> list[LayerInfo]:
+def layer_registry(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    exclude: tuple[str, ...] = (),
+    input_dtype: torch.dtype | None = None,
+) -> list[LayerInfo]:
     """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
-    batch dimension) that its forward pass calls, less those matching `exclude`; layers it does
-    not call are left out with a warning. MACs are counted from the output shapes seen in one
-    forward pass."""
+    batch dimension) and `input_dtype` (None: the model's parameters'; int64 for token ids) that its
+    forward pass calls, less those matching `exclude`; layers it does not call are left out with a
+    warning. MACs are counted from the output shapes seen in one forward pass."""
     modules = quantizable_modules(model)
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv1d, Conv2d or Linear layer: nothing to quantize")
@@ -147,7 +152,7 @@ def layer_registry(model: nn.Module, input_shape: tuple[int, ...], exclude: tupl
             param = next(model.parameters())
             run_with_outputs(
                 model,
-                torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device),
+                torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device),
                 dict(modules),
                 lambda n, out: out_numel.__setitem__(n, out[0].numel()),
                 f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "

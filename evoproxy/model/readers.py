@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 MAX_MEMBER_BYTES = 8 * MAX_VALUES + 2**16
 
 
-def _check_npz_headers(path: Path) -> None:
+def check_npz_headers(path: Path) -> None:
     """Refuse, before numpy allocates anything, an .npz member whose declared size or whose .npy
     header (shape and dtype) is beyond the bounds of checks.py."""
     import numpy as np
@@ -44,7 +44,7 @@ def read_arrays(path: Path) -> tuple[Pair, Pair | None]:
         if path.suffix == ".npz":
             import numpy as np
 
-            _check_npz_headers(path)
+            check_npz_headers(path)
             with np.load(path, allow_pickle=False) as blob:
                 arrays = {k: torch.from_numpy(blob[k]) for k in blob.files}
         else:

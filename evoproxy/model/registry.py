@@ -16,6 +16,7 @@ from ..hashing import tensors_hash
 from ..reference import import_callable
 from .data import asset_path
 from .layers import select_output
+from .lm import TinyLM
 from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNetSmall, SqueezeNetSmall
 
 
@@ -28,6 +29,7 @@ class ModelSpec:
     checkpoint: str
     input_shape: tuple[int, ...]
     description: str
+    data: str = "fmnist"  # the data spec it was trained on, which its benches are measured on
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -74,8 +76,24 @@ MODELS: dict[str, ModelSpec] = {
         (1, 28, 28),
         "MLP-Mixer (mostly Linear layers) trained on Fashion-MNIST (`evoproxy train`)",
     ),
+    "tinylm-kjv": ModelSpec(
+        "tinylm-kjv",
+        TinyLM,
+        "tinylm_kjv.pt",
+        (256,),
+        "byte-level decoder-only transformer (4 blocks, 3.4 M parameters) trained on the shipped King James "
+        "Version text (`evoproxy train`)",
+        data="kjv",
+    ),
 }
 ALIASES = {"default": "resnet20-fmnist"}
+
+
+def default_data(ref: str) -> str:
+    """The data spec a model is measured on unless told otherwise: a registry model's own data, else
+    the shipped Fashion-MNIST."""
+    spec = MODELS.get(ALIASES.get(ref, ref))
+    return spec.data if spec else "fmnist"
 
 
 def weights_hash(model: nn.Module) -> str:

@@ -10,6 +10,8 @@
   package.module:function  returns (images, labels) tensors, a torch Dataset, or a dict of
                            such with keys "train" and "test"
   torchvision:NAME         torchvision.datasets.NAME(root=root, train=..., download=False)
+  kjv                      the text shipped for the language model (tokens.py)
+  FILE.txt | FILE.npz      token data: a text file's bytes, or an .npz holding `tokens` (tokens.py)
 
 Three explicit, seeded splits: a source with a train and a test part uses them as they are; a
 single set is shuffled (seeded) and cut into train (first 80 %) and test (last 20 %). The
@@ -38,8 +40,9 @@ from ..params import Interval
 from .data import FMNIST_CLASSES, calibration_set, load_fmnist, normalize
 from .data_settings import DataSettings
 from .readers import Pair, read_arrays, read_function, read_image_folders, read_torchvision
+from .metrics import Metric, count_correct, metric_of
 from .splits import split_parts
-from .train import count_correct
+from .tokens import SHIPPED_TEXT, TEXT_SUFFIXES, has_tokens, read_text, read_token_arrays, shipped_text, token_splits
 
 DEFAULT_SPEC = "fmnist"
 
@@ -87,6 +90,11 @@ class DataSource:
         """One sample's shape (no batch dimension): what the model is run on."""
         return tuple(self.calibration(1)[0].shape[1:])
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """What the model is run on: float images, or int64 token ids."""
+        return self.calibration(1)[0].dtype
+
     def training(self) -> Pair:
         """The whole train part."""
         return self._get("train")
@@ -99,18 +107,32 @@ class DataSource:
         return (self.calibration()[0], *self.evaluation(eval_size, most))
 
     @property
+    def metric(self) -> Metric:
+        """What a model is measured in on this data: perplexity for token windows, else top-1 accuracy."""
+        return metric_of(self.calibration(1)[1])
+
+    @property
+    def is_text(self) -> bool:
+        """Whether this is token data (next-token targets) for a language model."""
+        return self.metric.name == "perplexity"
+
+    @property
     def classes(self) -> int:
-        """How many classes the labels index: one more than the largest label of the train and test parts."""
+        """How many classes the labels index (token data: ids its tokens use): one more than the
+        largest label (or token id) of the train and test parts."""
         if self.spec == DEFAULT_SPEC:  # the shipped labels; the train split may not be installed
             return FMNIST_CLASSES
-        return 1 + max(int(self._get(which)[1].max()) for which in ("train", "test"))
+        parts = [self._get(which) for which in ("train", "test")]
+        return 1 + max(int(t.max()) for pair in parts for t in (pair if self.is_text else pair[1:]))
 
     def check_classes(self, model: nn.Module) -> None:
-        """Refuse this data where its labels reach beyond the classes of `model` (whose layer
-        registry has been taken, so it runs on these inputs), seen in the scores it gives one
-        calibration image: training on such labels would fail only after the slow work."""
+        """Refuse this data where its labels (token ids) reach beyond the classes (vocabulary) of
+        `model` (whose layer registry has been taken, so it runs on these inputs), seen in the scores
+        it gives one calibration input: training on such labels would fail only after the slow work."""
         param = next(model.parameters(), None)
         images, labels = self.calibration(1)
+        if self.is_text:  # ids beyond the vocabulary would fail inside the embedding: probe with zeros
+            images, labels = torch.zeros_like(images), torch.zeros_like(labels)
         was_training = model.training
         try:
             model.eval()  # one image: BatchNorm must not take its batch statistics
@@ -118,8 +140,20 @@ class DataSource:
                 out = model(images if param is None else images.to(param.device))
         finally:
             model.train(was_training)
-        if isinstance(out, torch.Tensor):  # else the statistics word what the model returns
+        if not isinstance(out, torch.Tensor):  # the statistics word what the model returns
+            return
+        if not self.is_text:
             count_correct(out, labels.to(out.device), self.classes - 1)
+        elif out.dim() != 3 or out.shape[:2] != images.shape:
+            raise EvoproxyError(
+                f"the model gives outputs of shape {tuple(out.shape)} for tokens of shape {tuple(images.shape)}: "
+                "a language model with (batch, T, vocabulary) logits is needed"
+            )
+        elif self.classes > out.shape[-1]:
+            raise EvoproxyError(
+                f"{self.spec} holds token ids up to {self.classes - 1}, beyond the model's vocabulary of "
+                f"{out.shape[-1]}: tokenize the data with the model's tokenizer"
+            )
 
     @property
     def is_default(self) -> bool:
@@ -197,7 +231,15 @@ def open_data(
                 "mean, std and image_size apply to your own data; fmnist is prepared as the shipped models expect"
             )
         return _fmnist(options, data_dir)
+    if spec == SHIPPED_TEXT:
+        return DataSource(spec, options, *token_splits(options, lambda: shipped_text(options.seq_len)))
     path = Path(spec)
+    if path.suffix in TEXT_SUFFIXES and path.is_file():
+        return DataSource(_canonical(spec), options, *token_splits(options, lambda: read_text(path, options.seq_len)))
+    if path.suffix == ".npz" and path.is_file() and has_tokens(path):
+        return DataSource(
+            _canonical(spec), options, *token_splits(options, lambda: read_token_arrays(path, options.seq_len))
+        )
     if path.is_dir():
         return _from_parts(_canonical(spec), options, lambda: read_image_folders(path, options.image_size))
     if path.suffix in (".npz", ".pt"):
@@ -210,7 +252,10 @@ def open_data(
     if ":" in spec:
         return _from_parts(spec, options, lambda: read_function(spec))
     raise ParameterError(
-        "open_data", "spec", "fmnist, a folder, an .npz/.pt file, package.module:function or torchvision:NAME", spec
+        "open_data",
+        "spec",
+        "fmnist, kjv, a folder, an .npz/.pt file, a .txt file, package.module:function or torchvision:NAME",
+        spec,
     )
 
 

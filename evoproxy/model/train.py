@@ -1,45 +1,19 @@
-"""Training of the shipped models on Fashion-MNIST (used once, to make the package's checkpoint
-and calibration subset; `evoproxy train` reruns it), and a classifier's accuracy."""
+"""Training of the shipped models: the classifiers on Fashion-MNIST, the language model on the
+shipped text (used once, to make the package's checkpoints and calibration subset; `evoproxy train`
+reruns it)."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
 from .data import load_fmnist, normalize
+from .metrics import accuracy, next_token_loss, perplexity
 from .registry import MODELS
-
-
-# Small nets on small images spend much of their time in elementwise work (BatchNorm, ReLU, fake
-# quantization) that streams every activation through memory: 100 images' activations stay in the
-# caches where 1000 do not. Outputs per image do not depend on it (checked bit for bit).
-EVAL_BATCH = 100
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Top-1 accuracy in percent of `model` (put in eval mode) on normalized `images`."""
-    model.eval()
-    top = int(labels.max())
-    correct = sum(
-        count_correct(model(images[i : i + batch_size]), labels[i : i + batch_size], top)
-        for i in range(0, len(images), batch_size)
-    )
-    return 100.0 * correct / len(images)
-
-
-def count_correct(logits: torch.Tensor, labels: torch.Tensor, top: int) -> int:
-    """How many of `labels` are the argmax of `logits`, for a classifier whose labels go up to `top`."""
-    if logits.dim() != 2 or top >= logits.shape[1]:
-        raise EvoproxyError(
-            f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels up "
-            f"to {top}: a classifier with (batch, classes) logits is needed"
-        )
-    return int((logits.argmax(1) == labels).sum())
 
 
 def train(
@@ -88,3 +62,42 @@ def make_calibration_subset(out: Path, size: int = 512, seed: int = 0, data_dir:
     images, labels = load_fmnist("train", data_dir)
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:size]
     torch.save({"images": images[idx].clone(), "labels": labels[idx].clone()}, out)
+
+
+def train_language_model(
+    model: nn.Module,
+    train_part: tuple[torch.Tensor, torch.Tensor],
+    test_part: tuple[torch.Tensor, torch.Tensor],
+    steps: int = 600,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    log=print,
+) -> tuple[nn.Module, float]:
+    """Train a language model on windows (inputs, targets) of `train_part` with AdamW (weight
+    decay 0.1), linear warm-up over the first 5 % of `steps` and cosine decay after. Returns the
+    model (eval mode, on the CPU) and its perplexity on `test_part`."""
+    torch.manual_seed(seed)
+    model = model.to(device)
+    inputs, targets = (t.to(device) for t in train_part)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / (steps - warm)))))
+    )
+    start, generator = time.time(), torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        model.train()
+        idx = torch.randint(0, len(inputs), (batch_size,), generator=generator).to(device)
+        loss = next_token_loss(model(inputs[idx]), targets[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            log(f"step {step + 1}/{steps}: train loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+    ppl = perplexity(model, *(t.to(device) for t in test_part))
+    log(f"test perplexity {ppl:.3f} ({time.time() - start:.0f} s)")
+    return model.cpu().eval(), ppl

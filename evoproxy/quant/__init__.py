@@ -9,6 +9,9 @@ right after the model."""
 from .adaround import AdaRoundQuantizer, AdaRoundSettings, BlockRecord, adaround_model, reconstruction_blocks
 from .cost import (
     BITS_PER_MB,
+    SCALE_BITS,
+    WeightFormat,
+    average_bits,
     check_bits,
     is_bit_width,
     layer_size_bits,
@@ -16,19 +19,14 @@ from .cost import (
     model_bops,
     model_size_mb,
     per_layer_bits,
+    size_mb_at_average_bits,
     weight_count,
 )
-from .fakequant import (
-    QuantSettings,
-    WeightCache,
-    quantize_model,
-    quantize_weight,
-    weight_quantization_error,
-    weight_steps,
-)
+from .fakequant import QuantSettings, WeightCache, quantize_model
 from .onnx_export import export_onnx, onnxruntime_accuracy, output_tolerance, qdq_model
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
+from .weights import quantize_weight, weight_quantization_error, weight_steps
 
 __all__ = [
     "AdaRoundQuantizer",
@@ -41,12 +39,15 @@ __all__ = [
     "PtqEvaluator",
     "QatSettings",
     "QuantSettings",
+    "SCALE_BITS",
     "WeightCache",
+    "WeightFormat",
     "adaround_model",
+    "average_bits",
     "check_bits",
-    "is_bit_width",
     "epoch_batches",
     "export_onnx",
+    "is_bit_width",
     "layer_size_bits",
     "layer_size_mb",
     "load_qat_state",
@@ -60,6 +61,7 @@ __all__ = [
     "quantize_model",
     "quantize_weight",
     "reconstruction_blocks",
+    "size_mb_at_average_bits",
     "train_qat",
     "weight_count",
     "weight_quantization_error",

@@ -1,14 +1,16 @@
 """Fake quantization of a model copy from a bit configuration keyed by the layer registry.
 
-Weights: symmetric, per output channel, levels {-q..q}·scale with q = 2^(b-1) - 1 (so 2 bits is
-ternary); each channel's clipping ratio is chosen from `CLIP_RATIOS` to minimise the squared
-error. Activations: the input of every quantizable layer is fake-quantized per tensor at that
-layer's activation bit-width (one for all layers, or one per layer), with an asymmetric range
-[min, max] taken from the calibration images (unsigned when that input is non-negative).
-A Conv or Linear layer whose input is quantized computes as integer hardware does (IntegerForward):
-the sum of input levels times weight levels, exact, then times the input step and each output
-channel's weight step; so its output does not depend on the order in which a kernel sums, and on a
-CPU oneDNN's int8 convolution gives it to the bit, several times faster than float32.
+Weights (`weights.quantize_weight`): symmetric, per output channel, levels {-q..q}·scale with
+q = 2^(b-1) - 1 (so 2 bits is ternary), each channel's clipping ratio chosen to minimise the squared
+error; or group-wise / asymmetric as the settings' `WeightFormat` says. Activations: the input of
+every quantizable layer is fake-quantized per tensor at that layer's activation bit-width (one for
+all layers, or one per layer), with an asymmetric range [min, max] taken from the calibration images
+(unsigned when that input is non-negative).
+A Conv or Linear layer whose input is quantized and whose weights are symmetric per channel computes
+as integer hardware does (IntegerForward): the sum of input levels times weight levels, exact, then
+times the input step and each output channel's weight step; so its output does not depend on the
+order in which a kernel sums, and on a CPU oneDNN's int8 convolution gives it to the bit, several
+times faster than float32. Other weight formats compute in float on fake-quantized inputs.
 Optionally BatchNorm statistics are re-estimated on the calibration images after weight
 quantization, which recovers most of the accuracy lost to the shift that quantization error
 causes in each layer's output mean and variance.
@@ -19,71 +21,64 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from ..errors import EvoproxyError
 from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
 from ..params import Satisfies, check_parameters
-from .cost import check_bits, is_bit_width, per_layer_bits
+from .cost import WeightFormat, check_bits, is_bit_width, per_layer_bits
+from .weights import quantize_weight, weight_steps
 
-CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 BN_BATCH = 256  # BatchNorm re-estimation's batch: its variance estimate depends on the batches
 
 
-def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel symmetric fake quantization of a weight, with the clipping ratio
-    minimising each channel's squared error. Returns a new tensor of w's shape and dtype."""
-    if bits >= 32:
-        return w.clone()
-    q = 2 ** (bits - 1) - 1
-    flat = w.detach().reshape(w.shape[0], -1)
-    peak = flat.abs().amax(1).clamp_min(1e-12)  # (C,)
-    scales = CLIP_RATIOS.to(flat)[:, None] * peak[None, :] / q  # (R, C)
-    levels = torch.clamp(torch.round(flat[None] / scales[..., None]), -q, q)
-    err = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1)  # (R, C)
-    best = err.argmin(0)
-    idx = torch.arange(flat.shape[0])
-    return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
-
-
-def weight_steps(wq: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel step (C,) of a weight `wq` that `quantize_weight` quantized to `bits`:
-    each channel is clipped at most at its peak, so its largest magnitude lies on level ±q."""
-    q = 2 ** (bits - 1) - 1
-    return wq.detach().reshape(len(wq), -1).abs().amax(1).div(q).clamp_min(1e-8)
-
-
-def weight_quantization_error(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """(Q_b(W) − W)², element-wise in float64: the perturbation that quantizing `w` to `bits`
-    bits causes (the input of HAWQ-V2 and of bit-aware proxies)."""
-    w = w.detach().double()
-    return (quantize_weight(w, bits) - w) ** 2
+_PER_CHANNEL = "symmetric per-channel, MSE-searched clipping"
 
 
 @dataclass(frozen=True)
 class QuantSettings:
     """Quantizer settings recorded with every benchmark. `act_bits`: the activation bit-width of
     every layer, or a tuple of one per registry layer (a list is stored as a tuple); 32 leaves a
-    layer's input in float."""
+    layer's input in float. `group_size` and `asymmetric`: the weights' `WeightFormat`; where it is
+    not the default and `weight_quantizer` is left at its default, the latter names the format."""
 
     act_bits: int | tuple[int, ...] = 8
     bn_recalibration: bool = True
-    weight_quantizer: str = "symmetric per-channel, MSE-searched clipping"
+    weight_quantizer: str = _PER_CHANNEL
     act_quantizer: str = "asymmetric per-tensor min/max on the calibration images"
+    group_size: int | None = None
+    asymmetric: bool = False
 
     CONSTRAINTS = {
         "act_bits": [
             Satisfies(is_bit_width, "a bit-width from 1 to 32"),
             Satisfies(lambda t: isinstance(t, tuple) and len(t) > 0 and all(map(is_bit_width, t)), "one per layer"),
-        ]
+        ],
+        **WeightFormat.CONSTRAINTS,
     }
 
     def __post_init__(self) -> None:
         if isinstance(self.act_bits, list):
             object.__setattr__(self, "act_bits", tuple(self.act_bits))  # settings stay hashable
         check_parameters(self)
+        if self.weight_quantizer == _PER_CHANNEL and self.weight_format != WeightFormat():
+            object.__setattr__(self, "weight_quantizer", f"{self.weight_format.describe()}, MSE-searched clipping")
+
+    @property
+    def weight_format(self) -> WeightFormat:
+        """How the weights are quantized and stored."""
+        return WeightFormat(self.group_size, self.asymmetric)
+
+    def to_dict(self) -> dict:
+        """The settings as a bench header records them: the weight format's fields only where it is
+        not the default, so that a bench built before they existed resumes with the same settings."""
+        out = asdict(self)
+        if self.weight_format == WeightFormat():
+            del out["group_size"], out["asymmetric"]
+        return out
 
 
 class _ActQuant:
@@ -264,28 +259,30 @@ class IntegerForward:
         )
 
 
-def quantize_input(module: nn.Module, w_bits: int, a_bits: int) -> _ActQuant:
-    """Give the layer `module`, its weight quantized to `w_bits`, an input quantizer at `a_bits`
-    (a forward pre-hook, calibrating until told otherwise), in integer form where it fits."""
+def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightFormat = WeightFormat()) -> _ActQuant:
+    """Give the layer `module`, its weight quantized to `w_bits` in format `fmt`, an input quantizer
+    at `a_bits` (a forward pre-hook, calibrating until told otherwise), in integer form where it fits:
+    only for the default format, whose one step per output channel IntegerForward multiplies by."""
     quantizer = _ActQuant(a_bits)
     module.register_forward_pre_hook(quantizer)
-    if integer_form_fits(module, w_bits, a_bits):
+    if fmt == WeightFormat() and integer_form_fits(module, w_bits, a_bits):
         module.forward = IntegerForward(module, quantizer, w_bits)
     return quantizer
 
 
 class WeightCache:
-    """Quantized weights per (layer index, bits), so configurations share their work."""
+    """Quantized weights in format `fmt` per (layer index, bits), so configurations share their work."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[LayerInfo]):
+    def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], fmt: WeightFormat = WeightFormat()):
         modules = dict(quantizable_modules(model))
         self.weights = [modules[l.name].weight.detach() for l in layers]
+        self.fmt = fmt
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def get(self, index: int, bits: int) -> torch.Tensor:
         key = (index, bits)
         if key not in self._cache:
-            self._cache[key] = quantize_weight(self.weights[index], bits)
+            self._cache[key] = quantize_weight(self.weights[index], bits, self.fmt)
         return self._cache[key]
 
 
@@ -307,12 +304,19 @@ def quantize_model(
     cache: WeightCache | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
-    with `layers`) and `settings.act_bits` activations (one bit-width or one per layer; a layer at
-    32 keeps a float input), calibrated on `calib_images` (BatchNorm re-estimated in batches of
-    BN_BATCH). The model itself is not modified."""
+    with `layers`) in `settings.weight_format` (a given WeightCache must hold that format) and
+    `settings.act_bits` activations (one bit-width or one per layer; a layer at 32 keeps a float
+    input), calibrated on `calib_images` (BatchNorm re-estimated in batches of BN_BATCH). The model
+    itself is not modified."""
     check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
     a_bits = per_layer_bits(layers, settings.act_bits, "the activation bit configuration")
-    cache = cache or WeightCache(model, layers)
+    fmt = settings.weight_format
+    fmt.check_layers(layers)
+    if isinstance(cache, WeightCache) and cache.fmt != fmt:  # its weights would not be the settings' format
+        raise EvoproxyError(
+            f"the weight cache holds {cache.fmt.describe()} weights but the settings ask for {fmt.describe()}"
+        )
+    cache = cache or WeightCache(model, layers, fmt)
     qmodel = copy.deepcopy(model).eval()
     modules = dict(quantizable_modules(qmodel))
     for layer, bits in zip(layers, w_bits):
@@ -324,7 +328,9 @@ def quantize_model(
         for batch in calib_images.split(BN_BATCH):
             qmodel(batch)
         qmodel.eval()
-    hooks = [quantize_input(modules[layer.name], int(w), a) for layer, w, a in zip(layers, w_bits, a_bits) if a < 32]
+    hooks = [
+        quantize_input(modules[layer.name], int(w), a, fmt) for layer, w, a in zip(layers, w_bits, a_bits) if a < 32
+    ]
     if hooks:  # min/max ranges do not depend on the batches (BatchNorm's variance above does)
         for batch in calib_images.split(EVAL_BATCH):
             qmodel(batch)

@@ -1,6 +1,6 @@
-"""Post-training-quantization accuracy of many bit configurations of one model on one
-evaluation set, sharing the quantized weights and the work of common leading layers (a Sweep),
-and measuring each distinct configuration once."""
+"""Post-training-quantization quality (top-1 accuracy, or a language model's perplexity) of many
+bit configurations of one model on one evaluation set, sharing the quantized weights and the work
+of common leading layers (a Sweep), and measuring each distinct configuration once."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..model import DataSource, LayerInfo, accuracy, check_device, open_data
+from ..model import DataSource, LayerInfo, check_device, metric_of, open_data
 from .cost import check_bits, per_layer_bits
 from .fakequant import QuantSettings, WeightCache, quantize_model
 from .sweep import Sweep, Untraceable
 
 
 class PtqEvaluator:
-    """Top-1 accuracy (%) of fake-quantized copies of `model`.
+    """The metric of fake-quantized copies of `model`: top-1 accuracy (%) of a classifier, perplexity
+    of a language model (`metric`, from the labels' shape).
 
     `layers` is the model's layer registry, `calib_images` the normalized calibration images
     (N_c, C, H, W) for BatchNorm re-estimation and activation ranges, `images` (N, C, H, W)
-    normalized and `labels` (N,) int64 the evaluation set. One WeightCache serves every
-    configuration; `measured` maps each configuration (weight bits, activation bits: tuples in
-    registry order) to its accuracy. A model that the sweep cannot follow (`sweep.Untraceable`:
-    fx cannot trace it, it writes tensors in place, ...) is measured one configuration at a time,
-    with the same results, only slower."""
+    normalized and `labels` (N,) int64 the evaluation set (or token windows (N, T) and their next
+    tokens (N, T)). One WeightCache serves every configuration; `measured` maps each configuration
+    (weight bits, activation bits: tuples in registry order) to its value. A model that the sweep
+    cannot follow (`sweep.Untraceable`: fx cannot trace it, it writes tensors in place, ...) is
+    measured one configuration at a time, with the same results, only slower."""
 
     def __init__(
         self,
@@ -38,7 +39,8 @@ class PtqEvaluator:
     ):
         self.model, self.layers, self.calib_images = model, list(layers), calib_images
         self.images, self.labels, self.settings = images, labels, settings
-        self.cache = WeightCache(model, self.layers)
+        self.metric = metric_of(labels)
+        self.cache = WeightCache(model, self.layers, settings.weight_format)
         self.measured: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
         try:
             self.sweep: Sweep | None = Sweep(model, self.layers, self.cache, settings.bn_recalibration)
@@ -61,17 +63,17 @@ class PtqEvaluator:
         device = check_device(device)
         return cls(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
 
-    def fp_accuracy(self) -> float:
-        """Accuracy of the full-precision model."""
-        return accuracy(self.model, self.images, self.labels)
+    def fp_value(self) -> float:
+        """The metric of the full-precision model."""
+        return self.metric.measure(self.model, self.images, self.labels)
 
-    def accuracy(self, w_bits: Sequence[int], a_bits: int | Sequence[int] | None = None) -> float:
-        """Accuracy with per-layer weight bits `w_bits` (registry order) and activation bits `a_bits`
+    def measure(self, w_bits: Sequence[int], a_bits: int | Sequence[int] | None = None) -> float:
+        """The metric with per-layer weight bits `w_bits` (registry order) and activation bits `a_bits`
         (one for every layer or one per layer; None: the settings')."""
-        return self.accuracies([w_bits], a_bits)[0]
+        return self.measure_many([w_bits], a_bits)[0]
 
-    def accuracies(self, configs: Sequence[Sequence[int]], a_bits: int | Sequence[int] | None = None) -> list[float]:
-        """`accuracy` of each weight bit configuration in `configs`, in one sweep."""
+    def measure_many(self, configs: Sequence[Sequence[int]], a_bits: int | Sequence[int] | None = None) -> list[float]:
+        """`measure` of each weight bit configuration in `configs`, in one sweep."""
         act = per_layer_bits(
             self.layers, self.settings.act_bits if a_bits is None else a_bits, "the activation bit configuration"
         )
@@ -80,13 +82,11 @@ class PtqEvaluator:
         for w_bits, _ in todo:
             check_bits(self.layers, w_bits, "the weight bit configuration", low=2)
         if todo and self.sweep is not None:
-            found = self.sweep.accuracies(
-                [tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images, self.labels
-            )
+            found = self.sweep.measure([tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images, self.labels)
             self.measured.update(zip(todo, found))
         elif todo:
             settings = replace(self.settings, act_bits=act)
             for w_bits, _ in todo:
                 qmodel = quantize_model(self.model, self.layers, w_bits, self.calib_images, settings, self.cache)
-                self.measured[w_bits, act] = accuracy(qmodel, self.images, self.labels)
+                self.measured[w_bits, act] = self.metric.measure(qmodel, self.images, self.labels)
         return [self.measured[k] for k in keys]

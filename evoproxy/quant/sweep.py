@@ -1,15 +1,15 @@
-"""Post-training-quantization accuracy of many bit configurations of one model in one sweep that
+"""Post-training-quantization quality (metric) of many bit configurations of one model in one sweep that
 computes each intermediate result once for all the configurations that agree on what it depends on.
 
 The model is traced with torch.fx. A graph node's output, on a given batch, depends only on the
 bits of the quantizable layers at and upstream of it; so are the BatchNorm statistics re-estimated
 at it and the activation range calibrated at it. The sweep runs `quantize_model`'s passes
-(BatchNorm re-estimation, activation ranges) and `accuracy`'s evaluation batch by batch, visiting
+(BatchNorm re-estimation, activation ranges) and the metric's evaluation batch by batch, visiting
 the configurations in sorted order within each batch, and keeps a node's output from the previous
 configuration when its layers' bits are the same. Sorted configurations share their leading layers:
 on ResNet-20 with 3 bit-widths per layer, a build of 1000 configurations (`bench.build_order`)
 computes 30 % fewer multiply-accumulates (`benchmarks/bench_build_speed.py` counts them).
-Every operation runs on the same inputs as in `quantize_model` and `accuracy`, so every accuracy
+Every operation runs on the same inputs as in `quantize_model` and `Metric.measure`, so every value
 is theirs to the bit."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from functools import reduce
 import torch
 from torch import fx, nn
 
-from ..model import EVAL_BATCH, LayerInfo, count_correct, selected
+from ..model import EVAL_BATCH, LayerInfo, metric_of, selected
 from ..model.layers import OutputSelector
 from .fakequant import BN_BATCH, WeightCache, quantize_input, start_reestimation
 
@@ -70,8 +70,8 @@ def _mutates_first_input(node: fx.Node, module: nn.Module | None) -> bool:
 
 
 class Sweep:
-    """The traced `model` with its layer registry `layers`; quantized weights come from `cache`.
-    With `bn_recalibration` every BatchNorm that tracks running statistics is re-estimated per
+    """The traced `model` with its layer registry `layers`; quantized weights come from `cache`, in its
+    format. With `bn_recalibration` every BatchNorm that tracks running statistics is re-estimated per
     configuration, as `quantize_model` does."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], cache: WeightCache, bn_recalibration: bool):
@@ -129,10 +129,11 @@ class Sweep:
         return self._layers[index, bits]
 
     @torch.no_grad()
-    def accuracies(
+    def measure(
         self, configs: Sequence[Config], calib_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
     ) -> list[float]:
-        """Top-1 accuracy (%) of each configuration, as `accuracy(quantize_model(...))` gives it."""
+        """The metric (top-1 %, or perplexity for next-token labels) of each configuration, as
+        `metric.measure(quantize_model(...))` gives it."""
         order = sorted(range(len(configs)), key=lambda i: configs[i])
         keys = [[tuple(configs[i][j] for j in d) for d in self.deps] for i in order]
         states: dict[tuple[fx.Node, tuple], nn.Module] = {}  # re-estimated BatchNorms, input-quantized layers
@@ -148,11 +149,11 @@ class Sweep:
             for state in states.values():
                 for quantizer in state._forward_pre_hooks.values():  # the layers' (BatchNorm copies have none)
                     quantizer.calibrating = False
-        correct, top = [0] * len(configs), int(labels.max())
+        metric, totals, top = metric_of(labels), [0] * len(configs), int(labels.max())
         for batch, truth in zip(images.split(EVAL_BATCH), labels.split(EVAL_BATCH)):
             for i, logits in zip(order, self._run(batch, keys, "eval", states)):
-                correct[i] += count_correct(logits, truth, top)
-        return [100.0 * c / len(images) for c in correct]
+                totals[i] += metric.batch_sum(logits, truth, top)
+        return [metric.finish(t, labels.numel()) for t in totals]
 
     def _run(self, batch: torch.Tensor, keys: list[list[tuple]], mode: str, states: dict) -> list:
         """The graph's output on `batch` for each configuration's node keys, in order. A node keeps
@@ -198,7 +199,7 @@ class Sweep:
             if a_bits < 32 and mode != "bn":  # with an input quantizer, as quantize_model gives it
                 if (node, key) not in states:  # only in the range pass
                     states[node, key] = copy.deepcopy(module)
-                    quantize_input(states[node, key], w_bits, a_bits)
+                    quantize_input(states[node, key], w_bits, a_bits, self.cache.fmt)
                 module = states[node, key]
             return module(*args, **kwargs)
         if role == "bn":

@@ -6,12 +6,14 @@ cached on disk."""
 from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
 from .compute import QBITS, compute_stats, quantization_errors
 from .hessian import hutchinson, top_eigenvalue
-from .model_stats import TENSOR_FIELDS, LayerStats, ModelStats, StatsSettings
+from .model_stats import STATS_BATCH, TENSOR_FIELDS, TEXT_STATS_BATCH, LayerStats, ModelStats, StatsSettings
 from .synflow import synflow_gradients
 
 __all__ = [
     "QBITS",
+    "STATS_BATCH",
     "TENSOR_FIELDS",
+    "TEXT_STATS_BATCH",
     "LayerStats",
     "ModelStats",
     "StatsSettings",

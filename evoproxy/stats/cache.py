@@ -31,7 +31,13 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
     described = asdict(settings)
-    for name, default in (("exclude", ()), ("output", None), ("hessian", True)):
+    for name, default in (
+        ("exclude", ()),
+        ("output", None),
+        ("hessian", True),
+        ("group_size", None),
+        ("asymmetric", False),
+    ):
         if described[name] == default:  # left out when default, so that older cache keys stay what they were
             del described[name]
     payload = json.dumps(

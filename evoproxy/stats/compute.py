@@ -2,15 +2,17 @@
 settings) and cached on disk (cache.py):
 
 - W  the layer's weight;
-- G  ∂L/∂W of the mean cross-entropy on the calibration batch (model in eval mode);
+- G  ∂L/∂W of the mean cross-entropy on the calibration batch (model in eval mode): of the labels
+     for a classifier, of every next token for a language model (token windows (batch, T));
 - A  the layer's output activation on the batch; a conv's subsampled to at most
      `settings.act_max_elems` elements (every s-th row and column, or position of a Conv1d,
-     s as small as fits);
+     s as small as fits), a language model's layer's every s-th token;
 - H  Hutchinson estimate of the diagonal of the layer's Hessian block, plus its trace
      (HAWQ-V2) and dominant eigenvalue by power iteration (HAWQ);
 - V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
-- Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer, for
-     every bit-width b of QBITS (the input of bit-aware proxies, such as HAWQ-V2's perturbation);
+- Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer (per
+     channel, or per group: `settings.weight_format`), for every bit-width b of QBITS (the input of
+     bit-aware proxies, such as HAWQ-V2's perturbation);
 - metadata from the layer registry (numel, params, MACs, kind, depth index).
 """
 
@@ -26,8 +28,8 @@ from torch import nn
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..hashing import tensors_hash
-from ..model import check_device, layer_registry, quantizable_modules, run_with_outputs, weights_hash
-from ..quant import weight_quantization_error
+from ..model import check_device, layer_registry, next_token_loss, quantizable_modules, run_with_outputs, weights_hash
+from ..quant import WeightFormat, weight_quantization_error
 from .hessian import hutchinson, top_eigenvalue
 from .model_stats import LayerStats, ModelStats, StatsSettings
 from .synflow import synflow_gradients
@@ -41,8 +43,11 @@ def batch_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
 
 
 def _subsample(act: torch.Tensor, max_elems: int, module: nn.Module) -> torch.Tensor:
-    """Every s-th position of a conv output's spatial axes (2 of Conv2d's, 1 of Conv1d's), s the
-    smallest that fits `max_elems`; a Linear layer's output as it is."""
+    """Every s-th position of a conv output's spatial axes (2 of Conv2d's, 1 of Conv1d's), or every
+    s-th token of a Linear layer's output over a sequence (batch, T, features), s the smallest that
+    fits `max_elems`; a Linear layer's output over samples (batch, features) as it is."""
+    if isinstance(module, nn.Linear) and act.dim() == 3 and act.numel() > max_elems:
+        return act[:, :: math.ceil(act.numel() / max_elems)].contiguous()
     if isinstance(module, (nn.Conv1d, nn.Conv2d)) and act.numel() > max_elems:
         spatial = act.dim() - 2
         stride = math.ceil((act.numel() / max_elems) ** (1 / spatial))
@@ -54,11 +59,14 @@ def _subsample(act: torch.Tensor, max_elems: int, module: nn.Module) -> torch.Te
 
 
 def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
-    """EvoproxyError unless `images` are floats (batch, ...) and `labels` integers (batch,)."""
-    if not (isinstance(images, torch.Tensor) and images.is_floating_point() and images.dim() >= 2):
-        raise EvoproxyError("calibration images must be a float tensor shaped (batch, ...)")
-    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point():
-        raise EvoproxyError(f"calibration labels must be integers shaped ({len(images)},), got {tuple(labels.shape)}")
+    """EvoproxyError unless `images` are floats (batch, ...) and `labels` integers (batch,), or
+    `images` are token ids (batch, T) and `labels` their next tokens (batch, T)."""
+    tokens = isinstance(images, torch.Tensor) and images.dim() == 2 and not images.is_floating_point()
+    if not (isinstance(images, torch.Tensor) and (images.is_floating_point() or tokens) and images.dim() >= 2):
+        raise EvoproxyError("calibration images must be a float tensor shaped (batch, ...), or token ids (batch, T)")
+    shape = tuple(images.shape) if tokens else (len(images),)
+    if tuple(labels.shape) != shape or labels.is_floating_point():
+        raise EvoproxyError(f"calibration labels must be integers shaped {shape}, got {tuple(labels.shape)}")
 
 
 def compute_stats(
@@ -97,7 +105,7 @@ def _compute_stats(
 ) -> ModelStats:
     check_batch(images, labels)
     input_shape = tuple(images.shape[1:])
-    registry = layer_registry(model, input_shape, settings.exclude)
+    registry = layer_registry(model, input_shape, settings.exclude, images.dtype)
     device = check_device(device)
     work = copy.deepcopy(model).float().eval().to(device)
     images, labels = images.to(device), labels.to(device)
@@ -115,7 +123,7 @@ def _compute_stats(
     acts = {}
     logits = run_with_outputs(
         work,
-        images.float(),
+        images if labels.dim() == 2 else images.float(),
         modules,
         lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems, modules[n])),
         f"the calibration batch of shape {tuple(images.shape)} does not fit the model",
@@ -128,16 +136,21 @@ def _compute_stats(
             settings.output,
         )
     if (
-        logits.dim() != 2
-        or logits.shape[0] != len(labels)
-        or int(labels.max()) >= logits.shape[1]
+        logits.shape[:-1] != labels.shape
+        or logits.dim() != labels.dim() + 1
+        or int(labels.max()) >= logits.shape[-1]
         or int(labels.min()) < 0
     ):
+        kind = (
+            "a language model with (batch, T, vocabulary)"
+            if labels.dim() == 2
+            else "a classifier with (batch, classes)"
+        )
         raise EvoproxyError(
             f"the model gives outputs of shape {tuple(logits.shape)}, which do not fit labels "
-            f"in [{int(labels.min())}, {int(labels.max())}]: a classifier with (batch, classes) logits is needed"
+            f"in [{int(labels.min())}, {int(labels.max())}]: {kind} logits is needed"
         )
-    loss = nn.functional.cross_entropy(logits, labels)
+    loss = next_token_loss(logits, labels)
     grads = torch.autograd.grad(loss, params, create_graph=settings.hessian)
     timings["W,G,A"] = time.perf_counter() - start
     log("gradients and activations done")
@@ -171,7 +184,8 @@ def _compute_stats(
     timings["V synflow"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    errors = [quantization_errors(p.detach()) for p in params]
+    settings.weight_format.check_layers(registry)
+    errors = [quantization_errors(p.detach(), settings.weight_format) for p in params]
     timings["Q quantization error"] = time.perf_counter() - start
 
     layers = [
@@ -193,6 +207,6 @@ def _compute_stats(
     )
 
 
-def quantization_errors(weight: torch.Tensor) -> dict[int, torch.Tensor]:
-    """(Q_b(W) − W)², float64, for every b of QBITS, with the weight quantizer of the benches."""
-    return {b: weight_quantization_error(weight, b) for b in QBITS}
+def quantization_errors(weight: torch.Tensor, fmt: WeightFormat = WeightFormat()) -> dict[int, torch.Tensor]:
+    """(Q_b(W) − W)², float64, for every b of QBITS, with the weight quantizer of the benches in `fmt`."""
+    return {b: weight_quantization_error(weight, b, fmt) for b in QBITS}

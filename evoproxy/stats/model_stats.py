@@ -9,8 +9,11 @@ import torch
 
 from ..model import LayerInfo
 from ..params import Interval, check_parameters
+from ..quant import WeightFormat
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
+STATS_BATCH = 64  # calibration images the statistics are computed on by default
+TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's Hessian costs far more per sample
 FORMAT_VERSION = 2  # of the blob; part of the cache key
 
 
@@ -27,6 +30,8 @@ class StatsSettings:
     exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
     output: str | None = None  # the model's output selector (load_model's output): which output the loss is taken on
     hessian: bool = True  # H, its trace and top eigenvalue (most of the cost); off for proxies that read none
+    group_size: int | None = None  # Q's weight quantizer (quant.WeightFormat): None per channel, else per group
+    asymmetric: bool = False
 
     CONSTRAINTS = {
         "hutchinson_samples": Interval(1, None, integer=True),
@@ -39,6 +44,12 @@ class StatsSettings:
     def __post_init__(self):
         object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
         check_parameters(self)
+        self.weight_format  # checks group_size and asymmetric
+
+    @property
+    def weight_format(self) -> WeightFormat:
+        """The weight quantizer whose error Q is."""
+        return WeightFormat(self.group_size, self.asymmetric)
 
 
 @dataclass

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.bench import build_bench, is_held_out, load_bench, shipped_benches
+from evoproxy.bench import bench_model, build_bench, is_held_out, load_bench, shipped_benches
 from evoproxy.errors import EvoproxyError, ParameterError
-from evoproxy.model import MODELS, layer_registry, load_model, weights_hash
+from evoproxy.model import MODELS, layer_registry, weights_hash
 
 
 def _tiny():
@@ -142,20 +142,22 @@ def test_unknown_bench_lists_the_shipped_ones():
 
 def test_shipped_benches_load_and_match_their_models():
     names = shipped_benches()
-    assert {f"fmnist-{m.removesuffix('-fmnist')}-w234" for m in MODELS} <= set(names)  # a bench per model
-    for name in names:
-        bench = load_bench(name)
+    benches = [load_bench(name) for name in names]
+    assert {b.header["model"] for b in benches} == set(MODELS)  # a bench per model
+    for bench in benches:
         assert len(bench.entries) >= 500
         assert len(bench.split("held-out")) > 50 and len(bench.split("search")) > 400
-        spec = MODELS[bench.header["model"]]
-        model, _ = load_model(spec.name)
-        assert weights_hash(model) == bench.header["weights_hash"]  # measured on the shipped checkpoint
-        layers = layer_registry(model, spec.input_shape)
+        model, layers, source = bench_model(bench)  # the shipped checkpoint, its data and its registry
+        assert weights_hash(model) == bench.header["weights_hash"]
         bench.check_layers([l.name for l in layers])
         with pytest.raises(EvoproxyError, match="another model's layers"):
             bench.check_layers([l.name for l in layers][::-1])
+        assert bench.metric == source.metric
         fixed = bench.header["fixed"]
-        assert all(e.bits[0] == 8 and e.bits[-1] == 8 for e in bench.entries) and len(fixed) == 2
+        if source.is_text:  # weights only, every layer free, the output head at full precision
+            assert fixed == {} and bench.header["act_bits"] == 32 and bench.header["exclude"] == ["head"]
+        else:
+            assert all(e.bits[0] == 8 and e.bits[-1] == 8 for e in bench.entries) and len(fixed) == 2
 
 
 @pytest.mark.parametrize(

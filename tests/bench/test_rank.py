@@ -21,7 +21,7 @@ def test_rank_gives_the_paper_protocol_and_the_whole_split_figure(stats_and_entr
     stats, entries = stats_and_entries
     proxy = HANDCRAFTED["mean-bits"]()
     r = rank_proxy(proxy, stats, entries, samples=10, repeats=4, seed=1)
-    acc = np.array([e.accuracy for e in entries])
+    acc = np.array([e.value for e in entries])
     draws = [rho_mean(r.scores[idx], acc[idx]) for idx in subsets(len(entries), 10, 4, 1)]
     assert r.rho_mean == pytest.approx(np.nanmean(draws))  # mean over draws of each ρ@k, then over k
     assert r.rho_all == pytest.approx(rho_mean(r.scores, acc))

@@ -172,7 +172,7 @@ def test_bad_specs_and_files_are_one_line_errors(tmp_path):
         (str(tmp_path / "empty"), "holds no images"),
         (str(tmp_path / "missing.npz"), "does not exist"),
         (str(tmp_path / "junk.npz"), "cannot read"),
-        ("nonsense", r"open_data\.spec must be fmnist, a folder"),
+        ("nonsense", r"open_data\.spec must be fmnist, kjv, a folder"),
         ("torchvision:FakeSet", "needs torchvision"),
     ]
     for spec, message in cases:

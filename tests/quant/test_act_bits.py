@@ -36,14 +36,14 @@ def _act_hooks(qmodel, layers) -> dict[str, int]:
 
 def _recording_evaluators(monkeypatch) -> list[PtqEvaluator]:
     """The PtqEvaluators that measure anything from now on, to read what they `measured`."""
-    evaluators, measure = [], PtqEvaluator.accuracies
+    evaluators, measure = [], PtqEvaluator.measure_many
 
     def recording(self, *args, **kwargs):
         if self not in evaluators:
             evaluators.append(self)
         return measure(self, *args, **kwargs)
 
-    monkeypatch.setattr(PtqEvaluator, "accuracies", recording)
+    monkeypatch.setattr(PtqEvaluator, "measure_many", recording)
     return evaluators
 
 
@@ -203,9 +203,9 @@ def test_ptq_evaluator_measures_each_activation_configuration():
     model = user_models.fit(user_models.mlp(), *user_models.vectors())
     x, y = user_models.vectors(64, seed=1)
     evaluator = PtqEvaluator(model, MLP_LAYERS, x, x, y, QuantSettings(8, bn_recalibration=False))
-    evaluator.accuracy([4, 4, 4])
-    evaluator.accuracy([4, 4, 4], 8)  # the settings' activations: the same configuration
-    evaluator.accuracy([4, 4, 4], [8, 2, 8])
+    evaluator.measure([4, 4, 4])
+    evaluator.measure([4, 4, 4], 8)  # the settings' activations: the same configuration
+    evaluator.measure([4, 4, 4], [8, 2, 8])
     assert set(evaluator.measured) == {((4, 4, 4), (8, 8, 8)), ((4, 4, 4), (8, 2, 8))}
 
 

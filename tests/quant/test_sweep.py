@@ -1,33 +1,28 @@
 """The sweep that measures many configurations at once gives every configuration the outputs that
 quantize_model and accuracy give it, bit for bit, while computing shared leading layers once."""
 
-import importlib
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-import evoproxy.quant.sweep as sweep_module
-from evoproxy.model import accuracy, calibration_set, layer_registry, load_model, normalize
+from evoproxy.model import METRICS, accuracy, calibration_set, layer_registry, load_model, normalize
 from evoproxy.quant import PtqEvaluator, QuantSettings, quantize_model
-
-train_module = importlib.import_module("evoproxy.model.train")  # the package's `train` names the function
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """The logits that each accuracy count sees, from the sweep and from accuracy()."""
-    seen = {"sweep": [], "plain": []}
+    """The logits that each accuracy count sees, filed under the phase the test is in ("sweep",
+    then "plain" for accuracy() of each configuration on its own)."""
+    seen = {"phase": "sweep", "sweep": [], "plain": []}
+    metric = METRICS["accuracy"]
 
-    def recorder(where, count):
-        def record(logits, labels, top):
-            seen[where].append(logits.clone())
-            return count(logits, labels, top)
+    def record(logits, labels, top):
+        seen[seen["phase"]].append(logits.clone())
+        return metric.batch_sum(logits, labels, top)
 
-        return record
-
-    monkeypatch.setattr(sweep_module, "count_correct", recorder("sweep", sweep_module.count_correct))
-    monkeypatch.setattr(train_module, "count_correct", recorder("plain", train_module.count_correct))
+    monkeypatch.setitem(METRICS, "accuracy", replace(metric, batch_sum=record))
     return seen
 
 
@@ -35,8 +30,9 @@ def _compare(model, layers, configs, calib, x, y, settings, recorded):
     """Sweep all configurations, then measure each on its own: the same accuracies, and the same
     logits batch for batch. Returns the evaluator."""
     evaluator = PtqEvaluator(model, layers, calib, x, y, settings)
-    swept = evaluator.accuracies(configs)
+    swept = evaluator.measure_many(configs)
     sweep_logits = list(recorded["sweep"])
+    recorded["phase"] = "plain"
     plain = [accuracy(quantize_model(model, layers, c, calib, settings), x, y) for c in configs]
     assert swept == plain
     batches = len(recorded["plain"]) // len(configs)
@@ -136,7 +132,9 @@ def test_a_model_the_sweep_cannot_follow_is_measured_one_configuration_at_a_time
     configs = [[8, b] + [8] * (len(layers) - 2) for b in (2, 3, 4, 5)]  # one a, four b's
     evaluator = PtqEvaluator(model, layers, x[:32], x, y)
     assert evaluator.sweep is None
-    assert evaluator.accuracies(configs) == [accuracy(quantize_model(model, layers, c, x[:32]), x, y) for c in configs]
+    assert evaluator.measure_many(configs) == [
+        accuracy(quantize_model(model, layers, c, x[:32]), x, y) for c in configs
+    ]
 
 
 @pytest.mark.slow
@@ -149,7 +147,7 @@ def test_layers_that_configurations_share_are_computed_once_per_batch():
     x = normalize(calibration_set()[0][:100])
     evaluator = PtqEvaluator(model, layers, x, x, torch.zeros(100, dtype=torch.long), QuantSettings(8, False))
     n = len(layers)
-    evaluator.accuracies([[8, b] + [2] * (n - 3) + [8] for b in (2, 3, 4)])
+    evaluator.measure_many([[8, b] + [2] * (n - 3) + [8] for b in (2, 3, 4)])
     # One range batch and one evaluation batch of 100: the first layer (8 bits in all three) runs
     # once per pass; the classifier, whose input differs, once per configuration and pass.
     assert calls == {"first": 2, "last": 6}

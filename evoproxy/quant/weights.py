@@ -1,0 +1,109 @@
+"""Fake quantization of one weight tensor to a bit-width, in a `WeightFormat`.
+
+Per output channel, symmetric (the default, and the benchmarks' quantizer): levels {-q..q}·scale
+with q = 2^(b-1) - 1 (so 2 bits is ternary), each channel's clipping ratio chosen from `CLIP_RATIOS`
+to minimise its squared error. Group-wise (one scale per g consecutive elements of an output row)
+or asymmetric (levels 0..2^b-1 and an integer zero-point) search the ratio per group the same way,
+with each scale rounded to float16 first, so the result is what a runtime storing 16-bit scales
+computes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ParameterError
+from .cost import WeightFormat
+
+CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
+# float16's smallest normal and largest finite value: a scale rounded to float16 never becomes 0 or inf.
+_HALF = torch.finfo(torch.float16)
+
+
+def quantize_weight(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> torch.Tensor:
+    """Fake quantization of a weight w (out, in, *kernel) to `bits` in format `fmt`, with the clipping
+    ratio minimising the squared error of each channel (per-channel) or group. Returns a new tensor of
+    w's shape and dtype; bits ≥ 32 gives a copy."""
+    if bits >= 32:
+        return w.clone()
+    if fmt.group_size is not None or fmt.asymmetric:
+        return _quantize_groups(w, bits, fmt)
+    q = 2 ** (bits - 1) - 1
+    flat = w.detach().reshape(w.shape[0], -1)
+    peak = flat.abs().amax(1).clamp_min(1e-12)  # (C,)
+    scales = CLIP_RATIOS.to(flat)[:, None] * peak[None, :] / q  # (R, C)
+    levels = torch.clamp(torch.round(flat[None] / scales[..., None]), -q, q)
+    err = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1)  # (R, C)
+    best = err.argmin(0)
+    idx = torch.arange(flat.shape[0])
+    return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
+
+
+def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> torch.Tensor:
+    """`quantize_weight` for a group-wise or asymmetric format, computed in float32 or wider."""
+    row = w[0].numel()
+    g = fmt.group_size or row
+    if row % g:
+        raise ParameterError("WeightFormat", "group_size", f"a divisor of the weight's row length {row}", g)
+    flat = w.detach().reshape(-1, g).to(torch.promote_types(w.dtype, torch.float32))  # (groups, g)
+    if fmt.asymmetric:
+        # The range holds 0, so the zero-point is a level 0..2^b-1 (GPTQ's choice); a one-signed group
+        # still gets all 2^b levels over [0, max] rather than a zero-point clamped away from its range.
+        lo, hi = flat.amin(1, keepdim=True).clamp_max(0), flat.amax(1, keepdim=True).clamp_min(0)
+        low, high = 0, 2**bits - 1
+        full = (hi - lo).clamp_min(1e-12) / high  # (groups, 1): the step at ratio 1
+    else:
+        lo, low, high = None, -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
+        full = flat.abs().amax(1, keepdim=True).clamp_min(1e-12) / high
+    # One pass per ratio over the whole weight, in one reused buffer: memory stays a few copies of the
+    # weight (a transformer's matrices are large), and only each group's best ratio is kept.
+    out = torch.empty_like(flat)
+    best_err = torch.full_like(full, torch.inf)
+    best = torch.zeros_like(full)
+    for ratio in CLIP_RATIOS.tolist():
+        _dequantize(flat, ratio, full, lo, low, high, out)
+        err = out.sub_(flat).square_().sum(1, keepdim=True)
+        # Strictly smaller only: ties keep the smaller ratio, as argmin does.
+        best = torch.where(err < best_err, ratio, best)
+        best_err = torch.minimum(err, best_err)
+    return _dequantize(flat, best, full, lo, low, high, out).reshape(w.shape).to(w.dtype)
+
+
+def _dequantize(
+    flat: torch.Tensor,
+    ratio: float | torch.Tensor,
+    full: torch.Tensor,
+    lo: torch.Tensor | None,
+    low: int,
+    high: int,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """`flat` (groups, g) quantized to levels low..high with steps `ratio`·`full` (groups, 1) rounded to
+    float16, written to `out`: symmetric where `lo` is None, else with the integer zero-point that puts
+    the clipped low end `ratio`·`lo` on a level."""
+    scale = _half(ratio * full)
+    torch.div(flat, scale, out=out).round_()
+    if lo is None:
+        return out.clamp_(low, high).mul_(scale)
+    zero = torch.round(-ratio * lo / scale).clamp_(low, high)
+    return out.add_(zero).clamp_(low, high).sub_(zero).mul_(scale)
+
+
+def _half(scale: torch.Tensor) -> torch.Tensor:
+    """`scale` as float16 stores it (within float16's normal range), back in its own dtype."""
+    return scale.clamp(_HALF.tiny, _HALF.max).half().to(scale.dtype)
+
+
+def weight_steps(wq: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel step (C,) of a weight `wq` that `quantize_weight` quantized to `bits` in the
+    default (symmetric per-channel) format: each channel is clipped at most at its peak, so its
+    largest magnitude lies on level ±q."""
+    q = 2 ** (bits - 1) - 1
+    return wq.detach().reshape(len(wq), -1).abs().amax(1).div(q).clamp_min(1e-8)
+
+
+def weight_quantization_error(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> torch.Tensor:
+    """(Q_b(W) − W)², element-wise in float64: the perturbation that quantizing `w` to `bits`
+    bits in format `fmt` causes (the input of HAWQ-V2 and of bit-aware proxies)."""
+    w = w.detach().double()
+    return (quantize_weight(w, bits, fmt) - w) ** 2
