@@ -144,3 +144,11 @@ def brightness_task():
     model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(384, 3))
     model = fit(model, x[:144], y[:144], steps=40)
     return model, layer_registry(model, (1, 8, 8)), (x[:144], y[:144]), (x[144:], y[144:])
+
+
+def tiny_lm() -> nn.Module:
+    """A byte-level TinyLM small enough for every command to run on it in a second."""
+    from evoproxy.model import TinyLM
+
+    torch.manual_seed(0)
+    return TinyLM(dim=32, blocks=2, heads=2, hidden=64, context=32)

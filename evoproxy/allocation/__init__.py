@@ -9,7 +9,7 @@ configuration files.
 """
 
 from ..quant import average_bits
-from .bitconfig import act_bits_label, allocation_record, load_bit_config, plot_bits
+from .bitconfig import act_bits_label, allocation_record, load_bit_config, load_weight_format, plot_bits
 from .dp import solve_dp
 from .from_proxy import proxy_problem, proxy_values, scores_linearly
 from .ilp import solve_ilp
@@ -33,6 +33,7 @@ __all__ = [
     "build_problem",
     "evaluate_points",
     "load_bit_config",
+    "load_weight_format",
     "plot_bits",
     "plot_pareto",
     "proxy_problem",

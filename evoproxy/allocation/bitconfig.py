@@ -11,13 +11,14 @@ object with `bits` (a benchmark entry line, say) loads as well.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, ParameterError
 from ..model import LayerInfo
-from ..quant import is_bit_width
+from ..quant import WeightFormat, average_bits, is_bit_width
 from .problem import MIN_W_BITS
 from .result import Allocation
 
@@ -26,22 +27,43 @@ DEFAULT_ACT_BITS = 8
 
 
 def allocation_record(
-    allocation: Allocation, layers: Sequence[LayerInfo], sensitivities: Sequence[float], *, model: str, proxy: str
+    allocation: Allocation,
+    layers: Sequence[LayerInfo],
+    sensitivities: Sequence[float],
+    *,
+    model: str,
+    proxy: str,
+    weight_format: WeightFormat = WeightFormat(),
 ) -> dict:
     """JSON-ready dict of an allocation of `model`'s `layers` (registry order) by `proxy`, whose
-    per-layer `sensitivities` (L,) are recorded beside each layer's bits and parameter count."""
+    per-layer `sensitivities` (L,) are recorded beside each layer's bits and parameter count; with
+    the weights' format (group size, asymmetry) where it is not per-channel symmetric, and the
+    average bits per weight it gives."""
     detail = allocation.to_dict()
     for row, layer, s in zip(detail["layers"], layers, sensitivities):
         row.update(params=layer.params, sensitivity=float(s))
     act = set(allocation.a_bits)
+    fmt = {} if weight_format == WeightFormat() else asdict(weight_format)
     return {
         "format": FORMAT,
         "model": model,
         "proxy": proxy,
         "bits": list(allocation.w_bits),
         "act_bits": act.pop() if len(act) == 1 else list(allocation.a_bits),
+        **fmt,
+        "avg_bits": average_bits(layers, allocation.w_bits, weight_format),
         **detail,
     }
+
+
+def load_weight_format(path: str | Path) -> WeightFormat:
+    """The weight format a bit configuration file records (`allocation_record`); per-channel
+    symmetric for a file that records none. Read after `load_bit_config`, which checks the file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return WeightFormat(data.get("group_size"), data.get("asymmetric", False))
+    except ParameterError as exc:
+        raise EvoproxyError(f"{path}: {exc.worded(repr(exc.param))}") from None
 
 
 def act_bits_label(a_bits: Sequence[int]) -> str:

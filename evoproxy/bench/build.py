@@ -103,6 +103,7 @@ def build_bench(
     continues it, measuring only what it lacks; a cut-off last line is dropped."""
     given = {"bit_choices": list(bit_choices), "n_configs": n_configs, "seed": seed, "jobs": jobs}
     check_parameters(given, BUILD_CONSTRAINTS, owner="build_bench")
+    settings.weight_format.check_layers(layers)
     free = len(layers) - len(fixed)
     if len(bit_choices) ** free < n_configs:
         raise ParameterError(

@@ -8,7 +8,16 @@ import json
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import EVAL_SIZE, add_model_args, add_stats_args, data_source, model_stats, output_file, resolve_proxies
+from .args import (
+    EVAL_SIZE,
+    TEXT_EVAL_SIZE,
+    add_model_args,
+    add_stats_args,
+    data_source,
+    model_stats,
+    output_file,
+    resolve_proxies,
+)
 from .bits import (
     add_bit_choice_args,
     add_budget_args,
@@ -115,7 +124,10 @@ def cmd_allocate(args) -> None:
     result = allocate(problem, args.method)
     layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
     Path(args.out).write_text(
-        json.dumps(allocation_record(result, layers, sensitivities, model=name, proxy=proxy.name), indent=2) + "\n"
+        json.dumps(
+            allocation_record(result, layers, sensitivities, model=name, proxy=proxy.name, weight_format=fmt), indent=2
+        )
+        + "\n"
     )
     if args.plot:
         plot_bits(
@@ -295,7 +307,11 @@ def register(sub) -> None:
     p.add_argument("--sizes", required=True, help="comma-separated size budgets in MB")
     _add_allocation_args(p)
     p.add_argument("--evaluate", choices=["ptq"], help="measure each configuration's accuracy by PTQ")
-    p.add_argument("--eval-size", type=int, help=f"first N test images used (default: all, up to {EVAL_SIZE})")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        help=f"first N test images used (default: all, up to {EVAL_SIZE}; language models {TEXT_EVAL_SIZE} windows)",
+    )
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )

@@ -154,8 +154,9 @@ def exclude_patterns(text: str | None) -> tuple[str, ...]:
 def data_defaults(args, source, model) -> None:
     """Fill the flags whose default depends on the data. For a language model (token data): the output
     head at full precision (--exclude), weights only (--act-bits 32: activations stay in float) and no
-    layer at fixed bits (--fixed none), as the quantization tools for language models do; for a
-    classifier: every layer, 8-bit activations, the first and last layers at --fixed-bits."""
+    layer at fixed bits (--fixed none), as the quantization tools for language models do, and
+    TEXT_EVAL_SIZE test windows; for a classifier: every layer, 8-bit activations, the first and last
+    layers at --fixed-bits, and up to EVAL_SIZE test images."""
     from ..model import quantizable_modules
 
     text = source.is_text
@@ -165,10 +166,13 @@ def data_defaults(args, source, model) -> None:
         args.act_bits = 32 if text else 8
     if getattr(args, "fixed", "") is None:
         args.fixed = "none" if text else "first,last"
+    if getattr(args, "eval_size", "") is None and text:
+        args.eval_size = min(TEXT_EVAL_SIZE, len(source.evaluation()[0]))
 
 
 STATS_BATCH, TEXT_STATS_BATCH = 64, 8  # stats.STATS_BATCH, stats.TEXT_STATS_BATCH: the help must not import the stage
 EVAL_SIZE = 2000  # test images measured on where --eval-size is not given (all of them where there are fewer)
+TEXT_EVAL_SIZE = 32  # test windows of a language model (8192 tokens of 256): a forward pass costs far more per sample
 
 
 def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:

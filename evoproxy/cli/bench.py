@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import EvoproxyError
 from .args import (
     EVAL_SIZE,
+    TEXT_EVAL_SIZE,
     add_data_args,
     add_model_args,
     data_source,
@@ -155,7 +156,11 @@ def register(sub) -> None:
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
     add_weight_format_args(p)
-    p.add_argument("--eval-size", type=int, help=f"first N test images used (default: all, up to {EVAL_SIZE})")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        help=f"first N test images used (default: all, up to {EVAL_SIZE}; language models {TEXT_EVAL_SIZE} windows)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the configuration sampling")
     p.add_argument(
         "--jobs",

@@ -9,13 +9,14 @@ import argparse
 from ..errors import EvoproxyError
 
 
-def add_weight_format_args(p: argparse.ArgumentParser) -> None:
-    """How weights are quantized and stored (quant.WeightFormat): what `weight_format_args` reads."""
+def add_weight_format_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """How weights are quantized and stored (quant.WeightFormat): what `weight_format_args` reads.
+    `default`: what a --group-size left out means, where it is not channel (the flag is then None)."""
     p.add_argument(
         "--group-size",
-        default="channel",
+        default=None if default else "channel",
         help="weights: one 16-bit scale per this many consecutive input weights of each output (32, 64, 128, "
-        "... as language-model tools quantize), or channel: one per output channel (default channel)",
+        f"... as language-model tools quantize), or channel: one per output channel (default {default or 'channel'})",
     )
     p.add_argument(
         "--asymmetric", action="store_true", help="weights: levels 0..2^b-1 with a zero-point per group or channel"
@@ -25,7 +26,7 @@ def add_weight_format_args(p: argparse.ArgumentParser) -> None:
 def weight_format_args(args) -> dict:
     """{group_size, asymmetric} of the flags `add_weight_format_args` adds (keyword arguments of
     QuantSettings, StatsSettings and WeightFormat); the defaults where a command has no such flags."""
-    text = getattr(args, "group_size", "channel")
+    text = getattr(args, "group_size", None) or "channel"
     if text == "channel":
         group_size = None
     else:

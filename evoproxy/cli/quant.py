@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import EvoproxyError
-from .args import add_data_args, add_model_args, data_source, load_user_model
+from .args import TEXT_EVAL_SIZE, add_data_args, add_model_args, data_source, load_user_model
 from .bits import add_weight_format_args, weight_format_args
 
 METHOD_FLAGS = {
@@ -46,7 +46,7 @@ def _method_settings(args):
 
 
 def cmd_quantize(args) -> None:
-    from ..allocation import act_bits_label, load_bit_config
+    from ..allocation import act_bits_label, load_bit_config, load_weight_format
     from ..quant import (
         PtqEvaluator,
         QuantSettings,
@@ -65,6 +65,9 @@ def cmd_quantize(args) -> None:
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
     # Before anything slow: the default data ships no train split.
     train = source.training() if args.method == "qat" else None
+    if args.group_size is None and not args.asymmetric:  # the format the bits were allocated for
+        fmt = load_weight_format(args.bits_file)
+        args.group_size, args.asymmetric = str(fmt.group_size or "channel"), fmt.asymmetric
     settings = QuantSettings(act_bits, not args.no_bn_recal, **weight_format_args(args))
     fmt = settings.weight_format
     fmt.check_layers(layers)
@@ -171,11 +174,15 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--bits-file", required=True, help="JSON bit configuration")
     add_data_args(p)
-    p.add_argument("--eval-size", type=int, help="first N test images used (default: all)")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        help=f"first N test images used (default: all; language models {TEXT_EVAL_SIZE} windows)",
+    )
     p.add_argument(
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
-    add_weight_format_args(p)
+    add_weight_format_args(p, "the bits file's, else channel")
     p.add_argument(
         "--method",
         choices=("rtn", "adaround", "qat"),

@@ -123,23 +123,29 @@ class EvolutionSettings:
         )
 
 
-def transfer_benches(searched: Sequence[str]) -> list[str]:
-    """For every model that none of the `searched` benches was made on, its main shipped bench
-    (the one with the most configurations, the first by name among equals): the architectures a
-    run never saw, on which its result's transfer is measured."""
-    seen = {load_bench(b).header["model"] for b in searched}
+def transfer_benches(searched: Sequence[str], metric: str = "accuracy") -> list[str]:
+    """For every model that none of the `searched` benches was made on, its main shipped bench of
+    the same task (the one with the most configurations, the first by name among equals): the
+    architectures a run never saw, on which its result's transfer is measured. The task is the
+    searched benches' metric (with none searched: `metric`), so a search on classifiers is judged on
+    classifiers and one on the language model on language models."""
+    searched_benches = [load_bench(b) for b in searched]
+    seen = {b.header["model"] for b in searched_benches}
+    task = searched_benches[0].metric.name if searched_benches else metric
     main: dict[str, Bench] = {}
     for name in shipped_benches():
         bench = load_bench(name)
         model = bench.header["model"]
-        if model not in seen and (model not in main or len(bench.entries) > len(main[model].entries)):
+        if bench.metric.name != task or model in seen:
+            continue
+        if model not in main or len(bench.entries) > len(main[model].entries):
             main[model] = bench
     return [bench.name for bench in main.values()]
 
 
 def expand_benches(names: Sequence[str]) -> tuple[str, ...]:
-    """Bench names or files with "zoo" standing for the main bench of every shipped model; each
-    bench once, in the order first named."""
+    """Bench names or files with "zoo" standing for the main bench of every shipped classifier (the
+    Fashion-MNIST zoo); each bench once, in the order first named."""
     if isinstance(names, str):  # one name, not its letters
         names = (names,)
     return tuple(dict.fromkeys(n for b in names for n in (transfer_benches([]) if b == "zoo" else [b])))

@@ -29,8 +29,8 @@ class Attention(nn.Module):
         # Written out rather than scaled_dot_product_attention, whose CPU kernels have no second
         # derivative: the statistics take Hessian-vector products through it.
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        out = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v
+        future = torch.ones_like(scores[0, 0], dtype=torch.bool).triu(1)  # built from the scores: fx traces it
+        out = scores.masked_fill(future, float("-inf")).softmax(-1) @ v
         return self.o(out.transpose(1, 2).reshape(n, t, d))
 
 

@@ -108,7 +108,7 @@ METRICS = {
         math.inf,
         "a number of at least 1",
         _token_loss_sum,
-        lambda s, n: math.exp(s / n),
+        lambda s, n: math.exp(s / n) if s / n < 709 else math.inf,  # beyond, exp overflows a float
     ),
 }
 

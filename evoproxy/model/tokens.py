@@ -35,12 +35,17 @@ def has_tokens(path: Path) -> bool:
             names = set(zf.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
-    return "tokens.npy" in names or "train_tokens.npy" in names
+    return bool(names & {"tokens.npy", "train_tokens.npy", "test_tokens.npy"})
 
 
 def _checked(tokens, where: str) -> torch.Tensor:
     """Token ids as int64: whole numbers from 0 to MAX_LABEL, a 1-D stream or (N, T) windows."""
     try:
+        if getattr(tokens, "dtype", None) is not None and getattr(tokens.dtype, "kind", "") == "u":
+            # Tokenizers save ids as uint16 or uint32, which torch cannot take the minimum of.
+            if tokens.size and int(tokens.max()) > MAX_LABEL:
+                raise EvoproxyError(f"{where}: token ids must be from 0 to {MAX_LABEL}, found {int(tokens.max())}")
+            tokens = tokens.astype("int64")
         tokens = torch.as_tensor(tokens)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise EvoproxyError(f"{where}: tokens must be an array of whole numbers ({reason(exc)})") from None
@@ -120,7 +125,7 @@ def read_token_arrays(path: Path, seq_len: int) -> tuple[Pair, Pair]:
         raise EvoproxyError(f"cannot read {path} as .npz token arrays ({reason(exc)})") from None
     if "tokens" in arrays:
         return _parts(_checked(arrays["tokens"], f"{path} tokens"), seq_len, str(path))
-    if "test_tokens" not in arrays:
+    if not {"train_tokens", "test_tokens"} <= arrays.keys():
         raise EvoproxyError(f"{path}: give `tokens`, or `train_tokens` with `test_tokens`")
     parts = []
     for key in ("train_tokens", "test_tokens"):

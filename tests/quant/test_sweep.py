@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.model import METRICS, accuracy, calibration_set, layer_registry, load_model, normalize
+from evoproxy.model import METRICS, TinyLM, accuracy, perplexity, calibration_set, layer_registry, load_model, normalize
 from evoproxy.quant import PtqEvaluator, QuantSettings, quantize_model
 
 
@@ -90,6 +90,21 @@ def test_a_batchnorm_whose_key_comes_back_counts_each_batch_once(recorded):
     configs = [[8, 2, 2, 8], [8, 3, 3, 8], [8, 4, 2, 8]]
     _compare(model, layers, configs, x[:400], x[400:], y[400:], QuantSettings(), recorded)
     assert counted == {2}  # 400 calibration images: two batches
+
+
+def test_a_language_models_perplexities_are_those_of_each_configuration_on_its_own():
+    torch.manual_seed(0)
+    model = TinyLM(dim=32, blocks=2, heads=2, hidden=64, context=16).eval()
+    tokens = torch.randint(0, 256, (150, 17))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    layers = layer_registry(model, (16,), ("head",), torch.int64)
+    settings = QuantSettings(32, False, group_size=16, asymmetric=True)
+    evaluator = PtqEvaluator(model, layers, x[:8], x, y, settings)
+    assert evaluator.sweep is not None and evaluator.metric.name == "perplexity"
+    configs = [[2, 3] * 6, [2, 3, 4] * 4, [4] * 12]
+    plain = [perplexity(quantize_model(model, layers, c, x[:8], settings), x, y, batch_size=100) for c in configs]
+    assert evaluator.measure_many(configs) == plain
+    assert len(set(plain)) == 3  # the bits change the result
 
 
 class _InPlace(nn.Module):
