@@ -38,9 +38,14 @@ step() {
     vgg|shufflenet|squeezenet|mixer) zoo "$1" 8 ;;
     w345)  # the second, closer-to-deployment benches of two zoo models
       for short in vgg mixer; do bench "$short-fmnist" 3,4,5 600 "fmnist-$short-w345" --no-bn-recal; done ;;
-    *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345" >&2; exit 2 ;;
+    tinylm)  # the language model (AdamW steps, not epochs) on the shipped text, and its two perplexity benches
+      $ev train --model tinylm-kjv --steps 700 --device "$DEVICE" --out /tmp/evoproxy-train
+      cp /tmp/evoproxy-train/tinylm_kjv.pt "$OUT/assets/"
+      EVAL=32 bench tinylm-kjv 2,3,4 600 kjv-tinylm-g128-w234 --group-size 128 --jobs 2
+      EVAL=32 bench tinylm-kjv 2,3,4 600 kjv-tinylm-g32a-w234 --group-size 32 --asymmetric --jobs 2 ;;
+    *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm" >&2; exit 2 ;;
   esac
 }
-for s in "${@:-resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345}"; do
+for s in "${@:-resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm}"; do
   for one in $s; do step "$one"; done
 done

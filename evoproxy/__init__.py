@@ -12,12 +12,23 @@ from importlib import import_module
 from .version import __version__
 
 _API = {
-    "model": ["MODELS", "DataSettings", "LayerInfo", "calibration_batch", "layer_registry", "load_model", "open_data"],
+    "model": [
+        "METRICS",
+        "MODELS",
+        "DataSettings",
+        "LayerInfo",
+        "calibration_batch",
+        "layer_registry",
+        "load_model",
+        "open_data",
+    ],
     "quant": [
         "PtqEvaluator",
         "QatSettings",
         "QuantSettings",
+        "WeightFormat",
         "adaround_model",
+        "average_bits",
         "export_onnx",
         "lsq_model",
         "model_bops",

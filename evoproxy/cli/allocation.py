@@ -28,20 +28,26 @@ from .bits import (
     parse_act_bits,
     parse_bits,
     size_budget,
+    weight_format_args,
 )
 from .allocators import act_bits_note, add_method_args, allocators, method_list, methods_help, search_method
 
 
-def _parse_sizes(text: str) -> list[float]:
+def _parse_budgets(text: str, flag: str) -> list[float]:
+    """--sizes (MB) or --avg-bits (bits per weight): comma-separated budgets, ascending."""
     from ..allocation import MAX_SIZE_MB
+    from ..quant import SCALE_BITS
 
+    unit, bound, example = (
+        ("MB", MAX_SIZE_MB, "0.08,0.1") if flag == "--sizes" else ("bits", 32.0 + SCALE_BITS, "2.5,3")
+    )
     try:
-        sizes = sorted({float(x) for x in text.split(",")})
+        budgets = sorted({float(x) for x in text.split(",")})
     except ValueError:
-        raise EvoproxyError(f"--sizes takes comma-separated budgets in MB such as 0.08,0.1; got {text!r}") from None
-    for size in sizes:
-        check_budget(size, "--sizes", "MB each", MAX_SIZE_MB)
-    return sizes
+        raise EvoproxyError(f"{flag} takes comma-separated budgets in {unit} such as {example}; got {text!r}") from None
+    for budget in budgets:
+        check_budget(budget, flag, f"{unit} each", bound)
+    return budgets
 
 
 SOLVERS = "ilp (exact, size and BOPs), dp (exact, size only) or sample (the paper's random search)"
@@ -180,18 +186,23 @@ def cmd_allocate(args) -> None:
 
 def cmd_pareto(args) -> None:
     from ..allocation import act_bits_label, evaluate_points, plot_pareto, sweep
-    from ..quant import PtqEvaluator, QuantSettings
+    from ..quant import PtqEvaluator, QuantSettings, size_mb_at_average_bits
     from ..table import format_table
 
-    sizes = _parse_sizes(args.sizes)
+    if (args.sizes is None) == (args.avg_bits is None):
+        raise EvoproxyError("give the budgets as --sizes (MB) or as --avg-bits (bits per weight)")
+    budgets = _parse_budgets(*((args.sizes, "--sizes") if args.sizes else (args.avg_bits, "--avg-bits")))
     parse_bits(args.bits, "--bits")  # here, so that bad bits are refused before the statistics
-    act_choices = parse_act_bits(args.act_bits)
+    parse_act_bits(args.act_bits)
     if args.plot and not args.evaluate:
         raise EvoproxyError("--plot draws accuracy against size: add --evaluate ptq")
     output_file(args.plot, "--plot")
     proxies = resolve_proxies(args.proxies)
     source = data_source(args)
     model, name, stats, _ = model_stats(args, source=source, proxies=proxies)
+    act_choices = parse_act_bits(args.act_bits)  # the data's default, once the model and data are read
+    fmt, layers = stats.settings.weight_format, [layer.info for layer in stats.layers]
+    sizes = budgets if args.sizes else [size_mb_at_average_bits(layers, b, fmt=fmt) for b in budgets]
     problems = [(p.name, _proxy_problem(p, stats, args, sizes[0])) for p in proxies]
     points = sweep(problems, sizes, args.method)
     fp_accuracy = None
@@ -201,7 +212,7 @@ def cmd_pareto(args) -> None:
             model,
             problems[0][1].layers,
             len(source.evaluation(args.eval_size, most=EVAL_SIZE)[0]),
-            QuantSettings(act_choices[-1], not args.no_bn_recal),
+            QuantSettings(act_choices[-1], not args.no_bn_recal, **weight_format_args(args)),
             source,
             args.device,
         )
@@ -222,6 +233,7 @@ def cmd_pareto(args) -> None:
                 {
                     "model": name,
                     "sizes_mb": sizes,
+                    **({"avg_bits": budgets} if args.avg_bits else {}),
                     "method": args.method,
                     "evaluate": args.evaluate,
                     "eval_size": len(evaluator.images) if args.evaluate else None,
@@ -253,10 +265,12 @@ def cmd_pareto(args) -> None:
     if len(act_choices) > 1:
         columns[6:6], headers[6:6] = ["act"], ["A bits"]
     if args.evaluate:
-        columns, headers = columns + ["acc"], headers + ["top-1 (%)"]
+        metric = evaluator.metric
+        columns, headers = columns + ["acc"], headers + ["top-1 (%)" if metric.unit == "%" else metric.title]
         print(
-            f"{name}: PTQ accuracy on the first {len(evaluator.images)} test images of {args.data}, BatchNorm "
-            f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {fp_accuracy:.2f} %"
+            f"{name}: PTQ {metric.name} on the first {len(evaluator.images)} test "
+            f"{'windows' if source.is_text else 'images'} of {args.data}, BatchNorm "
+            f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {metric.format(fp_accuracy)}"
         )
     print(format_table(rows, columns, headers))
     if args.plot:
@@ -304,7 +318,8 @@ def register(sub) -> None:
         required=True,
         help="all, or comma-separated names, genome .json files, run directories or package.module:function",
     )
-    p.add_argument("--sizes", required=True, help="comma-separated size budgets in MB")
+    p.add_argument("--sizes", help="comma-separated size budgets in MB; or --avg-bits")
+    p.add_argument("--avg-bits", help="comma-separated budgets in bits per weight (scales included); or --sizes")
     _add_allocation_args(p)
     p.add_argument("--evaluate", choices=["ptq"], help="measure each configuration's accuracy by PTQ")
     p.add_argument(

@@ -106,3 +106,16 @@ def test_bad_language_model_input_is_one_line(text, capsys, argv, message):
     assert main(["bench", "build", *MODEL, *text, "--configs", "2", "--out", "b.jsonl", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_pareto_takes_average_bits_budgets_and_measures_perplexity(text, capsys):
+    argv = ["pareto", *MODEL, *text, *FAST, "--proxies", "mean-bits,fisher", "--avg-bits", "2.75,3.25"]
+    assert main([*argv, "--group-size", "32", "--evaluate", "ptq", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["avg_bits"] == [2.75, 3.25] and report["eval_size"] == 32
+    mixed = [p for p in report["points"] if p["kind"] == "mixed"]
+    assert len(mixed) == 4
+    for p in mixed:  # each allocation within its own budget, scales included
+        budget = 2.75 if p["budget_mb"] == report["sizes_mb"][0] else 3.25
+        assert budget - 0.5 < p["avg_bits"] <= budget
+    assert all(p["accuracy"] >= 1 for p in report["points"])  # perplexities
