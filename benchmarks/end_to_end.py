@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evoproxy.allocation import allocate, average_bits, build_problem, proxy_problem, uniform_points
+from evoproxy.allocation import allocate, build_problem, proxy_problem, uniform_points
 from evoproxy.allocators import ALLOCATORS
 from evoproxy.cli.args import add_data_args, data_source
 from evoproxy.cli.bits import parse_bits
@@ -46,6 +46,7 @@ from evoproxy.quant import (
     QatSettings,
     QuantSettings,
     adaround_model,
+    average_bits,
     lsq_model,
     model_bops,
     model_size_mb,

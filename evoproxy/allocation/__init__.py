@@ -8,11 +8,11 @@ configuration files.
     json.dumps(result.to_dict())
 """
 
-from ..quant import average_bits
 from .bitconfig import act_bits_label, allocation_record, load_bit_config, load_weight_format, plot_bits
 from .dp import solve_dp
 from .from_proxy import proxy_problem, proxy_values, scores_linearly
 from .ilp import solve_ilp
+from .layer_config import EXPORTERS
 from .pareto import ParetoPoint, evaluate_points, plot_pareto, sweep, uniform_points
 from .problem import MAX_BOPS, MAX_SIZE_MB, AllocationProblem, build_problem
 from .result import Allocation
@@ -20,6 +20,7 @@ from .sample import solve_sample
 from .solve import SOLVERS, allocate
 
 __all__ = [
+    "EXPORTERS",
     "MAX_BOPS",
     "MAX_SIZE_MB",
     "SOLVERS",
@@ -29,7 +30,6 @@ __all__ = [
     "act_bits_label",
     "allocate",
     "allocation_record",
-    "average_bits",
     "build_problem",
     "evaluate_points",
     "load_bit_config",

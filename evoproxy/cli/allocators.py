@@ -188,9 +188,9 @@ def search_method(args) -> None:
     """Run --method (an allocator of the registry) under the budget flags and write its bits file."""
     import numpy as np
 
-    from ..allocation import act_bits_label, average_bits, build_problem, plot_bits
+    from ..allocation import act_bits_label, build_problem, plot_bits
     from ..model import check_device
-    from ..quant import WeightFormat
+    from ..quant import WeightFormat, average_bits
     from ..table import format_table
 
     check_budgets(args)

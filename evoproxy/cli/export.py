@@ -1,5 +1,6 @@
 """`evoproxy export`: a quantized model (round-to-nearest PTQ, or QAT from its checkpoint) as an ONNX
-file with QuantizeLinear/DequantizeLinear pairs, checked in onnxruntime."""
+file with QuantizeLinear/DequantizeLinear pairs, checked in onnxruntime; `evoproxy layer-config`:
+a bits file as the per-layer configuration of the tools that quantize language models."""
 
 from __future__ import annotations
 
@@ -57,8 +58,33 @@ def cmd_export(args) -> None:
         )
 
 
+def cmd_layer_config(args) -> None:
+    import json
+    from pathlib import Path
+
+    from ..allocation import EXPORTERS, load_bit_config, load_weight_format
+
+    try:
+        data = json.loads(Path(args.bits_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        load_bit_config(args.bits_file, [])  # raises, with the words for what is wrong with the file
+        raise
+    rows = data.get("layers") if isinstance(data, dict) else None
+    names = [row.get("name") for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+    if not names or not all(isinstance(n, str) for n in names):
+        raise EvoproxyError(f"{args.bits_file} names no layers: give a bits file that `evoproxy allocate` wrote")
+    bits, _ = load_bit_config(args.bits_file, names)
+    text = EXPORTERS[args.to](names, bits, load_weight_format(args.bits_file))
+    if args.out:
+        output_file(args.out, "--out")
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}: {args.to} configuration of {len(names)} layers")
+    else:
+        print(text, end="")
+
+
 def register(sub) -> None:
-    """Add the export command to the `evoproxy` subcommands `sub`."""
+    """Add the export and layer-config commands to the `evoproxy` subcommands `sub`."""
     p = sub.add_parser(
         "export",
         help="write the quantized model as ONNX with QuantizeLinear/DequantizeLinear pairs",
@@ -90,3 +116,16 @@ def register(sub) -> None:
         help="do not re-estimate BatchNorm statistics after weight quantization (as quantize's flag)",
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "layer-config",
+        help="a bits file as the per-layer configuration of AutoRound, llama.cpp or a per-module JSON",
+        description="Turn a bit configuration that `evoproxy allocate` wrote into the per-layer configuration "
+        "of another tool: autoround (AutoRound's layer_config JSON, with the file's group size and "
+        "symmetry), llama-cpp (llama-quantize --tensor-type arguments for Llama-style module names, each "
+        "layer's bits as the k-quant of that width) or modules (a plain per-module JSON).",
+    )
+    p.add_argument("--bits-file", required=True, help="JSON bit configuration (as `evoproxy allocate` writes)")
+    p.add_argument("--to", required=True, choices=["autoround", "llama-cpp", "modules"], help="the tool's format")
+    p.add_argument("--out", help="file to write (default: print)")
+    p.set_defaults(func=cmd_layer_config)
