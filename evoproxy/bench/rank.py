@@ -28,7 +28,8 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
     name = h["model"]
     if name not in MODELS and ":" not in name:
         raise EvoproxyError(
-            f"benchmark {bench.name} names model {name!r}, which is neither in the registry nor package.module:function"
+            f"benchmark {bench.name} names model {name!r}, which is neither in the registry, package.module:function "
+            "nor hf:PATH"
         )
     given, weights = weights, weights or h.get("weights")
     if weights and not Path(weights).is_file():

@@ -73,7 +73,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="default",
-        help="registry name (default, resnet20-fmnist) or package.module:function returning an nn.Module",
+        help="registry name (default, resnet20-fmnist, tinylm-kjv), package.module:function returning an "
+        "nn.Module, or hf:PATH, a local transformers causal-LM folder",
     )
     p.add_argument("--weights", help="state_dict file to load into the model (overrides a registry model's checkpoint)")
     p.add_argument("--output", help="for a model that returns a tuple or dict: the index or key of its logits")
@@ -250,6 +251,8 @@ def model_stats(
     source = source or data_source(args)
     model, name = load_model(args.model, args.weights, args.output)
     data_defaults(args, source, model)
+    if source.is_text:  # token ids beyond the vocabulary would fail inside the embedding, before any wording
+        source.check_classes(model)
     if args.batch_size is None:
         args.batch_size = TEXT_STATS_BATCH if source.is_text else STATS_BATCH
     images, labels = source.calibration(args.batch_size)

@@ -1,12 +1,14 @@
 """The registry of named models (the shipped nets with their checkpoints), and loading a user's
-model given as `package.module:function` plus a state_dict file."""
+model given as `package.module:function` plus a state_dict file, or as `hf:PATH`, a Hugging Face
+`transformers` causal language model saved in a local folder (nothing is downloaded)."""
 
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -89,9 +91,16 @@ MODELS: dict[str, ModelSpec] = {
 ALIASES = {"default": "resnet20-fmnist"}
 
 
+HF_PREFIX = "hf:"
+
+
 def default_data(ref: str) -> str:
-    """The data spec a model is measured on unless told otherwise: a registry model's own data, else
-    the shipped Fashion-MNIST."""
+    """The data spec a model is measured on unless told otherwise: a registry model's own data; for a
+    `hf:` model the shipped text as bytes (ids 10 to 122, within any vocabulary of 123 or more): a smoke
+    test only, since its tokenizer is not the model's: pass the model's own tokens, `--data FILE.npz`;
+    else the shipped Fashion-MNIST."""
+    if ref.startswith(HF_PREFIX):
+        return "kjv"
     spec = MODELS.get(ALIASES.get(ref, ref))
     return spec.data if spec else "fmnist"
 
@@ -126,14 +135,82 @@ def _load_state_dict(model: nn.Module, path: str | Path) -> None:
         raise EvoproxyError(f"weights file {path} does not fit the model: {first}") from None
 
 
+@contextmanager
+def _worded(what: str) -> Iterator[None]:
+    """Runs a `transformers` call, whose exceptions (of many types) become one-line EvoproxyErrors
+    that start with `what`; its progress bars stay off, since they would break one-line messages."""
+    from transformers.utils import logging
+
+    progress = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise EvoproxyError(f"{what} ({type(exc).__name__}: {lines[0] if lines else ''})") from None
+    finally:
+        if progress:
+            logging.enable_progress_bar()
+
+
+def _load_hf(path_text: str) -> tuple[nn.Module, str]:
+    """The `transformers` causal language model saved (`save_pretrained`) in the folder `path_text`, in
+    float32 with its logits selected, and its canonical name. Eager attention: the statistics take second
+    derivatives through attention, which the fused (SDPA) kernels lack on the CPU; no key/value cache, which
+    a forward pass would otherwise return and hold."""
+    ref = HF_PREFIX + path_text
+    try:
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+    except ImportError:
+        raise EvoproxyError(f"{ref} needs the transformers library: pip install 'evoproxy[hf]'") from None
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_dir():
+        raise EvoproxyError(
+            f"{ref}: {path} is not a folder: give a local folder saved with save_pretrained (nothing is downloaded)"
+        )
+    if not (path / "config.json").is_file():
+        raise EvoproxyError(f"{ref}: {path} holds no config.json: give a folder saved with save_pretrained")
+    version = f"transformers {transformers.__version__}"
+    with _worded(f"{ref}: cannot read its config.json with {version}"):
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise EvoproxyError(
+            f"{ref}: its config ({type(config).__name__}) is not that of a causal language model (AutoModelForCausalLM)"
+        )
+    config.use_cache = False
+    with _worded(f"{ref}: cannot load the model with {version}"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, config=config, local_files_only=True, attn_implementation="eager"
+        )
+    # transformers.pytorch_utils.Conv1D (GPT-2 and its kin) holds its weight transposed: (in, out).
+    conv1d = [
+        n for n, m in model.named_modules() if type(m).__name__ == "Conv1D" and "transformers" in type(m).__module__
+    ]
+    if conv1d:
+        raise EvoproxyError(
+            f"{HF_PREFIX}{path_text}: GPT-2-style Conv1D projections ({conv1d[0]}, ...) are not supported yet; "
+            "Llama-, Qwen- or Mistral-style models (nn.Linear projections) are"
+        )
+    return select_output(model.float(), "logits"), HF_PREFIX + str(path)
+
+
 def load_model(ref: str, weights: str | Path | None = None, output: str | None = None) -> tuple[nn.Module, str]:
     """The model named `ref`, in eval mode, and its canonical name.
 
-    `ref` is a registry name (see MODELS, ALIASES) or `package.module:function`, a function
-    that returns an nn.Module. `weights` (a state_dict file) overrides the shipped checkpoint
-    of a registry model and is what a user's model is loaded with, if given. `output` selects
-    the logits of a model that returns a tuple (an index) or a dict (a key)."""
+    `ref` is a registry name (see MODELS, ALIASES), `package.module:function`, a function
+    that returns an nn.Module, or `hf:PATH`, a local folder of a `transformers` causal language
+    model (which holds its weights, and whose logits are selected). `weights` (a state_dict file)
+    overrides the shipped checkpoint of a registry model and is what a user's model is loaded with,
+    if given. `output` selects the logits of a model that returns a tuple (an index) or a dict (a key)."""
     name = ALIASES.get(ref, ref)
+    if ref.startswith(HF_PREFIX):
+        if weights is not None:
+            raise EvoproxyError(f"{ref} takes no weights file: the folder holds its weights")
+        if output not in (None, "logits"):
+            raise EvoproxyError(f"{ref} takes no output other than logits, which are selected")
+        model, name = _load_hf(ref[len(HF_PREFIX) :])
+        return model.eval(), name
     if name in MODELS:
         spec = MODELS[name]
         model = spec.build()

@@ -50,10 +50,7 @@ def weight_count(layer: LayerInfo) -> int:
 
 def row_length(layer: LayerInfo) -> int:
     """Elements of one output row of the layer's weight (out, in, *kernel): in × kernel."""
-    n = 1
-    for d in layer.weight_shape[1:]:
-        n *= d
-    return n
+    return weight_count(layer) // layer.weight_shape[0]
 
 
 @dataclass(frozen=True)
