@@ -155,7 +155,7 @@ def register(sub) -> None:
         choices=["paper", "strong", "zoo"],  # evolve.PRESETS, named here so that --help imports no engine
         default="zoo",
         help="zoo (default): a proxy that transfers to models the search never saw, bit-aware space, "
-        "fitness on the whole search split of the main bench of every shipped model, 2 islands of "
+        "fitness on the whole search split of the main bench of every shipped classifier, 2 islands of "
         "|P| 20, N 500, started from HAWQ-V2; paper: the EMQ paper's "
         "settings, one bench, |P| 20, N 1000, fitness on 50 configurations; strong: paper's bench "
         "with fitness on the whole search split, 4 islands of |P| 50, N 2000, started from Fisher "
@@ -168,7 +168,7 @@ def register(sub) -> None:
         "--bench",
         metavar="B[,B...]",
         help="shipped bench names or bench files, comma-separated; 'zoo': the main bench of every "
-        "shipped model (zoo preset: zoo; paper, strong: fmnist-resnet20-w234). With several, each "
+        "shipped classifier (zoo preset: zoo; paper, strong: fmnist-resnet20-w234). With several, each "
         "candidate is judged on every one, on its own model's statistics",
     )
     g.add_argument(

@@ -106,7 +106,7 @@ class EvolutionSettings:
     @classmethod
     def preset(cls, name: str, **overrides) -> EvolutionSettings:
         """The settings of preset `name` (see PRESETS), with `overrides` in place of its values
-        and of the defaults. `benches` may name "zoo" (the main bench of every shipped model);
+        and of the defaults. `benches` may name "zoo" (the main bench of every shipped classifier);
         `init` takes proxy references (fisher, hawq-v2, a genome file, a run folder: see
         `evoproxy.proxy.get_genome`) or Genomes."""
         if name not in PRESETS:
@@ -152,7 +152,7 @@ def expand_benches(names: Sequence[str]) -> tuple[str, ...]:
 
 
 # Values of the named presets, the rest taken from EvolutionSettings' defaults. "zoo" searches for
-# a proxy that transfers: bit-aware space, fitness on the main bench of every shipped model at once
+# a proxy that transfers: bit-aware space, fitness on the main bench of every shipped classifier at once
 # (the setting of benchmarks/transfer.py, which proves it on the model left out). "paper" is the EMQ
 # paper's single-bench setting (EvolutionSettings' defaults); "strong" is the setting of the
 # study (docs/results.md) that beats every handcrafted proxy on the default bench's held-out split.

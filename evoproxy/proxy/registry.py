@@ -17,7 +17,7 @@ from .genome import Genome
 from .handcrafted import GENOME_FORMS, HANDCRAFTED, genome_form
 
 # Evolved proxies shipped as genome files, evoproxy/assets/NAME.json. evoproxy-zoo is the result of
-# `evoproxy evolve` (the zoo preset, seed 0) on the main bench of every shipped model.
+# `evoproxy evolve` (the zoo preset, seed 0) on the main bench of every shipped classifier.
 SHIPPED = ("evoproxy-zoo",)
 
 
