@@ -86,8 +86,8 @@ def full_report(
     """The report text and its data: the best proxy beside the handcrafted proxy with the highest
     mean ρ over all configurations and the mean-bit-width baseline, on the held-out split of each
     bench the run searched on (the first in detail, as EMQ's Table 1) and on every configuration
-    of the `transfer` benches (default: the main bench of every shipped model of the same task that the run never saw), and
-    its simplification (see `simplified_report`, `tolerance`). Writes report.txt, report.json,
+    of the `transfer` benches (default: the main bench of every shipped model of the same task that
+    the run never saw), and its simplification (see `simplified_report`, `tolerance`). Writes report.txt, report.json,
     fitness.png and, where the simplification is shorter, simplified.json into the run directory."""
     run_dir = Path(run_dir)
     summary = run_summary(run_dir)
