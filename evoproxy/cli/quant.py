@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import EvoproxyError
-from .args import TEXT_EVAL_SIZE, add_data_args, add_model_args, data_source, load_user_model
+from .args import TEXT_EVAL_SIZE, add_data_args, add_model_args, data_source, load_user_model, output_folder
 from .bits import add_weight_format_args, weight_format_args
 
 METHOD_FLAGS = {
@@ -55,6 +55,7 @@ def cmd_quantize(args) -> None:
         lsq_model,
         model_bops,
         model_size_mb,
+        quantize_model,
         train_qat,
     )
     from ..table import format_table
@@ -63,6 +64,8 @@ def cmd_quantize(args) -> None:
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
+    if args.save_pretrained:  # before anything slow
+        _check_save_pretrained(args, model, act_bits)
     # Before anything slow: the default data ships no train split.
     train = source.training() if args.method == "qat" else None
     if args.group_size is None and not args.asymmetric:  # the format the bits were allocated for
@@ -148,12 +151,30 @@ def cmd_quantize(args) -> None:
             ["model", "top-1 (%)" if metric.unit == "%" else metric.title, "size (MB)", "GBOPs", "avg W bits"],
         )
     )
+    if args.save_pretrained:
+        # The fake-quantized weights in the model's own format, for the user's evaluation harness.
+        quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings).save_pretrained(
+            args.save_pretrained
+        )
+        print(f"wrote {args.save_pretrained}: the fake-quantized model, as save_pretrained writes it")
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""
     change_text = (
         f"accuracy change {change[0]:+.2f} points" if metric.unit == "%" else f"{metric.title} change {change[0]:+.3f}"
     )
     print(f"{change_text}{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
+
+
+def _check_save_pretrained(args, model, act_bits) -> None:
+    """Refuse, in one line, a --save-pretrained that cannot be written as asked."""
+    if not hasattr(model, "save_pretrained"):
+        raise EvoproxyError("--save-pretrained writes a transformers model: give --model hf:PATH")
+    if args.method != "rtn" or any(a < 32 for a in act_bits):
+        raise EvoproxyError(
+            "--save-pretrained writes fake-quantized weights only: use --method rtn and a bits file with "
+            "act_bits 32 (weights only)"
+        )
+    output_folder(args.save_pretrained, "--save-pretrained")
 
 
 def register(sub) -> None:
@@ -183,6 +204,12 @@ def register(sub) -> None:
         "--no-bn-recal", action="store_true", help="do not re-estimate BatchNorm statistics after weight quantization"
     )
     add_weight_format_args(p, "the bits file's, else channel")
+    p.add_argument(
+        "--save-pretrained",
+        metavar="DIR",
+        help="hf:PATH models: write the fake-quantized model (round-to-nearest weights) to DIR with "
+        "save_pretrained, to score it in your own evaluation harness",
+    )
     p.add_argument(
         "--method",
         choices=("rtn", "adaround", "qat"),

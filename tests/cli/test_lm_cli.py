@@ -119,3 +119,12 @@ def test_pareto_takes_average_bits_budgets_and_measures_perplexity(text, capsys)
         budget = 2.75 if p["budget_mb"] == report["sizes_mb"][0] else 3.25
         assert budget - 0.5 < p["avg_bits"] <= budget
     assert all(p["accuracy"] >= 1 for p in report["points"])  # perplexities
+
+
+def test_save_pretrained_needs_a_transformers_model(text, capsys):
+    argv = ["allocate", *MODEL, *text, *FAST, "--proxy", "mean-bits", "--avg-bits", "3", "--out", "a.json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["quantize", *MODEL, *text, "--bits-file", "a.json", "--save-pretrained", "q"]) == 2
+    err = capsys.readouterr().err
+    assert "--save-pretrained writes a transformers model" in err and err.count("\n") == 1

@@ -17,6 +17,7 @@ from evoproxy.cli import main  # noqa: E402
 from evoproxy.errors import EvoproxyError, EvoproxyWarning  # noqa: E402
 from evoproxy.model import default_data, layer_registry, load_model  # noqa: E402
 from evoproxy.model.text import corpus_bytes  # noqa: E402
+from evoproxy.quant import WeightFormat, quantize_weight  # noqa: E402
 
 FAST = ["--batch-size", "2", "--hutchinson-samples", "2", "--power-iters", "2"]
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
@@ -99,8 +100,16 @@ def test_stats_bench_allocate_quantize_and_rank_run_on_a_saved_llama(llama, text
     assert main([*argv, "--out", "alloc.json"]) == 0
     alloc = json.loads(open("alloc.json").read())
     assert len(alloc["bits"]) == len(LAYERS) and alloc["group_size"] == 16 and 2.5 < alloc["avg_bits"] <= 3
-    assert main(["quantize", *model, *text, "--bits-file", "alloc.json"]) == 0
+    assert main(["quantize", *model, *text, "--bits-file", "alloc.json", "--save-pretrained", "q"]) == 0
     assert "perplexity change" in capsys.readouterr().out
+    # The saved model holds the fake-quantized weights: each layer's, at its bits in groups of 16.
+    original, _ = load_model("hf:" + llama)
+    saved, _ = load_model("hf:q")
+    fmt = WeightFormat(16)
+    for name, b in zip(LAYERS, alloc["bits"]):
+        weight = original.get_submodule(name).weight
+        assert torch.equal(saved.get_submodule(name).weight, quantize_weight(weight, b, fmt))
+    assert torch.equal(saved.lm_head.weight, original.lm_head.weight)  # the head stays in float
     # The bench records the hf: model, which rank reloads to take its statistics.
     argv = ["rank", "--bench", "b.jsonl", "--split", "all", "--samples", "0", "--repeats", "1"]
     assert main([*argv, "--proxies", "fisher,mean-bits"]) == 0
