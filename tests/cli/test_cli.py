@@ -114,3 +114,11 @@ def test_every_flag_of_the_flags_table_is_a_flag_of_a_command():
 
     collect(build_parser())
     assert set(FLAGS.values()) <= options, set(FLAGS.values()) - options
+
+
+def test_the_help_names_the_statistics_stages_own_batch_defaults():
+    from evoproxy import stats
+    from evoproxy.cli import args
+
+    # The help is built without importing the stage, so it holds copies that must stay the stage's.
+    assert (args.STATS_BATCH, args.TEXT_STATS_BATCH) == (stats.STATS_BATCH, stats.TEXT_STATS_BATCH)
