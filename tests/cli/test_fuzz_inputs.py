@@ -693,3 +693,53 @@ def test_names_from_files_reach_the_terminal_escaped(where, tmp_path, capsys):
     assert not any(c in out + err for c in "\x1b\x07"), (out, err)
     assert "\\x1b[2J" in out + err, (out, err)
     assert len([line for line in err.splitlines() if not line.startswith("evoproxy: warning:")]) <= 1, err
+
+
+# -- token data and the language-model flags (issue 25: language models) ----------------------------
+
+TOKEN_DTYPES = ["int64", "int32", "uint16", "uint8", "float32", "bool"]
+
+
+def test_token_data_and_group_sizes_are_measured_or_refused_in_one_line(tmp_path, capsys):
+    """An .npz of tokens of any dtype, shape and range, any --seq-len and --group-size, through a
+    bench build of the tiny language model (vocabulary 256, layer inputs 32 and 64 wide)."""
+    import numpy as np
+
+    made = Counter()
+
+    @settings(FUZZ, max_examples=30)
+    @given(
+        st.sampled_from(TOKEN_DTYPES),
+        st.sampled_from(["stream", "windows", "empty", "3-d"]),
+        st.integers(0, 6000),
+        st.integers(-3, 300),
+        st.sampled_from(["4", "16", "32", "0", "-2", "33000"]),
+        st.sampled_from(["channel", "16", "32", "48", "0", "-1", "x"]),
+    )
+    def check(dtype, shape, n, high, seq_len, group):
+        made["n"] += 1
+        rng = np.random.default_rng(n)
+        values = rng.integers(min(0, high), max(high, 1), size=n)
+        tokens = {
+            "stream": values,
+            "windows": values[: n // 10 * 10].reshape(-1, 10),
+            "empty": values[:0],
+            "3-d": values[: n // 4 * 4].reshape(-1, 2, 2),
+        }[shape]
+        path = tmp_path / f"t{made['n']}.npz"
+        np.savez(path, tokens=tokens.astype(dtype))
+        argv = ["bench", "build", "--model", "user_models:tiny_lm", "--data", str(path), "--seq-len", seq_len]
+        out = str(tmp_path / f"b{made['n']}.jsonl")
+        result = _outcome([*argv, "--group-size", group, "--configs", "2", "--out", out], capsys)
+        wrong = (
+            dtype in ("float32", "bool")
+            or shape in ("empty", "3-d")
+            or high > 255  # beyond the model's vocabulary
+            or min(0, high) < 0 <= n - 1  # negative ids drawn
+            or group in ("0", "-1", "x", "48")
+            or int(seq_len) < 1
+        )
+        if wrong and n > 0:
+            _must_refuse(result, (dtype, shape, n, high, seq_len, group))
+
+    check()
