@@ -302,7 +302,8 @@ def register(sub) -> None:
     """Add the allocate and pareto commands to the `evoproxy` subcommands `sub`."""
     p = sub.add_parser(
         "allocate",
-        help="per-layer bit-widths under a size (and BOPs) budget, by a proxy or by a method from the papers",
+        help="per-layer bit-widths under a size or average-bits (and BOPs) budget, by a proxy or by a method "
+        "from the papers",
     )
     p.defer(_allocate_args)
 

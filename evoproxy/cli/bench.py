@@ -124,7 +124,7 @@ def register(sub) -> None:
     """Add the bench and rank commands to the `evoproxy` subcommands `sub`."""
     bench = sub.add_parser(
         "bench",
-        help="build or inspect benchmarks of bit configurations with measured accuracy",
+        help="build or inspect benchmarks of bit configurations with measured accuracy or perplexity",
         description="Benchmarks (MQ-Bench style) hold bit configurations of one model and their "
         "measured post-training-quantization accuracy.",
     )
