@@ -46,6 +46,8 @@ def _method_settings(args):
 
 
 def cmd_quantize(args) -> None:
+    from torch import nn
+
     from ..allocation import act_bits_label, load_bit_config, load_weight_format
     from ..quant import (
         PtqEvaluator,
@@ -97,10 +99,11 @@ def cmd_quantize(args) -> None:
         },
         {"model": f"{'RTN PTQ' if method else 'quantized'}, {act_label}", "acc": evaluator.measure(bits), **quantized},
     ]
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     print(
         f"{name} with {args.bits_file}: test {metric.name} on {len(evaluator.images)} "
-        f"{'windows' if source.is_text else 'images'} of {args.data}; "
-        f"{settings.weight_quantizer} weights, BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}"
+        f"{'windows' if source.is_text else 'images'} of {args.data}; {settings.weight_quantizer} weights"
+        + (f", BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}" if batchnorm else "")
     )
 
     def log(msg: str) -> None:
