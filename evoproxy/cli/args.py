@@ -241,11 +241,12 @@ def model_stats(
     """The model of the model flags, its canonical name, its statistics on the first --batch-size
     calibration images of the data flags (or of `source`) with `settings` or else those of the
     stats flags, and whether they came from the cache (else they are computed, with progress on
-    stderr). Given the `proxies` they are for, the Hessian is computed only if one reads it."""
+    stderr). Given the `proxies` they are for, the Hessian and the output perturbations are computed
+    only if one reads them."""
     from dataclasses import replace
 
     from ..model import load_model
-    from ..proxy import needs_hessian
+    from ..proxy import needs_hessian, needs_perturbations
     from ..stats import load_or_compute_stats
 
     source = source or data_source(args)
@@ -258,7 +259,11 @@ def model_stats(
     images, labels = source.calibration(args.batch_size)
     settings = settings or stats_settings(args)
     if proxies is not None:
-        settings = replace(settings, hessian=any(needs_hessian(p) for p in proxies))
+        settings = replace(
+            settings,
+            hessian=any(needs_hessian(p) for p in proxies),
+            perturbations=any(needs_perturbations(p) for p in proxies),
+        )
     log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
     stats, hit = load_or_compute_stats(
         model, images, labels, name, settings, args.cache_dir, use_cache, log, args.device

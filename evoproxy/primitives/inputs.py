@@ -1,6 +1,7 @@
 """The inputs of a proxy: per-layer statistics (evoproxy.stats.LayerStats) and element-wise
-products of them. Each input is read as a float64 tensor of the layer; a per-bit input (Q) as
-one such tensor per bit-width, and a proxy that reads it scores a configuration by the sum of
+products of them. Each input is read as a float64 tensor of the layer; a per-bit input (Q, and
+the measured output perturbations MSE, KL, TAYLOR, one value per calibration sample) as one such
+tensor per bit-width, and a proxy that reads it scores a configuration by the sum of
 its per-layer values at each layer's bit-width.
 
 G×A, which the paper also lists, is not offered: the gradient is weight-shaped and the
@@ -60,6 +61,33 @@ INPUTS: dict[str, Input] = {
             "(Q_b(θ)−θ)²",
             r"\left(Q_b(\theta)-\theta\right)^2",
             "squared weight quantization error at the layer's bit-width b (the perturbation of HAWQ-V2)",
+            per_bit=True,
+        ),
+        Input(
+            "MSE",
+            ("MSE",),
+            "mse_b(y)",
+            r"\operatorname{mse}_b(y)",
+            "per calibration sample, the normalised mean squared change of the model's outputs when the layer "
+            "alone is quantized to b bits (Sony MCT's distance)",
+            per_bit=True,
+        ),
+        Input(
+            "KL",
+            ("KL",),
+            "KL_b(p)",
+            r"\operatorname{KL}_b(p)",
+            "per calibration sample, the KL divergence of the model's softmax outputs when the layer alone is "
+            "quantized to b bits (ZeroQ's sensitivity)",
+            per_bit=True,
+        ),
+        Input(
+            "TAYLOR",
+            ("TAYLOR",),
+            "(∂L/∂y·Δ_b y)²",
+            r"\left(\frac{\partial \mathcal{L}}{\partial y} \Delta_b y\right)^2",
+            "per calibration sample, Σ (∂L/∂y · (y_q − y))² over the layer's output y, its weights at b bits "
+            "(NVIDIA ModelOpt's score)",
             per_bit=True,
         ),
     )

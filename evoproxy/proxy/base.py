@@ -75,13 +75,20 @@ def needs_hessian(proxy) -> bool:
     return getattr(proxy, "needs_hessian", True)
 
 
+def needs_perturbations(proxy) -> bool:
+    """Whether `proxy` reads the measured output perturbations (a forward pass per layer and
+    bit-width). A proxy that does not say is assumed to."""
+    return getattr(proxy, "needs_perturbations", True)
+
+
 class FunctionProxy:
     """A proxy from a function `fn(stats) -> per-layer sensitivities` (any sequence of L numbers
-    or a tensor), scored Σ_l b_l·s_l. `needs_hessian`: whether `fn` reads Hessian statistics
-    (a user's function is assumed to)."""
+    or a tensor), scored Σ_l b_l·s_l. `needs_hessian`, `needs_perturbations`: whether `fn` reads
+    Hessian statistics, the measured output perturbations (a user's function is assumed to)."""
 
-    def __init__(self, fn: Callable, name: str, needs_hessian: bool = True):
-        self.fn, self.name, self.needs_hessian = fn, name, needs_hessian
+    def __init__(self, fn: Callable, name: str, needs_hessian: bool = True, needs_perturbations: bool = True):
+        self.fn, self.name = fn, name
+        self.needs_hessian, self.needs_perturbations = needs_hessian, needs_perturbations
         self.__doc__ = fn.__doc__
 
     def sensitivities(self, stats) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from .. import primitives
 from ..errors import EvoproxyError
 from ..params import OneOf, check_parameters
+from ..stats import PERTURBATIONS
 from .base import as_bits, bit_score
 from .canonical_hash import canonical_hash
 from .export import to_latex, to_python, to_sympy
@@ -110,12 +111,23 @@ class Genome:
         """Node names (inputs and primitives) by canonical node id."""
         return list(self._names)
 
+    def _reads(self, fields) -> bool:
+        """Whether an input of the genome has one of the statistics `fields` among its factors."""
+        return any(
+            set(fields) & set(primitives.FACTORS[self._names[n]])
+            for n in self.graph
+            if self.graph.nodes[n]["role"] == INPUT
+        )
+
     @property
     def needs_hessian(self) -> bool:
         """Whether the genome reads the Hessian diagonal (an input with H among its factors)."""
-        return any(
-            "H" in primitives.FACTORS[self._names[n]] for n in self.graph if self.graph.nodes[n]["role"] == INPUT
-        )
+        return self._reads(("H",))
+
+    @property
+    def needs_perturbations(self) -> bool:
+        """Whether the genome reads a measured output perturbation (MSE, KL, TAYLOR)."""
+        return self._reads(PERTURBATIONS)
 
     @cached_property
     def _hash(self) -> str:

@@ -16,6 +16,7 @@ from ..quant import weight_quantization_error
 from .base import FunctionProxy, as_bits
 from .genome import Genome
 from .inputs import prepare_inputs
+from .tools import TOOLS, position, tool_proxy
 
 
 def _per_layer(stats, fn) -> torch.Tensor:
@@ -58,6 +59,7 @@ class HawqV2:
 
     name = "hawq-v2"
     needs_hessian = True
+    needs_perturbations = False
 
     def sensitivities(self, stats) -> torch.Tensor:
         return hawq_v2_sensitivities(stats)
@@ -182,16 +184,22 @@ def genome_form(name: str) -> Genome:
     return Genome.from_expression(expression, space=space, name=name)
 
 
+def _reads_no_hessian(fn, name: str) -> FunctionProxy:
+    return FunctionProxy(fn, name, needs_hessian=False, needs_perturbations=False)
+
+
 HANDCRAFTED = {
-    "bparams": lambda: FunctionProxy(bparams, "bparams", needs_hessian=False),
-    "hawq": lambda: FunctionProxy(hawq, "hawq"),
+    "bparams": lambda: _reads_no_hessian(bparams, "bparams"),
+    "hawq": lambda: FunctionProxy(hawq, "hawq", needs_perturbations=False),
     "hawq-v2": HawqV2,
-    "ompq": lambda: FunctionProxy(ompq, "ompq", needs_hessian=False),
-    "qe": lambda: FunctionProxy(qe, "qe", needs_hessian=False),
-    "snip": lambda: FunctionProxy(snip, "snip", needs_hessian=False),
-    "synflow": lambda: FunctionProxy(synflow, "synflow", needs_hessian=False),
-    "fisher": lambda: FunctionProxy(fisher, "fisher", needs_hessian=False),
-    "plain": lambda: FunctionProxy(plain, "plain", needs_hessian=False),
-    "mean-bits": lambda: FunctionProxy(mean_bits, "mean-bits", needs_hessian=False),
+    "ompq": lambda: _reads_no_hessian(ompq, "ompq"),
+    "qe": lambda: _reads_no_hessian(qe, "qe"),
+    "snip": lambda: _reads_no_hessian(snip, "snip"),
+    "synflow": lambda: _reads_no_hessian(synflow, "synflow"),
+    "fisher": lambda: _reads_no_hessian(fisher, "fisher"),
+    "plain": lambda: _reads_no_hessian(plain, "plain"),
+    "mean-bits": lambda: _reads_no_hessian(mean_bits, "mean-bits"),
     "emq-paper": emq_paper,
+    **{name: lambda name=name: tool_proxy(name) for name in TOOLS},
+    "position": lambda: _reads_no_hessian(position, "position"),
 }

@@ -1,27 +1,31 @@
 """The statistics stage. Takes a model and a calibration batch; gives ModelStats, per layer the
 tensors W, G, A, H, V with the Hessian trace and top eigenvalue, and the weight quantization
-error Q per bit-width (what every proxy reads), computed once per (model, batch, settings) and
+error Q and the measured output perturbations per bit-width (what every proxy reads), computed once per (model, batch, settings) and
 cached on disk."""
 
 from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
 from .compute import QBITS, compute_stats, quantization_errors
 from .hessian import hutchinson, top_eigenvalue
 from .model_stats import STATS_BATCH, TENSOR_FIELDS, TEXT_STATS_BATCH, LayerStats, ModelStats, StatsSettings
+from .perturbation import PERTURBATIONS, output_perturbations
 from .synflow import synflow_gradients
 
 __all__ = [
+    "PERTURBATIONS",
     "QBITS",
     "STATS_BATCH",
     "TENSOR_FIELDS",
     "TEXT_STATS_BATCH",
     "LayerStats",
     "ModelStats",
+    "PERTURBATIONS",
     "StatsSettings",
     "cache_dir",
     "compute_stats",
     "hutchinson",
     "load_or_compute_stats",
     "load_stats_file",
+    "output_perturbations",
     "quantization_errors",
     "stats_cache_path",
     "synflow_gradients",

@@ -106,14 +106,17 @@ def load_or_compute_stats(
 ) -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present and matching the sha256 recorded beside
     it, else computed and stored there with their checksum. Returns them and whether they came
-    from the cache. A cache hit gives identical tensors. Statistics without the Hessian are also
-    served by a cached entry that has it (the Hessian terms are then simply there)."""
+    from the cache. A cache hit gives identical tensors. Statistics without the Hessian or the
+    output perturbations are also served by a cached entry that has them (they are then simply there)."""
     check_batch(images, labels)
     path = stats_cache_path(model, images, labels, settings, cache)
     if use_cache:
-        for candidate in dict.fromkeys(
-            [stats_cache_path(model, images, labels, replace(settings, hessian=True), cache), path]
-        ):
+        fuller = [
+            replace(settings, hessian=h, perturbations=p)
+            for h in dict.fromkeys((True, settings.hessian))
+            for p in dict.fromkeys((True, settings.perturbations))
+        ]
+        for candidate in dict.fromkeys(stats_cache_path(model, images, labels, s, cache) for s in fuller):
             if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
                 return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)

@@ -13,6 +13,8 @@ settings) and cached on disk (cache.py):
 - Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer (per
      channel, or per group: `settings.weight_format`), for every bit-width b of QBITS (the input of
      bit-aware proxies, such as HAWQ-V2's perturbation);
+- MSE, KL, TAYLOR  the measured output perturbations of quantizing the layer alone to each b of
+     QBITS, per calibration sample (perturbation.py: the scores of MCT, AIMET, ZeroQ and ModelOpt);
 - metadata from the layer registry (numel, params, MACs, kind, depth index).
 """
 
@@ -32,6 +34,7 @@ from ..model import check_device, layer_registry, next_token_loss, quantizable_m
 from ..quant import WeightFormat, weight_quantization_error
 from .hessian import hutchinson, top_eigenvalue
 from .model_stats import LayerStats, ModelStats, StatsSettings
+from .perturbation import PERTURBATIONS, output_perturbations
 from .synflow import synflow_gradients
 
 QBITS = (2, 3, 4, 5, 6, 7, 8)  # the weight bit-widths whose quantization error Q is kept
@@ -121,9 +124,10 @@ def _compute_stats(
 
     start = time.perf_counter()
     acts = {}
+    inputs = images if labels.dim() == 2 else images.float()
     logits = run_with_outputs(
         work,
-        images if labels.dim() == 2 else images.float(),
+        inputs,
         modules,
         lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems, modules[n])),
         f"the calibration batch of shape {tuple(images.shape)} does not fit the model",
@@ -188,6 +192,13 @@ def _compute_stats(
     errors = [quantization_errors(p.detach(), settings.weight_format) for p in params]
     timings["Q quantization error"] = time.perf_counter() - start
 
+    measured = [{p: {} for p in PERTURBATIONS} for _ in params]
+    if settings.perturbations:
+        start = time.perf_counter()
+        measured = output_perturbations(work, inputs, labels, modules, names, QBITS, settings.weight_format)
+        timings["output perturbations"] = time.perf_counter() - start
+        log(f"output perturbations done ({timings['output perturbations']:.1f} s)")
+
     layers = [
         LayerStats(
             info,
@@ -199,8 +210,9 @@ def _compute_stats(
             t,
             e,
             {b: x.cpu() for b, x in q.items()},
+            **m,
         )
-        for info, p, g, d, v, t, e, q in zip(registry, params, grads, diags, synflow, traces, eigs, errors)
+        for info, p, g, d, v, t, e, q, m in zip(registry, params, grads, diags, synflow, traces, eigs, errors, measured)
     ]
     return ModelStats(
         model_name, weights_hash(model), batch_hash(images, labels), settings, layers, log_scale, used, timings

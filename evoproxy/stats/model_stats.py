@@ -10,11 +10,13 @@ import torch
 from ..model import LayerInfo
 from ..params import Interval, check_parameters
 from ..quant import WeightFormat
+from .perturbation import PERTURBATIONS
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
+PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
 STATS_BATCH = 64  # calibration images the statistics are computed on by default
 TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's Hessian costs far more per sample
-FORMAT_VERSION = 2  # of the blob; part of the cache key
+FORMAT_VERSION = 3  # of the blob; part of the cache key
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class StatsSettings:
     exclude: tuple[str, ...] = ()  # layer names or patterns kept out of the layer registry
     output: str | None = None  # the model's output selector (load_model's output): which output the loss is taken on
     hessian: bool = True  # H, its trace and top eigenvalue (most of the cost); off for proxies that read none
+    perturbations: bool = True  # the measured output perturbations (perturbation.py); off for proxies that read none
     group_size: int | None = None  # Q's weight quantizer (quant.WeightFormat): None per channel, else per group
     asymmetric: bool = False
 
@@ -65,6 +68,10 @@ class LayerStats:
     hessian_trace: float
     hessian_eig: float
     Q: dict[int, torch.Tensor] = field(default_factory=dict)  # bit-width → weight_shape, (Q_b(W) − W)²
+    # the measured output perturbations (perturbation.py): bit-width → (batch,), float64
+    MSE: dict[int, torch.Tensor] = field(default_factory=dict)
+    KL: dict[int, torch.Tensor] = field(default_factory=dict)
+    TAYLOR: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def numel(self) -> int:
@@ -101,7 +108,7 @@ class ModelStats:
                     **{k: getattr(l, k) for k in TENSOR_FIELDS},
                     "hessian_trace": l.hessian_trace,
                     "hessian_eig": l.hessian_eig,
-                    "Q": l.Q,
+                    **{k: getattr(l, k) for k in PER_BIT_FIELDS},
                 }
                 for l in self.layers
             ],
@@ -114,7 +121,11 @@ class ModelStats:
             info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
             layers.append(
                 LayerStats(
-                    LayerInfo(**info), *(d[k] for k in TENSOR_FIELDS), d["hessian_trace"], d["hessian_eig"], d["Q"]
+                    LayerInfo(**info),
+                    *(d[k] for k in TENSOR_FIELDS),
+                    d["hessian_trace"],
+                    d["hessian_eig"],
+                    **{k: d[k] for k in PER_BIT_FIELDS},
                 )
             )
         return cls(

@@ -29,6 +29,11 @@ def test_every_named_proxy_fits_the_interface(stats):
         "plain",
         "mean-bits",
         "emq-paper",
+        "output-mse",
+        "sqnr",
+        "kl",
+        "taylor",
+        "position",
         "evoproxy-zoo",
     }
     for name in available_proxies():

@@ -32,13 +32,15 @@ def _write(tmp_path, text: str | bytes):
 
 
 def test_shipped_spaces_have_the_paper_structures():
-    assert available_spaces() == ["bitaware", "branched", "dag", "sequential"]
+    assert available_spaces() == ["bitaware", "branched", "dag", "measured", "sequential"]
     roles = {
         name: Counter(role for _, role in load_space(name).skeleton().nodes(data="role")) for name in available_spaces()
     }
     assert roles["sequential"] == {INPUT: 1, UNARY: 4, AGGREGATE: 1}
-    assert roles["branched"] == roles["bitaware"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
+    assert roles["branched"] == roles["bitaware"] == roles["measured"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
     assert set(load_space("bitaware").choices[INPUT]) == set(load_space("branched").choices[INPUT]) | {"Q"}
+    measured = set(load_space("measured").choices[INPUT])
+    assert measured == set(load_space("bitaware").choices[INPUT]) | {"MSE", "KL", "TAYLOR"}
     # DAG: 3 nodes combining 2, 3 and 4 predecessors, one unary op per edge.
     assert roles["dag"] == {INPUT: 2, UNARY: 9, BINARY: 6, AGGREGATE: 1}
     branched = load_space("branched")

@@ -1,0 +1,87 @@
+"""Measured output perturbations: what quantizing one layer's weights to b bits (every other layer
+left in float) does to the network on the calibration batch. They are the layer scores that
+quantization tools measure, per layer, bit-width b of QBITS and calibration sample (a language
+model's token window):
+
+- MSE     mean squared difference of the model's outputs (logits), quantized against float, over
+          the mean square of the float outputs on the batch: Sony MCT's normalised output distance,
+          taken at the output only (MCT also averages over interior "interest points"). AIMET's
+          SQNR in dB is −10·log10 of its batch mean.
+- KL      KL(p ‖ p_q) of the float and quantized softmax outputs: ZeroQ's sensitivity (here on the
+          calibration batch; a language model's averaged over the window's tokens).
+- TAYLOR  Σ (∂L/∂Y · (Y_q − Y))² over the elements of the layer's own output Y, Y_q its output with
+          quantized weights on the same input, ∂L/∂Y of the sample's own loss: NVIDIA ModelOpt
+          auto_quantize's default score.
+
+Where they differ from the tools: weights only, in the statistics' weight format (activations and
+the other layers stay float), and BatchNorm is not re-estimated after quantizing (the benches may
+re-estimate it). Cost: one forward pass of the batch per layer and bit-width, plus one backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..model import next_token_loss
+from ..quant import WeightFormat, quantize_weight
+
+PERTURBATIONS = ("MSE", "KL", "TAYLOR")  # the LayerStats fields that hold them
+
+
+def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's loss (a token window's mean next-token loss), shape (batch,)."""
+    return next_token_loss(logits, labels, reduction="none").reshape(len(labels), -1).mean(1)
+
+
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(len(values), -1).double()
+
+
+def output_perturbations(
+    work: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    modules: dict[str, nn.Module],
+    names: list[str],
+    bits: tuple[int, ...],
+    fmt: WeightFormat,
+) -> list[dict[str, dict[int, torch.Tensor]]]:
+    """Per layer of `names` (modules of `work`, an eval-mode model whose weights require grad), a
+    dict perturbation name → bit-width → float64 tensor (batch,). `work` is left as it was."""
+    inputs, outputs = {}, {}
+
+    def keep(module, args, out, name):
+        inputs[name], outputs[name] = args[0].detach(), out
+
+    hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: keep(m, a, o, n)) for n in names]
+    try:
+        reference = work(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    grads = torch.autograd.grad(_per_sample_loss(reference, labels).sum(), [outputs[n] for n in names])
+    reference = reference.detach()
+    power = reference.pow(2).mean().clamp_min(torch.finfo(reference.dtype).tiny)
+    log_p = torch.log_softmax(reference, -1)
+
+    result = []
+    with torch.no_grad():
+        for name, grad in zip(names, grads):
+            module = modules[name]
+            weight = module.weight.detach().clone()
+            float_out = outputs[name].detach()
+            measured = {p: {} for p in PERTURBATIONS}
+            for b in bits:
+                quantized = quantize_weight(weight, b, fmt)
+                delta = functional_call(module, {"weight": quantized}, (inputs[name],)) - float_out
+                measured["TAYLOR"][b] = _per_sample(grad * delta).pow(2).sum(1)
+                module.weight.copy_(quantized)
+                logits = work(images)
+                module.weight.copy_(weight)
+                measured["MSE"][b] = _per_sample((logits - reference).pow(2)).mean(1) / float(power)
+                kl = (log_p.exp() * (log_p - torch.log_softmax(logits, -1))).sum(-1)
+                measured["KL"][b] = _per_sample(kl).mean(1)
+            result.append(measured)
+    return result
