@@ -182,7 +182,7 @@ def register(sub) -> None:
         help="rank proxies on a benchmark by Spearman@topk (EMQ Table 1)",
         description="Score each configuration of a benchmark split with each proxy "
         "(Σ_l b_l·s_l unless the proxy defines its own score) and report Spearman ρ on "
-        "the top 20%%, 50%% and 100%% by measured accuracy (EMQ eq. 4), over repeated "
+        "the top 20 %, 50 % and 100 % by measured accuracy (EMQ eq. 4), over repeated "
         "draws of --samples configurations, plus Kendall τ over the whole split.",
     )
     p.add_argument("--bench", default="fmnist-resnet20-w234", help="shipped bench name or bench file")
