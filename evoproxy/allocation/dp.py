@@ -1,4 +1,5 @@
-"""Exact allocation under the size budget alone by dynamic programming over whole bits.
+"""Exact allocation under the size budget alone by dynamic programming over whole bits (a BOPs or
+latency budget, a second dimension, goes to the ILP).
 
 Sizes are whole numbers of bits, so after `reduced_constraint` (cheapest option subtracted,
 gcd divided out) the DP runs on an integer grid and is exact, not an approximation.
@@ -26,8 +27,8 @@ def solve_dp(problem: AllocationProblem, max_cells: int = DP_MAX_CELLS) -> Alloc
     A grid over `max_cells` is solved by `solve_ilp` instead, with a warning and a note."""
     t0 = perf_counter()
     problem.check_feasible()
-    if problem.bops_budget is not None:
-        raise EvoproxyError("method dp handles the size budget only; use method ilp for a BOPs budget")
+    if problem.bops_budget is not None or (problem.latency is not None and problem.latency.budget_ms is not None):
+        raise EvoproxyError("method dp handles the size budget only; use method ilp for a BOPs or latency budget")
     cost, cap = reduced_constraint(problem.size_bits, problem.size_budget_bits - problem.fixed_size_bits)
     cap = min(cap, int(cost.max(axis=1).sum()))  # capacity beyond every layer's largest option is unused
     cells = cost.size * (cap + 1)

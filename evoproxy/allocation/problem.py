@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import EvoproxyError
 from ..model import LayerInfo
 from ..quant import BITS_PER_MB, WeightFormat, is_bit_width, layer_size_bits, model_bops
+from .latency import LatencyConstraint, LatencyTable
 from .result import Allocation
 
 DEFAULT_FIXED_BITS = 8  # the paper (after OMPQ) keeps the first and last layer at W8A8
@@ -103,7 +104,7 @@ class AllocationProblem:
     `bops` (F, K) int64 bit operations per sample. `options` (K, 2) holds each option's
     (weight bits, activation bits). Fixed layers add the constants `fixed_value`,
     `fixed_size_bits` and `fixed_bops`. Budgets: `size_budget_mb` in MB (10^6 bytes),
-    `bops_budget` in BOPs per sample or None for no BOPs constraint.
+    `bops_budget` in BOPs per sample or None for no BOPs constraint; `latency` (`with_latency`) or None.
     """
 
     layers: tuple[LayerInfo, ...]
@@ -122,6 +123,7 @@ class AllocationProblem:
     bops_budget: float | None = None
     bias_bits: int = 32
     weight_format: WeightFormat = WeightFormat()  # how sizes count the weights' scales and zero-points
+    latency: LatencyConstraint | None = None
 
     def __post_init__(self) -> None:
         if not _is_budget(self.size_budget_mb, MAX_SIZE_MB):
@@ -138,6 +140,12 @@ class AllocationProblem:
     def with_budget(self, size_mb: float, bops: float | None = None) -> AllocationProblem:
         """The same problem under other budgets (for a Pareto sweep); the tables are shared."""
         return replace(self, size_budget_mb=size_mb, bops_budget=bops)
+
+    def with_latency(self, table: LatencyTable, budget_ms: float | None) -> AllocationProblem:
+        """The same problem with latencies from `table` (checked against the layers), at most `budget_ms`
+        in total (None: predicted, not constrained)."""
+        table.check_layers([l.name for l in self.layers])
+        return replace(self, latency=table.constraint(self.free, self.fixed, self.options, budget_ms))
 
     @property
     def size_budget_bits(self) -> int:
@@ -170,9 +178,11 @@ class AllocationProblem:
         return self.fixed_bops + int(self.bops[np.arange(len(self.free)), choice].sum())
 
     def fits(self, choice: np.ndarray) -> bool:
-        """Whether `choice` (F,) option indices of the free layers meets the size and any BOPs budget."""
-        return self.size_bits_of(choice) <= self.size_budget_bits and (
-            self.bops_budget is None or self.bops_of(choice) <= self.bops_budget_int
+        """Whether `choice` (F,) option indices of the free layers meets the size, BOPs and latency budgets."""
+        return (
+            self.size_bits_of(choice) <= self.size_budget_bits
+            and (self.bops_budget is None or self.bops_of(choice) <= self.bops_budget_int)
+            and (self.latency is None or self.latency.fits(choice))
         )
 
     @property
@@ -199,7 +209,11 @@ class AllocationProblem:
             )
         if problems:
             w, a = self.options[0]
-            raise EvoproxyError("; ".join(problems) + f" (every free layer at W{w}A{a}, fixed layers as fixed)")
+            problems[-1] += f" (every free layer at W{w}A{a}, fixed layers as fixed)"
+        if self.latency is not None and self.latency.shortfall():
+            problems.append(self.latency.shortfall())
+        if problems:
+            raise EvoproxyError("; ".join(problems))
 
     def allocation(self, choice: np.ndarray, method: str, optimal: bool, seconds: float, note: str = "") -> Allocation:
         """The result for `choice` (F,) option indices of the free layers."""
@@ -226,6 +240,7 @@ class AllocationProblem:
             size_budget_mb=self.size_budget_mb,
             bops_budget=self.bops_budget,
             note=note,
+            **({} if self.latency is None else self.latency.record(choice)),
         )
 
 

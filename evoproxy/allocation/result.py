@@ -13,7 +13,8 @@ class Allocation:
     `bops` (bit operations per sample) are quant/cost.py's per-layer costs summed exactly in
     whole bits (model_size_mb may differ by float rounding); `optimal` is True only when
     the solver proved the configuration optimal (to 1e-6 of the largest per-layer value spread
-    for ilp); `seconds` is the solve time.
+    for ilp); `seconds` is the solve time. With a latency table, `latency_ms` is its predicted
+    latency (the table's sum) and `latency_budget_ms` the budget (None: none).
     """
 
     layer_names: tuple[str, ...]
@@ -28,6 +29,8 @@ class Allocation:
     size_budget_mb: float
     bops_budget: float | None = None
     note: str = ""
+    latency_ms: float | None = None
+    latency_budget_ms: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict; `layers` lists {index, name, w_bits, a_bits} in registry order."""
@@ -55,6 +58,8 @@ class Allocation:
         bits = " ".join(f"{w}/{a}" for w, a in zip(self.w_bits, self.a_bits))
         return (
             f"{self.method} ({status}): objective {self.objective:.6g}, {self.size_mb:.4f} MB "
-            f"of {self.size_budget_mb} MB, {self.bops / 1e9:.4f} GBOPs, {self.seconds * 1e3:.1f} ms; "
+            f"of {self.size_budget_mb} MB, {self.bops / 1e9:.4f} GBOPs, "
+            + ("" if self.latency_ms is None else f"{self.latency_ms:.4f} ms predicted latency, ")
+            + f"solved in {self.seconds * 1e3:.1f} ms; "
             f"W/A bits {bits}" + (f"; {self.note}" if self.note else "")
         )

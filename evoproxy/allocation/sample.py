@@ -27,12 +27,15 @@ def solve_sample(problem: AllocationProblem, n_samples: int = 20_000, seed: int 
     rows = np.arange(n_free)
     size_cap = problem.size_budget_bits - problem.fixed_size_bits
     bops_cap = None if problem.bops_budget is None else problem.bops_budget_int - problem.fixed_bops
+    latency = problem.latency
     best_value, best_choice, n_ok = -np.inf, None, 0
     for start in range(0, n_samples, CHUNK):
         choice = rng.integers(0, n_opt, size=(min(CHUNK, n_samples - start), n_free))
         ok = problem.size_bits[rows, choice].sum(axis=1) <= size_cap
         if bops_cap is not None:
             ok &= problem.bops[rows, choice].sum(axis=1) <= bops_cap
+        if latency is not None and latency.budget_ms is not None:
+            ok &= latency.cost_ns[rows, choice].sum(axis=1) <= latency.budget_ns - latency.fixed_ns
         n_ok += int(ok.sum())
         value = np.where(ok, problem.value[rows, choice].sum(axis=1), -np.inf)
         i = int(value.argmax())

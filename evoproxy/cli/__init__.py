@@ -8,11 +8,12 @@ import warnings
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..version import __version__
-from . import allocation, allocators, bench, evolve, export, model, quant, runs, validity
+from . import allocation, allocators, bench, evolve, export, latency, model, quant, runs, validity
 from .args import CommandParser, flag_for
 
-# In the data flow's order, as --help lists them (show, runs and validity after evolve).
-GROUPS = (model, bench, evolve, runs, validity, allocation, allocators, quant, export)
+# In the data flow's order, as --help lists them (show, runs and validity after evolve; latency, the
+# table a latency budget reads, before allocate).
+GROUPS = (model, bench, evolve, runs, validity, latency, allocation, allocators, quant, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Flags of bits and budgets that several commands share, and how they are read: weight bit
 choices, activation bit choices, the layers kept at fixed bits, the weights' quantization format
-(group size, asymmetry) and the size and BOPs budgets of an allocation."""
+(group size, asymmetry) and the size, BOPs and latency budgets of an allocation."""
 
 from __future__ import annotations
 
@@ -53,9 +53,24 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bops-g", type=float, help="budget in G bit operations per sample (default: none)")
 
 
+def add_latency_args(p: argparse.ArgumentParser) -> None:
+    """A latency budget over the per-layer latencies that `evoproxy latency` measured (HAWQ-V3)."""
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        help="budget on the model's latency in ms: the sum of --latency-table's entries at each layer's bits "
+        "(method ilp; default: none)",
+    )
+    p.add_argument(
+        "--latency-table",
+        help="JSON latency table of `evoproxy latency` for this model; without --latency-ms the allocation's "
+        "latency is predicted, not constrained",
+    )
+
+
 def check_budgets(args) -> None:
     """Refuse, before any work, budget flags that are missing, both given, or out of range."""
-    from ..allocation import MAX_BOPS, MAX_SIZE_MB
+    from ..allocation import MAX_BOPS, MAX_LATENCY_MS, MAX_SIZE_MB
     from ..quant import SCALE_BITS
 
     if (args.size_mb is None) == (args.avg_bits is None):
@@ -63,6 +78,13 @@ def check_budgets(args) -> None:
     check_budget(args.size_mb, "--size-mb", "MB", MAX_SIZE_MB)
     check_budget(args.avg_bits, "--avg-bits", "bits per weight", 32.0 + SCALE_BITS)
     check_budget(args.bops_g, "--bops-g", "G bit operations", MAX_BOPS / 1e9)
+    latency_ms = getattr(args, "latency_ms", None)  # allocate's flags (add_latency_args), not mpq's
+    if latency_ms is not None and args.latency_table is None:
+        raise EvoproxyError(
+            "--latency-ms sums per-layer latencies measured on this machine: measure them with "
+            "`evoproxy latency --model ... --out lat.json`, then add --latency-table lat.json"
+        )
+    check_budget(latency_ms, "--latency-ms", "milliseconds", MAX_LATENCY_MS)
 
 
 def check_budget(value: float | None, flag: str, unit: str, bound: float) -> None:

@@ -1,0 +1,162 @@
+"""The latency constraint of an allocation (HAWQ-V3): a latency table that `evoproxy latency`
+measured (`quant.latency`), read and checked against the model, and the per-option costs the
+solvers read. Latencies are summed in whole nanoseconds, as sizes are in whole bits, so a
+configuration meets its budget or not without float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EvoproxyError
+from ..quant.latency import A_OPTIONS, FORMAT, W_OPTIONS
+
+NS_PER_MS = 1_000_000
+MAX_LATENCY_MS = 1e9  # a budget beyond any model (11.6 days a sample); it keeps budgets in ns finite
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """A latency table: `layer_names` (the registry it was measured on, in order), `ms` per
+    (layer index, weight bits, activation bits), the `kernel` onnxruntime ran for each, and
+    `overhead_ms`, a run of the whole model beyond its layers (the empty graph's). `path` names it
+    in messages."""
+
+    path: str
+    model: str
+    layer_names: tuple[str, ...]
+    ms: Mapping[tuple[int, int, int], float]
+    kernel: Mapping[tuple[int, int, int], str]
+    overhead_ms: float
+
+    def check_layers(self, names: Sequence[str]) -> None:
+        """Raise EvoproxyError unless the table was measured on the layers `names` (registry order)."""
+        if tuple(names) != self.layer_names:
+            what = (
+                f"{len(self.layer_names)} layers, the model has {len(names)}"
+                if len(names) != len(self.layer_names)
+                else "other layer names than the model's"
+            )
+            raise EvoproxyError(
+                f"latency table {self.path} was measured on {self.model} ({what}): measure this model's table "
+                "with `evoproxy latency` (same --model, --exclude)"
+            )
+
+    def layer_ms(self, index: int, w: int, a: int) -> float:
+        """The latency in ms of layer `index` (registry) at `w`-bit weights and `a`-bit inputs."""
+        if (index, w, a) not in self.ms:
+            raise EvoproxyError(
+                f"latency table {self.path} has no entry for W{w}A{a}: it covers weight bits "
+                f"{','.join(map(str, W_OPTIONS))} and activation bits {','.join(map(str, A_OPTIONS))}"
+            )
+        return self.ms[index, w, a]
+
+    def total_ms(self, w_bits: Sequence[int], a_bits: Sequence[int]) -> float:
+        """The predicted latency in ms of a whole configuration (bits per layer, registry order)."""
+        return self.overhead_ms + sum(self.layer_ms(i, w, a) for i, (w, a) in enumerate(zip(w_bits, a_bits)))
+
+    def constraint(
+        self, free: Sequence[int], fixed: Mapping[int, tuple[int, int]], options: np.ndarray, budget_ms: float | None
+    ) -> LatencyConstraint:
+        """The constraint Σ_l latency_l ≤ `budget_ms` (None: latency predicted only) on the `free`
+        layers' `options` (K, 2) of (weight, activation) bits, `fixed` layers at their bits."""
+        fixed_ms = self.overhead_ms + sum(self.layer_ms(i, w, a) for i, (w, a) in fixed.items())
+        cost = [[_ns(self.layer_ms(i, int(w), int(a))) for w, a in options] for i in free]
+        return LatencyConstraint(
+            np.array(cost, dtype=np.int64).reshape(len(free), len(options)), _ns(fixed_ms), budget_ms, self.path
+        )
+
+
+def _ns(ms: float) -> int:
+    return round(ms * NS_PER_MS)
+
+
+@dataclass(frozen=True, eq=False)
+class LatencyConstraint:
+    """Σ over the free layers of `cost_ns` (F, K) int64 at each one's option, plus `fixed_ns` (the
+    fixed layers and the table's overhead), at most `budget_ms` (None: no constraint, the latency
+    is only predicted). `table` names the table in messages."""
+
+    cost_ns: np.ndarray
+    fixed_ns: int
+    budget_ms: float | None
+    table: str
+
+    def __post_init__(self) -> None:
+        if self.budget_ms is not None and not _is_budget(self.budget_ms):
+            raise EvoproxyError(
+                f"latency budget must be a number of milliseconds above 0 and at most {MAX_LATENCY_MS:g}, "
+                f"got {self.budget_ms!r}"
+            )
+
+    @property
+    def budget_ns(self) -> int | None:
+        # Rounding to 1/1000 ns first absorbs the float error of ms × 10^6.
+        return None if self.budget_ms is None else math.floor(round(self.budget_ms * NS_PER_MS, 3))
+
+    @property
+    def min_ns(self) -> int:
+        """The fastest configuration's latency: every free layer at its fastest option."""
+        return self.fixed_ns + int(self.cost_ns.min(axis=1).sum())
+
+    def of(self, choice: np.ndarray) -> int:
+        """Latency in ns of `choice` (F,) option indices of the free layers."""
+        return self.fixed_ns + int(self.cost_ns[np.arange(len(self.cost_ns)), choice].sum())
+
+    def fits(self, choice: np.ndarray) -> bool:
+        return self.budget_ms is None or self.of(choice) <= self.budget_ns
+
+    def record(self, choice: np.ndarray) -> dict:
+        """What an Allocation records of `choice` (F,): its predicted latency and the budget, in ms."""
+        return {"latency_ms": self.of(choice) / NS_PER_MS, "latency_budget_ms": self.budget_ms}
+
+    def shortfall(self) -> str | None:
+        """Why no configuration meets the budget, or None if the fastest one does."""
+        if self.budget_ms is None or self.min_ns <= self.budget_ns:
+            return None
+        fastest = math.ceil(self.min_ns / 1000) / 1000  # in whole µs, rounded up: itself a feasible budget
+        return (
+            f"latency budget {self.budget_ms} ms is below the fastest feasible {fastest:g} ms "
+            f"(every free layer at its fastest option in {self.table}, fixed layers as fixed)"
+        )
+
+
+def _is_budget(x: object) -> bool:
+    number = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+    return number and 0 < x <= MAX_LATENCY_MS
+
+
+def load_latency_table(path: str | Path) -> LatencyTable:
+    """The latency table that `evoproxy latency` wrote to `path`; EvoproxyError (one line) for a
+    file that is missing, not JSON or not such a table."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvoproxyError(f"latency table {path} does not exist: measure one with `evoproxy latency`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise EvoproxyError(f"latency table {path} is not a JSON file: {exc}") from None
+    except OSError as exc:
+        raise EvoproxyError(f"cannot read latency table {path}: {exc.strerror}") from None
+    bad = EvoproxyError(f"{path} is not a latency table of format {FORMAT}: write one with `evoproxy latency`")
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("layers"), list):
+        raise bad
+    ms, kernel, names = {}, {}, []
+    try:
+        for index, row in enumerate(data["layers"]):
+            names.append(str(row["name"]))
+            for entry in row["options"]:
+                key = (index, int(entry["w_bits"]), int(entry["a_bits"]))
+                ms[key], kernel[key] = float(entry["ms"]), str(entry["kernel"])
+        overhead = float(data["overhead_ms"])
+    except (KeyError, TypeError, ValueError):
+        raise bad from None
+    if not all(math.isfinite(v) and v >= 0 for v in [*ms.values(), overhead]):
+        raise EvoproxyError(f"latency table {path} holds a latency that is negative or not finite")
+    return LatencyTable(str(path), str(data.get("model", "unknown")), tuple(names), ms, kernel, overhead)

@@ -1,0 +1,301 @@
+"""Per-layer latency on this machine in onnxruntime, the table of HAWQ-V3's latency constraint:
+each quantizable layer alone, at its real input shape, written by `export_onnx` as a one-layer
+ONNX graph at each weight/activation bit option, timed as the median of repeats after warm-up.
+
+Four graphs are timed per layer, the rest of the options cost what one of them costs:
+
+- W8A8, quantized weights and input: with `graph="int8"` the layer without its bias (an int8
+  kernel adds it as int32 inside) and with a QuantizeLinear/DequantizeLinear pair on its output,
+  so that onnxruntime fuses the pairs into its int8 kernels (QLinearConv, QLinearMatMul, ...):
+  what the layer costs in an integer deployment. With `graph="export"` the layer exactly as
+  `evoproxy export` writes it: input and weight pairs only, bias after, which onnxruntime runs
+  as a float kernel with the pairs' Quantize/DequantizeLinear at run time. Weights of 2 to 7
+  bits are int8 holding fewer levels, with no faster kernel: they cost what W8A8 costs.
+- W8A32 (weights only; 2 to 7 bits likewise), W32A8 (input only) and W32A32 (float): as the
+  export writes them, under either `graph`.
+
+Each entry is net of an empty graph's run on the layer's input (the session call and the
+transfers that a whole model pays once); the table's `overhead_ms`, an empty graph on the
+model's input, is that once. Each entry names the kernel onnxruntime ran (from its optimized
+graph): "int8" (integer multiplies), "int8 weights" (MatMulNBits: integer weights, float
+inputs) or "float".
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EvoproxyError
+from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
+from ..params import Interval, OneOf, check_parameters
+from .adaround import _block_calls
+from .onnx_export import UINT8_MAX, export_onnx
+from .qat import lsq_model
+
+FORMAT = "evoproxy-latency/1"
+W_OPTIONS = (2, 3, 4, 5, 6, 7, 8, 32)  # the weight bits allocation takes (at least 2) that ONNX QDQ holds
+A_OPTIONS = (8, 32)
+FLOAT = 32
+INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat"})
+GRAPHS = ((8, 8), (8, FLOAT), (FLOAT, 8), (FLOAT, FLOAT))  # (weight, activation) bits timed per layer
+CALIB_SAMPLES = 8  # inputs the quantizers' ranges are calibrated on: ranges change no kernel
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How layers are timed: `graph` "int8" (fully quantized options as onnxruntime's int8
+    kernels) or "export" (as `evoproxy export` writes them); `batch_size` samples per run;
+    `threads` onnxruntime's intra-op threads (inter-op: 1); `warmup` runs, then `repeats` timed
+    runs of every graph of a layer in turn, whose median is the latency."""
+
+    graph: str = "int8"
+    batch_size: int = 1
+    threads: int = 1
+    repeats: int = 100
+    warmup: int = 10
+
+    CONSTRAINTS = {
+        "graph": OneOf(("int8", "export")),
+        "batch_size": Interval(1, 65536, integer=True),
+        "threads": Interval(1, 1024, integer=True),
+        "repeats": Interval(1, 1_000_000, integer=True),
+        "warmup": Interval(0, 1_000_000, integer=True),
+    }
+
+    def __post_init__(self) -> None:
+        check_parameters(self)
+
+
+class _OutputQdq(nn.Module):
+    """A layer with its output through a per-tensor uint8 QDQ pair over [lo, hi] (0 included),
+    which lets onnxruntime fuse the layer's QDQ pairs into an int8 kernel."""
+
+    def __init__(self, layer: nn.Module, lo: float, hi: float):
+        super().__init__()
+        self.layer = layer
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        self.scale = max(hi - lo, 1e-8) / UINT8_MAX
+        self.zero_point = round(-lo / self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(self.layer(x), self.scale, self.zero_point, 0, UINT8_MAX)
+
+
+def _ort():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise EvoproxyError("onnxruntime and onnx are not installed: pip install 'evoproxy[onnx]'") from None
+    return onnx, onnxruntime
+
+
+def _session(path: Path, threads: int, optimized: Path | None = None):
+    """An onnxruntime CPU session on `path` with every graph optimization, `threads` intra-op
+    threads and one inter-op thread; with `optimized`, the optimized graph is written there."""
+    _, ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # writing an NCHWc-optimized graph warns that it fits this machine only
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _kernel(ops: set[str]) -> str:
+    if ops & INT8_OPS:
+        return "int8"
+    return "int8 weights" if "MatMulNBits" in ops else "float"
+
+
+def _median_ms(runs: Sequence[tuple], settings: LatencySettings) -> list[float]:
+    """Median milliseconds of each (session, feed) of `runs`: warm-up, then the runs in turn, so
+    that a slower spell of a shared machine falls on all of them alike."""
+    for session, feed in runs:
+        for _ in range(settings.warmup):
+            session.run(None, feed)
+    times = np.empty((settings.repeats, len(runs)))
+    for r in range(settings.repeats):
+        for i, (session, feed) in enumerate(runs):
+            t0 = perf_counter()
+            session.run(None, feed)
+            times[r, i] = perf_counter() - t0
+    return (np.median(times, axis=0) * 1e3).tolist()
+
+
+def onnx_latency_ms(
+    paths: Sequence[str | Path], inputs: torch.Tensor, settings: LatencySettings = LatencySettings()
+) -> list[float]:
+    """Median latency in ms of each ONNX file of `paths` (input "input") on `inputs`, timed in turn
+    as the table's layers are: the end-to-end latency of exported models."""
+    feed = {"input": inputs.cpu().numpy()}
+    return _median_ms([(_session(Path(p), settings.threads), feed) for p in paths], settings)
+
+
+def _empty_graph(path: Path, example: torch.Tensor) -> None:
+    """An ONNX graph that only hands its input "input" back: what any graph's run costs on it."""
+    onnx, _ = _ort()
+    from onnx import helper
+
+    dtype = helper.np_dtype_to_tensor_dtype(example.numpy().dtype)
+    shape = ["batch", *example.shape[1:]]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "empty",
+        [helper.make_tensor_value_info("input", dtype, shape)],
+        [helper.make_tensor_value_info("output", dtype, shape)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _one_layer(module: nn.Module, x: torch.Tensor, w: int, a: int, settings: LatencySettings, path: Path) -> None:
+    """Write `module` alone, at `w`-bit weights and `a`-bit input, calibrated on `x`, to `path`."""
+    layer = copy.deepcopy(module)
+    if settings.graph == "int8" and max(w, a) < FLOAT:
+        layer.bias = None
+        with torch.no_grad():
+            y = layer(x)
+        single = _OutputQdq(layer, y.min().item(), y.max().item())
+    else:
+        single = nn.Sequential(layer)
+    layers = layer_registry(single, tuple(x.shape[1:]))
+    qmodel = lsq_model(single, layers, [w], a, x, bn_recalibration=False).eval()
+    export_onnx(qmodel, layers, tuple(x.shape[1:]), path)
+
+
+def _layer_inputs(model: nn.Module, layers: Sequence[LayerInfo], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each layer's input (its first call's) when `model` runs on `images`."""
+    run_with_outputs(model, images[:1], {}, None, "the model does not run on the data's inputs")
+    with torch.no_grad():
+        return {l.name: _block_calls(model, l.name, images, len(images), inputs=True)[0][0][0] for l in layers}
+
+
+def _processor() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the table was measured on."""
+    _, ort = _ort()
+    return {
+        "platform": platform.platform(),
+        "processor": _processor(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _measure_layer(module: nn.Module, x: torch.Tensor, batch: torch.Tensor, settings: LatencySettings, folder: Path):
+    """The GRAPHS of `module` (inputs `x`: its first CALIB_SAMPLES calibrate, `batch` of them are
+    timed), each {ms, kernel, ops}, ms net of an empty graph's run; and that run's ms."""
+    onnx, _ = _ort()
+    feed = {"input": x[batch].numpy()}
+    runs, ops = [], []
+    for w, a in GRAPHS:
+        path = folder / f"W{w}A{a}.onnx"
+        _one_layer(module, x[:CALIB_SAMPLES], w, a, settings, path)
+        runs.append((_session(path, settings.threads, folder / "optimized.onnx"), feed))
+        ops.append(sorted({node.op_type for node in onnx.load(str(folder / "optimized.onnx")).graph.node}))
+    _empty_graph(folder / "empty.onnx", x[:1])
+    runs.append((_session(folder / "empty.onnx", settings.threads), feed))
+    *times, empty = _median_ms(runs, settings)
+    measured = {
+        f"W{w}A{a}": {"ms": max(t - empty, 0.0), "kernel": _kernel(set(o)), "ops": o}
+        for (w, a), t, o in zip(GRAPHS, times, ops)
+    }
+    return measured, empty
+
+
+def _options(measured: dict) -> list[dict]:
+    """Every (w_bits, a_bits) of W_OPTIONS × A_OPTIONS with the ms and kernel of the graph it is
+    `measured_as`: 2 to 8 bits the 8-bit graph's."""
+    out = []
+    for w, a in itertools.product(W_OPTIONS, A_OPTIONS):
+        graph = f"W{8 if w < FLOAT else FLOAT}A{a}"
+        out.append(
+            {
+                "w_bits": w,
+                "a_bits": a,
+                "ms": measured[graph]["ms"],
+                "kernel": measured[graph]["kernel"],
+                "measured_as": graph,
+            }
+        )
+    return out
+
+
+def measure_latency(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    images: torch.Tensor,
+    *,
+    model_name: str,
+    settings: LatencySettings = LatencySettings(),
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """The latency table of `model`'s `layers` (its layer registry) as a JSON-ready dict (format
+    FORMAT), each layer timed at the input it receives when `model` runs on `images` (N, ...:
+    the first CALIB_SAMPLES calibrate the quantizers, the first `settings.batch_size`, repeated
+    if fewer, are timed). Per layer: the GRAPHS `measured` and every (w_bits, a_bits) of W_OPTIONS
+    × A_OPTIONS in `options`, with its `ms`, `kernel` and the graph it was `measured_as`; `log`
+    gets one line per layer."""
+    _ort()
+    model = model.cpu().float().eval()
+    images = images[: max(CALIB_SAMPLES, settings.batch_size)].cpu()
+    batch = torch.arange(settings.batch_size) % len(images)
+    modules = dict(quantizable_modules(model))
+    inputs = _layer_inputs(model, layers, images)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="evoproxy-latency-") as tmp:
+        folder = Path(tmp)
+        _empty_graph(folder / "model.onnx", images)
+        session = _session(folder / "model.onnx", settings.threads)
+        overhead_ms = _median_ms([(session, {"input": images[batch].numpy()})], settings)[0]
+        for layer in layers:
+            x = inputs[layer.name].float()
+            measured, empty = _measure_layer(modules[layer.name], x, batch, settings, folder)
+            rows.append(
+                {
+                    "index": layer.index,
+                    "name": layer.name,
+                    "kind": layer.kind,
+                    "input_shape": [settings.batch_size, *x.shape[1:]],
+                    "empty_ms": empty,
+                    "measured": measured,
+                    "options": _options(measured),
+                }
+            )
+            log(
+                f"layer {layer.index + 1}/{len(layers)} {layer.name}: "
+                + ", ".join(f"{k} {v['ms']:.4f} ms ({v['kernel']})" for k, v in measured.items())
+            )
+    return {
+        "format": FORMAT,
+        "model": model_name,
+        "machine": machine(),
+        "settings": asdict(settings),
+        "overhead_ms": overhead_ms,
+        "layers": rows,
+    }

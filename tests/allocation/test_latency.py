@@ -1,0 +1,155 @@
+"""Latency budgets (HAWQ-V3): a measured table of a tiny model is well formed and reads back; the ILP
+under a latency budget meets it, finds the best configuration that does, and never gets slower as
+the budget tightens; a budget below the fastest configuration, a table of another model and the
+solvers that take no latency budget are one-line errors."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evoproxy.allocation import Allocation, LatencyTable, allocate, build_problem, load_latency_table
+from evoproxy.errors import EvoproxyError
+from evoproxy.model import LayerInfo, layer_registry
+from evoproxy.quant.latency import A_OPTIONS, FORMAT, W_OPTIONS, LatencySettings, measure_latency
+
+
+@pytest.mark.slow
+def test_measuring_a_tiny_model_gives_a_table_that_reads_back(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is absent: pip install -e '.[onnx]'")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    layers = layer_registry(model, (1, 6, 6))
+    settings = LatencySettings(repeats=3, warmup=1)
+    table = measure_latency(model, layers, torch.randn(8, 1, 6, 6), model_name="tiny", settings=settings)
+
+    assert table["format"] == FORMAT and table["settings"]["graph"] == "int8"
+    assert {"platform", "processor", "cpu_count", "onnxruntime"} <= set(table["machine"])
+    assert [r["name"] for r in table["layers"]] == ["0", "3"]
+    assert table["layers"][0]["input_shape"] == [1, 1, 6, 6] and table["layers"][1]["input_shape"] == [1, 144]
+    for row in table["layers"]:
+        options = {(o["w_bits"], o["a_bits"]): o for o in row["options"]}
+        assert set(options) == set(itertools.product(W_OPTIONS, A_OPTIONS))
+        assert all(math.isfinite(o["ms"]) and o["ms"] >= 0 for o in options.values())
+        # Below 8 bits there is no faster kernel: the entry is the 8-bit graph's, and says so.
+        for w, a in itertools.product(range(2, 8), A_OPTIONS):
+            assert options[w, a]["measured_as"] == f"W8A{a}" and options[w, a]["ms"] == options[8, a]["ms"]
+        assert options[32, 32]["kernel"] == "float" and options[32, 32]["measured_as"] == "W32A32"
+        # onnxruntime fused the QDQ pairs of the fully quantized graph into an integer kernel.
+        assert options[8, 8]["kernel"] == "int8", row["measured"]["W8A8"]["ops"]
+
+    path = tmp_path / "lat.json"
+    path.write_text(json.dumps(table))
+    loaded = load_latency_table(path)
+    assert loaded.layer_names == ("0", "3") and loaded.overhead_ms == table["overhead_ms"]
+    assert loaded.layer_ms(1, 4, 8) == table["layers"][1]["options"][2 * 2]["ms"]  # (W4, A8): third weight choice
+    loaded.check_layers(["0", "3"])
+    with pytest.raises(EvoproxyError, match=r"measured on tiny \(2 layers, the model has 3\).*evoproxy latency"):
+        loaded.check_layers(["0", "3", "5"])
+
+
+def _layers(n):
+    return [LayerInfo(i, f"l{i}", "conv", (8, 8, 3, 3), 576, 576 * (i + 1) * 10) for i in range(n)]
+
+
+def _table(layers, seed=0):
+    """A latency table as a measurement could give it: float faster than 8 bits on some layers,
+    slower on others; 2 to 7 bits cost what 8 bits cost."""
+    rng = np.random.default_rng(seed)
+    ms, kernel = {}, {}
+    for layer in layers:
+        int8, fp = rng.uniform(0.01, 0.1, 2)
+        for w, a in itertools.product(W_OPTIONS, A_OPTIONS):
+            quantized = w < 32 and a < 32
+            ms[layer.index, w, a] = float(int8 if quantized else fp + 0.01 * (w < 32) + 0.005 * (a < 32))
+            kernel[layer.index, w, a] = "int8" if quantized else "float"
+    return LatencyTable("lat.json", "synthetic", tuple(l.name for l in layers), ms, kernel, 0.005)
+
+
+def _problem(layers, seed=0):
+    values = np.random.default_rng(seed).random((len(layers), 3, 2))  # bits (2, 8, 32) × act (8, 32)
+    values.sort(axis=1)  # more weight bits are worth more
+    return build_problem(layers, values, 1.0, w_bits=(2, 8, 32), a_bits=(8, 32), fixed={0: 8})
+
+
+def test_ilp_meets_each_latency_budget_optimally_and_tighter_budgets_are_never_slower():
+    layers = _layers(5)
+    table, problem = _table(layers), _problem(layers)
+    free = allocate(problem.with_latency(table, None))
+    fastest = problem.with_latency(table, 1.0).latency.min_ns / 1e6
+    assert (
+        free.latency_ms == pytest.approx(table.total_ms(free.w_bits, free.a_bits), abs=1e-5)
+        and free.latency_budget_ms is None
+    )
+    assert fastest < free.latency_ms  # so that the budgets below bind
+    last = math.inf
+    for budget in np.linspace(free.latency_ms, fastest, 6):
+        constrained = problem.with_latency(table, float(budget))
+        result = allocate(constrained)
+        assert result.latency_ms <= budget + 1e-9 and result.latency_budget_ms == budget
+        assert result.latency_ms <= last + 1e-9
+        last = result.latency_ms
+        # Brute force over the 4 free layers' 6 options: no configuration within budget is worth more.
+        best = max(
+            problem.value[np.arange(4), c].sum()
+            for c in map(np.array, itertools.product(range(6), repeat=4))
+            if constrained.fits(c)
+        )
+        assert result.objective == pytest.approx(problem.fixed_value + best)
+    # The tightest budget takes each free layer's fastest option.
+    assert last == pytest.approx(fastest)
+
+
+def test_a_budget_below_the_fastest_configuration_and_dp_are_one_line_errors_and_sampling_keeps_the_budget():
+    layers = _layers(4)
+    table, problem = _table(layers), _problem(layers)
+    fastest = problem.with_latency(table, 1.0).latency.min_ns / 1e6
+    with pytest.raises(
+        EvoproxyError,
+        match=rf"latency budget 0.001 ms is below the fastest feasible {math.ceil(fastest * 1000) / 1000:g} ms",
+    ):
+        allocate(problem.with_latency(table, 0.001))
+    with pytest.raises(
+        EvoproxyError, match="method dp handles the size budget only; use method ilp for a BOPs or latency"
+    ):
+        allocate(problem.with_latency(table, 1.0), "dp")
+    predicted = problem.with_latency(table, None).latency
+    budget = (fastest + (predicted.fixed_ns + predicted.cost_ns.max(1).sum()) / 1e6) / 2
+    drawn = allocate(problem.with_latency(table, budget), "sample", n_samples=2000)
+    assert drawn.latency_ms <= budget  # the draws are filtered by the latency budget too
+    with pytest.raises(EvoproxyError, match="latency budget must be a number of milliseconds above 0"):
+        problem.with_latency(table, -1.0)
+    with pytest.raises(EvoproxyError, match=r"measured on synthetic \(4 layers, the model has 5\)"):
+        _problem(_layers(5)).with_latency(table, 1.0)
+    # Without a budget every solver predicts the latency.
+    assert allocate(problem.with_latency(table, None), "dp").latency_ms is not None
+
+
+def test_the_bits_file_record_keeps_the_budget_and_the_predicted_latency():
+    layers = _layers(3)
+    result = allocate(_problem(layers).with_latency(_table(layers), 1.0))
+    record = result.to_dict()
+    assert record["latency_budget_ms"] == 1.0 and record["latency_ms"] == result.latency_ms
+    assert Allocation.from_dict(json.loads(json.dumps(record))) == result
+    assert "ms predicted latency" in str(result)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist: measure one with `evoproxy latency`"),
+        ("{", "is not a JSON file"),
+        ('{"format": "evoproxy-allocation/1", "layers": []}', "is not a latency table of format"),
+        (json.dumps({"format": FORMAT, "layers": [{"name": "a"}], "overhead_ms": 0}), "is not a latency table"),
+    ],
+)
+def test_unreadable_tables_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "lat.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(EvoproxyError, match=message):
+        load_latency_table(path)
