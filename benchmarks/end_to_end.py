@@ -4,7 +4,7 @@ and of the competing methods, per model at several size budgets and one BOPs bud
 
     python benchmarks/end_to_end.py [--models resnet20-fmnist,mobilenetv2-fmnist]
         [--budgets-mb resnet20-fmnist=0.085,0.095,0.105] [--bops-g MODEL=SIZE_MB:GBOPS]
-        [--proxies evoproxy-zoo,hawq-v2,fisher,mean-bits] [--methods edmips,seam,smpq,adaqat]
+        [--proxies evoproxy-zoo,hawq-v2,fisher,taylor,mean-bits] [--methods edmips,seam,smpq,adaqat]
         [--eval-size 10000] [--adaround-iters 200] [--qat-epochs 1] [--qat-images 2048]
         [--search-images 2048] [--threads 1] [--device cpu] [--seed 0]
         [--out benchmarks/results/end_to_end.jsonl] [--table-only]
@@ -39,7 +39,7 @@ from evoproxy.cli.args import add_data_args, data_source
 from evoproxy.cli.bits import parse_bits
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import accuracy, check_device, layer_registry, load_model
-from evoproxy.proxy import get_proxy, needs_hessian
+from evoproxy.proxy import get_proxy, needs_hessian, needs_perturbations
 from evoproxy.quant import (
     AdaRoundSettings,
     PtqEvaluator,
@@ -199,10 +199,11 @@ class Runner:
         ]
 
     def stats(self, proxies: list) -> tuple:
-        """The statistics all proxies share (the Hessian only if one reads it) and their seconds;
-        computed, not read from the cache, so that the seconds are the real cost."""
+        """The statistics all proxies share (the Hessian, the output perturbations only if one reads
+        them) and their seconds; computed, not read from the cache, so that the seconds are the real cost."""
         if self._stats is None:
             hessian = any(needs_hessian(p) for p in proxies)
+            perturbations = any(needs_perturbations(p) for p in proxies)
             images, labels = self.source.calibration(self.args.stats_batch)
             log(f"{self.name}: statistics on {len(images)} calibration images{' with the Hessian' if hessian else ''}")
             start = time.perf_counter()
@@ -211,7 +212,7 @@ class Runner:
                 images,
                 labels,
                 self.name,
-                StatsSettings(seed=self.args.seed, hessian=hessian),
+                StatsSettings(seed=self.args.seed, hessian=hessian, perturbations=perturbations),
                 use_cache=False,
                 device=self.args.device,
             )
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
         help="MODEL=SIZE_MB:GBOPS, the BOPs budget and its size budget (default: the largest size budget "
         "and the GBOPs 40 %% of the way from the uniform fewest- to most-bits configuration)",
     )
-    p.add_argument("--proxies", default="evoproxy-zoo,hawq-v2,fisher,mean-bits")
+    p.add_argument("--proxies", default="evoproxy-zoo,hawq-v2,fisher,taylor,mean-bits")
     p.add_argument("--methods", default="edmips,seam,smpq,adaqat", help="competing allocators; '' for none")
     p.add_argument("--search-images", type=int, default=2048, help="methods: seeded training subset searched on")
     p.add_argument("--search-epochs", type=int, default=1, help="methods: epochs of the search")

@@ -5,7 +5,8 @@ For every shipped model (fold), proxies are evolved on the main benches of all t
 at once (one run per seed; runs go to a temporary folder) and judged on every configuration of
 the left-out model's main bench: mean ρ over all configurations (mean of ρ@20/50/100 %) and
 Spearman ρ with model size held fixed ("ρ | size"), beside the mean-bit-width baseline, HAWQ-V2,
-Fisher, SynFlow and the best handcrafted proxy of that fold. The difference to the best
+Fisher, the tools' output-mse, KL and Taylor scores, and the best handcrafted proxy of that fold
+(tools' scores included). The difference to the best
 handcrafted proxy comes with a 95 % paired bootstrap interval (resampling the configurations;
 the evolved figure is the mean over seeds on each resample). Then the user's question: the PTQ
 accuracy of each proxy's knapsack allocation on the left-out model at three size budgets (a
@@ -33,7 +34,7 @@ from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
 from evoproxy.evolve import Evolution, EvolutionSettings, transfer_benches
 
-SHOWN = ("mean-bits", "hawq-v2", "fisher", "synflow")
+SHOWN = ("mean-bits", "hawq-v2", "fisher", "output-mse", "kl", "taylor")
 
 
 def allocation_accuracy(

@@ -178,8 +178,8 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--space",
-        help="search space: bitaware, branched, sequential, dag, or a .toml file (zoo preset: "
-        "bitaware; paper, strong: branched)",
+        help="search space: bitaware, branched, sequential, dag, measured (bitaware with the measured output "
+        "perturbations MSE, KL, TAYLOR), or a .toml file (zoo preset: bitaware; paper, strong: branched)",
     )
     g.add_argument(
         "--samples",
