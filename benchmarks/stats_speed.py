@@ -1,7 +1,10 @@
 """Extraction time per statistic for the default model (median of several runs, seconds), and
 the total without the Hessian (what proxies that do not read it, such as Fisher or SNIP, wait for).
+With --tools, instead: the measured output perturbations (what the tools' scores output-mse, sqnr,
+kl and taylor read) of every shipped model on its default statistics batch, beside the rest of the
+statistics without the Hessian.
 
-Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64]
+Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64] [--tools]
 """
 
 from __future__ import annotations
@@ -9,15 +12,34 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from evoproxy.model import calibration_batch, load_model
-from evoproxy.stats import StatsSettings, compute_stats
+from evoproxy.model import MODELS, calibration_batch, default_data, load_model, open_data
+from evoproxy.stats import STATS_BATCH, TEXT_STATS_BATCH, StatsSettings, compute_stats
+
+
+def tools_cost(repeats: int) -> None:
+    """Seconds of the output perturbations per shipped model (median of `repeats`)."""
+    print(f"output perturbations (every layer at 2..8 bits, one thread), median of {repeats} runs:")
+    for name in MODELS:
+        model, _ = load_model(name)
+        source = open_data(default_data(name))
+        x, y = source.calibration(TEXT_STATS_BATCH if source.is_text else STATS_BATCH)
+        runs = [compute_stats(model, x, y, name, StatsSettings(seed=i, hessian=False)) for i in range(repeats)]
+        measured = statistics.median(r.timings["output perturbations"] for r in runs)
+        rest = statistics.median(sum(r.timings.values()) for r in runs) - measured
+        print(
+            f"  {name:<20} {len(runs[0].layers):3d} layers, batch {len(x):3d}: {measured:6.2f} s (the rest "
+            f"without the Hessian {rest:5.2f} s)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tools", action="store_true", help="the output perturbations of every shipped model")
     args = parser.parse_args()
+    if args.tools:
+        return tools_cost(args.repeats)
     model, name = load_model("default")
     x, y = calibration_batch(args.batch_size)
     runs = [compute_stats(model, x, y, name, StatsSettings(seed=i)) for i in range(args.repeats)]

@@ -1,7 +1,7 @@
 """The statistics stage. Takes a model and a calibration batch; gives ModelStats, per layer the
 tensors W, G, A, H, V with the Hessian trace and top eigenvalue, and the weight quantization
-error Q and the measured output perturbations per bit-width (what every proxy reads), computed once per (model, batch, settings) and
-cached on disk."""
+error Q and the measured output perturbations per bit-width (what every proxy reads), computed
+once per (model, batch, settings) and cached on disk."""
 
 from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
 from .compute import QBITS, compute_stats, quantization_errors
