@@ -14,6 +14,7 @@ from .args import (
     add_model_args,
     add_stats_args,
     data_source,
+    evaluated_on,
     model_stats,
     output_file,
     resolve_proxies,
@@ -21,6 +22,7 @@ from .args import (
 from .bits import (
     add_bit_choice_args,
     add_budget_args,
+    add_latency_args,
     budget_text,
     check_budget,
     check_budgets,
@@ -31,6 +33,7 @@ from .bits import (
     weight_format_args,
 )
 from .allocators import act_bits_note, add_method_args, allocators, method_list, methods_help, search_method
+from .latency import latency_column, latency_table, latency_text
 
 
 def _parse_budgets(text: str, flag: str) -> list[float]:
@@ -99,6 +102,7 @@ def cmd_allocate(args) -> None:
     from ..table import format_table
 
     check_budgets(args)
+    table = latency_table(args)
     if args.method in allocators():
         if args.proxy is not None:
             raise EvoproxyError(
@@ -127,6 +131,7 @@ def cmd_allocate(args) -> None:
     bops = None if args.bops_g is None else args.bops_g * 1e9
     fmt = stats.settings.weight_format
     problem = _proxy_problem(proxy, stats, args, size_budget(args, [layer.info for layer in stats.layers], fmt), bops)
+    problem = problem if table is None else problem.with_latency(table, args.latency_ms)
     result = allocate(problem, args.method)
     layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
     Path(args.out).write_text(
@@ -164,11 +169,12 @@ def cmd_allocate(args) -> None:
         )
     )
     act_column = (["act"], ["A bits"]) if len(set(result.a_bits)) > 1 else ([], [])
+    lat_column = latency_column(rows, table, result)
     print(
         format_table(
             rows,
-            ["index", "name", "params", "bits", *act_column[0], "role", "sensitivity"],
-            ["#", "layer", "params", "W bits", *act_column[1], "", "sensitivity"],
+            ["index", "name", "params", "bits", *act_column[0], *lat_column[0], "role", "sensitivity"],
+            ["#", "layer", "params", "W bits", *act_column[1], *lat_column[1], "", "sensitivity"],
         )
     )
     print(
@@ -176,6 +182,7 @@ def cmd_allocate(args) -> None:
         + (f"(budget {args.bops_g} G)" if bops else "(no BOPs budget)")
         + f"; average {average_bits(layers, result.w_bits, fmt):.3f} weight bits ({fmt.describe()}); activations "
         + act_bits_label(result.a_bits)
+        + latency_text(result, args)
     )
     print(
         f"{result.method}: {'proven optimal' if result.optimal else 'not proven optimal'} "
@@ -225,7 +232,7 @@ def cmd_pareto(args) -> None:
             fp_accuracy,
             f"{name}, PTQ W{args.bits}A{','.join(map(str, act_choices))}"
             f"{'' if args.no_bn_recal else ' with BatchNorm re-estimated'}, first {len(evaluator.images)} test "
-            f"images of {args.data}",
+            f"images of {evaluated_on(args)}",
         )
     if args.json:
         print(
@@ -269,7 +276,7 @@ def cmd_pareto(args) -> None:
         columns, headers = columns + ["acc"], headers + ["top-1 (%)" if metric.unit == "%" else metric.title]
         print(
             f"{name}: PTQ {metric.name} on the first {len(evaluator.images)} test "
-            f"{'windows' if source.is_text else 'images'} of {args.data}, BatchNorm "
+            f"{'windows' if source.is_text else 'images'} of {evaluated_on(args)}, BatchNorm "
             f"{'kept' if args.no_bn_recal else 're-estimated'}; full precision {metric.format(fp_accuracy)}"
         )
     print(format_table(rows, columns, headers))
@@ -292,6 +299,7 @@ def _allocate_args(p: argparse.ArgumentParser) -> None:
         "(needed by the solvers ilp, dp and sample)",
     )
     add_budget_args(p)
+    add_latency_args(p)
     _add_allocation_args(p, methods=True)
     p.add_argument("--out", default="alloc.json", help="JSON bit configuration to write (default alloc.json)")
     p.add_argument("--plot", help="PNG file: bits per layer as bars (EMQ Figure 6)")

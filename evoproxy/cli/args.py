@@ -92,7 +92,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--data",
         help="fmnist (the shipped Fashion-MNIST), an ImageFolder folder, an .npz/.pt file of images and labels, "
         "package.module:function, torchvision:NAME; token data for a language model: kjv (the shipped text), "
-        "a .txt file (its bytes) or an .npz of tokens (default: the model's own data, else fmnist)",
+        "a .txt file (its bytes) or an .npz of tokens (default: the model's own data, else fmnist); without data: "
+        "distilled[:N], N images (default 256) distilled from the model's BatchNorm statistics",
+    )
+    p.add_argument(
+        "--eval-data",
+        help="with --data distilled[:N]: the real data whose test part measures accuracy and gives the input shape "
+        "(default: the model's own data, else fmnist)",
     )
     p.add_argument(
         "--seq-len", type=int, default=256, help="token data: tokens of each window the model reads (default 256)"
@@ -120,8 +126,9 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 
 
 def data_source(args):
-    """The DataSource of the flags `add_data_args` adds."""
-    from ..model import DataSettings, default_data, open_data
+    """The DataSource of the flags `add_data_args` adds. Distilled images are distilled from the model of
+    the model flags (once: cached with the statistics) and evaluated on --eval-data."""
+    from ..model import DISTILLED, DataSettings, default_data, load_model, open_data
 
     options = DataSettings(
         args.data_seed,
@@ -132,8 +139,29 @@ def data_source(args):
         args.data_root,
         args.seq_len,
     )
-    args.data = args.data or default_data(getattr(args, "model", "default"))  # messages name the data read
-    return open_data(args.data, options)
+    ref = getattr(args, "model", "default")
+    args.data = args.data or default_data(ref)  # messages name the data read
+    if args.data.partition(":")[0] != DISTILLED:
+        if args.eval_data is not None:
+            raise EvoproxyError("--eval-data applies to --data distilled[:N] only: leave it out, or give it as --data")
+        return open_data(args.data, options)
+    from ..stats import cache_dir
+
+    args.eval_data = args.eval_data or default_data(ref)
+    model, _ = load_model(ref, getattr(args, "weights", None), getattr(args, "output", None))
+    return open_data(
+        args.data,
+        options,
+        model=model,
+        evaluate_on=open_data(args.eval_data, options),
+        cache=cache_dir(getattr(args, "cache_dir", None)),
+        log=lambda msg: print(f"[distill] {msg}", file=sys.stderr, flush=True),
+    )
+
+
+def evaluated_on(args) -> str:
+    """The data accuracy is measured on, as messages name it: --data, or --eval-data beside distilled images."""
+    return f"{args.eval_data} (calibrated on {args.data})" if getattr(args, "eval_data", None) else args.data
 
 
 def load_user_model(args, source):

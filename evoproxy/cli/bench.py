@@ -14,6 +14,7 @@ from .args import (
     add_data_args,
     add_model_args,
     data_source,
+    evaluated_on,
     exclude_patterns,
     load_user_model,
     resolve_proxies,
@@ -52,7 +53,7 @@ def cmd_bench_build(args) -> None:
         jobs=args.jobs,
         device=check_device(args.device),
         eval_desc={
-            "dataset": "fashion-mnist" if args.data == "fmnist" else args.data,
+            "dataset": "fashion-mnist" if evaluated_on(args) == "fmnist" else evaluated_on(args),
             "split": "test",
             "first": len(images),
         },

@@ -6,7 +6,15 @@ from __future__ import annotations
 import sys
 
 from ..errors import EvoproxyError
-from .args import TEXT_EVAL_SIZE, add_data_args, add_model_args, data_source, load_user_model, output_folder
+from .args import (
+    TEXT_EVAL_SIZE,
+    add_data_args,
+    add_model_args,
+    data_source,
+    evaluated_on,
+    load_user_model,
+    output_folder,
+)
 from .bits import add_weight_format_args, weight_format_args
 
 METHOD_FLAGS = {
@@ -102,7 +110,7 @@ def cmd_quantize(args) -> None:
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     print(
         f"{name} with {args.bits_file}: test {metric.name} on {len(evaluator.images)} "
-        f"{'windows' if source.is_text else 'images'} of {args.data}; {settings.weight_quantizer} weights"
+        f"{'windows' if source.is_text else 'images'} of {evaluated_on(args)}; {settings.weight_quantizer} weights"
         + (f", BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}" if batchnorm else "")
     )
 

@@ -4,6 +4,7 @@ configuration, statistic and allocation), the calibration and evaluation images,
 
 from .data import asset_path, calibration_set, fmnist_dir, load_fmnist, normalize
 from .data_settings import DataSettings
+from .distill import DistillSettings, distill_images
 from .layers import (
     QUANTIZABLE,
     LayerInfo,
@@ -17,19 +18,22 @@ from .layers import (
 from .lm import TinyLM
 from .metrics import EVAL_BATCH, METRICS, Metric, accuracy, count_correct, metric_of, next_token_loss, perplexity
 from .nets import MobileNetV2Small, ResNet20
-from .sources import DEFAULT_SPEC, DataSource, calibration_batch, open_data
+from .sources import DEFAULT_SPEC, DISTILLED, DataSource, DistilledSource, calibration_batch, open_data
 from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, default_data, load_model, weights_hash
 from .train import make_calibration_subset, train, train_language_model
 
 __all__ = [
     "ALIASES",
     "DEFAULT_SPEC",
+    "DISTILLED",
     "EVAL_BATCH",
     "METRICS",
     "MODELS",
     "QUANTIZABLE",
     "DataSettings",
     "DataSource",
+    "DistillSettings",
+    "DistilledSource",
     "LayerInfo",
     "Metric",
     "MobileNetV2Small",
@@ -44,6 +48,7 @@ __all__ = [
     "checkpoint_path",
     "count_correct",
     "default_data",
+    "distill_images",
     "fmnist_dir",
     "layer_registry",
     "load_fmnist",

@@ -12,6 +12,8 @@
   torchvision:NAME         torchvision.datasets.NAME(root=root, train=..., download=False)
   kjv                      the text shipped for the language model (tokens.py)
   FILE.txt | FILE.npz      token data: a text file's bytes, or an .npz holding `tokens` (tokens.py)
+  distilled[:N]            N images distilled from a model's BatchNorm statistics (distill.py) to
+                           calibrate on; other, real data's test part to evaluate on (DistilledSource)
 
 Three explicit, seeded splits: a source with a train and a test part uses them as they are; a
 single set is shuffled (seeded) and cut into train (first 80 %) and test (last 20 %). The
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,12 +41,15 @@ from ..hashing import tensors_hash
 from ..params import Interval
 from .data import FMNIST_CLASSES, calibration_set, load_fmnist, normalize
 from .data_settings import DataSettings
+from .distill import MAX_IMAGES, DistillSettings, check_distillable, distill_images, distilled_labels
 from .readers import Pair, read_arrays, read_function, read_image_folders, read_torchvision
 from .metrics import Metric, count_correct, metric_of
 from .splits import split_parts
 from .tokens import SHIPPED_TEXT, TEXT_SUFFIXES, has_tokens, read_text, read_token_arrays, shipped_text, token_splits
 
 DEFAULT_SPEC = "fmnist"
+DISTILLED = "distilled"
+DEFAULT_DISTILLED = 256  # on the shipped ResNet-20, PTQ calibrated on 256 real images is as good as on 512
 
 
 @dataclass
@@ -85,15 +90,19 @@ class DataSource:
             n = min(most, len(self._get("test")[0]))
         return self._first("test", n, "evaluation", "test images")
 
+    def _example(self) -> Pair:
+        """One input and its label: what the input shape and type and the metric are read from."""
+        return self.calibration(1)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One sample's shape (no batch dimension): what the model is run on."""
-        return tuple(self.calibration(1)[0].shape[1:])
+        return tuple(self._example()[0].shape[1:])
 
     @property
     def input_dtype(self) -> torch.dtype:
         """What the model is run on: float images, or int64 token ids."""
-        return self.calibration(1)[0].dtype
+        return self._example()[0].dtype
 
     def training(self) -> Pair:
         """The whole train part."""
@@ -109,7 +118,7 @@ class DataSource:
     @property
     def metric(self) -> Metric:
         """What a model is measured in on this data: perplexity for token windows, else top-1 accuracy."""
-        return metric_of(self.calibration(1)[1])
+        return metric_of(self._example()[1])
 
     @property
     def is_text(self) -> bool:
@@ -171,17 +180,21 @@ class DataSource:
         }
 
     @classmethod
-    def reopen(cls, desc: dict | None, where: str, spec: str | None = None) -> DataSource:
+    def reopen(cls, desc: dict | None, where: str, spec: str | None = None, model=None, cache=None) -> DataSource:
         """The source a bench recorded with `describe` (None: the shipped Fashion-MNIST), or
         `spec` with the recorded options in its place; an error unless its calibration images
-        are the recorded ones."""
+        are the recorded ones. Distilled images are distilled again from `model` (cache folder `cache`)."""
         if desc is None:
             if spec not in (None, DEFAULT_SPEC):
                 raise ParameterError(
                     "DataSource.reopen", "spec", f"left out: {where} was made on the shipped Fashion-MNIST", spec
                 )
             return open_data()
-        source = open_data(spec or desc["spec"], DataSettings.from_dict(desc["options"]))
+        more = {}
+        if "evaluate_on" in desc:  # distilled images: distilled again from the model, as they were
+            more = {"model": model, "evaluate_on": cls.reopen(desc["evaluate_on"], where), "cache": cache}
+            more["distill"] = DistillSettings.from_dict(desc["distill"])
+        source = open_data(spec or desc["spec"], DataSettings.from_dict(desc["options"]), **more)
         if source.describe()["calib_hash"] != desc["calib_hash"]:
             raise ParameterError(
                 "DataSource.reopen",
@@ -190,6 +203,58 @@ class DataSource:
                 spec,
             )
         return source
+
+
+@dataclass
+class DistilledSource(DataSource):
+    """`distilled[:N]`: images distilled from a model's BatchNorm statistics (distill.py) are the
+    calibration pool, labelled with the model's own predictions; the test part of `evaluate_on`, real
+    data, measures accuracy, and gives the input shape; there is no train part (training is refused)."""
+
+    evaluate_on: DataSource | None = None
+    distill: DistillSettings = DistillSettings()
+
+    def _example(self) -> Pair:
+        return self.evaluate_on.calibration(1)  # not the distilled images: reading the shape distils nothing
+
+    @property
+    def classes(self) -> int:
+        return self.evaluate_on.classes
+
+    def check_classes(self, model: nn.Module) -> None:
+        self.evaluate_on.check_classes(model)  # the distilled labels are the model's own outputs
+
+    def describe(self) -> dict:
+        return {**super().describe(), "distill": asdict(self.distill), "evaluate_on": self.evaluate_on.describe()}
+
+
+def _distilled(
+    spec: str, options: DataSettings, model: nn.Module | None, evaluate_on: DataSource | None, settings, cache, log
+) -> DistilledSource:
+    count = spec.partition(":")[2]
+    if count and not (count.isdigit() and 1 <= int(count) <= MAX_IMAGES):
+        raise ParameterError("open_data", "spec", f"distilled or distilled:N with N from 1 to {MAX_IMAGES}", spec)
+    if model is None or evaluate_on is None:
+        raise EvoproxyError("distilled images need a model to distil them from, and real data to evaluate_on")
+    if evaluate_on.is_text:
+        raise EvoproxyError(
+            f"distilled images are for image models, not a language model ({evaluate_on.spec} holds tokens): "
+            "calibrate on real text"
+        )
+    check_distillable(model)
+    n = int(count or DEFAULT_DISTILLED)
+
+    def calib() -> Pair:
+        images = distill_images(model, evaluate_on.input_shape, n, options.seed, settings, cache, log)
+        return images, distilled_labels(model, images)
+
+    def train() -> Pair:
+        raise ParameterError("open_data", "spec", "real data with a train part (distilled images only calibrate)", spec)
+
+    name = f"{DISTILLED}:{n}"
+    return DistilledSource(
+        name, options, calib, evaluate_on.evaluation, train, evaluate_on=evaluate_on, distill=settings
+    )
 
 
 def _canonical(spec: str) -> str:
@@ -222,9 +287,24 @@ def _fmnist(options: DataSettings, data_dir: str | os.PathLike | None) -> DataSo
 
 
 def open_data(
-    spec: str = DEFAULT_SPEC, options: DataSettings = DataSettings(), data_dir: str | os.PathLike | None = None
+    spec: str = DEFAULT_SPEC,
+    options: DataSettings = DataSettings(),
+    data_dir: str | os.PathLike | None = None,
+    *,
+    model: nn.Module | None = None,
+    evaluate_on: DataSource | None = None,
+    distill: DistillSettings | None = None,
+    cache: str | os.PathLike | None = None,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> DataSource:
-    """The DataSource of `spec` (see the module docstring). Nothing is read until a split is asked for."""
+    """The DataSource of `spec` (see the module docstring). Nothing is read until a split is asked for.
+    `distilled[:N]` takes the `model` to distil from (on its device), `evaluate_on`, the real data
+    whose test part measures accuracy, and `distill_images`'s `distill` settings (None: the defaults),
+    `cache` folder and `log`; its seed is `options.seed`."""
+    if spec == DISTILLED or spec.startswith(DISTILLED + ":"):
+        return _distilled(spec, options, model, evaluate_on, distill or DistillSettings(), cache, log)
+    if evaluate_on is not None:
+        raise ParameterError("open_data", "evaluate_on", f"left out: {spec} has test images of its own", "given")
     if spec == DEFAULT_SPEC:
         if options.mean is not None or options.std is not None or options.image_size is not None:
             raise EvoproxyError(
@@ -254,7 +334,8 @@ def open_data(
     raise ParameterError(
         "open_data",
         "spec",
-        "fmnist, kjv, a folder, an .npz/.pt file, a .txt file, package.module:function or torchvision:NAME",
+        "fmnist, kjv, a folder, an .npz/.pt file, a .txt file, package.module:function, torchvision:NAME or "
+        "distilled[:N]",
         spec,
     )
 
