@@ -53,14 +53,11 @@ def cmd_stats(args) -> None:
         "grad_norm",
         "act_std",
         "synflow",
+        "sqnr_4bit",
+        "kl_2bit",
     ]
-    print(
-        format_table(
-            rows,
-            cols,
-            ["#", "layer", "kind", "shape", "params", "MACs", "trace(H)", "λmax(H)", "‖G‖", "std(A)", "synflow"],
-        )
-    )
+    headers = ["#", "layer", "kind", "shape", "params", "MACs", "trace(H)", "λmax(H)", "‖G‖", "std(A)", "synflow"]
+    print(format_table(rows, cols, [*headers, "SQNR@4b (dB)", "KL@2b"]))
     print(
         f"SynFlow values are scaled by e^-{stats.synflow_log_scale:.1f}; "
         f"Hutchinson used {stats.hutchinson_samples_used} samples; "

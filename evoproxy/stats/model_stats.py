@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -155,6 +156,9 @@ class ModelStats:
                 "weight_norm": l.W.norm().item(),
                 "act_std": l.A.std().item(),
                 "synflow": (l.V * l.W.abs().double()).sum().item(),
+                # the tools' view of the layer alone at 4 and 2 bits (nan without the output perturbations)
+                "sqnr_4bit": -10 * math.log10(max(l.MSE[4].mean().item(), 1e-12)) if 4 in l.MSE else math.nan,
+                "kl_2bit": l.KL[2].mean().item() if 2 in l.KL else math.nan,
             }
             for l in self.layers
         ]

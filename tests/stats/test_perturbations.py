@@ -1,6 +1,8 @@
 """The measured output perturbations (MSE, KL, TAYLOR per layer, bit-width and sample): equal to
 what quantizing one layer by hand does, computed only for proxies that read them, cached."""
 
+import math
+
 import pytest
 import torch
 from synthetic_stats import tiny_conv_net
@@ -128,3 +130,12 @@ def test_allocate_measures_perturbations_only_for_a_proxy_that_reads_them(tmp_pa
     assert main([*base, "--proxy", "sqnr"]) == 0
     captured = capsys.readouterr()
     assert "output perturbations done" in captured.err and "sqnr" in captured.out
+
+
+def test_the_stats_table_shows_the_tools_view_of_each_layer(measured):
+    model, x, y, stats = measured
+    row = stats.table()[1]
+    assert row["sqnr_4bit"] == pytest.approx(-10 * math.log10(float(stats.layers[1].MSE[4].mean())))
+    assert row["kl_2bit"] == pytest.approx(float(stats.layers[1].KL[2].mean()))
+    lean = compute_stats(model, x, y, "tiny", LEAN).table()[1]
+    assert math.isnan(lean["sqnr_4bit"]) and math.isnan(lean["kl_2bit"])
