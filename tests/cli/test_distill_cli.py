@@ -60,3 +60,13 @@ def test_what_distilled_images_cannot_do_is_refused_in_one_line(argv, message, o
 def test_eval_data_without_distilled_images_is_refused(one_line_error):
     assert main(["stats", "--eval-data", "fmnist"]) == 2
     one_line_error("--eval-data applies to --data distilled[:N] only")
+
+
+@pytest.mark.slow
+def test_bench_build_calibrates_on_distilled_images_and_records_them(few_iterations, capsys, tmp_path):
+    out = tmp_path / "b.jsonl"
+    argv = ["bench", "build", "--data", "distilled:8", "--configs", "2", "--eval-size", "32", "--out", str(out)]
+    assert main(argv) == 0
+    header = json.loads(out.read_text().splitlines()[0])
+    assert header["data"]["spec"] == "distilled:8" and header["data"]["evaluate_on"]["spec"] == "fmnist"
+    assert header["eval"]["dataset"] == "fmnist (calibrated on distilled:8)"
