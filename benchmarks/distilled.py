@@ -9,7 +9,7 @@
 
     python benchmarks/distilled.py [--models resnet20-fmnist,mobilenetv2-fmnist]
         [--budgets-mb resnet20-fmnist=0.085,0.095,0.1,0.105] [--proxies hawq-v2,fisher,evoproxy-zoo,mean-bits]
-        [--proxy hawq-v2] [--images 256] [--stats-batch 64] [--eval-size 10000] [--iters 100] [--lr 0.1]
+        [--proxy hawq-v2] [--images 256] [--stats-batch 64] [--eval-size 10000] [--iters 200] [--lr 0.1]
 
 Distillation and statistics are cached (the statistics cache), so a rerun prints the tables in seconds.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from evoproxy.cli import main as evoproxy_main
-from evoproxy.stats.cache import CACHE_ENV
+from evoproxy.files import CACHE_ENV
 
 
 def walk(value, path: str, lines: list[str]) -> None:

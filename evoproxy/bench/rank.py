@@ -14,7 +14,8 @@ import torch
 from ..errors import EvoproxyError, ParameterError
 from ..model import MODELS, DataSource, layer_registry, load_model, weights_hash
 from ..params import Interval, check_parameters
-from ..stats import STATS_BATCH, TEXT_STATS_BATCH, ModelStats, StatsSettings, load_or_compute_stats, stats_cache_path
+from ..files import cache_dir
+from ..stats import ModelStats, StatsSettings, default_batch, load_or_compute_stats, stats_cache_path
 from .format import Bench, Entry
 from .metrics import TOPK, partial_spearman, rank_quality
 
@@ -47,7 +48,7 @@ def bench_model(bench: Bench, weights: str | None = None, data: str | None = Non
             f"the checkpoint benchmark {bench.name} was made with (it was measured on other weights of {name})",
             given,
         )
-    source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data)
+    source = DataSource.reopen(h.get("data"), f"benchmark {bench.name}", data, model, cache_dir())
     layers = layer_registry(model, source.input_shape, tuple(h.get("exclude", ())), source.input_dtype)
     bench.check_layers([l.name for l in layers])
     return model, layers, source
@@ -63,8 +64,8 @@ def bench_stats(
     device: str = "cpu",
 ) -> tuple[ModelStats, float, Path]:
     """The statistics of the model a benchmark was made on (`bench_model`), on the first
-    `batch_size` calibration images of its data (None: STATS_BATCH images, or TEXT_STATS_BATCH
-    token windows; cached on disk), the seconds spent getting them, and their cache file."""
+    `batch_size` calibration images of its data (None: `default_batch`; cached on disk), the seconds
+    spent getting them, and their cache file."""
     model, _, source = bench_model(bench, weights, data)
     fmt = bench.weight_format
     settings = replace(
@@ -75,7 +76,7 @@ def bench_stats(
         asymmetric=fmt.asymmetric,
     )
     if batch_size is None:
-        batch_size = TEXT_STATS_BATCH if source.is_text else STATS_BATCH
+        batch_size = default_batch(source)
     x, y = source.calibration(batch_size)
     start = time.perf_counter()
     stats, _ = load_or_compute_stats(model, x, y, bench.header["model"], settings, log=log, device=device)

@@ -145,7 +145,7 @@ def data_source(args):
         if args.eval_data is not None:
             raise EvoproxyError("--eval-data applies to --data distilled[:N] only: leave it out, or give it as --data")
         return open_data(args.data, options)
-    from ..stats import cache_dir
+    from ..files import cache_dir
 
     args.eval_data = args.eval_data or default_data(ref)
     model, _ = load_model(ref, getattr(args, "weights", None), getattr(args, "output", None))
@@ -275,7 +275,7 @@ def model_stats(
 
     from ..model import load_model
     from ..proxy import needs_hessian, needs_perturbations
-    from ..stats import load_or_compute_stats
+    from ..stats import default_batch, load_or_compute_stats
 
     source = source or data_source(args)
     model, name = load_model(args.model, args.weights, args.output)
@@ -283,7 +283,7 @@ def model_stats(
     if source.is_text:  # token ids beyond the vocabulary would fail inside the embedding, before any wording
         source.check_classes(model)
     if args.batch_size is None:
-        args.batch_size = TEXT_STATS_BATCH if source.is_text else STATS_BATCH
+        args.batch_size = default_batch(source)
     images, labels = source.calibration(args.batch_size)
     settings = settings or stats_settings(args)
     if proxies is not None:

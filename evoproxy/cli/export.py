@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 from ..errors import EvoproxyError
-from .args import add_data_args, add_model_args, data_source, load_user_model, output_file
+from .args import add_data_args, add_model_args, data_source, evaluated_on, load_user_model, output_file
 
 
 def cmd_export(args) -> None:
@@ -52,9 +52,9 @@ def cmd_export(args) -> None:
         onnx = onnxruntime_accuracy(args.onnx, images, labels)
         ours = accuracy(qmodel, images.to(device), labels.to(device))
         print(
-            f"top-1 on {len(images)} test images of {args.data}: onnxruntime {onnx:.2f} %, PyTorch fake-quantized "
-            f"{ours:.2f} % ({onnx - ours:+.2f} points); outputs differ by at most {diff:.3g}, within the tolerance of "
-            "two levels of the coarsest activation quantizer"
+            f"top-1 on {len(images)} test images of {evaluated_on(args)}: onnxruntime {onnx:.2f} %, PyTorch "
+            f"fake-quantized {ours:.2f} % ({onnx - ours:+.2f} points); outputs differ by at most {diff:.3g}, within "
+            "the tolerance of two levels of the coarsest activation quantizer"
         )
 
 

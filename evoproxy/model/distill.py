@@ -11,7 +11,7 @@ on the shipped ResNet-20 the two gave PTQ top-1 within 0.2 points of each other 
 were chosen, and the batch's leave each image freer. Images are distilled in batches of DISTILL_BATCH,
 each from the next draw of one seeded generator, on one CPU thread (as the statistics are), so that
 a seed gives the same images on any machine. The result is cached by (weights, n, seed, input shape,
-settings) with its sha256 beside it, as the statistics are (evoproxy/stats/cache.py).
+settings) with its sha256 beside it, as the statistics are (evoproxy/files.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError
-from ..files import write_atomically
+from ..files import read_with_checksum, write_with_checksum
 from ..params import Interval, check_parameters
 from .registry import weights_hash
 
@@ -118,7 +118,7 @@ def distill_images(
     statistics of `model` (the module docstring) on the model's device, the same for the same seed;
     returned on the CPU.
 
-    `cache`, a folder (the statistics cache, `evoproxy.stats.cache_dir()`), keeps them by (weights,
+    `cache`, a folder (the statistics cache, `evoproxy.files.cache_dir()`), keeps them by (weights,
     n, seed, input shape, settings): a second call reads them back instead of distilling again.
     A model without BatchNorm, or a language model, is an EvoproxyError. Cost: about
     `settings.iters` forward and backward passes of the model per DISTILL_BATCH images."""
@@ -134,7 +134,7 @@ def distill_images(
         key = {"weights": weights_hash(model), "n": n, "seed": seed, "shape": shape, "format": FORMAT_VERSION}
         digest = hashlib.sha256(json.dumps(key | asdict(settings), sort_keys=True).encode()).hexdigest()
         path = Path(cache) / f"distilled-{digest[:32]}.pt"
-        if (data := _read_checked(path)) is not None:
+        if (data := read_with_checksum(path)[0]) is not None:
             log(f"{n} distilled images from the cache ({path})")
             return torch.load(io.BytesIO(data), weights_only=True)
     threads = torch.get_num_threads()
@@ -146,24 +146,8 @@ def distill_images(
     if path is not None:
         buffer = io.BytesIO()
         torch.save(images, buffer)
-        _write_checked(path, buffer.getvalue())
+        write_with_checksum(path, buffer.getvalue())
     return images
-
-
-def _write_checked(path: Path, data: bytes) -> None:
-    """Write `data` to `path`, then its sha256 beside it: a reader in between finds no match."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, data)
-    write_atomically(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode("ascii"))
-
-
-def _read_checked(path: Path) -> bytes | None:
-    """The bytes of `path` if they match the sha256 recorded beside it, else None (missing or damaged)."""
-    try:
-        data, recorded = path.read_bytes(), path.with_name(path.name + ".sha256").read_text("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return data if hashlib.sha256(data).hexdigest() == recorded else None
 
 
 def _distill(model, shape, n, seed, settings, log, device) -> torch.Tensor:

@@ -6,7 +6,15 @@ once per (model, batch, settings) and cached on disk."""
 from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
 from .compute import QBITS, compute_stats, quantization_errors
 from .hessian import hutchinson, top_eigenvalue
-from .model_stats import STATS_BATCH, TENSOR_FIELDS, TEXT_STATS_BATCH, LayerStats, ModelStats, StatsSettings
+from .model_stats import (
+    STATS_BATCH,
+    TENSOR_FIELDS,
+    TEXT_STATS_BATCH,
+    LayerStats,
+    ModelStats,
+    StatsSettings,
+    default_batch,
+)
 from .perturbation import PERTURBATIONS, output_perturbations
 from .synflow import synflow_gradients
 
@@ -22,6 +30,7 @@ __all__ = [
     "StatsSettings",
     "cache_dir",
     "compute_stats",
+    "default_batch",
     "hutchinson",
     "load_or_compute_stats",
     "load_stats_file",

@@ -16,17 +16,10 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyWarning
-from ..files import write_atomically
+from ..files import CHECKSUM_MISMATCH, cache_dir, read_with_checksum, write_with_checksum
 from ..model import weights_hash
 from .compute import batch_hash, check_batch, compute_stats
 from .model_stats import FORMAT_VERSION, ModelStats, StatsSettings
-
-CACHE_ENV = "EVOPROXY_CACHE_DIR"
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """`override`, else $EVOPROXY_CACHE_DIR, else ~/.cache/evoproxy."""
-    return Path(override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "evoproxy")
 
 
 def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
@@ -62,29 +55,20 @@ def load_stats_file(path: str | os.PathLike | BinaryIO) -> ModelStats:
     return ModelStats.from_blob(torch.load(path, weights_only=True))
 
 
-def _checksum_path(path: Path) -> Path:
-    """Where the sha256 of a cache entry is recorded: beside it, as stats-KEY.pt.sha256."""
-    return path.with_name(path.name + ".sha256")
-
-
 def _read_cache_entry(path: Path, log) -> ModelStats | None:
     """A cache entry whose bytes match the sha256 recorded beside it; None (recompute) for an
     entry without a checksum (written by an earlier version), a doctored or damaged one."""
-    try:
-        data, recorded = path.read_bytes(), _checksum_path(path).read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        log(f"recomputing cache entry {path}: it has no checksum beside it")
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        log(f"recomputing cache entry {path}: {exc}")
-        return None
-    if hashlib.sha256(data).hexdigest() != recorded:
+    data, problem = read_with_checksum(path)
+    if problem == CHECKSUM_MISMATCH:
         warnings.warn(
             f"the statistics cache entry {path} does not match the checksum recorded beside it "
             "(changed or damaged since it was written); recomputing it",
             EvoproxyWarning,
             stacklevel=3,
         )
+        return None
+    if problem:
+        log(f"recomputing cache entry {path}: {problem}")
         return None
     try:
         return load_stats_file(io.BytesIO(data))
@@ -121,10 +105,7 @@ def load_or_compute_stats(
                 return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(stats.to_blob(), buffer)
-        data = buffer.getvalue()
-        write_atomically(path, data)  # the entry, then its checksum: a reader in between recomputes
-        write_atomically(_checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
+        write_with_checksum(path, buffer.getvalue())
     return stats, False

@@ -20,6 +20,13 @@ TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's H
 FORMAT_VERSION = 3  # of the blob; part of the cache key
 
 
+def default_batch(source) -> int:
+    """The calibration batch the statistics take on a data source by default: STATS_BATCH images or
+    TEXT_STATS_BATCH token windows, or the whole calibration pool where it is smaller (a few
+    distilled images, a small folder)."""
+    return min(TEXT_STATS_BATCH if source.is_text else STATS_BATCH, len(source.calibration()[0]))
+
+
 @dataclass(frozen=True)
 class StatsSettings:
     """How the statistics are computed; part of the cache key."""

@@ -1,7 +1,7 @@
 """`--data distilled[:N]` on the command line: statistics and PTQ without data (evaluated on --eval-data,
 by default the model's own), the images distilled once, and a one-line error where real data is needed."""
 
-import functools
+import dataclasses
 import json
 
 import pytest
@@ -12,10 +12,15 @@ from evoproxy.model import DistillSettings, sources
 FAST = ["--hutchinson-samples", "2", "--power-iters", "2"]
 
 
+@dataclasses.dataclass(frozen=True)
+class FewSteps(DistillSettings):
+    iters: int = 2
+
+
 @pytest.fixture
 def few_iterations(monkeypatch):
     """Distillation's default settings with 2 Adam steps: the tests check the plumbing, not the images."""
-    monkeypatch.setattr(sources, "DistillSettings", functools.partial(DistillSettings, iters=2))
+    monkeypatch.setattr(sources, "DistillSettings", FewSteps)
 
 
 @pytest.mark.slow
@@ -70,3 +75,25 @@ def test_bench_build_calibrates_on_distilled_images_and_records_them(few_iterati
     header = json.loads(out.read_text().splitlines()[0])
     assert header["data"]["spec"] == "distilled:8" and header["data"]["evaluate_on"]["spec"] == "fmnist"
     assert header["eval"]["dataset"] == "fmnist (calibrated on distilled:8)"
+    # the bench's statistics are taken on the same distilled images, distilled again from its record
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "rank",
+                "--bench",
+                str(out),
+                "--proxies",
+                "fisher",
+                "--split",
+                "all",
+                "--samples",
+                "0",
+                "--repeats",
+                "1",
+                *FAST[:0],
+            ]
+        )
+        == 0
+    )
+    assert "fisher" in capsys.readouterr().out
