@@ -214,7 +214,7 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
             "--batch-size",
             type=int,
             help=f"proxies: calibration images the statistics are computed on (default {STATS_BATCH}, or "
-            f"{TEXT_STATS_BATCH} token windows); "
+            f"{TEXT_STATS_BATCH} token windows; all of a smaller calibration pool); "
             "search methods: training batch size (default 128)",
         )
     else:
@@ -222,7 +222,7 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
             "--batch-size",
             type=int,
             help=f"calibration images the statistics are computed on (default {STATS_BATCH}, or "
-            f"{TEXT_STATS_BATCH} token windows)",
+            f"{TEXT_STATS_BATCH} token windows; all of a smaller calibration pool)",
         )
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
