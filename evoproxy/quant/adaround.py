@@ -155,7 +155,7 @@ def _output_error(out, target) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _block_calls(model: nn.Module, block: str, images: torch.Tensor, batch_size: int, inputs: bool) -> list:
+def block_calls(model: nn.Module, block: str, images: torch.Tensor, batch_size: int, inputs: bool) -> list:
     """What the module `block` of `model` receives ((args, kwargs); `inputs`) or gives (its
     output) at each of its calls while `model` runs on `images` in batches."""
     module, seen = model.get_submodule(block), []
@@ -251,8 +251,8 @@ def adaround_model(
     for b, (name, held) in enumerate(blocks, 1):
         start = time.perf_counter()
         block_quantizers = [quantizers[n] for n in held if n in quantizers]
-        calls = _block_calls(qmodel, name, calib_images, settings.batch_size, inputs=True)
-        targets = _block_calls(model, name, calib_images, settings.batch_size, inputs=False)
+        calls = block_calls(qmodel, name, calib_images, settings.batch_size, inputs=True)
+        targets = block_calls(model, name, calib_images, settings.batch_size, inputs=False)
         if len(calls) != len(targets):
             raise EvoproxyError(
                 f"block {name or 'model'} runs {len(calls)} times in the quantized model but "

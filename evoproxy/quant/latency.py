@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import EvoproxyError
 from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
 from ..params import Interval, OneOf, check_parameters
-from .adaround import _block_calls
+from .adaround import block_calls
 from .onnx_export import UINT8_MAX, export_onnx
 from .qat import lsq_model
 
@@ -181,7 +181,7 @@ def _layer_inputs(model: nn.Module, layers: Sequence[LayerInfo], images: torch.T
     """Each layer's input (its first call's) when `model` runs on `images`."""
     run_with_outputs(model, images[:1], {}, None, "the model does not run on the data's inputs")
     with torch.no_grad():
-        return {l.name: _block_calls(model, l.name, images, len(images), inputs=True)[0][0][0] for l in layers}
+        return {l.name: block_calls(model, l.name, images, len(images), inputs=True)[0][0][0] for l in layers}
 
 
 def _processor() -> str:
