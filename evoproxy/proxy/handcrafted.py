@@ -184,22 +184,23 @@ def genome_form(name: str) -> Genome:
     return Genome.from_expression(expression, space=space, name=name)
 
 
-def _reads_no_hessian(fn, name: str) -> FunctionProxy:
+def _cheap(fn, name: str) -> FunctionProxy:
+    """A proxy that reads neither the Hessian nor the output perturbations (the costly statistics)."""
     return FunctionProxy(fn, name, needs_hessian=False, needs_perturbations=False)
 
 
 HANDCRAFTED = {
-    "bparams": lambda: _reads_no_hessian(bparams, "bparams"),
+    "bparams": lambda: _cheap(bparams, "bparams"),
     "hawq": lambda: FunctionProxy(hawq, "hawq", needs_perturbations=False),
     "hawq-v2": HawqV2,
-    "ompq": lambda: _reads_no_hessian(ompq, "ompq"),
-    "qe": lambda: _reads_no_hessian(qe, "qe"),
-    "snip": lambda: _reads_no_hessian(snip, "snip"),
-    "synflow": lambda: _reads_no_hessian(synflow, "synflow"),
-    "fisher": lambda: _reads_no_hessian(fisher, "fisher"),
-    "plain": lambda: _reads_no_hessian(plain, "plain"),
-    "mean-bits": lambda: _reads_no_hessian(mean_bits, "mean-bits"),
+    "ompq": lambda: _cheap(ompq, "ompq"),
+    "qe": lambda: _cheap(qe, "qe"),
+    "snip": lambda: _cheap(snip, "snip"),
+    "synflow": lambda: _cheap(synflow, "synflow"),
+    "fisher": lambda: _cheap(fisher, "fisher"),
+    "plain": lambda: _cheap(plain, "plain"),
+    "mean-bits": lambda: _cheap(mean_bits, "mean-bits"),
     "emq-paper": emq_paper,
     **{name: lambda name=name: tool_proxy(name) for name in TOOLS},
-    "position": lambda: _reads_no_hessian(position, "position"),
+    "position": lambda: _cheap(position, "position"),
 }
