@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvoproxyError
+from ..params import Interval
 from ..quant.latency import A_OPTIONS, FORMAT, W_OPTIONS
 
 NS_PER_MS = 1_000_000
@@ -89,7 +90,7 @@ class LatencyConstraint:
     table: str
 
     def __post_init__(self) -> None:
-        if self.budget_ms is not None and not _is_budget(self.budget_ms):
+        if self.budget_ms is not None and not Interval(0, MAX_LATENCY_MS, closed="right")(self.budget_ms):
             raise EvoproxyError(
                 f"latency budget must be a number of milliseconds above 0 and at most {MAX_LATENCY_MS:g}, "
                 f"got {self.budget_ms!r}"
@@ -125,11 +126,6 @@ class LatencyConstraint:
             f"latency budget {self.budget_ms} ms is below the fastest feasible {fastest:g} ms "
             f"(every free layer at its fastest option in {self.table}, fixed layers as fixed)"
         )
-
-
-def _is_budget(x: object) -> bool:
-    number = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-    return number and 0 < x <= MAX_LATENCY_MS
 
 
 def load_latency_table(path: str | Path) -> LatencyTable:

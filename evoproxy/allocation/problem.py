@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo
+from ..params import Interval
 from ..quant import BITS_PER_MB, WeightFormat, is_bit_width, layer_size_bits, model_bops
 from .latency import LatencyConstraint, LatencyTable
 from .result import Allocation
@@ -126,12 +127,12 @@ class AllocationProblem:
     latency: LatencyConstraint | None = None
 
     def __post_init__(self) -> None:
-        if not _is_budget(self.size_budget_mb, MAX_SIZE_MB):
+        if not Interval(0, MAX_SIZE_MB, closed="right")(self.size_budget_mb):
             raise EvoproxyError(
                 f"size budget must be a number of megabytes above 0 and at most {MAX_SIZE_MB:g}, "
                 f"got {self.size_budget_mb!r}"
             )
-        if self.bops_budget is not None and not _is_budget(self.bops_budget, MAX_BOPS):
+        if self.bops_budget is not None and not Interval(0, MAX_BOPS, closed="right")(self.bops_budget):
             raise EvoproxyError(
                 f"BOPs budget must be a number of bit operations above 0 and at most {MAX_BOPS:g}, "
                 f"got {self.bops_budget!r}"
@@ -242,11 +243,6 @@ class AllocationProblem:
             note=note,
             **({} if self.latency is None else self.latency.record(choice)),
         )
-
-
-def _is_budget(x: object, bound: float) -> bool:
-    number = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-    return number and 0 < x <= bound
 
 
 def build_problem(
