@@ -42,7 +42,7 @@ from ..errors import EvoproxyError
 from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
 from ..params import Interval, OneOf, check_parameters
 from .adaround import block_calls
-from .onnx_export import UINT8_MAX, export_onnx
+from .onnx_export import UINT8_MAX, export_onnx, ort_session
 from .qat import lsq_model
 
 FORMAT = "evoproxy-latency/1"
@@ -103,19 +103,6 @@ def _ort():
     return onnx, onnxruntime
 
 
-def _session(path: Path, threads: int, optimized: Path | None = None):
-    """An onnxruntime CPU session on `path` with every graph optimization, `threads` intra-op
-    threads and one inter-op thread; with `optimized`, the optimized graph is written there."""
-    _, ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # writing an NCHWc-optimized graph warns that it fits this machine only
-    if optimized is not None:
-        options.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _kernel(ops: set[str]) -> str:
     if ops & INT8_OPS:
         return "int8"
@@ -143,7 +130,7 @@ def onnx_latency_ms(
     """Median latency in ms of each ONNX file of `paths` (input "input") on `inputs`, timed in turn
     as the table's layers are: the end-to-end latency of exported models."""
     feed = {"input": inputs.cpu().numpy()}
-    return _median_ms([(_session(Path(p), settings.threads), feed) for p in paths], settings)
+    return _median_ms([(ort_session(Path(p), settings.threads), feed) for p in paths], settings)
 
 
 def _empty_graph(path: Path, example: torch.Tensor) -> None:
@@ -216,10 +203,10 @@ def _measure_layer(module: nn.Module, x: torch.Tensor, batch: torch.Tensor, sett
     for w, a in GRAPHS:
         path = folder / f"W{w}A{a}.onnx"
         _one_layer(module, x[:CALIB_SAMPLES], w, a, settings, path)
-        runs.append((_session(path, settings.threads, folder / "optimized.onnx"), feed))
+        runs.append((ort_session(path, settings.threads, folder / "optimized.onnx"), feed))
         ops.append(sorted({node.op_type for node in onnx.load(str(folder / "optimized.onnx")).graph.node}))
     _empty_graph(folder / "empty.onnx", x[:1])
-    runs.append((_session(folder / "empty.onnx", settings.threads), feed))
+    runs.append((ort_session(folder / "empty.onnx", settings.threads), feed))
     *times, empty = _median_ms(runs, settings)
     measured = {
         f"W{w}A{a}": {"ms": max(t - empty, 0.0), "kernel": _kernel(set(o)), "ops": o}
@@ -271,7 +258,7 @@ def measure_latency(
     with tempfile.TemporaryDirectory(prefix="evoproxy-latency-") as tmp:
         folder = Path(tmp)
         _empty_graph(folder / "model.onnx", images)
-        session = _session(folder / "model.onnx", settings.threads)
+        session = ort_session(folder / "model.onnx", settings.threads)
         overhead_ms = _median_ms([(session, {"input": images[batch].numpy()})], settings)[0]
         for layer in layers:
             x = inputs[layer.name].float()

@@ -128,13 +128,22 @@ def output_tolerance(qmodel: nn.Module, outputs: torch.Tensor) -> float:
     return outputs.abs().max().item() * (2 / min(levels) if levels else FLOAT_RTOL)
 
 
-def _session(path: str | Path):
-    """An onnxruntime CPU session on the ONNX file `path`."""
+def ort_session(path: str | Path, threads: int | None = None, optimized: Path | None = None):
+    """An onnxruntime CPU session on the ONNX file `path`, with onnxruntime's default options, or
+    for timing: `threads` intra-op threads, one inter-op thread, sequential execution; with
+    `optimized`, the optimized graph is written there."""
     try:
         import onnxruntime
     except ImportError:
         raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]'") from None
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # writing an NCHWc-optimized graph warns that it fits this machine only
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> float:
@@ -145,7 +154,7 @@ def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: 
     with torch.no_grad():
         want = qmodel.eval()(images.to(device)).float().cpu()
     qmodel.train(training)
-    got = torch.from_numpy(_session(path).run(None, {"input": images.cpu().float().numpy()})[0])
+    got = torch.from_numpy(ort_session(path).run(None, {"input": images.cpu().float().numpy()})[0])
     diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
     if not diff <= tol:  # NaN included
         raise EvoproxyError(
@@ -199,7 +208,7 @@ def export_onnx(
 def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy (%) of the ONNX file `path` run by onnxruntime (CPU) on `images` (N, ...)
     with `labels` (N,)."""
-    session = _session(path)
+    session = ort_session(path)
     correct = 0
     for i in range(0, len(images), batch_size):
         logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]
