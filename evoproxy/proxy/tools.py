@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import EvoproxyError
+from ..stats.perturbation import sqnr_db
 from .base import as_bits
 from .program import bit_columns, table_score
 
@@ -50,13 +51,6 @@ class MeasuredProxy:
         return f"MeasuredProxy({self.name!r})"
 
 
-SQNR_FLOOR = 1e-12  # noise power relative to the signal: a perturbation below it counts as 120 dB
-
-
-def _sqnr(mse: torch.Tensor) -> torch.Tensor:
-    return -10 * torch.log10(mse.clamp_min(SQNR_FLOOR))
-
-
 TOOLS = {
     "output-mse": (
         "MSE",
@@ -66,7 +60,7 @@ TOOLS = {
     ),
     "sqnr": (
         "MSE",
-        _sqnr,
+        sqnr_db,
         "Qualcomm AIMET AMP: Σ_l the signal-to-quantization-noise ratio in dB of the model's outputs with "
         "layer l alone quantized to b_l, 10·log10(E[y²] / E[(y_q − y)²]) over the calibration batch.",
     ),

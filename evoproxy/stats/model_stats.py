@@ -11,7 +11,7 @@ import torch
 from ..model import LayerInfo
 from ..params import Interval, check_parameters
 from ..quant import WeightFormat
-from .perturbation import PERTURBATIONS
+from .perturbation import PERTURBATIONS, sqnr_db
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
 PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
@@ -164,7 +164,7 @@ class ModelStats:
                 "act_std": l.A.std().item(),
                 "synflow": (l.V * l.W.abs().double()).sum().item(),
                 # the tools' view of the layer alone at 4 and 2 bits (nan without the output perturbations)
-                "sqnr_4bit": -10 * math.log10(max(l.MSE[4].mean().item(), 1e-12)) if 4 in l.MSE else math.nan,
+                "sqnr_4bit": sqnr_db(l.MSE[4].mean()).item() if 4 in l.MSE else math.nan,
                 "kl_2bit": l.KL[2].mean().item() if 2 in l.KL else math.nan,
             }
             for l in self.layers

@@ -28,6 +28,12 @@ from ..model import next_token_loss
 from ..quant import WeightFormat, quantize_weight
 
 PERTURBATIONS = ("MSE", "KL", "TAYLOR")  # the LayerStats fields that hold them
+SQNR_FLOOR = 1e-12  # noise power relative to the signal: a perturbation below it counts as 120 dB
+
+
+def sqnr_db(mse: torch.Tensor) -> torch.Tensor:
+    """AIMET's signal-to-quantization-noise ratio in dB from a batch mean of MSE (noise over signal power)."""
+    return -10 * torch.log10(torch.as_tensor(mse, dtype=torch.float64).clamp_min(SQNR_FLOOR))
 
 
 def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
