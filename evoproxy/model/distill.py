@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import EvoproxyError
 from ..files import read_with_checksum, write_with_checksum
 from ..params import Interval, check_parameters
+from .layers import evaluating
 from .registry import weights_hash
 
 DISTILL_BATCH = 64  # images optimised together: the statistics are matched over each batch
@@ -152,37 +153,32 @@ def distill_images(
 
 def _distill(model, shape, n, seed, settings, log, device) -> torch.Tensor:
     """Distil `n` images, DISTILL_BATCH at a time, from one seeded generator; the model is left as it was."""
-    training = model.training
     grads = [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)  # the running statistics are the target: eval mode keeps them
+    model.requires_grad_(False)
     generator = torch.Generator().manual_seed(seed)
     out = []
     try:
-        for start in range(0, n, DISTILL_BATCH):
-            x = torch.randn((min(DISTILL_BATCH, n - start), *shape), generator=generator).to(device)
-            x.requires_grad_(True)
-            optimizer = torch.optim.Adam([x], lr=settings.lr)
-            for _ in range(settings.iters):
-                optimizer.zero_grad(set_to_none=True)
-                loss = bn_statistics_loss(model, x)
-                loss.backward()
-                optimizer.step()
-            out.append(x.detach().cpu())
-            log(f"distilled {start + len(x)} of {n} images (BatchNorm statistics loss {loss.item():.3g})")
+        with evaluating(model):  # the running statistics are the target: eval mode keeps them
+            for start in range(0, n, DISTILL_BATCH):
+                x = torch.randn((min(DISTILL_BATCH, n - start), *shape), generator=generator).to(device)
+                x.requires_grad_(True)
+                optimizer = torch.optim.Adam([x], lr=settings.lr)
+                for _ in range(settings.iters):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = bn_statistics_loss(model, x)
+                    loss.backward()
+                    optimizer.step()
+                out.append(x.detach().cpu())
+                log(f"distilled {start + len(x)} of {n} images (BatchNorm statistics loss {loss.item():.3g})")
     finally:
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
-        model.train(training)
     return torch.cat(out)
 
 
 def distilled_labels(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The labels of distilled images: the float model's own top-1 predictions (int64, on the CPU), which
     the statistics' gradients (G, the Hessian) are taken against, as they would be against true labels."""
-    device, training = check_distillable(model)[0].running_mean.device, model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([model(x.to(device)).argmax(1).cpu() for x in images.split(DISTILL_BATCH)])
-    finally:
-        model.train(training)
+    device = check_distillable(model)[0].running_mean.device
+    with evaluating(model), torch.no_grad():
+        return torch.cat([model(x.to(device)).argmax(1).cpu() for x in images.split(DISTILL_BATCH)])

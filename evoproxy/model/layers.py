@@ -4,6 +4,8 @@ configuration, statistic and allocation is keyed by it, so there is exactly one 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from dataclasses import asdict, dataclass
 
@@ -42,6 +44,18 @@ def _kind(module: nn.Module) -> str:
 def quantizable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every Conv1d, Conv2d and Linear, in `named_modules` order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode for the block (BatchNorm on its running statistics, no dropout), its
+    training mode restored after, whatever happens inside."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], keep, what: str):
@@ -145,21 +159,16 @@ def layer_registry(
     if not modules:
         raise ParameterError("layer_registry", "exclude", "patterns that leave a layer to quantize", exclude)
     out_numel: dict[str, int] = {}
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            param = next(model.parameters())
-            run_with_outputs(
-                model,
-                torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device),
-                dict(modules),
-                lambda n, out: out_numel.__setitem__(n, out[0].numel()),
-                f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
-                "check the data and its image size",
-            )
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        param = next(model.parameters())
+        run_with_outputs(
+            model,
+            torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device),
+            dict(modules),
+            lambda n, out: out_numel.__setitem__(n, out[0].numel()),
+            f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
+            "check the data and its image size",
+        )
     unused = [name for name, _ in modules if name not in out_numel]
     if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight (MultiheadAttention)
         warnings.warn(

@@ -42,6 +42,7 @@ from ..params import Interval
 from .data import FMNIST_CLASSES, calibration_set, load_fmnist, normalize
 from .data_settings import DataSettings
 from .distill import MAX_IMAGES, DistillSettings, check_distillable, distill_images, distilled_labels
+from .layers import evaluating
 from .readers import Pair, read_arrays, read_function, read_image_folders, read_torchvision
 from .metrics import Metric, count_correct, metric_of
 from .splits import split_parts
@@ -142,13 +143,8 @@ class DataSource:
         images, labels = self.calibration(1)
         if self.is_text:  # ids beyond the vocabulary would fail inside the embedding: probe with zeros
             images, labels = torch.zeros_like(images), torch.zeros_like(labels)
-        was_training = model.training
-        try:
-            model.eval()  # one image: BatchNorm must not take its batch statistics
-            with torch.no_grad():
-                out = model(images if param is None else images.to(param.device))
-        finally:
-            model.train(was_training)
+        with evaluating(model), torch.no_grad():  # one image: BatchNorm must not take its batch statistics
+            out = model(images if param is None else images.to(param.device))
         if not isinstance(out, torch.Tensor):  # the statistics word what the model returns
             return
         if not self.is_text:

@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError
 from ..files import replacing
-from ..model import LayerInfo, quantizable_modules
+from ..model import LayerInfo, evaluating, quantizable_modules
 from .qat import LsqQuantizer
 
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
@@ -150,10 +150,8 @@ def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: 
     """The largest difference between the outputs of the ONNX file `path` in onnxruntime and of
     `qmodel` in PyTorch on `images`; an EvoproxyError naming `target` if beyond `output_tolerance`."""
     device = next(qmodel.parameters()).device
-    training = qmodel.training
-    with torch.no_grad():
-        want = qmodel.eval()(images.to(device)).float().cpu()
-    qmodel.train(training)
+    with evaluating(qmodel), torch.no_grad():
+        want = qmodel(images.to(device)).float().cpu()
     got = torch.from_numpy(ort_session(path).run(None, {"input": images.cpu().float().numpy()})[0])
     diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
     if not diff <= tol:  # NaN included
