@@ -21,7 +21,6 @@ Benches = list[tuple[str, np.ndarray, np.ndarray]]  # per bench: statistics file
 
 # This process's prepared inputs and fitness task, for the one run (benches, aggregate) it serves.
 _CONTEXT: dict[tuple, tuple] = {}
-_DIES_WITH_PARENT = False
 
 
 def _context(benches: Benches, aggregate: str) -> tuple:
@@ -38,25 +37,19 @@ def _context(benches: Benches, aggregate: str) -> tuple:
 def _die_with(parent: int) -> None:
     """Have the system kill this worker process when `parent` (the run's process, which started
     it) ends, however it ends: a run killed with kill -9 would otherwise leave its loky workers
-    running until their idle timeout (5 minutes). Linux only (prctl PR_SET_PDEATHSIG); nothing
-    in the parent itself, or where the worker is not the parent's child."""
-    global _DIES_WITH_PARENT
-    if _DIES_WITH_PARENT or sys.platform != "linux" or os.getpid() == parent or os.getppid() != parent:
+    waiting for work until their idle timeout (5 minutes). Each worker runs it first, as it
+    starts (loky's initializer), so none outlives a run killed while its workers start. Linux
+    only (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform != "linux":
         return
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    _DIES_WITH_PARENT = True
     if os.getppid() != parent:  # the parent ended before the request took effect
         os._exit(1)
 
 
-def judge_batch(
-    benches: Benches, aggregate: str, genome_jsons: list[str], csp: CSPSettings, parent: int | None = None
-) -> list[Outcome]:
+def judge_batch(benches: Benches, aggregate: str, genome_jsons: list[str], csp: CSPSettings) -> list[Outcome]:
     """Judge serialized genomes on each bench's statistics file and configurations (what a worker
-    process runs; `parent`: the pid of the run's process, for a local worker to die with it).
-    Small tensors: one thread per process is faster than torch's intra-op threads."""
-    if parent is not None:
-        _die_with(parent)
+    process runs). Small tensors: one thread per process is faster than torch's intra-op threads."""
     torch.set_num_threads(1)
     inputs, task = _context(benches, aggregate)
     return [task.judge(Genome.from_json(g), inputs, csp) for g in genome_jsons]
@@ -80,9 +73,10 @@ class Evaluator:
             return judge_batch(*self.args, payload, self.csp)
         n = max(1, min(len(payload), abs(self.jobs) if self.jobs > 0 else 2))
         chunks = [payload[i::n] for i in range(n)]
-        parent = os.getpid() if self.backend in (None, "loky") else None  # a Dask worker is no child of ours
-        with parallel_config(backend=self.backend or "loky", n_jobs=self.jobs):
-            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp, parent) for c in chunks)
+        # A local worker dies with this process; a Dask worker is no child of ours.
+        local = {"initializer": _die_with, "initargs": (os.getpid(),)} if self.backend in (None, "loky") else {}
+        with parallel_config(backend=self.backend or "loky", n_jobs=self.jobs, **local):
+            parts = Parallel()(delayed(judge_batch)(*self.args, c, self.csp) for c in chunks)
         out: list[Outcome | None] = [None] * len(payload)
         for i, part in enumerate(parts):
             out[i::n] = part

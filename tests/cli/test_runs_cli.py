@@ -242,44 +242,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent on Linux (prctl)")
-def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _stats_cache_dir):
-    env = {**os.environ, "EVOPROXY_CACHE_DIR": str(_stats_cache_dir)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evoproxy.cli",
-            "evolve",
-            *TINY,
-            "--iterations",
-            "1000000",
-            "--jobs",
-            "2",
-            "--offspring",
-            "2",
-            "--runs-dir",
-            str(tmp_path),
-            "--name",
-            "k",
-        ],
-        env=env,
+def _evolve_in_background(cache: Path, *flags: str) -> subprocess.Popen:
+    """`evoproxy evolve FLAGS` in its own process, on the shared statistics cache."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "evoproxy.cli", "evolve", *flags],
+        env={**os.environ, "EVOPROXY_CACHE_DIR": str(cache)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    workers: list[int] = []
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline and len(workers) < 2:
-        time.sleep(0.1)
-        workers = _children(proc.pid) if (tmp_path / "k" / "run.db").is_file() else []
-    while proc.poll() is None and time.monotonic() < deadline:  # workers ask to die with it on their first batch
-        try:
-            if RunStore(tmp_path / "k" / "run.db").history()[3:]:
-                break
-        except Exception:  # noqa: BLE001 — the run may be starting
-            pass
-        time.sleep(0.1)
+
+
+def _kill_and_expect_no_orphans(proc: subprocess.Popen, workers: list[int]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(workers) >= 2
@@ -287,6 +260,40 @@ def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _stats_cach
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(w) for w in workers)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent on Linux (prctl)")
+def test_joblib_workers_die_with_a_run_killed_with_sigkill(tmp_path, _stats_cache_dir):
+    flags = [*TINY, "--iterations", "1000000", "--jobs", "2", "--offspring", "2", "--runs-dir", str(tmp_path)]
+    proc = _evolve_in_background(_stats_cache_dir, *flags, "--name", "k")
+    workers: list[int] = []
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.1)
+        workers = _children(proc.pid) if (tmp_path / "k" / "run.db").is_file() else []
+    while proc.poll() is None and time.monotonic() < deadline:  # killed while it judges, its workers busy
+        try:
+            if RunStore(tmp_path / "k" / "run.db").history()[3:]:
+                break
+        except Exception:  # noqa: BLE001 — the run may be starting
+            pass
+        time.sleep(0.1)
+    _kill_and_expect_no_orphans(proc, workers)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent on Linux (prctl)")
+def test_joblib_workers_die_with_a_resumed_run_killed_while_they_start(finished_run, tmp_path, _stats_cache_dir):
+    run = _copy(finished_run, tmp_path / "done")
+    proc = _evolve_in_background(
+        _stats_cache_dir, "--resume", str(run), "--iterations", "1000000", "--jobs", "2", "--log-every", "0"
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(proc.pid)  # polled without a pause: the kill comes while they import
+    _kill_and_expect_no_orphans(proc, workers)
 
 
 def test_a_runs_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
