@@ -1,7 +1,8 @@
 """Writing a file so that nobody ever sees half of it: the content goes to a fresh temporary
-file beside it, renamed into place. mkstemp makes that file under a name nobody can guess, so a
-link planted in a shared folder is never followed; a kill leaves the old file or the new one
-(and at most a stray temporary file)."""
+file beside it, renamed into place. mkstemp makes that file under a name nobody can guess, and the
+rename replaces a link in the file's place instead of writing through it, so a link planted in a
+shared folder never redirects a write; a kill leaves the old file or the new one (and at most a
+stray temporary file). Files that grow in place (a bench file) are opened with O_NOFOLLOW."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import contextlib
 import glob
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+from .errors import EvoproxyError
 
 
 def _temporary_name(path: Path) -> tuple[str, str]:
@@ -36,10 +41,59 @@ def replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step."""
-    with replacing(path) as tmp:
-        tmp.write_bytes(data)
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Replace `path` with `data` (text is written as UTF-8) in one step."""
+    with replacing(Path(path)) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure to `path` in one step, in the format its suffix names (else PNG),
+    and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
+    finally:
+        plt.close(fig)
+
+
+@contextmanager
+def filling(folder: Path) -> Iterator[Path]:
+    """A fresh temporary folder inside `folder` for a writer that makes several files (as
+    transformers' save_pretrained does); when the block ends, each of its entries is renamed into
+    `folder`, replacing what stands there (a link included, never followed)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".evoproxy-", dir=folder))
+    try:
+        yield tmp
+        for entry in tmp.iterdir():
+            os.replace(entry, folder / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refuse_link(path: str | os.PathLike, what: str) -> Path:
+    """`path`, or a one-line error where a symbolic link stands in its place: nothing is ever
+    written through one (`what` names the path in the message)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise EvoproxyError(
+            f"{what} {path} is a symbolic link, which is never written through: remove it or give another path"
+        )
+    return path
+
+
+def open_in_place(path: Path, mode: str = "a") -> IO:
+    """`path` opened to grow ("a") or change ("r+b") in place, never through a symbolic link."""
+    flags = {"a": os.O_WRONLY | os.O_APPEND, "r+b": os.O_RDWR}[mode]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        refuse_link(path, "the file")
+        raise EvoproxyError(f"cannot open {path} to write ({exc.strerror})") from None
+    return os.fdopen(fd, mode)
 
 
 CACHE_ENV = "EVOPROXY_CACHE_DIR"

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EvoproxyError, ParameterError
+from ..files import save_figure
 from ..model import LayerInfo
 from ..quant import WeightFormat, average_bits, is_bit_width
 from .problem import MIN_W_BITS
@@ -141,5 +142,4 @@ def plot_bits(
     ax.set_ylabel("weight bits")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

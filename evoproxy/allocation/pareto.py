@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import save_figure
 from ..quant import PtqEvaluator
 from ..quant import average_bits
 from .problem import AllocationProblem
@@ -118,5 +119,4 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .. import locking
 from ..errors import EvoproxyError, ParameterError
+from ..files import open_in_place, refuse_link
 from ..model import LayerInfo, metric_of, weights_hash
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..quant import PtqEvaluator, QuantSettings, is_bit_width, model_bops, model_size_mb
@@ -132,6 +133,7 @@ def build_bench(
         **(provenance or {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(out, "the bench file")  # it grows in place: a link would send the entries elsewhere
     with locking.held(out, str(out)):  # two builds appending to one file would measure configurations twice
         if out.exists():
             old, entries, good_len = read_bench_file(out)
@@ -140,7 +142,7 @@ def build_bench(
                 raise EvoproxyError(
                     f"{out} exists with other settings ({', '.join(clash)}); write to another file or remove it"
                 )
-            with open(out, "r+b") as f:  # drop a line that a killed build left unfinished
+            with open_in_place(out, "r+b") as f:  # drop a line that a killed build left unfinished
                 f.truncate(good_len)
             header = old
         else:

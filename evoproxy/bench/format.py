@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvoproxyError, ParameterError
-from ..files import write_atomically
+from ..files import open_in_place, write_atomically
 from ..model import METRICS, Metric
 from ..quant import WeightFormat
 
@@ -302,7 +302,7 @@ def expand(free_bits: Sequence[int], n_layers: int, fixed_idx: dict[int, int]) -
 
 def append_entries(path: Path, entries: Sequence[Entry]) -> None:
     """Append entries durably (flushed and synced) to a bench file."""
-    with open(path, "a") as f:
+    with open_in_place(path) as f:
         for e in entries:
             f.write(e.to_json() + "\n")
         f.flush()
@@ -311,7 +311,7 @@ def append_entries(path: Path, entries: Sequence[Entry]) -> None:
 
 def write_header(path: Path, header: dict) -> None:
     """Start a bench file with its header, in one step."""
-    write_atomically(path, (json.dumps(header) + "\n").encode())
+    write_atomically(path, json.dumps(header) + "\n")
 
 
 def describe(bench: Bench) -> str:

@@ -14,8 +14,8 @@ import torch
 from ..errors import EvoproxyError, ParameterError
 from ..model import MODELS, DataSource, layer_registry, load_model, weights_hash
 from ..params import Interval, check_parameters
-from ..files import cache_dir
-from ..stats import ModelStats, StatsSettings, default_batch, load_or_compute_stats, stats_cache_path
+from ..files import cache_dir, save_figure
+from ..stats import ModelStats, StatsSettings, default_batch, load_or_compute_stats
 from .format import Bench, Entry
 from .metrics import TOPK, partial_spearman, rank_quality
 
@@ -65,7 +65,7 @@ def bench_stats(
 ) -> tuple[ModelStats, float, Path]:
     """The statistics of the model a benchmark was made on (`bench_model`), on the first
     `batch_size` calibration images of its data (None: `default_batch`; cached on disk), the seconds
-    spent getting them, and their cache file."""
+    spent getting them, and the cache file they came from."""
     model, _, source = bench_model(bench, weights, data)
     fmt = bench.weight_format
     settings = replace(
@@ -80,7 +80,7 @@ def bench_stats(
     x, y = source.calibration(batch_size)
     start = time.perf_counter()
     stats, _ = load_or_compute_stats(model, x, y, bench.header["model"], settings, log=log, device=device)
-    return stats, time.perf_counter() - start, stats_cache_path(model, x, y, settings)
+    return stats, time.perf_counter() - start, Path(stats.cache_entry["path"])
 
 
 @dataclass
@@ -224,5 +224,4 @@ def plot_ranking(results: list[RankResult], entries: list[Entry], path: str) -> 
     for ax in list(axes.flat)[len(usable) :]:
         ax.axis("off")
     fig.colorbar(sc, ax=axes, label="size (MB)", shrink=0.8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from .args import (
     EVAL_SIZE,
     TEXT_EVAL_SIZE,
@@ -134,11 +134,12 @@ def cmd_allocate(args) -> None:
     problem = problem if table is None else problem.with_latency(table, args.latency_ms)
     result = allocate(problem, args.method)
     layers, sensitivities = problem.layers, proxy.sensitivities(stats).tolist()
-    Path(args.out).write_text(
+    write_atomically(
+        args.out,
         json.dumps(
             allocation_record(result, layers, sensitivities, model=name, proxy=proxy.name, weight_format=fmt), indent=2
         )
-        + "\n"
+        + "\n",
     )
     if args.plot:
         plot_bits(

@@ -11,9 +11,9 @@ import sys
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from .args import add_data_args, add_model_args, data_source, flag_of, load_user_model, output_file
 from .bits import (
     add_bit_choice_args,
@@ -234,7 +234,7 @@ def search_method(args) -> None:
     result = method.search(model, problem, data, settings, log)
     alloc, record = result.allocation, result.record(model=name)
     record[result.method]["train_images"] = len(data.train[0])
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_atomically(args.out, json.dumps(record, indent=2) + "\n")
     if args.plot:
         plot_bits(
             [l.name for l in layers],

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError, ParameterError
+from ..files import refuse_link
 from .bits import add_weight_format_args, weight_format_args
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
@@ -302,9 +303,11 @@ def model_stats(
 
 def output_file(path: str | None, flag: str) -> None:
     """Refuse, before any work, a file flag's `path` that cannot be written: its folder missing (it
-    is not created, so that a typo does not scatter outputs) or not writable, or a folder itself."""
+    is not created, so that a typo does not scatter outputs) or not writable, a folder itself, or a
+    symbolic link (the file would replace the link, not write through it: say so instead)."""
     if path is None:
         return
+    refuse_link(path, flag)
     folder = Path(path).parent
     if Path(path).is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
         why = "is a folder" if Path(path).is_dir() else f"needs an existing, writable folder {folder}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from .args import add_data_args, add_model_args, data_source, evaluated_on, load_user_model, output_file
 
 
@@ -77,7 +78,7 @@ def cmd_layer_config(args) -> None:
     text = EXPORTERS[args.to](names, bits, load_weight_format(args.bits_file))
     if args.out:
         output_file(args.out, "--out")
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_atomically(args.out, text)
         print(f"wrote {args.out}: {args.to} configuration of {len(names)} layers")
     else:
         print(text, end="")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import add_data_args, add_model_args, data_source, load_user_model, output_file
@@ -71,7 +70,7 @@ def cmd_latency(args) -> None:
         settings=settings,
         log=lambda m: print(f"[latency] {m}", file=sys.stderr),
     )
-    write_atomically(Path(args.out), (json.dumps(table, indent=1) + "\n").encode())
+    write_atomically(args.out, json.dumps(table, indent=1) + "\n")
     graphs = [f"W{w}A{a}" for w, a in GRAPHS]
     rows = [
         {"index": r["index"], "name": r["name"], "shape": r["input_shape"]}

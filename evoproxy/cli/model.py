@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EvoproxyError
+from ..files import replacing
 from .args import add_model_args, add_stats_args, model_stats
 
 
@@ -77,7 +78,8 @@ def cmd_train(args) -> None:
         args.model, args.epochs, args.batch_size or 128, args.lr or 0.1, args.seed, args.data_dir, args.device
     )
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / MODELS[args.model].checkpoint)
+    with replacing(out / MODELS[args.model].checkpoint) as tmp:
+        torch.save(model.state_dict(), tmp)
     make_calibration_subset(out / "calib_fmnist.pt", data_dir=args.data_dir)
     print(f"test accuracy {acc:.2f}%; wrote {out / MODELS[args.model].checkpoint} and {out / 'calib_fmnist.pt'}")
 
@@ -100,7 +102,8 @@ def _train_language_model(args, out: Path) -> None:
     )
     out.mkdir(parents=True, exist_ok=True)
     # Stored in float16, which halves the file the package ships; the model is what it holds.
-    torch.save({k: v.half() for k, v in model.state_dict().items()}, out / spec.checkpoint)
+    with replacing(out / spec.checkpoint) as tmp:
+        torch.save({k: v.half() for k, v in model.state_dict().items()}, tmp)
     ppl = perplexity(model.half().float(), *source.evaluation())
     print(f"test perplexity {ppl:.3f} (weights stored in float16); wrote {out / spec.checkpoint}")
 

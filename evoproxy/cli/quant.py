@@ -4,8 +4,10 @@ PTQ with learned rounding (AdaRound), or QAT with learned step sizes)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ..errors import EvoproxyError
+from ..files import filling
 from .args import (
     TEXT_EVAL_SIZE,
     add_data_args,
@@ -164,9 +166,8 @@ def cmd_quantize(args) -> None:
     )
     if args.save_pretrained:
         # The fake-quantized weights in the model's own format, for the user's evaluation harness.
-        quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings).save_pretrained(
-            args.save_pretrained
-        )
+        with filling(Path(args.save_pretrained)) as tmp:
+            quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings).save_pretrained(tmp)
         print(f"wrote {args.save_pretrained}: the fake-quantized model, as save_pretrained writes it")
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""

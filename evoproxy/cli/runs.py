@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EvoproxyError
+from .args import output_file
 
 
 def cmd_show(args) -> None:
@@ -14,6 +15,7 @@ def cmd_show(args) -> None:
     from ..table import format_table, printable, printable_lines
 
     if args.csv:
+        output_file(args.csv, "--csv")
         print(f"{export_candidates(args.run, args.csv)} candidates written to {printable(args.csv)}")
     if args.top is not None:
         rows = leaderboard(args.run, args.top)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..bench import bench_stats, load_bench
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from ..proxy import Genome, load_space, space_violation
 from .checkpoint import RunState, load_checkpoint, save_checkpoint
 from .fitness import Outcome, search_partition
@@ -75,6 +76,7 @@ class Evolution:
             except BaseException:
                 self.store.close()
                 raise
+        self._record_statistics()
         s = self.settings
         self.evaluate = Evaluator(
             [(p, *f) for p, f in zip(paths, self.fitness_configs)], s.csp, s.aggregate, jobs, backend
@@ -103,6 +105,21 @@ class Evolution:
         self.fitness_configs = [fit for fit, _ in partitions]
         self.validation = [val for _, val in partitions]
         return [path for _, _, path in got]
+
+    def _record_statistics(self) -> None:
+        """Store the cache entry (path, sha256) of each bench's statistics, which the report names;
+        say so where a resumed run's differ from those its last start used."""
+        entries = {b: s.cache_entry for b, s in zip(self.settings.benches, self.stats)}
+        before = self.store.get("statistics")
+        for bench, entry in entries.items():
+            old = before.get(bench) if isinstance(before, dict) else None
+            if isinstance(old, dict) and old.get("sha256") != entry["sha256"]:
+                self.log(
+                    f"the statistics of {bench} are not those the run used so far (cache entry {entry['path']}, "
+                    f"sha256 {entry['sha256'][:16]}, was {str(old.get('sha256'))[:16]}): they were recomputed "
+                    "or changed, and fitness from now on is judged on them"
+                )
+        self.store.put(statistics=entries)
 
     def _merit(self, genome: Genome, fitness: float) -> float:
         return merit(genome, fitness, self.settings.parsimony)
@@ -301,7 +318,7 @@ class Evolution:
         best = select_final(self.store, self.settings, self.stats, self.validation, iteration)
         named = Genome(best.genome.graph, self.settings.space, name=self.dir.name)  # tables show the run's name
         named.save(self.dir / "best.json")
-        (self.dir / "best.py").write_text(named.to_python())
+        write_atomically(self.dir / "best.py", named.to_python())
         return best
 
     def close(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files import save_figure
+
 
 def plot_history(summary: dict, path: Path, title: str) -> None:
     """Best and median fitness of the population per iteration (PNG) of a run's `summary`, with
@@ -30,5 +32,4 @@ def plot_history(summary: dict, path: Path, title: str) -> None:
     ax.set_ylabel("fitness (mean ρ@20/50/100%)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

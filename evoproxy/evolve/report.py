@@ -23,6 +23,7 @@ from ..bench import (
     paired_bootstrap,
     rank_proxy,
 )
+from ..files import write_atomically
 from ..proxy import HANDCRAFTED, Genome
 from ..stats import ModelStats
 from ..table import format_table, printable_lines
@@ -72,6 +73,34 @@ def _judge(best: Genome, bench_name: str, split: str, samples: int, repeats: int
     )
 
 
+def _statistics_used(judged: list[_Judged], searched_on: object) -> tuple[str, dict]:
+    """The table and the record of the statistics cache entries the report ranked on, each beside
+    the entry the search used for that bench (`searched_on`, as the run stored it; anything else
+    is taken as not recorded, as in runs made before it was)."""
+    searched_on = searched_on if isinstance(searched_on, dict) else {}
+    rows, record = [], {}
+    for j in judged:
+        entry = j.stats.cache_entry or {"path": None, "sha256": None}
+        search = searched_on.get(j.bench) if isinstance(searched_on.get(j.bench), dict) else None
+        record[j.bench] = {**entry, "search": search}
+        if j.split == "all":
+            same = "not searched"
+        elif search is None:
+            same = "not recorded"
+        else:
+            same = "same" if search.get("sha256") == entry["sha256"] else f"another: {str(search.get('sha256'))[:16]}"
+        name = Path(entry["path"]).name if entry["path"] else "not cached"
+        rows.append({"bench": j.bench, "entry": name, "sha256": str(entry["sha256"])[:16], "search": same})
+    folder = {str(Path(e["path"]).parent) for e in record.values() if e["path"]}
+    text = (
+        f"Statistics ranked on: the cache entries in {', '.join(sorted(folder)) or '-'} (sha256 of each, and "
+        "the entry the search used; a checksum shows damage, not a change made by someone who can write "
+        "the cache):\n"
+        + format_table(rows, ["bench", "entry", "sha256", "search"], ["bench", "cache entry", "sha256", "the search's"])
+    )
+    return text, record
+
+
 def _verdict(lo: float, hi: float) -> str:
     return "cannot tell" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
 
@@ -107,6 +136,7 @@ def full_report(
     store = RunStore(run_dir / "run.db")
     try:
         front = hall_of_fame(store.candidates())
+        searched_on = store.get("statistics")
     finally:
         store.close()
     lines += [
@@ -200,6 +230,8 @@ def full_report(
         )
     if any(j.evolved.error for j in judged):
         lines += [f"the evolved proxy cannot rank {j.bench}: {j.evolved.error}" for j in judged if j.evolved.error]
+    statistics, data["statistics"] = _statistics_used(judged, searched_on)
+    lines += ["", statistics]
     if summary["history"]:
         config = summary["config"]
         plot_history(
@@ -209,6 +241,6 @@ def full_report(
         )
         lines.append(f"\nfitness over iterations: {run_dir / 'fitness.png'}")
     text = printable_lines("\n".join(lines))  # names come from files: data
-    (run_dir / "report.txt").write_text(text + "\n")
-    (run_dir / "report.json").write_text(json.dumps(data, indent=2))
+    write_atomically(run_dir / "report.txt", text + "\n")
+    write_atomically(run_dir / "report.json", json.dumps(data, indent=2))
     return text, data

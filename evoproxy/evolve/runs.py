@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import EvoproxyError
+from ..files import replacing
 from ..locking import lock_holder
 from ..params import Interval, check_parameters
 from ..proxy import Genome
@@ -106,7 +107,7 @@ def export_candidates(run_dir: str | Path, path: str | Path) -> int:
         store.close()
     columns = rows[0].keys() if rows else []
     try:
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with replacing(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
             writer.writerows(tuple(r) for r in rows)

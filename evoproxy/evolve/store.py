@@ -139,6 +139,9 @@ def _guarded(method):
     return wrapper
 
 
+SQLITE_FILES = ("", "-wal", "-shm", "-journal")  # the database and the files SQLite keeps beside it
+
+
 class RunStore:
     """The SQLite database of one run (`runs/<name>/run.db`): read-only by default; with `write`,
     under the run's exclusive lock. `new` creates the database with these settings (meta items)
@@ -148,12 +151,14 @@ class RunStore:
         self.path = Path(path)
         self.write, self._lock = write or new is not None, None
         if self.write:
-            if new is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            if new is not None:  # a folder planted as a link would take the run elsewhere
+                files.refuse_link(self.path.parent, "the run folder").mkdir(parents=True, exist_ok=True)
             self._lock = locking.acquire(self.path, str(self.path.parent))
         try:
             if self.write:
                 files.remove_leftovers(self.path)  # only a writer makes them, under this lock: none is live
+                for side in SQLITE_FILES:  # SQLite opens them following links
+                    files.refuse_link(self.path.with_name(self.path.name + side), "the run's database file")
             if new is not None:
                 if self.path.exists():
                     raise EvoproxyError(

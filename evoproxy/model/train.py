@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import replacing
 from .data import load_fmnist, normalize
 from .metrics import accuracy, next_token_loss, perplexity
 from .registry import MODELS
@@ -61,7 +62,8 @@ def make_calibration_subset(out: Path, size: int = 512, seed: int = 0, data_dir:
     """Write `size` training images (uint8) and labels, drawn with a fixed seed, to `out`."""
     images, labels = load_fmnist("train", data_dir)
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:size]
-    torch.save({"images": images[idx].clone(), "labels": labels[idx].clone()}, out)
+    with replacing(out) as tmp:
+        torch.save({"images": images[idx].clone(), "labels": labels[idx].clone()}, tmp)
 
 
 def train_language_model(

@@ -20,6 +20,7 @@ import torch
 
 from .. import primitives
 from ..errors import EvoproxyError
+from ..files import write_atomically
 from ..params import OneOf, check_parameters
 from ..stats import PERTURBATIONS
 from .base import as_bits, bit_score
@@ -253,4 +254,4 @@ class Genome:
 
     def save(self, path: str | Path) -> None:
         """Write the genome as JSON to `path`."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        write_atomically(path, self.to_json() + "\n")

@@ -42,12 +42,17 @@ class EpochRecord:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse a checkpoint `path` that cannot be written, before any training: a folder in its
-    place, a missing folder, or one where no file can be created (tried, as permissions alone do
-    not tell: a read-only mount, say; the trial file has no name and leaves nothing behind)."""
+    """Refuse a checkpoint `path` that cannot be written, before any training: a folder or a
+    symbolic link in its place, a missing folder, or one where no file can be created (tried, as
+    permissions alone do not tell: a read-only mount, say; the trial file has no name and leaves
+    nothing behind)."""
     try:
-        if path.is_dir():
-            raise OSError("a folder is in its place")
+        if path.is_symlink() or path.is_dir():
+            raise OSError(
+                "a symbolic link, never written through, is in its place"
+                if path.is_symlink()
+                else "a folder is in its place"
+            )
         with tempfile.TemporaryFile(dir=path.parent):
             pass
     except OSError as exc:

@@ -71,10 +71,16 @@ def _read_cache_entry(path: Path, log) -> ModelStats | None:
         log(f"recomputing cache entry {path}: {problem}")
         return None
     try:
-        return load_stats_file(io.BytesIO(data))
+        stats = load_stats_file(io.BytesIO(data))
     except Exception:  # a matching but unreadable entry: another format, recomputed, never trusted
         log(f"recomputing unreadable cache entry {path}")
         return None
+    stats.cache_entry = _entry(path, data)
+    return stats
+
+
+def _entry(path: Path, data: bytes) -> dict:
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def load_or_compute_stats(
@@ -89,9 +95,10 @@ def load_or_compute_stats(
     device: str = "cpu",
 ) -> tuple[ModelStats, bool]:
     """The statistics from the on-disk cache if present and matching the sha256 recorded beside
-    it, else computed and stored there with their checksum. Returns them and whether they came
-    from the cache. A cache hit gives identical tensors. Statistics without the Hessian or the
-    output perturbations are also served by a cached entry that has them (they are then simply there)."""
+    it, else computed and stored there with their checksum. Returns them, the entry's path and
+    sha256 in their `cache_entry`, and whether they came from the cache. A cache hit gives
+    identical tensors. Statistics without the Hessian or the output perturbations are also served
+    by a cached entry that has them (they are then simply there)."""
     check_batch(images, labels)
     path = stats_cache_path(model, images, labels, settings, cache)
     if use_cache:
@@ -108,4 +115,5 @@ def load_or_compute_stats(
         buffer = io.BytesIO()
         torch.save(stats.to_blob(), buffer)
         write_with_checksum(path, buffer.getvalue())
+        stats.cache_entry = _entry(path, buffer.getvalue())
     return stats, False

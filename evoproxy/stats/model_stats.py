@@ -98,6 +98,9 @@ class ModelStats:
     synflow_log_scale: float
     hutchinson_samples_used: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per statistic
+    # The cache entry they were read from or written to, {"path", "sha256"} (None: not cached), so
+    # that a result computed from them can name it; not part of the entry itself.
+    cache_entry: dict | None = field(default=None, compare=False)
 
     def to_blob(self) -> dict:
         """Plain dict of tensors, numbers and strings, loadable with torch.load(weights_only=True)."""

@@ -91,6 +91,7 @@ def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
         (["bench", "build", "--out", "b.jsonl", "--configs", "0"], "--configs must be a whole number between 1 and"),
         (["rank", "--seed", "-1"], "--seed must be a whole number at least 0, got -1"),
         (["quantize", "--bits-file", "b.json", "--method", "qat", "--epochs", "0"], "--epochs must be a whole number"),
+        (["quantize", "--bits-file", "b.json", "--method", "qat", "--batch-size", "0"], "--batch-size must be a whole"),
     ],
 )
 def test_a_setting_out_of_range_is_named_by_its_flag(argv, message, capsys, tmp_path, monkeypatch):

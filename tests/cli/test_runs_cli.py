@@ -3,6 +3,8 @@
 of a killed run."""
 
 import csv
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from evoproxy.cli import main
 from evoproxy.evolve import RunStore, full_report, run_summary
@@ -219,6 +222,46 @@ def test_control_characters_stored_in_a_run_are_escaped_on_output(finished_run, 
         assert ("\\x1b[2J\\x1b]0;owned\\x07 Σ(W)\\n" in out) if command[0] == "show" else ("evil\\x1b[31m" in out)
     text, _ = full_report(run, transfer=[])  # the whole report (what `show` prints) of the same run
     assert "\x1b" not in text and "evil\\x1b[31m" in text
+
+
+@pytest.mark.slow
+def test_a_resumed_run_replaces_links_planted_at_its_files_and_never_writes_through_them(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path / "done")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    written = ("best.json", "best.py", "report.txt", "report.json", "fitness.png")
+    for name in written:
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+    assert main(["evolve", "--resume", str(run), "--iterations", "5", "--log-every", "0"]) == 0
+    assert victim.read_text() == "precious\n"
+    assert all((run / n).is_file() and not (run / n).is_symlink() for n in written)
+
+
+@pytest.mark.slow
+def test_the_report_names_its_statistics_entries_and_an_entry_changed_with_its_checksum(
+    finished_run, tmp_path, _stats_cache_dir, monkeypatch
+):
+    from evoproxy.files import write_with_checksum
+
+    cache = Path(shutil.copytree(_stats_cache_dir, tmp_path / "cache"))  # the shared cache stays as it is
+    monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(cache))
+    run = _copy(finished_run, tmp_path / "done")
+    text, data = full_report(run, transfer=[])
+    ((bench, entry),) = data["statistics"].items()
+    path = Path(entry["path"])
+    assert path.parent == cache and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert entry["search"]["sha256"] == entry["sha256"] and "same" in text.split("Statistics ranked on")[1]
+    # Changed by someone who can write the cache, checksum and all: used, but the report says so.
+    blob = torch.load(path, weights_only=True)
+    blob["layers"][0]["W"] = blob["layers"][0]["W"] * 2
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    write_with_checksum(path, buffer.getvalue())
+    text, data = full_report(run, transfer=[])
+    assert data["statistics"][bench]["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+    assert f"another: {entry['sha256'][:16]}" in text
+    assert json.loads((run / "report.json").read_text())["statistics"] == data["statistics"]
 
 
 def _children(pid: int) -> list[int]:

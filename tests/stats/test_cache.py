@@ -33,6 +33,16 @@ def test_an_entry_is_written_with_its_checksum_and_nothing_else(tmp_path):
         assert load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")[1]
 
 
+def test_statistics_name_the_entry_they_were_written_to_and_read_from_with_its_sha256(tmp_path):
+    model, x, y = _model_and_batch()
+    path = stats_cache_path(model, x, y, FAST, tmp_path / "c")
+    written, _ = load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")
+    read, hit = load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hit and written.cache_entry == read.cache_entry == {"path": str(path), "sha256": digest}
+    assert load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c", use_cache=False)[0].cache_entry is None
+
+
 def test_a_doctored_entry_is_recomputed_with_a_warning(tmp_path):
     model, x, y = _model_and_batch()
     honest, _ = load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")
