@@ -152,3 +152,44 @@ def tiny_lm() -> nn.Module:
 
     torch.manual_seed(0)
     return TinyLM(dim=32, blocks=2, heads=2, hidden=64, context=32)
+
+
+class SqueezeExcite(nn.Module):
+    """torchvision's SqueezeExcitation as MobileNetV3 uses it: a Hardsigmoid gate per channel."""
+
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeezed, 1), nn.Conv2d(squeezed, channels, 1)
+        self.relu, self.scale = nn.ReLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.scale(self.fc2(self.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+def mobilenet_v3() -> nn.Module:
+    """MobileNetV3-small's layer kinds for 28×28 grey images: Hardswish, depthwise convolutions,
+    a squeeze-and-excitation gate with Hardsigmoid, and a Hardswish classifier with dropout."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.Hardswish(),
+        nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        SqueezeExcite(8, 8),
+        nn.Conv2d(8, 16, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False),
+        nn.BatchNorm2d(16),
+        nn.Hardswish(),
+        SqueezeExcite(16, 8),
+        nn.Conv2d(16, 24, 1, bias=False),
+        nn.BatchNorm2d(24),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(24, 32),
+        nn.Hardswish(),
+        nn.Dropout(0.2),
+        nn.Linear(32, 10),
+    )

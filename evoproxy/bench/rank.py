@@ -4,6 +4,7 @@ per configuration with the statistics' extraction amortised and reported separat
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -182,7 +183,8 @@ def rank_proxy(
     for k in TOPK:
         key = f"rho@{int(k * 100)}%"
         values = np.array([p[key] for p in parts])
-        rho[key] = (float(np.nanmean(values)), float(np.nanstd(values)))
+        values = values[~np.isnan(values)]  # too few configurations for ρ@k: nan, without numpy's warning
+        rho[key] = (float(values.mean()), float(values.std())) if len(values) else (math.nan, math.nan)
     whole = rank_quality(scores, acc)
     size = np.array([e.size_mb for e in entries])
     return RankResult(

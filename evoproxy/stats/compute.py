@@ -32,7 +32,7 @@ from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..hashing import tensors_hash
 from ..model import check_device, layer_registry, next_token_loss, quantizable_modules, run_with_outputs, weights_hash
 from ..quant import WeightFormat, weight_quantization_error
-from .hessian import hutchinson, top_eigenvalue
+from .hessian import hutchinson, missing_second_derivative, top_eigenvalue, twice_differentiable
 from .model_stats import LayerStats, ModelStats, StatsSettings
 from .perturbation import PERTURBATIONS, output_perturbations
 from .synflow import synflow_gradients
@@ -111,6 +111,8 @@ def _compute_stats(
     registry = layer_registry(model, input_shape, settings.exclude, images.dtype)
     device = check_device(device)
     work = copy.deepcopy(model).float().eval().to(device)
+    if settings.hessian:
+        twice_differentiable(work)
     images, labels = images.to(device), labels.to(device)
     names = [info.name for info in registry]
     modules = dict(quantizable_modules(work))
@@ -159,25 +161,26 @@ def _compute_stats(
     timings["W,G,A"] = time.perf_counter() - start
     log("gradients and activations done")
 
+    hessian = None
     if settings.hessian:
-        start = time.perf_counter()
-        diags, traces, used = hutchinson(
-            list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen, log=log
-        )
-        timings["H diag+trace"] = time.perf_counter() - start
-        log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
-
-        start = time.perf_counter()
-        eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
-        timings["H top eigenvalue"] = time.perf_counter() - start
-        log("top eigenvalues done")
-    else:  # left undefined, so that a proxy that reads them is invalid rather than wrong
-        diags, used = [torch.full_like(p, math.nan) for p in params], 0
-        traces = eigs = [math.nan] * len(params)
+        try:
+            hessian = _hessian(grads, params, settings, gen, timings, log)
+        except RuntimeError as exc:  # an op of the user's own forward that torch cannot differentiate twice
+            if (op := missing_second_derivative(exc)) is None:
+                raise
+            warnings.warn(
+                f"the Hessian statistics (H) are not defined for {model_name}: torch has no second derivative "
+                f"of {op}, which its forward uses, so proxies that read H are invalid on it",
+                EvoproxyWarning,
+                stacklevel=3,
+            )
+    if hessian is None:  # left undefined, so that a proxy that reads them is invalid rather than wrong
+        hessian = [torch.full_like(p, math.nan) for p in params], [math.nan] * len(params), [math.nan] * len(params), 0
+    diags, traces, eigs, used = hessian
 
     start = time.perf_counter()
     try:
-        synflow, log_scale = synflow_gradients(work, input_shape, names)
+        synflow, log_scale = synflow_gradients(model, input_shape, names)  # the model as given: it copies it
     except EvoproxyError as exc:  # e.g. attention: the statistics stand without V, and proxies reading V fail
         warnings.warn(
             f"SynFlow statistics (V) are not defined for {model_name}, so proxies that read V are invalid on it: {exc}",
@@ -217,6 +220,21 @@ def _compute_stats(
     return ModelStats(
         model_name, weights_hash(model), batch_hash(images, labels), settings, layers, log_scale, used, timings
     )
+
+
+def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timings: dict, log) -> tuple:
+    """Hutchinson's diagonals and traces, the top eigenvalues and the samples used, per layer."""
+    start = time.perf_counter()
+    diags, traces, used = hutchinson(
+        list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen, log=log
+    )
+    timings["H diag+trace"] = time.perf_counter() - start
+    log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
+    start = time.perf_counter()
+    eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
+    timings["H top eigenvalue"] = time.perf_counter() - start
+    log("top eigenvalues done")
+    return diags, traces, eigs, used
 
 
 def quantization_errors(weight: torch.Tensor, fmt: WeightFormat = WeightFormat()) -> dict[int, torch.Tensor]:

@@ -7,6 +7,33 @@ from __future__ import annotations
 import time
 
 import torch
+from torch import nn
+
+
+class _Hardsigmoid(nn.Module):
+    """nn.Hardsigmoid as relu6(x + 3) / 6: the same values, with the second derivative (zero almost
+    everywhere) that torch's own kernel lacks (MobileNetV3's squeeze-and-excitation gates use it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu6(x + 3) / 6
+
+
+def twice_differentiable(model: nn.Module) -> nn.Module:
+    """`model` with each module whose backward torch cannot differentiate again replaced, in place,
+    by one that computes the same values and can be."""
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Hardsigmoid:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, _Hardsigmoid())
+    return model
+
+
+def missing_second_derivative(exc: RuntimeError) -> str | None:
+    """The op named by torch's error for a backward it cannot differentiate again, else None."""
+    text = str(exc)
+    if "derivative for" in text and "is not implemented" in text:
+        return text.split("derivative for", 1)[1].split("is not implemented", 1)[0].strip()
+    return None
 
 
 def hutchinson(

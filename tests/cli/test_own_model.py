@@ -346,3 +346,22 @@ def test_bad_data_and_weights_are_one_line_errors(tmp_path, monkeypatch, capsys,
         == 2
     )
     one_line_error("do not fit labels")
+
+
+def test_a_mobilenet_v3_style_model_runs_every_command_with_its_hessian(tmp_path, monkeypatch, capsys):
+    """Hardswish, depthwise convolutions and Hardsigmoid squeeze-and-excitation gates, whose
+    backward torch cannot differentiate again: statistics, rank, allocate with a Hessian proxy,
+    quantize and export all run, and the Hessian is there for every layer."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(user_models.mobilenet_v3().state_dict(), "mv3.pt")
+    model = ["--model", "user_models:mobilenet_v3", "--weights", "mv3.pt"]
+    assert main(["stats", *model, *FAST, "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert len(layers) == 11 and all(math.isfinite(l["hessian_trace"]) for l in layers)
+    assert main(["bench", "build", *model, "--configs", "6", "--eval-size", "64", "--out", "b.jsonl"]) == 0
+    capsys.readouterr()
+    assert main(["rank", "--bench", "b.jsonl", "--split", "all", "--proxies", "hawq-v2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["error"] is None
+    assert main(["allocate", *model, *FAST, "--proxy", "hawq-v2", "--size-mb", "0.01", "--out", "b.json"]) == 0
+    assert main(["quantize", *model, "--bits-file", "b.json"]) == 0
+    assert main(["export", *model, "--bits-file", "b.json", "--onnx", "m.onnx", "--eval-size", "32"]) == 0

@@ -67,3 +67,54 @@ def test_power_iteration_matches_eigvalsh(tiny):
         dominant = eigs[eigs.abs().argmax()].item()
         est, iters = top_eigenvalue(g, p, 500, 1e-10, torch.Generator().manual_seed(2))
         assert abs(est - dominant) <= 1e-3 * abs(dominant), (est, dominant, iters)
+
+
+class _GatedNet(torch.nn.Module):
+    """A convolution gated per channel by a Hardsigmoid, as MobileNetV3's squeeze-and-excitation
+    is; `functional` calls F.hardsigmoid in the forward instead of holding the module."""
+
+    def __init__(self, functional: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.gate, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 1), torch.nn.Linear(64, 3)
+        self.scale = torch.nn.functional.hardsigmoid if functional else torch.nn.Hardsigmoid()
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc((h * self.scale(self.gate(h.mean((2, 3), keepdim=True)))).flatten(1))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 1, 6, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+
+def test_hardsigmoid_gets_a_second_derivative_with_the_same_values():
+    from evoproxy.stats.hessian import twice_differentiable
+
+    x = torch.linspace(-5, 5, 1001)
+    model = twice_differentiable(torch.nn.Sequential(torch.nn.Hardsigmoid()))
+    assert torch.equal(model(x), torch.nn.functional.hardsigmoid(x))
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):  # why: torch's own kernel has none
+        _hessian_trace(_GatedNet())
+    assert torch.isfinite(torch.tensor(_hessian_trace(twice_differentiable(_GatedNet())))).all()
+
+
+def _hessian_trace(model):
+    x, y = _batch()
+    params = [model.conv.weight, model.gate.weight]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params, create_graph=True)
+    return hutchinson(list(grads), params, 2, 0.0, torch.Generator().manual_seed(0))[1]
+
+
+def test_statistics_of_a_hardsigmoid_gated_model_have_a_hessian_and_a_functional_one_warns():
+    from evoproxy.errors import EvoproxyWarning
+    from evoproxy.stats import StatsSettings, compute_stats
+
+    settings = StatsSettings(hutchinson_samples=2, power_iters=2)
+    stats = compute_stats(_GatedNet(), *_batch(), "gated", settings)
+    assert all(torch.isfinite(torch.tensor([l.hessian_trace, l.hessian_eig])).all() for l in stats.layers)
+    with pytest.warns(EvoproxyWarning, match="no second derivative of aten::hardsigmoid_backward"):
+        stats = compute_stats(_GatedNet(functional=True), *_batch(), "gated", settings)
+    assert all(torch.isnan(torch.tensor(l.hessian_trace)) for l in stats.layers)  # proxies reading H: invalid
+    assert all(torch.isfinite(l.G).all() and l.Q for l in stats.layers)  # the rest stands
