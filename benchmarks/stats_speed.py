@@ -2,15 +2,20 @@
 the total without the Hessian (what proxies that do not read it, such as Fisher or SNIP, wait for).
 With --tools, instead: the measured output perturbations (what the tools' scores output-mse, sqnr,
 kl and taylor read) of every shipped model on its default statistics batch, beside the rest of the
-statistics without the Hessian.
+statistics without the Hessian. With --resnet18 PIXELS, instead: each statistic of a randomly
+initialised ResNet-18 (benchmarks/real_models.py, 1000 classes) on random images of that size, and
+the peak memory of the process.
 
-Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64] [--tools]
+Usage: python benchmarks/stats_speed.py [--repeats 3] [--batch-size 64] [--tools | --resnet18 PIXELS]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+
+import torch
 
 from evoproxy.model import MODELS, calibration_batch, default_data, load_model, open_data
 from evoproxy.stats import STATS_BATCH, TEXT_STATS_BATCH, StatsSettings, compute_stats
@@ -32,14 +37,33 @@ def tools_cost(repeats: int) -> None:
         )
 
 
+def resnet18_cost(pixels: int, batch: int, repeats: int) -> None:
+    """Seconds per statistic of ResNet-18 at `pixels`² on a random batch (median of `repeats`)."""
+    from real_models import resnet18
+
+    model = resnet18().eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 3, pixels, pixels, generator=g), torch.randint(0, 1000, (batch,), generator=g)
+    runs = [compute_stats(model, x, y, "resnet18", StatsSettings(seed=i)) for i in range(repeats)]
+    print(f"ResNet-18 at {pixels}×{pixels}, batch {batch}, default settings, median of {repeats} runs:")
+    for key in runs[0].timings:
+        print(f"  {key:<22} {statistics.median(r.timings[key] for r in runs):7.2f} s")
+    print(f"  {'total':<22} {statistics.median(sum(r.timings.values()) for r in runs):7.2f} s")
+    print(f"  Hutchinson samples used: {[r.hutchinson_samples_used for r in runs]}")
+    print(f"  peak memory of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tools", action="store_true", help="the output perturbations of every shipped model")
+    parser.add_argument("--resnet18", type=int, metavar="PIXELS", help="ResNet-18 on random images of this size")
     args = parser.parse_args()
     if args.tools:
         return tools_cost(args.repeats)
+    if args.resnet18:
+        return resnet18_cost(args.resnet18, args.batch_size, args.repeats)
     model, name = load_model("default")
     x, y = calibration_batch(args.batch_size)
     runs = [compute_stats(model, x, y, name, StatsSettings(seed=i)) for i in range(args.repeats)]

@@ -213,7 +213,16 @@ def search_adaqat(
         net.train()
         task_sum, steps = 0.0, 0
         for x, y in epoch_batches(
-            images, labels, optimizer, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device
+            images,
+            labels,
+            optimizer,
+            settings.batch_size,
+            settings.epochs,
+            epoch,
+            settings.seed,
+            settings.lr,
+            device,
+            log,
         ):
             free_w, a = current()
             # Each unfrozen N against the configuration with its bit-width at the other grid point,

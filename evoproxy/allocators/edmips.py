@@ -133,7 +133,7 @@ def search_edmips(
         task_sum = size_sum = 0.0
         steps = 0
         for x, y in epoch_batches(
-            images, labels, w_opt, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device
+            images, labels, w_opt, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device, log
         ):
             for opt in optimizers:  # alternate: the weights' step, then α's on the updated weights
                 task = task_loss(x, y)

@@ -41,6 +41,7 @@ from .checkpoint import EpochRecord, check_writable, read_checkpoint, save_check
 from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
 
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
+PROGRESS_SECONDS = 30  # between the progress lines of a long epoch
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -156,18 +157,27 @@ def epoch_batches(
     seed: int,
     base_lr: float,
     device: torch.device | str,
+    log=None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The (images, labels) batches of epoch `epoch` of `epochs` on `device`, each after setting
     `optimizer`'s rate: whole batches only (BatchNorm needs more than one sample), shuffled by the
     global generator seeded with `seed` + `epoch` (so a resumed epoch draws what the first run drew,
-    dropout included), the rate on a cosine from `base_lr` to 0 over all epochs."""
+    dropout included), the rate on a cosine from `base_lr` to 0 over all epochs. With `log`, a line
+    of progress every PROGRESS_SECONDS within the epoch (an epoch over a large set takes long)."""
     n = len(images)
     batch = min(batch_size, n)
     per_epoch = n // batch
     total = epochs * per_epoch
     torch.manual_seed(seed + epoch)
     order = torch.randperm(n)
+    start = last = time.perf_counter()
     for i in range(per_epoch):
+        if log is not None and i and time.perf_counter() - last >= PROGRESS_SECONDS:
+            last, took = time.perf_counter(), time.perf_counter() - start
+            log(
+                f"epoch {epoch + 1}/{epochs}: batch {i}/{per_epoch}, {took:.0f} s, about "
+                f"{took * (per_epoch - i) / i:.0f} s left in the epoch"
+            )
         for group in optimizer.param_groups:
             group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
         idx = order[i * batch : (i + 1) * batch]
@@ -236,7 +246,7 @@ def train_qat(
         qmodel.train()
         loss_sum, steps = 0.0, 0
         for x, y in epoch_batches(
-            images, labels, opt, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device
+            images, labels, opt, settings.batch_size, settings.epochs, epoch, settings.seed, settings.lr, device, log
         ):
             out = qmodel(x)
             if teacher is not None:

@@ -30,13 +30,28 @@ def quantize_weight(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat
         return _quantize_groups(w, bits, fmt)
     q = 2 ** (bits - 1) - 1
     flat = w.detach().reshape(w.shape[0], -1)
-    peak = flat.abs().amax(1).clamp_min(1e-12)  # (C,)
-    scales = CLIP_RATIOS.to(flat)[:, None] * peak[None, :] / q  # (R, C)
-    levels = torch.clamp(torch.round(flat[None] / scales[..., None]), -q, q)
-    err = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1)  # (R, C)
-    best = err.argmin(0)
-    idx = torch.arange(flat.shape[0])
-    return (levels[best, idx] * scales[best, idx][:, None]).reshape(w.shape).to(w.dtype)
+    peak = flat.abs().amax(1, keepdim=True).clamp_min(1e-12)  # (C, 1)
+
+    def dequantize(ratio, out):
+        scale = ratio * peak / q
+        return torch.div(flat, scale, out=out).round_().clamp_(-q, q).mul_(scale)
+
+    return _clip_search(flat, dequantize).reshape(w.shape).to(w.dtype)
+
+
+def _clip_search(flat: torch.Tensor, dequantize) -> torch.Tensor:
+    """`dequantize(ratio, out)` (which writes `flat` quantized at clipping `ratio` into `out`) at
+    each row's ratio of CLIP_RATIOS with the least squared error; ties keep the smaller ratio. One
+    pass per ratio over the whole weight, in one reused buffer: memory stays a few copies of the
+    weight (a transformer's matrices are large), and only each row's best ratio is kept."""
+    out = torch.empty_like(flat)
+    best_err = torch.full((len(flat), 1), torch.inf, dtype=flat.dtype)
+    best = torch.zeros_like(best_err)
+    for ratio in CLIP_RATIOS.tolist():
+        err = dequantize(ratio, out).sub_(flat).square_().sum(1, keepdim=True)
+        best = torch.where(err < best_err, ratio, best)  # strictly smaller only, as argmin
+        best_err = torch.minimum(err, best_err)
+    return dequantize(best, out)
 
 
 def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> torch.Tensor:
@@ -55,18 +70,8 @@ def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> torch.Ten
     else:
         lo, low, high = None, -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
         full = flat.abs().amax(1, keepdim=True).clamp_min(1e-12) / high
-    # One pass per ratio over the whole weight, in one reused buffer: memory stays a few copies of the
-    # weight (a transformer's matrices are large), and only each group's best ratio is kept.
-    out = torch.empty_like(flat)
-    best_err = torch.full_like(full, torch.inf)
-    best = torch.zeros_like(full)
-    for ratio in CLIP_RATIOS.tolist():
-        _dequantize(flat, ratio, full, lo, low, high, out)
-        err = out.sub_(flat).square_().sum(1, keepdim=True)
-        # Strictly smaller only: ties keep the smaller ratio, as argmin does.
-        best = torch.where(err < best_err, ratio, best)
-        best_err = torch.minimum(err, best_err)
-    return _dequantize(flat, best, full, lo, low, high, out).reshape(w.shape).to(w.dtype)
+    dequantize = lambda ratio, out: _dequantize(flat, ratio, full, lo, low, high, out)  # noqa: E731
+    return _clip_search(flat, dequantize).reshape(w.shape).to(w.dtype)
 
 
 def _dequantize(

@@ -41,6 +41,22 @@ def test_weight_quantizer_uses_at_most_2q_plus_1_levels_per_channel_and_is_pure(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_each_channel_gets_the_clipping_ratio_of_least_error_as_a_search_over_all_ratios_at_once_gives(dtype):
+    from evoproxy.quant.weights import CLIP_RATIOS
+
+    w = (torch.randn(24, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * torch.rand(24, 1, 1, 1)).to(dtype)
+    w[3] = 0.0  # an all-zero channel
+    for bits in range(2, 9):
+        q = 2 ** (bits - 1) - 1
+        flat = w.reshape(24, -1)
+        scales = CLIP_RATIOS.to(flat)[:, None] * flat.abs().amax(1).clamp_min(1e-12)[None, :] / q  # (R, C)
+        levels = torch.clamp(torch.round(flat[None] / scales[..., None]), -q, q)
+        best = ((levels * scales[..., None] - flat[None]) ** 2).sum(-1).argmin(0)  # ties: the first ratio
+        expected = levels[best, torch.arange(24)] * scales[best, torch.arange(24)][:, None]
+        assert torch.equal(quantize_weight(w, bits), expected.reshape(w.shape))
+
+
 def test_8_bit_quantization_keeps_accuracy_within_half_a_point():
     model, _ = load_model("default")
     layers = layer_registry(model, (1, 28, 28))
