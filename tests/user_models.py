@@ -193,3 +193,26 @@ def mobilenet_v3() -> nn.Module:
         nn.Dropout(0.2),
         nn.Linear(32, 10),
     )
+
+
+class DiesInADaskWorker(nn.Module):
+    """`inner`, except that its first forward in a Dask worker process ends that process, as a lost
+    machine would, once per `marker` file."""
+
+    def __init__(self, inner: nn.Module, marker: str):
+        super().__init__()
+        self.inner, self.marker = inner, marker
+
+    def forward(self, x):
+        import os
+
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:  # not in a worker
+            return self.inner(x)
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return self.inner(x)

@@ -3,12 +3,12 @@ append each result to the file as it comes. A killed build resumes where it stop
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from torch import nn
 from tqdm import tqdm
 
@@ -70,6 +70,34 @@ def build_order(
     return sorted(expand(c, n_layers, dict(fixed)) for c in sampled)
 
 
+def _write(
+    out: Path,
+    header: dict,
+    layers: Sequence[LayerInfo],
+    settings: QuantSettings,
+    chunks: list[list[tuple[int, ...]]],
+    results: Iterable[list[float]],
+    entries: list[Entry],
+    bar: tqdm,
+) -> None:
+    """Append each chunk's entries to the bench file `out` (and to `entries`) as its results come."""
+    metric, fmt = header.get("metric", DEFAULT_METRIC), settings.weight_format
+    for configs, values in zip(chunks, results):
+        new = [
+            Entry(
+                bits,
+                value,
+                model_size_mb(layers, bits, fmt=fmt),
+                model_bops(layers, bits, settings.act_bits),
+                metric,
+            )
+            for bits, value in zip(configs, values)
+        ]
+        append_entries(out, new)
+        entries.extend(new)
+        bar.update(len(new))
+
+
 def build_bench(
     out: Path,
     model: nn.Module,
@@ -87,6 +115,7 @@ def build_bench(
     split_seed: int = 0,
     held_out_fraction: float = 0.2,
     jobs: int = 1,
+    backend: str | None = None,
     device: str = "cpu",
     eval_desc: dict | None = None,
     name: str | None = None,
@@ -101,7 +130,12 @@ def build_bench(
     ranges), `images`/`labels` the evaluation set. `fixed` maps layer indices to their bits.
     `provenance` holds the header fields that say how to load the model and data again (weights,
     output, exclude, data; see bench_stats). If `out` exists with the same settings, the build
-    continues it, measuring only what it lacks; a cut-off last line is dropped."""
+    continues it, measuring only what it lacks; a cut-off last line is dropped.
+
+    `jobs` local worker processes measure the chunks; with `backend` "dask", the workers of the
+    Dask cluster that the current distributed Client is connected to do, each on `device`. Either
+    way chunks are written in build order as they come in, and Dask measures a chunk again on
+    another worker where its worker dies."""
     given = {"bit_choices": list(bit_choices), "n_configs": n_configs, "seed": seed, "jobs": jobs}
     check_parameters(given, BUILD_CONSTRAINTS, owner="build_bench")
     settings.weight_format.check_layers(layers)
@@ -157,30 +191,18 @@ def build_bench(
                 total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg", disable=not progress
             )
             chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
-            if jobs == 1:  # one evaluator, so every chunk shares its quantized weights
-                evaluator = PtqEvaluator(
-                    model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings
-                )
-                results = (evaluator.measure_many(c) for c in chunks)
-            else:
-                results = Parallel(n_jobs=jobs, return_as="generator")(
-                    delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
-                    for c in chunks
-                )
-            metric, fmt = header.get("metric", DEFAULT_METRIC), settings.weight_format
-            for configs, values in zip(chunks, results):
-                new = [
-                    Entry(
-                        bits,
-                        value,
-                        model_size_mb(layers, bits, fmt=fmt),
-                        model_bops(layers, bits, settings.act_bits),
-                        metric,
+            dask = backend == "dask"
+            with parallel_config(backend="dask" if dask else "loky", n_jobs=-1 if dask else jobs):
+                if jobs == 1 and not dask:  # one evaluator, so every chunk shares its quantized weights
+                    evaluator = PtqEvaluator(
+                        model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings
                     )
-                    for bits, value in zip(configs, values)
-                ]
-                append_entries(out, new)
-                entries.extend(new)
-                bar.update(len(new))
+                    results = (evaluator.measure_many(c) for c in chunks)
+                else:
+                    results = Parallel(return_as="generator")(
+                        delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
+                        for c in chunks
+                    )
+                _write(out, header, layers, settings, chunks, results, entries, bar)
             bar.close()
         return Bench(header, entries, str(out))

@@ -20,6 +20,7 @@ from .args import (
     resolve_proxies,
 )
 from .bits import add_weight_format_args, parse_bits, parse_fixed, weight_format_args
+from .parallel import add_backend_args, parallel_backend
 
 
 def cmd_bench_build(args) -> None:
@@ -28,6 +29,7 @@ def cmd_bench_build(args) -> None:
     from ..model import check_device
     from ..quant import QuantSettings
 
+    backend = parallel_backend(args, lambda msg: print(msg, file=sys.stderr))  # before any work
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
     calib, images, labels = source.ptq_data(args.eval_size, most=EVAL_SIZE)
@@ -51,6 +53,7 @@ def cmd_bench_build(args) -> None:
         settings=QuantSettings(args.act_bits, not args.no_bn_recal, **weight_format_args(args)),
         seed=args.seed,
         jobs=args.jobs,
+        backend=backend,
         device=check_device(args.device),
         eval_desc={
             "dataset": "fashion-mnist" if evaluated_on(args) == "fmnist" else evaluated_on(args),
@@ -168,8 +171,9 @@ def register(sub) -> None:
         type=int,
         default=1,
         help="joblib worker processes of one thread each; -1: one per core (on 2 cores, 1.1× as fast as "
-        "one worker; default 1, with a thread per core)",
+        "one worker; default 1, with a thread per core); with --backend dask, every worker of the cluster",
     )
+    add_backend_args(p)
     p.add_argument("--name", help="bench name (default: the file name)")
     p.add_argument("--out", required=True, help="bench file to write or continue (.jsonl)")
     p.set_defaults(func=cmd_bench_build)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError
 from .args import output_folder
+from .parallel import add_backend_args, parallel_backend
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
     from ..evolve import EvolutionSettings
@@ -87,15 +88,7 @@ def cmd_evolve(args) -> None:
                 f"run {name} already exists in {args.runs_dir}: continue it with `evoproxy evolve "
                 f"--resume {run_dir}`, or choose another --name"
             )
-    backend = None
-    if args.backend == "dask":
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise EvoproxyError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
-        client = Client(args.scheduler) if args.scheduler else Client(processes=True)
-        log(f"dask cluster: {client.dashboard_link}")
-        backend = "dask"
+    backend = parallel_backend(args, log)
     evo = Evolution(run_dir, settings, jobs=args.jobs, backend=backend, log=log, device=device)
     iterations, interrupted = args.iterations if args.resume else None, False
     try:
@@ -272,8 +265,7 @@ def register(sub) -> None:
 
     g = p.add_argument_group("parallelism")
     g.add_argument("--jobs", type=int, default=1, help="joblib workers for fitness (default 1)")
-    g.add_argument("--backend", choices=["loky", "dask"], help="joblib backend (dask: --scheduler ADDRESS)")
-    g.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    add_backend_args(g)
     g.add_argument(
         "--device",
         default="cpu",

@@ -90,6 +90,8 @@ def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
         (["stats", "--power-iters", "0"], "--power-iters must be a whole number at least 1, got 0"),
         (["bench", "build", "--out", "b.jsonl", "--configs", "0"], "--configs must be a whole number between 1 and"),
         (["rank", "--seed", "-1"], "--seed must be a whole number at least 0, got -1"),
+        (["bench", "build", "--out", "b.jsonl", "--scheduler", "tcp://h:8786"], "--scheduler needs --backend dask"),
+        (["evolve", "--scheduler", "tcp://h:8786"], "--scheduler needs --backend dask"),
         (["quantize", "--bits-file", "b.json", "--method", "qat", "--epochs", "0"], "--epochs must be a whole number"),
         (["quantize", "--bits-file", "b.json", "--method", "qat", "--batch-size", "0"], "--batch-size must be a whole"),
     ],
