@@ -14,8 +14,10 @@ class ParameterError(EvoproxyError):
         super().__init__(self.worded(f"{owner}.{param}"))
 
     def worded(self, name: str) -> str:
-        """The message with the parameter called `name` (a flag, on the command line)."""
-        return f"{name} must be {self.requirement}, got {self.value!r}"
+        """The message with the parameter called `name` (a flag, on the command line, where a
+        setting left out is None: not a value anyone types)."""
+        requirement = self.requirement.removesuffix(" or None") if name.startswith("--") else self.requirement
+        return f"{name} must be {requirement}, got {self.value!r}"
 
 
 class EvoproxyWarning(UserWarning):

@@ -230,6 +230,12 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
     p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
     p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
     p.add_argument(
+        "--hessian-seconds",
+        type=float,
+        help="wall-clock bound of the Hessian: half for Hutchinson samples, half for power iteration, at least one "
+        "of each (default: none; the result then depends on the machine's speed)",
+    )
+    p.add_argument(
         "--act-max-elems",
         type=int,
         default=65536,
@@ -261,6 +267,7 @@ def stats_settings(args) -> StatsSettings:
         exclude_patterns(args.exclude),
         args.output,
         **weight_format_args(args),
+        hessian_seconds=args.hessian_seconds,
     )
 
 

@@ -61,7 +61,9 @@ def cmd_stats(args) -> None:
     print(format_table(rows, cols, [*headers, "SQNR@4b (dB)", "KL@2b"]))
     print(
         f"SynFlow values are scaled by e^-{stats.synflow_log_scale:.1f}; "
-        f"Hutchinson used {stats.hutchinson_samples_used} samples; "
+        f"Hutchinson used {stats.hutchinson_samples_used} samples"
+        + (f" (the Hessian bounded to {budget:g} s)" if (budget := stats.settings.hessian_seconds) else "")
+        + "; "
         + ", ".join(f"{k} {v:.2f} s" for k, v in stats.timings.items())
     )
 

@@ -30,6 +30,7 @@ def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
         ("hessian", True),
         ("group_size", None),
         ("asymmetric", False),
+        ("hessian_seconds", None),
     ):
         if described[name] == default:  # left out when default, so that older cache keys stay what they were
             del described[name]

@@ -223,17 +223,34 @@ def _compute_stats(
 
 
 def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timings: dict, log) -> tuple:
-    """Hutchinson's diagonals and traces, the top eigenvalues and the samples used, per layer."""
+    """Hutchinson's diagonals and traces, the top eigenvalues and the samples used, per layer;
+    within `settings.hessian_seconds` if set: half for Hutchinson, the rest shared by the layers
+    whose power iteration is still to run."""
     start = time.perf_counter()
+    budget = settings.hessian_seconds
     diags, traces, used = hutchinson(
-        list(grads), params, settings.hutchinson_samples, settings.hutchinson_tol, gen, log=log
+        list(grads),
+        params,
+        settings.hutchinson_samples,
+        settings.hutchinson_tol,
+        gen,
+        log=log,
+        deadline=None if budget is None else start + budget / 2,
     )
     timings["H diag+trace"] = time.perf_counter() - start
     log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
     start = time.perf_counter()
-    eigs = [top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen)[0] for g, p in zip(grads, params)]
+    eigs, steps = [], []
+    for i, (g, p) in enumerate(zip(grads, params)):
+        now = time.perf_counter()
+        deadline = (
+            None if budget is None else now + (budget - (now - start) - timings["H diag+trace"]) / (len(params) - i)
+        )
+        eig, n = top_eigenvalue(g, p, settings.power_iters, settings.power_tol, gen, deadline)
+        eigs.append(eig)
+        steps.append(n)
     timings["H top eigenvalue"] = time.perf_counter() - start
-    log("top eigenvalues done")
+    log(f"top eigenvalues done ({min(steps)} to {max(steps)} power-iteration steps per layer)")
     return diags, traces, eigs, used
 
 

@@ -44,6 +44,7 @@ def hutchinson(
     generator: torch.Generator,
     min_samples: int = 8,
     log=lambda msg: None,
+    deadline: float | None = None,
 ) -> tuple[list[torch.Tensor], list[float], int]:
     """Estimate diag(H_ll) and tr(H_ll) for every layer l from E[v ⊙ Hv] with Rademacher v.
 
@@ -52,7 +53,8 @@ def hutchinson(
     expectation. Sampling stops after `max_samples`, or once `min_samples` are drawn and the
     summed trace estimate moves by less than `tol` (relative) from one sample to the next.
     Returns the per-layer diagonals (shaped like the params), traces, and samples used. After the
-    first sample, `log` gets the time it took and the most the rest can take."""
+    first sample, `log` gets the time it took and the most the rest can take. With `deadline` (a
+    time.perf_counter() value), sampling also stops once it has passed."""
     diag_sum = [torch.zeros_like(p) for p in params]
     previous, start = None, time.perf_counter()
     for n in range(1, max_samples + 1):
@@ -70,17 +72,26 @@ def hutchinson(
             )
         if previous is not None and n >= min_samples and abs(total - previous) <= tol * (abs(previous) + 1e-12):
             break
+        if deadline is not None and time.perf_counter() >= deadline:
+            log(f"Hutchinson stopped by the time budget after {n} of at most {max_samples} samples")
+            break
         previous = total
     diags = [d / n for d in diag_sum]
     return diags, [d.sum().item() for d in diags], n
 
 
 def top_eigenvalue(
-    grad: torch.Tensor, param: torch.Tensor, max_iter: int, tol: float, generator: torch.Generator
+    grad: torch.Tensor,
+    param: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    generator: torch.Generator,
+    deadline: float | None = None,
 ) -> tuple[float, int]:
     """Dominant eigenvalue (largest in magnitude, with its sign) of the Hessian block of one
-    layer, by power iteration on products H_ll v; stops after `max_iter` products or when the
-    Rayleigh quotient changes by less than `tol` (relative). Returns it and the iterations used."""
+    layer, by power iteration on products H_ll v; stops after `max_iter` products, when the
+    Rayleigh quotient changes by less than `tol` (relative), or once time.perf_counter() has
+    passed `deadline`. Returns it and the iterations used."""
     v = torch.randn(param.shape, generator=generator, dtype=param.dtype).to(param.device)
     v /= v.norm()
     eig = None
@@ -92,6 +103,8 @@ def top_eigenvalue(
             return 0.0, n
         v = hv / norm
         if eig is not None and abs(new - eig) <= tol * (abs(eig) + 1e-12):
+            return new, n
+        if deadline is not None and time.perf_counter() >= deadline:
             return new, n
         eig = new
     return eig, max_iter

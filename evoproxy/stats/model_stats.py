@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..model import LayerInfo
-from ..params import Interval, check_parameters
+from ..params import Interval, OneOf, check_parameters
 from ..quant import WeightFormat
 from .perturbation import PERTURBATIONS, sqnr_db
 
@@ -43,6 +43,9 @@ class StatsSettings:
     perturbations: bool = True  # the measured output perturbations (perturbation.py); off for proxies that read none
     group_size: int | None = None  # Q's weight quantizer (quant.WeightFormat): None per channel, else per group
     asymmetric: bool = False
+    # Wall-clock bound of the Hessian (half for Hutchinson, half for power iteration; at least one
+    # sample and one step per layer): None, no bound. A bounded Hessian depends on the machine's speed.
+    hessian_seconds: float | None = None
 
     CONSTRAINTS = {
         "hutchinson_samples": Interval(1, None, integer=True),
@@ -50,6 +53,7 @@ class StatsSettings:
         "power_iters": Interval(1, None, integer=True),
         "power_tol": Interval(0, None),
         "act_max_elems": Interval(1, None, integer=True),
+        "hessian_seconds": [Interval(0, None, closed="neither"), OneOf((None,))],
     }
 
     def __post_init__(self):

@@ -88,6 +88,7 @@ def test_a_user_model_without_weights_is_warned_about_in_one_line(tmp_path):
         (["stats", "--data", "nonsense"], "--data must be fmnist, kjv, a folder, an .npz/.pt file"),
         (["stats", "--batch-size", "600"], "--batch-size must be a whole number between 1 and 512 (the calibration"),
         (["stats", "--power-iters", "0"], "--power-iters must be a whole number at least 1, got 0"),
+        (["stats", "--hessian-seconds", "0"], "--hessian-seconds must be a number above 0, got 0.0"),
         (["bench", "build", "--out", "b.jsonl", "--configs", "0"], "--configs must be a whole number between 1 and"),
         (["rank", "--seed", "-1"], "--seed must be a whole number at least 0, got -1"),
         (["bench", "build", "--out", "b.jsonl", "--scheduler", "tcp://h:8786"], "--scheduler needs --backend dask"),

@@ -50,6 +50,23 @@ def test_statistics_have_layer_shapes_and_are_finite():
     assert torch.allclose(stats.layers[2].A, model(x), atol=1e-6)
 
 
+def test_a_hessian_time_budget_bounds_the_samples_and_keys_its_own_cache_entry(tmp_path):
+    from dataclasses import replace
+
+    from evoproxy.stats import stats_cache_path
+
+    model, (x, y) = _small_cnn(), _batch()
+    unbounded = replace(FAST, hutchinson_samples=64, hutchinson_tol=0.0)
+    bounded = replace(unbounded, hessian_seconds=1e-9)  # past at once: one sample, one step per layer
+    assert compute_stats(model, x, y, "small", unbounded).hutchinson_samples_used == 64
+    stats = compute_stats(model, x, y, "small", bounded)
+    assert stats.hutchinson_samples_used == 1
+    assert all(math.isfinite(l.hessian_trace) and math.isfinite(l.hessian_eig) for l in stats.layers)
+    assert stats_cache_path(model, x, y, bounded, tmp_path) != stats_cache_path(model, x, y, unbounded, tmp_path)
+    with pytest.raises(ParameterError, match="hessian_seconds must be a number above 0 or None"):
+        replace(FAST, hessian_seconds=0)
+
+
 def test_extraction_leaves_the_model_bit_identical():
     model = _small_cnn()
     before = copy.deepcopy(model.state_dict())
