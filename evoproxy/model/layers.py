@@ -71,6 +71,26 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
             h.remove()
 
 
+def normalized_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -> set[str]:
+    """The names of `modules` whose output a BatchNorm takes as its input, as one forward pass of
+    `x` shows (the BatchNorms that PTQ re-estimates after quantizing them)."""
+    outputs: dict[str, torch.Tensor] = {}
+    found: set[str] = set()
+
+    def norm_input(module, inputs) -> None:
+        found.update(n for n, out in outputs.items() if inputs and inputs[0] is out)
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [m.register_forward_pre_hook(norm_input) for m in norms]
+    try:
+        with evaluating(model), torch.no_grad():
+            run_with_outputs(model, x, modules, outputs.__setitem__, "the model does not run on its data")
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
 class OutputSelector:
     """A forward hook that keeps one part of a model's tuple or dict output (its logits): what
     `load_model`'s `output` sets up. A class, not a closure, so that a model carrying it can be pickled."""

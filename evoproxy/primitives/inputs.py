@@ -1,8 +1,9 @@
-"""The inputs of a proxy: per-layer statistics (evoproxy.stats.LayerStats) and element-wise
-products of them. Each input is read as a float64 tensor of the layer; a per-bit input (Q, and
-the measured output perturbations MSE, KL, TAYLOR, one value per calibration sample) as one such
-tensor per bit-width, and a proxy that reads it scores a configuration by the sum of
-its per-layer values at each layer's bit-width.
+"""The inputs of a proxy: per-layer statistics (evoproxy.stats.LayerStats), element-wise products
+of them, and scalars that describe the layer's place in the network (STRUCTURE_FIELDS). Each
+input is read as a float64 tensor of the layer; a per-bit input (Q, and the measured output
+perturbations MSE, KL, TAYLOR, one value per calibration sample) as one such tensor per
+bit-width, and a proxy that reads it scores a configuration by the sum of its per-layer values
+at each layer's bit-width.
 
 G×A, which the paper also lists, is not offered: the gradient is weight-shaped and the
 activation (batch, channels, h, w), so no element-wise product exists, and the statistics do
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .base import SCALAR, TENSOR
+
 
 @dataclass(frozen=True)
 class Input:
@@ -26,6 +29,7 @@ class Input:
     paper_latex: str
     description: str
     per_bit: bool = False  # one tensor per weight bit-width: the proxy's value depends on the layer's bits
+    kind: str = TENSOR  # SCALAR: one number per layer (its structure), which reductions do not take
 
 
 INPUTS: dict[str, Input] = {
@@ -89,6 +93,42 @@ INPUTS: dict[str, Input] = {
             "per calibration sample, Σ (∂L/∂y · (y_q − y))² over the layer's output y, its weights at b bits "
             "(NVIDIA ModelOpt's score)",
             per_bit=True,
+        ),
+        Input(
+            "NORM",
+            ("NORM",),
+            "bn",
+            r"\mathrm{bn}",
+            "1 where a BatchNorm takes the layer's output (re-estimated after quantization, it repairs much of "
+            "the layer's shift), else 0",
+            kind=SCALAR,
+        ),
+        Input(
+            "DEPTH", ("DEPTH",), "depth", r"\mathrm{depth}", "the layer's index / (L − 1): 0 first, 1 last", kind=SCALAR
+        ),
+        Input(
+            "FANIN",
+            ("FANIN",),
+            "fan_in",
+            r"\mathrm{fan\_in}",
+            "weight elements per output (in × kernel / groups)",
+            kind=SCALAR,
+        ),
+        Input(
+            "GROUPED",
+            ("GROUPED",),
+            "grouped",
+            r"\mathrm{grouped}",
+            "1 for a depthwise or grouped convolution, else 0",
+            kind=SCALAR,
+        ),
+        Input(
+            "HEAD",
+            ("HEAD",),
+            "head",
+            r"\mathrm{head}",
+            "1 for the last layer (the classifier or output head), else 0",
+            kind=SCALAR,
         ),
     )
 }

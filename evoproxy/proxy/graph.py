@@ -102,7 +102,7 @@ def infer_kinds(graph: nx.DiGraph, names: list[str]) -> list[str] | str:
     kinds: list[str] = []
     for node, name in enumerate(names):
         if graph.nodes[node]["role"] == INPUT:
-            kinds.append(primitives.TENSOR)
+            kinds.append(primitives.INPUTS[name].kind)
             continue
         op = primitives.OPS[name]
         operand_kinds = [kinds[p] for p in operands(graph, node)]

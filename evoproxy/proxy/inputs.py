@@ -35,12 +35,15 @@ def prepare_inputs(stats) -> PreparedInputs:
 
 
 def _holds(stats, name: str) -> bool:
-    """Whether `stats` holds input `name`: per-bit inputs (Q) are absent from statistics made
-    without them (synthetic ones, user lists); proxies that read them then cannot be evaluated."""
-    if name not in primitives.BIT_INPUTS:
+    """Whether `stats` holds input `name`: per-bit inputs (Q) and the structure scalars are absent
+    from statistics made without them (synthetic ones, user lists); proxies that read them then
+    cannot be evaluated."""
+    per_bit, scalar = name in primitives.BIT_INPUTS, primitives.INPUTS[name].kind == primitives.SCALAR
+    if not (per_bit or scalar):
         return True
     first = getattr(stats, "layers", stats)[0]
-    return bool(first.get(name) if isinstance(first, Mapping) else getattr(first, name, None))
+    value = first.get(name) if isinstance(first, Mapping) else getattr(first, name, None)
+    return value is not None and (not per_bit or bool(value))
 
 
 def n_layers(stats) -> int:

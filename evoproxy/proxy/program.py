@@ -63,6 +63,8 @@ class Program:
                 values.append(per_bit[bits])
                 continue
             if fn is None:
+                if name not in layer:  # the structure scalars, say, in statistics made by hand
+                    raise _ShapeMismatch(f"the statistics hold no {name}")
                 values.append(layer[name])
                 continue
             operand_values = [values[a] for a in args]

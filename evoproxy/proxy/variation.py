@@ -45,7 +45,7 @@ def sample_genome(space: SearchSpace, rng: random.Random, osp: bool = True) -> G
         role = skeleton.nodes[node]["role"]
         if role == INPUT:
             names.append(rng.choice(space.choices[INPUT]))
-            kinds.append(primitives.TENSOR)
+            kinds.append(primitives.INPUTS[names[-1]].kind)
             continue
         operand_kinds = [kinds[p] for p in operands(skeleton, node)]
         options = [

@@ -30,7 +30,16 @@ from torch import nn
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..hashing import tensors_hash
-from ..model import check_device, layer_registry, next_token_loss, quantizable_modules, run_with_outputs, weights_hash
+from ..model import (
+    LayerInfo,
+    check_device,
+    layer_registry,
+    next_token_loss,
+    normalized_outputs,
+    quantizable_modules,
+    run_with_outputs,
+    weights_hash,
+)
 from ..quant import WeightFormat, weight_quantization_error
 from .hessian import hutchinson, missing_second_derivative, top_eigenvalue, twice_differentiable
 from .model_stats import LayerStats, ModelStats, StatsSettings
@@ -117,6 +126,7 @@ def _compute_stats(
     names = [info.name for info in registry]
     modules = dict(quantizable_modules(work))
     params = [modules[n].weight for n in names]
+    normalized = normalized_outputs(work, images[:1], {n: modules[n] for n in names})
     for p in work.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -214,12 +224,25 @@ def _compute_stats(
             e,
             {b: x.cpu() for b, x in q.items()},
             **m,
+            **structure(info, len(registry), info.name in normalized),
         )
         for info, p, g, d, v, t, e, q, m in zip(registry, params, grads, diags, synflow, traces, eigs, errors, measured)
     ]
     return ModelStats(
         model_name, weights_hash(model), batch_hash(images, labels), settings, layers, log_scale, used, timings
     )
+
+
+def structure(info: LayerInfo, n_layers: int, normalized: bool) -> dict[str, torch.Tensor]:
+    """The STRUCTURE_FIELDS of one layer of `n_layers`, `normalized` if a BatchNorm takes its output."""
+    values = {
+        "NORM": float(normalized),
+        "DEPTH": info.index / max(n_layers - 1, 1),
+        "FANIN": float(math.prod(info.weight_shape[1:])),
+        "GROUPED": float(info.kind in ("depthwise", "grouped")),
+        "HEAD": float(info.index == n_layers - 1),
+    }
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
 
 
 def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timings: dict, log) -> tuple:

@@ -15,9 +15,14 @@ from .perturbation import PERTURBATIONS, sqnr_db
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
 PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
+# The layer's place in the network, which no statistic sees, as 0-d float64 tensors: whether a
+# BatchNorm takes its output (re-estimated after quantization, it repairs much of the layer's
+# shift), its depth (index / (L − 1)), its fan-in (weight elements per output), whether it is
+# depthwise or grouped, and whether it is the last layer.
+STRUCTURE_FIELDS = ("NORM", "DEPTH", "FANIN", "GROUPED", "HEAD")
 STATS_BATCH = 64  # calibration images the statistics are computed on by default
 TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's Hessian costs far more per sample
-FORMAT_VERSION = 3  # of the blob; part of the cache key
+FORMAT_VERSION = 4  # of the blob; part of the cache key
 
 
 def default_batch(source) -> int:
@@ -84,6 +89,12 @@ class LayerStats:
     MSE: dict[int, torch.Tensor] = field(default_factory=dict)
     KL: dict[int, torch.Tensor] = field(default_factory=dict)
     TAYLOR: dict[int, torch.Tensor] = field(default_factory=dict)
+    # STRUCTURE_FIELDS (None where unknown: statistics built by hand)
+    NORM: torch.Tensor | None = None
+    DEPTH: torch.Tensor | None = None
+    FANIN: torch.Tensor | None = None
+    GROUPED: torch.Tensor | None = None
+    HEAD: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:
@@ -124,6 +135,7 @@ class ModelStats:
                     "hessian_trace": l.hessian_trace,
                     "hessian_eig": l.hessian_eig,
                     **{k: getattr(l, k) for k in PER_BIT_FIELDS},
+                    **{k: getattr(l, k) for k in STRUCTURE_FIELDS},
                 }
                 for l in self.layers
             ],
@@ -141,6 +153,7 @@ class ModelStats:
                     d["hessian_trace"],
                     d["hessian_eig"],
                     **{k: d[k] for k in PER_BIT_FIELDS},
+                    **{k: d[k] for k in STRUCTURE_FIELDS},
                 )
             )
         return cls(

@@ -57,6 +57,9 @@ _IDENTITY_FUNCTIONS = {
     F.leaky_relu,
     torch.nn.functional.hardsigmoid,
 }
+# Functions of other libraries that are the identity at inference, by name (not imported here):
+# torchvision's stochastic depth (EfficientNet, ConvNeXt, Swin) drops residual branches only in training.
+_IDENTITY_NAMES = {"stochastic_depth"}
 # Functions and methods that are linear and positively homogeneous in their one signal argument.
 _LINEAR_FUNCTIONS = {
     torch.flatten,
@@ -144,7 +147,7 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
         signals = [a for a in flat if isinstance(a, _Scaled)]
         if not signals:
             return super().call_function(target, args, kwargs)
-        if target in _IDENTITY_FUNCTIONS:
+        if target in _IDENTITY_FUNCTIONS or getattr(target, "__name__", None) in _IDENTITY_NAMES:
             return args[0]
         if target is getattr and args[1] in _PROPERTIES:
             return getattr(args[0].t, args[1])

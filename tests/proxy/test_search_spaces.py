@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
-from synthetic_stats import tiny_conv_stats
+from synthetic_stats import scalar_stats, tiny_conv_stats
 
 from evoproxy import primitives
 from evoproxy.errors import EvoproxyError
@@ -32,15 +32,17 @@ def _write(tmp_path, text: str | bytes):
 
 
 def test_shipped_spaces_have_the_paper_structures():
-    assert available_spaces() == ["bitaware", "branched", "dag", "measured", "sequential"]
+    assert available_spaces() == ["bitaware", "branched", "dag", "measured", "sequential", "structural"]
     roles = {
         name: Counter(role for _, role in load_space(name).skeleton().nodes(data="role")) for name in available_spaces()
     }
     assert roles["sequential"] == {INPUT: 1, UNARY: 4, AGGREGATE: 1}
-    assert roles["branched"] == roles["bitaware"] == roles["measured"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
+    assert roles["branched"] == roles["bitaware"] == roles["measured"] == roles["structural"]
+    assert roles["branched"] == {INPUT: 2, UNARY: 4, BINARY: 1, AGGREGATE: 1}
     assert set(load_space("bitaware").choices[INPUT]) == set(load_space("branched").choices[INPUT]) | {"Q"}
     measured = set(load_space("measured").choices[INPUT])
     assert measured == set(load_space("bitaware").choices[INPUT]) | {"MSE", "KL", "TAYLOR"}
+    assert set(load_space("structural").choices[INPUT]) == measured | {"NORM", "DEPTH", "FANIN", "GROUPED", "HEAD"}
     # DAG: 3 nodes combining 2, 3 and 4 predecessors, one unary op per edge.
     assert roles["dag"] == {INPUT: 2, UNARY: 9, BINARY: 6, AGGREGATE: 1}
     branched = load_space("branched")
@@ -129,3 +131,22 @@ def test_adding_an_operation_is_one_definition():
         assert "³" in genome.formula() and "def cube_test" in genome.to_python()
     finally:
         del primitives.OPS["cube_test"]
+
+
+def test_structure_inputs_are_scalars_that_samples_never_reduce_and_hand_made_statistics_lack():
+    from evoproxy.proxy import Genome, prepare_inputs
+    from evoproxy.proxy.graph import infer_kinds
+
+    space, rng = load_space("structural"), random.Random(0)
+    structure = {"NORM", "DEPTH", "FANIN", "GROUPED", "HEAD"}
+    samples = [sample_genome(space, rng) for _ in range(500)]
+    reading = [g for g in samples if structure & set(g.names)]
+    assert len(reading) > 100 and all(not isinstance(infer_kinds(g.graph, g.names), str) for g in samples)
+    for g in reading:
+        kinds = infer_kinds(g.graph, g.names)
+        assert all(kinds[n] == primitives.SCALAR for n, name in enumerate(g.names) if name in structure)
+    # Statistics made by hand hold no structure: a proxy that reads it is invalid there, not wrong.
+    genome = next(g for g in reading if not {"Q", "MSE", "KL", "TAYLOR"} & set(g.names))
+    assert "NORM" not in prepare_inputs(scalar_stats())[0] and "NORM" in prepare_inputs(tiny_conv_stats())[0]
+    with pytest.raises(EvoproxyError):
+        Genome.from_json(genome.to_json()).sensitivities(scalar_stats())

@@ -67,6 +67,18 @@ def test_a_hessian_time_budget_bounds_the_samples_and_keys_its_own_cache_entry(t
         replace(FAST, hessian_seconds=0)
 
 
+def test_each_layer_knows_its_place_in_the_network():
+    stats = compute_stats(_small_cnn(), *_batch(), "small", FAST)  # conv → BatchNorm, depthwise → ReLU, linear
+    values = {f: [float(getattr(l, f)) for l in stats.layers] for f in ("NORM", "DEPTH", "FANIN", "GROUPED", "HEAD")}
+    assert values == {
+        "NORM": [1.0, 0.0, 0.0],
+        "DEPTH": [0.0, 0.5, 1.0],
+        "FANIN": [9.0, 9.0, 16.0],
+        "GROUPED": [0.0, 1.0, 0.0],
+        "HEAD": [0.0, 0.0, 1.0],
+    }
+
+
 def test_extraction_leaves_the_model_bit_identical():
     model = _small_cnn()
     before = copy.deepcopy(model.state_dict())

@@ -116,3 +116,28 @@ def test_untraceable_model_gives_clear_error():
         assert "fx" in str(exc)
     else:
         raise AssertionError("expected EvoproxyError")
+
+
+def stochastic_depth(x: torch.Tensor, p: float, mode: str, training: bool = True) -> torch.Tensor:
+    """torchvision.ops.stochastic_depth's signature and its inference behaviour (identity)."""
+    return x if not training or p == 0 else x * (torch.rand(len(x), 1) > p) / (1 - p)
+
+
+torch.fx.wrap("stochastic_depth")  # as torchvision wraps it: a call the trace keeps whole
+
+
+class _DropPathNet(nn.Module):
+    def __init__(self, drop: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.drop = nn.Linear(4, 4), nn.Linear(4, 2), drop
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(x + (stochastic_depth(h, 0.2, "row", self.training) if self.drop else h))
+
+
+def test_stochastic_depth_of_efficientnet_and_convnext_is_the_identity_it_is_at_inference():
+    with_drop = synflow_gradients(_DropPathNet(drop=True), (4,), ["a", "b"])
+    without = synflow_gradients(_DropPathNet(drop=False), (4,), ["a", "b"])
+    assert with_drop[1] == without[1] and all(torch.equal(g, h) for g, h in zip(with_drop[0], without[0]))
