@@ -69,6 +69,26 @@ def _mutates_first_input(node: fx.Node, module: nn.Module | None) -> bool:
     return False
 
 
+def trace(model: nn.Module) -> fx.GraphModule:
+    """A copy of `model` in eval mode traced by torch.fx, whose nodes can be computed once and reused
+    (its output selector aside: apply `selected`), or Untraceable: fx cannot trace it, it has hooks
+    of its own, it changes a tensor in place (a later reader would hide what it depends on), or
+    its forward takes more than the images."""
+    if model._forward_pre_hooks or any(not isinstance(h, OutputSelector) for h in model._forward_hooks.values()):
+        raise Untraceable("the model has hooks of its own, which a traced graph does not run")
+    try:
+        graph = fx.symbolic_trace(copy.deepcopy(model).eval())
+    except Exception as exc:  # fx raises many types for untraceable Python control flow
+        raise Untraceable(str(exc)) from None
+    modules = dict(graph.named_modules())
+    for node in graph.graph.nodes:
+        if _mutates_first_input(node, modules[node.target] if node.op == "call_module" else None):
+            raise Untraceable(f"{node.name} changes a tensor in place")
+    if sum(node.op == "placeholder" for node in graph.graph.nodes) != 1:
+        raise Untraceable("the model's forward takes more than the images")
+    return graph
+
+
 class Sweep:
     """The traced `model` with its layer registry `layers`; quantized weights come from `cache`, in its
     format. With `bn_recalibration` every BatchNorm that tracks running statistics is re-estimated per
@@ -76,12 +96,7 @@ class Sweep:
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], cache: WeightCache, bn_recalibration: bool):
         self.model, self.cache = model, cache
-        if model._forward_pre_hooks or any(not isinstance(h, OutputSelector) for h in model._forward_hooks.values()):
-            raise Untraceable("the model has hooks of its own, which a traced graph does not run")
-        try:
-            self.graph = fx.symbolic_trace(copy.deepcopy(model).eval())
-        except Exception as exc:  # fx raises many types for untraceable Python control flow
-            raise Untraceable(str(exc)) from None
+        self.graph = trace(model)
         index = {l.name: l.index for l in layers}
         modules = dict(self.graph.named_modules())
         self.nodes = list(self.graph.graph.nodes)
@@ -104,10 +119,6 @@ class Sweep:
             else:
                 self.role[node] = module
             deps[node] = found
-            if _mutates_first_input(node, module):  # later readers of the changed tensor would hide what they depend on
-                raise Untraceable(f"{node.name} changes a tensor in place")
-        if sum(node.op == "placeholder" for node in self.nodes) != 1:
-            raise Untraceable("the model's forward takes more than the images")
         missing = set(index.values()) - {r for r in self.role.values() if isinstance(r, int)}
         if missing:
             raise Untraceable(f"layers {sorted(missing)} are not called as modules")

@@ -20,6 +20,7 @@ settings) and cached on disk (cache.py):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -27,6 +28,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..hashing import tensors_hash
@@ -137,13 +139,16 @@ def _compute_stats(
     start = time.perf_counter()
     acts = {}
     inputs = images if labels.dim() == 2 else images.float()
-    logits = run_with_outputs(
-        work,
-        inputs,
-        modules,
-        lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems, modules[n])),
-        f"the calibration batch of shape {tuple(images.shape)} does not fit the model",
-    )
+    # scaled_dot_product_attention's fused CPU kernels (nn.MultiheadAttention's) have no second
+    # derivative; its plain math form, the same attention, does.
+    with sdpa_kernel([SDPBackend.MATH]) if settings.hessian else contextlib.nullcontext():
+        logits = run_with_outputs(
+            work,
+            inputs,
+            modules,
+            lambda n, out: acts.__setitem__(n, _subsample(out.detach(), settings.act_max_elems, modules[n])),
+            f"the calibration batch of shape {tuple(images.shape)} does not fit the model",
+        )
     if not isinstance(logits, torch.Tensor):
         raise ParameterError(
             "load_model",

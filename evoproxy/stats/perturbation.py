@@ -15,17 +15,22 @@ model's token window):
 
 Where they differ from the tools: weights only, in the statistics' weight format (activations and
 the other layers stay float), and BatchNorm is not re-estimated after quantizing (the benches may
-re-estimate it). Cost: one forward pass of the batch per layer and bit-width, plus one backward.
+re-estimate it). Cost: one forward pass of the batch per layer and bit-width, plus one backward;
+where torch.fx can trace the model as the bench sweep does, each pass computes only what the
+layer's output feeds, and takes every other value from one float pass (the same values, to the bit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.func import functional_call
 
-from ..model import next_token_loss
+from ..model import next_token_loss, selected
 from ..quant import WeightFormat, quantize_weight
+from ..quant.sweep import Untraceable, trace
 
 PERTURBATIONS = ("MSE", "KL", "TAYLOR")  # the LayerStats fields that hold them
 SQNR_FLOOR = 1e-12  # noise power relative to the signal: a perturbation below it counts as 120 dB
@@ -43,6 +48,56 @@ def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(len(values), -1).double()
+
+
+class _Reusing(fx.Interpreter):
+    """Runs a traced graph, computing only the nodes in `affected` and taking the others' `values`."""
+
+    def __init__(self, graph: fx.GraphModule, values: dict, affected: set):
+        super().__init__(graph)
+        self.values, self.affected = values, affected
+
+    def run_node(self, node: fx.Node):
+        return super().run_node(node) if node in self.affected else self.values[node]
+
+
+def _with_layer(work: nn.Module, images: torch.Tensor) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """A function (layer name, weight) → the outputs of `work` on `images` with that layer's weight
+    replaced (and restored after). From a traced copy where it can be traced: one float pass keeps
+    every node's value, and each call computes only the nodes downstream of the layer's calls and
+    of any other read of its parameters; else a forward pass of `work` itself."""
+    try:
+        graph = trace(work)
+    except Untraceable:
+        graph = None
+    values: dict[fx.Node, object] = {}
+    if graph is not None:
+        recorder = fx.Interpreter(graph, garbage_collect_values=False)
+        recorder.run(images)
+        values = recorder.env
+    nodes = list(graph.graph.nodes) if graph is not None else []
+
+    def run(name: str, weight: torch.Tensor) -> torch.Tensor:
+        module = (graph or work).get_submodule(name)
+        saved = module.weight.detach().clone()
+        module.weight.copy_(weight)
+        try:
+            if graph is None:
+                return work(images)
+            affected = {
+                n
+                for n in nodes
+                if (n.op == "call_module" and n.target == name)
+                or (n.op == "get_attr" and n.target.startswith(name + "."))
+            }
+            for n in nodes:  # in graph order: a node's inputs come before it
+                if n not in affected and any(a in affected for a in n.all_input_nodes):
+                    affected.add(n)
+            return selected(work, _Reusing(graph, values, affected).run(images))
+        finally:
+            module.weight.copy_(saved)
+
+    return run
 
 
 def output_perturbations(
@@ -74,6 +129,7 @@ def output_perturbations(
 
     result = []
     with torch.no_grad():
+        forward = _with_layer(work, images)
         for name, grad in zip(names, grads):
             module = modules[name]
             weight = module.weight.detach().clone()
@@ -83,9 +139,7 @@ def output_perturbations(
                 quantized = quantize_weight(weight, b, fmt)
                 delta = functional_call(module, {"weight": quantized}, (inputs[name],)) - float_out
                 measured["TAYLOR"][b] = _per_sample(grad * delta).pow(2).sum(1)
-                module.weight.copy_(quantized)
-                logits = work(images)
-                module.weight.copy_(weight)
+                logits = forward(name, quantized)
                 measured["MSE"][b] = _per_sample((logits - reference).pow(2)).mean(1) / float(power)
                 kl = (log_p.exp() * (log_p - torch.log_softmax(logits, -1))).sum(-1)
                 measured["KL"][b] = _per_sample(kl).mean(1)

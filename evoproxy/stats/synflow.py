@@ -1,8 +1,9 @@
 """The data-free SynFlow gradient V_l = ∂R/∂|W_l|, R = 1ᵀ(Π_l |θ_l|)1 (Tanaka et al., 2020).
 
 R is the sum of the outputs of the *linearised* network: every weight replaced by its absolute
-value, biases and BatchNorm shifts dropped, BatchNorm (eval mode) reduced to its per-channel
-scale |γ|/sqrt(var+ε) and LayerNorm, whose statistics depend on the input, to its scale |γ|,
+value, biases, BatchNorm shifts and other constants added to a signal (a position embedding)
+dropped, a constant concatenated to one (a class token) as zeros, BatchNorm (eval mode) reduced
+to its per-channel scale |γ|/sqrt(var+ε) and LayerNorm, whose statistics depend on the input, to its scale |γ|,
 activation functions replaced by the identity (on the non-negative signals of this network,
 ReLU is the identity anyway), input all ones, float64.
 
@@ -152,10 +153,13 @@ class _LinearisedInterpreter(torch.fx.Interpreter):
         if target is getattr and args[1] in _PROPERTIES:
             return getattr(args[0].t, args[1])
         if target in (operator.add, operator.iadd, torch.add):
+            if len(signals) == 1:  # a constant added to a signal: dropped, as biases are
+                return signals[0]
             ts, s = _common(signals)
             return _Scaled(ts[0] + ts[1], s)
-        if target is torch.cat:
-            ts, s = _common(list(args[0]))
+        if target is torch.cat:  # a constant among the parts (a class token) enters as zeros
+            parts = [a if isinstance(a, _Scaled) else _Scaled(torch.zeros_like(a), 0.0) for a in args[0]]
+            ts, s = _common(parts)
             return _Scaled(torch.cat(ts, *args[1:], **kwargs), s)
         if target in (operator.mul, torch.mul):
             if len(signals) == 2:
@@ -203,6 +207,11 @@ def synflow_gradients(
         )
     except EvoproxyError as exc:  # its first line: torch.fx appends the graph node it failed at
         raise EvoproxyError(str(exc).splitlines()[0]) from None
+    except Exception as exc:  # an operation the linearisation does not foresee: V undefined, not a crash
+        message = str(exc).strip().splitlines()
+        raise EvoproxyError(
+            f"SynFlow cannot linearise the model ({type(exc).__name__}: {message[0] if message else 'no message'})"
+        ) from None
     grads = torch.autograd.grad(out.t.sum(), weights, allow_unused=True)
     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
     return [g.detach() for g in grads], out.s

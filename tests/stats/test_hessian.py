@@ -118,3 +118,36 @@ def test_statistics_of_a_hardsigmoid_gated_model_have_a_hessian_and_a_functional
         stats = compute_stats(_GatedNet(functional=True), *_batch(), "gated", settings)
     assert all(torch.isnan(torch.tensor(l.hessian_trace)) for l in stats.layers)  # proxies reading H: invalid
     assert all(torch.isfinite(l.G).all() and l.Q for l in stats.layers)  # the rest stands
+
+
+class _SelfAttention(torch.nn.Module):
+    """nn.MultiheadAttention called as torchvision's ViT calls it (need_weights=False): through
+    scaled_dot_product_attention, whose fused CPU kernel has no second derivative."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.attn, self.head = (
+            torch.nn.Linear(4, 16),
+            torch.nn.MultiheadAttention(16, 2),
+            torch.nn.Linear(16, 3),
+        )
+        self.attn.batch_first = True
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_attention_through_scaled_dot_product_attention_gets_its_hessian():
+    import warnings
+
+    from evoproxy.stats import StatsSettings, compute_stats
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 6, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Hessian.*")
+        stats = compute_stats(_SelfAttention(), x, y, "attention", StatsSettings(hutchinson_samples=2, power_iters=2))
+    assert [l.info.name for l in stats.layers] == ["embed", "head"]
+    assert all(torch.isfinite(torch.tensor([l.hessian_trace, l.hessian_eig])).all() for l in stats.layers)

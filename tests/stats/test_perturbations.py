@@ -139,3 +139,40 @@ def test_the_stats_table_shows_the_tools_view_of_each_layer(measured):
     assert row["kl_2bit"] == pytest.approx(float(stats.layers[1].KL[2].mean()))
     lean = compute_stats(model, x, y, "tiny", LEAN).table()[1]
     assert math.isnan(lean["sqnr_4bit"]) and math.isnan(lean["kl_2bit"])
+
+
+class _TiedHead(torch.nn.Module):
+    """A residual block, and an output head that also reads the first layer's weight outside its
+    call (a tied weight): what the reused float pass must recompute when that layer is quantized."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.mid, self.head = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + torch.relu(self.mid(h))
+        return self.head(h) + (x @ self.embed.weight.t())[:, :3]
+
+
+@pytest.mark.parametrize("model", [tiny_conv_net, _TiedHead], ids=["conv net", "residual and tied weight"])
+def test_the_pass_that_reuses_float_values_measures_what_full_passes_do(model, monkeypatch):
+    from evoproxy.quant.sweep import Untraceable
+    from evoproxy.stats import perturbation
+
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 6, 6) if model is tiny_conv_net else torch.randn(8, 6)
+    y = torch.randint(0, 3, (8,))
+    torch.manual_seed(0)
+    reused = compute_stats(model(), x, y, "m", FAST)
+
+    def untraceable(m):
+        raise Untraceable("full passes")
+
+    monkeypatch.setattr(perturbation, "trace", untraceable)
+    torch.manual_seed(0)
+    full = compute_stats(model(), x, y, "m", FAST)
+    for a, b in zip(reused.layers, full.layers):
+        for p in PERTURBATIONS:
+            assert all(torch.equal(getattr(a, p)[bits], getattr(b, p)[bits]) for bits in QBITS), (a.info.name, p)

@@ -141,3 +141,26 @@ def test_stochastic_depth_of_efficientnet_and_convnext_is_the_identity_it_is_at_
     with_drop = synflow_gradients(_DropPathNet(drop=True), (4,), ["a", "b"])
     without = synflow_gradients(_DropPathNet(drop=False), (4,), ["a", "b"])
     assert with_drop[1] == without[1] and all(torch.equal(g, h) for g, h in zip(with_drop[0], without[0]))
+
+
+class _Tokens(nn.Module):
+    """A vision transformer's constants: a class token concatenated to the patch signals and a
+    position embedding added to them (`constants` False: neither)."""
+
+    def __init__(self, constants: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head, self.constants = nn.Linear(4, 4), nn.Linear(4, 2), constants
+        self.token, self.position = nn.Parameter(torch.randn(1, 1, 4)), nn.Parameter(torch.randn(1, 6, 4))
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.constants:
+            h = torch.cat([self.token.expand(x.shape[0], -1, -1), h], dim=1) + self.position
+        return self.head(h.sum(1))
+
+
+def test_constants_of_a_vision_transformer_are_dropped_as_biases_are():
+    with_constants = synflow_gradients(_Tokens(True), (5, 4), ["embed", "head"])
+    without = synflow_gradients(_Tokens(False), (5, 4), ["embed", "head"])
+    assert with_constants[1] == without[1] and all(torch.equal(g, h) for g, h in zip(with_constants[0], without[0]))
