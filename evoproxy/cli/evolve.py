@@ -166,8 +166,9 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--aggregate",
-        choices=["mean", "min"],
-        help="fitness over several benches: their mean (the presets' choice) or the worst (min)",
+        choices=["mean", "min", "softmin", "q25"],
+        help="fitness over several benches: their mean (the presets' choice), the worst (min), a soft minimum "
+        "(softmin: -0.05·log mean exp(-f/0.05), near the worst but moved by every bench) or the lower quartile (q25)",
     )
     g.add_argument(
         "--space",

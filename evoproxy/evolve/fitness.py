@@ -202,14 +202,32 @@ class FitnessTask:
         return Outcome(fitness, parts, seconds=seconds)
 
 
-AGGREGATES = {"mean": lambda values: float(np.mean(values)), "min": min}
+SOFTMIN_TEMPERATURE = 0.05  # in fitness units (ρ): benches further than a few of it above the worst barely count
+
+
+def softmin(values) -> float:
+    """−τ·log(mean(exp(−f/τ))): near the worst fitness, but moved by every bench (τ = SOFTMIN_TEMPERATURE)."""
+    f = np.asarray(values, dtype=np.float64)
+    low = f.min()  # shifted, so that exp never underflows to log(0)
+    return float(low - SOFTMIN_TEMPERATURE * np.log(np.mean(np.exp(-(f - low) / SOFTMIN_TEMPERATURE))))
+
+
+# How the fitnesses of several benches make one: their mean, the worst, a soft minimum, or the
+# lower quartile (the worst case that one odd bench does not decide alone).
+AGGREGATES = {
+    "mean": lambda values: float(np.mean(values)),
+    "min": min,
+    "softmin": softmin,
+    "q25": lambda values: float(np.quantile(values, 0.25)),
+}
 
 
 class BenchesTask:
     """Fitness on several benches at once, for proxies that transfer across models (EZNAS judges
     on the worst of several search spaces): a candidate is judged by each bench's FitnessTask on
-    that bench model's inputs, rejected where any bench rejects it, and its fitness is the mean
-    or the worst (`aggregate` "min") of the benches' fitnesses. Its parts are the mean ρ@k over
+    that bench model's inputs, rejected where any bench rejects it, and its fitness is the mean,
+    the worst (`aggregate` "min"), a soft minimum ("softmin") or the lower quartile ("q25") of the
+    benches' fitnesses (AGGREGATES). Its parts are the mean ρ@k over
     the benches. On one bench it is that bench's FitnessTask, to the last bit."""
 
     def __init__(self, tasks: list[FitnessTask], aggregate: str = "mean"):

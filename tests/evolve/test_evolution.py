@@ -542,7 +542,7 @@ def test_fitness_over_several_benches_is_the_aggregate_of_their_fitnesses():
         tasks[0].judge(get_genome("fisher"), inputs[0]),
     )
     assert (one.fitness, one.parts) == (alone.fitness, alone.parts)  # on one bench: its fitness, to the last bit
-    with pytest.raises(EvoproxyError, match="BenchesTask.aggregate must be mean or min"):
+    with pytest.raises(EvoproxyError, match="BenchesTask.aggregate must be mean or min or softmin or q25"):
         BenchesTask(tasks, "median")
 
 
@@ -615,3 +615,17 @@ def test_run_summary_knows_restarts_and_the_proxies_a_run_started_from(tmp_path)
     assert name == "fisher" and fitness <= max(h[1] for h in summary["history"])
     plot_history(summary, tmp_path / "f.png", "a title")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_the_worst_case_aggregates_lie_between_the_worst_bench_and_the_mean():
+    from evoproxy.evolve.fitness import AGGREGATES, SOFTMIN_TEMPERATURE
+
+    fitnesses = [0.81, 0.52, 0.77, 0.74, 0.79, 0.69]
+    mean, worst = AGGREGATES["mean"](fitnesses), AGGREGATES["min"](fitnesses)
+    for name in ("softmin", "q25"):
+        assert worst <= AGGREGATES[name](fitnesses) <= mean, name
+    assert AGGREGATES["q25"](fitnesses) == pytest.approx(0.7025)  # numpy's linear interpolation
+    # The soft minimum is within τ·log(n) of the worst, and equal to it when every bench agrees.
+    assert AGGREGATES["softmin"](fitnesses) - worst <= SOFTMIN_TEMPERATURE * np.log(len(fitnesses))
+    assert AGGREGATES["softmin"]([0.6] * 4) == pytest.approx(0.6, abs=1e-15)
+    assert AGGREGATES["softmin"]([0.9, -0.9]) == pytest.approx(-0.9 + SOFTMIN_TEMPERATURE * np.log(2), abs=1e-9)
