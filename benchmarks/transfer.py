@@ -33,6 +33,7 @@ from evoproxy.bench import Bench, bench_model, bench_stats, best_handcrafted, lo
 from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
 from evoproxy.evolve import Evolution, EvolutionSettings, transfer_benches
+from evoproxy.evolve.fitness import AGGREGATES
 
 SHOWN = ("mean-bits", "hawq-v2", "fisher", "output-mse", "kl", "taylor")
 
@@ -65,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--space", default="bitaware")
-    parser.add_argument("--aggregate", default="mean", choices=["mean", "min"])
+    parser.add_argument("--aggregate", default="mean", choices=sorted(AGGREGATES))
     parser.add_argument("--iterations", type=int, default=EvolutionSettings.iterations)
     parser.add_argument("--population", type=int, default=EvolutionSettings.population)
     parser.add_argument("--islands", type=int, default=EvolutionSettings.islands)
