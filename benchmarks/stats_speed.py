@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import warnings
 
 import torch
 
+from evoproxy.errors import EvoproxyWarning
 from evoproxy.model import MODELS, calibration_batch, default_data, load_model, open_data
 from evoproxy.stats import STATS_BATCH, TEXT_STATS_BATCH, StatsSettings, compute_stats
 
@@ -32,6 +34,7 @@ def tools_cost(repeats: int) -> None:
     def untraceable(model):
         raise Untraceable("full passes")
 
+    warnings.simplefilter("ignore", EvoproxyWarning)  # the language model's undefined SynFlow, once per run
     print(f"output perturbations (every layer at 2..8 bits, one thread), median of {repeats} runs:")
     for name in MODELS:
         model, _ = load_model(name)
