@@ -629,3 +629,7 @@ def test_the_worst_case_aggregates_lie_between_the_worst_bench_and_the_mean():
     assert AGGREGATES["softmin"](fitnesses) - worst <= SOFTMIN_TEMPERATURE * np.log(len(fitnesses))
     assert AGGREGATES["softmin"]([0.6] * 4) == pytest.approx(0.6, abs=1e-15)
     assert AGGREGATES["softmin"]([0.9, -0.9]) == pytest.approx(-0.9 + SOFTMIN_TEMPERATURE * np.log(2), abs=1e-9)
+    from evoproxy.cli import build_parser
+
+    evolve = build_parser()._subparsers._group_actions[0].choices["evolve"]
+    assert next(a.choices for a in evolve._actions if "--aggregate" in a.option_strings) == list(AGGREGATES)
