@@ -128,7 +128,6 @@ def _compute_stats(
     names = [info.name for info in registry]
     modules = dict(quantizable_modules(work))
     params = [modules[n].weight for n in names]
-    normalized = normalized_outputs(work, images[:1], {n: modules[n] for n in names})
     for p in work.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -139,6 +138,7 @@ def _compute_stats(
     start = time.perf_counter()
     acts = {}
     inputs = images if labels.dim() == 2 else images.float()
+    normalized = normalized_outputs(work, inputs[:1], {n: modules[n] for n in names})
     # scaled_dot_product_attention's fused CPU kernels (nn.MultiheadAttention's) have no second
     # derivative; its plain math form, the same attention, does.
     with sdpa_kernel([SDPBackend.MATH]) if settings.hessian else contextlib.nullcontext():
