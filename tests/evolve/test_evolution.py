@@ -542,7 +542,7 @@ def test_fitness_over_several_benches_is_the_aggregate_of_their_fitnesses():
         tasks[0].judge(get_genome("fisher"), inputs[0]),
     )
     assert (one.fitness, one.parts) == (alone.fitness, alone.parts)  # on one bench: its fitness, to the last bit
-    with pytest.raises(EvoproxyError, match="BenchesTask.aggregate must be mean or min or softmin or q25"):
+    with pytest.raises(EvoproxyError, match="BenchesTask.aggregate must be one of mean, min, softmin, q25"):
         BenchesTask(tasks, "median")
 
 
