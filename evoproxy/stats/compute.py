@@ -229,7 +229,7 @@ def _compute_stats(
             e,
             {b: x.cpu() for b, x in q.items()},
             **m,
-            **structure(info, len(registry), info.name in normalized),
+            **_structure(info, len(registry), info.name in normalized),
         )
         for info, p, g, d, v, t, e, q, m in zip(registry, params, grads, diags, synflow, traces, eigs, errors, measured)
     ]
@@ -238,7 +238,7 @@ def _compute_stats(
     )
 
 
-def structure(info: LayerInfo, n_layers: int, normalized: bool) -> dict[str, torch.Tensor]:
+def _structure(info: LayerInfo, n_layers: int, normalized: bool) -> dict[str, torch.Tensor]:
     """The STRUCTURE_FIELDS of one layer of `n_layers`, `normalized` if a BatchNorm takes its output."""
     values = {
         "NORM": float(normalized),

@@ -22,6 +22,7 @@ layer's output feeds, and takes every other value from one float pass (the same 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -53,7 +54,7 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
 class _Reusing(fx.Interpreter):
     """Runs a traced graph, computing only the nodes in `affected` and taking the others' `values`."""
 
-    def __init__(self, graph: fx.GraphModule, values: dict, affected: set):
+    def __init__(self, graph: fx.GraphModule, values: dict, affected: frozenset):
         super().__init__(graph)
         self.values, self.affected = values, affected
 
@@ -77,23 +78,26 @@ def _with_layer(work: nn.Module, images: torch.Tensor) -> Callable[[str, torch.T
         values = recorder.env
     nodes = list(graph.graph.nodes) if graph is not None else []
 
+    @functools.cache  # one set per layer, whichever bit-width its weight is quantized to
+    def downstream(name: str) -> frozenset[fx.Node]:
+        affected = {
+            n
+            for n in nodes
+            if (n.op == "call_module" and n.target == name) or (n.op == "get_attr" and n.target.startswith(name + "."))
+        }
+        for n in nodes:  # in graph order: a node's inputs come before it
+            if n not in affected and any(a in affected for a in n.all_input_nodes):
+                affected.add(n)
+        return frozenset(affected)
+
     def run(name: str, weight: torch.Tensor) -> torch.Tensor:
-        module = (graph or work).get_submodule(name)
+        module = (work if graph is None else graph).get_submodule(name)
         saved = module.weight.detach().clone()
         module.weight.copy_(weight)
         try:
             if graph is None:
                 return work(images)
-            affected = {
-                n
-                for n in nodes
-                if (n.op == "call_module" and n.target == name)
-                or (n.op == "get_attr" and n.target.startswith(name + "."))
-            }
-            for n in nodes:  # in graph order: a node's inputs come before it
-                if n not in affected and any(a in affected for a in n.all_input_nodes):
-                    affected.add(n)
-            return selected(work, _Reusing(graph, values, affected).run(images))
+            return selected(work, _Reusing(graph, values, downstream(name)).run(images))
         finally:
             module.weight.copy_(saved)
 
