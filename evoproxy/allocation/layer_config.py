@@ -2,8 +2,8 @@
 so that an allocation found here runs where their users run it (`evoproxy layer-config`):
 
   autoround  AutoRound's `layer_config`: {layer name: {"bits", "group_size" (-1 per channel), "sym"}}
-  llama-cpp  `llama-quantize` arguments, one `--tensor-type REGEX=TYPE` per layer, for Llama-style
-             module names (model.layers.N.self_attn.q_proj, ...) mapped to GGUF tensor names
+  llama-cpp  `llama-quantize` arguments, one `--tensor-type REGEX=TYPE` per layer, for Llama- and
+             GPT-2-style module names (model.layers.N.self_attn.q_proj, ...) mapped to GGUF tensor names
              (blk.N.attn_q.weight, ...); bits pick the k-quant of that width (Q2_K ... Q6_K, Q8_0)
   modules    a plain per-module JSON: the weight format, then {layer name: {"bits": b}}
 
@@ -21,11 +21,16 @@ from ..quant import WeightFormat
 
 # llama.cpp's type of each width: the k-quants (blocks of 256 with 6-bit or 8-bit sub-scales), 8-bit plain.
 LLAMA_CPP_TYPES = {2: "q2_K", 3: "q3_K", 4: "q4_K", 5: "q5_K", 6: "q6_K", 8: "q8_0"}
-# Llama-style module names (transformers' LlamaForCausalLM, Qwen2, Mistral) and their GGUF tensor names.
+# Module names of transformers' Llama-style models (Llama, Qwen2, Mistral) and of GPT-2, and their GGUF
+# tensor names (llama.cpp's gguf-py tensor_mapping).
 GGUF_NAMES = [
     (re.compile(r"^model\.layers\.(\d+)\.self_attn\.([qkv])_proj$"), r"blk.\1.attn_\2"),
     (re.compile(r"^model\.layers\.(\d+)\.self_attn\.o_proj$"), r"blk.\1.attn_output"),
     (re.compile(r"^model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj$"), r"blk.\1.ffn_\2"),
+    (re.compile(r"^transformer\.h\.(\d+)\.attn\.c_attn$"), r"blk.\1.attn_qkv"),
+    (re.compile(r"^transformer\.h\.(\d+)\.attn\.c_proj$"), r"blk.\1.attn_output"),
+    (re.compile(r"^transformer\.h\.(\d+)\.mlp\.c_fc$"), r"blk.\1.ffn_up"),
+    (re.compile(r"^transformer\.h\.(\d+)\.mlp\.c_proj$"), r"blk.\1.ffn_down"),
     (re.compile(r"^lm_head$"), "output"),
 ]
 
@@ -38,13 +43,14 @@ def autoround(names: Sequence[str], bits: Sequence[int], fmt: WeightFormat) -> s
 
 
 def gguf_name(name: str) -> str:
-    """The GGUF tensor name (without `.weight`) of a Llama-style module name; an error for others."""
+    """The GGUF tensor name (without `.weight`) of a Llama- or GPT-2-style module name; an error for others."""
     for pattern, replacement in GGUF_NAMES:
         if pattern.match(name):
             return pattern.sub(replacement, name)
     raise EvoproxyError(
         f"layer {name} has no GGUF tensor name: llama-cpp takes Llama-style module names "
-        "(model.layers.N.self_attn.q_proj, model.layers.N.mlp.down_proj, lm_head)"
+        "(model.layers.N.self_attn.q_proj, model.layers.N.mlp.down_proj, lm_head) or GPT-2's "
+        "(transformer.h.N.attn.c_attn, transformer.h.N.mlp.c_proj, ...)"
     )
 
 

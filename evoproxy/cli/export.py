@@ -123,7 +123,7 @@ def register(sub) -> None:
         help="a bits file as the per-layer configuration of AutoRound, llama.cpp or a per-module JSON",
         description="Turn a bit configuration that `evoproxy allocate` wrote into the per-layer configuration "
         "of another tool: autoround (AutoRound's layer_config JSON, with the file's group size and "
-        "symmetry), llama-cpp (llama-quantize --tensor-type arguments for Llama-style module names, each "
+        "symmetry), llama-cpp (llama-quantize --tensor-type arguments for Llama- or GPT-2-style module names, each "
         "layer's bits as the k-quant of that width) or modules (a plain per-module JSON).",
     )
     p.add_argument("--bits-file", required=True, help="JSON bit configuration (as `evoproxy allocate` writes)")

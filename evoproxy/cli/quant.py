@@ -59,6 +59,7 @@ def cmd_quantize(args) -> None:
     from torch import nn
 
     from ..allocation import act_bits_label, load_bit_config, load_weight_format
+    from ..model import hf_state_dict
     from ..quant import (
         PtqEvaluator,
         QuantSettings,
@@ -167,7 +168,8 @@ def cmd_quantize(args) -> None:
     if args.save_pretrained:
         # The fake-quantized weights in the model's own format, for the user's evaluation harness.
         with filling(Path(args.save_pretrained)) as tmp:
-            quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings).save_pretrained(tmp)
+            qmodel = quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings)
+            qmodel.save_pretrained(tmp, state_dict=hf_state_dict(qmodel))
         print(f"wrote {args.save_pretrained}: the fake-quantized model, as save_pretrained writes it")
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""

@@ -21,7 +21,16 @@ from .lm import TinyLM
 from .metrics import EVAL_BATCH, METRICS, Metric, accuracy, count_correct, metric_of, next_token_loss, perplexity
 from .nets import MobileNetV2Small, ResNet20
 from .sources import DEFAULT_SPEC, DISTILLED, DataSource, DistilledSource, calibration_batch, open_data
-from .registry import ALIASES, MODELS, ModelSpec, checkpoint_path, default_data, load_model, weights_hash
+from .registry import (
+    ALIASES,
+    MODELS,
+    ModelSpec,
+    checkpoint_path,
+    default_data,
+    hf_state_dict,
+    load_model,
+    weights_hash,
+)
 from .train import make_calibration_subset, train, train_language_model
 
 __all__ = [
@@ -53,6 +62,7 @@ __all__ = [
     "distill_images",
     "evaluating",
     "fmnist_dir",
+    "hf_state_dict",
     "layer_registry",
     "load_fmnist",
     "load_model",

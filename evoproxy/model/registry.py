@@ -183,16 +183,36 @@ def _load_hf(path_text: str) -> tuple[nn.Module, str]:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             path, config=config, local_files_only=True, attn_implementation="eager"
         )
-    # transformers.pytorch_utils.Conv1D (GPT-2 and its kin) holds its weight transposed: (in, out).
-    conv1d = [
-        n for n, m in model.named_modules() if type(m).__name__ == "Conv1D" and "transformers" in type(m).__module__
-    ]
-    if conv1d:
-        raise EvoproxyError(
-            f"{HF_PREFIX}{path_text}: GPT-2-style Conv1D projections ({conv1d[0]}, ...) are not supported yet; "
-            "Llama-, Qwen- or Mistral-style models (nn.Linear projections) are"
-        )
+    _conv1d_as_linear(model)
     return select_output(model.float(), "logits"), HF_PREFIX + str(path)
+
+
+# Marks an nn.Linear that replaced a transformers Conv1D, whose checkpoint stores the weight transposed.
+FROM_CONV1D = "evoproxy_from_conv1d"
+
+
+def _conv1d_as_linear(model: nn.Module) -> None:
+    """Replace every `transformers` Conv1D (GPT-2 and its kin: y = x·W + b, W stored as (in, out)) by the
+    nn.Linear that computes the same, so that every stage sees one kind of projection with its weight as
+    (out, in) and group-wise scales along the input; `hf_state_dict` transposes them back."""
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers"):
+            linear = nn.Linear(module.nx, module.nf, device="meta")  # no initialisation: both are replaced
+            linear.weight = nn.Parameter(module.weight.detach().t().contiguous())
+            linear.bias = module.bias
+            setattr(linear, FROM_CONV1D, True)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, linear)
+
+
+def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict of a `hf:` model in its own checkpoint's layout (Conv1D weights as (in, out)), for
+    `save_pretrained(state_dict=...)`."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if getattr(module, FROM_CONV1D, False):
+            state[f"{name}.weight"] = module.weight.detach().t().contiguous()
+    return state
 
 
 def load_model(ref: str, weights: str | Path | None = None, output: str | None = None) -> tuple[nn.Module, str]:

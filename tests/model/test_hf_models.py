@@ -49,7 +49,7 @@ def _qwen2(folder) -> str:
 
 def _gpt2(folder) -> str:
     config = transformers.GPT2Config(
-        vocab_size=256, n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2
+        vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2
     )
     return _save(folder, config, transformers.GPT2LMHeadModel)
 
@@ -116,6 +116,43 @@ def test_stats_bench_allocate_quantize_and_rank_run_on_a_saved_llama(llama, text
     assert "fisher" in capsys.readouterr().out
 
 
+GPT2_LAYERS = [
+    f"transformer.h.{i}.{p}" for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+]
+
+
+@pytest.mark.filterwarnings("ignore:SynFlow")
+def test_gpt2_conv1d_projections_are_linear_layers_quantized_along_their_input_and_saved_in_gpt2_layout(
+    tmp_path, text, capsys
+):
+    folder = _gpt2(tmp_path / "gpt2")
+    reference = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    model, _ = load_model("hf:" + folder)
+    tokens = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), reference(tokens).logits, rtol=1e-5, atol=1e-5)
+    layers = layer_registry(model, (16,), ("lm_head",), torch.int64)
+    assert [l.name for l in layers] == GPT2_LAYERS and {l.kind for l in layers} == {"linear"}
+    assert layers[0].weight_shape == (96, 32) and layers[2].weight_shape == (128, 32)  # (out, in): groups along in
+    gpt2 = ["--model", "hf:" + folder, *text]
+    assert main(["stats", *gpt2, *FAST]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in GPT2_LAYERS)
+    bits = [2, 3, 4, 4, 3, 2, 4, 4]
+    (tmp_path / "bits.json").write_text(
+        json.dumps({"layers": [{"name": n} for n in GPT2_LAYERS], "bits": bits, "act_bits": 32, "group_size": 16})
+    )
+    assert main(["quantize", *gpt2, "--bits-file", str(tmp_path / "bits.json"), "--save-pretrained", "q"]) == 0
+    # transformers itself reads the saved folder back as GPT-2, each Conv1D holding its layer's quantized weight.
+    saved = transformers.GPT2LMHeadModel.from_pretrained("q")
+    for name, b in zip(GPT2_LAYERS, bits):
+        expected = quantize_weight(model.get_submodule(name).weight, b, WeightFormat(16))
+        assert torch.equal(saved.get_submodule(name).weight, expected.t())
+    assert main(["layer-config", "--bits-file", str(tmp_path / "bits.json"), "--to", "llama-cpp"]) == 0
+    out = capsys.readouterr().out
+    assert "blk\\.0\\.attn_qkv\\.weight=q2_K" in out and "blk\\.1\\.ffn_down\\.weight=q4_K" in out
+
+
 def _refused(capsys, argv: list[str]) -> str:
     capsys.readouterr()  # save_pretrained's progress bars
     assert main(argv) == 2
@@ -128,8 +165,6 @@ def test_what_cannot_be_loaded_is_refused_in_one_line(tmp_path, llama, capsys):
     missing = tmp_path / "nowhere"
     assert "is not a folder" in _refused(capsys, ["stats", "--model", f"hf:{missing}"])
     assert "holds no config.json" in _refused(capsys, ["stats", "--model", f"hf:{tmp_path}"])
-    gpt2 = _gpt2(tmp_path / "gpt2")
-    assert "GPT-2-style Conv1D projections" in _refused(capsys, ["stats", "--model", f"hf:{gpt2}"])
     err = _refused(capsys, ["stats", "--model", f"hf:{llama}", "--weights", str(tmp_path / "w.pt")])
     assert "the folder holds its weights" in err
     (tmp_path / "vit").mkdir()
