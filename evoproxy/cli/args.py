@@ -227,12 +227,14 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         )
     p.add_argument("--hutchinson-samples", type=int, default=64, help="most Hutchinson samples (default 64)")
     p.add_argument("--hutchinson-tol", type=float, default=1e-3, help="relative trace change that stops sampling")
-    p.add_argument("--power-iters", type=int, default=20, help="most power iterations per layer (default 20)")
+    p.add_argument(
+        "--power-iters", type=int, default=20, help="most Lanczos steps per layer for the top eigenvalue (default 20)"
+    )
     p.add_argument("--power-tol", type=float, default=1e-3, help="relative eigenvalue change that stops iterating")
     p.add_argument(
         "--hessian-seconds",
         type=float,
-        help="wall-clock bound of the Hessian: half for Hutchinson samples, half for power iteration, at least one "
+        help="wall-clock bound of the Hessian: half for Hutchinson samples, half for the top eigenvalues, at least one "
         "of each (default: none; the result then depends on the machine's speed)",
     )
     p.add_argument(

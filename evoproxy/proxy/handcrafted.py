@@ -31,7 +31,8 @@ def bparams(stats) -> torch.Tensor:
 
 def hawq(stats) -> torch.Tensor:
     """HAWQ (Dong et al., 2019), as EMQ's Table 2 writes it: the top eigenvalue of the layer's
-    Hessian block (power iteration; the eigenvalue largest in magnitude, with its sign)."""
+    Hessian block (the eigenvalue largest in magnitude, with its sign; found by Lanczos, where HAWQ iterates
+    powers: the same value in fewer Hessian products)."""
     return torch.tensor([l.hessian_eig for l in stats.layers], dtype=torch.float64)
 
 

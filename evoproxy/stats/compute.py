@@ -8,7 +8,7 @@ settings) and cached on disk (cache.py):
      `settings.act_max_elems` elements (every s-th row and column, or position of a Conv1d,
      s as small as fits), a language model's layer's every s-th token;
 - H  Hutchinson estimate of the diagonal of the layer's Hessian block, plus its trace
-     (HAWQ-V2) and dominant eigenvalue by power iteration (HAWQ);
+     (HAWQ-V2) and dominant eigenvalue (HAWQ; by Lanczos, where HAWQ iterates powers);
 - V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
 - Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer (per
      channel, or per group: `settings.weight_format`), for every bit-width b of QBITS (the input of
@@ -253,7 +253,7 @@ def _structure(info: LayerInfo, n_layers: int, normalized: bool) -> dict[str, to
 def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timings: dict, log) -> tuple:
     """Hutchinson's diagonals and traces, the top eigenvalues and the samples used, per layer;
     within `settings.hessian_seconds` if set: half for Hutchinson, the rest shared by the layers
-    whose power iteration is still to run."""
+    whose eigenvalue is still to find."""
     start = time.perf_counter()
     budget = settings.hessian_seconds
     diags, traces, used = hutchinson(
@@ -278,7 +278,7 @@ def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timin
         eigs.append(eig)
         steps.append(n)
     timings["H top eigenvalue"] = time.perf_counter() - start
-    log(f"top eigenvalues done ({min(steps)} to {max(steps)} power-iteration steps per layer)")
+    log(f"top eigenvalues done ({min(steps)} to {max(steps)} Lanczos steps per layer)")
     return diags, traces, eigs, used
 
 

@@ -1,6 +1,6 @@
 """Hessian information per layer from Hessian-vector products (double backpropagation): the
 Hutchinson estimates of the diagonal and the trace of each layer's diagonal block (HAWQ-V2), and
-the dominant eigenvalue of each block by power iteration (HAWQ)."""
+the dominant eigenvalue of each block (HAWQ) by the Lanczos method."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def hutchinson(
             took = time.perf_counter() - start
             log(
                 f"Hessian: {took:.2f} s per Hutchinson sample; at most {max_samples} samples "
-                f"(≤ {took * max_samples:.0f} s), then power iteration per layer"
+                f"(≤ {took * max_samples:.0f} s), then the top eigenvalue per layer"
             )
         if previous is not None and n >= min_samples and abs(total - previous) <= tol * (abs(previous) + 1e-12):
             break
@@ -89,22 +89,38 @@ def top_eigenvalue(
     deadline: float | None = None,
 ) -> tuple[float, int]:
     """Dominant eigenvalue (largest in magnitude, with its sign) of the Hessian block of one
-    layer, by power iteration on products H_ll v; stops after `max_iter` products, when the
-    Rayleigh quotient changes by less than `tol` (relative), or once time.perf_counter() has
-    passed `deadline`. Returns it and the iterations used."""
+    layer, by the Lanczos method on products H_ll v: after each product, the Ritz value of largest
+    magnitude of the tridiagonal matrix so far. It reaches an extreme eigenvalue in far fewer products
+    than power iteration (HAWQ's), whose error shrinks only by the ratio of the two largest magnitudes
+    per product. Stops after `max_iter` products, when that value changes by less than `tol`
+    (relative), or once time.perf_counter() has passed `deadline`. Returns it and the products used.
+    Without reorthogonalisation (three vectors in memory, whatever the layer's size): lost orthogonality
+    repeats a converged Ritz value but leaves the extreme ones within the spectrum."""
     v = torch.randn(param.shape, generator=generator, dtype=param.dtype).to(param.device)
     v /= v.norm()
+    previous, beta = torch.zeros_like(v), 0.0
+    alphas: list[float] = []
+    betas: list[float] = []
     eig = None
     for n in range(1, max_iter + 1):
         (hv,) = torch.autograd.grad(grad, param, grad_outputs=v, retain_graph=True)
-        new = torch.dot(hv.flatten(), v.flatten()).item()
-        norm = hv.norm()
-        if norm == 0:
-            return 0.0, n
-        v = hv / norm
+        alpha = torch.dot(hv.flatten(), v.flatten()).item()
+        alphas.append(alpha)
+        tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+        ritz = torch.linalg.eigvalsh(tridiagonal)
+        new = ritz[ritz.abs().argmax()].item()
+        hv -= alpha * v + beta * previous
+        beta = hv.norm().item()
+        if beta <= 1e-12 * (abs(new) + 1e-30):  # an invariant subspace: the Ritz values are exact
+            return new, n
         if eig is not None and abs(new - eig) <= tol * (abs(eig) + 1e-12):
             return new, n
         if deadline is not None and time.perf_counter() >= deadline:
             return new, n
+        betas.append(beta)
+        previous, v = v, hv / beta
         eig = new
     return eig, max_iter

@@ -22,7 +22,7 @@ PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
 STRUCTURE_FIELDS = ("NORM", "DEPTH", "FANIN", "GROUPED", "HEAD")
 STATS_BATCH = 64  # calibration images the statistics are computed on by default
 TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's Hessian costs far more per sample
-FORMAT_VERSION = 4  # of the blob; part of the cache key
+FORMAT_VERSION = 5  # of the blob; part of the cache key
 
 
 def default_batch(source) -> int:
@@ -38,7 +38,7 @@ class StatsSettings:
 
     hutchinson_samples: int = 64  # most Rademacher samples for diag/trace
     hutchinson_tol: float = 1e-3  # relative change of the summed trace that stops sampling early
-    power_iters: int = 20  # most power-iteration steps per layer
+    power_iters: int = 20  # most Lanczos steps (Hessian products) per layer for the top eigenvalue
     power_tol: float = 1e-3  # relative change of the eigenvalue that stops the iteration
     act_max_elems: int = 65536  # cap on stored activation elements per layer
     seed: int = 0
@@ -48,7 +48,7 @@ class StatsSettings:
     perturbations: bool = True  # the measured output perturbations (perturbation.py); off for proxies that read none
     group_size: int | None = None  # Q's weight quantizer (quant.WeightFormat): None per channel, else per group
     asymmetric: bool = False
-    # Wall-clock bound of the Hessian (half for Hutchinson, half for power iteration; at least one
+    # Wall-clock bound of the Hessian (half for Hutchinson, half for the top eigenvalues; at least one
     # sample and one step per layer): None, no bound. A bounded Hessian depends on the machine's speed.
     hessian_seconds: float | None = None
 
