@@ -21,6 +21,7 @@ FOUNDATION = (
     "reference",
     "locking",
     "files",
+    "pace",
     "primitives",
     "search_spaces",
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import save_figure
+from ..pace import paced
 from ..quant import PtqEvaluator
 from ..quant import average_bits
 from .problem import AllocationProblem
@@ -82,10 +83,13 @@ def sweep(
     return points + uniform_points(problems[0][1])
 
 
-def evaluate_points(points: Sequence[ParetoPoint], evaluator: PtqEvaluator) -> list[ParetoPoint]:
+def evaluate_points(points: Sequence[ParetoPoint], evaluator: PtqEvaluator, log=None) -> list[ParetoPoint]:
     """`points` with their PTQ accuracy measured by `evaluator` at their weight and activation bits
-    (a configuration that several points share is measured once)."""
-    return [replace(p, accuracy=evaluator.measure(p.w_bits, p.a_bits)) for p in points]
+    (a configuration that several points share is measured once); `log` gets progress (pace.paced)."""
+    return [
+        replace(p, accuracy=evaluator.measure(p.w_bits, p.a_bits))
+        for p in paced(points, len(points), "pareto: measured point", log)
+    ]
 
 
 def plot_pareto(

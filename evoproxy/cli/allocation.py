@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import EvoproxyError
 from ..files import write_atomically
@@ -225,7 +226,7 @@ def cmd_pareto(args) -> None:
             args.device,
         )
         fp_accuracy = evaluator.fp_value()
-        points = evaluate_points(points, evaluator)
+        points = evaluate_points(points, evaluator, lambda line: print(line, file=sys.stderr, flush=True))
     if args.plot:
         plot_pareto(
             points,

@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo, quantizable_modules
+from ..pace import paced
 from ..params import Interval, check_parameters
 from .fakequant import QuantSettings, WeightCache, quantize_model, weight_steps
 
@@ -181,16 +182,22 @@ def _mean_error(module: nn.Module, calls: list, targets: list) -> float:
 
 
 def _reconstruct(
-    module: nn.Module, quantizers: list[AdaRoundQuantizer], calls: list, targets: list, settings: AdaRoundSettings
+    module: nn.Module,
+    quantizers: list[AdaRoundQuantizer],
+    calls: list,
+    targets: list,
+    settings: AdaRoundSettings,
+    what: str,
+    log,
 ) -> None:
     """Learn the rounding of `quantizers` (those of `module`) so that `module` on `calls` gives
-    `targets`, then harden it."""
+    `targets`, then harden it; progress lines named `what` go to `log` (pace.paced)."""
     for qz in quantizers:
         qz.hard = False
     opt = torch.optim.Adam([qz.v for qz in quantizers], lr=settings.lr)
     order = torch.randint(len(calls), (settings.iters,), generator=torch.Generator().manual_seed(settings.seed))
     warmup = int(WARMUP * settings.iters)
-    for it, k in enumerate(order.tolist()):
+    for it, k in paced(enumerate(order.tolist()), settings.iters, what, log):
         args, kwargs = calls[k]
         loss = _output_error(module(*args, **kwargs), targets[k])
         if it >= warmup and settings.reg_weight > 0:
@@ -265,7 +272,7 @@ def adaround_model(
         rtn_error = error = _mean_error(module, calls, targets)
         if calls:  # a block that the forward pass never calls keeps round-to-nearest
             nearest = [qz.v.detach().clone() for qz in block_quantizers]
-            _reconstruct(module, block_quantizers, calls, targets, settings)
+            _reconstruct(module, block_quantizers, calls, targets, settings, f"block {b}/{len(blocks)}: iteration", log)
             error = _mean_error(module, calls, targets)
         kept = error > rtn_error  # too few iterations to settle: round-to-nearest fits these images better
         if kept:

@@ -36,12 +36,12 @@ from torch.nn.utils import parametrize
 
 from ..errors import ParameterError
 from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
+from ..pace import paced
 from ..params import Interval, OneOf, check_parameters
 from .checkpoint import EpochRecord, check_writable, read_checkpoint, save_checkpoint
 from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
 
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
-PROGRESS_SECONDS = 30  # between the progress lines of a long epoch
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -163,21 +163,14 @@ def epoch_batches(
     `optimizer`'s rate: whole batches only (BatchNorm needs more than one sample), shuffled by the
     global generator seeded with `seed` + `epoch` (so a resumed epoch draws what the first run drew,
     dropout included), the rate on a cosine from `base_lr` to 0 over all epochs. With `log`, a line
-    of progress every PROGRESS_SECONDS within the epoch (an epoch over a large set takes long)."""
+    of progress every pace.PROGRESS_SECONDS within the epoch (an epoch over a large set takes long)."""
     n = len(images)
     batch = min(batch_size, n)
     per_epoch = n // batch
     total = epochs * per_epoch
     torch.manual_seed(seed + epoch)
     order = torch.randperm(n)
-    start = last = time.perf_counter()
-    for i in range(per_epoch):
-        if log is not None and i and time.perf_counter() - last >= PROGRESS_SECONDS:
-            last, took = time.perf_counter(), time.perf_counter() - start
-            log(
-                f"epoch {epoch + 1}/{epochs}: batch {i}/{per_epoch}, {took:.0f} s, about "
-                f"{took * (per_epoch - i) / i:.0f} s left in the epoch"
-            )
+    for i in paced(range(per_epoch), per_epoch, f"epoch {epoch + 1}/{epochs}: batch", log):
         for group in optimizer.param_groups:
             group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
         idx = order[i * batch : (i + 1) * batch]

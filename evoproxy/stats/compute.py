@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
 from ..hashing import tensors_hash
+from ..pace import paced
 from ..model import (
     LayerInfo,
     check_device,
@@ -207,13 +208,16 @@ def _compute_stats(
 
     start = time.perf_counter()
     settings.weight_format.check_layers(registry)
-    errors = [quantization_errors(p.detach(), settings.weight_format) for p in params]
+    errors = [
+        quantization_errors(p.detach(), settings.weight_format)
+        for p in paced(params, len(params), "quantization error Q: layer", log)
+    ]
     timings["Q quantization error"] = time.perf_counter() - start
 
     measured = [{p: {} for p in PERTURBATIONS} for _ in params]
     if settings.perturbations:
         start = time.perf_counter()
-        measured = output_perturbations(work, inputs, labels, modules, names, QBITS, settings.weight_format)
+        measured = output_perturbations(work, inputs, labels, modules, names, QBITS, settings.weight_format, log)
         timings["output perturbations"] = time.perf_counter() - start
         log(f"output perturbations done ({timings['output perturbations']:.1f} s)")
 
@@ -269,7 +273,7 @@ def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timin
     log(f"Hutchinson diagonal and trace done ({used} samples, {timings['H diag+trace']:.1f} s)")
     start = time.perf_counter()
     eigs, steps = [], []
-    for i, (g, p) in enumerate(zip(grads, params)):
+    for i, (g, p) in paced(enumerate(zip(grads, params)), len(params), "top eigenvalues: layer", log):
         now = time.perf_counter()
         deadline = (
             None if budget is None else now + (budget - (now - start) - timings["H diag+trace"]) / (len(params) - i)

@@ -9,6 +9,8 @@ import time
 import torch
 from torch import nn
 
+from ..pace import paced
+
 
 class _Hardsigmoid(nn.Module):
     """nn.Hardsigmoid as relu6(x + 3) / 6: the same values, with the second derivative (zero almost
@@ -57,7 +59,7 @@ def hutchinson(
     time.perf_counter() value), sampling also stops once it has passed."""
     diag_sum = [torch.zeros_like(p) for p in params]
     previous, start = None, time.perf_counter()
-    for n in range(1, max_samples + 1):
+    for n in paced(range(1, max_samples + 1), max_samples, "Hutchinson sample", log):
         # Drawn on the CPU generator and moved, so that every device sees the same probes.
         vs = [(torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype) * 2 - 1).to(p.device) for p in params]
         hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)

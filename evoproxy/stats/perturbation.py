@@ -30,6 +30,7 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from ..model import next_token_loss, selected
+from ..pace import paced
 from ..quant import WeightFormat, quantize_weight
 from ..quant.sweep import Untraceable, trace
 
@@ -112,9 +113,11 @@ def output_perturbations(
     names: list[str],
     bits: tuple[int, ...],
     fmt: WeightFormat,
+    log=None,
 ) -> list[dict[str, dict[int, torch.Tensor]]]:
     """Per layer of `names` (modules of `work`, an eval-mode model whose weights require grad), a
-    dict perturbation name → bit-width → float64 tensor (batch,). `work` is left as it was."""
+    dict perturbation name → bit-width → float64 tensor (batch,). `work` is left as it was. `log`
+    gets a line of progress now and then (pace.paced)."""
     inputs, outputs = {}, {}
 
     def keep(module, args, out, name):
@@ -134,7 +137,7 @@ def output_perturbations(
     result = []
     with torch.no_grad():
         forward = _with_layer(work, images)
-        for name, grad in zip(names, grads):
+        for name, grad in paced(zip(names, grads), len(names), "output perturbations: layer", log):
             module = modules[name]
             weight = module.weight.detach().clone()
             float_out = outputs[name].detach()

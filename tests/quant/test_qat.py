@@ -250,13 +250,14 @@ def test_quantize_qat_on_the_default_data_says_how_to_get_the_training_split(
 
 
 def test_a_long_epoch_reports_its_progress_and_the_time_left(monkeypatch):
+    from evoproxy import pace
     from evoproxy.quant import qat
 
-    monkeypatch.setattr(qat, "PROGRESS_SECONDS", 0.0)  # every batch is "long" after the first
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every batch is "long" after the first
     images, labels = torch.zeros(40, 3), torch.zeros(40, dtype=torch.long)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     lines: list[str] = []
     batches = list(qat.epoch_batches(images, labels, opt, 8, 2, 1, 0, 0.1, "cpu", lines.append))
     assert len(batches) == 5 and len(lines) == 4
-    assert lines[0].startswith("epoch 2/2: batch 1/5, ") and lines[-1].startswith("epoch 2/2: batch 4/5, ")
-    assert all("s left in the epoch" in line for line in lines)
+    assert lines[0].startswith("epoch 2/2: batch 1/5 (") and lines[-1].startswith("epoch 2/2: batch 4/5 (")
+    assert all(line.endswith(" s left)") for line in lines)
