@@ -74,6 +74,13 @@ def vit_tiny(seed: int = 0) -> nn.Module:
     return ViT()
 
 
+def vit_base_64(seed: int = 0) -> nn.Module:
+    """ViT-B/16 (12 blocks of width 768, 12 heads; 86 M parameters at 1000 classes) for 64×64 inputs:
+    the size of model whose memory the statistics must bound, at an input small enough for 2 cores."""
+    torch.manual_seed(seed)
+    return ViT(pixels=64, dim=768, heads=12)
+
+
 def _random_images(pixels: int, train: int = 512, test: int = 256) -> dict:
     """Seeded random uint8 images (3 channels) and labels of 1000 classes, as a `--data module:function`
     source: a train part (the calibration pool) and a test part."""

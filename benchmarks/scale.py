@@ -1,9 +1,9 @@
 """The scale table: each command's time and peak memory on models from the shipped ResNet-20 to
-ResNet-18 at 224 pixels and ViT-Ti/16 (benchmarks/real_models.py, random weights, random images of
+ResNet-18 at 224 pixels, ViT-Ti/16 and ViT-B/16 (benchmarks/real_models.py, random weights, random images of
 1000 classes), run as a user runs them (`python -m evoproxy.cli ...`, one process per command, a
 fresh statistics cache per model). Peak memory is the command process's maximum resident set.
 
-    python benchmarks/scale.py [--models resnet20,resnet18-64,resnet18-224,vit-224] [--batch-size 16]
+    python benchmarks/scale.py [--models resnet20,resnet18-64,resnet18-224,vit-224,vit-b-64] [--batch-size 16]
                                [--hessian-seconds 120] [--configs 3] [--eval-size 256] [--adaround]
 """
 
@@ -32,6 +32,10 @@ MODELS = {
     "vit-224": (
         ["--model", "benchmarks.real_models:vit_tiny", "--data", "benchmarks.real_models:images_224"],
         "ViT-Ti/16, 5.7 M parameters, 224×224",
+    ),
+    "vit-b-64": (
+        ["--model", "benchmarks.real_models:vit_base_64", "--data", "benchmarks.real_models:images_64"],
+        "ViT-B/16, 86 M parameters, 64×64",
     ),
 }
 
