@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, exception_line
 from ..files import replacing
 from ..model import LayerInfo, evaluating, quantizable_modules
 from .qat import LsqQuantizer
@@ -195,11 +195,7 @@ def export_onnx(
                     dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 )
             except Exception as exc:  # the exporter raises many types for an op it cannot write
-                message = str(exc).strip().splitlines()
-                raise EvoproxyError(
-                    f"torch.onnx could not export the model ({type(exc).__name__}: "
-                    f"{message[0] if message else 'no message'})"
-                ) from None
+                raise EvoproxyError(f"torch.onnx could not export the model ({exception_line(exc)})") from None
         return None if check_images is None else _check_outputs(qmodel, tmp, check_images, Path(path))
 
 
