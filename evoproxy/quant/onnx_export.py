@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError, exception_line
 from ..files import replacing
-from ..model import LayerInfo, evaluating, quantizable_modules
+from ..model import LayerInfo, count_correct, evaluating, quantizable_modules
 from .qat import LsqQuantizer
 
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
@@ -146,9 +147,25 @@ def ort_session(path: str | Path, threads: int | None = None, optimized: Path | 
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> float:
-    """The largest difference between the outputs of the ONNX file `path` in onnxruntime and of
-    `qmodel` in PyTorch on `images`; an EvoproxyError naming `target` if beyond `output_tolerance`."""
+@dataclass(frozen=True)
+class OutputCheck:
+    """What the check of an exported file found on its images: the outputs of onnxruntime and of
+    the PyTorch model, and their largest difference (kept, so that nothing runs twice)."""
+
+    onnx_outputs: torch.Tensor
+    torch_outputs: torch.Tensor
+    diff: float
+
+    def accuracies(self, labels: torch.Tensor) -> tuple[float, float]:
+        """Top-1 accuracy (%) of onnxruntime and of PyTorch, the check images' labels `labels`."""
+        labels = labels.cpu()
+        correct = [count_correct(out, labels, int(labels.max())) for out in (self.onnx_outputs, self.torch_outputs)]
+        return 100.0 * correct[0] / len(labels), 100.0 * correct[1] / len(labels)
+
+
+def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OutputCheck:
+    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`; an
+    EvoproxyError naming `target` where they differ beyond `output_tolerance`."""
     device = next(qmodel.parameters()).device
     with evaluating(qmodel), torch.no_grad():
         want = qmodel(images.to(device)).float().cpu()
@@ -160,7 +177,7 @@ def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: 
             f"beyond the tolerance {tol:.3g} (2·max|output| / (2^b − 1), b the fewest activation bits): "
             f"{target} not written"
         )
-    return diff
+    return OutputCheck(got, want, diff)
 
 
 def export_onnx(
@@ -169,13 +186,13 @@ def export_onnx(
     input_shape: Sequence[int],
     path: str | Path,
     check_images: torch.Tensor | None = None,
-) -> float | None:
+) -> OutputCheck | None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
     (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size.
     With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
     place only if its outputs match `qmodel`'s within `output_tolerance` (else EvoproxyError, and
-    `path` is left as it was); returns the largest difference found (None unchecked)."""
+    `path` is left as it was); returns what the check found (None unchecked)."""
     model = qdq_model(qmodel, layers).cpu().float()
     example = torch.zeros(1, *input_shape)
     with replacing(Path(path)) as tmp:
@@ -206,5 +223,5 @@ def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.T
     correct = 0
     for i in range(0, len(images), batch_size):
         logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]
-        correct += int((logits.argmax(1) == labels[i : i + batch_size].cpu().numpy()).sum())
+        correct += count_correct(torch.from_numpy(logits), labels[i : i + batch_size].cpu(), int(labels.max()))
     return 100.0 * correct / len(images)
