@@ -18,6 +18,10 @@ rank, (1, C, 1, ...) or (1, ..., C): onnxruntime (1.20 on)
 rewrites the 1-D float bias of a Conv or Gemm whose input and weight come through QDQ pairs into
 int32 at scale s_x·s_w (its WeightBiasQuantization), which PyTorch's model does not do; the rounded
 biases moved the logits of a 4-bit-activation MLP by 1.1 (of 15). The Add keeps them float.
+onnxruntime 1.21 (not 1.20, nor 1.22 on) also rewrites the float weights of a Conv or Gemm kept at
+32 bits whose input is quantized into int8 per tensor (logits moved by 0.34 of 18 on an MLP at 8-bit
+activations). It takes only a layer whose input comes straight from a DequantizeLinear, so a Clip to
+the quantized range, which changes no value, stands between the two.
 
 Before the file is put in place, onnxruntime runs it on a batch of images and its outputs must match
 the PyTorch model's within `output_tolerance`.
@@ -59,16 +63,20 @@ class _QdqWeight(nn.Module):
 
 class _QdqInput(nn.Module):
     """A layer's input through a per-tensor uint8 QDQ pair with an LSQ quantizer's step and zero
-    point (torch exports only 8-bit ranges, so a narrower one is a Clip before it)."""
+    point (torch exports only 8-bit ranges, so a narrower one is a Clip before it). With
+    `float_weights`, a Clip to the same range after it too: see the module's note."""
 
-    def __init__(self, lsq: LsqQuantizer):
+    def __init__(self, lsq: LsqQuantizer, float_weights: bool):
         super().__init__()
         self.scale, self.zero_point, self.top = lsq.step.item(), lsq.qn, lsq.qn + lsq.qp
+        self.float_weights = float_weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale
         if self.top < UINT8_MAX:
-            x = torch.clamp(x, -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale)
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+            x = torch.clamp(x, low, high)
+        x = torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+        return torch.clamp(x, low, high) if self.float_weights else x
 
 
 def _add_bias(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -107,7 +115,8 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
                     f"layer {layer.name!r} has {(lsq.qn + lsq.qp).bit_length()}-bit activations, which "
                     "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)"
                 )
-            module.act_quantizer = _QdqInput(lsq)  # the LSQ model's input hook calls whatever is there
+            float_weights = not parametrize.is_parametrized(module, "weight")
+            module.act_quantizer = _QdqInput(lsq, float_weights)  # the LSQ model's input hook calls whatever is there
         if module.bias is not None:
             # Zeroed, not removed, so that a Linear stays a Gemm on its weight's DQ pair (without a bias,
             # torch writes a MatMul on a Transpose); onnxruntime's int32 of zero is exact.

@@ -242,6 +242,33 @@ def test_a_qat_mlp_exports_to_onnxruntime_with_its_float_biases(onnx, tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4 * want.abs().max().item())  # float rounding only
 
 
+def test_layers_kept_at_32_bit_weights_with_quantized_inputs_stay_float_in_onnxruntime(onnx, tmp_path):
+    """onnxruntime 1.21 rewrote into int8 the float weights of a Conv or Gemm whose input comes straight
+    from a DequantizeLinear: the logits of this MLP moved by 0.34 of 18, and its export was refused. A
+    Clip between them keeps such weights float in every version: outputs differ by float rounding only."""
+    model = user_models.fit(user_models.mlp(), *user_models.vectors())
+    images, _ = user_models.vectors()
+    test, _ = user_models.vectors(100, seed=1)
+    conv, conv_layers, train, evaluation = user_models.brightness_task()
+    cases = [
+        (model, layer_registry(model, (12,)), [3, 32, 3], 8, images[:64], test, (12,)),
+        (model, layer_registry(model, (12,)), [32, 32, 32], 4, images[:64], test, (12,)),
+        (conv, conv_layers, [32, 2], 8, train[0], evaluation[0], (1, 8, 8)),
+    ]
+    for net, layers, bits, acts, calib, x, shape in cases:
+        qmodel = lsq_model(net, layers, bits, acts, calib)
+        check = export_onnx(qmodel, layers, shape, tmp_path / "m.onnx", check_images=x)
+        assert check.diff <= 1e-5 * check.torch_outputs.abs().max().item(), (bits, acts, check.diff)
+        graph = onnx.load(str(tmp_path / "m.onnx")).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        kept = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in floats]
+        assert len(kept) == bits.count(32), (bits, [n.op_type for n in graph.node])
+        for node in kept:  # a Clip on the DequantizeLinear's output, never the DequantizeLinear itself
+            clip = producer[node.input[0]]
+            assert clip.op_type == "Clip" and producer[clip.input[0]].op_type == "DequantizeLinear", node.name
+
+
 def test_export_refuses_to_write_a_file_whose_outputs_differ(onnx, tmp_path, monkeypatch):
     from evoproxy.errors import EvoproxyError
     from evoproxy.quant import onnx_export
