@@ -20,6 +20,19 @@ class ParameterError(EvoproxyError):
         return f"{name} must be {requirement}, got {self.value!r}"
 
 
+def message_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" where it has none): the rest, such as the graph
+    node torch.fx appends, would break a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def exception_line(exc: BaseException) -> str:
+    """An exception in one line, for a message: its type and its message's first line."""
+    line = message_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class EvoproxyWarning(UserWarning):
     """Something the user should know but that does not stop the work (a model run with the
     weights its own function gives it, say); the CLI prints it as one line."""

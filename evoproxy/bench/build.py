@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .. import locking
 from ..errors import EvoproxyError, ParameterError
-from ..files import open_in_place, refuse_link
+from ..files import open_in_place, refuse_link, remove_leftovers
 from ..model import LayerInfo, metric_of, weights_hash
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..quant import PtqEvaluator, QuantSettings, is_bit_width, model_bops, model_size_mb
@@ -169,6 +169,7 @@ def build_bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     refuse_link(out, "the bench file")  # it grows in place: a link would send the entries elsewhere
     with locking.held(out, str(out)):  # two builds appending to one file would measure configurations twice
+        remove_leftovers(out)  # headers a killed build was writing: only a build writes one, under this lock
         if out.exists():
             old, entries, good_len = read_bench_file(out)
             clash = [k for k in (*_IDENTITY, *(provenance or {})) if old.get(k) != header[k]]

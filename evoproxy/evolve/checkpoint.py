@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from ..proxy import Genome
 from .fitness import Outcome
 from .operators import Individual, behaviour
-from .store import RunStore, random_state, row_parts
+from .records import random_state
+from .store import RunStore, row_parts
 
 
 @dataclass
@@ -100,7 +101,7 @@ def load_checkpoint(store: RunStore, rng: random.Random, merit: Callable[[Genome
     islands = stored.get("islands") or [0] * len(stored["population"])  # runs of one island stored none
     population = []
     for h, island in zip(stored["population"], islands):
-        genome = Genome.from_json(by_hash[h]["genome"])
+        genome = store.genome(by_hash[h])
         fitness = merit(genome, by_hash[h]["fitness"])
         population.append(Individual(genome, fitness, behaviour(row_parts(by_hash[h])), island=island))
     return Checkpoint(done + 1, population, RunState.stored(stored), seen, replay)

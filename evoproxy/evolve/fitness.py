@@ -26,7 +26,7 @@ import torch
 from scipy.stats import rankdata
 
 from ..bench import TOPK, Bench
-from ..errors import ParameterError
+from ..errors import ParameterError, exception_line
 from ..params import Interval, OneOf, check_parameters
 from ..proxy import INPUT, Genome, bit_columns, operands, table_score
 
@@ -190,7 +190,7 @@ class FitnessTask:
         except Exception as exc:  # a broken candidate is a rejection, never the end of a run
             return Outcome(
                 rule="error",
-                reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                reason=exception_line(exc),
                 seconds=time.perf_counter() - start,
             )
         seconds = time.perf_counter() - start

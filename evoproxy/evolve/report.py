@@ -120,7 +120,7 @@ def full_report(
     fitness.png and, where the simplification is shorter, simplified.json into the run directory."""
     run_dir = Path(run_dir)
     summary = run_summary(run_dir)
-    best = Genome.from_json(summary["best"]["genome"])
+    best = summary["genome"]
     searched = EvolutionSettings.from_dict(summary["config"]).benches
     transfer = transfer_benches(searched) if transfer is None else list(transfer)
     lines = [
@@ -135,7 +135,7 @@ def full_report(
     lines.append(simplified_text)
     store = RunStore(run_dir / "run.db")
     try:
-        front = hall_of_fame(store.candidates())
+        front = hall_of_fame(store)
         searched_on = store.get("statistics")
     finally:
         store.close()

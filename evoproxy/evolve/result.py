@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..proxy import Genome, prepare_inputs
+from ..proxy import prepare_inputs
 from ..stats import ModelStats
 from .fitness import BenchesTask, FitnessTask
 from .operators import Individual, behaviour, merit
@@ -45,11 +45,11 @@ def select_final(
     parsimony = settings.parsimony
 
     def row_merit(row) -> float:  # the genome is parsed only where parsimony needs its complexity
-        return merit(Genome.from_json(row["genome"]), row["fitness"], parsimony) if parsimony else row["fitness"]
+        return merit(store.genome(row), row["fitness"], parsimony) if parsimony else row["fitness"]
 
     picks = []
     for row in fittest_distinct(store.candidates("status = 'ok'"), max(1, settings.select_top), row_merit):
-        genome = Genome.from_json(row["genome"])
+        genome = store.genome(row)
         picks.append(Individual(genome, merit(genome, row["fitness"], parsimony), behaviour(row_parts(row))))
     if settings.select_top and all(len(acc) >= 4 for _, acc in validation):
         task = BenchesTask([FitnessTask(bits, acc) for bits, acc in validation], settings.aggregate)

@@ -62,6 +62,7 @@ def run_summary(run_dir: str | Path) -> dict:
         "choice": choice,
         "status": dict(Counter(r["status"] for r in rows)),
         "best": dict(best),
+        "genome": store.genome(best),
         "final": final,
         "history": history,
         "seconds": sum(r["seconds"] for r in rows),
@@ -89,7 +90,7 @@ def leaderboard(run_dir: str | Path, k: int) -> list[dict]:
             "rho@20%": r["rho20"],
             "rho@50%": r["rho50"],
             "rho@100%": r["rho100"],
-            "complexity": Genome.from_json(r["genome"]).complexity,
+            "complexity": store.genome(r).complexity,
             "iteration": r["iteration"],
             "formula": printable(r["formula"]),
         }
@@ -177,15 +178,13 @@ def _held_out_rho(run_dir: Path, summary: dict) -> str:
         return "-"
 
 
-def hall_of_fame(rows) -> list[dict]:
-    """The Pareto front of a run's evaluated candidates over complexity and fitness, as PySR's
+def hall_of_fame(store: RunStore) -> list[dict]:
+    """The Pareto front of the evaluated candidates in `store` over complexity and fitness, as PySR's
     hall of fame: for each complexity the fittest candidate, kept where it is fitter than every
-    simpler one. Rows are the store's candidates; each entry: complexity, fitness, formula."""
+    simpler one. Each entry: complexity, fitness, formula."""
     best: dict[int, dict] = {}
-    for row in rows:
-        if row["status"] != "ok":
-            continue
-        genome = Genome.from_json(row["genome"])
+    for row in store.candidates("status = 'ok'"):
+        genome = store.genome(row)
         c = genome.complexity
         if c not in best or row["fitness"] > best[c]["fitness"]:
             best[c] = {"complexity": c, "fitness": row["fitness"], "formula": genome.formula()}

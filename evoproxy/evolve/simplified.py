@@ -42,7 +42,7 @@ def simplified_report(run_dir: str | Path, tolerance: float = 0.0, summary: dict
     run_dir = Path(run_dir)
     summary = summary or run_summary(run_dir)
     config = EvolutionSettings.from_dict(summary["config"])
-    best = Genome.from_json(summary["best"]["genome"])
+    best = summary["genome"]
     try:
         space = load_space(config.space)
     except EvoproxyError:  # a space file moved since the run: simplify without its shape

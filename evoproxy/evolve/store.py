@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import random
 import sqlite3
 from pathlib import Path
 
 from .. import files, locking
 from ..errors import EvoproxyError
-from ..params import Interval
+from ..proxy import Genome
+from .records import RECORDS
 from .settings import EvolutionSettings
 
 SCHEMA = """
@@ -59,57 +59,6 @@ CANDIDATE_TYPES = {
     "reason": ("text", "null"),
     "iteration": ("integer",),
     "origin": ("text",),
-}
-
-
-_count = Interval(0, None, integer=True)  # a whole number of at least 0
-
-
-def _number(value) -> bool:
-    return type(value) in (int, float)
-
-
-def random_state(value):
-    """random.getstate()'s value from its JSON form (lists for its tuples)."""
-    return tuple(random_state(v) for v in value) if isinstance(value, list) else value
-
-
-def _is_random_state(value) -> bool:
-    try:
-        random.Random().setstate(random_state(value))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-    return isinstance(value, list)
-
-
-def _list_of(check):
-    return lambda value: isinstance(value, list) and all(check(v) for v in value)
-
-
-# The meta records beside the settings, as their writers store them (checkpoint.save_checkpoint
-# with RunState's fields, result.select_final): key → (check, what it must be, required). Readers
-# trust a record that passed. Runs stored before RunState had a type keep its fields in "extra".
-RECORDS = {
-    "state": {
-        "iteration": (_count, "a whole number of at least 0", True),
-        "rng": (_is_random_state, "a random state", True),
-        "population": (_list_of(lambda v: isinstance(v, str)), "a list of candidate hashes", True),
-        "islands": (_list_of(_count), "a list of island numbers", False),
-        "elapsed": (_number, "a number of seconds", False),
-        "stale": (_count, "a whole number of at least 0", False),
-        "best": (lambda v: v is None or _number(v), "a number or null", False),
-        "restarts": (_count, "a whole number of at least 0", False),
-        "restarted_at": (_list_of(_count), "a list of iterations", False),
-        "extra": (lambda v: isinstance(v, dict), "an object", False),
-    },
-    "final": {
-        "iteration": (_count, "a whole number of at least 0", True),
-        "hash": (lambda v: isinstance(v, str), "a candidate hash", True),
-        "fitness": (_number, "a number", True),
-        "validation": (lambda v: v is None or _number(v), "a number or null", True),
-        "validation_configs": (_count, "a whole number of at least 0", True),
-        "among": (_count, "a whole number of at least 0", True),
-    },
 }
 
 
@@ -208,7 +157,8 @@ class RunStore:
 
     def _check_records(self) -> None:
         """The run's settings valid, its records as RECORDS and CANDIDATE_TYPES describe them, and
-        the candidates that the state and the result name stored and evaluated; else `damaged`.
+        the candidates that the state and the result name stored, evaluated and with a genome that
+        reads (every other genome is read where it is used, by `genome`); else `damaged`.
         The records are read before the candidates: a writer stores candidates before the records
         that name them, so a run being written passes too."""
         try:
@@ -246,13 +196,25 @@ class RunStore:
                 self.path,
                 f"the {column} of candidate {bad[0]} is {found[column]}, not {' or '.join(CANDIDATE_TYPES[column])}",
             )
-        evaluated = {r[0] for r in self.db.execute("SELECT hash FROM candidates WHERE status = 'ok'")}
         named = [(h, "state") for h in state["population"]] if state else []
         named += [(final["hash"], "result")] if final else []
-        if missing := next(((h, what) for h, what in named if h not in evaluated), None):
+        marks = ", ".join("?" * len(named))
+        rows = {
+            r["hash"]: r for r in self.candidates(f"status = 'ok' AND hash IN ({marks})", tuple(h for h, _ in named))
+        }
+        if missing := next(((h, what) for h, what in named if h not in rows), None):
             raise damaged(
                 self.path, f"its {missing[1]} names candidate {missing[0]!r}, which is not stored as evaluated"
             )
+        for row in rows.values():
+            self.genome(row)
+
+    def genome(self, row) -> Genome:
+        """The genome of a `candidates` row (the store may be closed); `damaged` where it is not one."""
+        try:
+            return Genome.from_json(row["genome"])
+        except EvoproxyError as exc:
+            raise damaged(self.path, f"the genome of candidate {row['id']} cannot be read ({exc})") from None
 
     @_guarded
     def get(self, key: str, default=None):

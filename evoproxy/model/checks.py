@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import EvoproxyError, ParameterError
+from ..errors import EvoproxyError, ParameterError, exception_line
 from .data_settings import DataSettings
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -35,16 +35,11 @@ def check_header(shape: tuple[int, ...], dtype, where: str) -> None:
         )
 
 
-def reason(exc: BaseException) -> str:
-    """An exception in one line, for a message: its type and its message's first line."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc).strip() else type(exc).__name__
-
-
 def _as_tensors(images, labels, where: str) -> Pair:
     try:
         return torch.as_tensor(images), torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as exc:  # lists of strings, ragged lists, object arrays
-        raise EvoproxyError(f"{where}: images and labels must be numeric arrays ({reason(exc)})") from None
+        raise EvoproxyError(f"{where}: images and labels must be numeric arrays ({exception_line(exc)})") from None
 
 
 def _check_labels(labels: torch.Tensor, n: int, where: str) -> torch.Tensor:

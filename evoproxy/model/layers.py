@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError, EvoproxyWarning, ParameterError
+from ..errors import EvoproxyError, EvoproxyWarning, ParameterError, message_line
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -65,7 +65,7 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
     try:
         return model(x)
     except RuntimeError as exc:
-        raise EvoproxyError(f"{what}: {str(exc).splitlines()[0]}") from None
+        raise EvoproxyError(f"{what}: {message_line(exc)}") from None
     finally:
         for h in hooks:
             h.remove()
@@ -137,7 +137,7 @@ def check_device(device: str) -> str:
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:  # an unknown name, or CUDA absent from this build
-        reason = str(exc).splitlines()[0]
+        reason = message_line(exc)
         raise ParameterError(
             "check_device", "device", f"a device torch can use here, such as cpu ({reason})", device
         ) from None

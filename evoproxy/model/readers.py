@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EvoproxyError, ParameterError
+from ..errors import EvoproxyError, ParameterError, exception_line
 from ..reference import import_callable
-from .checks import MAX_VALUES, Pair, check_header, reason
+from .checks import MAX_VALUES, Pair, check_header
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # A zip member's declared size beyond the largest array (8 bytes a value) and its header is refused unread.
@@ -57,7 +57,7 @@ def read_arrays(path: Path) -> tuple[Pair, Pair | None]:
     except EvoproxyError:
         raise
     except Exception as exc:  # numpy, zipfile and torch raise many types for a damaged file
-        raise EvoproxyError(f"cannot read {path} as {path.suffix} arrays ({reason(exc)})") from None
+        raise EvoproxyError(f"cannot read {path} as {path.suffix} arrays ({exception_line(exc)})") from None
     if not isinstance(arrays, dict):
         raise EvoproxyError(f"{path} holds a {type(arrays).__name__}, not arrays named images and labels")
     if "train_images" in arrays or "test_images" in arrays:
@@ -163,7 +163,9 @@ def _dataset_pair(obj, where: str) -> Pair:
         except EvoproxyError:
             raise
         except Exception as exc:  # a user's Dataset can raise anything
-            raise EvoproxyError(f"{where}: reading its items as (image tensor, label) failed ({reason(exc)})") from None
+            raise EvoproxyError(
+                f"{where}: reading its items as (image tensor, label) failed ({exception_line(exc)})"
+            ) from None
         return images, labels
     raise EvoproxyError(
         f"{where} gave a {type(obj).__name__}: return (images, labels), a Dataset, or a dict of "
@@ -185,7 +187,7 @@ def read_function(ref: str) -> tuple[Pair, Pair | None]:
     try:
         obj = function()
     except Exception as exc:  # the user's code can raise anything
-        raise EvoproxyError(f"{ref} failed ({reason(exc)})") from None
+        raise EvoproxyError(f"{ref} failed ({exception_line(exc)})") from None
     if isinstance(obj, dict):
         if set(obj) != {"train", "test"}:
             raise EvoproxyError(f"{ref} returned a dict with keys {sorted(obj)}: use exactly train and test")
@@ -214,7 +216,7 @@ def read_torchvision(name: str, root: str | None) -> tuple[Pair, Pair | None]:
     try:
         parts = [cls(root=root, train=train, download=False, transform=tensor) for train in (True, False)]
     except Exception as exc:  # missing files are a RuntimeError, a wrong signature a TypeError
-        raise EvoproxyError(f"torchvision:{name} could not be opened from {root} ({reason(exc)})") from None
+        raise EvoproxyError(f"torchvision:{name} could not be opened from {root} ({exception_line(exc)})") from None
     return _dataset_pair(parts[0], f"torchvision:{name}"), _dataset_pair(parts[1], f"torchvision:{name}")
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError, EvoproxyWarning
+from ..errors import EvoproxyError, EvoproxyWarning, exception_line
 from ..hashing import tensors_hash
 from ..reference import import_callable
 from .data import asset_path
@@ -146,8 +146,7 @@ def _worded(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        raise EvoproxyError(f"{what} ({type(exc).__name__}: {lines[0] if lines else ''})") from None
+        raise EvoproxyError(f"{what} ({exception_line(exc)})") from None
     finally:
         if progress:
             logging.enable_progress_bar()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EvoproxyError
-from .checks import MAX_LABEL, MAX_VALUES, Pair, reason
+from ..errors import EvoproxyError, exception_line
+from .checks import MAX_LABEL, MAX_VALUES, Pair
 from .data_settings import DataSettings
 from .readers import check_npz_headers
 from .text import corpus_bytes
@@ -48,7 +48,7 @@ def _checked(tokens, where: str) -> torch.Tensor:
             tokens = tokens.astype("int64")
         tokens = torch.as_tensor(tokens)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise EvoproxyError(f"{where}: tokens must be an array of whole numbers ({reason(exc)})") from None
+        raise EvoproxyError(f"{where}: tokens must be an array of whole numbers ({exception_line(exc)})") from None
     if tokens.dim() not in (1, 2) or tokens.numel() == 0:
         raise EvoproxyError(f"{where}: tokens must be a 1-D stream or (N, T) windows, got shape {tuple(tokens.shape)}")
     if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
@@ -107,7 +107,7 @@ def read_text(path: Path, seq_len: int) -> tuple[Pair, Pair]:
             raise EvoproxyError(f"{path} holds {size:,} bytes, more than the {MAX_VALUES:,} a data source may hold")
         raw = path.read_bytes()
     except OSError as exc:
-        raise EvoproxyError(f"cannot read text file {path} ({reason(exc)})") from None
+        raise EvoproxyError(f"cannot read text file {path} ({exception_line(exc)})") from None
     return _stream_parts(torch.frombuffer(bytearray(raw), dtype=torch.uint8).long(), seq_len, str(path))
 
 
@@ -122,7 +122,7 @@ def read_token_arrays(path: Path, seq_len: int) -> tuple[Pair, Pair]:
     except EvoproxyError:
         raise
     except Exception as exc:  # numpy and zipfile raise many types for a damaged file
-        raise EvoproxyError(f"cannot read {path} as .npz token arrays ({reason(exc)})") from None
+        raise EvoproxyError(f"cannot read {path} as .npz token arrays ({exception_line(exc)})") from None
     if "tokens" in arrays:
         return _parts(_checked(arrays["tokens"], f"{path} tokens"), seq_len, str(path))
     if not {"train_tokens", "test_tokens"} <= arrays.keys():

@@ -13,7 +13,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, exception_line
 from .inputs import n_layers
 
 
@@ -95,8 +95,7 @@ class FunctionProxy:
         try:
             result = self.fn(stats)
         except Exception as exc:  # the user's code: its failure is a one-line error, like any bad input
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise EvoproxyError(f"proxy {self.name} raised {type(exc).__name__}: {first}") from exc
+            raise EvoproxyError(f"proxy {self.name} raised {exception_line(exc)}") from exc
         try:
             values = torch.as_tensor(result, dtype=torch.float64).reshape(-1)
         except (TypeError, ValueError, RuntimeError) as exc:

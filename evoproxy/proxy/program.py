@@ -11,6 +11,7 @@ import networkx as nx
 import torch
 
 from .. import primitives
+from ..errors import message_line
 from .base import validity_reason
 from .graph import INPUT, operands
 from .inputs import prepare_inputs
@@ -90,7 +91,7 @@ class Program:
         except _ShapeMismatch as exc:
             return Evaluation(None, str(exc))
         except RuntimeError as exc:  # torch refusing an operation: a reason, not a crash
-            return Evaluation(None, f"torch error: {str(exc).splitlines()[0]}")
+            return Evaluation(None, f"torch error: {message_line(exc)}")
         return Evaluation(values, validity_reason(values.reshape(-1)), bits)
 
 

@@ -18,6 +18,10 @@ rank, (1, C, 1, ...) or (1, ..., C): onnxruntime (1.20 on)
 rewrites the 1-D float bias of a Conv or Gemm whose input and weight come through QDQ pairs into
 int32 at scale s_x·s_w (its WeightBiasQuantization), which PyTorch's model does not do; the rounded
 biases moved the logits of a 4-bit-activation MLP by 1.1 (of 15). The Add keeps them float.
+onnxruntime 1.21 (not 1.20, nor 1.22 on) also rewrites the float weights of a Conv or Gemm kept at
+32 bits whose input is quantized into int8 per tensor (logits moved by 0.34 of 18 on an MLP at 8-bit
+activations). It takes only a layer whose input comes straight from a DequantizeLinear, so a Clip to
+the quantized range, which changes no value, stands between the two.
 
 Before the file is put in place, onnxruntime runs it on a batch of images and its outputs must match
 the PyTorch model's within `output_tolerance`.
@@ -28,15 +32,16 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, exception_line
 from ..files import replacing
-from ..model import LayerInfo, evaluating, quantizable_modules
+from ..model import LayerInfo, count_correct, evaluating, quantizable_modules
 from .qat import LsqQuantizer
 
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
@@ -58,16 +63,20 @@ class _QdqWeight(nn.Module):
 
 class _QdqInput(nn.Module):
     """A layer's input through a per-tensor uint8 QDQ pair with an LSQ quantizer's step and zero
-    point (torch exports only 8-bit ranges, so a narrower one is a Clip before it)."""
+    point (torch exports only 8-bit ranges, so a narrower one is a Clip before it). With
+    `float_weights`, a Clip to the same range after it too: see the module's note."""
 
-    def __init__(self, lsq: LsqQuantizer):
+    def __init__(self, lsq: LsqQuantizer, float_weights: bool):
         super().__init__()
         self.scale, self.zero_point, self.top = lsq.step.item(), lsq.qn, lsq.qn + lsq.qp
+        self.float_weights = float_weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale
         if self.top < UINT8_MAX:
-            x = torch.clamp(x, -self.zero_point * self.scale, (self.top - self.zero_point) * self.scale)
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+            x = torch.clamp(x, low, high)
+        x = torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, UINT8_MAX)
+        return torch.clamp(x, low, high) if self.float_weights else x
 
 
 def _add_bias(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -106,7 +115,8 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
                     f"layer {layer.name!r} has {(lsq.qn + lsq.qp).bit_length()}-bit activations, which "
                     "do not fit ONNX QuantizeLinear's uint8: export takes 1 to 8 bits, or 32 (float)"
                 )
-            module.act_quantizer = _QdqInput(lsq)  # the LSQ model's input hook calls whatever is there
+            float_weights = not parametrize.is_parametrized(module, "weight")
+            module.act_quantizer = _QdqInput(lsq, float_weights)  # the LSQ model's input hook calls whatever is there
         if module.bias is not None:
             # Zeroed, not removed, so that a Linear stays a Gemm on its weight's DQ pair (without a bias,
             # torch writes a MatMul on a Transpose); onnxruntime's int32 of zero is exact.
@@ -146,9 +156,25 @@ def ort_session(path: str | Path, threads: int | None = None, optimized: Path | 
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> float:
-    """The largest difference between the outputs of the ONNX file `path` in onnxruntime and of
-    `qmodel` in PyTorch on `images`; an EvoproxyError naming `target` if beyond `output_tolerance`."""
+@dataclass(frozen=True)
+class OutputCheck:
+    """What the check of an exported file found on its images: the outputs of onnxruntime and of
+    the PyTorch model, and their largest difference (kept, so that nothing runs twice)."""
+
+    onnx_outputs: torch.Tensor
+    torch_outputs: torch.Tensor
+    diff: float
+
+    def accuracies(self, labels: torch.Tensor) -> tuple[float, float]:
+        """Top-1 accuracy (%) of onnxruntime and of PyTorch, the check images' labels `labels`."""
+        labels = labels.cpu()
+        correct = [count_correct(out, labels, int(labels.max())) for out in (self.onnx_outputs, self.torch_outputs)]
+        return 100.0 * correct[0] / len(labels), 100.0 * correct[1] / len(labels)
+
+
+def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OutputCheck:
+    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`; an
+    EvoproxyError naming `target` where they differ beyond `output_tolerance`."""
     device = next(qmodel.parameters()).device
     with evaluating(qmodel), torch.no_grad():
         want = qmodel(images.to(device)).float().cpu()
@@ -160,7 +186,7 @@ def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: 
             f"beyond the tolerance {tol:.3g} (2·max|output| / (2^b − 1), b the fewest activation bits): "
             f"{target} not written"
         )
-    return diff
+    return OutputCheck(got, want, diff)
 
 
 def export_onnx(
@@ -169,13 +195,13 @@ def export_onnx(
     input_shape: Sequence[int],
     path: str | Path,
     check_images: torch.Tensor | None = None,
-) -> float | None:
+) -> OutputCheck | None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
     (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size.
     With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
     place only if its outputs match `qmodel`'s within `output_tolerance` (else EvoproxyError, and
-    `path` is left as it was); returns the largest difference found (None unchecked)."""
+    `path` is left as it was); returns what the check found (None unchecked)."""
     model = qdq_model(qmodel, layers).cpu().float()
     example = torch.zeros(1, *input_shape)
     with replacing(Path(path)) as tmp:
@@ -195,11 +221,7 @@ def export_onnx(
                     dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 )
             except Exception as exc:  # the exporter raises many types for an op it cannot write
-                message = str(exc).strip().splitlines()
-                raise EvoproxyError(
-                    f"torch.onnx could not export the model ({type(exc).__name__}: "
-                    f"{message[0] if message else 'no message'})"
-                ) from None
+                raise EvoproxyError(f"torch.onnx could not export the model ({exception_line(exc)})") from None
         return None if check_images is None else _check_outputs(qmodel, tmp, check_images, Path(path))
 
 
@@ -210,5 +232,5 @@ def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.T
     correct = 0
     for i in range(0, len(images), batch_size):
         logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]
-        correct += int((logits.argmax(1) == labels[i : i + batch_size].cpu().numpy()).sum())
+        correct += count_correct(torch.from_numpy(logits), labels[i : i + batch_size].cpu(), int(labels.max()))
     return 100.0 * correct / len(images)

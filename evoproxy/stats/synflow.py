@@ -25,7 +25,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, exception_line, message_line
 from ..model import selected
 
 # Element-wise activations that the linearised network treats as the identity.
@@ -194,9 +194,7 @@ def synflow_gradients(
     try:
         graph = torch.fx.symbolic_trace(work)
     except Exception as exc:  # fx raises many types for untraceable Python control flow
-        raise EvoproxyError(
-            f"SynFlow needs a torch.fx-traceable model; tracing failed: {str(exc).splitlines()[0]}"
-        ) from None
+        raise EvoproxyError(f"SynFlow needs a torch.fx-traceable model; tracing failed: {message_line(exc)}") from None
     modules = dict(graph.named_modules())
     weights = [modules[n].weight for n in layer_names]
     for w in weights:
@@ -206,12 +204,9 @@ def synflow_gradients(
             work, _LinearisedInterpreter(graph).run(_Scaled(torch.ones((1, *input_shape), dtype=torch.float64), 0.0))
         )
     except EvoproxyError as exc:  # its first line: torch.fx appends the graph node it failed at
-        raise EvoproxyError(str(exc).splitlines()[0]) from None
+        raise EvoproxyError(message_line(exc)) from None
     except Exception as exc:  # an operation the linearisation does not foresee: V undefined, not a crash
-        message = str(exc).strip().splitlines()
-        raise EvoproxyError(
-            f"SynFlow cannot linearise the model ({type(exc).__name__}: {message[0] if message else 'no message'})"
-        ) from None
+        raise EvoproxyError(f"SynFlow cannot linearise the model ({exception_line(exc)})") from None
     grads = torch.autograd.grad(out.t.sum(), weights, allow_unused=True)
     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
     return [g.detach() for g in grads], out.s

@@ -67,6 +67,21 @@ def test_a_longer_build_adds_the_configurations_it_lacks(tmp_path):
     assert sorted(bench.entries, key=lambda e: e.bits) == whole.entries  # the first 7 sampled, as one build
 
 
+def test_a_build_removes_the_header_files_a_killed_build_left_and_nothing_else(tmp_path):
+    out = tmp_path / "b.jsonl"
+    strays = [tmp_path / ".b.jsonl-k1ll3d.tmp", tmp_path / ".b.jsonl-x.tmp"]
+    strays[0].write_text('{"format": "evoproxy-bench/1"')  # killed while writing its header
+    strays[1].symlink_to(tmp_path / "target")  # a link is removed, never followed
+    (tmp_path / "target").write_text("kept")
+    others = [tmp_path / ".c.jsonl-k1ll3d.tmp", tmp_path / ".b.jsonl-folder.tmp"]  # another file's; a folder
+    others[0].write_text("{}")
+    others[1].mkdir()
+    _build(out, 2)
+    assert not any(p.is_symlink() or p.exists() for p in strays)
+    assert all(p.exists() for p in others) and (tmp_path / "target").read_text() == "kept"
+    assert len(load_bench(out).entries) == 2
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "b.jsonl"
     _build(out, 2)

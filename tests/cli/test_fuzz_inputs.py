@@ -578,6 +578,10 @@ def _damage_run(run_dir, kind: str) -> None:
         db.execute("UPDATE candidates SET fitness = 'high' WHERE id = 2")
     elif kind == "fitness NULL":
         db.execute("UPDATE candidates SET fitness = NULL WHERE id = 2")
+    elif kind == "genome not JSON":  # the result's, which every command reads
+        db.execute("UPDATE candidates SET genome = '{\"nodes\": [' WHERE hash = ?", (final["hash"],))
+    elif kind == "genome not a genome":
+        db.execute("UPDATE candidates SET genome = ? WHERE hash = ?", (json.dumps({"nodes": [1]}), final["hash"]))
     elif kind == "no evaluated candidate":
         db.execute("UPDATE candidates SET status = 'conflict', fitness = NULL")
     elif kind == "settings of the wrong type":
@@ -602,6 +606,8 @@ RUN_DAMAGE = [
     "result not an object",
     "fitness text",
     "fitness NULL",
+    "genome not JSON",
+    "genome not a genome",
     "no evaluated candidate",
     "settings of the wrong type",
     "lock a folder",
@@ -624,6 +630,8 @@ def test_a_damaged_run_is_one_line_in_every_command_and_runs_lists_the_others(ki
         result = _outcome(argv, capsys)
         if argv[0] == "evolve" or not lock:
             assert result[0] == "error" and ("run.db.lock" if lock else f"{run / 'run.db'} is damaged") in result[1]
+        else:  # a reader never opens the lock: the run is shown as it is
+            assert result[0] == "ok" and (argv[1] == "--csv" or "max(" in result[1]), result
     if kind == "lock a symbolic link":
         assert not (run / "elsewhere").exists()  # never created through the link
     kind, out = _outcome(["runs", "--runs-dir", str(tmp_path)], capsys)
@@ -633,6 +641,23 @@ def test_a_damaged_run_is_one_line_in_every_command_and_runs_lists_the_others(ki
         "r": "unreadable",
     }, lines
     assert [line.split(": ")[0] for line in lines[4:]] == ["r"], lines  # one reason, for the damaged run
+
+
+def test_a_damaged_genome_that_no_record_names_is_refused_naming_the_run_where_it_is_read(tmp_path, capsys):
+    import sqlite3
+
+    run = _stored_run(tmp_path / "r")
+    db = sqlite3.connect(run / "run.db")
+    row = db.execute("SELECT * FROM candidates WHERE id = 1").fetchone()
+    db.execute(  # the fittest candidate, outside the population: only the leaderboard reads its genome
+        "INSERT INTO candidates VALUES (NULL, 'other', '[1, 2', ?, 0.9, ?, ?, ?, ?, 'ok', NULL, 1, 'offspring')",
+        row[3:4] + row[5:9],
+    )
+    db.commit()
+    db.close()
+    assert _outcome(["show", "--quick", str(run)], capsys)[0] == "ok"
+    kind, message = _outcome(["show", "--top", "3", str(run)], capsys)
+    assert kind == "error" and f"{run / 'run.db'} is damaged: the genome of candidate 4 cannot be read" in message
 
 
 @pytest.mark.parametrize(

@@ -570,8 +570,8 @@ def test_hall_of_fame_keeps_the_fittest_of_each_complexity_that_beats_every_simp
     evo = Evolution(tmp_path / "h", EvolutionSettings(**SMALL), log=lambda m: None)
     evo.run()
     rows = evo.store.candidates()
+    front = hall_of_fame(evo.store)
     evo.close()
-    front = hall_of_fame(rows)
     ok = [(Genome.from_json(r["genome"]).complexity, r["fitness"]) for r in rows if r["status"] == "ok"]
     assert len(front) >= 2
     for entry in front:  # the best fitness at this complexity or below, found at exactly this complexity

@@ -264,7 +264,7 @@ def test_a_writer_removes_the_temporary_files_a_killed_start_left_and_a_reader_d
 
 def test_the_state_record_checked_on_open_is_the_one_a_checkpoint_saves(tmp_path):
     from evoproxy.evolve.checkpoint import RunState, save_checkpoint
-    from evoproxy.evolve.store import RECORDS
+    from evoproxy.evolve.records import RECORDS
 
     store = RunStore(_new_run(tmp_path / "r"), write=True)
     save_checkpoint(store, 0, random.Random(1), [], RunState())

@@ -164,6 +164,39 @@ def test_export_writes_the_ptq_and_the_qat_model_and_checks_them(onnx, mlp_files
     assert Path("ptq.onnx").read_bytes() != Path("qat.onnx").read_bytes()  # the trained weights and steps
 
 
+def test_export_runs_each_runtime_once_on_the_check_images(onnx, mlp_files, capsys, monkeypatch):
+    """The output check's outputs give the two top-1 figures: onnxruntime and PyTorch see each check
+    image once (before, both ran a second time for the figures)."""
+    import onnxruntime
+
+    import evoproxy.quant
+
+    seen = {"onnxruntime": 0, "PyTorch": 0}
+    run, lsq = onnxruntime.InferenceSession.run, evoproxy.quant.lsq_model
+
+    def counted_run(self, names, feed, *args):
+        seen["onnxruntime"] += len(feed["input"])
+        return run(self, names, feed, *args)
+
+    def counted_lsq(*args, **kwargs):
+        qmodel = lsq(*args, **kwargs)  # calibrated: only the export's forward passes are counted
+
+        def count(module, inputs):  # the exporter's tracing of its copy excepted
+            if not torch.onnx.is_in_onnx_export():
+                seen["PyTorch"] += len(inputs[0])
+
+        qmodel.register_forward_pre_hook(count)
+        return qmodel
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", counted_run)
+    monkeypatch.setattr(evoproxy.quant, "lsq_model", counted_lsq)
+    assert main(["export", *mlp_files, "--bits-file", "bits.json", "--onnx", "m.onnx", "--eval-size", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 on 40 test images" in out and seen == {"onnxruntime": 40, "PyTorch": 40}, (seen, out)
+    ours, theirs = _accuracies(out)
+    assert abs(ours - theirs) <= 2.5  # one image in 40
+
+
 def test_export_one_line_errors(mlp_files, capsys, one_line_error):
     export = ["export", *mlp_files, "--onnx", "m.onnx", "--eval-size", "0"]
     Path("short.json").write_text(json.dumps({"bits": [4, 4]}))
@@ -198,14 +231,42 @@ def test_a_qat_mlp_exports_to_onnxruntime_with_its_float_biases(onnx, tmp_path):
     qmodel = lsq_model(model, layers, [3, 2, 3], 4, images[:64])
     train_qat(qmodel, model, (images, labels), (images, labels), QatSettings(batch_size=32), log=lambda m: None)
     test, _ = user_models.vectors(100, seed=1)
-    diff = export_onnx(qmodel, layers, (12,), tmp_path / "qat.onnx", check_images=test)
+    check = export_onnx(qmodel, layers, (12,), tmp_path / "qat.onnx", check_images=test)
     with torch.no_grad():
         want = qmodel.eval()(test)
     got = onnxruntime.InferenceSession(str(tmp_path / "qat.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"input": test.numpy()}
     )[0]
-    assert diff == np.abs(got - want.numpy()).max() <= output_tolerance(qmodel, want)
+    assert torch.equal(check.onnx_outputs, torch.from_numpy(got)) and torch.equal(check.torch_outputs, want)
+    assert check.diff == np.abs(got - want.numpy()).max() <= output_tolerance(qmodel, want)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4 * want.abs().max().item())  # float rounding only
+
+
+def test_layers_kept_at_32_bit_weights_with_quantized_inputs_stay_float_in_onnxruntime(onnx, tmp_path):
+    """onnxruntime 1.21 rewrote into int8 the float weights of a Conv or Gemm whose input comes straight
+    from a DequantizeLinear: the logits of this MLP moved by 0.34 of 18, and its export was refused. A
+    Clip between them keeps such weights float in every version: outputs differ by float rounding only."""
+    model = user_models.fit(user_models.mlp(), *user_models.vectors())
+    images, _ = user_models.vectors()
+    test, _ = user_models.vectors(100, seed=1)
+    conv, conv_layers, train, evaluation = user_models.brightness_task()
+    cases = [
+        (model, layer_registry(model, (12,)), [3, 32, 3], 8, images[:64], test, (12,)),
+        (model, layer_registry(model, (12,)), [32, 32, 32], 4, images[:64], test, (12,)),
+        (conv, conv_layers, [32, 2], 8, train[0], evaluation[0], (1, 8, 8)),
+    ]
+    for net, layers, bits, acts, calib, x, shape in cases:
+        qmodel = lsq_model(net, layers, bits, acts, calib)
+        check = export_onnx(qmodel, layers, shape, tmp_path / "m.onnx", check_images=x)
+        assert check.diff <= 1e-5 * check.torch_outputs.abs().max().item(), (bits, acts, check.diff)
+        graph = onnx.load(str(tmp_path / "m.onnx")).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        kept = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in floats]
+        assert len(kept) == bits.count(32), (bits, [n.op_type for n in graph.node])
+        for node in kept:  # a Clip on the DequantizeLinear's output, never the DequantizeLinear itself
+            clip = producer[node.input[0]]
+            assert clip.op_type == "Clip" and producer[clip.input[0]].op_type == "DequantizeLinear", node.name
 
 
 def test_export_refuses_to_write_a_file_whose_outputs_differ(onnx, tmp_path, monkeypatch):

@@ -64,6 +64,9 @@ CASES = {
     "history row not a dict": (_set(["history", 0], [1, 0.5, 90.0, 1.0]), "history row 1 with fields"),
     "history row with a NaN loss": (_set(["history", 1, "loss"], float("nan")), "history row 2"),
     "history shorter than its epochs": (_set(["history"], lambda h: h[:1]), "1 history rows for 2 finished epoch(s)"),
+    "state a list": (_set(["state"], [1, 2]), "holds another QAT model"),
+    "optimizer a list": (_set(["optimizer"], []), "optimizer"),
+    "history not a list": (_set(["history"], "all"), "history"),
     "epoch as text": (_set(["epoch"], "2"), "has epoch '2'"),
     "negative epoch": (_set(["epoch"], -1), "has epoch -1"),
 }
