@@ -92,6 +92,29 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
 
 
+class _SlowWhile:
+    """Forward pre-hook: a pause of 20 ms while the file `flag` exists (a measurement that takes time)."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> None:
+        import os
+        import time
+
+        if os.path.exists(self.flag):
+            time.sleep(0.02)
+
+
+def slow_mlp() -> nn.Module:
+    """`mlp`, each forward 20 ms slower while the file that $SLOW_MLP_FLAG names exists."""
+    import os
+
+    model = mlp()
+    model.register_forward_pre_hook(_SlowWhile(os.environ["SLOW_MLP_FLAG"]))
+    return model
+
+
 def transformer() -> nn.Module:
     torch.manual_seed(0)
     return TinyTransformer()
