@@ -237,13 +237,25 @@ class ShuffleUnit(nn.Module):
         return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class Inception(nn.Module):
+    """GoogLeNet's pattern: two branches on the same tensor, concatenated."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(channels, channels // 2, 1), nn.Conv2d(channels, channels // 2, 3, 1, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
 def shuffle_se() -> nn.Module:
-    """For 8×8 grey images: two ShuffleNetV2 units, a squeeze-and-excitation gate, Hardswish, a
-    mean over the pixels and a Linear head of 3 classes."""
+    """For 8×8 grey images: two concatenated branches, two ShuffleNetV2 units, a
+    squeeze-and-excitation gate, Hardswish, a mean over the pixels and a Linear head of 3 classes."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, 1, 1),
         nn.ReLU(),
+        Inception(8),
         ShuffleUnit(8),
         ShuffleUnit(8),
         SqueezeExcite(8, 4),
