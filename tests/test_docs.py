@@ -110,7 +110,9 @@ def test_every_evoproxy_module_or_name_quoted_exists(page):
 
 
 def _known_flags() -> set[str]:
-    flags = {"--help", "--version", "--check"}  # --check: ruff format's, in the test command
+    # Other tools' flags that the pages use: ruff format's --check (the test command), and the Dask
+    # scheduler's and workers' of bench.md's multi-GPU build.
+    flags = {"--help", "--version", "--check", "--port", "--nworkers", "--nthreads"}
 
     def walk(parser: argparse.ArgumentParser) -> None:
         parser.format_help()  # a command may add its flags only when first used

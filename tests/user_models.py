@@ -1,6 +1,7 @@
 """Models and data as a user would bring them (`--model module:function`, `--data module:function`):
 a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, one with
-nn.MultiheadAttention, a model that returns a tuple, and a data function."""
+nn.MultiheadAttention, a model that returns a tuple, MobileNetV3- and ShuffleNetV2-style nets, and
+data functions."""
 
 from __future__ import annotations
 
@@ -89,6 +90,29 @@ def signals(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
+
+
+class _SlowWhile:
+    """Forward pre-hook: a pause of 20 ms while the file `flag` exists (a measurement that takes time)."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> None:
+        import os
+        import time
+
+        if os.path.exists(self.flag):
+            time.sleep(0.02)
+
+
+def slow_mlp() -> nn.Module:
+    """`mlp`, each forward 20 ms slower while the file that $SLOW_MLP_FLAG names exists."""
+    import os
+
+    model = mlp()
+    model.register_forward_pre_hook(_SlowWhile(os.environ["SLOW_MLP_FLAG"]))
+    return model
 
 
 def transformer() -> nn.Module:
@@ -192,6 +216,53 @@ def mobilenet_v3() -> nn.Module:
         nn.Hardswish(),
         nn.Dropout(0.2),
         nn.Linear(32, 10),
+    )
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 unit: half the channels (`chunk`) through a branch, concatenated
+    back to the other half, then the channels interleaved by `view` and `transpose`."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        half = channels // 2
+        self.branch = nn.Sequential(
+            nn.Conv2d(half, half, 1), nn.BatchNorm2d(half), nn.ReLU(), nn.Conv2d(half, half, 3, 1, 1, groups=half)
+        )
+
+    def forward(self, x):
+        kept, through = x.chunk(2, dim=1)
+        x = torch.cat([kept, self.branch(through)], 1)
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class Inception(nn.Module):
+    """GoogLeNet's pattern: two branches on the same tensor, concatenated."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(channels, channels // 2, 1), nn.Conv2d(channels, channels // 2, 3, 1, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def shuffle_se() -> nn.Module:
+    """For 8×8 grey images: two concatenated branches, two ShuffleNetV2 units, a
+    squeeze-and-excitation gate, Hardswish, a mean over the pixels and a Linear head of 3 classes."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, 1, 1),
+        nn.ReLU(),
+        Inception(8),
+        ShuffleUnit(8),
+        ShuffleUnit(8),
+        SqueezeExcite(8, 4),
+        nn.Hardswish(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
     )
 
 

@@ -23,7 +23,8 @@ from .cost import (
     weight_count,
 )
 from .fakequant import QuantSettings, WeightCache, quantize_model
-from .onnx_export import OutputCheck, export_onnx, onnxruntime_accuracy, output_tolerance, qdq_model
+from .onnx_export import export_onnx, qdq_model
+from .onnx_runtime import OnnxCheck, onnxruntime_accuracy, output_tolerance
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
 from .weights import quantize_weight, weight_quantization_error, weight_steps
@@ -36,7 +37,7 @@ __all__ = [
     "DEFAULT_LR",
     "EpochRecord",
     "LsqQuantizer",
-    "OutputCheck",
+    "OnnxCheck",
     "PtqEvaluator",
     "QatSettings",
     "QuantSettings",

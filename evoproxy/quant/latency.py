@@ -42,7 +42,8 @@ from ..errors import EvoproxyError
 from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
 from ..params import Interval, OneOf, check_parameters
 from .adaround import block_calls
-from .onnx_export import UINT8_MAX, export_onnx, ort_session
+from .onnx_export import UINT8_MAX, export_onnx
+from .onnx_runtime import ort_session
 from .qat import lsq_model
 
 FORMAT = "evoproxy-latency/1"

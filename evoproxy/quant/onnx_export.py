@@ -23,8 +23,8 @@ onnxruntime 1.21 (not 1.20, nor 1.22 on) also rewrites the float weights of a Co
 activations). It takes only a layer whose input comes straight from a DequantizeLinear, so a Clip to
 the quantized range, which changes no value, stands between the two.
 
-Before the file is put in place, onnxruntime runs it on a batch of images and its outputs must match
-the PyTorch model's within `output_tolerance`.
+Before the file is put in place, onnxruntime runs it on a batch of images and it must compute what
+the PyTorch model computes (`onnx_runtime.check_outputs`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,12 +40,12 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError, exception_line
 from ..files import replacing
-from ..model import LayerInfo, count_correct, evaluating, quantizable_modules
+from ..model import LayerInfo, quantizable_modules
+from .onnx_runtime import OnnxCheck, check_outputs
 from .qat import LsqQuantizer
 
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
 INT8_MAX, UINT8_MAX = 127, 255
-FLOAT_RTOL = 1e-3  # float32 sums reassociated: 2^-23 per term over up to ~10^4 terms
 
 
 class _QdqWeight(nn.Module):
@@ -127,80 +126,18 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
     return out
 
 
-def output_tolerance(qmodel: nn.Module, outputs: torch.Tensor) -> float:
-    """How far an ONNX run of `qmodel` may stray from `outputs` (its PyTorch outputs on a batch):
-    two levels of its coarsest activation quantizer, 2·max|outputs| / (2^b − 1) for b bits. Both
-    runtimes compute in float32 but sum in other orders, so the odd value within rounding error of a
-    level boundary lands on the neighbouring level (on the shipped ResNet, hundreds per image at 8
-    bits), and an output moves by about that level's share of its range. Without quantized inputs:
-    FLOAT_RTOL·max|outputs|."""
-    levels = [m.act_quantizer.qn + m.act_quantizer.qp for m in qmodel.modules() if hasattr(m, "act_quantizer")]
-    return outputs.abs().max().item() * (2 / min(levels) if levels else FLOAT_RTOL)
-
-
-def ort_session(path: str | Path, threads: int | None = None, optimized: Path | None = None):
-    """An onnxruntime CPU session on the ONNX file `path`, with onnxruntime's default options, or
-    for timing: `threads` intra-op threads, one inter-op thread, sequential execution; with
-    `optimized`, the optimized graph is written there."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise EvoproxyError("onnxruntime is not installed: pip install 'evoproxy[onnx]'") from None
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # writing an NCHWc-optimized graph warns that it fits this machine only
-    if optimized is not None:
-        options.optimized_model_filepath = str(optimized)
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-@dataclass(frozen=True)
-class OutputCheck:
-    """What the check of an exported file found on its images: the outputs of onnxruntime and of
-    the PyTorch model, and their largest difference (kept, so that nothing runs twice)."""
-
-    onnx_outputs: torch.Tensor
-    torch_outputs: torch.Tensor
-    diff: float
-
-    def accuracies(self, labels: torch.Tensor) -> tuple[float, float]:
-        """Top-1 accuracy (%) of onnxruntime and of PyTorch, the check images' labels `labels`."""
-        labels = labels.cpu()
-        correct = [count_correct(out, labels, int(labels.max())) for out in (self.onnx_outputs, self.torch_outputs)]
-        return 100.0 * correct[0] / len(labels), 100.0 * correct[1] / len(labels)
-
-
-def _check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OutputCheck:
-    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`; an
-    EvoproxyError naming `target` where they differ beyond `output_tolerance`."""
-    device = next(qmodel.parameters()).device
-    with evaluating(qmodel), torch.no_grad():
-        want = qmodel(images.to(device)).float().cpu()
-    got = torch.from_numpy(ort_session(path).run(None, {"input": images.cpu().float().numpy()})[0])
-    diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
-    if not diff <= tol:  # NaN included
-        raise EvoproxyError(
-            f"the ONNX model's outputs differ from the PyTorch model's by up to {diff:.3g} on {len(images)} images, "
-            f"beyond the tolerance {tol:.3g} (2·max|output| / (2^b − 1), b the fewest activation bits): "
-            f"{target} not written"
-        )
-    return OutputCheck(got, want, diff)
-
-
 def export_onnx(
     qmodel: nn.Module,
     layers: Sequence[LayerInfo],
     input_shape: Sequence[int],
     path: str | Path,
     check_images: torch.Tensor | None = None,
-) -> OutputCheck | None:
+) -> OnnxCheck | None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
     (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size.
     With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
-    place only if its outputs match `qmodel`'s within `output_tolerance` (else EvoproxyError, and
+    place only if it computes what `qmodel` computes (`check_outputs`; else EvoproxyError, and
     `path` is left as it was); returns what the check found (None unchecked)."""
     model = qdq_model(qmodel, layers).cpu().float()
     example = torch.zeros(1, *input_shape)
@@ -222,15 +159,4 @@ def export_onnx(
                 )
             except Exception as exc:  # the exporter raises many types for an op it cannot write
                 raise EvoproxyError(f"torch.onnx could not export the model ({exception_line(exc)})") from None
-        return None if check_images is None else _check_outputs(qmodel, tmp, check_images, Path(path))
-
-
-def onnxruntime_accuracy(path: str | Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy (%) of the ONNX file `path` run by onnxruntime (CPU) on `images` (N, ...)
-    with `labels` (N,)."""
-    session = ort_session(path)
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        logits = session.run(None, {"input": images[i : i + batch_size].cpu().float().numpy()})[0]
-        correct += count_correct(torch.from_numpy(logits), labels[i : i + batch_size].cpu(), int(labels.max()))
-    return 100.0 * correct / len(images)
+        return None if check_images is None else check_outputs(qmodel, tmp, check_images, Path(path))

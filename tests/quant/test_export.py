@@ -13,7 +13,7 @@ import torch
 
 import user_models
 from evoproxy.cli import main
-from evoproxy.model import accuracy, layer_registry, load_model, open_data
+from evoproxy.model import accuracy, layer_registry, load_model, open_data, quantizable_modules
 from evoproxy.quant import (
     QatSettings,
     QuantSettings,
@@ -238,7 +238,8 @@ def test_a_qat_mlp_exports_to_onnxruntime_with_its_float_biases(onnx, tmp_path):
         None, {"input": test.numpy()}
     )[0]
     assert torch.equal(check.onnx_outputs, torch.from_numpy(got)) and torch.equal(check.torch_outputs, want)
-    assert check.diff == np.abs(got - want.numpy()).max() <= output_tolerance(qmodel, want)
+    assert check.diff == np.abs(got - want.numpy()).max() <= output_tolerance(qmodel, want) == check.tolerance
+    assert check.flips is None  # within the tolerance: no layer-by-layer check
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4 * want.abs().max().item())  # float rounding only
 
 
@@ -291,3 +292,69 @@ def test_export_refuses_to_write_a_file_whose_outputs_differ(onnx, tmp_path, mon
     ):
         export_onnx(qmodel, layers, (1, 8, 8), folder / "m.onnx", check_images=evaluation[0])
     assert (folder / "m.onnx").read_bytes() == b"old" and [p.name for p in folder.iterdir()] == ["m.onnx"]
+
+
+class _Nudged(torch.nn.Module):
+    """`inner` on its input times 1 + 4·10⁻⁶: what float rounding upstream does to a value."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x * (1 + 4e-6))
+
+
+def _on_level_boundaries(qmodel, layers) -> torch.Tensor:
+    """Two 8×8 images whose pixels lie just below half-way between two levels of the first layer's
+    input quantizer: PyTorch rounds them down, the same pixels 4·10⁻⁶ larger round up."""
+    step = dict(quantizable_modules(qmodel))[layers[0].name].act_quantizer.step.item()
+    levels = torch.randint(0, 200, (2, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    return (levels + 0.5) * step * (1 - 1e-6)
+
+
+def _shuffle_se_ptq():
+    """The ShuffleNetV2- and SE-style net, 4-bit weights and 8-bit inputs, its layers."""
+    model = user_models.shuffle_se()
+    layers = layer_registry(model, (1, 8, 8))
+    calib = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return lsq_model(model, layers, [4] * len(layers), 8, calib).eval(), layers
+
+
+def test_rounding_flips_that_the_network_carries_to_its_outputs_do_not_refuse_the_file(onnx, tmp_path, monkeypatch):
+    """Every pixel flips to the next level in onnxruntime only (nudged as float rounding would) and
+    the logits, near zero as an untrained model's, move beyond two levels. Layer by layer (chunk,
+    concatenation, channel shuffle, squeeze-and-excitation, Hardswish) the file computes what
+    PyTorch computes, so it is written and the flips are counted."""
+    from evoproxy.quant import onnx_export
+    from evoproxy.quant.onnx_runtime import _activation_pairs
+
+    qmodel, layers = _shuffle_se_ptq()
+    images = _on_level_boundaries(qmodel, layers)
+    with torch.no_grad():
+        qmodel[-1].bias -= qmodel(images).mean(0)
+    real = onnx_export.qdq_model
+    monkeypatch.setattr(onnx_export, "qdq_model", lambda *args: _Nudged(real(*args)))
+    check = export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=images)
+    assert check.diff > check.tolerance  # refused before the layer-by-layer check
+    assert check.flips >= images.numel() and check.values > 10 * images.numel()
+    # The branches read one tensor, quantized alike: torch.onnx writes their pairs once.
+    assert len(_activation_pairs(onnx.load(str(tmp_path / "m.onnx")).graph)) == len(layers) - 1
+
+
+def test_a_fault_between_quantizers_is_refused_naming_the_layer_whose_input_differs(onnx, tmp_path, monkeypatch):
+    from evoproxy.errors import EvoproxyError
+    from evoproxy.quant import onnx_export
+
+    qmodel, layers = _shuffle_se_ptq()
+    real = onnx_export.qdq_model
+
+    def faulty(*args):
+        out = real(*args)
+        out[3].branch[0].bias_after += 0.3  # the first unit's branch: its depthwise layer's input moves
+        return out
+
+    monkeypatch.setattr(onnx_export, "qdq_model", faulty)
+    with pytest.raises(EvoproxyError, match=r"beyond the tolerance .*, and layer '3\.branch\.3''s input differs"):
+        export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=torch.rand(4, 1, 8, 8))
+    assert not (tmp_path / "m.onnx").exists()
