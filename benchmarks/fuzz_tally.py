@@ -17,13 +17,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = {  # test file → class of input
-    "tests/model/test_data_attacks.py": "data sources",
-    "tests/cli/test_fuzz_inputs.py": "data sources, bench files and printing",
-    "tests/quant/test_qat_checkpoint.py": "QAT checkpoints",
-    "tests/cli/test_runs_cli.py": "damaged runs and listings",
-    "tests/cli/test_fuzz_flags.py": "flags",
-}
+SUITES = [  # the test files the tally runs
+    "tests/model/test_data_attacks.py",
+    "tests/cli/test_fuzz_inputs.py",
+    "tests/quant/test_qat_checkpoint.py",
+    "tests/cli/test_runs_cli.py",
+    "tests/cli/test_fuzz_flags.py",
+]
+CLASSES = [  # the first part of a test's id that names its class of input, and the class
+    ("test_data_attacks.py", "data sources"),
+    ("test_token_data", "data sources"),
+    ("test_qat_checkpoint.py", "QAT checkpoints"),
+    ("damaged", "damaged runs"),
+    ("test_runs_cli.py", "damaged runs"),
+    ("bench_files", "bench files"),
+    ("names_from_files", "printing"),
+    ("genome_files", "genome, search space and bits files"),
+    ("search_space_files", "genome, search space and bits files"),
+    ("bit_configuration_files", "genome, search space and bits files"),
+    ("", "flags"),
+]
 KINDS = ("clean error", "accepted", "traceback")
 
 
@@ -56,7 +69,7 @@ class Tally:
         evoproxy.cli.main = main
 
     def pytest_runtest_protocol(self, item, nextitem):
-        self.suite = SUITES[item.nodeid.split("::")[0]]
+        self.suite = next(cls for key, cls in CLASSES if key in item.nodeid)
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
@@ -70,7 +83,7 @@ def main() -> None:
     print(f"\n{time.perf_counter() - start:.0f} s, {len(tally.failed)} failed tests {tally.failed or ''}")
     print("| class | cases | " + " | ".join(KINDS) + " |")
     print("| --- " * (len(KINDS) + 2) + "|")
-    for suite in dict.fromkeys(SUITES.values()):
+    for suite in dict.fromkeys(cls for _, cls in CLASSES):
         c = tally.counts[suite]
         print(f"| {suite} | {c['cases']} | " + " | ".join(str(c[k]) for k in KINDS) + " |")
     total = {k: sum(c[k] for c in tally.counts.values()) for k in ("cases", *KINDS)}
