@@ -280,11 +280,10 @@ class WideHeadCNN(nn.Module):
         return self.classifier(torch.relu(self.hidden(torch.flatten(self.features(x), 1))))
 
 
-class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (batch, channels, height, width) map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+def channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm` over the channels of a (batch, channels, height, width) map; a plain nn.LayerNorm
+    module, so that SynFlow's linearisation knows it."""
+    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -310,13 +309,14 @@ class ConvNeXtSmall(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, dims: tuple[int, int] = (24, 48)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], 2, 2), ChannelNorm(dims[0]))
+        self.stem, self.stem_norm = nn.Conv2d(in_channels, dims[0], 2, 2), nn.LayerNorm(dims[0])
         self.stage1 = nn.Sequential(ConvNeXtBlock(dims[0]), ConvNeXtBlock(dims[0]))
-        self.down = nn.Sequential(ChannelNorm(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2))
+        self.down_norm, self.down = nn.LayerNorm(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2)
         self.stage2 = nn.Sequential(ConvNeXtBlock(dims[1]), ConvNeXtBlock(dims[1]))
         self.norm = nn.LayerNorm(dims[1])
         self.classifier = nn.Linear(dims[1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.stage2(self.down(self.stage1(self.stem(x))))
+        out = self.stage1(channel_norm(self.stem_norm, self.stem(x)))
+        out = self.stage2(self.down(channel_norm(self.down_norm, out)))
         return self.classifier(self.norm(out.mean((2, 3))))

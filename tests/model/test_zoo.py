@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from evoproxy.model import MODELS, layer_registry, normalized_outputs
+from evoproxy.model import MODELS, layer_registry, normalized_outputs, quantizable_modules
 from evoproxy.model.nets import ConvNeXtSmall, WideHeadCNN
 from evoproxy.model.recipes import RECIPES, Recipe, warmup_cosine
+from evoproxy.stats.synflow import synflow_gradients
 
 train_module = importlib.import_module("evoproxy.model.train")  # the module, not the function the package exports
 WIDE = [name for name, spec in MODELS.items() if spec.bench_set == "wide"]
@@ -42,6 +44,15 @@ def test_convnext_has_layernorm_gelu_blocks_and_no_batchnorm():
     assert layers[1].weight_shape == (24, 1, 7, 7) and layers[2].macs == 14 * 14 * 24 * 96
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert sum(isinstance(m, nn.LayerNorm) for m in model.modules()) == 7
+
+
+@pytest.mark.parametrize("cls", [WideHeadCNN, ConvNeXtSmall])
+def test_synflow_is_defined_on_the_new_architectures(cls):
+    torch.manual_seed(0)
+    model = cls().eval()
+    names = [n for n, _ in quantizable_modules(model)]
+    grads, log_scale = synflow_gradients(model, (1, 28, 28), names)
+    assert math.isfinite(log_scale) and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
 def test_every_model_records_its_architecture_and_a_known_recipe():
