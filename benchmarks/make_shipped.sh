@@ -46,7 +46,7 @@ step() {
     wide)  # the wider zoo (bench set "wide", issue 27): two new architectures by the zoo recipe, two zoo
       # architectures by the adamw recipe (each model's registry entry names its recipe); made on 2 shared
       # CPU cores, hence few epochs and accuracy on the first 2000 test images
-      train widehead-fmnist 2; train convnext-fmnist 1; train vgg-fmnist-adamw 1; train mixer-fmnist-adamw 3
+      train widehead-fmnist 2; train convnext-fmnist 3; train vgg-fmnist-adamw 3; train mixer-fmnist-adamw 3
       EVAL=2000 bench widehead-fmnist 2,3,4 300 fmnist-widehead-w234 --no-bn-recal
       EVAL=2000 bench widehead-fmnist 2,3,4 300 fmnist-widehead-w234-bnrecal
       EVAL=2000 bench mixer-fmnist-adamw 2,3,4 300 fmnist-mixer-adamw-w234 --no-bn-recal
