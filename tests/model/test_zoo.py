@@ -130,3 +130,15 @@ def test_shipped_wide_checkpoints_load_and_reach_their_stated_accuracy():
     for name, stated in STATED.items():
         model, _ = load_model(name)
         assert accuracy(model, normalize(images[:1000]), labels[:1000]) == pytest.approx(stated, abs=0.15), name
+
+
+def test_the_train_command_names_the_recipe_it_trains_by_and_writes_the_checkpoint(monkeypatch, tmp_path, capsys):
+    from evoproxy.cli import main
+
+    monkeypatch.setattr(train_module, "load_fmnist", _tiny_fmnist)
+    argv = ["train", "--model", "vgg-fmnist-adamw", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path)]
+    assert main(argv) in (0, None)
+    captured = capsys.readouterr()
+    assert "by the 'adamw' recipe: AdamW" in captured.err and "vgg_fmnist_adamw.pt" in captured.out
+    model, _ = load_model("vgg-fmnist-adamw", tmp_path / "vgg_fmnist_adamw.pt")
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
