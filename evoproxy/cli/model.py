@@ -140,7 +140,7 @@ def register(sub) -> None:
     p.add_argument(
         "--recipe",
         choices=["zoo", "adamw"],  # model.recipes.RECIPES, named here so that --help imports no engine
-        help="classifiers: the training recipe (default: the model's own; see docs/data.md)",
+        help="classifiers: the training recipe (default: the model's own; docs/stats.md lists them)",
     )
     p.add_argument(
         "--lr", type=float, help="peak learning rate (default: the recipe's, or 2e-3 for the language model)"

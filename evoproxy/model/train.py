@@ -27,17 +27,15 @@ def train(
     device: str = "cpu",
     log=print,
     recipe: str | None = None,
-    limit: int | None = None,
 ) -> tuple[nn.Module, float]:
     """Train registry model `model_name` from scratch by `recipe` (a name of RECIPES; None: the
-    model's own) at peak rate `lr` (None: the recipe's), on the first `limit` training images (None:
-    all). Returns the model (eval mode, on the CPU) and its test accuracy in percent."""
+    model's own) at peak rate `lr` (None: the recipe's). Returns the model (eval mode, on the CPU)
+    and its test accuracy in percent."""
     spec = MODELS[model_name]
     how = RECIPES[recipe or spec.recipe]
     torch.manual_seed(seed)
     train_x, train_y = load_fmnist("train", data_dir)
     test_x, test_y = load_fmnist("test", data_dir)
-    train_x, train_y = train_x[:limit], train_y[:limit]
     train_x, test_x = normalize(train_x).to(device), normalize(test_x).to(device)
     train_y, test_y = train_y.to(device), test_y.to(device)
     model = spec.build().to(device)
