@@ -6,7 +6,7 @@
 # assets/ and benches/. A build with more configurations than a file holds continues it in
 # place, keeping its entries and their split. The shipped ResNet-20 comes from
 # `evoproxy train --epochs 4` on the CPU, and is not retrained here; the wide step was made with
-# DEVICE=cpu on 2 shared cores (66 min of training and 28 min of benches, one thread each).
+# DEVICE=cpu on 2 shared cores (66 min of training and 40 min of benches, one thread each).
 set -euo pipefail
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-evoproxy}; EVAL=${EVAL:-10000}
 ev="python3 -m evoproxy.cli"
@@ -48,11 +48,11 @@ step() {
       # architectures by the adamw recipe (each model's registry entry names its recipe); made on 2 shared
       # CPU cores, hence few epochs and accuracy on the first 2000 test images
       train widehead-fmnist 2; train convnext-fmnist 3; train vgg-fmnist-adamw 3; train mixer-fmnist-adamw 3
-      EVAL=2000 bench widehead-fmnist 2,3,4 300 fmnist-widehead-w234 --no-bn-recal
-      EVAL=2000 bench widehead-fmnist 2,3,4 300 fmnist-widehead-w234-bnrecal
-      EVAL=2000 bench mixer-fmnist-adamw 2,3,4 300 fmnist-mixer-adamw-w234 --no-bn-recal
-      EVAL=2000 bench convnext-fmnist 2,3,4 300 fmnist-convnext-w234 --no-bn-recal
-      EVAL=2000 bench vgg-fmnist-adamw 2,3,4 300 fmnist-vgg-adamw-w234 --no-bn-recal ;;
+      EVAL=2000 bench widehead-fmnist 2,3,4 600 fmnist-widehead-w234 --no-bn-recal
+      EVAL=2000 bench widehead-fmnist 2,3,4 600 fmnist-widehead-w234-bnrecal
+      EVAL=2000 bench mixer-fmnist-adamw 2,3,4 600 fmnist-mixer-adamw-w234 --no-bn-recal
+      EVAL=2000 bench convnext-fmnist 2,3,4 600 fmnist-convnext-w234 --no-bn-recal
+      EVAL=2000 bench vgg-fmnist-adamw 2,3,4 600 fmnist-vgg-adamw-w234 --no-bn-recal ;;
     *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide" >&2; exit 2 ;;
   esac
 }
