@@ -1,9 +1,10 @@
 """Leave one architecture out: does an evolved proxy rank the configurations of a model that its
 search never saw better than what a user already has?
 
-For every shipped model (fold), proxies are evolved on the main benches of all the other models
-at once (one run per seed; runs go to a temporary folder) and judged on every configuration of
-the left-out model's main bench: mean ρ over all configurations (mean of ρ@20/50/100 %) and
+For every architecture (fold), proxies are evolved on the main benches of the models of all the
+other architectures at once (one run per seed; runs go to a temporary folder) and judged on every
+configuration of each left-out model's main bench (with `--sets zoo,wide`, every checkpoint of an
+architecture, whatever its recipe, is left out together): mean ρ over all configurations (mean of ρ@20/50/100 %) and
 Spearman ρ with model size held fixed ("ρ | size"), beside the mean-bit-width baseline, HAWQ-V2,
 Fisher, the tools' output-mse, KL and Taylor scores, and the best handcrafted proxy of that fold
 (tools' scores included). The difference to the best
@@ -15,7 +16,7 @@ every one at the highest), seed 0's evolved proxy for the evolved column.
 
 Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate mean]
        [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2] [--parsimony 0]
-       [--folds resnet20-fmnist,...] [--eval-size 2000] [--no-allocation]
+       [--folds resnet20,...] [--sets zoo] [--eval-size 2000] [--no-allocation]
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from evoproxy.allocation import allocate, proxy_problem
 from evoproxy.bench import Bench, bench_model, bench_stats, best_handcrafted, load_bench, paired_bootstrap, rank_proxy
 from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
-from evoproxy.evolve import Evolution, EvolutionSettings, transfer_benches
+from evoproxy.evolve import Evolution, EvolutionSettings, expand_benches
+from evoproxy.model import MODELS
 from evoproxy.evolve.fitness import AGGREGATES
 
 SHOWN = ("mean-bits", "hawq-v2", "fisher", "output-mse", "kl", "taylor")
@@ -62,6 +64,37 @@ def allocation_accuracy(
     return budgets, out
 
 
+def report(name: str, bench: Bench, stats, evolved: list, proxies: list, args) -> tuple:
+    """Print a left-out bench's line (and its allocation accuracies); its row of the summary."""
+    entries = bench.split("all")
+    truth = Bench.arrays(entries)[1]
+    hand = {n: rank_proxy(make(), stats, entries, 0, 1) for n, make in HANDCRAFTED.items()}
+    best_hand = best_handcrafted(hand)
+    ours = [100 * r.rho_all for r in evolved]
+    usable = [r.scores for r in evolved if r.error is None]
+    diff = paired_bootstrap(usable, hand[best_hand].scores, truth) if usable else (float("nan"),) * 3
+    print(
+        f"{name} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
+        f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
+        f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
+        + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
+        + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
+        f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]",
+        flush=True,
+    )
+    if not args.no_allocation:
+        chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
+        budgets, acc = allocation_accuracy(chosen, bench, stats, args.eval_size)
+        print(
+            f"  PTQ top-1 on the first {args.eval_size} test images at "
+            + ", ".join(f"{b:.4f}" for b in budgets)
+            + " MB: "
+            + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
+            flush=True,
+        )
+    return name, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -74,33 +107,33 @@ def main() -> None:
     parser.add_argument("--select-top", type=int, default=EvolutionSettings.select_top)
     parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
     parser.add_argument("--parsimony", type=float, default=0.0, help="as evoproxy evolve --parsimony")
-    parser.add_argument("--folds", default="", help="left-out models, comma-separated (default: every shipped model)")
+    parser.add_argument("--folds", default="", help="left-out architectures, comma-separated (default: every one)")
+    parser.add_argument(
+        "--sets", default="zoo", help="the bench sets whose main benches take part: zoo, wide, zoo,wide"
+    )
     parser.add_argument("--eval-size", type=int, default=2000, help="test images for the allocation accuracies")
     parser.add_argument("--no-allocation", action="store_true", help="skip the allocation accuracies")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="evoproxy-transfer-"))
-    mains = transfer_benches([])
-    folds = [b for b in mains if not args.folds or load_bench(b).header["model"] in args.folds.split(",")]
+    mains = expand_benches(args.sets.split(","))
+    arch = {b: MODELS[load_bench(b).header["model"]].architecture for b in mains}
+    folds = [a for a in dict.fromkeys(arch.values()) if not args.folds or a in args.folds.split(",")]
     init = tuple(get_genome(r).to_json() for r in args.init.split(",") if r)
     print(
-        f"leave one architecture out: {args.space} space, {args.aggregate} over {len(mains) - 1} benches, "
-        f"{args.islands} × |P|={args.population}, N={args.iterations}, samples {args.samples or 'all'}, "
-        f"{args.seeds} seeds{', init ' + args.init if args.init else ''}, parsimony {args.parsimony}; "
-        "mean ρ over all configurations in %"
+        f"leave one architecture out of {args.sets}: {args.space} space, {args.aggregate} over the other "
+        f"architectures' benches, {args.islands} × |P|={args.population}, N={args.iterations}, samples "
+        f"{args.samples or 'all'}, {args.seeds} seeds{', init ' + args.init if args.init else ''}, "
+        f"parsimony {args.parsimony}; mean ρ over all configurations in %"
     )
     summary = []
-    for left_out in folds:
-        bench = load_bench(left_out)
-        stats, _, _ = bench_stats(bench)
-        entries = bench.split("all")
-        truth = Bench.arrays(entries)[1]
-        hand = {n: rank_proxy(make(), stats, entries, 0, 1) for n, make in HANDCRAFTED.items()}
-        best_hand = best_handcrafted(hand)
-        evolved, proxies = [], []
+    for fold in folds:
+        held = {b: load_bench(b) for b in mains if arch[b] == fold}
+        stats = {b: bench_stats(bench)[0] for b, bench in held.items()}
+        evolved, proxies = {b: [] for b in held}, []
         for seed in range(args.seeds):
             config = EvolutionSettings(
-                benches=tuple(b for b in mains if b != left_out),
+                benches=tuple(b for b in mains if arch[b] != fold),
                 aggregate=args.aggregate,
                 space=args.space,
                 population=args.population,
@@ -113,41 +146,18 @@ def main() -> None:
                 seed=seed,
             )
             start = time.perf_counter()
-            evo = Evolution(root / f"{left_out}-s{seed}", config, log=lambda m: None)
+            evo = Evolution(root / f"{fold}-s{seed}", config, log=lambda m: None)
             best = evo.run()
             evo.close()
-            evolved.append(rank_proxy(best.genome, stats, entries, 0, 1))
+            for b, bench in held.items():
+                evolved[b].append(rank_proxy(best.genome, stats[b], bench.split("all"), 0, 1))
             proxies.append(best.genome)
             print(
-                f"  {left_out} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
+                f"  {fold} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
                 f"{time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
-        ours = [100 * r.rho_all for r in evolved]
-        usable = [r.scores for r in evolved if r.error is None]
-        diff = paired_bootstrap(usable, hand[best_hand].scores, truth) if usable else (float("nan"),) * 3
-        print(
-            f"{left_out} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
-            f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
-            f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
-            + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
-            + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
-            f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]",
-            flush=True,
-        )
-        summary.append(
-            (left_out, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff)
-        )
-        if not args.no_allocation:
-            chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
-            budgets, acc = allocation_accuracy(chosen, bench, stats, args.eval_size)
-            print(
-                f"  PTQ top-1 on the first {args.eval_size} test images at "
-                + ", ".join(f"{b:.4f}" for b in budgets)
-                + " MB: "
-                + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
-                flush=True,
-            )
+        summary += [report(b, bench, stats[b], evolved[b], proxies, args) for b, bench in held.items()]
     print("\nover the folds (mean ρ over all configurations of the left-out model, in %):")
     gaps = {name: [ours - hand[name] for _, ours, hand, _, _ in summary] for name in HANDCRAFTED}
     for name in sorted(gaps, key=lambda n: statistics.mean(gaps[n])):

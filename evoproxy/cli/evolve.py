@@ -161,7 +161,8 @@ def register(sub) -> None:
         "--bench",
         metavar="B[,B...]",
         help="shipped bench names or bench files, comma-separated; 'zoo': the main bench of every "
-        "shipped classifier (zoo preset: zoo; paper, strong: fmnist-resnet20-w234). With several, each "
+        "shipped classifier of the zoo (zoo preset: zoo; paper, strong: fmnist-resnet20-w234); 'wide': those "
+        "of the wider zoo (other recipes, a wide Linear head, ConvNeXt). With several, each "
         "candidate is judged on every one, on its own model's statistics",
     )
     g.add_argument(

@@ -70,14 +70,17 @@ def cmd_stats(args) -> None:
 
 def cmd_train(args) -> None:
     from ..model import MODELS, make_calibration_subset, train
+    from ..model.recipes import RECIPES
 
     if args.model not in MODELS:
         raise EvoproxyError(f"unknown registry model {args.model!r}: use one of {', '.join(MODELS)}")
     out = Path(args.out)
     if MODELS[args.model].data != "fmnist":
         return _train_language_model(args, out)
+    recipe = args.recipe or MODELS[args.model].recipe
+    print(f"training {args.model} by the {recipe!r} recipe: {RECIPES[recipe].summary}", file=sys.stderr, flush=True)
     model, acc = train(
-        args.model, args.epochs, args.batch_size or 128, args.lr or 0.1, args.seed, args.data_dir, args.device
+        args.model, args.epochs, args.batch_size or 128, args.lr, args.seed, args.data_dir, args.device, recipe=recipe
     )
     out.mkdir(parents=True, exist_ok=True)
     with replacing(out / MODELS[args.model].checkpoint) as tmp:
@@ -134,7 +137,14 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=4, help="classifiers: epochs over the training split (default 4)")
     p.add_argument("--steps", type=int, default=800, help="language model: AdamW steps (default 800)")
     p.add_argument("--batch-size", type=int, help="default 128 images, or 32 windows for the language model")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1 with SGD, or 2e-3 with AdamW)")
+    p.add_argument(
+        "--recipe",
+        choices=["zoo", "adamw"],  # model.recipes.RECIPES, named here so that --help imports no engine
+        help="classifiers: the training recipe (default: the model's own; docs/stats.md lists them)",
+    )
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate (default: the recipe's, or 2e-3 for the language model)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--data-dir",

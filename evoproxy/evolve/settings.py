@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..bench import Bench, load_bench, shipped_benches
 from ..errors import EvoproxyError, ParameterError
+from ..model import MODELS
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..proxy import Genome, get_genome
 from .fitness import AGGREGATES, CSPSettings
@@ -123,12 +124,13 @@ class EvolutionSettings:
         )
 
 
-def transfer_benches(searched: Sequence[str], metric: str = "accuracy") -> list[str]:
-    """For every model that none of the `searched` benches was made on, its main shipped bench of
-    the same task (the one with the most configurations, the first by name among equals): the
-    architectures a run never saw, on which its result's transfer is measured. The task is the
-    searched benches' metric (with none searched: `metric`), so a search on classifiers is judged on
-    classifiers and one on the language model on language models."""
+def transfer_benches(searched: Sequence[str], metric: str = "accuracy", bench_set: str = "zoo") -> list[str]:
+    """For every model of `bench_set` (ModelSpec.bench_set: "zoo" or "wide") that none of the
+    `searched` benches was made on, its main shipped bench of the same task (the one with the most
+    configurations, the first by name among equals): the architectures a run never saw, on which its
+    result's transfer is measured. The task is the searched benches' metric (with none searched:
+    `metric`), so a search on classifiers is judged on classifiers and one on the language model on
+    language models."""
     searched_benches = [load_bench(b) for b in searched]
     seen = {b.header["model"] for b in searched_benches}
     task = searched_benches[0].metric.name if searched_benches else metric
@@ -136,19 +138,25 @@ def transfer_benches(searched: Sequence[str], metric: str = "accuracy") -> list[
     for name in shipped_benches():
         bench = load_bench(name)
         model = bench.header["model"]
-        if bench.metric.name != task or model in seen:
+        if bench.metric.name != task or model in seen or MODELS[model].bench_set != bench_set:
             continue
         if model not in main or len(bench.entries) > len(main[model].entries):
             main[model] = bench
     return [bench.name for bench in main.values()]
 
 
+BENCH_SETS = ("zoo", "wide")
+
+
 def expand_benches(names: Sequence[str]) -> tuple[str, ...]:
-    """Bench names or files with "zoo" standing for the main bench of every shipped classifier (the
-    Fashion-MNIST zoo); each bench once, in the order first named."""
+    """Bench names or files with a bench set's name standing for its main benches: "zoo" for every
+    shipped classifier of the zoo preset, "wide" for the wider zoo's (other recipes and layer kinds);
+    each bench once, in the order first named."""
     if isinstance(names, str):  # one name, not its letters
         names = (names,)
-    return tuple(dict.fromkeys(n for b in names for n in (transfer_benches([]) if b == "zoo" else [b])))
+    return tuple(
+        dict.fromkeys(n for b in names for n in (transfer_benches([], bench_set=b) if b in BENCH_SETS else [b]))
+    )
 
 
 # Values of the named presets, the rest taken from EvolutionSettings' defaults. "zoo" searches for

@@ -1,5 +1,6 @@
-"""The shipped architectures: a CIFAR-style ResNet-20 and a MobileNetV2-style net, both for
-1×28×28 Fashion-MNIST images."""
+"""The shipped classifier architectures, all for 1×28×28 Fashion-MNIST images: ResNet-20,
+MobileNetV2-, VGG-, ShuffleNet- and SqueezeNet-style CNNs, an MLP-Mixer, and the wider zoo's CNN with
+a wide Linear head and ConvNeXt-style net."""
 
 from __future__ import annotations
 
@@ -251,3 +252,71 @@ class MLPMixerSmall(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.embed(x).flatten(2).transpose(1, 2)
         return self.classifier(self.norm(self.blocks(tokens)).mean(1))
+
+
+class WideHeadCNN(nn.Module):
+    """A CNN whose convolutions (each with BatchNorm) end in a wide Linear layer without one: 3×3
+    conv-BN-ReLU layers of 16 | 32, 32 | 32, 32 channels with 2×2 max pooling between the groups, a
+    3×3 stride-2 conv to 64 channels on a 4×4 map, then flatten, Linear(1024 → 256), ReLU and the
+    classifier; 8 quantizable layers. No BatchNorm follows the wide layer, so re-estimating
+    BatchNorm cannot repair its quantization shift."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for g, group in enumerate(((16,), (32, 32), (32, 32))):
+            if g:
+                layers.append(nn.MaxPool2d(2))
+            for cout in group:
+                layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+                cin = cout
+        layers += [nn.Conv2d(cin, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.hidden = nn.Linear(64 * 4 * 4, 256)
+        self.classifier = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.relu(self.hidden(torch.flatten(self.features(x), 1))))
+
+
+def channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm` over the channels of a (batch, channels, height, width) map; a plain nn.LayerNorm
+    module, so that SynFlow's linearisation knows it."""
+    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block: 7×7 depthwise conv, LayerNorm, pointwise Linear expansion ×4 with GELU,
+    pointwise Linear projection (on channels-last maps, as ConvNeXt writes them) and a residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, 7, 1, 3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.expand, self.project = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.depthwise(x).permute(0, 2, 3, 1))
+        return x + self.project(nn.functional.gelu(self.expand(y))).permute(0, 3, 1, 2)
+
+
+class ConvNeXtSmall(nn.Module):
+    """A ConvNeXt-style network for 1×28×28 inputs: a 2×2 stride-2 patchify stem to 24 channels
+    (14×14) with LayerNorm, two blocks, LayerNorm and a 2×2 stride-2 conv to 48 channels (7×7), two
+    blocks, mean over positions, LayerNorm and the classifier; 15 quantizable layers, 4 depthwise,
+    no BatchNorm."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dims: tuple[int, int] = (24, 48)):
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(in_channels, dims[0], 2, 2), nn.LayerNorm(dims[0])
+        self.stage1 = nn.Sequential(ConvNeXtBlock(dims[0]), ConvNeXtBlock(dims[0]))
+        self.down_norm, self.down = nn.LayerNorm(dims[0]), nn.Conv2d(dims[0], dims[1], 2, 2)
+        self.stage2 = nn.Sequential(ConvNeXtBlock(dims[1]), ConvNeXtBlock(dims[1]))
+        self.norm = nn.LayerNorm(dims[1])
+        self.classifier = nn.Linear(dims[1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stage1(channel_norm(self.stem_norm, self.stem(x)))
+        out = self.stage2(self.down(channel_norm(self.down_norm, out)))
+        return self.classifier(self.norm(out.mean((2, 3))))

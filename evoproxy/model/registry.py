@@ -19,19 +19,40 @@ from ..reference import import_callable
 from .data import asset_path
 from .layers import select_output
 from .lm import TinyLM
-from .nets import MLPMixerSmall, MobileNetV2Small, PlainVGG, ResNet20, ShuffleNetSmall, SqueezeNetSmall
+from .nets import (
+    ConvNeXtSmall,
+    MLPMixerSmall,
+    MobileNetV2Small,
+    PlainVGG,
+    ResNet20,
+    ShuffleNetSmall,
+    SqueezeNetSmall,
+    WideHeadCNN,
+)
+from .recipes import RECIPES
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: how to build it, which shipped checkpoint to load, what input it takes."""
+    """A named model: how to build it, which shipped checkpoint to load, what input it takes, its
+    architecture (shared by every checkpoint of it, so that a leave-one-architecture-out fold holds
+    them all out), the recipe that trained it (a name of RECIPES), and the bench set of its main
+    bench: "zoo" (the set `evoproxy evolve --preset zoo` searches on) or "wide" (issue 27's wider
+    zoo: other recipes and layer kinds, named apart so that the zoo preset keeps its result)."""
 
     name: str
     build: Callable[[], nn.Module]
     checkpoint: str
     input_shape: tuple[int, ...]
     description: str
+    architecture: str
     data: str = "fmnist"  # the data spec it was trained on, which its benches are measured on
+    recipe: str = "zoo"
+    bench_set: str = "zoo"
+
+
+def _by(recipe: str) -> str:
+    return f"trained on Fashion-MNIST by the {recipe!r} recipe ({RECIPES[recipe].summary}; `evoproxy train`)"
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -41,6 +62,7 @@ MODELS: dict[str, ModelSpec] = {
         "resnet20_fmnist.pt",
         (1, 28, 28),
         "ResNet-20 trained on Fashion-MNIST (`evoproxy train`)",
+        "resnet20",
     ),
     "mobilenetv2-fmnist": ModelSpec(
         "mobilenetv2-fmnist",
@@ -48,6 +70,7 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenetv2_fmnist.pt",
         (1, 28, 28),
         "MobileNetV2-style net trained on Fashion-MNIST (`evoproxy train`)",
+        "mobilenetv2",
     ),
     "vgg-fmnist": ModelSpec(
         "vgg-fmnist",
@@ -55,6 +78,7 @@ MODELS: dict[str, ModelSpec] = {
         "vgg_fmnist.pt",
         (1, 28, 28),
         "plain VGG-style net, no shortcuts, trained on Fashion-MNIST (`evoproxy train`)",
+        "vgg",
     ),
     "shufflenet-fmnist": ModelSpec(
         "shufflenet-fmnist",
@@ -63,6 +87,7 @@ MODELS: dict[str, ModelSpec] = {
         (1, 28, 28),
         "ShuffleNet-style net, grouped 1×1 convolutions and channel shuffle, "
         "trained on Fashion-MNIST (`evoproxy train`)",
+        "shufflenet",
     ),
     "squeezenet-fmnist": ModelSpec(
         "squeezenet-fmnist",
@@ -70,6 +95,7 @@ MODELS: dict[str, ModelSpec] = {
         "squeezenet_fmnist.pt",
         (1, 28, 28),
         "SqueezeNet-style net of fire modules trained on Fashion-MNIST (`evoproxy train`)",
+        "squeezenet",
     ),
     "mixer-fmnist": ModelSpec(
         "mixer-fmnist",
@@ -77,6 +103,45 @@ MODELS: dict[str, ModelSpec] = {
         "mixer_fmnist.pt",
         (1, 28, 28),
         "MLP-Mixer (mostly Linear layers) trained on Fashion-MNIST (`evoproxy train`)",
+        "mixer",
+    ),
+    "widehead-fmnist": ModelSpec(
+        "widehead-fmnist",
+        WideHeadCNN,
+        "widehead_fmnist.pt",
+        (1, 28, 28),
+        "CNN (convolutions with BatchNorm) ending in a wide Linear(1024 → 256) without BatchNorm, " + _by("zoo"),
+        "widehead",
+        bench_set="wide",
+    ),
+    "convnext-fmnist": ModelSpec(
+        "convnext-fmnist",
+        ConvNeXtSmall,
+        "convnext_fmnist.pt",
+        (1, 28, 28),
+        "ConvNeXt-style net (depthwise 7×7, LayerNorm, GELU, no BatchNorm), " + _by("zoo"),
+        "convnext",
+        bench_set="wide",
+    ),
+    "vgg-fmnist-adamw": ModelSpec(
+        "vgg-fmnist-adamw",
+        PlainVGG,
+        "vgg_fmnist_adamw.pt",
+        (1, 28, 28),
+        "vgg-fmnist's architecture " + _by("adamw"),
+        "vgg",
+        recipe="adamw",
+        bench_set="wide",
+    ),
+    "mixer-fmnist-adamw": ModelSpec(
+        "mixer-fmnist-adamw",
+        MLPMixerSmall,
+        "mixer_fmnist_adamw.pt",
+        (1, 28, 28),
+        "mixer-fmnist's architecture " + _by("adamw"),
+        "mixer",
+        recipe="adamw",
+        bench_set="wide",
     ),
     "tinylm-kjv": ModelSpec(
         "tinylm-kjv",
@@ -85,6 +150,7 @@ MODELS: dict[str, ModelSpec] = {
         (256,),
         "byte-level decoder-only transformer (4 blocks, 3.4 M parameters) trained on the shipped King James "
         "Version text (`evoproxy train`)",
+        "tinylm",
         data="kjv",
     ),
 }

@@ -1,10 +1,9 @@
-"""Training of the shipped models: the classifiers on Fashion-MNIST, the language model on the
-shipped text (used once, to make the package's checkpoints and calibration subset; `evoproxy train`
-reruns it)."""
+"""Training of the shipped models: the classifiers on Fashion-MNIST, each by a named recipe
+(recipes.RECIPES), the language model on the shipped text (used once, to make the package's
+checkpoints and calibration subset; `evoproxy train` reruns it)."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torch import nn
 from ..files import replacing
 from .data import load_fmnist, normalize
 from .metrics import accuracy, next_token_loss, perplexity
+from .recipes import RECIPES, warmup_cosine
 from .registry import MODELS
 
 
@@ -21,25 +21,28 @@ def train(
     model_name: str,
     epochs: int = 4,
     batch_size: int = 128,
-    lr: float = 0.1,
+    lr: float | None = None,
     seed: int = 0,
     data_dir: str | None = None,
     device: str = "cpu",
     log=print,
+    recipe: str | None = None,
 ) -> tuple[nn.Module, float]:
-    """Train registry model `model_name` from scratch with SGD and a one-cycle schedule, random
-    horizontal flips as the only augmentation. Returns the model (eval mode, on the CPU) and its
-    test accuracy in percent."""
+    """Train registry model `model_name` from scratch by `recipe` (a name of RECIPES; None: the
+    model's own) at peak rate `lr` (None: the recipe's). Returns the model (eval mode, on the CPU)
+    and its test accuracy in percent."""
+    spec = MODELS[model_name]
+    how = RECIPES[recipe or spec.recipe]
     torch.manual_seed(seed)
     train_x, train_y = load_fmnist("train", data_dir)
     test_x, test_y = load_fmnist("test", data_dir)
     train_x, test_x = normalize(train_x).to(device), normalize(test_x).to(device)
     train_y, test_y = train_y.to(device), test_y.to(device)
-    model = MODELS[model_name].build().to(device)
+    model = spec.build().to(device)
     steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
+    opt = how.optimizer_for(model.parameters(), lr)
+    sched = how.scheduler_for(opt, steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=how.label_smoothing)
     start = time.time()
     for epoch in range(epochs):
         model.train()
@@ -47,8 +50,9 @@ def train(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             x = train_x[idx]
-            flip = torch.rand(len(x)).to(device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            if how.flips:
+                flip = torch.rand(len(x)).to(device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), train_y[idx]).backward()
             opt.step()
@@ -84,10 +88,7 @@ def train_language_model(
     model = model.to(device)
     inputs, targets = (t.to(device) for t in train_part)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / (steps - warm)))))
-    )
+    sched = warmup_cosine(opt, steps)
     start, generator = time.time(), torch.Generator().manual_seed(seed)
     for step in range(steps):
         model.train()
