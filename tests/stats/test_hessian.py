@@ -58,28 +58,18 @@ def test_hutchinson_stops_early_with_tolerance(tiny):
     assert 8 <= used < 500
 
 
-def test_power_iteration_matches_eigvalsh(tiny):
-    model, x, y = tiny
-    full, blocks = _exact_blocks(model, x, y)
-    grads, params = _grads(model, x, y)
-    for rows, g, p in zip(blocks, grads, params):
-        eigs = torch.linalg.eigvalsh(full[rows, rows])
-        dominant = eigs[eigs.abs().argmax()].item()
-        est, iters = top_eigenvalue(g, p, 500, 1e-10, torch.Generator().manual_seed(2))
-        assert abs(est - dominant) <= 1e-3 * abs(dominant), (est, dominant, iters)
-
-
-def test_a_dozen_hessian_products_give_the_dominant_eigenvalue_to_a_thousandth(tiny):
+@pytest.mark.parametrize("most, tol", [(500, 1e-10), (12, 0.0)])
+def test_the_top_eigenvalue_matches_eigvalsh_within_a_dozen_hessian_products(tiny, most, tol):
     """Lanczos: HAWQ's power iteration needs many more products where the two largest eigenvalues
-    of a block are close in magnitude."""
+    of a block are close in magnitude (it is 4 % off after 12 on this model's first block)."""
     model, x, y = tiny
     full, blocks = _exact_blocks(model, x, y)
     grads, params = _grads(model, x, y)
     for rows, g, p in zip(blocks, grads, params):
         eigs = torch.linalg.eigvalsh(full[rows, rows])
         dominant = eigs[eigs.abs().argmax()].item()
-        est, iters = top_eigenvalue(g, p, 12, 0.0, torch.Generator().manual_seed(2))
-        assert iters <= 12 and abs(est - dominant) <= 1e-3 * abs(dominant), (est, dominant)
+        est, iters = top_eigenvalue(g, p, most, tol, torch.Generator().manual_seed(2))
+        assert iters <= 12 and abs(est - dominant) <= 1e-3 * abs(dominant), (est, dominant, iters)
 
 
 class _GatedNet(torch.nn.Module):
