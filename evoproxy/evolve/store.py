@@ -62,6 +62,9 @@ CANDIDATE_TYPES = {
 }
 
 
+IN_CHUNK = 500  # hashes per `IN (...)` query: SQLite before 3.32 takes at most 999 parameters a statement
+
+
 def row_parts(row) -> dict[str, float]:
     """The fitness parts (ρ@k) stored in a candidates row; none for a rejected candidate."""
     return {part: row[column] for part, column in PART_COLUMNS if row[column] is not None}
@@ -198,10 +201,11 @@ class RunStore:
             )
         named = [(h, "state") for h in state["population"]] if state else []
         named += [(final["hash"], "result")] if final else []
-        marks = ", ".join("?" * len(named))
-        rows = {
-            r["hash"]: r for r in self.candidates(f"status = 'ok' AND hash IN ({marks})", tuple(h for h, _ in named))
-        }
+        hashes, rows = [h for h, _ in named], {}
+        for i in range(0, len(hashes), IN_CHUNK):
+            chunk = tuple(hashes[i : i + IN_CHUNK])
+            where = f"status = 'ok' AND hash IN ({', '.join('?' * len(chunk))})"
+            rows.update((r["hash"], r) for r in self.candidates(where, chunk))
         if missing := next(((h, what) for h, what in named if h not in rows), None):
             raise damaged(
                 self.path, f"its {missing[1]} names candidate {missing[0]!r}, which is not stored as evaluated"

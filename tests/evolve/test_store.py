@@ -271,3 +271,23 @@ def test_the_state_record_checked_on_open_is_the_one_a_checkpoint_saves(tmp_path
     assert set(store.get("state")) == set(RECORDS["state"]) - {"extra"}  # "extra": runs stored before RunState
     store.close()
     RunStore(tmp_path / "r" / "run.db").close()  # and it passes the check
+
+
+def test_a_state_naming_more_candidates_than_one_query_takes_is_checked_through_every_one(tmp_path, monkeypatch):
+    from evoproxy.evolve import store as store_module
+    from evoproxy.proxy import get_genome
+
+    monkeypatch.setattr(store_module, "IN_CHUNK", 2)  # as if SQLite took two parameters a statement
+    store = RunStore(tmp_path / "run.db", new={"config": CONFIG})
+    genome = get_genome("fisher").to_json()
+    for i in range(5):
+        store.add_candidate(f"h{i}", genome, "fisher", Outcome(0.5, {"rho@20%": 0.1}), i, "init")
+    state = {"iteration": 0, "rng": random.Random(0).getstate(), "population": [f"h{i}" for i in range(5)]}
+    store.put(state={**state, "extra": {}})
+    store.close()
+    RunStore(tmp_path / "run.db").close()  # all five found, across three queries
+    store = RunStore(tmp_path / "run.db", write=True)
+    store.put(state={**state, "population": [*state["population"], "h9"], "extra": {}})
+    store.close()
+    with pytest.raises(EvoproxyError, match="names candidate 'h9', which is not stored as evaluated"):
+        RunStore(tmp_path / "run.db")
