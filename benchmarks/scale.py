@@ -18,25 +18,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _real(model: str, images: str) -> list[str]:
+    """The flags of a model and an image source of benchmarks/real_models.py."""
+    return ["--model", f"benchmarks.real_models:{model}", "--data", f"benchmarks.real_models:{images}"]
+
+
 # name: (the flags that give its model and data, what it is)
 MODELS = {
     "resnet20": ([], "ResNet-20, 0.27 M parameters, 28×28 Fashion-MNIST (shipped)"),
-    "resnet18-64": (
-        ["--model", "benchmarks.real_models:resnet18", "--data", "benchmarks.real_models:images_64"],
-        "ResNet-18, 11.7 M parameters, 64×64",
-    ),
-    "resnet18-224": (
-        ["--model", "benchmarks.real_models:resnet18", "--data", "benchmarks.real_models:images_224"],
-        "ResNet-18, 11.7 M parameters, 224×224",
-    ),
-    "vit-224": (
-        ["--model", "benchmarks.real_models:vit_tiny", "--data", "benchmarks.real_models:images_224"],
-        "ViT-Ti/16, 5.7 M parameters, 224×224",
-    ),
-    "vit-b-64": (
-        ["--model", "benchmarks.real_models:vit_base_64", "--data", "benchmarks.real_models:images_64"],
-        "ViT-B/16, 86 M parameters, 64×64",
-    ),
+    "resnet18-64": (_real("resnet18", "images_64"), "ResNet-18, 11.7 M parameters, 64×64"),
+    "resnet18-224": (_real("resnet18", "images_224"), "ResNet-18, 11.7 M parameters, 224×224"),
+    "vit-224": (_real("vit_tiny", "images_224"), "ViT-Ti/16, 5.7 M parameters, 224×224"),
+    "vit-b-64": (_real("vit_base_64", "images_64"), "ViT-B/16, 86 M parameters, 64×64"),
 }
 
 
