@@ -1,16 +1,17 @@
 """Latency budgets (HAWQ-V3) end to end: measure the model's latency tables on this machine, allocate
-at three latency budgets, export each allocation to ONNX and time the exported file in onnxruntime;
+at three latency budgets, export each allocation to ONNX (`evoproxy export --kernels int8`, int8
+kernels where weights and input have 2 to 8 bits) and time the exported file in onnxruntime;
 print per budget the table's predicted latency, the measured one, their ratio and whether the budget
 is met, beside uniform W8A8 and W32A32 for reference.
 
     python benchmarks/latency.py [--model resnet20-fmnist] [--proxy hawq-v2] [--graph int8]
-        [--size-mb 10] [--bits 2,4,8,32] [--act-bits 8,32] [--fractions 0.75,0.5,0.25]
+        [--kernels int8] [--size-mb 10] [--bits 2,4,8,32] [--act-bits 8,32] [--fractions 0.75,0.5,0.25]
         [--repeats 200] [--threads 1] [--dir runs/latency]
 
 Both tables are measured (`evoproxy latency --graph int8` and `--graph export`); --graph picks the
 one the allocations are budgeted by, and every row shows what both predict. The budgets lie the
 given fractions of the way from the fastest configuration within the size budget (by that table)
-to the allocation without a latency budget. The exported files (`evoproxy export
+to the allocation without a latency budget. The exported files (`evoproxy export --kernels K
 --eval-size 0`) are timed in turn, as the table's layers are: batch 1, --threads intra-op threads,
 the median of --repeats runs after 20.
 """
@@ -65,6 +66,7 @@ def main_() -> None:
     p.add_argument("--model", default="resnet20-fmnist")
     p.add_argument("--proxy", default="hawq-v2")
     p.add_argument("--graph", default="int8", choices=GRAPHS, help="the table the budgets are set by")
+    p.add_argument("--kernels", default="int8", choices=("int8", "float"), help="export --kernels")
     p.add_argument("--size-mb", type=float, default=10.0, help="size budget (default 10 MB: loose)")
     p.add_argument("--bits", default="2,4,8,32")
     p.add_argument("--act-bits", default="8,32")
@@ -106,7 +108,9 @@ def main_() -> None:
     for _, _, path in rows:
         log(f"exporting {path.name}")
         evoproxy(
-            "export", "--model", args.model, "--bits-file", path, "--onnx", path.with_suffix(".onnx"), "--eval-size", 0
+            "export",
+            *("--model", args.model, "--bits-file", path, "--onnx", path.with_suffix(".onnx")),
+            *("--kernels", args.kernels, "--eval-size", 0),
         )
 
     log("timing the exported files")
@@ -134,7 +138,8 @@ def main_() -> None:
     machine = json.loads(table_path.read_text())["machine"]
     print(
         f"{args.model}, {args.proxy}, W {args.bits} A {args.act_bits}, size budget {args.size_mb} MB, budgets by the "
-        f"{args.graph} table; batch 1, {args.threads} thread(s), median of {args.repeats} runs; "
+        f"{args.graph} table; export --kernels {args.kernels}; batch 1, {args.threads} thread(s), median of "
+        f"{args.repeats} runs; "
         f"{machine['processor']}, {machine['cpu_count']} CPUs, onnxruntime {machine['onnxruntime']}"
     )
     print(

@@ -287,3 +287,18 @@ class DiesInADaskWorker(nn.Module):
             open(self.marker, "w").close()
             os._exit(1)
         return self.inner(x)
+
+
+class Branchy(nn.Module):
+    """`mlp`, its output's sign chosen by its input's values: control flow that torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x):
+        return self.net(x) if x.sum() > 0 else -self.net(x)
+
+
+def branchy() -> nn.Module:
+    return Branchy()

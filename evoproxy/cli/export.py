@@ -14,7 +14,7 @@ from .args import add_data_args, add_model_args, data_source, evaluated_on, load
 def cmd_export(args) -> None:
     from ..allocation import load_bit_config
     from ..model import check_device
-    from ..quant import export_onnx, load_qat_state, lsq_model
+    from ..quant import export_int8_onnx, export_onnx, load_qat_state, lsq_model
 
     output_file(args.onnx, "--onnx")
     if args.eval_size != 0 and importlib.util.find_spec("onnxruntime") is None:  # before any work
@@ -27,16 +27,18 @@ def cmd_export(args) -> None:
     model, name, layers = load_user_model(args, source)
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
     # Before training, the LSQ model is the round-to-nearest PTQ model: one export path for both.
-    qmodel = lsq_model(
-        model.to(device), layers, bits, act_bits, source.calibration()[0].to(device), not args.no_bn_recal
-    ).eval()
+    calib = source.calibration()[0].to(device)
+    qmodel = lsq_model(model.to(device), layers, bits, act_bits, calib, not args.no_bn_recal).eval()
     if args.checkpoint:
         epochs = load_qat_state(qmodel, args.checkpoint)
         what = f"QAT model of {args.checkpoint} ({epochs} epoch(s))"
     else:
         what = f"round-to-nearest PTQ model (BatchNorm {'kept' if args.no_bn_recal else 're-estimated'})"
     images, labels = source.evaluation(args.eval_size, most=500) if args.eval_size != 0 else (None, None)
-    check = export_onnx(qmodel, layers, source.input_shape, args.onnx, images)
+    if args.kernels == "int8":
+        check, ops = export_int8_onnx(qmodel, layers, source.input_shape, args.onnx, calib, images)
+    else:
+        check, ops = export_onnx(qmodel, layers, source.input_shape, args.onnx, images), None
     weights, acts = sorted({b for b in bits if b < 32}), sorted({a for a in act_bits if a < 32})
     print(
         f"wrote {args.onnx}: the {what} of {name} with {args.bits_file}; QuantizeLinear/DequantizeLinear pairs on "
@@ -49,20 +51,54 @@ def cmd_export(args) -> None:
             else ""
         )
     )
-    if check is not None:
-        onnx, ours = check.accuracies(labels)
-        print(
-            f"top-1 on {len(images)} test images of {evaluated_on(args)}: onnxruntime {onnx:.2f} %, PyTorch "
-            f"fake-quantized {ours:.2f} % ({onnx - ours:+.2f} points); outputs differ by at most {check.diff:.3g}, "
-            + (
-                "within the tolerance of two levels of the coarsest activation quantizer"
-                if check.flips is None
-                else f"beyond two levels of the coarsest activation quantizer ({check.tolerance:.3g}): onnxruntime's "
-                f"float sums put {check.flips} of {check.values} activation values checked layer by layer on the "
-                "neighbouring level, which later layers carry to the outputs; fed the same quantized activations, "
-                "every layer computes what PyTorch computes within float rounding"
-            )
+    if ops is not None:
+        print(int8_kernels_text(qmodel, layers, ops))
+    if check is None:
+        return
+    onnx, ours = check.accuracies(labels)
+    if ops is not None:
+        agreement = (
+            f"top-1 classes differ on {100 * check.diff:.1f} % of the images (at most {100 * check.tolerance:g} % "
+            "allowed: folded BatchNorm, int32 biases and 8-bit output ranges change the numerics)"
         )
+    elif check.flips is None:
+        agreement = (
+            f"outputs differ by at most {check.diff:.3g}, within the tolerance of two levels of the coarsest "
+            "activation quantizer"
+        )
+    else:
+        agreement = (
+            f"outputs differ by at most {check.diff:.3g}, beyond two levels of the coarsest activation quantizer "
+            f"({check.tolerance:.3g}): onnxruntime's float sums put {check.flips} of {check.values} activation values "
+            "checked layer by layer on the neighbouring level, which later layers carry to the outputs; fed the same "
+            "quantized activations, every layer computes what PyTorch computes within float rounding"
+        )
+    print(
+        f"top-1 on {len(images)} test images of {evaluated_on(args)}: onnxruntime {onnx:.2f} %, PyTorch "
+        f"fake-quantized {ours:.2f} % ({onnx - ours:+.2f} points); {agreement}"
+    )
+
+
+def int8_kernels_text(qmodel, layers, ops: list[str]) -> str:
+    """How many of the int8 layers onnxruntime runs as integer kernels, from its optimized graph's
+    `ops`; a warning if it could not fuse them all."""
+    import warnings
+
+    from ..errors import EvoproxyWarning
+    from ..quant.onnx_int8 import INT8_OPS, int8_layer_names
+
+    wanted, kernels = len(int8_layer_names(qmodel, layers)), [op for op in ops if op in INT8_OPS]
+    if len(kernels) < wanted:
+        warnings.warn(
+            f"onnxruntime could fuse only {len(kernels)} of the {wanted} layers with 2-8-bit weights and inputs into "
+            "int8 kernels: the rest run as float kernels on dequantized values",
+            EvoproxyWarning,
+            stacklevel=2,
+        )
+    counts = ", ".join(f"{kernels.count(op)} {op}" for op in sorted(set(kernels)))
+    return f"onnxruntime runs {len(kernels)} of the {wanted} layers with 2-8-bit weights and inputs as int8 kernels" + (
+        f" ({counts})" if counts else ""
+    )
 
 
 def cmd_layer_config(args) -> None:
@@ -121,6 +157,15 @@ def register(sub) -> None:
         "--no-bn-recal",
         action="store_true",
         help="do not re-estimate BatchNorm statistics after weight quantization (as quantize's flag)",
+    )
+    p.add_argument(
+        "--kernels",
+        choices=["float", "int8"],
+        default="float",
+        help="float (default): the quantized model's own graph, which onnxruntime runs as float kernels on "
+        "dequantized values; int8: layers with 2-8-bit weights and inputs get their BatchNorm folded in and an "
+        "8-bit output range, so that onnxruntime runs them as int8 kernels (QLinearConv, QGemm); checked by "
+        "top-1 agreement with the PyTorch model",
     )
     p.set_defaults(func=cmd_export)
 

@@ -24,6 +24,7 @@ from .cost import (
 )
 from .fakequant import QuantSettings, WeightCache, quantize_model
 from .onnx_export import export_onnx, qdq_model
+from .onnx_int8 import export_int8_onnx
 from .onnx_runtime import OnnxCheck, onnxruntime_accuracy, output_tolerance
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
@@ -48,6 +49,7 @@ __all__ = [
     "average_bits",
     "check_bits",
     "epoch_batches",
+    "export_int8_onnx",
     "export_onnx",
     "is_bit_width",
     "layer_size_bits",

@@ -42,7 +42,8 @@ from ..errors import EvoproxyError
 from ..model import LayerInfo, layer_registry, quantizable_modules, run_with_outputs
 from ..params import Interval, OneOf, check_parameters
 from .adaround import block_calls
-from .onnx_export import UINT8_MAX, export_onnx
+from .onnx_export import export_onnx
+from .onnx_int8 import INT8_OPS, OutputQdq
 from .onnx_runtime import ort_session
 from .qat import lsq_model
 
@@ -50,7 +51,6 @@ FORMAT = "evoproxy-latency/1"
 W_OPTIONS = (2, 3, 4, 5, 6, 7, 8, 32)  # the weight bits allocation takes (at least 2) that ONNX QDQ holds
 A_OPTIONS = (8, 32)
 FLOAT = 32
-INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat"})
 GRAPHS = ((8, 8), (8, FLOAT), (FLOAT, 8), (FLOAT, FLOAT))  # (weight, activation) bits timed per layer
 CALIB_SAMPLES = 8  # inputs the quantizers' ranges are calibrated on: ranges change no kernel
 
@@ -78,21 +78,6 @@ class LatencySettings:
 
     def __post_init__(self) -> None:
         check_parameters(self)
-
-
-class _OutputQdq(nn.Module):
-    """A layer with its output through a per-tensor uint8 QDQ pair over [lo, hi] (0 included),
-    which lets onnxruntime fuse the layer's QDQ pairs into an int8 kernel."""
-
-    def __init__(self, layer: nn.Module, lo: float, hi: float):
-        super().__init__()
-        self.layer = layer
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-        self.scale = max(hi - lo, 1e-8) / UINT8_MAX
-        self.zero_point = round(-lo / self.scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fake_quantize_per_tensor_affine(self.layer(x), self.scale, self.zero_point, 0, UINT8_MAX)
 
 
 def _ort():
@@ -157,7 +142,7 @@ def _one_layer(module: nn.Module, x: torch.Tensor, w: int, a: int, settings: Lat
         layer.bias = None
         with torch.no_grad():
             y = layer(x)
-        single = _OutputQdq(layer, y.min().item(), y.max().item())
+        single = nn.Sequential(layer, OutputQdq.over(y))
     else:
         single = nn.Sequential(layer)
     layers = layer_registry(single, tuple(x.shape[1:]))

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -44,6 +45,7 @@ from ..model import LayerInfo, quantizable_modules
 from .onnx_runtime import OnnxCheck, check_outputs
 from .qat import LsqQuantizer
 
+T = TypeVar("T")
 OPSET = 17  # per-channel QDQ needs 13; 17 has LayerNormalization as one op
 INT8_MAX, UINT8_MAX = 127, 255
 
@@ -86,10 +88,11 @@ def _add_bias(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.T
     return output + module.bias_after.reshape(1, -1, *[1] * (output.dim() - 2))
 
 
-def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
+def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo], fused: Collection[str] = ()) -> nn.Module:
     """A copy of the LSQ model `qmodel` (eval mode) whose quantizers are fake-quantize ops that
-    torch.onnx exports as QDQ pairs; it computes what `qmodel` does, up to float rounding. Raises
-    EvoproxyError for a layer whose weights or input have more than 8 bits and fewer than 32."""
+    torch.onnx exports as QDQ pairs; it computes what `qmodel` does, up to float rounding. The
+    layers named in `fused` keep their bias, for an int8 kernel to take as int32 (`onnx_int8`).
+    Raises EvoproxyError for a layer whose weights or input have more than 8 bits and fewer than 32."""
     out = copy.deepcopy(qmodel).eval()
     modules = dict(quantizable_modules(out))
     for layer in layers:
@@ -116,7 +119,7 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
                 )
             float_weights = not parametrize.is_parametrized(module, "weight")
             module.act_quantizer = _QdqInput(lsq, float_weights)  # the LSQ model's input hook calls whatever is there
-        if module.bias is not None:
+        if module.bias is not None and layer.name not in fused:
             # Zeroed, not removed, so that a Linear stays a Gemm on its weight's DQ pair (without a bias,
             # torch writes a MatMul on a Transpose); onnxruntime's int32 of zero is exact.
             module.register_buffer("bias_after", module.bias.detach().clone())
@@ -126,20 +129,10 @@ def qdq_model(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> nn.Module:
     return out
 
 
-def export_onnx(
-    qmodel: nn.Module,
-    layers: Sequence[LayerInfo],
-    input_shape: Sequence[int],
-    path: str | Path,
-    check_images: torch.Tensor | None = None,
-) -> OnnxCheck | None:
-    """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
-    with QDQ pairs on the quantized weights and inputs of `layers`; its input "input" is
-    (batch, *input_shape) float32, its output "logits" (batch, classes), the batch of any size.
-    With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
-    place only if it computes what `qmodel` computes (`check_outputs`; else EvoproxyError, and
-    `path` is left as it was); returns what the check found (None unchecked)."""
-    model = qdq_model(qmodel, layers).cpu().float()
+def write_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, check: Callable[[Path], T]) -> T:
+    """Write `model` (CPU, eval mode) with torch.onnx to the ONNX file `path`: input "input"
+    (batch, *input_shape) float32, output "logits", the batch of any size. `check` gets the
+    written file before it is put in place (raising leaves `path` as it was); returns what it returns."""
     example = torch.zeros(1, *input_shape)
     with replacing(Path(path)) as tmp:
         with warnings.catch_warnings():
@@ -159,4 +152,25 @@ def export_onnx(
                 )
             except Exception as exc:  # the exporter raises many types for an op it cannot write
                 raise EvoproxyError(f"torch.onnx could not export the model ({exception_line(exc)})") from None
-        return None if check_images is None else check_outputs(qmodel, tmp, check_images, Path(path))
+        return check(tmp)
+
+
+def export_onnx(
+    qmodel: nn.Module,
+    layers: Sequence[LayerInfo],
+    input_shape: Sequence[int],
+    path: str | Path,
+    check_images: torch.Tensor | None = None,
+) -> OnnxCheck | None:
+    """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
+    with QDQ pairs on the quantized weights and inputs of `layers` (as `write_onnx`).
+    With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
+    place only if it computes what `qmodel` computes (`check_outputs`; else EvoproxyError, and
+    `path` is left as it was); returns what the check found (None unchecked)."""
+    model = qdq_model(qmodel, layers).cpu().float()
+    return write_onnx(
+        model,
+        input_shape,
+        path,
+        lambda tmp: None if check_images is None else check_outputs(qmodel, tmp, check_images, Path(path)),
+    )

@@ -81,7 +81,8 @@ def output_tolerance(qmodel: nn.Module, outputs: torch.Tensor) -> float:
     return outputs.abs().max().item() * (2 / min(levels) if levels else FLOAT_RTOL)
 
 
-def _run(session, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_session(session, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every output of the onnxruntime `session` on `images` (its input "input"), by name."""
     outputs = session.run(None, {"input": images.cpu().float().numpy()})
     return {o.name: torch.from_numpy(v) for o, v in zip(session.get_outputs(), outputs)}
 
@@ -93,7 +94,7 @@ def check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: P
     device = next(qmodel.parameters()).device
     with evaluating(qmodel), torch.no_grad():
         want = qmodel(images.to(device)).float().cpu()
-    got = _run(ort_session(path), images)["logits"]
+    got = run_session(ort_session(path), images)["logits"]
     diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
     if diff <= tol:
         return OnnxCheck(got, want, diff, tol)
@@ -137,7 +138,7 @@ def _layer_by_layer(qmodel: nn.Module, path: Path, images: torch.Tensor, refused
     pairs = _activation_pairs(model.graph)
     for name in {t for pair in pairs for t in pair} - {o.name for o in model.graph.output}:
         model.graph.output.append(onnx.ValueInfoProto(name=name))
-    ort = _run(ort_session(model.SerializeToString()), images)
+    ort = run_session(ort_session(model.SerializeToString()), images)
     names = {id(m.act_quantizer): name for name, m in quantizable_modules(qmodel) if hasattr(m, "act_quantizer")}
     calls: list[tuple[str, nn.Module, torch.Tensor, int]] = []  # layer, quantizer, its input, its pair
 
