@@ -126,6 +126,9 @@ def test_transformers_loads_the_packed_model_to_the_fake_quantized_weights_and_l
     for name in ("lm_head", "model.embed_tokens", "model.layers.0.mlp.up_proj", "model.norm"):
         assert torch.equal(packed.get_submodule(name).weight, original.get_submodule(name).weight), name
     assert _safetensors_bytes("p") < 0.7 * _safetensors_bytes("q")
+    capsys.readouterr()
+    assert quantize("--save-pretrained", "again", "--model", "hf:p") == 2  # evoproxy quantizes float models only
+    assert "hf:p: the model is already quantized" in capsys.readouterr().err
 
 
 def test_asymmetric_zero_points_are_packed_and_decode_with_compressed_tensors_to_the_fake_quantized_weights(
