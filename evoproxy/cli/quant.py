@@ -59,7 +59,6 @@ def cmd_quantize(args) -> None:
     from torch import nn
 
     from ..allocation import act_bits_label, load_bit_config, load_weight_format
-    from ..model import hf_state_dict
     from ..quant import (
         PtqEvaluator,
         QuantSettings,
@@ -68,7 +67,6 @@ def cmd_quantize(args) -> None:
         lsq_model,
         model_bops,
         model_size_mb,
-        quantize_model,
         train_qat,
     )
     from ..table import format_table
@@ -77,8 +75,7 @@ def cmd_quantize(args) -> None:
     source = data_source(args)
     model, name, layers = load_user_model(args, source)
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
-    if args.save_pretrained:  # before anything slow
-        _check_save_pretrained(args, model, act_bits)
+    _check_save_pretrained(args, model, layers, bits, act_bits)  # before anything slow
     # Before anything slow: the default data ships no train split.
     train = source.training() if args.method == "qat" else None
     if args.group_size is None and not args.asymmetric:  # the format the bits were allocated for
@@ -166,11 +163,7 @@ def cmd_quantize(args) -> None:
         )
     )
     if args.save_pretrained:
-        # The fake-quantized weights in the model's own format, for the user's evaluation harness.
-        with filling(Path(args.save_pretrained)) as tmp:
-            qmodel = quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings)
-            qmodel.save_pretrained(tmp, state_dict=hf_state_dict(qmodel))
-        print(f"wrote {args.save_pretrained}: the fake-quantized model, as save_pretrained writes it")
+        _save_pretrained(args, evaluator, layers, bits, settings)
     change = [row["acc"] - rows[0]["acc"] for row in rows[1:]]
     after = f" after RTN PTQ, {change[1]:+.2f} after {METHOD_NAMES[args.method]}" if method else ""
     change_text = (
@@ -179,16 +172,46 @@ def cmd_quantize(args) -> None:
     print(f"{change_text}{after} at {rows[0]['size'] / rows[1]['size']:.1f}× smaller weights")
 
 
-def _check_save_pretrained(args, model, act_bits) -> None:
-    """Refuse, in one line, a --save-pretrained that cannot be written as asked."""
+def _check_save_pretrained(args, model, layers, bits, act_bits) -> None:
+    """Refuse, in one line, a --save-pretrained (or --packed) that cannot be written as asked."""
+    from ..quant import check_packable
+
+    if args.packed and not args.save_pretrained:
+        raise EvoproxyError("--packed is how --save-pretrained writes the weights: give --save-pretrained DIR")
+    if not args.save_pretrained:
+        return
     if not hasattr(model, "save_pretrained"):
         raise EvoproxyError("--save-pretrained writes a transformers model: give --model hf:PATH")
     if args.method != "rtn" or any(a < 32 for a in act_bits):
         raise EvoproxyError(
-            "--save-pretrained writes fake-quantized weights only: use --method rtn and a bits file with "
+            "--save-pretrained writes round-to-nearest weights only: use --method rtn and a bits file with "
             "act_bits 32 (weights only)"
         )
+    if args.packed:
+        check_packable(model, layers, bits)
     output_folder(args.save_pretrained, "--save-pretrained")
+
+
+def _save_pretrained(args, evaluator, layers, bits, settings) -> None:
+    """Write the round-to-nearest weights to --save-pretrained with save_pretrained: fake-quantized
+    (dequantized floats in the model's own format, for the user's evaluation harness), or --packed."""
+    from ..model import hf_state_dict
+    from ..quant import quantize_model, save_packed
+
+    folder = Path(args.save_pretrained)
+    with filling(folder) as tmp:
+        if args.packed:
+            save_packed(evaluator.model, layers, bits, settings.weight_format, tmp)
+        else:
+            qmodel = quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings)
+            qmodel.save_pretrained(tmp, state_dict=hf_state_dict(qmodel))
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    what = (
+        f"packed integer weights (compressed-tensors pack-quantized, {settings.weight_format.describe()})"
+        if args.packed
+        else "the fake-quantized model, as save_pretrained writes it"
+    )
+    print(f"wrote {args.save_pretrained}: {what}; {size} bytes of safetensors")
 
 
 def register(sub) -> None:
@@ -223,6 +246,13 @@ def register(sub) -> None:
         metavar="DIR",
         help="hf:PATH models: write the fake-quantized model (round-to-nearest weights) to DIR with "
         "save_pretrained, to score it in your own evaluation harness",
+    )
+    p.add_argument(
+        "--packed",
+        action="store_true",
+        help="with --save-pretrained: write each quantized layer as packed integers at its own bits, with "
+        "its scales and zero-points (compressed-tensors pack-quantized, as llm-compressor writes; "
+        "loaded by transformers and vLLM), instead of dequantized floats",
     )
     p.add_argument(
         "--method",

@@ -243,6 +243,11 @@ def _load_hf(path_text: str) -> tuple[nn.Module, str]:
         raise EvoproxyError(
             f"{ref}: its config ({type(config).__name__}) is not that of a causal language model (AutoModelForCausalLM)"
         )
+    if getattr(config, "quantization_config", None) is not None:  # such as `quantize --packed` writes
+        raise EvoproxyError(
+            f"{ref}: the model is already quantized (its config.json has a quantization_config): "
+            "give the float model it came from"
+        )
     config.use_cache = False
     with _worded(f"{ref}: cannot load the model with {version}"):
         model = transformers.AutoModelForCausalLM.from_pretrained(

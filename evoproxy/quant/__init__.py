@@ -2,7 +2,8 @@
 the configuration's cost (size, BOPs), a fake-quantized copy of the model and its accuracy after
 post-training quantization (round-to-nearest, or with rounding learned block by block:
 AdaRound), quantization-aware training with learned step sizes (LSQ), and the
-quantized model as an ONNX file with QuantizeLinear/DequantizeLinear pairs.
+quantized model as an ONNX file with QuantizeLinear/DequantizeLinear pairs or, for a `transformers`
+model, as packed integers (compressed-tensors).
 Proxies (HAWQ-V2's perturbation), bench building and allocation all build on it, so it comes
 right after the model."""
 
@@ -26,9 +27,10 @@ from .fakequant import QuantSettings, WeightCache, quantize_model
 from .onnx_export import export_onnx, qdq_model
 from .onnx_int8 import export_int8_onnx
 from .onnx_runtime import OnnxCheck, onnxruntime_accuracy, output_tolerance
+from .packed import check_packable, packed_state_dict, save_packed
 from .ptq import PtqEvaluator
 from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batches, load_qat_state, lsq_model, train_qat
-from .weights import quantize_weight, weight_quantization_error, weight_steps
+from .weights import WeightLevels, quantize_levels, quantize_weight, weight_quantization_error, weight_steps
 
 __all__ = [
     "AdaRoundQuantizer",
@@ -45,9 +47,11 @@ __all__ = [
     "SCALE_BITS",
     "WeightCache",
     "WeightFormat",
+    "WeightLevels",
     "adaround_model",
     "average_bits",
     "check_bits",
+    "check_packable",
     "epoch_batches",
     "export_int8_onnx",
     "export_onnx",
@@ -60,11 +64,14 @@ __all__ = [
     "model_size_mb",
     "onnxruntime_accuracy",
     "output_tolerance",
+    "packed_state_dict",
     "per_layer_bits",
     "qdq_model",
+    "quantize_levels",
     "quantize_model",
     "quantize_weight",
     "reconstruction_blocks",
+    "save_packed",
     "size_mb_at_average_bits",
     "train_qat",
     "weight_count",

@@ -10,6 +10,8 @@ computes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import ParameterError
@@ -20,42 +22,68 @@ CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 _HALF = torch.finfo(torch.float16)
 
 
+@dataclass(frozen=True)
+class WeightLevels:
+    """A weight as `quantize_levels` quantizes it, before dequantization, in rows of its format: one
+    row per output channel (per-channel) or per group of g consecutive elements of an output row.
+    `levels` (rows, g): whole numbers in float, −q..q (symmetric) or 0..2^b−1 (asymmetric); `scale`
+    (rows, 1): each row's step, a float16 value in a group-wise or asymmetric format; `zero` (rows, 1):
+    the integer zero-point of an asymmetric format, else None."""
+
+    levels: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor | None
+
+    def dequantize(self) -> torch.Tensor:
+        """(levels − zero)·scale, (rows, g): the values of the fake-quantized weight."""
+        return (self.levels if self.zero is None else self.levels - self.zero) * self.scale
+
+
 def quantize_weight(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> torch.Tensor:
     """Fake quantization of a weight w (out, in, *kernel) to `bits` in format `fmt`, with the clipping
     ratio minimising the squared error of each channel (per-channel) or group. Returns a new tensor of
     w's shape and dtype; bits ≥ 32 gives a copy."""
     if bits >= 32:
         return w.clone()
+    return quantize_levels(w, bits, fmt).dequantize().reshape(w.shape).to(w.dtype)
+
+
+def quantize_levels(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> WeightLevels:
+    """The levels, steps and zero-points of `quantize_weight(w, bits, fmt)` (bits < 32), computed in
+    w's dtype per channel, else in float32 or wider."""
     if fmt.group_size is not None or fmt.asymmetric:
         return _quantize_groups(w, bits, fmt)
     q = 2 ** (bits - 1) - 1
     flat = w.detach().reshape(w.shape[0], -1)
     peak = flat.abs().amax(1, keepdim=True).clamp_min(1e-12)  # (C, 1)
 
-    def dequantize(ratio, out):
+    def levels_at(ratio, out):
         scale = ratio * peak / q
-        return torch.div(flat, scale, out=out).round_().clamp_(-q, q).mul_(scale)
+        return WeightLevels(torch.div(flat, scale, out=out).round_().clamp_(-q, q), scale, None)
 
-    return _clip_search(flat, dequantize).reshape(w.shape).to(w.dtype)
+    return _clip_search(flat, levels_at)
 
 
-def _clip_search(flat: torch.Tensor, dequantize) -> torch.Tensor:
-    """`dequantize(ratio, out)` (which writes `flat` quantized at clipping `ratio` into `out`) at
-    each row's ratio of CLIP_RATIOS with the least squared error; ties keep the smaller ratio. One
-    pass per ratio over the whole weight, in one reused buffer: memory stays a few copies of the
-    weight (a transformer's matrices are large), and only each row's best ratio is kept."""
+def _clip_search(flat: torch.Tensor, levels_at) -> WeightLevels:
+    """`levels_at(ratio, out)` (the WeightLevels of `flat` at clipping `ratio`, its levels written
+    into `out`) at each row's ratio of CLIP_RATIOS with the least squared error; ties keep the smaller
+    ratio. One pass per ratio over the whole weight, in one reused buffer: memory stays a few copies
+    of the weight (a transformer's matrices are large), and only each row's best ratio is kept."""
     out = torch.empty_like(flat)
     best_err = torch.full((len(flat), 1), torch.inf, dtype=flat.dtype)
     best = torch.zeros_like(best_err)
     for ratio in CLIP_RATIOS.tolist():
-        err = dequantize(ratio, out).sub_(flat).square_().sum(1, keepdim=True)
+        at = levels_at(ratio, out)
+        if at.zero is not None:
+            out.sub_(at.zero)
+        err = out.mul_(at.scale).sub_(flat).square_().sum(1, keepdim=True)  # WeightLevels.dequantize, in place
         best = torch.where(err < best_err, ratio, best)  # strictly smaller only, as argmin
         best_err = torch.minimum(err, best_err)
-    return dequantize(best, out)
+    return levels_at(best, out)
 
 
-def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> torch.Tensor:
-    """`quantize_weight` for a group-wise or asymmetric format, computed in float32 or wider."""
+def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> WeightLevels:
+    """`quantize_levels` for a group-wise or asymmetric format, computed in float32 or wider."""
     row = w[0].numel()
     g = fmt.group_size or row
     if row % g:
@@ -70,11 +98,11 @@ def _quantize_groups(w: torch.Tensor, bits: int, fmt: WeightFormat) -> torch.Ten
     else:
         lo, low, high = None, -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
         full = flat.abs().amax(1, keepdim=True).clamp_min(1e-12) / high
-    dequantize = lambda ratio, out: _dequantize(flat, ratio, full, lo, low, high, out)  # noqa: E731
-    return _clip_search(flat, dequantize).reshape(w.shape).to(w.dtype)
+    levels_at = lambda ratio, out: _levels(flat, ratio, full, lo, low, high, out)  # noqa: E731
+    return _clip_search(flat, levels_at)
 
 
-def _dequantize(
+def _levels(
     flat: torch.Tensor,
     ratio: float | torch.Tensor,
     full: torch.Tensor,
@@ -82,16 +110,16 @@ def _dequantize(
     low: int,
     high: int,
     out: torch.Tensor,
-) -> torch.Tensor:
-    """`flat` (groups, g) quantized to levels low..high with steps `ratio`·`full` (groups, 1) rounded to
-    float16, written to `out`: symmetric where `lo` is None, else with the integer zero-point that puts
-    the clipped low end `ratio`·`lo` on a level."""
+) -> WeightLevels:
+    """`flat` (groups, g) quantized to levels low..high, written to `out`, with steps `ratio`·`full`
+    (groups, 1) rounded to float16: symmetric where `lo` is None, else with the integer zero-point that
+    puts the clipped low end `ratio`·`lo` on a level."""
     scale = _half(ratio * full)
     torch.div(flat, scale, out=out).round_()
     if lo is None:
-        return out.clamp_(low, high).mul_(scale)
+        return WeightLevels(out.clamp_(low, high), scale, None)
     zero = torch.round(-ratio * lo / scale).clamp_(low, high)
-    return out.add_(zero).clamp_(low, high).sub_(zero).mul_(scale)
+    return WeightLevels(out.add_(zero).clamp_(low, high), scale, zero)
 
 
 def _half(scale: torch.Tensor) -> torch.Tensor:

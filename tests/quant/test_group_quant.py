@@ -1,7 +1,7 @@
 """Group-wise and asymmetric weight formats: the default stays today's per-channel quantizer bit for
 bit; a group gets its own float16 scale (and zero-point) and at most 2^b levels; the cost counts the
-scales and zero-points exactly; and the settings, the cache, quantize_model and the sweep carry the
-format."""
+scales and zero-points exactly; the settings, the cache, quantize_model and the sweep carry the
+format; and quantize_levels gives the levels, steps and zero-points that the fake-quantized weight is."""
 
 from collections import OrderedDict
 
@@ -19,6 +19,7 @@ from evoproxy.quant import (
     average_bits,
     layer_size_bits,
     model_size_mb,
+    quantize_levels,
     quantize_model,
     quantize_weight,
     weight_quantization_error,
@@ -268,3 +269,26 @@ def test_sweep_with_a_group_wise_cache_gives_quantize_models_accuracies():
     sweep = Sweep(model, layers, WeightCache(model, layers, settings.weight_format), bn_recalibration=False)
     swept = sweep.measure([tuple((w, 4) for w in c) for c in w_configs], calib, x, y)
     assert swept == [accuracy(quantize_model(model, layers, c, calib, settings), x, y) for c in w_configs]
+
+
+FORMATS = [WeightFormat(), WeightFormat(16), WeightFormat(None, True), WeightFormat(16, True)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.describe())
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_levels_steps_and_zero_points_give_back_the_fake_quantized_weight(fmt, bits):
+    w = torch.randn(12, 48, generator=torch.Generator().manual_seed(bits))
+    w[3] = w[3].abs()  # a one-signed row: the asymmetric zero-point sits at the range's end
+    at = quantize_levels(w, bits, fmt)
+    assert torch.equal(at.dequantize().reshape(w.shape), quantize_weight(w, bits, fmt))
+    rows = 12 * 48 // (fmt.group_size or 48)
+    assert at.levels.shape == (rows, fmt.group_size or 48) and at.scale.shape == (rows, 1)
+    assert torch.equal(at.levels, at.levels.round())
+    low, high = (0, 2**bits - 1) if fmt.asymmetric else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+    assert low <= at.levels.min() and at.levels.max() <= high
+    if fmt.asymmetric:
+        assert torch.equal(at.zero, at.zero.round()) and low <= at.zero.min() and at.zero.max() <= high
+    else:
+        assert at.zero is None
+    if fmt != WeightFormat():  # 16-bit scales, as the cost counts them
+        assert torch.equal(at.scale.half().float(), at.scale)
