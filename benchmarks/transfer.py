@@ -1,13 +1,15 @@
-"""Leave one architecture out: does an evolved proxy rank the configurations of a model that its
-search never saw better than what a user already has?
+"""Leave one architecture (or recipe) out: does an evolved proxy rank the configurations of a
+model that its search never saw better than what a user already has?
 
 For every architecture (fold), proxies are evolved on the main benches of the models of all the
 other architectures at once (one run per seed; runs go to a temporary folder) and judged on every
 configuration of each left-out model's main bench (with `--sets zoo,wide`, every checkpoint of an
-architecture, whatever its recipe, is left out together): mean ρ over all configurations (mean of ρ@20/50/100 %) and
-Spearman ρ with model size held fixed ("ρ | size"), beside the mean-bit-width baseline, HAWQ-V2,
-Fisher, the tools' output-mse, KL and Taylor scores, and the best handcrafted proxy of that fold
-(tools' scores included). The difference to the best
+architecture, whatever its recipe, is left out together). With `--by recipe` a fold is a training
+recipe instead (model/recipes.py): every checkpoint trained by it is left out, whatever its
+architecture, and the search sees only the other recipes' checkpoints. Judged by mean ρ over all
+configurations (mean of ρ@20/50/100 %) and Spearman ρ with model size held fixed ("ρ | size"),
+beside the mean-bit-width baseline, HAWQ-V2, Fisher, the tools' output-mse, KL and Taylor scores,
+and the best handcrafted proxy of that fold (tools' scores included). The difference to the best
 handcrafted proxy comes with a 95 % paired bootstrap interval (resampling the configurations;
 the evolved figure is the mean over seeds on each resample). Then the user's question: the PTQ
 accuracy of each proxy's knapsack allocation on the left-out model at three size budgets (a
@@ -16,7 +18,7 @@ every one at the highest), seed 0's evolved proxy for the evolved column.
 
 Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate mean]
        [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2] [--parsimony 0]
-       [--folds resnet20,...] [--sets zoo] [--eval-size 2000] [--no-allocation]
+       [--folds resnet20,...] [--sets zoo] [--by architecture] [--eval-size 2000] [--no-allocation]
 """
 
 from __future__ import annotations
@@ -107,7 +109,12 @@ def main() -> None:
     parser.add_argument("--select-top", type=int, default=EvolutionSettings.select_top)
     parser.add_argument("--init", default="", help="proxies the population starts from, as evoproxy evolve --init")
     parser.add_argument("--parsimony", type=float, default=0.0, help="as evoproxy evolve --parsimony")
-    parser.add_argument("--folds", default="", help="left-out architectures, comma-separated (default: every one)")
+    parser.add_argument(
+        "--by", default="architecture", choices=("architecture", "recipe"), help="what a fold leaves out"
+    )
+    parser.add_argument(
+        "--folds", default="", help="left-out architectures or recipes, comma-separated (default: every one)"
+    )
     parser.add_argument(
         "--sets", default="zoo", help="the bench sets whose main benches take part: zoo, wide, zoo,wide"
     )
@@ -117,23 +124,23 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="evoproxy-transfer-"))
     mains = expand_benches(args.sets.split(","))
-    arch = {b: MODELS[load_bench(b).header["model"]].architecture for b in mains}
-    folds = [a for a in dict.fromkeys(arch.values()) if not args.folds or a in args.folds.split(",")]
+    fold_of = {b: getattr(MODELS[load_bench(b).header["model"]], args.by) for b in mains}
+    folds = [a for a in dict.fromkeys(fold_of.values()) if not args.folds or a in args.folds.split(",")]
     init = tuple(get_genome(r).to_json() for r in args.init.split(",") if r)
     print(
-        f"leave one architecture out of {args.sets}: {args.space} space, {args.aggregate} over the other "
+        f"leave one {args.by} out of {args.sets}: {args.space} space, {args.aggregate} over the other "
         f"architectures' benches, {args.islands} × |P|={args.population}, N={args.iterations}, samples "
         f"{args.samples or 'all'}, {args.seeds} seeds{', init ' + args.init if args.init else ''}, "
         f"parsimony {args.parsimony}; mean ρ over all configurations in %"
     )
     summary = []
     for fold in folds:
-        held = {b: load_bench(b) for b in mains if arch[b] == fold}
+        held = {b: load_bench(b) for b in mains if fold_of[b] == fold}
         stats = {b: bench_stats(bench)[0] for b, bench in held.items()}
         evolved, proxies = {b: [] for b in held}, []
         for seed in range(args.seeds):
             config = EvolutionSettings(
-                benches=tuple(b for b in mains if arch[b] != fold),
+                benches=tuple(b for b in mains if fold_of[b] != fold),
                 aggregate=args.aggregate,
                 space=args.space,
                 population=args.population,

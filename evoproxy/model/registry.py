@@ -143,6 +143,16 @@ MODELS: dict[str, ModelSpec] = {
         recipe="adamw",
         bench_set="wide",
     ),
+    "squeezenet-fmnist-adamw": ModelSpec(
+        "squeezenet-fmnist-adamw",
+        SqueezeNetSmall,
+        "squeezenet_fmnist_adamw.pt",
+        (1, 28, 28),
+        "squeezenet-fmnist's architecture " + _by("adamw"),
+        "squeezenet",
+        recipe="adamw",
+        bench_set="wide",
+    ),
     "tinylm-kjv": ModelSpec(
         "tinylm-kjv",
         TinyLM,
