@@ -43,7 +43,13 @@ def test_stored_settings_out_of_range_are_a_damaged_run_not_a_flag():
 
 def test_the_wide_set_names_the_wider_zoos_main_benches_apart_from_the_zoos():
     wide = expand_benches("wide")
-    assert wide == ("fmnist-convnext-w234", "fmnist-mixer-adamw-w234", "fmnist-vgg-adamw-w234", "fmnist-widehead-w234")
+    assert wide == (
+        "fmnist-convnext-w234",
+        "fmnist-mixer-adamw-w234",
+        "fmnist-squeezenet-adamw-w234",
+        "fmnist-vgg-adamw-w234",
+        "fmnist-widehead-w234",
+    )
     assert not set(wide) & set(expand_benches("zoo")) and len(expand_benches("zoo")) == 6
     assert expand_benches(("zoo", "wide")) == expand_benches("zoo") + wide
 
