@@ -41,7 +41,7 @@ def replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+def write_atomically(path: str | os.PathLike, data: bytes | memoryview | str) -> None:
     """Replace `path` with `data` (text is written as UTF-8) in one step."""
     with replacing(Path(path)) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
@@ -111,7 +111,7 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def write_with_checksum(path: Path, data: bytes) -> None:
+def write_with_checksum(path: Path, data: bytes | memoryview) -> None:
     """A cache entry: `data` to `path`, then its sha256 beside it, so that a reader in between finds
     no match. The checksum guards against damage and stale writes, not against a writer: anyone
     who can change the entry can change its checksum too."""

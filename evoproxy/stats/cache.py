@@ -80,7 +80,7 @@ def _read_cache_entry(path: Path, log) -> ModelStats | None:
     return stats
 
 
-def _entry(path: Path, data: bytes) -> dict:
+def _entry(path: Path, data: bytes | memoryview) -> dict:
     return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -115,6 +115,7 @@ def load_or_compute_stats(
     if use_cache:
         buffer = io.BytesIO()
         torch.save(stats.to_blob(), buffer)
-        write_with_checksum(path, buffer.getvalue())
-        stats.cache_entry = _entry(path, buffer.getvalue())
+        data = buffer.getbuffer()  # a view: getvalue()'s copies would each hold the whole entry again
+        write_with_checksum(path, data)
+        stats.cache_entry = _entry(path, data)
     return stats, False
