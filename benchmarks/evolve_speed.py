@@ -2,12 +2,13 @@
 configurations per bench) on the default bench, and on the main bench of every shipped model
 at once (a multi-bench run's fitness), with 1 and 2 joblib workers.
 
-A fixed, seeded set of random branched-space candidates is judged `--repeats` times per worker
-count (after one warm-up that starts the workers and loads the statistics into them); the median
-rate is printed, for all candidates and for those whose inputs are among W, G, H, V (no
+A fixed, seeded set of random candidates of the branched space (`--space`: another, such as the
+main command's bitaware, whose candidates read the quantization error Q) is judged `--repeats`
+times per worker count (after one warm-up that starts the workers and loads the statistics into
+them); the median rate is printed, for all candidates and for those whose inputs are among W, G, H, V (no
 activations, the largest tensors). The statistics are computed once (cached) before timing.
 
-Usage: python benchmarks/evolve_speed.py [--candidates 1000] [--repeats 3]
+Usage: python benchmarks/evolve_speed.py [--candidates 1000] [--repeats 3] [--space branched]
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--space", default="branched", help="the search space the candidates are drawn from")
     args = parser.parse_args()
-    space, rng = load_space("branched"), random.Random(0)
+    space, rng = load_space(args.space), random.Random(0)
     everything = [sample_genome(space, rng) for _ in range(args.candidates)]
     no_act = [
         g
@@ -37,7 +39,7 @@ def main() -> None:
         if all(g.graph.nodes[n]["name"] != "A" for n in g.graph if g.graph.nodes[n]["role"] == INPUT)
     ]
     print(
-        f"branched space, {len(everything)} candidates ({len(no_act)} without A), 50 configurations per bench "
+        f"{args.space} space, {len(everything)} candidates ({len(no_act)} without A), 50 configurations per bench "
         f"and fitness; median of {args.repeats} runs"
     )
     base = None

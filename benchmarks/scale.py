@@ -5,6 +5,7 @@ fresh statistics cache per model). Peak memory is the command process's maximum 
 
     python benchmarks/scale.py [--models resnet20,resnet18-64,resnet18-224,vit-224,vit-b-64] [--batch-size 16]
                                [--hessian-seconds 120] [--configs 3] [--eval-size 256] [--adaround]
+                               [--commands stats,allocate,quantize,bench]
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def run(argv: list[str], env: dict) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20  # kilobytes on Linux
 
 
+COMMANDS = ("stats", "allocate", "quantize", "bench")  # quantize reads the bits allocate writes
+
+
 def steps(args, folder: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(label, command, its flags but the model's) of each command, in the order they run."""
+    """(label, command, its flags but the model's) of each command of `args.commands`, in the order
+    they run."""
     stats = ["--batch-size", str(args.batch_size)]
     if args.hessian_seconds:
         stats += ["--hessian-seconds", str(args.hessian_seconds)]
@@ -63,6 +68,7 @@ def steps(args, folder: Path) -> list[tuple[str, list[str], list[str]]]:
         ),
     ]
     out[1][2].extend(["--out", alloc])
+    out = [step for name, step in zip(COMMANDS, out) if name in args.commands]
     if args.adaround:
         out.append(
             ("quantize --method adaround", ["quantize"], ["--bits-file", alloc, "--method", "adaround", *evaluate])
@@ -78,11 +84,20 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=3, help="bench configurations measured (default 3)")
     parser.add_argument("--eval-size", type=int, default=256, help="test images per measurement (default 256)")
     parser.add_argument("--adaround", action="store_true", help="also time quantize --method adaround")
+    parser.add_argument(
+        "--commands",
+        default=",".join(COMMANDS),
+        help=f"comma-separated, of {', '.join(COMMANDS)} (default all; quantize and --adaround need allocate)",
+    )
     args = parser.parse_args()
-    names = args.models.split(",")
+    names, args.commands = args.models.split(","), args.commands.split(",")
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}: use {', '.join(MODELS)}")
+    if unknown := [c for c in args.commands if c not in COMMANDS]:
+        parser.error(f"unknown command {unknown[0]!r}: use {', '.join(COMMANDS)}")
+    if ("quantize" in args.commands or args.adaround) and "allocate" not in args.commands:
+        parser.error("quantize reads the bits that allocate writes: add allocate to --commands")
     rows = []
     for name in names:
         flags, title = MODELS[name]

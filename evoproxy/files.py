@@ -12,10 +12,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from .errors import EvoproxyError
 
@@ -111,27 +111,61 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def write_with_checksum(path: Path, data: bytes) -> None:
-    """A cache entry: `data` to `path`, then its sha256 beside it, so that a reader in between finds
-    no match. The checksum guards against damage and stale writes, not against a writer: anyone
-    who can change the entry can change its checksum too."""
+def save_with_checksum(path: Path, write: Callable[[Path], None]) -> str:
+    """A cache entry that `write(tmp)` writes to a temporary file, put in place as `path`, then its
+    sha256 beside it, so that a reader in between finds no match; returns the sha256. The checksum
+    guards against damage and stale writes, not against a writer: anyone who can change the entry
+    can change its checksum too. It is hashed from the file, so a large entry (a big model's
+    statistics) is never held in memory as bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, data)
-    write_atomically(checksum_path(path), hashlib.sha256(data).hexdigest().encode("ascii"))
+    with replacing(path) as tmp:
+        write(tmp)
+        with tmp.open("rb") as file:
+            digest = _sha256(file)
+    write_atomically(checksum_path(path), digest.encode("ascii"))
+    return digest
 
 
-def read_with_checksum(path: Path) -> tuple[bytes | None, str | None]:
-    """A cache entry's bytes and None if they match the sha256 recorded beside them, else None and
-    why not (CHECKSUM_MISMATCH where both files are there but differ)."""
+def write_with_checksum(path: Path, data: bytes) -> str:
+    """A cache entry of `data` (see save_with_checksum); returns its sha256."""
+    return save_with_checksum(path, lambda tmp: tmp.write_bytes(data))
+
+
+def open_with_checksum(path: Path) -> tuple[BinaryIO | None, str]:
+    """A cache entry open for reading at its start, and its sha256, if its bytes match the sha256
+    recorded beside them; else None and why not (CHECKSUM_MISMATCH where both files are there but
+    differ). Hashed in chunks and read from the same open file: a large entry is never held in memory
+    as bytes, and one put in its place after the check is not read."""
     try:
-        data, recorded = path.read_bytes(), checksum_path(path).read_text(encoding="ascii").strip()
+        recorded = checksum_path(path).read_text(encoding="ascii").strip()
+        file = path.open("rb")
     except FileNotFoundError:
         return None, "it has no checksum beside it" if path.is_file() else "it is not there"
     except (OSError, UnicodeDecodeError) as exc:
         return None, str(exc)
-    if hashlib.sha256(data).hexdigest() != recorded:
+    if _sha256(file) != recorded:
+        file.close()
         return None, CHECKSUM_MISMATCH
-    return data, None
+    file.seek(0)
+    return file, recorded
+
+
+def _sha256(file: BinaryIO) -> str:
+    """The sha256 of what is left to read of `file`, read 1 MiB at a time (hashlib.file_digest is 3.11's)."""
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_with_checksum(path: Path) -> tuple[bytes | None, str | None]:
+    """A cache entry's bytes and None if they match the sha256 recorded beside them, else None and
+    why not (see open_with_checksum)."""
+    file, problem = open_with_checksum(path)
+    if file is None:
+        return None, problem
+    with file:
+        return file.read(), None
 
 
 def remove_leftovers(path: Path) -> None:

@@ -142,9 +142,11 @@ def load_inputs(stats, names) -> list[dict[str, torch.Tensor]]:
     """For each layer, a dict input name → float64 tensor, for the inputs `names`.
 
     `stats` is an evoproxy ModelStats, or a list of per-layer mappings or objects holding the
-    tensors W, G, A, H, V (and Q, a mapping bit-width → tensor, read as such a mapping). The
-    stored V is the SynFlow gradient divided by e^stats.synflow_log_scale (see evoproxy.stats);
-    it is scaled back here (a plain list has no scale: its V is taken as it is)."""
+    tensors W, G, A, H, V (and Q, a mapping bit-width → tensor, read as such a mapping; one whose
+    `dtype` says its tensors are float64, such as the statistics' Q, which computes them when read,
+    is kept as it is, so that only the bit-widths a proxy reads are made). The stored V is the
+    SynFlow gradient divided by e^stats.synflow_log_scale (see evoproxy.stats); it is scaled back
+    here (a plain list has no scale: its V is taken as it is)."""
     layers = getattr(stats, "layers", stats)
     scale = torch.exp(torch.tensor(float(getattr(stats, "synflow_log_scale", 0.0)), dtype=torch.float64))
     out = []
@@ -153,6 +155,8 @@ def load_inputs(stats, names) -> list[dict[str, torch.Tensor]]:
         def field(f):
             raw = layer[f] if isinstance(layer, Mapping) else getattr(layer, f)
             if isinstance(raw, Mapping):  # a per-bit input
+                if getattr(raw, "dtype", None) == torch.float64:
+                    return raw
                 return {b: t.detach().to(torch.float64) for b, t in raw.items()}
             t = raw.detach().to(torch.float64)
             return t * scale if f == "V" else t

@@ -8,7 +8,7 @@ from .export import sympy_function, to_latex, to_python, to_sympy
 from .genome import Genome
 from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
 from .handcrafted import EMQ_EQUATION_5, GENOME_FORMS, HANDCRAFTED, emq_paper, genome_form
-from .inputs import PreparedInputs, n_layers, prepare_inputs
+from .inputs import LayerInputs, PreparedInputs, n_layers, prepare_inputs
 from .program import Evaluation, bit_columns, table_score
 from .registry import available_proxies, get_genome, get_proxy, load_function_proxy
 from .simplify import Simplification, rewrite, simplify
@@ -28,6 +28,7 @@ __all__ = [
     "Evaluation",
     "FunctionProxy",
     "Genome",
+    "LayerInputs",
     "PreparedInputs",
     "Proxy",
     "SearchSpace",

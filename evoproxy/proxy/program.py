@@ -97,7 +97,7 @@ class Program:
 
 def _held_bits(inputs) -> tuple[int, ...]:
     """The bit-widths at which every layer holds its per-bit inputs."""
-    held = [set(v) for layer in inputs for name, v in layer.items() if name in primitives.BIT_INPUTS]
+    held = [set(layer[name]) for layer in inputs for name in primitives.BIT_INPUTS if name in layer]
     return tuple(sorted(set.intersection(*held))) if held else ()
 
 

@@ -1,10 +1,10 @@
 """The statistics stage. Takes a model and a calibration batch; gives ModelStats, per layer the
 tensors W, G, A, H, V with the Hessian trace and top eigenvalue, and the weight quantization
-error Q and the measured output perturbations per bit-width (what every proxy reads), computed
-once per (model, batch, settings) and cached on disk."""
+error Q (computed from W when read) and the measured output perturbations per bit-width (what
+every proxy reads), computed once per (model, batch, settings) and cached on disk."""
 
 from .cache import cache_dir, load_or_compute_stats, load_stats_file, stats_cache_path
-from .compute import QBITS, compute_stats, quantization_errors
+from .compute import compute_stats
 from .hessian import hutchinson, top_eigenvalue
 from .model_stats import (
     STATS_BATCH,
@@ -16,6 +16,7 @@ from .model_stats import (
     default_batch,
 )
 from .perturbation import PERTURBATIONS, output_perturbations
+from .quant_errors import QBITS, QuantizationErrors
 from .synflow import synflow_gradients
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "LayerStats",
     "ModelStats",
     "PERTURBATIONS",
+    "QuantizationErrors",
     "StatsSettings",
     "cache_dir",
     "compute_stats",
@@ -35,7 +37,6 @@ __all__ = [
     "load_or_compute_stats",
     "load_stats_file",
     "output_perturbations",
-    "quantization_errors",
     "stats_cache_path",
     "synflow_gradients",
     "top_eigenvalue",

@@ -4,7 +4,6 @@ blob of tensors with its sha256 beside it, under $EVOPROXY_CACHE_DIR or ~/.cache
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyWarning
-from ..files import CHECKSUM_MISMATCH, cache_dir, read_with_checksum, write_with_checksum
+from ..files import CHECKSUM_MISMATCH, cache_dir, open_with_checksum, save_with_checksum
 from ..model import weights_hash
 from .compute import batch_hash, check_batch, compute_stats
 from .model_stats import FORMAT_VERSION, ModelStats, StatsSettings
@@ -59,8 +58,8 @@ def load_stats_file(path: str | os.PathLike | BinaryIO) -> ModelStats:
 def _read_cache_entry(path: Path, log) -> ModelStats | None:
     """A cache entry whose bytes match the sha256 recorded beside it; None (recompute) for an
     entry without a checksum (written by an earlier version), a doctored or damaged one."""
-    data, problem = read_with_checksum(path)
-    if problem == CHECKSUM_MISMATCH:
+    file, sha256 = open_with_checksum(path)
+    if sha256 == CHECKSUM_MISMATCH:
         warnings.warn(
             f"the statistics cache entry {path} does not match the checksum recorded beside it "
             "(changed or damaged since it was written); recomputing it",
@@ -68,20 +67,17 @@ def _read_cache_entry(path: Path, log) -> ModelStats | None:
             stacklevel=3,
         )
         return None
-    if problem:
-        log(f"recomputing cache entry {path}: {problem}")
+    if file is None:
+        log(f"recomputing cache entry {path}: {sha256}")
         return None
-    try:
-        stats = load_stats_file(io.BytesIO(data))
-    except Exception:  # a matching but unreadable entry: another format, recomputed, never trusted
-        log(f"recomputing unreadable cache entry {path}")
-        return None
-    stats.cache_entry = _entry(path, data)
+    with file:
+        try:
+            stats = load_stats_file(file)
+        except Exception:  # a matching but unreadable entry: another format, recomputed, never trusted
+            log(f"recomputing unreadable cache entry {path}")
+            return None
+    stats.cache_entry = {"path": str(path), "sha256": sha256}
     return stats
-
-
-def _entry(path: Path, data: bytes) -> dict:
-    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def load_or_compute_stats(
@@ -113,8 +109,7 @@ def load_or_compute_stats(
                 return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)
     if use_cache:
-        buffer = io.BytesIO()
-        torch.save(stats.to_blob(), buffer)
-        write_with_checksum(path, buffer.getvalue())
-        stats.cache_entry = _entry(path, buffer.getvalue())
+        # saved straight to the file: in memory, the bytes would be a second copy of the statistics
+        sha256 = save_with_checksum(path, lambda tmp: torch.save(stats.to_blob(), tmp))
+        stats.cache_entry = {"path": str(path), "sha256": sha256}
     return stats, False

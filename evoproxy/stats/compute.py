@@ -12,7 +12,7 @@ settings) and cached on disk (cache.py):
 - V  the data-free SynFlow gradient ∂R/∂|W| divided by e^synflow_log_scale (see synflow.py);
 - Q  the squared weight quantization error (Q_b(W) − W)² of the benches' weight quantizer (per
      channel, or per group: `settings.weight_format`), for every bit-width b of QBITS (the input of
-     bit-aware proxies, such as HAWQ-V2's perturbation);
+     bit-aware proxies, such as HAWQ-V2's perturbation), computed from W when read (quant_errors.py);
 - MSE, KL, TAYLOR  the measured output perturbations of quantizing the layer alone to each b of
      QBITS, per calibration sample (perturbation.py: the scores of MCT, AIMET, ZeroQ and ModelOpt);
 - metadata from the layer registry (numel, params, MACs, kind, depth index).
@@ -43,13 +43,11 @@ from ..model import (
     run_with_outputs,
     weights_hash,
 )
-from ..quant import WeightFormat, weight_quantization_error
 from .hessian import hutchinson, missing_second_derivative, top_eigenvalue, twice_differentiable
 from .model_stats import LayerStats, ModelStats, StatsSettings
 from .perturbation import PERTURBATIONS, output_perturbations
+from .quant_errors import QBITS, QuantizationErrors
 from .synflow import synflow_gradients
-
-QBITS = (2, 3, 4, 5, 6, 7, 8)  # the weight bit-widths whose quantization error Q is kept
 
 
 def batch_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -206,14 +204,7 @@ def _compute_stats(
         synflow, log_scale = [torch.full(p.shape, math.nan, dtype=torch.float64) for p in params], 0.0
     timings["V synflow"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    settings.weight_format.check_layers(registry)
-    errors = [
-        quantization_errors(p.detach(), settings.weight_format)
-        for p in paced(params, len(params), "quantization error Q: layer", log)
-    ]
-    timings["Q quantization error"] = time.perf_counter() - start
-
+    settings.weight_format.check_layers(registry)  # Q's and the perturbations' quantizer fits every layer
     measured = [{p: {} for p in PERTURBATIONS} for _ in params]
     if settings.perturbations:
         start = time.perf_counter()
@@ -221,21 +212,22 @@ def _compute_stats(
         timings["output perturbations"] = time.perf_counter() - start
         log(f"output perturbations done ({timings['output perturbations']:.1f} s)")
 
+    weights = [p.detach().cpu().clone() for p in params]
     layers = [
         LayerStats(
             info,
-            p.detach().cpu().clone(),
+            w,
             g.detach().cpu().clone(),
             acts[info.name].cpu(),
             d.detach().cpu(),
             v,
             t,
             e,
-            {b: x.cpu() for b, x in q.items()},
+            QuantizationErrors(w, settings.weight_format),
             **m,
             **_structure(info, len(registry), info.name in normalized),
         )
-        for info, p, g, d, v, t, e, q, m in zip(registry, params, grads, diags, synflow, traces, eigs, errors, measured)
+        for info, w, g, d, v, t, e, m in zip(registry, weights, grads, diags, synflow, traces, eigs, measured)
     ]
     return ModelStats(
         model_name, weights_hash(model), batch_hash(images, labels), settings, layers, log_scale, used, timings
@@ -284,8 +276,3 @@ def _hessian(grads, params, settings: StatsSettings, gen: torch.Generator, timin
     timings["H top eigenvalue"] = time.perf_counter() - start
     log(f"top eigenvalues done ({min(steps)} to {max(steps)} Lanczos steps per layer)")
     return diags, traces, eigs, used
-
-
-def quantization_errors(weight: torch.Tensor, fmt: WeightFormat = WeightFormat()) -> dict[int, torch.Tensor]:
-    """(Q_b(W) − W)², float64, for every b of QBITS, with the weight quantizer of the benches in `fmt`."""
-    return {b: weight_quantization_error(weight, b, fmt) for b in QBITS}

@@ -1,9 +1,11 @@
 """The statistics' settings and their containers: per layer (LayerStats) and per model
-(ModelStats), with the plain blob a cache entry stores (see compute.py for what each tensor is)."""
+(ModelStats), with the plain blob a cache entry stores (see compute.py for what each tensor is).
+The blob holds no Q, only the bit-widths it is read at: it is computed from W when read."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -12,9 +14,9 @@ from ..model import LayerInfo
 from ..params import Interval, OneOf, check_parameters
 from ..quant import WeightFormat
 from .perturbation import PERTURBATIONS, sqnr_db
+from .quant_errors import QuantizationErrors
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
-PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
 # The layer's place in the network, which no statistic sees, as 0-d float64 tensors: whether a
 # BatchNorm takes its output (re-estimated after quantization, it repairs much of the layer's
 # shift), its depth (index / (L − 1)), its fan-in (weight elements per output), whether it is
@@ -22,7 +24,7 @@ PER_BIT_FIELDS = ("Q", *PERTURBATIONS)  # bit-width → tensor
 STRUCTURE_FIELDS = ("NORM", "DEPTH", "FANIN", "GROUPED", "HEAD")
 STATS_BATCH = 64  # calibration images the statistics are computed on by default
 TEXT_STATS_BATCH = 8  # token windows (2048 tokens of 256): a language model's Hessian costs far more per sample
-FORMAT_VERSION = 5  # of the blob; part of the cache key
+FORMAT_VERSION = 6  # of the blob; part of the cache key (6: Q no longer stored)
 
 
 def default_batch(source) -> int:
@@ -74,7 +76,7 @@ class StatsSettings:
 
 @dataclass
 class LayerStats:
-    """Statistics of one quantizable layer; tensors are float32 except V and Q (float64)."""
+    """Statistics of one quantizable layer; tensors are float32 except V and the per-bit ones (float64)."""
 
     info: LayerInfo
     W: torch.Tensor  # weight_shape
@@ -84,7 +86,8 @@ class LayerStats:
     V: torch.Tensor  # weight_shape, SynFlow gradient / e^synflow_log_scale
     hessian_trace: float
     hessian_eig: float
-    Q: dict[int, torch.Tensor] = field(default_factory=dict)  # bit-width → weight_shape, (Q_b(W) − W)²
+    # bit-width → weight_shape, (Q_b(W) − W)²: a QuantizationErrors (computed from W when read), or a dict
+    Q: Mapping[int, torch.Tensor] = field(default_factory=dict)
     # the measured output perturbations (perturbation.py): bit-width → (batch,), float64
     MSE: dict[int, torch.Tensor] = field(default_factory=dict)
     KL: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -134,7 +137,8 @@ class ModelStats:
                     **{k: getattr(l, k) for k in TENSOR_FIELDS},
                     "hessian_trace": l.hessian_trace,
                     "hessian_eig": l.hessian_eig,
-                    **{k: getattr(l, k) for k in PER_BIT_FIELDS},
+                    "Q": sorted(l.Q),
+                    **{k: getattr(l, k) for k in PERTURBATIONS},
                     **{k: getattr(l, k) for k in STRUCTURE_FIELDS},
                 }
                 for l in self.layers
@@ -143,6 +147,7 @@ class ModelStats:
 
     @classmethod
     def from_blob(cls, blob: dict) -> "ModelStats":
+        settings = StatsSettings(**blob["settings"])
         layers = []
         for d in blob["layers"]:
             info = dict(d["info"], weight_shape=tuple(d["info"]["weight_shape"]))
@@ -152,7 +157,8 @@ class ModelStats:
                     *(d[k] for k in TENSOR_FIELDS),
                     d["hessian_trace"],
                     d["hessian_eig"],
-                    **{k: d[k] for k in PER_BIT_FIELDS},
+                    QuantizationErrors(d["W"], settings.weight_format, d["Q"]) if d["Q"] else {},
+                    **{k: d[k] for k in PERTURBATIONS},
                     **{k: d[k] for k in STRUCTURE_FIELDS},
                 )
             )
@@ -160,7 +166,7 @@ class ModelStats:
             blob["model"],
             blob["weights_hash"],
             blob["batch_hash"],
-            StatsSettings(**blob["settings"]),
+            settings,
             layers,
             blob["synflow_log_scale"],
             blob["hutchinson_samples_used"],

@@ -305,12 +305,12 @@ class _Nudged(torch.nn.Module):
         return self.inner(x * (1 + 4e-6))
 
 
-def _on_level_boundaries(qmodel, layers) -> torch.Tensor:
-    """Two 8×8 images whose pixels lie just below half-way between two levels of the first layer's
-    input quantizer: PyTorch rounds them down, the same pixels 4·10⁻⁶ larger round up."""
-    step = dict(quantizable_modules(qmodel))[layers[0].name].act_quantizer.step.item()
-    levels = torch.randint(0, 200, (2, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    return (levels + 0.5) * step * (1 - 1e-6)
+def _on_level_boundaries(qmodel, layers, shape=(2, 1, 8, 8)) -> torch.Tensor:
+    """Images (two 8×8 ones by default) whose pixels lie just below half-way between two levels of the
+    first layer's input quantizer: PyTorch rounds them down, the same pixels 4·10⁻⁶ larger round up."""
+    quantizer = dict(quantizable_modules(qmodel))[layers[0].name].act_quantizer
+    levels = torch.randint(0, min(200, quantizer.qp), shape, generator=torch.Generator().manual_seed(1))
+    return (levels + 0.5) * quantizer.step.item() * (1 - 1e-6)
 
 
 def _shuffle_se_ptq():
@@ -340,6 +340,27 @@ def test_rounding_flips_that_the_network_carries_to_its_outputs_do_not_refuse_th
     assert check.flips >= images.numel() and check.values > 10 * images.numel()
     # The branches read one tensor, quantized alike: torch.onnx writes their pairs once.
     assert len(_activation_pairs(onnx.load(str(tmp_path / "m.onnx")).graph)) == len(layers) - 1
+
+
+def test_export_prints_the_rounding_flips_where_onnxruntime_and_pytorch_disagree(onnx, mlp_files, capsys, monkeypatch):
+    """The check images lie on level boundaries of the first quantizer and onnxruntime's input is
+    nudged as float rounding would nudge it: the two runtimes disagree, and the command says how many
+    activation values flipped to the neighbouring level, and that the file is written all the same."""
+    import evoproxy.quant
+    from evoproxy.quant import onnx_export
+
+    real_qdq, real_export = onnx_export.qdq_model, evoproxy.quant.export_onnx
+    monkeypatch.setattr(onnx_export, "qdq_model", lambda *args: _Nudged(real_qdq(*args)))
+
+    def on_boundaries(qmodel, layers, shape, path, images):
+        return real_export(qmodel, layers, shape, path, _on_level_boundaries(qmodel, layers, images.shape))
+
+    monkeypatch.setattr(evoproxy.quant, "export_onnx", on_boundaries)
+    assert main(["export", *mlp_files, "--bits-file", "bits.json", "--onnx", "m.onnx", "--eval-size", "8"]) == 0
+    out = capsys.readouterr().out
+    flips = re.search(r"onnxruntime's float sums put (\d+) of (\d+) activation values checked layer by layer", out)
+    assert flips and int(flips[1]) >= 8 * 12 and "beyond two levels of the coarsest activation quantizer" in out, out
+    assert Path("m.onnx").is_file()
 
 
 def test_a_fault_between_quantizers_is_refused_naming_the_layer_whose_input_differs(onnx, tmp_path, monkeypatch):
