@@ -61,6 +61,7 @@ A_OPTIONS = (8, 32)
 FLOAT = 32
 GRAPHS = ((8, 8), (8, FLOAT), (FLOAT, 8), (FLOAT, FLOAT))  # (weight, activation) bits timed per layer
 CALIB_SAMPLES = 8  # inputs the quantizers' ranges are calibrated on: ranges change no kernel
+BLOCK = 10  # consecutive timed runs of one graph: the first, in cold caches, leaves the median alone
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class LatencySettings:
     """How layers are timed: `graph` "int8" (fully quantized options as onnxruntime's int8
     kernels) or "export" (as `evoproxy export` writes them); `batch_size` samples per run;
     `threads` onnxruntime's intra-op threads (inter-op: 1); `warmup` runs, then `repeats` timed
-    runs of every graph of a layer in turn, whose median is the latency."""
+    runs of every graph of a layer in turn (BLOCK at a time), whose median is the latency."""
 
     graph: str = "int8"
     batch_size: int = 1
@@ -104,17 +105,20 @@ def _kernel(ops: set[str]) -> str:
 
 
 def _median_ms(runs: Sequence[tuple], settings: LatencySettings) -> list[float]:
-    """Median milliseconds of each (session, feed) of `runs`: warm-up, then the runs in turn, so
-    that a slower spell of a shared machine falls on all of them alike."""
+    """Median milliseconds of each (session, feed) of `runs`: warm-up, then the runs in turn, BLOCK
+    at a time, so that a slower spell of a shared machine falls on all of them alike while each
+    runs with its own weights in the caches, as a model run after run does (one run each in turn
+    evicts them: a file timed so measured up to 1.6 times its time alone)."""
     for session, feed in runs:
         for _ in range(settings.warmup):
             session.run(None, feed)
     times = np.empty((settings.repeats, len(runs)))
-    for r in range(settings.repeats):
+    for start in range(0, settings.repeats, BLOCK):
         for i, (session, feed) in enumerate(runs):
-            t0 = perf_counter()
-            session.run(None, feed)
-            times[r, i] = perf_counter() - t0
+            for r in range(start, min(start + BLOCK, settings.repeats)):
+                t0 = perf_counter()
+                session.run(None, feed)
+                times[r, i] = perf_counter() - t0
     return (np.median(times, axis=0) * 1e3).tolist()
 
 
