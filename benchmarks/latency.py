@@ -10,11 +10,12 @@ is met, beside uniform W8A8 and W32A32 for reference.
 
 The table (`evoproxy latency --graph G`) sets the budgets: they lie the given fractions of the way
 from the fastest configuration within the size budget to the allocation without a latency budget.
-Then, so that the load of a shared machine falls on table and files alike, --rounds times in turn:
-the table is measured again and the exported files (`evoproxy export --kernels K --eval-size 0`)
-are timed right after it, as the table's layers are (batch 1, --threads intra-op threads, the median
-of --repeats runs after 20). Each row gives the medians over the rounds of the predicted and the
-measured latency and of their ratio; a budget is met if the median measured latency is within it.
+Then, --rounds times, the table is measured again with the exported files (`evoproxy export
+--kernels K --eval-size 0`) timed among every layer's graphs (`measure_latency(beside=...)`), so
+that the load of a shared machine falls on table and files alike: batch 1, --threads intra-op
+threads, the median of --repeats runs, 10 at a time, per layer, and the median over the layers.
+Each row gives the medians over the rounds of the predicted and the measured latency and of their
+ratio; a budget is met if the median measured latency is within it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 from evoproxy.allocation import allocate, build_problem, load_latency_table
 from evoproxy.cli import main
 from evoproxy.model import default_data, layer_registry, load_model, open_data, DataSettings
-from evoproxy.quant.latency import LatencySettings, onnx_latency_ms
+from evoproxy.quant.latency import LatencySettings, measure_latency
 from evoproxy.table import format_table
 
 
@@ -111,20 +112,22 @@ def main_() -> None:
             *("--kernels", args.kernels, "--eval-size", 0),
         )
 
-    settings = LatencySettings(threads=args.threads, repeats=args.repeats, warmup=20)
     configs = []
     for _, _, path in rows:
         record = json.loads(path.read_text())
         a = record["act_bits"]
         configs.append((record["bits"], a if isinstance(a, list) else [a] * n))
     predicted, measured = [], []
+    images = source.calibration(8)[0]
+    settings = LatencySettings(args.graph, threads=args.threads, repeats=args.repeats)
     for r in range(args.rounds):
-        log(f"round {r + 1}/{args.rounds}: the table, then the exported files")
-        evoproxy("latency", *common, "--graph", args.graph, "--out", folder / f"round{r}.json")
+        log(f"round {r + 1}/{args.rounds}: the table with the exported files among its layers")
+        beside = [path.with_suffix(".onnx") for _, _, path in rows]
+        measured_table = measure_latency(model, layers, images, model_name=args.model, settings=settings, beside=beside)
+        (folder / f"round{r}.json").write_text(json.dumps(measured_table))
         round_table = load_latency_table(folder / f"round{r}.json")
         predicted.append([round_table.total_ms(w, a) for w, a in configs])
-        paths = [path.with_suffix(".onnx") for _, _, path in rows]
-        measured.append(onnx_latency_ms(paths, source.calibration(1)[0], settings))
+        measured.append(measured_table["beside_ms"])
     predicted, measured = np.array(predicted), np.array(measured)
     out = []
     for k, ((name, budget, _), (w, a)) in enumerate(zip(rows, configs)):

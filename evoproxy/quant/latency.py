@@ -122,15 +122,6 @@ def _median_ms(runs: Sequence[tuple], settings: LatencySettings) -> list[float]:
     return (np.median(times, axis=0) * 1e3).tolist()
 
 
-def onnx_latency_ms(
-    paths: Sequence[str | Path], inputs: torch.Tensor, settings: LatencySettings = LatencySettings()
-) -> list[float]:
-    """Median latency in ms of each ONNX file of `paths` (input "input") on `inputs`, timed in turn
-    as the table's layers are: the end-to-end latency of exported models."""
-    feed = {"input": inputs.cpu().numpy()}
-    return _median_ms([(ort_session(Path(p), settings.threads), feed) for p in paths], settings)
-
-
 def _plain_graph(path: Path, example: torch.Tensor, switch: bool) -> None:
     """An ONNX graph on input "input" that only hands it back (what any graph's run costs on it), or
     with `switch`, back through a uint8 QuantizeLinear and a DequantizeLinear (an int8/float switch)."""
@@ -208,13 +199,13 @@ def _measure_layer(
     after: list[nn.Module],
     x: torch.Tensor,
     batch: torch.Tensor,
-    model_run,
+    wholes: list[tuple],
     settings: LatencySettings,
     folder: Path,
 ):
     """The GRAPHS of `module` followed by `after` (inputs `x`: its first CALIB_SAMPLES calibrate,
     `batch` of them are timed), each {ms, kernel, ops}, and the switch graph's ms, net of an empty
-    graph's run; that run's ms; and the ms of `model_run` (session, feed), timed among them."""
+    graph's run; that run's ms; and the ms of each of `wholes` (session, feed), timed among them."""
     onnx, _ = _ort()
     feed = {"input": x[batch].numpy()}
     runs, ops = [], []
@@ -226,12 +217,13 @@ def _measure_layer(
     for name, switch in (("switch", True), ("empty", False)):
         _plain_graph(folder / f"{name}.onnx", x[:1], switch)
         runs.append((ort_session(folder / f"{name}.onnx", settings.threads), feed))
-    *times, switch, empty, model_ms = _median_ms([*runs, model_run], settings)
+    all_ms = _median_ms([*runs, *wholes], settings)
+    *times, switch, empty = all_ms[: len(runs)]
     measured = {
         f"W{w}A{a}": {"ms": max(t - empty, 0.0), "kernel": _kernel(set(o)), "ops": o}
         for (w, a), t, o in zip(GRAPHS, times, ops)
     }
-    return measured, max(switch - empty, 0.0), empty, model_ms
+    return measured, max(switch - empty, 0.0), empty, all_ms[len(runs) :]
 
 
 def _options(measured: dict) -> list[dict]:
@@ -260,6 +252,7 @@ def measure_latency(
     model_name: str,
     settings: LatencySettings = LatencySettings(),
     log: Callable[[str], None] = lambda msg: None,
+    beside: Sequence[str | Path] = (),
 ) -> dict:
     """The latency table of `model`'s `layers` (its layer registry) as a JSON-ready dict (format
     FORMAT), each layer timed at the input it receives when `model` runs on `images` (N, ...:
@@ -267,7 +260,9 @@ def measure_latency(
     if fewer, are timed). Per layer: the GRAPHS `measured` and every (w_bits, a_bits) of W_OPTIONS
     × A_OPTIONS in `options`, with its `ms`, `kernel` and the graph it was `measured_as`, and its
     `switch_ms`; the whole float model's `float_model_ms` and the `overhead_ms` (module docstring);
-    `log` gets one line per layer."""
+    `log` gets one line per layer. The ONNX files `beside` (whole models, input "input") are timed
+    as the float model is, among every layer's graphs, so that the load of a shared machine falls on
+    them and the table alike: their ms in `beside_ms`."""
     _ort()
     model = model.cpu().float().eval()
     images = images[: max(CALIB_SAMPLES, settings.batch_size)].cpu()
@@ -281,11 +276,12 @@ def measure_latency(
         shape = tuple(images.shape[1:])
         qmodel = lsq_model(model, layers, [FLOAT] * len(layers), FLOAT, images[:CALIB_SAMPLES], bn_recalibration=False)
         export_onnx(qmodel.eval(), layers, shape, folder / "model.onnx")
-        model_run = (ort_session(folder / "model.onnx", settings.threads), {"input": images[batch].numpy()})
+        feed = {"input": images[batch].numpy()}
+        wholes = [(ort_session(Path(f), settings.threads), feed) for f in [folder / "model.onnx", *beside]]
         for layer in layers:
             x = inputs[layer.name].float()
             measured, switch, empty, ms = _measure_layer(
-                modules[layer.name], after[layer.name], x, batch, model_run, settings, folder
+                modules[layer.name], after[layer.name], x, batch, wholes, settings, folder
             )
             model_ms.append(ms)
             rows.append(
@@ -305,7 +301,7 @@ def measure_latency(
                 + ", ".join(f"{k} {v['ms']:.4f} ms ({v['kernel']})" for k, v in measured.items())
                 + f", switch {switch:.4f} ms"
             )
-    float_model_ms = float(np.median(model_ms))
+    float_model_ms, *beside_ms = np.median(model_ms, axis=0).tolist()
     overhead_ms = max(float_model_ms - sum(r["measured"]["W32A32"]["ms"] for r in rows), 0.0)
     return {
         "format": FORMAT,
@@ -313,6 +309,7 @@ def measure_latency(
         "machine": machine(),
         "settings": asdict(settings),
         "float_model_ms": float_model_ms,
+        **({"beside_ms": beside_ms} if beside else {}),
         "overhead_ms": overhead_ms,
         "layers": rows,
     }

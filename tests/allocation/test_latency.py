@@ -15,6 +15,7 @@ from torch import nn
 from evoproxy.allocation import Allocation, LatencyTable, allocate, build_problem, load_latency_table
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import LayerInfo, layer_registry
+from evoproxy.quant import export_onnx, lsq_model
 from evoproxy.quant.latency import A_OPTIONS, FORMAT, W_OPTIONS, LatencySettings, measure_latency
 
 
@@ -25,7 +26,10 @@ def test_measuring_a_tiny_model_gives_a_table_that_reads_back(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     layers = layer_registry(model, (1, 6, 6))
     settings = LatencySettings(repeats=3, warmup=1)
-    table = measure_latency(model, layers, torch.randn(8, 1, 6, 6), model_name="tiny", settings=settings)
+    images = torch.randn(8, 1, 6, 6)
+    whole = tmp_path / "tiny.onnx"
+    export_onnx(lsq_model(model, layers, [8, 8], 8, images, bn_recalibration=False).eval(), layers, (1, 6, 6), whole)
+    table = measure_latency(model, layers, images, model_name="tiny", settings=settings, beside=[whole])
 
     assert table["format"] == FORMAT and table["settings"]["graph"] == "int8"
     assert {"platform", "processor", "cpu_count", "onnxruntime"} <= set(table["machine"])
@@ -34,6 +38,7 @@ def test_measuring_a_tiny_model_gives_a_table_that_reads_back(tmp_path):
     # The float model was timed among the layers; what its layers do not hold is the overhead.
     float_layers = sum(r["measured"]["W32A32"]["ms"] for r in table["layers"])
     assert table["overhead_ms"] == pytest.approx(max(table["float_model_ms"] - float_layers, 0.0))
+    assert len(table["beside_ms"]) == 1 and table["beside_ms"][0] > 0  # the file timed among the layers
     for row in table["layers"]:
         assert math.isfinite(row["switch_ms"]) and row["switch_ms"] >= 0
         # The float graphs hold the ReLU that follows the convolution; the int8 one folds it away.
