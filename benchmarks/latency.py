@@ -1,4 +1,4 @@
-"""Latency budgets (HAWQ-V3) end to end: measure the model's latency tables on this machine, allocate
+"""Latency budgets (HAWQ-V3) end to end: measure the model's latency table on this machine, allocate
 at three latency budgets, export each allocation to ONNX (`evoproxy export --kernels int8`, int8
 kernels where weights and input have 2 to 8 bits) and time the exported file in onnxruntime;
 print per budget the table's predicted latency, the measured one, their ratio and whether the budget
@@ -6,14 +6,16 @@ is met, beside uniform W8A8 and W32A32 for reference.
 
     python benchmarks/latency.py [--model resnet20-fmnist] [--proxy hawq-v2] [--graph int8]
         [--kernels int8] [--size-mb 10] [--bits 2,4,8,32] [--act-bits 8,32] [--fractions 0.75,0.5,0.25]
-        [--repeats 200] [--threads 1] [--dir runs/latency]
+        [--repeats 100] [--rounds 3] [--threads 1] [--dir runs/latency]
 
-Both tables are measured (`evoproxy latency --graph int8` and `--graph export`); --graph picks the
-one the allocations are budgeted by, and every row shows what both predict. The budgets lie the
-given fractions of the way from the fastest configuration within the size budget (by that table)
-to the allocation without a latency budget. The exported files (`evoproxy export --kernels K
---eval-size 0`) are timed in turn, as the table's layers are: batch 1, --threads intra-op threads,
-the median of --repeats runs after 20.
+The table (`evoproxy latency --graph G`) sets the budgets: they lie the given fractions of the way
+from the fastest configuration within the size budget to the allocation without a latency budget.
+Then, --rounds times, the table is measured again with the exported files (`evoproxy export
+--kernels K --eval-size 0`) timed among every layer's graphs (`measure_latency(beside=...)`), so
+that the load of a shared machine falls on table and files alike: batch 1, --threads intra-op
+threads, the median of --repeats runs, 10 at a time, per layer, and the median over the layers.
+Each row gives the medians over the rounds of the predicted and the measured latency and of their
+ratio; a budget is met if the median measured latency is within it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,8 @@ import numpy as np
 from evoproxy.allocation import allocate, build_problem, load_latency_table
 from evoproxy.cli import main
 from evoproxy.model import default_data, layer_registry, load_model, open_data, DataSettings
-from evoproxy.quant.latency import LatencySettings, onnx_latency_ms
+from evoproxy.quant.latency import LatencySettings, measure_latency
 from evoproxy.table import format_table
-
-GRAPHS = ("int8", "export")
 
 
 def log(msg: str) -> None:
@@ -65,13 +65,14 @@ def main_() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet20-fmnist")
     p.add_argument("--proxy", default="hawq-v2")
-    p.add_argument("--graph", default="int8", choices=GRAPHS, help="the table the budgets are set by")
+    p.add_argument("--graph", default="int8", choices=("int8", "export"), help="the table the budgets are set by")
     p.add_argument("--kernels", default="int8", choices=("int8", "float"), help="export --kernels")
     p.add_argument("--size-mb", type=float, default=10.0, help="size budget (default 10 MB: loose)")
     p.add_argument("--bits", default="2,4,8,32")
     p.add_argument("--act-bits", default="8,32")
     p.add_argument("--fractions", default="0.75,0.5,0.25")
-    p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3, help="table and files timed in turn, this many times")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dir", default="runs/latency", help="folder for the tables, bits files and ONNX files")
     args = p.parse_args()
@@ -79,12 +80,10 @@ def main_() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     bits, act = [int(b) for b in args.bits.split(",")], [int(a) for a in args.act_bits.split(",")]
     common = ["--model", args.model, "--threads", args.threads, "--repeats", args.repeats]
-    tables = {}
-    for graph in GRAPHS:
-        log(f"measuring the {graph} table")
-        evoproxy("latency", *common, "--graph", graph, "--out", folder / f"{graph}.json")
-        tables[graph] = load_latency_table(folder / f"{graph}.json")
     table_path = folder / f"{args.graph}.json"
+    log(f"measuring the {args.graph} table")
+    evoproxy("latency", *common, "--graph", args.graph, "--out", table_path)
+    table = load_latency_table(table_path)
     allocate = ["allocate", "--model", args.model, "--proxy", args.proxy, "--size-mb", args.size_mb]
     allocate += ["--bits", args.bits, "--act-bits", args.act_bits, "--latency-table", table_path]
 
@@ -94,7 +93,7 @@ def main_() -> None:
     model, _ = load_model(args.model)
     source = open_data(default_data(args.model), DataSettings())
     layers = layer_registry(model, source.input_shape)
-    low = fastest_ms(tables[args.graph], layers, bits, act, args.size_mb)
+    low = fastest_ms(table, layers, bits, act, args.size_mb)
     budgets = [round(low + float(f) * (free_ms - low), 4) for f in args.fractions.split(",")]
     rows = [("no latency budget", None, folder / "free.json")]
     for budget in budgets:
@@ -113,48 +112,58 @@ def main_() -> None:
             *("--kernels", args.kernels, "--eval-size", 0),
         )
 
-    log("timing the exported files")
-    settings = LatencySettings(threads=args.threads, repeats=args.repeats, warmup=20)
-    measured = onnx_latency_ms([path.with_suffix(".onnx") for _, _, path in rows], source.calibration(1)[0], settings)
-    out = []
-    for (name, budget, path), ms in zip(rows, measured):
+    configs = []
+    for _, _, path in rows:
         record = json.loads(path.read_text())
-        w, a = record["bits"], record["act_bits"]
-        a = a if isinstance(a, list) else [a] * n
-        predicted = {g: tables[g].total_ms(w, a) for g in GRAPHS}
-        kernels = [tables[args.graph].kernel[i, wb, ab] for i, (wb, ab) in enumerate(zip(w, a))]
+        a = record["act_bits"]
+        configs.append((record["bits"], a if isinstance(a, list) else [a] * n))
+    predicted, measured = [], []
+    images = source.calibration(8)[0]
+    settings = LatencySettings(args.graph, threads=args.threads, repeats=args.repeats)
+    for r in range(args.rounds):
+        log(f"round {r + 1}/{args.rounds}: the table with the exported files among its layers")
+        beside = [path.with_suffix(".onnx") for _, _, path in rows]
+        measured_table = measure_latency(model, layers, images, model_name=args.model, settings=settings, beside=beside)
+        (folder / f"round{r}.json").write_text(json.dumps(measured_table))
+        round_table = load_latency_table(folder / f"round{r}.json")
+        predicted.append([round_table.total_ms(w, a) for w, a in configs])
+        measured.append(measured_table["beside_ms"])
+    predicted, measured = np.array(predicted), np.array(measured)
+    out = []
+    for k, ((name, budget, _), (w, a)) in enumerate(zip(rows, configs)):
+        ms, ratios = float(np.median(measured[:, k])), measured[:, k] / predicted[:, k]
+        kernels = [table.kernel[i, wb, ab] for i, (wb, ab) in enumerate(zip(w, a))]
+        switches = sum(kernels[i] != kernels[i - 1] for i in range(1, n))
         out.append(
             {
                 "row": name,
-                "int8": predicted["int8"],
-                "export": predicted["export"],
+                "predicted": float(np.median(predicted[:, k])),
                 "measured": ms,
-                "r_int8": ms / predicted["int8"],
-                "r_export": ms / predicted["export"],
+                "ratio": float(np.median(ratios)),
+                "spread": f"{ratios.min():.3f}-{ratios.max():.3f}",
                 "met": "-" if budget is None else "yes" if ms <= budget else "no",
-                "kernels": f"{kernels.count('int8')} int8, {kernels.count('float')} float",
+                "kernels": f"{kernels.count('int8')} int8, {kernels.count('float')} float, {switches} switches",
             }
         )
     machine = json.loads(table_path.read_text())["machine"]
     print(
         f"{args.model}, {args.proxy}, W {args.bits} A {args.act_bits}, size budget {args.size_mb} MB, budgets by the "
         f"{args.graph} table; export --kernels {args.kernels}; batch 1, {args.threads} thread(s), median of "
-        f"{args.repeats} runs; "
+        f"{args.repeats} runs, {args.rounds} rounds; "
         f"{machine['processor']}, {machine['cpu_count']} CPUs, onnxruntime {machine['onnxruntime']}"
     )
     print(
         format_table(
             out,
-            ["row", "int8", "export", "measured", "r_int8", "r_export", "met", "kernels"],
+            ["row", "predicted", "measured", "ratio", "spread", "met", "kernels"],
             [
                 "allocation",
-                "int8 table (ms)",
-                "export table (ms)",
+                "table (ms)",
                 "measured (ms)",
-                "measured/int8",
-                "measured/export",
+                "measured/table",
+                "over rounds",
                 "budget met",
-                f"kernels ({args.graph} table)",
+                "kernels (table)",
             ],
         )
     )

@@ -1,7 +1,9 @@
 """The latency constraint of an allocation (HAWQ-V3): a latency table that `evoproxy latency`
 measured (`quant.latency`), read and checked against the model, and the per-option costs the
 solvers read. Latencies are summed in whole nanoseconds, as sizes are in whole bits, so a
-configuration meets its budget or not without float rounding.
+configuration meets its budget or not without float rounding. Between consecutive layers (registry
+order) of which one runs an int8 kernel and the other a float one, the later layer's `switch_ms`
+is charged: a pairwise term, which the ILP linearises with one auxiliary variable per pair.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ MAX_LATENCY_MS = 1e9  # a budget beyond any model (11.6 days a sample); it keeps
 class LatencyTable:
     """A latency table: `layer_names` (the registry it was measured on, in order), `ms` per
     (layer index, weight bits, activation bits), the `kernel` onnxruntime ran for each, and
-    `overhead_ms`, a run of the whole model beyond its layers (the empty graph's). `path` names it
-    in messages."""
+    `overhead_ms`, a run of the whole model beyond its layers, and per layer `switch_ms`, what an
+    int8/float switch at its input costs. `path` names it in messages."""
 
     path: str
     model: str
@@ -35,6 +37,7 @@ class LatencyTable:
     ms: Mapping[tuple[int, int, int], float]
     kernel: Mapping[tuple[int, int, int], str]
     overhead_ms: float
+    switch_ms: tuple[float, ...]
 
     def check_layers(self, names: Sequence[str]) -> None:
         """Raise EvoproxyError unless the table was measured on the layers `names` (registry order)."""
@@ -58,19 +61,50 @@ class LatencyTable:
             )
         return self.ms[index, w, a]
 
+    def is_int8(self, index: int, w: int, a: int) -> bool:
+        self.layer_ms(index, w, a)  # the error for an option the table lacks
+        return self.kernel[index, w, a] == "int8"
+
     def total_ms(self, w_bits: Sequence[int], a_bits: Sequence[int]) -> float:
         """The predicted latency in ms of a whole configuration (bits per layer, registry order)."""
-        return self.overhead_ms + sum(self.layer_ms(i, w, a) for i, (w, a) in enumerate(zip(w_bits, a_bits)))
+        bits = list(zip(w_bits, a_bits))
+        int8 = [self.is_int8(i, w, a) for i, (w, a) in enumerate(bits)]
+        switches = sum(self.switch_ms[i] for i in range(1, len(bits)) if int8[i] != int8[i - 1])
+        return self.overhead_ms + switches + sum(self.layer_ms(i, w, a) for i, (w, a) in enumerate(bits))
 
     def constraint(
         self, free: Sequence[int], fixed: Mapping[int, tuple[int, int]], options: np.ndarray, budget_ms: float | None
     ) -> LatencyConstraint:
-        """The constraint Σ_l latency_l ≤ `budget_ms` (None: latency predicted only) on the `free`
-        layers' `options` (K, 2) of (weight, activation) bits, `fixed` layers at their bits."""
+        """The constraint Σ_l latency_l + Σ switches ≤ `budget_ms` (None: latency predicted only) on the
+        `free` layers' `options` (K, 2) of (weight, activation) bits, `fixed` layers at their bits."""
         fixed_ms = self.overhead_ms + sum(self.layer_ms(i, w, a) for i, (w, a) in fixed.items())
         cost = [[_ns(self.layer_ms(i, int(w), int(a))) for w, a in options] for i in free]
+        int8 = np.array([[self.is_int8(i, int(w), int(a)) for w, a in options] for i in free], dtype=bool)
+        int8 = int8.reshape(len(free), len(options))
+        row = {i: f for f, i in enumerate(free)}
+        # A layer is a constant (its row -1, its int8-ness y) if fixed or if its options share one kernel.
+        slots = [
+            (-1, int(self.is_int8(i, *fixed[i])))
+            if i in fixed
+            else (row[i], -1)
+            if int8[row[i]].any() != int8[row[i]].all()
+            else (-1, int(int8[row[i], 0]))
+            for i in range(len(self.layer_names))
+        ]
+        pairs = []
+        for i in range(1, len(slots)):
+            (ra, ya), (rb, yb) = slots[i - 1], slots[i]
+            if ra < 0 and rb < 0:
+                fixed_ms += self.switch_ms[i] * (ya != yb)
+            elif self.switch_ms[i] > 0:
+                pairs.append((ra, rb, ya, yb, _ns(self.switch_ms[i])))
         return LatencyConstraint(
-            np.array(cost, dtype=np.int64).reshape(len(free), len(options)), _ns(fixed_ms), budget_ms, self.path
+            np.array(cost, dtype=np.int64).reshape(len(free), len(options)),
+            _ns(fixed_ms),
+            budget_ms,
+            self.path,
+            int8,
+            tuple(pairs),
         )
 
 
@@ -81,13 +115,18 @@ def _ns(ms: float) -> int:
 @dataclass(frozen=True, eq=False)
 class LatencyConstraint:
     """Σ over the free layers of `cost_ns` (F, K) int64 at each one's option, plus `fixed_ns` (the
-    fixed layers and the table's overhead), at most `budget_ms` (None: no constraint, the latency
-    is only predicted). `table` names the table in messages."""
+    fixed layers, the switches between them and the table's overhead), plus the `pairs`' switches,
+    at most `budget_ms` (None: no constraint, the latency is only predicted). `int8` (F, K): whether
+    each option runs an int8 kernel. A pair (row a, row b, y a, y b, ns) costs ns when the int8-ness
+    of two consecutive layers differs: each is a free layer's row, or -1 for a layer whose int8-ness
+    is y whatever is chosen. `table` names the table in messages."""
 
     cost_ns: np.ndarray
     fixed_ns: int
     budget_ms: float | None
     table: str
+    int8: np.ndarray
+    pairs: tuple[tuple[int, int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.budget_ms is not None and not Interval(0, MAX_LATENCY_MS, closed="right")(self.budget_ms):
@@ -103,12 +142,22 @@ class LatencyConstraint:
 
     @property
     def min_ns(self) -> int:
-        """The fastest configuration's latency: every free layer at its fastest option."""
+        """A bound on the fastest configuration's latency: every free layer at its fastest option,
+        no switch between free layers."""
         return self.fixed_ns + int(self.cost_ns.min(axis=1).sum())
+
+    def switched(self, choice: np.ndarray) -> np.ndarray:
+        """(P,) int: whether each of the `pairs` switches kernels under `choice` (F,)."""
+        y = [
+            [ya if ra < 0 else int(self.int8[ra, choice[ra]]), yb if rb < 0 else int(self.int8[rb, choice[rb]])]
+            for ra, rb, ya, yb, _ in self.pairs
+        ]
+        return np.array([a != b for a, b in y], dtype=np.int64)
 
     def of(self, choice: np.ndarray) -> int:
         """Latency in ns of `choice` (F,) option indices of the free layers."""
-        return self.fixed_ns + int(self.cost_ns[np.arange(len(self.cost_ns)), choice].sum())
+        switches = int(self.switched(choice) @ np.array([p[4] for p in self.pairs], dtype=np.int64))
+        return self.fixed_ns + int(self.cost_ns[np.arange(len(self.cost_ns)), choice].sum()) + switches
 
     def fits(self, choice: np.ndarray) -> bool:
         return self.budget_ms is None or self.of(choice) <= self.budget_ns
@@ -124,7 +173,8 @@ class LatencyConstraint:
         fastest = math.ceil(self.min_ns / 1000) / 1000  # in whole µs, rounded up: itself a feasible budget
         return (
             f"latency budget {self.budget_ms} ms is below the fastest feasible {fastest:g} ms "
-            f"(every free layer at its fastest option in {self.table}, fixed layers as fixed)"
+            f"(every free layer at its fastest option in {self.table}, fixed layers as fixed, no int8/float switch "
+            "between free layers)"
         )
 
 
@@ -143,16 +193,17 @@ def load_latency_table(path: str | Path) -> LatencyTable:
     bad = EvoproxyError(f"{path} is not a latency table of format {FORMAT}: write one with `evoproxy latency`")
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("layers"), list):
         raise bad
-    ms, kernel, names = {}, {}, []
+    ms, kernel, names, switch = {}, {}, [], []
     try:
         for index, row in enumerate(data["layers"]):
             names.append(str(row["name"]))
+            switch.append(float(row["switch_ms"]))
             for entry in row["options"]:
                 key = (index, int(entry["w_bits"]), int(entry["a_bits"]))
                 ms[key], kernel[key] = float(entry["ms"]), str(entry["kernel"])
         overhead = float(data["overhead_ms"])
     except (KeyError, TypeError, ValueError):
         raise bad from None
-    if not all(math.isfinite(v) and v >= 0 for v in [*ms.values(), overhead]):
+    if not all(math.isfinite(v) and v >= 0 for v in [*ms.values(), *switch, overhead]):
         raise EvoproxyError(f"latency table {path} holds a latency that is negative or not finite")
-    return LatencyTable(str(path), str(data.get("model", "unknown")), tuple(names), ms, kernel, overhead)
+    return LatencyTable(str(path), str(data.get("model", "unknown")), tuple(names), ms, kernel, overhead, tuple(switch))

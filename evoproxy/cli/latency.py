@@ -100,7 +100,9 @@ def register(sub) -> None:
         "on this machine's CPU, at weight bits 2 to 8 and 32 (float) and activation bits 8 and 32: "
         "QuantizeLinear/DequantizeLinear graphs that onnxruntime runs with its int8 kernels (--graph int8) or as "
         "`evoproxy export` writes them (--graph export); 2 to 7 bits run the 8-bit kernel and cost what it costs. "
-        "Median of --repeats runs after --warmup, net of an empty graph's run; progress on stderr. The JSON "
+        "Each layer is timed with the BatchNorm and ReLU after it, median of --repeats runs (10 at a time) after "
+        "--warmup, net of an empty graph's run; beside it, what an int8/float switch at its input costs, and the "
+        "whole float model, whose time beyond its layers is the table's overhead. Progress on stderr. The JSON "
         "table is what `evoproxy allocate --latency-ms B --latency-table FILE` sums.",
     )
     add_model_args(p)

@@ -122,6 +122,28 @@ def int8_layer_names(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> list[str
     ]
 
 
+def followers(model: nn.Module, names: Sequence[str]) -> dict[str, list[nn.Module]]:
+    """Per layer of `names`, the BatchNorm right after it in `model` and a ReLU after that (or after
+    the layer), the chain that `_fold_chains` folds: what runs beside the layer in an exported file.
+    None for each if torch.fx cannot trace the model."""
+    out = {name: [] for name in names}
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # fx raises many types for Python control flow it cannot trace
+        return out
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in out:
+            continue
+        chain, nxt = out[node.target], _only_user(node)
+        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _BN):
+            chain.append(modules[nxt.target])
+            nxt = _only_user(nxt)
+        if nxt is not None and _is_relu(nxt, modules):
+            chain.append(nn.ReLU())
+    return out
+
+
 def _fold_chains(gm: fx.GraphModule, modules: dict, int8: set[str]) -> set[fx.Node]:
     """Fold the BatchNorm right after each of the `int8` layers of `gm` into it; the nodes that end
     each layer's chain: the layer, or a ReLU right after it (or after its BatchNorm)."""

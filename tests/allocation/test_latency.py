@@ -15,6 +15,7 @@ from torch import nn
 from evoproxy.allocation import Allocation, LatencyTable, allocate, build_problem, load_latency_table
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import LayerInfo, layer_registry
+from evoproxy.quant import export_onnx, lsq_model
 from evoproxy.quant.latency import A_OPTIONS, FORMAT, W_OPTIONS, LatencySettings, measure_latency
 
 
@@ -25,13 +26,23 @@ def test_measuring_a_tiny_model_gives_a_table_that_reads_back(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     layers = layer_registry(model, (1, 6, 6))
     settings = LatencySettings(repeats=3, warmup=1)
-    table = measure_latency(model, layers, torch.randn(8, 1, 6, 6), model_name="tiny", settings=settings)
+    images = torch.randn(8, 1, 6, 6)
+    whole = tmp_path / "tiny.onnx"
+    export_onnx(lsq_model(model, layers, [8, 8], 8, images, bn_recalibration=False).eval(), layers, (1, 6, 6), whole)
+    table = measure_latency(model, layers, images, model_name="tiny", settings=settings, beside=[whole])
 
     assert table["format"] == FORMAT and table["settings"]["graph"] == "int8"
     assert {"platform", "processor", "cpu_count", "onnxruntime"} <= set(table["machine"])
     assert [r["name"] for r in table["layers"]] == ["0", "3"]
     assert table["layers"][0]["input_shape"] == [1, 1, 6, 6] and table["layers"][1]["input_shape"] == [1, 144]
+    # The float model was timed among the layers; what its layers do not hold is the overhead.
+    float_layers = sum(r["measured"]["W32A32"]["ms"] for r in table["layers"])
+    assert table["overhead_ms"] == pytest.approx(max(table["float_model_ms"] - float_layers, 0.0))
+    assert len(table["beside_ms"]) == 1 and table["beside_ms"][0] > 0  # the file timed among the layers
     for row in table["layers"]:
+        assert math.isfinite(row["switch_ms"]) and row["switch_ms"] >= 0
+        # The float graphs hold the ReLU that follows the convolution; the int8 one folds it away.
+        assert "Relu" in row["measured"]["W8A32"]["ops"] or row["name"] == "3"
         options = {(o["w_bits"], o["a_bits"]): o for o in row["options"]}
         assert set(options) == set(itertools.product(W_OPTIONS, A_OPTIONS))
         assert all(math.isfinite(o["ms"]) and o["ms"] >= 0 for o in options.values())
@@ -46,6 +57,7 @@ def test_measuring_a_tiny_model_gives_a_table_that_reads_back(tmp_path):
     path.write_text(json.dumps(table))
     loaded = load_latency_table(path)
     assert loaded.layer_names == ("0", "3") and loaded.overhead_ms == table["overhead_ms"]
+    assert loaded.switch_ms == tuple(r["switch_ms"] for r in table["layers"])
     assert loaded.layer_ms(1, 4, 8) == table["layers"][1]["options"][2 * 2]["ms"]  # (W4, A8): third weight choice
     loaded.check_layers(["0", "3"])
     with pytest.raises(EvoproxyError, match=r"measured on tiny \(2 layers, the model has 3\).*evoproxy latency"):
@@ -56,9 +68,9 @@ def _layers(n):
     return [LayerInfo(i, f"l{i}", "conv", (8, 8, 3, 3), 576, 576 * (i + 1) * 10) for i in range(n)]
 
 
-def _table(layers, seed=0):
+def _table(layers, seed=0, switch=0.0):
     """A latency table as a measurement could give it: float faster than 8 bits on some layers,
-    slower on others; 2 to 7 bits cost what 8 bits cost."""
+    slower on others; 2 to 7 bits cost what 8 bits cost; each int8/float switch costs `switch` ms."""
     rng = np.random.default_rng(seed)
     ms, kernel = {}, {}
     for layer in layers:
@@ -67,7 +79,8 @@ def _table(layers, seed=0):
             quantized = w < 32 and a < 32
             ms[layer.index, w, a] = float(int8 if quantized else fp + 0.01 * (w < 32) + 0.005 * (a < 32))
             kernel[layer.index, w, a] = "int8" if quantized else "float"
-    return LatencyTable("lat.json", "synthetic", tuple(l.name for l in layers), ms, kernel, 0.005)
+    names = tuple(l.name for l in layers)
+    return LatencyTable("lat.json", "synthetic", names, ms, kernel, 0.005, (switch,) * len(layers))
 
 
 def _problem(layers, seed=0):
@@ -104,29 +117,45 @@ def test_ilp_meets_each_latency_budget_optimally_and_tighter_budgets_are_never_s
     assert last == pytest.approx(fastest)
 
 
-def test_a_budget_below_the_fastest_configuration_and_dp_are_one_line_errors_and_sampling_keeps_the_budget():
+def test_with_switch_costs_the_ilp_stays_optimal_and_meets_each_budget():
+    layers = _layers(5)
+    table, problem = _table(layers, seed=1, switch=0.03), _problem(layers, seed=1)
+    free = allocate(problem.with_latency(table, None))
+    assert free.latency_ms == pytest.approx(table.total_ms(free.w_bits, free.a_bits), abs=1e-5)
+    for budget in np.linspace(free.latency_ms, problem.with_latency(table, 1.0).latency.min_ns / 1e6, 6)[:-1]:
+        constrained = problem.with_latency(table, float(budget))
+        feasible = [c for c in map(np.array, itertools.product(range(6), repeat=4)) if constrained.fits(c)]
+        if not feasible:
+            continue
+        result = allocate(constrained)
+        assert result.latency_ms == pytest.approx(table.total_ms(result.w_bits, result.a_bits), abs=1e-5)
+        assert result.latency_ms <= budget + 1e-9
+        assert result.objective == pytest.approx(
+            problem.fixed_value + max(problem.value[np.arange(4), c].sum() for c in feasible)
+        )
+
+
+def test_switch_costs_make_the_ilp_pick_the_contiguous_int8_run():
+    """Four equal layers, int8 worth more and slower than float; the budget 0.65 ms allows two int8
+    layers (0.6 ms) and one switch (0.03 ms). The values prefer layers 0 and 2, three switches
+    apart: without switch costs the ILP takes them, with them a contiguous pair at an end."""
     layers = _layers(4)
-    table, problem = _table(layers), _problem(layers)
-    fastest = problem.with_latency(table, 1.0).latency.min_ns / 1e6
-    with pytest.raises(
-        EvoproxyError,
-        match=rf"latency budget 0.001 ms is below the fastest feasible {math.ceil(fastest * 1000) / 1000:g} ms",
-    ):
-        allocate(problem.with_latency(table, 0.001))
-    with pytest.raises(
-        EvoproxyError, match="method dp handles the size budget only; use method ilp for a BOPs or latency"
-    ):
-        allocate(problem.with_latency(table, 1.0), "dp")
-    predicted = problem.with_latency(table, None).latency
-    budget = (fastest + (predicted.fixed_ns + predicted.cost_ns.max(1).sum()) / 1e6) / 2
-    drawn = allocate(problem.with_latency(table, budget), "sample", n_samples=2000)
-    assert drawn.latency_ms <= budget  # the draws are filtered by the latency budget too
-    with pytest.raises(EvoproxyError, match="latency budget must be a number of milliseconds above 0"):
-        problem.with_latency(table, -1.0)
-    with pytest.raises(EvoproxyError, match=r"measured on synthetic \(4 layers, the model has 5\)"):
-        _problem(_layers(5)).with_latency(table, 1.0)
-    # Without a budget every solver predicts the latency.
-    assert allocate(problem.with_latency(table, None), "dp").latency_ms is not None
+    ms, kernel = {}, {}
+    for i, w, a in itertools.product(range(4), W_OPTIONS, A_OPTIONS):
+        quantized = w < 32 and a < 32
+        ms[i, w, a], kernel[i, w, a] = (0.2 if quantized else 0.1), ("int8" if quantized else "float")
+    values = np.zeros((4, 2, 2))
+    values[:, 0, 0] = [1.5, 0.5, 1.5, 0.5]  # (W8, A8) on each layer
+    problem = build_problem(layers, values, 1.0, w_bits=(8, 32), a_bits=(8, 32), fixed={})
+    picked = {}
+    for switch in (0.0, 0.03):
+        table = LatencyTable("lat.json", "synthetic", tuple(l.name for l in layers), ms, kernel, 0.0, (switch,) * 4)
+        result = allocate(problem.with_latency(table, 0.65))
+        picked[switch] = [w < 32 and a < 32 for w, a in zip(result.w_bits, result.a_bits)]
+        assert result.latency_ms == pytest.approx(table.total_ms(result.w_bits, result.a_bits))
+        assert result.latency_ms <= 0.65
+    assert picked[0.0] == [True, False, True, False]
+    assert picked[0.03] in ([True, True, False, False], [False, False, True, True])
 
 
 def test_the_bits_file_record_keeps_the_budget_and_the_predicted_latency():
@@ -145,6 +174,7 @@ def test_the_bits_file_record_keeps_the_budget_and_the_predicted_latency():
         ("{", "is not a JSON file"),
         ('{"format": "evoproxy-allocation/1", "layers": []}', "is not a latency table of format"),
         (json.dumps({"format": FORMAT, "layers": [{"name": "a"}], "overhead_ms": 0}), "is not a latency table"),
+        (json.dumps({"format": "evoproxy-latency/1", "layers": [], "overhead_ms": 0}), "of format evoproxy-latency/2"),
     ],
 )
 def test_unreadable_tables_are_one_line_errors(tmp_path, content, message):
