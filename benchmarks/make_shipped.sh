@@ -44,17 +44,19 @@ step() {
       cp /tmp/evoproxy-train/tinylm_kjv.pt "$OUT/assets/"
       EVAL=32 bench tinylm-kjv 2,3,4 600 kjv-tinylm-g128-w234 --group-size 128 --jobs 2
       EVAL=32 bench tinylm-kjv 2,3,4 600 kjv-tinylm-g32a-w234 --group-size 32 --asymmetric --jobs 2 ;;
-    wide)  # the wider zoo (bench set "wide", issue 27): two new architectures by the zoo recipe, three zoo
+    wide)  # the wider zoo (bench set "wide", issue 27): two new architectures by the zoo recipe, the six zoo
       # architectures by the adamw recipe (each model's registry entry names its recipe); made on 2 shared
       # CPU cores, hence few epochs and accuracy on the first 2000 test images
       train widehead-fmnist 2; train convnext-fmnist 3
-      for short in vgg mixer squeezenet; do train "$short-fmnist-adamw" 3; done
+      for short in vgg mixer squeezenet shufflenet resnet20 mobilenetv2; do train "$short-fmnist-adamw" 3; done
       EVAL=2000 bench widehead-fmnist 2,3,4 600 fmnist-widehead-w234 --no-bn-recal
       EVAL=2000 bench widehead-fmnist 2,3,4 600 fmnist-widehead-w234-bnrecal
       EVAL=2000 bench mixer-fmnist-adamw 2,3,4 600 fmnist-mixer-adamw-w234 --no-bn-recal
       EVAL=2000 bench convnext-fmnist 2,3,4 600 fmnist-convnext-w234 --no-bn-recal
       EVAL=2000 bench vgg-fmnist-adamw 2,3,4 600 fmnist-vgg-adamw-w234 --no-bn-recal
-      EVAL=2000 bench squeezenet-fmnist-adamw 2,3,4 600 fmnist-squeezenet-adamw-w234 --no-bn-recal ;;
+      for short in squeezenet shufflenet resnet20 mobilenetv2; do
+        EVAL=2000 bench "$short-fmnist-adamw" 2,3,4 600 "fmnist-$short-adamw-w234" --no-bn-recal
+      done ;;
     *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide" >&2; exit 2 ;;
   esac
 }

@@ -46,6 +46,9 @@ def test_the_wide_set_names_the_wider_zoos_main_benches_apart_from_the_zoos():
     assert wide == (
         "fmnist-convnext-w234",
         "fmnist-mixer-adamw-w234",
+        "fmnist-mobilenetv2-adamw-w234",
+        "fmnist-resnet20-adamw-w234",
+        "fmnist-shufflenet-adamw-w234",
         "fmnist-squeezenet-adamw-w234",
         "fmnist-vgg-adamw-w234",
         "fmnist-widehead-w234",
