@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -123,66 +123,6 @@ MODELS: dict[str, ModelSpec] = {
         "convnext",
         bench_set="wide",
     ),
-    "vgg-fmnist-adamw": ModelSpec(
-        "vgg-fmnist-adamw",
-        PlainVGG,
-        "vgg_fmnist_adamw.pt",
-        (1, 28, 28),
-        "vgg-fmnist's architecture " + _by("adamw"),
-        "vgg",
-        recipe="adamw",
-        bench_set="wide",
-    ),
-    "mixer-fmnist-adamw": ModelSpec(
-        "mixer-fmnist-adamw",
-        MLPMixerSmall,
-        "mixer_fmnist_adamw.pt",
-        (1, 28, 28),
-        "mixer-fmnist's architecture " + _by("adamw"),
-        "mixer",
-        recipe="adamw",
-        bench_set="wide",
-    ),
-    "squeezenet-fmnist-adamw": ModelSpec(
-        "squeezenet-fmnist-adamw",
-        SqueezeNetSmall,
-        "squeezenet_fmnist_adamw.pt",
-        (1, 28, 28),
-        "squeezenet-fmnist's architecture " + _by("adamw"),
-        "squeezenet",
-        recipe="adamw",
-        bench_set="wide",
-    ),
-    "shufflenet-fmnist-adamw": ModelSpec(
-        "shufflenet-fmnist-adamw",
-        ShuffleNetSmall,
-        "shufflenet_fmnist_adamw.pt",
-        (1, 28, 28),
-        "shufflenet-fmnist's architecture " + _by("adamw"),
-        "shufflenet",
-        recipe="adamw",
-        bench_set="wide",
-    ),
-    "resnet20-fmnist-adamw": ModelSpec(
-        "resnet20-fmnist-adamw",
-        ResNet20,
-        "resnet20_fmnist_adamw.pt",
-        (1, 28, 28),
-        "resnet20-fmnist's architecture " + _by("adamw"),
-        "resnet20",
-        recipe="adamw",
-        bench_set="wide",
-    ),
-    "mobilenetv2-fmnist-adamw": ModelSpec(
-        "mobilenetv2-fmnist-adamw",
-        MobileNetV2Small,
-        "mobilenetv2_fmnist_adamw.pt",
-        (1, 28, 28),
-        "mobilenetv2-fmnist's architecture " + _by("adamw"),
-        "mobilenetv2",
-        recipe="adamw",
-        bench_set="wide",
-    ),
     "tinylm-kjv": ModelSpec(
         "tinylm-kjv",
         TinyLM,
@@ -194,6 +134,21 @@ MODELS: dict[str, ModelSpec] = {
         data="kjv",
     ),
 }
+# Each architecture of the zoo, trained by the `adamw` recipe too: the wider zoo's other recipe.
+MODELS.update(
+    {
+        f"{spec.name}-adamw": replace(
+            spec,
+            name=f"{spec.name}-adamw",
+            checkpoint=spec.checkpoint.replace(".pt", "_adamw.pt"),
+            description=f"{spec.name}'s architecture " + _by("adamw"),
+            recipe="adamw",
+            bench_set="wide",
+        )
+        for spec in list(MODELS.values())
+        if spec.bench_set == "zoo" and spec.data == "fmnist"
+    }
+)
 ALIASES = {"default": "resnet20-fmnist"}
 
 
