@@ -126,11 +126,6 @@ def save_with_checksum(path: Path, write: Callable[[Path], None]) -> str:
     return digest
 
 
-def write_with_checksum(path: Path, data: bytes) -> str:
-    """A cache entry of `data` (see save_with_checksum); returns its sha256."""
-    return save_with_checksum(path, lambda tmp: tmp.write_bytes(data))
-
-
 def open_with_checksum(path: Path) -> tuple[BinaryIO | None, str]:
     """A cache entry open for reading at its start, and its sha256, if its bytes match the sha256
     recorded beside them; else None and why not (CHECKSUM_MISMATCH where both files are there but
@@ -156,16 +151,6 @@ def _sha256(file: BinaryIO) -> str:
     while chunk := file.read(1 << 20):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def read_with_checksum(path: Path) -> tuple[bytes | None, str | None]:
-    """A cache entry's bytes and None if they match the sha256 recorded beside them, else None and
-    why not (see open_with_checksum)."""
-    file, problem = open_with_checksum(path)
-    if file is None:
-        return None, problem
-    with file:
-        return file.read(), None
 
 
 def remove_leftovers(path: Path) -> None:

@@ -17,7 +17,6 @@ settings) with its sha256 beside it, as the statistics are (evoproxy/files.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError
-from ..files import read_with_checksum, write_with_checksum
+from ..files import open_with_checksum, save_with_checksum
 from ..params import Interval, check_parameters
 from .layers import evaluating
 from .registry import weights_hash
@@ -135,9 +134,11 @@ def distill_images(
         key = {"weights": weights_hash(model), "n": n, "seed": seed, "shape": shape, "format": FORMAT_VERSION}
         digest = hashlib.sha256(json.dumps(key | asdict(settings), sort_keys=True).encode()).hexdigest()
         path = Path(cache) / f"distilled-{digest[:32]}.pt"
-        if (data := read_with_checksum(path)[0]) is not None:
-            log(f"{n} distilled images from the cache ({path})")
-            return torch.load(io.BytesIO(data), weights_only=True)
+        file, _ = open_with_checksum(path)
+        if file is not None:
+            with file:
+                log(f"{n} distilled images from the cache ({path})")
+                return torch.load(file, weights_only=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one order of summation: the same images on any machine
     try:
@@ -145,9 +146,7 @@ def distill_images(
     finally:
         torch.set_num_threads(threads)
     if path is not None:
-        buffer = io.BytesIO()
-        torch.save(images, buffer)
-        write_with_checksum(path, buffer.getvalue())
+        save_with_checksum(path, lambda tmp: torch.save(images, tmp))
     return images
 
 

@@ -242,7 +242,7 @@ def test_a_resumed_run_replaces_links_planted_at_its_files_and_never_writes_thro
 def test_the_report_names_its_statistics_entries_and_an_entry_changed_with_its_checksum(
     finished_run, tmp_path, _stats_cache_dir, monkeypatch
 ):
-    from evoproxy.files import write_with_checksum
+    from evoproxy.files import save_with_checksum
 
     cache = Path(shutil.copytree(_stats_cache_dir, tmp_path / "cache"))  # the shared cache stays as it is
     monkeypatch.setenv("EVOPROXY_CACHE_DIR", str(cache))
@@ -257,7 +257,7 @@ def test_the_report_names_its_statistics_entries_and_an_entry_changed_with_its_c
     blob["layers"][0]["W"] = blob["layers"][0]["W"] * 2
     buffer = io.BytesIO()
     torch.save(blob, buffer)
-    write_with_checksum(path, buffer.getvalue())
+    save_with_checksum(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     text, data = full_report(run, transfer=[])
     assert data["statistics"][bench]["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
     assert f"another: {entry['sha256'][:16]}" in text
