@@ -82,15 +82,16 @@ class LatencyTable:
         int8 = np.array([[self.is_int8(i, int(w), int(a)) for w, a in options] for i in free], dtype=bool)
         int8 = int8.reshape(len(free), len(options))
         row = {i: f for f, i in enumerate(free)}
-        # A layer is a constant (its row -1, its int8-ness y) if fixed or if its options share one kernel.
-        slots = [
-            (-1, int(self.is_int8(i, *fixed[i])))
-            if i in fixed
-            else (row[i], -1)
-            if int8[row[i]].any() != int8[row[i]].all()
-            else (-1, int(int8[row[i], 0]))
-            for i in range(len(self.layer_names))
-        ]
+
+        def slot(i: int) -> tuple[int, int]:
+            """(row, -1) for a free layer whose options run both kernels; else (-1, y), y its int8-ness
+            whatever is chosen (a fixed layer, or one whose options share one kernel)."""
+            if i in fixed:
+                return -1, int(self.is_int8(i, *fixed[i]))
+            kinds = int8[row[i]]
+            return (row[i], -1) if kinds.any() != kinds.all() else (-1, int(kinds[0]))
+
+        slots = [slot(i) for i in range(len(self.layer_names))]
         pairs = []
         for i in range(1, len(slots)):
             (ra, ya), (rb, yb) = slots[i - 1], slots[i]
