@@ -57,9 +57,14 @@ step() {
       for short in squeezenet shufflenet resnet20 mobilenetv2; do
         EVAL=2000 bench "$short-fmnist-adamw" 2,3,4 600 "fmnist-$short-adamw-w234" --no-bn-recal
       done ;;
-    *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide" >&2; exit 2 ;;
+    a32)  # float activations (issue 27's second quantizer setting): three models' benches with only weights quantized
+      for model in default mobilenetv2-fmnist widehead-fmnist; do
+        short=${model%-fmnist}; [ "$model" = default ] && short=resnet20
+        EVAL=2000 bench "$model" 2,3,4 600 "fmnist-$short-w234-a32" --no-bn-recal --act-bits 32
+      done ;;
+    *) echo "unknown step $1: use resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide a32" >&2; exit 2 ;;
   esac
 }
-for s in "${@:-resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide}"; do
+for s in "${@:-resnet20 mobilenetv2 vgg shufflenet squeezenet mixer w345 tinylm wide a32}"; do
   for one in $s; do step "$one"; done
 done
