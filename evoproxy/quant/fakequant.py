@@ -30,7 +30,7 @@ from ..errors import EvoproxyError
 from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
 from ..params import Satisfies, check_parameters
 from .cost import WeightFormat, check_bits, is_bit_width, per_layer_bits
-from .weights import quantize_weight, weight_steps
+from .weights import WeightLevels, quantize_levels, weight_steps
 
 BN_BATCH = 256  # BatchNorm re-estimation's batch: its variance estimate depends on the batches
 
@@ -271,19 +271,27 @@ def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightForma
 
 
 class WeightCache:
-    """Quantized weights in format `fmt` per (layer index, bits), so configurations share their work."""
+    """Quantized weights in format `fmt` per (layer index, bits), so configurations share their work:
+    kept as their levels, steps and zero-points (`levels`, which `save_packed` writes) and dequantized
+    when read (`get`), so that nothing is quantized twice and the cache holds one copy of each."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], fmt: WeightFormat = WeightFormat()):
         modules = dict(quantizable_modules(model))
         self.weights = [modules[l.name].weight.detach() for l in layers]
         self.fmt = fmt
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._levels: dict[tuple[int, int], WeightLevels] = {}
+
+    def levels(self, index: int, bits: int) -> WeightLevels:
+        """`quantize_levels` of layer `index`'s weight at `bits` (< 32), computed once."""
+        key = (index, bits)
+        if key not in self._levels:
+            self._levels[key] = quantize_levels(self.weights[index], bits, self.fmt)
+        return self._levels[key]
 
     def get(self, index: int, bits: int) -> torch.Tensor:
-        key = (index, bits)
-        if key not in self._cache:
-            self._cache[key] = quantize_weight(self.weights[index], bits, self.fmt)
-        return self._cache[key]
+        """`quantize_weight` of layer `index`'s weight at `bits`: a new tensor."""
+        w = self.weights[index]
+        return w.clone() if bits >= 32 else self.levels(index, bits).dequantize_as(w)
 
 
 def start_reestimation(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchnorm._BatchNorm:
