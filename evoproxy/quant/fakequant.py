@@ -329,10 +329,10 @@ def quantize_model(
     modules = dict(quantizable_modules(qmodel))
     for layer, bits in zip(layers, w_bits):
         modules[layer.name].weight.copy_(cache.get(layer.index, int(bits)))
-    if settings.bn_recalibration:
-        for bn in qmodel.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                start_reestimation(bn)
+    bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if settings.bn_recalibration and bns:  # without a BatchNorm (a language model) the passes would change nothing
+        for bn in bns:
+            start_reestimation(bn)
         for batch in calib_images.split(BN_BATCH):
             qmodel(batch)
         qmodel.eval()
