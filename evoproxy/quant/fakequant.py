@@ -81,7 +81,7 @@ class QuantSettings:
         return out
 
 
-class _ActQuant:
+class ActQuant:
     """Forward pre-hook that fake-quantizes a layer's input to `bits` over a calibrated range; where
     the layer computes in integer form (`integer`), its IntegerForward quantizes instead."""
 
@@ -180,7 +180,7 @@ class IntegerForward:
     the same to the bit. While the quantizer calibrates, and while gradients flow, the layer computes
     in float."""
 
-    def __init__(self, module: nn.Module, quantizer: _ActQuant, w_bits: int):
+    def __init__(self, module: nn.Module, quantizer: ActQuant, w_bits: int):
         self.module, self.quantizer = module, quantizer
         weight = module.weight.detach()
         self.steps = weight_steps(weight, w_bits)
@@ -259,11 +259,11 @@ class IntegerForward:
         )
 
 
-def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightFormat = WeightFormat()) -> _ActQuant:
+def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightFormat = WeightFormat()) -> ActQuant:
     """Give the layer `module`, its weight quantized to `w_bits` in format `fmt`, an input quantizer
     at `a_bits` (a forward pre-hook, calibrating until told otherwise), in integer form where it fits:
     only for the default format, whose one step per output channel IntegerForward multiplies by."""
-    quantizer = _ActQuant(a_bits)
+    quantizer = ActQuant(a_bits)
     module.register_forward_pre_hook(quantizer)
     if fmt == WeightFormat() and integer_form_fits(module, w_bits, a_bits):
         module.forward = IntegerForward(module, quantizer, w_bits)

@@ -14,6 +14,7 @@ from evoproxy.model import (
 )
 from evoproxy.errors import ParameterError
 from evoproxy.quant import (
+    ActQuant,
     AdaRoundSettings,
     QatSettings,
     QuantSettings,
@@ -103,11 +104,9 @@ def test_quantize_model_runs_the_calibration_images_only_for_a_batchnorm_or_an_i
 
 
 def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient():
-    from evoproxy.quant.fakequant import _ActQuant
-
     gen = torch.Generator().manual_seed(0)
     for bits in (2, 4, 8):
-        hook = _ActQuant(bits)
+        hook = ActQuant(bits)
         calib = torch.randn(4000, generator=gen) * 3 + 1
         hook(None, (calib,))  # calibrating: records the range only
         hook.calibrating = False
