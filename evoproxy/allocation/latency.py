@@ -155,16 +155,20 @@ class LatencyConstraint:
         return np.array(self.pairs, dtype=np.int64).reshape(len(self.pairs), 5).T
 
     def switched(self, choice: np.ndarray) -> np.ndarray:
-        """(P,) int: whether each of the `pairs` switches kernels under `choice` (F,)."""
+        """(..., P) int: whether each of the `pairs` switches kernels under `choice` (..., F)."""
         ra, rb, ya, yb, _ = self._pair_columns
         # A row of -1 reads the last free layer, which np.where drops (a pair has a free layer: F > 0).
-        a, b = self.int8[ra, choice[ra]], self.int8[rb, choice[rb]]
+        a, b = self.int8[ra, choice[..., ra]], self.int8[rb, choice[..., rb]]
         return (np.where(ra < 0, ya, a) != np.where(rb < 0, yb, b)).astype(np.int64)
 
     def of(self, choice: np.ndarray) -> int:
         """Latency in ns of `choice` (F,) option indices of the free layers."""
-        switches = int(self.switched(choice) @ self._pair_columns[4])
-        return self.fixed_ns + int(self.cost_ns[np.arange(len(self.cost_ns)), choice].sum()) + switches
+        return int(self.of_each(choice))
+
+    def of_each(self, choices: np.ndarray) -> np.ndarray:
+        """Latency in ns (...,) int64 of each configuration of `choices` (..., F)."""
+        switches = self.switched(choices) @ self._pair_columns[4]
+        return self.fixed_ns + self.cost_ns[np.arange(len(self.cost_ns)), choices].sum(-1) + switches
 
     def fits(self, choice: np.ndarray) -> bool:
         return self.budget_ms is None or self.of(choice) <= self.budget_ns
