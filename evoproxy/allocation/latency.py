@@ -8,6 +8,7 @@ is charged: a pairwise term, which the ILP linearises with one auxiliary variabl
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -147,18 +148,27 @@ class LatencyConstraint:
         no switch between free layers."""
         return self.fixed_ns + int(self.cost_ns.min(axis=1).sum())
 
+    @functools.cached_property
+    def _pair_columns(self) -> np.ndarray:
+        """The `pairs` as columns, (5, P) int64: row a, row b, y a, y b, ns; built once, for `switched`
+        and `of` on every configuration a solver checks."""
+        return np.array(self.pairs, dtype=np.int64).reshape(len(self.pairs), 5).T
+
     def switched(self, choice: np.ndarray) -> np.ndarray:
-        """(P,) int: whether each of the `pairs` switches kernels under `choice` (F,)."""
-        y = [
-            [ya if ra < 0 else int(self.int8[ra, choice[ra]]), yb if rb < 0 else int(self.int8[rb, choice[rb]])]
-            for ra, rb, ya, yb, _ in self.pairs
-        ]
-        return np.array([a != b for a, b in y], dtype=np.int64)
+        """(..., P) int: whether each of the `pairs` switches kernels under `choice` (..., F)."""
+        ra, rb, ya, yb, _ = self._pair_columns
+        # A row of -1 reads the last free layer, which np.where drops (a pair has a free layer: F > 0).
+        a, b = self.int8[ra, choice[..., ra]], self.int8[rb, choice[..., rb]]
+        return (np.where(ra < 0, ya, a) != np.where(rb < 0, yb, b)).astype(np.int64)
 
     def of(self, choice: np.ndarray) -> int:
         """Latency in ns of `choice` (F,) option indices of the free layers."""
-        switches = int(self.switched(choice) @ np.array([p[4] for p in self.pairs], dtype=np.int64))
-        return self.fixed_ns + int(self.cost_ns[np.arange(len(self.cost_ns)), choice].sum()) + switches
+        return int(self.of_each(choice))
+
+    def of_each(self, choices: np.ndarray) -> np.ndarray:
+        """Latency in ns (...,) int64 of each configuration of `choices` (..., F)."""
+        switches = self.switched(choices) @ self._pair_columns[4]
+        return self.fixed_ns + self.cost_ns[np.arange(len(self.cost_ns)), choices].sum(-1) + switches
 
     def fits(self, choice: np.ndarray) -> bool:
         return self.budget_ms is None or self.of(choice) <= self.budget_ns

@@ -35,7 +35,7 @@ def solve_sample(problem: AllocationProblem, n_samples: int = 20_000, seed: int 
         if bops_cap is not None:
             ok &= problem.bops[rows, choice].sum(axis=1) <= bops_cap
         if latency is not None and latency.budget_ms is not None:
-            ok &= latency.cost_ns[rows, choice].sum(axis=1) <= latency.budget_ns - latency.fixed_ns
+            ok &= latency.of_each(choice) <= latency.budget_ns  # the layers' latencies and the switches
         n_ok += int(ok.sum())
         value = np.where(ok, problem.value[rows, choice].sum(axis=1), -np.inf)
         i = int(value.argmax())

@@ -194,16 +194,17 @@ def _check_save_pretrained(args, model, layers, bits, act_bits) -> None:
 
 def _save_pretrained(args, evaluator, layers, bits, settings) -> None:
     """Write the round-to-nearest weights to --save-pretrained with save_pretrained: fake-quantized
-    (dequantized floats in the model's own format, for the user's evaluation harness), or --packed."""
+    (dequantized floats in the model's own format, for the user's evaluation harness), or --packed;
+    both from the evaluator's cache, which the evaluation filled with them."""
     from ..model import hf_state_dict
     from ..quant import quantize_model, save_packed
 
     folder = Path(args.save_pretrained)
     with filling(folder) as tmp:
         if args.packed:
-            save_packed(evaluator.model, layers, bits, settings.weight_format, tmp)
+            save_packed(evaluator.model, layers, bits, evaluator.cache, tmp)
         else:
-            qmodel = quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings)
+            qmodel = quantize_model(evaluator.model, layers, bits, evaluator.calib_images, settings, evaluator.cache)
             qmodel.save_pretrained(tmp, state_dict=hf_state_dict(qmodel))
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     what = (

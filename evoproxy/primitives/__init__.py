@@ -6,7 +6,7 @@ evaluation, formula, sympy, export, hashing) picks it up without change.
 """
 
 from .base import EPS, KINDS, OPS, SCALAR, TENSOR, Guard, Op, guarded, primitive
-from .inputs import BIT_INPUTS, FACTORS, INPUTS, Input, load_inputs
+from .inputs import BIT_INPUTS, FACTORS, INPUTS, Input, LazyPerBitInput, load_inputs
 from .symbolic import EPS_SYMBOL, NUMERIC
 from . import binary, reductions, unary  # noqa: F401  (importing them registers their operations)
 
@@ -19,6 +19,7 @@ __all__ = [
     "INPUTS",
     "Input",
     "KINDS",
+    "LazyPerBitInput",
     "NUMERIC",
     "OPS",
     "Op",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -138,13 +139,23 @@ BIT_INPUTS = frozenset(name for name, i in INPUTS.items() if i.per_bit)
 FACTORS: dict[str, tuple[str, ...]] = {name: i.factors for name, i in INPUTS.items()}
 
 
+@runtime_checkable
+class LazyPerBitInput(Protocol):
+    """A per-bit input (a mapping bit-width → float64 tensor) that computes each tensor when it is
+    read, as the statistics' Q does (evoproxy.stats.QuantizationErrors derives from this class):
+    `load_inputs` keeps it as it is, so that only the bit-widths a proxy reads are computed. Known by
+    its member rather than its class, so that exported proxy code, which holds a copy of this class
+    and of load_inputs, knows the statistics' Q too."""
+
+    float64_when_read = True
+
+
 def load_inputs(stats, names) -> list[dict[str, torch.Tensor]]:
     """For each layer, a dict input name → float64 tensor, for the inputs `names`.
 
     `stats` is an evoproxy ModelStats, or a list of per-layer mappings or objects holding the
-    tensors W, G, A, H, V (and Q, a mapping bit-width → tensor, read as such a mapping; one whose
-    `dtype` says its tensors are float64, such as the statistics' Q, which computes them when read,
-    is kept as it is, so that only the bit-widths a proxy reads are made). The stored V is the
+    tensors W, G, A, H, V (and Q, a mapping bit-width → tensor, read as such a mapping; a
+    LazyPerBitInput, such as the statistics' Q, is kept as it is). The stored V is the
     SynFlow gradient divided by e^stats.synflow_log_scale (see evoproxy.stats); it is scaled back
     here (a plain list has no scale: its V is taken as it is)."""
     layers = getattr(stats, "layers", stats)
@@ -155,7 +166,7 @@ def load_inputs(stats, names) -> list[dict[str, torch.Tensor]]:
         def field(f):
             raw = layer[f] if isinstance(layer, Mapping) else getattr(layer, f)
             if isinstance(raw, Mapping):  # a per-bit input
-                if getattr(raw, "dtype", None) == torch.float64:
+                if isinstance(raw, LazyPerBitInput):
                     return raw
                 return {b: t.detach().to(torch.float64) for b, t in raw.items()}
             t = raw.detach().to(torch.float64)

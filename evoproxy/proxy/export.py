@@ -127,10 +127,11 @@ def to_python(genome) -> str:
         f'"""Mixed-precision quantization proxy exported by evoproxy {__version__}.\n\n'
         f"    {genome.formula()}\n\n"
         f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n" + use + '"""\n',
-        "from collections.abc import Mapping\n\nimport torch",
+        "from collections.abc import Mapping\nfrom typing import Protocol, runtime_checkable\n\nimport torch",
         f"EPS = {primitives.EPS!r}\nFACTORS = {factors!r}\nINPUTS = {used_inputs!r}",
         *helpers,
         *(_source(fn) for fn in fns.values()),
+        inspect.getsource(primitives.LazyPerBitInput).rstrip(),
         _source(primitives.load_inputs),
         *([_SHAPE_CHECK] if checked else []),
         layer_fn + "\n".join(body),

@@ -23,7 +23,7 @@ from .cost import (
     size_mb_at_average_bits,
     weight_count,
 )
-from .fakequant import QuantSettings, WeightCache, quantize_model
+from .fakequant import ActQuant, QuantSettings, WeightCache, quantize_model
 from .onnx_export import export_onnx, qdq_model
 from .onnx_int8 import export_int8_onnx
 from .onnx_runtime import OnnxCheck, onnxruntime_accuracy, output_tolerance
@@ -33,6 +33,7 @@ from .qat import DEFAULT_LR, EpochRecord, LsqQuantizer, QatSettings, epoch_batch
 from .weights import WeightLevels, quantize_levels, quantize_weight, weight_quantization_error, weight_steps
 
 __all__ = [
+    "ActQuant",
     "AdaRoundQuantizer",
     "AdaRoundSettings",
     "BITS_PER_MB",

@@ -30,7 +30,7 @@ from ..errors import EvoproxyError
 from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
 from ..params import Satisfies, check_parameters
 from .cost import WeightFormat, check_bits, is_bit_width, per_layer_bits
-from .weights import quantize_weight, weight_steps
+from .weights import WeightLevels, quantize_levels, weight_steps
 
 BN_BATCH = 256  # BatchNorm re-estimation's batch: its variance estimate depends on the batches
 
@@ -81,7 +81,7 @@ class QuantSettings:
         return out
 
 
-class _ActQuant:
+class ActQuant:
     """Forward pre-hook that fake-quantizes a layer's input to `bits` over a calibrated range; where
     the layer computes in integer form (`integer`), its IntegerForward quantizes instead."""
 
@@ -180,7 +180,7 @@ class IntegerForward:
     the same to the bit. While the quantizer calibrates, and while gradients flow, the layer computes
     in float."""
 
-    def __init__(self, module: nn.Module, quantizer: _ActQuant, w_bits: int):
+    def __init__(self, module: nn.Module, quantizer: ActQuant, w_bits: int):
         self.module, self.quantizer = module, quantizer
         weight = module.weight.detach()
         self.steps = weight_steps(weight, w_bits)
@@ -259,11 +259,11 @@ class IntegerForward:
         )
 
 
-def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightFormat = WeightFormat()) -> _ActQuant:
+def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightFormat = WeightFormat()) -> ActQuant:
     """Give the layer `module`, its weight quantized to `w_bits` in format `fmt`, an input quantizer
     at `a_bits` (a forward pre-hook, calibrating until told otherwise), in integer form where it fits:
     only for the default format, whose one step per output channel IntegerForward multiplies by."""
-    quantizer = _ActQuant(a_bits)
+    quantizer = ActQuant(a_bits)
     module.register_forward_pre_hook(quantizer)
     if fmt == WeightFormat() and integer_form_fits(module, w_bits, a_bits):
         module.forward = IntegerForward(module, quantizer, w_bits)
@@ -271,19 +271,27 @@ def quantize_input(module: nn.Module, w_bits: int, a_bits: int, fmt: WeightForma
 
 
 class WeightCache:
-    """Quantized weights in format `fmt` per (layer index, bits), so configurations share their work."""
+    """Quantized weights in format `fmt` per (layer index, bits), so configurations share their work:
+    kept as their levels, steps and zero-points (`levels`, which `save_packed` writes) and dequantized
+    when read (`get`), so that nothing is quantized twice and the cache holds one copy of each."""
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], fmt: WeightFormat = WeightFormat()):
         modules = dict(quantizable_modules(model))
         self.weights = [modules[l.name].weight.detach() for l in layers]
         self.fmt = fmt
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._levels: dict[tuple[int, int], WeightLevels] = {}
+
+    def levels(self, index: int, bits: int) -> WeightLevels:
+        """`quantize_levels` of layer `index`'s weight at `bits` (< 32), computed once."""
+        key = (index, bits)
+        if key not in self._levels:
+            self._levels[key] = quantize_levels(self.weights[index], bits, self.fmt)
+        return self._levels[key]
 
     def get(self, index: int, bits: int) -> torch.Tensor:
-        key = (index, bits)
-        if key not in self._cache:
-            self._cache[key] = quantize_weight(self.weights[index], bits, self.fmt)
-        return self._cache[key]
+        """`quantize_weight` of layer `index`'s weight at `bits`: a new tensor."""
+        w = self.weights[index]
+        return w.clone() if bits >= 32 else self.levels(index, bits).dequantize_as(w)
 
 
 def start_reestimation(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchnorm._BatchNorm:
@@ -321,10 +329,10 @@ def quantize_model(
     modules = dict(quantizable_modules(qmodel))
     for layer, bits in zip(layers, w_bits):
         modules[layer.name].weight.copy_(cache.get(layer.index, int(bits)))
-    if settings.bn_recalibration:
-        for bn in qmodel.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                start_reestimation(bn)
+    bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if settings.bn_recalibration and bns:  # without a BatchNorm (a language model) the passes would change nothing
+        for bn in bns:
+            start_reestimation(bn)
         for batch in calib_images.split(BN_BATCH):
             qmodel(batch)
         qmodel.eval()

@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError, exception_line
 from ..model import EVAL_BATCH, LayerInfo, evaluating, quantizable_modules
-from .fakequant import _ActQuant
+from .fakequant import ActQuant
 from .onnx_export import INT8_MAX, UINT8_MAX, qdq_model, write_onnx
 from .onnx_runtime import OnnxCheck, ort_session, run_session
 
@@ -52,17 +52,17 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 class OutputQdq(nn.Module):
     """A per-tensor uint8 QDQ pair on a layer's output with the step and zero point of `quantizer`
-    (an _ActQuant at 8 bits): while it calibrates, the pair passes its input through and records
+    (an ActQuant at 8 bits): while it calibrates, the pair passes its input through and records
     its range."""
 
-    def __init__(self, quantizer: _ActQuant):
+    def __init__(self, quantizer: ActQuant):
         super().__init__()
         self.quantizer = quantizer
 
     @classmethod
     def over(cls, x: torch.Tensor) -> OutputQdq:
         """The pair over the range of `x` (0 included)."""
-        quantizer = _ActQuant(8)
+        quantizer = ActQuant(8)
         quantizer(None, (x,))
         quantizer.calibrating = False
         return cls(quantizer)
@@ -75,9 +75,9 @@ class OutputQdq(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, UINT8_MAX)
 
 
-def _fixed(step: float, zero: int) -> _ActQuant:
-    """An 8-bit _ActQuant with the given step and zero point."""
-    quantizer = _ActQuant(8)
+def _fixed(step: float, zero: int) -> ActQuant:
+    """An 8-bit ActQuant with the given step and zero point."""
+    quantizer = ActQuant(8)
     quantizer.lo, quantizer.hi, quantizer.calibrating = -zero * step, (UINT8_MAX - zero) * step, False
     return quantizer
 
@@ -161,8 +161,8 @@ def _fold_chains(gm: fx.GraphModule, modules: dict, int8: set[str]) -> set[fx.No
     return ends
 
 
-def _input_pair(node: fx.Node, modules: dict) -> _ActQuant | None:
-    """The 8-bit input quantizer of the first layer that `node` feeds, as an _ActQuant; None if none."""
+def _input_pair(node: fx.Node, modules: dict) -> ActQuant | None:
+    """The 8-bit input quantizer of the first layer that `node` feeds, as an ActQuant; None if none."""
     for user in node.users:
         lsq = getattr(modules[user.target], "act_quantizer", None) if user.op == "call_module" else None
         if lsq is not None and lsq.qn + lsq.qp == UINT8_MAX:
@@ -190,7 +190,7 @@ def int8_model(qmodel: nn.Module, layers: Sequence[LayerInfo], calib_images: tor
     for node in list(gm.graph.nodes):
         quantizer = _input_pair(node, modules)
         if node in ends:
-            quantizer = quantizer or _ActQuant(8)
+            quantizer = quantizer or ActQuant(8)
         elif quantizer is None or len(node.users) < 2:
             continue
         name = f"{node.name}_output_qdq"

@@ -26,7 +26,8 @@ from ..errors import EvoproxyError
 from ..model import LayerInfo, hf_state_dict
 from ..model.registry import FROM_CONV1D
 from .cost import WeightFormat
-from .weights import WeightLevels, quantize_levels
+from .fakequant import WeightCache
+from .weights import WeightLevels
 
 PACKED_BITS = range(1, 9)  # pack-quantized stores 1- to 8-bit integers
 EXTRA = "pip install 'evoproxy[packed]'"
@@ -113,24 +114,23 @@ def _check_decoded(name: str, tensors: dict, scheme, expected: torch.Tensor) -> 
 
 
 def packed_state_dict(
-    model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int], fmt: WeightFormat = WeightFormat()
+    model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int], cache: WeightCache
 ) -> tuple[dict[str, torch.Tensor], object]:
     """The state_dict of `model` (a `transformers` model, which `check_packable` accepts) in its own
-    checkpoint's layout with each layer below 32 bits packed, and the compressed-tensors
+    checkpoint's layout with each layer below 32 bits packed at its levels in `cache` (a WeightCache of
+    `model` in the format to write; an evaluation's, which holds them already), and the compressed-tensors
     QuantizationConfig that describes them: one config group per bit-width, targeting its layers by
     name, and every other nn.Linear (the head, the layers at 32 bits) ignored, as vLLM requires."""
     from compressed_tensors.quantization import QuantizationConfig
 
-    state = hf_state_dict(model)
+    fmt, state = cache.fmt, hf_state_dict(model)
     by_bits: dict[int, list[str]] = {}
     for layer, bits in zip(layers, w_bits):
         if bits >= 32:
             continue
-        weight = model.get_submodule(layer.name).weight.detach()
-        at = quantize_levels(weight, int(bits), fmt)
+        weight, at = cache.weights[layer.index], cache.levels(layer.index, int(bits))
         tensors = _packed_tensors(at, weight.shape, int(bits), fmt, weight.dtype)
-        expected = at.dequantize().reshape(weight.shape).to(weight.dtype)
-        _check_decoded(layer.name, tensors, _scheme(int(bits), fmt, [layer.name]), expected)
+        _check_decoded(layer.name, tensors, _scheme(int(bits), fmt, [layer.name]), at.dequantize_as(weight))
         del state[f"{layer.name}.weight"]
         state.update({f"{layer.name}.{key}": value for key, value in tensors.items()})
         by_bits.setdefault(int(bits), []).append(layer.name)
@@ -148,14 +148,15 @@ def save_packed(
     model: nn.Module,
     layers: Sequence[LayerInfo],
     w_bits: Sequence[int],
-    fmt: WeightFormat,
+    cache: WeightCache,
     folder: str | Path,
 ) -> None:
-    """Write `model` (a `transformers` model) with its layers packed at `w_bits` in format `fmt` to
-    `folder` with save_pretrained, its config.json holding the compressed-tensors quantization_config
-    (as llm-compressor writes it), so that `AutoModelForCausalLM.from_pretrained(folder)` loads it."""
+    """Write `model` (a `transformers` model) with its layers packed at `w_bits`, at the levels of
+    `cache` (`packed_state_dict`), to `folder` with save_pretrained, its config.json holding the
+    compressed-tensors quantization_config (as llm-compressor writes it), so that
+    `AutoModelForCausalLM.from_pretrained(folder)` loads it."""
     from compressed_tensors.compressors import ModelCompressor
 
-    state, config = packed_state_dict(model, layers, w_bits, fmt)
+    state, config = packed_state_dict(model, layers, w_bits, cache)
     model.save_pretrained(folder, state_dict=state)
     ModelCompressor(quantization_config=config).update_config(str(folder))

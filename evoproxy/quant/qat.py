@@ -39,7 +39,7 @@ from ..model import LayerInfo, accuracy, quantizable_modules, weights_hash
 from ..pace import paced
 from ..params import Interval, OneOf, check_parameters
 from .checkpoint import EpochRecord, check_writable, read_checkpoint, save_checkpoint
-from .fakequant import QuantSettings, _ActQuant, quantize_model, weight_steps
+from .fakequant import ActQuant, QuantSettings, quantize_model, weight_steps
 
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}  # fine-tuning rates: a tenth of what training from scratch takes
 
@@ -111,7 +111,7 @@ def lsq_model(
             parametrize.register_parametrization(
                 module, "weight", LsqQuantizer(step.reshape(-1, *[1] * (wq.dim() - 1)), q, q)
             )
-        hook = next((h for h in ptq_module._forward_pre_hooks.values() if isinstance(h, _ActQuant)), None)
+        hook = next((h for h in ptq_module._forward_pre_hooks.values() if isinstance(h, ActQuant)), None)
         if hook is not None:
             scale, zero = hook.scale_and_zero()
             step = torch.tensor(scale, dtype=wq.dtype, device=wq.device)

@@ -38,6 +38,10 @@ class WeightLevels:
         """(levels − zero)·scale, (rows, g): the values of the fake-quantized weight."""
         return (self.levels if self.zero is None else self.levels - self.zero) * self.scale
 
+    def dequantize_as(self, w: torch.Tensor) -> torch.Tensor:
+        """The fake-quantized weight of `w`, whose levels these are: `dequantize` in w's shape and dtype."""
+        return self.dequantize().reshape(w.shape).to(w.dtype)
+
 
 def quantize_weight(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> torch.Tensor:
     """Fake quantization of a weight w (out, in, *kernel) to `bits` in format `fmt`, with the clipping
@@ -45,7 +49,7 @@ def quantize_weight(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat
     w's shape and dtype; bits ≥ 32 gives a copy."""
     if bits >= 32:
         return w.clone()
-    return quantize_levels(w, bits, fmt).dequantize().reshape(w.shape).to(w.dtype)
+    return quantize_levels(w, bits, fmt).dequantize_as(w)
 
 
 def quantize_levels(w: torch.Tensor, bits: int, fmt: WeightFormat = WeightFormat()) -> WeightLevels:

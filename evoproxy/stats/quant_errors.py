@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from ..primitives import LazyPerBitInput
 from ..quant import WeightFormat, weight_quantization_error
 
 QBITS = (2, 3, 4, 5, 6, 7, 8)  # the weight bit-widths at which Q is read
@@ -27,12 +28,10 @@ _lock = threading.Lock()
 _tokens = itertools.count()  # keys by a token, never id(): a dead owner's id may be reused
 
 
-class QuantizationErrors(Mapping):
+class QuantizationErrors(Mapping, LazyPerBitInput):
     """Q of one layer: bit-width → (Q_b(W) − W)², float64 of the weight's shape, in the weight
-    format `fmt` (the benches' quantizer), for the bit-widths `bits`."""
-
-    # load_inputs (primitives) keeps a per-bit mapping of float64 tensors as it is: read lazily
-    dtype = torch.float64
+    format `fmt` (the benches' quantizer), for the bit-widths `bits`; computed when read, so
+    primitives.load_inputs keeps it as it is (LazyPerBitInput)."""
 
     def __init__(self, weight: torch.Tensor, fmt: WeightFormat = WeightFormat(), bits=QBITS):
         self.weight, self.fmt, self.bits = weight, fmt, tuple(bits)

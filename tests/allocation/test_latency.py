@@ -135,6 +135,19 @@ def test_with_switch_costs_the_ilp_stays_optimal_and_meets_each_budget():
         )
 
 
+def test_sampling_counts_the_switch_costs_and_meets_each_budget():
+    layers = _layers(5)
+    table, problem = _table(layers, seed=1, switch=0.03), _problem(layers, seed=1)
+    free = allocate(problem.with_latency(table, None))
+    for budget in np.linspace(free.latency_ms, problem.with_latency(table, 1.0).latency.min_ns / 1e6, 6)[:-1]:
+        constrained = problem.with_latency(table, float(budget))
+        if not any(constrained.fits(np.array(c)) for c in itertools.product(range(6), repeat=4)):
+            continue
+        result = allocate(constrained, "sample", n_samples=5000, seed=0)
+        assert result.latency_ms == pytest.approx(table.total_ms(result.w_bits, result.a_bits), abs=1e-5)
+        assert result.latency_ms <= budget + 1e-9
+
+
 def test_switch_costs_make_the_ilp_pick_the_contiguous_int8_run():
     """Four equal layers, int8 worth more and slower than float; the budget 0.65 ms allows two int8
     layers (0.6 ms) and one switch (0.03 ms). The values prefer layers 0 and 2, three switches

@@ -10,6 +10,7 @@ import pytest
 import torch
 from synthetic_stats import scalar_stats, tiny_conv_stats
 
+from evoproxy import primitives
 from evoproxy.allocation import proxy_values, scores_linearly
 from evoproxy.bench import rho_mean
 from evoproxy.errors import EvoproxyError
@@ -107,6 +108,15 @@ def test_random_bit_aware_genomes_export_and_reload_to_the_same_scores(stats, tm
         module = _import(genome.to_python(), tmp_path / f"bitaware_{checked}.py")
         assert torch.allclose(module.score(stats, bits.tolist()), score, rtol=1e-12, atol=0), genome
         assert torch.equal(Genome.from_json(genome.to_json()).score(stats, bits), score)
+
+
+def test_load_inputs_and_its_exported_copy_pass_the_statistics_q_on_unread_and_copy_a_plain_one(stats, tmp_path):
+    exported = _import(get_genome("hawq-v2").to_python(), tmp_path / "hawq.py")
+    plain = [{"Q": {2: torch.ones(2, dtype=torch.float32)}}]
+    for load_inputs in (primitives.load_inputs, exported.load_inputs):
+        assert all(x["Q"] is layer.Q for x, layer in zip(load_inputs(stats, ["Q"]), stats.layers))
+        (copied,) = load_inputs(plain, ["Q"])
+        assert copied["Q"] is not plain[0]["Q"] and copied["Q"][2].dtype == torch.float64
 
 
 def test_the_shipped_evolved_proxy_is_a_bit_aware_genome(stats):

@@ -47,7 +47,12 @@ def test_export_json_and_sympy_agree_with_engine(space_name, stats, tmp_path):
 
         source = genome.to_python()
         imports = {line for line in source.splitlines() if line.startswith(("import ", "from "))}
-        assert imports == {"import torch", "from collections.abc import Mapping"}  # standalone
+        standalone = {
+            "import torch",
+            "from collections.abc import Mapping",
+            "from typing import Protocol, runtime_checkable",
+        }
+        assert imports == standalone
         module = _import_fresh(source, tmp_path / f"proxy_{valid}.py")
         assert torch.allclose(module.sensitivities(stats), result.values, rtol=1e-12, atol=0), genome
 

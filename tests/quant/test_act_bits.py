@@ -15,8 +15,16 @@ from evoproxy.allocation import act_bits_label, allocate, build_problem, load_bi
 from evoproxy.cli import main
 from evoproxy.model import layer_registry
 from evoproxy.model.nets import ResNet20
-from evoproxy.quant import PtqEvaluator, QuantSettings, export_onnx, lsq_model, model_bops, qdq_model, quantize_model
-from evoproxy.quant.fakequant import _ActQuant
+from evoproxy.quant import (
+    ActQuant,
+    PtqEvaluator,
+    QuantSettings,
+    export_onnx,
+    lsq_model,
+    model_bops,
+    qdq_model,
+    quantize_model,
+)
 
 FAST = ["--batch-size", "8", "--hutchinson-samples", "4", "--power-iters", "3"]
 MLP_LAYERS = layer_registry(user_models.mlp(), (12,))
@@ -27,7 +35,7 @@ def _act_hooks(qmodel, layers) -> dict[str, int]:
     modules = dict(qmodel.named_modules())
     out = {}
     for layer in layers:
-        hooks = [h for h in modules[layer.name]._forward_pre_hooks.values() if isinstance(h, _ActQuant)]
+        hooks = [h for h in modules[layer.name]._forward_pre_hooks.values() if isinstance(h, ActQuant)]
         if hooks:
             assert len(hooks) == 1 and not hooks[0].calibrating and hooks[0].lo is not None
             out[layer.name] = hooks[0].bits

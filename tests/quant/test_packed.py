@@ -14,7 +14,7 @@ import torch
 from evoproxy.cli import main
 from evoproxy.errors import EvoproxyError
 from evoproxy.model.text import corpus_bytes
-from evoproxy.quant import WeightFormat, quantize_weight
+from evoproxy.quant import WeightFormat, quantize_weight, weights
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("compressed_tensors")
@@ -129,6 +129,22 @@ def test_asymmetric_zero_points_are_packed_and_decode_with_compressed_tensors_to
         tensors["weight_scale"] = tensors["weight_scale"].float()  # as transformers loads it, in the model's dtype
         decoded = PackedQuantizationCompressor.decompress(tensors, scheme)["weight"]
         assert torch.equal(decoded, quantize_weight(original.get_submodule(name).weight, bits, WeightFormat(16, True)))
+
+
+@pytest.mark.parametrize("packed", [[], ["--packed"]], ids=["fake-quantized", "packed"])
+def test_the_save_writes_the_weights_that_the_evaluation_quantized_without_quantizing_them_again(
+    quantize, monkeypatch, packed
+):
+    searched = []  # every quantization of a weight searches its clipping once
+    search = weights._clip_search
+
+    def counted(*args):
+        searched.append(args[0].shape)
+        return search(*args)
+
+    monkeypatch.setattr(weights, "_clip_search", counted)
+    assert quantize("--group-size", "16", "--save-pretrained", "q", *packed) == 0
+    assert len(searched) == sum(b < 32 for b in BITS)
 
 
 def _refused(capsys, run) -> str:

@@ -3,9 +3,18 @@ import pytest
 import torch
 from torch import nn
 
-from evoproxy.model import accuracy, calibration_batch, calibration_set, layer_registry, load_model, normalize
+from evoproxy.model import (
+    EVAL_BATCH,
+    accuracy,
+    calibration_batch,
+    calibration_set,
+    layer_registry,
+    load_model,
+    normalize,
+)
 from evoproxy.errors import ParameterError
 from evoproxy.quant import (
+    ActQuant,
     AdaRoundSettings,
     QatSettings,
     QuantSettings,
@@ -14,6 +23,7 @@ from evoproxy.quant import (
     quantize_model,
     quantize_weight,
 )
+from evoproxy.quant.fakequant import BN_BATCH
 
 
 def test_size_and_bops_match_a_hand_count():
@@ -77,12 +87,26 @@ def test_quantize_model_leaves_the_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient():
-    from evoproxy.quant.fakequant import _ActQuant
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_quantize_model_runs_the_calibration_images_only_for_a_batchnorm_or_an_input_quantizer(batchnorm):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), *([nn.BatchNorm1d(8)] if batchnorm else []), nn.ReLU(), nn.Linear(8, 3))
+    layers = layer_registry(model, (8,))
+    runs = []  # the hook travels into quantize_model's copy
+    model.register_forward_pre_hook(lambda module, inputs: runs.append(len(inputs[0])))
+    calib = torch.randn(300, 8)
+    reestimation = [len(b) for b in calib.split(BN_BATCH)] if batchnorm else []
+    quantize_model(model, layers, [4, 4], calib, QuantSettings(32))
+    assert runs == reestimation
+    runs.clear()
+    quantize_model(model, layers, [4, 4], calib, QuantSettings(8))
+    assert runs == reestimation + [len(b) for b in calib.split(EVAL_BATCH)]  # then the input ranges'
 
+
+def test_activation_quantizer_is_the_fused_ops_arithmetic_and_keeps_its_gradient():
     gen = torch.Generator().manual_seed(0)
     for bits in (2, 4, 8):
-        hook = _ActQuant(bits)
+        hook = ActQuant(bits)
         calib = torch.randn(4000, generator=gen) * 3 + 1
         hook(None, (calib,))  # calibrating: records the range only
         hook.calibrating = False
