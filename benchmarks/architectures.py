@@ -1,11 +1,11 @@
 """Common architectures through every step a user takes: torchvision's classifiers (random
 weights, 10 classes, random 64×64 images) through `stats`, `allocate --proxy hawq-v2`, `quantize`
 and `export`, one line per model and step: its exit code, whether a traceback was printed (none
-may be), its seconds, and its one-line error or warnings, or else what it printed last (export: how near
-onnxruntime's outputs came to PyTorch's). torchvision is not a dependency of the
-product; any recent one serves: its classifiers are plain Python, and its C operators (detection's)
-are not needed, so a torchvision built for another torch, whose operators do not load, is imported
-without them (pip install --no-deps --target DIR torchvision; PYTHONPATH=DIR).
+may be), its seconds, and what it printed last (export: how near onnxruntime's outputs came to
+PyTorch's), or its one-line error. torchvision is not a dependency of the product; any recent one
+serves: its classifiers are plain Python, and its C operators (detection's) are not needed, so a
+torchvision built for another torch, whose operators do not load, is imported without them
+(pip install --no-deps --target DIR torchvision; PYTHONPATH=DIR).
 
 Usage: python benchmarks/architectures.py [NAME ...]   (default: the list below)
 """
@@ -59,8 +59,8 @@ def images(n: int = 96, seed: int = 0):
 
 
 def _run(argv: list[str]) -> tuple[int, bool, str]:
-    """Exit code, whether a traceback came out, and the last line of stderr, or if it said nothing,
-    the last clause of stdout's last line (export's: how near onnxruntime's outputs came)."""
+    """Exit code, whether a traceback came out, and what the step said last: having run, stdout's last
+    line from its second clause on (export's: how near onnxruntime's outputs came), else stderr's last."""
     from evoproxy.cli import main
 
     err, out = io.StringIO(), io.StringIO()
@@ -70,11 +70,12 @@ def _run(argv: list[str]) -> tuple[int, bool, str]:
         except BaseException:  # noqa: BLE001 — what the user would see as a traceback
             traceback.print_exc()
             code = 1
-    text = err.getvalue()
+    text, printed = err.getvalue(), out.getvalue().strip().splitlines()
+    if code == 0 and printed:
+        return code, "Traceback" in text, printed[-1].split("; ", 1)[-1]
     lines = [l for l in text.splitlines() if l.strip() and not l.startswith(("[", " "))]
     said = [l for l in lines if ": error: " in l] or [l for l in lines if "runs with the weights" not in l]
-    printed = out.getvalue().strip().splitlines()
-    return code, "Traceback" in text, said[-1] if said else printed[-1].split("; ")[-1] if printed else ""
+    return code, "Traceback" in text, said[-1] if said else ""
 
 
 def main() -> None:
