@@ -1,8 +1,11 @@
 """Common architectures through every step a user takes: torchvision's classifiers (random
 weights, 10 classes, random 64×64 images) through `stats`, `allocate --proxy hawq-v2`, `quantize`
 and `export`, one line per model and step: its exit code, whether a traceback was printed (none
-may be), its seconds, and its one-line error or warnings. torchvision is not a dependency of the
-product; this needs one whose C operators load with the installed torch.
+may be), its seconds, and what it printed last (export: how near onnxruntime's outputs came to
+PyTorch's), or its one-line error. torchvision is not a dependency of the product; any recent one
+serves: its classifiers are plain Python, and its C operators (detection's) are not needed, so a
+torchvision built for another torch, whose operators do not load, is imported without them
+(pip install --no-deps --target DIR torchvision; PYTHONPATH=DIR).
 
 Usage: python benchmarks/architectures.py [NAME ...]   (default: the list below)
 """
@@ -16,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 
 import torch
 
@@ -38,6 +42,8 @@ ARCH_ENV = "EVOPROXY_ARCHITECTURE"
 
 def model():
     """The architecture $EVOPROXY_ARCHITECTURE names, for `--model architectures:model`."""
+    # Registers fake kernels for torchvision's C operators, which fails where they did not load
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     import torchvision.models
 
     torch.manual_seed(0)
@@ -53,17 +59,20 @@ def images(n: int = 96, seed: int = 0):
 
 
 def _run(argv: list[str]) -> tuple[int, bool, str]:
-    """Exit code, whether a traceback came out, and the last line of stderr."""
+    """Exit code, whether a traceback came out, and what the step said last: having run, stdout's last
+    line from its second clause on (export's: how near onnxruntime's outputs came), else stderr's last."""
     from evoproxy.cli import main
 
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             code = main(argv)
         except BaseException:  # noqa: BLE001 — what the user would see as a traceback
             traceback.print_exc()
             code = 1
-    text = err.getvalue()
+    text, printed = err.getvalue(), out.getvalue().strip().splitlines()
+    if code == 0 and printed:
+        return code, "Traceback" in text, printed[-1].split("; ", 1)[-1]
     lines = [l for l in text.splitlines() if l.strip() and not l.startswith(("[", " "))]
     said = [l for l in lines if ": error: " in l] or [l for l in lines if "runs with the weights" not in l]
     return code, "Traceback" in text, said[-1] if said else ""
@@ -89,7 +98,7 @@ def main() -> None:
                 code, crashed, last = _run(argv)
                 print(
                     f"{name:<20} {step:<9} exit {code}  traceback {'YES' if crashed else 'no '}  "
-                    f"{time.perf_counter() - start:6.1f} s  {last[:160]}",
+                    f"{time.perf_counter() - start:6.1f} s  {last[:200]}",
                     flush=True,
                 )
 

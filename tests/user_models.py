@@ -1,7 +1,7 @@
 """Models and data as a user would bring them (`--model module:function`, `--data module:function`):
 a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, one with
-nn.MultiheadAttention, a model that returns a tuple, MobileNetV3- and ShuffleNetV2-style nets, and
-data functions."""
+nn.MultiheadAttention, a model that returns a tuple, MobileNetV3-, ShuffleNetV2-, EfficientNet-,
+ConvNeXt-, ViT-, DenseNet- and ResNeXt-style nets, and data functions."""
 
 from __future__ import annotations
 
@@ -264,6 +264,118 @@ def shuffle_se() -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, 3),
     )
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: 1×1 expansion, depthwise convolution, a squeeze-and-excitation gate with
+    SiLU and Sigmoid, 1×1 projection, residual."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        wide = 2 * channels
+        self.expand = nn.Sequential(nn.Conv2d(channels, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.SiLU())
+        self.depthwise = nn.Sequential(nn.Conv2d(wide, wide, 3, 1, 1, groups=wide, bias=False), nn.BatchNorm2d(wide))
+        self.fc1, self.fc2 = nn.Conv2d(wide, channels // 2, 1), nn.Conv2d(channels // 2, wide, 1)
+        self.project = nn.Sequential(nn.Conv2d(wide, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        h = nn.functional.silu(self.depthwise(self.expand(x)))
+        gate = torch.sigmoid(self.fc2(nn.functional.silu(self.fc1(h.mean((2, 3), keepdim=True)))))
+        return x + self.project(h * gate)
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise convolution, LayerNorm over the channels (channels last), Linear,
+    GELU, Linear, a per-channel layer scale, residual."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.depthwise, self.norm = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels), nn.LayerNorm(channels)
+        self.fc1, self.fc2 = nn.Linear(channels, 4 * channels), nn.Linear(4 * channels, channels)
+        self.scale = nn.Parameter(torch.full((channels,), 0.5))
+
+    def forward(self, x):
+        h = self.norm(self.depthwise(x).permute(0, 2, 3, 1))
+        return x + (self.fc2(nn.functional.gelu(self.fc1(h))) * self.scale).permute(0, 3, 1, 2)
+
+
+class ViT(nn.Module):
+    """A vision transformer on 8×8 grey images: 2×2 patches by a strided convolution, a class token
+    and a position embedding, one pre-norm `Block`, LayerNorm, the head on the class token."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.patches, self.block, self.norm, self.head = (
+            nn.Conv2d(1, d, 2, 2),
+            Block(d),
+            nn.LayerNorm(d),
+            nn.Linear(d, 3),
+        )
+        self.token, self.position = nn.Parameter(0.1 * torch.randn(1, 1, d)), nn.Parameter(0.1 * torch.randn(1, 17, d))
+
+    def forward(self, x):
+        h = self.patches(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.token.expand(x.shape[0], -1, -1), h], 1) + self.position
+        return self.head(self.norm(self.block(h))[:, 0])
+
+
+class DenseLayer(nn.Module):
+    """DenseNet's layer: BatchNorm, ReLU, 1×1 and 3×3 convolutions; its output concatenated to its input."""
+
+    def __init__(self, channels: int, growth: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * growth, 1, bias=False),
+            nn.BatchNorm2d(2 * growth),
+            nn.ReLU(),
+            nn.Conv2d(2 * growth, growth, 3, 1, 1, bias=False),
+        )
+
+    def forward(self, x):
+        return torch.cat([x, self.net(x)], 1)
+
+
+class GroupedBottleneck(nn.Module):
+    """ResNeXt's (and RegNet's) bottleneck: 1×1, a grouped 3×3 convolution, 1×1, residual, ReLU."""
+
+    def __init__(self, channels: int, groups: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x):
+        return torch.relu(x + self.net(x))
+
+
+def _on_8x8(*blocks: nn.Module) -> nn.Module:
+    """`blocks`, 8 channels in and out, for 8×8 grey images: a 3×3 stem, the blocks, a mean over the
+    pixels and a Linear head of 3 classes."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+
+COMMON_BLOCKS = {  # one small net per block of the common architectures, for 8×8 grey images, 3 classes
+    "efficientnet": lambda: _on_8x8(MBConv(8), MBConv(8)),
+    "convnext": lambda: _on_8x8(ConvNeXtBlock(8), ConvNeXtBlock(8)),
+    "vit": ViT,
+    "densenet": lambda: _on_8x8(DenseLayer(8, 4), DenseLayer(12, 4), nn.Conv2d(16, 8, 1), nn.AvgPool2d(2)),
+    "resnext": lambda: _on_8x8(GroupedBottleneck(8), GroupedBottleneck(8)),
+}
+
+
+def common_block(name: str) -> nn.Module:
+    """The net of COMMON_BLOCKS `name`, its weights from seed 0."""
+    torch.manual_seed(0)
+    return COMMON_BLOCKS[name]()
 
 
 class DiesInADaskWorker(nn.Module):

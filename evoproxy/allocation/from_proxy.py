@@ -7,7 +7,7 @@ weight bit choice.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 
 from ..errors import EvoproxyWarning
 from ..proxy import FunctionProxy, Genome, Proxy
-from ..stats import ModelStats
+from ..stats import ModelStats, quant_errors
 from .problem import AllocationProblem, build_problem
 
 # `score` implementations that are exactly Σ_l b_l·s_l of the proxy's sensitivities.
@@ -28,7 +28,9 @@ def scores_linearly(proxy: Proxy) -> bool:
     return getattr(type(proxy), "score", None) in LINEAR_SCORES and not getattr(proxy, "bit_aware", False)
 
 
-def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.ndarray:
+def proxy_values(
+    proxy: Proxy, stats: ModelStats, w_bits: Sequence[int], log: Callable[[str], None] | None = None
+) -> np.ndarray:
     """What `build_problem` takes as scores for `proxy` on `stats` (L layers, n_w = len(w_bits)).
 
     A proxy that scores linearly gives its sensitivities, shape (L,). Any other gives an
@@ -36,12 +38,14 @@ def proxy_values(proxy: Proxy, stats: ModelStats, w_bits: Sequence[int]) -> np.n
     configuration with layer l at w_bits[k] and every other layer at min(w_bits), minus its score
     with every layer at min(w_bits). For a score that is a sum of per-layer terms (HAWQ-V2's)
     the table's row sums equal the score up to a constant, so the allocation maximises the score
-    itself; for any other score it is the one-layer-at-a-time approximation. Warns (EvoproxyWarning)
-    when every layer gets the same values: the proxy then tells the layers apart by nothing."""
+    itself; for any other score it is the one-layer-at-a-time approximation. `log` gets progress
+    while the score computes the quantization errors it reads (`quant_errors.reporting`). Warns
+    (EvoproxyWarning) when every layer gets the same values: the proxy then tells the layers apart by nothing."""
     if scores_linearly(proxy):
         values = proxy.sensitivities(stats).detach().double().numpy()
     else:
-        values = _values_table(proxy, stats, w_bits)
+        with quant_errors.reporting(len(stats.layers), log):
+            values = _values_table(proxy, stats, w_bits)
     if len(values) > 1 and (values == values[0]).all():
         warnings.warn(
             f"proxy {proxy.name!r} gives every layer the same sensitivity, so the layers' sizes alone decide "
@@ -71,17 +75,19 @@ def proxy_problem(
     w_bits: Sequence[int] = (2, 3, 4),
     act_bits: int | Sequence[int] = 8,
     fixed: Mapping[int, int | tuple[int, int]] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> AllocationProblem:
     """The allocation problem of `proxy` on the layers of `stats` (the model's layer registry):
     `w_bits` weight choices, `act_bits` activation choices (one bit-width: every free layer's),
     budgets and `fixed` as in `build_problem` (size in MB of 10^6 bytes, BOPs per sample), whose
     rule values the activation bits. Sizes count the weights in the format of the statistics'
-    quantization error (`stats.settings.weight_format`), scales and zero-points included."""
+    quantization error (`stats.settings.weight_format`), scales and zero-points included. `log`
+    gets progress lines where the proxy's values take long (`proxy_values`)."""
     layers = [layer.info for layer in stats.layers]
     a_bits = (act_bits,) if isinstance(act_bits, Integral) else tuple(act_bits)
     return build_problem(
         layers,
-        proxy_values(proxy, stats, w_bits),
+        proxy_values(proxy, stats, w_bits, log),
         size_mb,
         bops=bops,
         w_bits=w_bits,

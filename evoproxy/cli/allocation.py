@@ -93,6 +93,7 @@ def _proxy_problem(proxy, stats, args, size_mb: float, bops: float | None = None
         w_bits=parse_bits(args.bits, "--bits"),
         act_bits=act,
         fixed=fixed_layers(args, layers, act),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
 
 

@@ -42,7 +42,7 @@ from ..errors import EvoproxyError, exception_line
 from ..model import EVAL_BATCH, LayerInfo, evaluating, quantizable_modules
 from .fakequant import ActQuant
 from .onnx_export import INT8_MAX, UINT8_MAX, qdq_model, write_onnx
-from .onnx_runtime import OnnxCheck, ort_session, run_session
+from .onnx_runtime import OnnxCheck, ort_session, run_both
 
 INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat"})
 DISAGREE_TOL = 0.02  # of the check images: output ranges round what the fake-quantized model keeps float
@@ -226,10 +226,7 @@ def check_int8(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path
     """Compare the int8-kernel file `path` in onnxruntime with the fake-quantized `qmodel` on
     `images` by their top-1 classes: EvoproxyError naming `target` if more than DISAGREE_TOL of
     them differ. The check's `tolerance` is that fraction, `diff` the fraction found."""
-    device = next(qmodel.parameters()).device
-    with evaluating(qmodel), torch.no_grad():
-        want = qmodel(images.to(device)).float().cpu()
-    got = run_session(ort_session(path), images)["logits"]
+    got, want = run_both(qmodel, path, images, target)
     disagree = (got.argmax(1) != want.argmax(1)).float().mean().item()
     if not disagree <= DISAGREE_TOL or got.isnan().any():
         raise EvoproxyError(

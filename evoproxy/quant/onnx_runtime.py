@@ -23,13 +23,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import EvoproxyError
+from ..errors import EvoproxyError, exception_line
 from ..model import count_correct, evaluating, quantizable_modules
 
 FLOAT_RTOL = 1e-3  # float32 sums reassociated: 2^-23 per term over up to ~10^4 terms
 INPUT_RTOL = 1e-4  # of a quantizer's range: float rounding of the sums before it, far below a level
 TIE = 1e-3  # how near a level boundary (in levels) a value may be when the runtimes round it apart
 LAYERWISE_IMAGES = 8  # enough to exercise every node; every activation of the graph is kept for them
+TRACED_BATCH = (
+    "torch.onnx traces a batch of one image, so a batch size that the model's forward reads as a number "
+    "(len(x), int(x.shape[0])) stays 1 in the file; read it as x.shape[0], which the file keeps as the batch's size"
+)
 
 
 @dataclass(frozen=True)
@@ -82,19 +86,43 @@ def output_tolerance(qmodel: nn.Module, outputs: torch.Tensor) -> float:
 
 
 def run_session(session, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every output of the onnxruntime `session` on `images` (its input "input"), by name."""
-    outputs = session.run(None, {"input": images.cpu().float().numpy()})
+    """Every output of the onnxruntime `session` on `images` (its input "input"), by name; an
+    EvoproxyError if onnxruntime cannot run them."""
+    try:
+        outputs = session.run(None, {"input": images.cpu().float().numpy()})
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidArgument, RuntimeException)
+        refused = f"onnxruntime cannot run the exported model on {len(images)} images ({exception_line(exc)})"
+        try:
+            if len(images) > 1 and run_session(session, images[:1]):
+                refused += f", only on one: {TRACED_BATCH}"
+        except EvoproxyError:
+            pass
+        raise EvoproxyError(refused) from None
     return {o.name: torch.from_numpy(v) for o, v in zip(session.get_outputs(), outputs)}
+
+
+def run_both(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`; an
+    EvoproxyError (naming `target`, not written) where the file cannot run them or gives another shape."""
+    device = next(qmodel.parameters()).device
+    with evaluating(qmodel), torch.no_grad():
+        want = qmodel(images.to(device)).float().cpu()
+    got = run_session(ort_session(path), images)["logits"]
+    if got.shape != want.shape:
+        raise EvoproxyError(
+            f"the ONNX model's outputs on {len(images)} images have the shape {tuple(got.shape)}, the PyTorch "
+            f"model's {tuple(want.shape)}"
+            + (f"; {TRACED_BATCH}" if got.shape[:1] != want.shape[:1] else "")
+            + f": {target} not written"
+        )
+    return got, want
 
 
 def check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OnnxCheck:
     """Compare the ONNX file `path` in onnxruntime with `qmodel` in PyTorch on `images`: within
     `output_tolerance`, or else layer by layer (see the module's docstring). An EvoproxyError
     naming `target` if they differ."""
-    device = next(qmodel.parameters()).device
-    with evaluating(qmodel), torch.no_grad():
-        want = qmodel(images.to(device)).float().cpu()
-    got = run_session(ort_session(path), images)["logits"]
+    got, want = run_both(qmodel, path, images, target)
     diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
     if diff <= tol:
         return OnnxCheck(got, want, diff, tol)

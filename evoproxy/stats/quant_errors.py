@@ -2,7 +2,9 @@
 computed from the layer's weight when a proxy reads it rather than stored with the statistics: it
 is a deterministic function of W and the weight format, and stored it would be 7 float64 copies of
 every weight (4.8 GB of ViT-B's 86 M). What was read stays in one memo of at most MEMO_BYTES over
-all layers and models, least recently read out first, so a small model's Q is computed once."""
+all layers and models, least recently read out first, so a small model's Q is computed once.
+Reading a large model's Q takes long (ViT-B/16's 86 M weights at three bit-widths, 40 s on a core),
+and the reads come from within a proxy, so `reporting` gives the caller progress lines as they go."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
+from ..pace import paced
 from ..primitives import LazyPerBitInput
 from ..quant import WeightFormat, weight_quantization_error
 
@@ -26,6 +31,7 @@ _memo: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # (owner's to
 _memo_bytes = 0
 _lock = threading.Lock()
 _tokens = itertools.count()  # keys by a token, never id(): a dead owner's id may be reused
+_computing: ContextVar[Callable[[int], None] | None] = ContextVar("_computing", default=None)  # of `reporting`
 
 
 class QuantizationErrors(Mapping, LazyPerBitInput):
@@ -46,6 +52,8 @@ class QuantizationErrors(Mapping, LazyPerBitInput):
                 return q
         if bits not in self.bits:
             raise KeyError(bits)
+        if (tick := _computing.get()) is not None:
+            tick(self._token)
         # One thread, as compute_stats: the clipping search's sums then add in one order on every machine
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -70,6 +78,25 @@ class QuantizationErrors(Mapping, LazyPerBitInput):
 
     def __repr__(self) -> str:
         return f"QuantizationErrors(weight {tuple(self.weight.shape)}, {self.fmt}, bits {self.bits})"
+
+
+@contextmanager
+def reporting(layers: int, log: Callable[[str], None] | None) -> Iterator[None]:
+    """Within it (in this thread), `log` gets "quantization errors: layer i/`layers`" lines (pace.paced:
+    one every PROGRESS_SECONDS, none for a short read) as the Q of a further layer is first computed;
+    `layers` is how many may be read. Q read from the memo costs nothing and counts nothing."""
+    ticks, seen = paced(itertools.repeat(None), layers, "quantization errors: layer", log), set()
+
+    def tick(token: int) -> None:
+        if token not in seen:
+            seen.add(token)
+            next(ticks)
+
+    reset = _computing.set(tick)
+    try:
+        yield
+    finally:
+        _computing.reset(reset)
 
 
 def _remember(key: tuple[int, int], q: torch.Tensor) -> None:

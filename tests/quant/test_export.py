@@ -51,9 +51,14 @@ def _qdq_layers(onnx, path) -> dict[str, dict]:
         q = producer.get(dq.input[0])
         return q if q is not None and q.op_type == "QuantizeLinear" and q.input[1] == dq.input[1] else None
 
+    def weight(node):
+        """The tensor of the layer's weight: a MatMul's (a Linear on more than 2 dimensions) is transposed."""
+        t = producer.get(node.input[1])
+        return t.input[0] if t is not None and t.op_type == "Transpose" else node.input[1]
+
     found = {}
     for node in graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and (wq := qdq(node.input[1])) is not None:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and (wq := qdq(weight(node))) is not None:
             w, scale = initializer[wq.input[0]], initializer[wq.input[1]]
             axis = next(a.i for a in wq.attribute if a.name == "axis")
             xq = qdq(node.input[0])
@@ -313,9 +318,10 @@ def _on_level_boundaries(qmodel, layers, shape=(2, 1, 8, 8)) -> torch.Tensor:
     return (levels + 0.5) * quantizer.step.item() * (1 - 1e-6)
 
 
-def _shuffle_se_ptq():
-    """The ShuffleNetV2- and SE-style net, 4-bit weights and 8-bit inputs, its layers."""
-    model = user_models.shuffle_se()
+def _ptq(model=None):
+    """`model` (for 8×8 grey images; default the ShuffleNetV2- and SE-style net) at 4-bit weights and
+    8-bit inputs, and its layers."""
+    model = model or user_models.shuffle_se()
     layers = layer_registry(model, (1, 8, 8))
     calib = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     return lsq_model(model, layers, [4] * len(layers), 8, calib).eval(), layers
@@ -329,7 +335,7 @@ def test_rounding_flips_that_the_network_carries_to_its_outputs_do_not_refuse_th
     from evoproxy.quant import onnx_export
     from evoproxy.quant.onnx_runtime import _activation_pairs
 
-    qmodel, layers = _shuffle_se_ptq()
+    qmodel, layers = _ptq()
     images = _on_level_boundaries(qmodel, layers)
     with torch.no_grad():
         qmodel[-1].bias -= qmodel(images).mean(0)
@@ -367,7 +373,7 @@ def test_a_fault_between_quantizers_is_refused_naming_the_layer_whose_input_diff
     from evoproxy.errors import EvoproxyError
     from evoproxy.quant import onnx_export
 
-    qmodel, layers = _shuffle_se_ptq()
+    qmodel, layers = _ptq()
     real = onnx_export.qdq_model
 
     def faulty(*args):
@@ -377,5 +383,81 @@ def test_a_fault_between_quantizers_is_refused_naming_the_layer_whose_input_diff
 
     monkeypatch.setattr(onnx_export, "qdq_model", faulty)
     with pytest.raises(EvoproxyError, match=r"beyond the tolerance .*, and layer '3\.branch\.3''s input differs"):
+        export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=torch.rand(4, 1, 8, 8))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name", list(user_models.COMMON_BLOCKS))
+def test_the_blocks_of_common_architectures_export_and_are_checked_layer_by_layer(onnx, tmp_path, monkeypatch, name):
+    """EfficientNet's (SiLU, Sigmoid gate), ConvNeXt's (channels-last LayerNorm, GELU, layer scale), a vision
+    transformer's (class token, attention, LayerNorm), DenseNet's (concatenation) and ResNeXt's (grouped
+    convolution) blocks are written with a QDQ pair on every layer and compute what PyTorch computes; with
+    every pixel on a level boundary that onnxruntime alone rounds up, they are still written, checked
+    layer by layer."""
+    from evoproxy.quant import onnx_export
+
+    qmodel, layers = _ptq(user_models.common_block(name))
+    images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    check = export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=images)
+    assert check.diff <= check.tolerance and check.flips is None
+    _check_qdq(onnx, tmp_path / "m.onnx", layers, [4] * len(layers))
+    boundary = _on_level_boundaries(qmodel, layers)
+    with torch.no_grad():  # logits near zero, as an untrained model's: the flips move them beyond two levels
+        dict(quantizable_modules(qmodel))[layers[-1].name].bias -= qmodel(boundary).mean(0)
+    real = onnx_export.qdq_model
+    monkeypatch.setattr(onnx_export, "qdq_model", lambda *args: _Nudged(real(*args)))
+    check = export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=boundary)
+    assert check.diff > check.tolerance and check.flips >= boundary.numel()
+
+
+@pytest.mark.parametrize("name", list(user_models.COMMON_BLOCKS))
+def test_a_wrong_graph_of_a_common_architecture_is_refused(onnx, tmp_path, monkeypatch, name):
+    from evoproxy.errors import EvoproxyError
+    from evoproxy.quant import onnx_export
+
+    qmodel, layers = _ptq(user_models.common_block(name))
+    real = onnx_export.qdq_model
+
+    def negated(*args):
+        out = real(*args)
+        with torch.no_grad():  # a middle layer's weights, negated: the same levels, the wrong sign
+            dict(quantizable_modules(out))[layers[len(layers) // 2].name].parametrizations.weight.original.neg_()
+        return out
+
+    monkeypatch.setattr(onnx_export, "qdq_model", negated)
+    with pytest.raises(EvoproxyError, match=r"beyond the tolerance .*: .*m\.onnx not written"):
+        export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=torch.rand(16, 1, 8, 8))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+class _BatchAsNumber(torch.nn.Module):
+    """`inner` with the batch size read as a number, which the trace keeps: its logits reshaped to
+    (len(x), −1), or (`column`) beside a column of zeros made as torch.zeros(len(x), 1)."""
+
+    def __init__(self, inner: torch.nn.Module, column: bool):
+        super().__init__()
+        self.inner, self.column = inner, column
+
+    def forward(self, x):
+        if self.column:
+            return torch.cat([self.inner(x), torch.zeros(len(x), 1)], 1)
+        return self.inner(x).reshape(len(x), -1)
+
+
+@pytest.mark.parametrize(
+    "column, said",
+    [
+        (False, r"outputs on 4 images have the shape \(1, 12\), the PyTorch model's \(4, 3\); "),
+        (True, r"onnxruntime cannot run the exported model on 4 images \(Fail: .*Concat.*\), only on one: "),
+    ],
+    ids=["wrong shape", "fails"],
+)
+def test_a_batch_size_traced_as_a_constant_is_refused_naming_the_fix(onnx, tmp_path, column, said):
+    """torch.onnx traces a batch of one: written with len(x), not x.shape[0], the file gives the outputs of
+    4 images as one row, or fails on them in onnxruntime, which the check says in one line."""
+    from evoproxy.errors import EvoproxyError
+
+    qmodel, layers = _ptq(_BatchAsNumber(user_models.common_block("resnext"), column))
+    with pytest.raises(EvoproxyError, match=said + r"torch\.onnx traces a batch of one .*read it as x\.shape\[0\]"):
         export_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", check_images=torch.rand(4, 1, 8, 8))
     assert not (tmp_path / "m.onnx").exists()

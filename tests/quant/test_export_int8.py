@@ -80,14 +80,15 @@ def test_onnxruntime_runs_each_int8_layer_as_an_int8_kernel_and_float_layers_as_
 
 def test_the_check_refuses_a_file_whose_classes_differ(tmp_path, monkeypatch):
     import evoproxy.quant.onnx_int8 as onnx_int8
+    import evoproxy.quant.onnx_runtime as onnx_runtime
 
     _, layers, qmodel, train, evaluation = _brightness([4, 8])
-    real = onnx_int8.run_session
+    real = onnx_runtime.run_session
 
     def negated(session, images):
         return {k: -v for k, v in real(session, images).items()}
 
-    monkeypatch.setattr(onnx_int8, "run_session", negated)
+    monkeypatch.setattr(onnx_runtime, "run_session", negated)
     with pytest.raises(onnx_int8.EvoproxyError, match=r"top-1 class differs .*m\.onnx not written"):
         export_int8_onnx(qmodel, layers, (1, 8, 8), tmp_path / "m.onnx", train[0], evaluation[0])
     assert not (tmp_path / "m.onnx").exists()

@@ -5,10 +5,13 @@ import gc
 import pickle
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from synthetic_stats import tiny_conv_net
 
+from evoproxy import pace
+from evoproxy.allocation import proxy_values
 from evoproxy.proxy import HANDCRAFTED, Genome, prepare_inputs
 from evoproxy.quant import WeightFormat, weight_quantization_error
 from evoproxy.stats import QBITS, QuantizationErrors, StatsSettings, load_or_compute_stats, quant_errors
@@ -67,6 +70,21 @@ def test_a_proxy_computes_q_only_at_the_bit_widths_it_reads(tmp_path, monkeypatc
     assert sorted(computed) == [3, 3, 3, 5, 5, 5]  # each layer once per bit-width
     MAIN.evaluate(stats, (3, 5))
     assert len(computed) == 6  # then read from the memo
+
+
+def test_allocating_by_a_bit_aware_proxy_reports_its_progress_through_the_quantization_errors(tmp_path, monkeypatch):
+    stats, _ = _cached(tmp_path)
+    quiet = proxy_values(HANDCRAFTED["hawq-v2"](), _stored(stats), (2, 3, 4))
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every layer is "long" after the first
+    lines: list[str] = []
+    values = proxy_values(HANDCRAFTED["hawq-v2"](), stats, (2, 3, 4), lines.append)
+    assert np.array_equal(values, quiet)  # the same values, with progress
+    assert [l.split(" (")[0] for l in lines] == ["quantization errors: layer 1/3", "quantization errors: layer 2/3"]
+    lines.clear()
+    proxy_values(HANDCRAFTED["hawq-v2"](), stats, (2, 3, 4), lines.append)
+    assert lines == []  # read from the memo: nothing computed, nothing to report
+    quant_errors.QuantizationErrors(stats.layers[0].W)[2]
+    assert lines == []  # outside the allocation, no lines
 
 
 def test_the_memo_is_bounded_and_forgets_statistics_that_are_gone(tmp_path, monkeypatch):
