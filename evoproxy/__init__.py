@@ -21,6 +21,7 @@ _API = {
         "layer_registry",
         "load_model",
         "open_data",
+        "split_attention",
     ],
     "quant": [
         "PtqEvaluator",

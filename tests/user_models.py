@@ -1,7 +1,8 @@
 """Models and data as a user would bring them (`--model module:function`, `--data module:function`):
-a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, one with
+a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, ones with
 nn.MultiheadAttention, a model that returns a tuple, MobileNetV3-, ShuffleNetV2-, EfficientNet-,
-ConvNeXt-, ViT-, DenseNet- and ResNeXt-style nets, and data functions."""
+ConvNeXt-, ViT- (with nn.Linear projections, and with nn.MultiheadAttention as torchvision's),
+DenseNet- and ResNeXt-style nets, and data functions."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ class TinyTransformer(nn.Module):
 
 
 class AttentionNet(nn.Module):
-    def __init__(self):
+    def __init__(self, **options):
         super().__init__()
         self.embed, self.attn, self.head = (
             nn.Linear(4, 16),
-            nn.MultiheadAttention(16, 2, batch_first=True),
+            nn.MultiheadAttention(16, 2, batch_first=True, **options),
             nn.Linear(16, 3),
         )
 
@@ -123,6 +124,12 @@ def transformer() -> nn.Module:
 def attention() -> nn.Module:
     torch.manual_seed(0)
     return AttentionNet()
+
+
+def zero_attention() -> nn.Module:
+    """`attention` with add_zero_attn, which no module of nn.Linear projections reproduces."""
+    torch.manual_seed(0)
+    return AttentionNet(add_zero_attn=True)
 
 
 def two_heads() -> nn.Module:
@@ -299,15 +306,32 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.fc2(nn.functional.gelu(self.fc1(h))) * self.scale).permute(0, 3, 1, 2)
 
 
+class EncoderBlock(nn.Module):
+    """torchvision's ViT block: pre-norm nn.MultiheadAttention (batch first, called with
+    need_weights=False), dropout, then an MLP."""
+
+    def __init__(self, d: int = 16, heads: int = 2):
+        super().__init__()
+        self.ln_1, self.self_attention = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, batch_first=True)
+        self.dropout, self.ln_2 = nn.Dropout(0.1), nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        x = x + self.dropout(self.self_attention(h, h, h, need_weights=False)[0])
+        return x + self.mlp(self.ln_2(x))
+
+
 class ViT(nn.Module):
     """A vision transformer on 8×8 grey images: 2×2 patches by a strided convolution, a class token
-    and a position embedding, one pre-norm `Block`, LayerNorm, the head on the class token."""
+    and a position embedding, one pre-norm `block` (by default a `Block`), LayerNorm, the head on the
+    class token."""
 
-    def __init__(self, d: int = 16):
+    def __init__(self, d: int = 16, block: type[nn.Module] = Block):
         super().__init__()
         self.patches, self.block, self.norm, self.head = (
             nn.Conv2d(1, d, 2, 2),
-            Block(d),
+            block(d),
             nn.LayerNorm(d),
             nn.Linear(d, 3),
         )
@@ -367,15 +391,19 @@ COMMON_BLOCKS = {  # one small net per block of the common architectures, for 8�
     "efficientnet": lambda: _on_8x8(MBConv(8), MBConv(8)),
     "convnext": lambda: _on_8x8(ConvNeXtBlock(8), ConvNeXtBlock(8)),
     "vit": ViT,
+    "vit-mha": lambda: ViT(block=EncoderBlock),
     "densenet": lambda: _on_8x8(DenseLayer(8, 4), DenseLayer(12, 4), nn.Conv2d(16, 8, 1), nn.AvgPool2d(2)),
     "resnext": lambda: _on_8x8(GroupedBottleneck(8), GroupedBottleneck(8)),
 }
 
 
 def common_block(name: str) -> nn.Module:
-    """The net of COMMON_BLOCKS `name`, its weights from seed 0."""
+    """The net of COMMON_BLOCKS `name`, its weights from seed 0, as `load_model` gives it (its
+    nn.MultiheadAttention split into nn.Linear projections)."""
+    from evoproxy.model import split_attention
+
     torch.manual_seed(0)
-    return COMMON_BLOCKS[name]()
+    return split_attention(COMMON_BLOCKS[name]())
 
 
 class DiesInADaskWorker(nn.Module):

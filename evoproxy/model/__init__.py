@@ -2,6 +2,7 @@
 gives the nn.Module, its layer registry (the quantizable layers that key every bit
 configuration, statistic and allocation), the calibration and evaluation images, and training."""
 
+from .attention import split_attention
 from .data import asset_path, calibration_set, fmnist_dir, load_fmnist, normalize
 from .data_settings import DataSettings
 from .distill import DistillSettings, distill_images
@@ -77,6 +78,7 @@ __all__ = [
     "run_with_outputs",
     "select_output",
     "selected",
+    "split_attention",
     "train",
     "train_language_model",
     "weights_hash",

@@ -190,7 +190,7 @@ def layer_registry(
             "check the data and its image size",
         )
     unused = [name for name, _ in modules if name not in out_numel]
-    if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight (MultiheadAttention)
+    if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight
         warnings.warn(
             f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
             f"the layer registry: {', '.join(unused)}",
@@ -198,10 +198,11 @@ def layer_registry(
             stacklevel=2,
         )
     attention = [name for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    if attention:  # its q, k, v projection is a bare parameter (in_proj_weight), not a layer
+    if attention:  # one that split_attention leaves: its q, k, v projection is a bare parameter, not a layer
         warnings.warn(
             f"the q/k/v projections of nn.MultiheadAttention ({', '.join(attention)}) stay at full "
-            "precision: write attention with nn.Linear projections to quantize them",
+            "precision: load_model splits them into nn.Linear layers only without kdim/vdim, bias_k/bias_v, "
+            "add_zero_attn or hooks, and outside torch's Transformer layers",
             EvoproxyWarning,
             stacklevel=2,
         )

@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import EvoproxyError, EvoproxyWarning, exception_line
 from ..hashing import tensors_hash
 from ..reference import import_callable
+from .attention import fused_state_dict, split_attention
 from .data import asset_path
 from .layers import select_output
 from .lm import TinyLM
@@ -271,17 +272,18 @@ def _conv1d_as_linear(model: nn.Module) -> None:
 
 
 def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict of a `hf:` model in its own checkpoint's layout (Conv1D weights as (in, out)), for
-    `save_pretrained(state_dict=...)`."""
+    """The state_dict of a `hf:` model in its own checkpoint's layout (Conv1D weights as (in, out),
+    nn.MultiheadAttention's q, k and v as in_proj), for `save_pretrained(state_dict=...)`."""
     state = model.state_dict()
     for name, module in model.named_modules():
         if getattr(module, FROM_CONV1D, False):
             state[f"{name}.weight"] = module.weight.detach().t().contiguous()
-    return state
+    return fused_state_dict(model, state)
 
 
 def load_model(ref: str, weights: str | Path | None = None, output: str | None = None) -> tuple[nn.Module, str]:
-    """The model named `ref`, in eval mode, and its canonical name.
+    """The model named `ref`, in eval mode, and its canonical name, its nn.MultiheadAttention modules
+    split into nn.Linear projections (`split_attention`) once its weights are loaded.
 
     `ref` is a registry name (see MODELS, ALIASES), `package.module:function`, a function
     that returns an nn.Module, or `hf:PATH`, a local folder of a `transformers` causal language
@@ -295,7 +297,7 @@ def load_model(ref: str, weights: str | Path | None = None, output: str | None =
         if output not in (None, "logits"):
             raise EvoproxyError(f"{ref} takes no output other than logits, which are selected")
         model, name = _load_hf(ref[len(HF_PREFIX) :])
-        return model.eval(), name
+        return split_attention(model).eval(), name
     if name in MODELS:
         spec = MODELS[name]
         model = spec.build()
@@ -316,4 +318,4 @@ def load_model(ref: str, weights: str | Path | None = None, output: str | None =
     else:
         known = ", ".join(sorted([*MODELS, *ALIASES]))
         raise EvoproxyError(f"unknown model {ref!r}: use one of {known}, or package.module:function")
-    return select_output(model, output).eval(), name
+    return select_output(split_attention(model), output).eval(), name

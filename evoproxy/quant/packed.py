@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import EvoproxyError
 from ..model import LayerInfo, hf_state_dict
+from ..model.attention import SplitAttention
 from ..model.registry import FROM_CONV1D
 from .cost import WeightFormat
 from .fakequant import WeightCache
@@ -44,8 +45,8 @@ def compressed_tensors():
 
 def check_packable(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequence[int]) -> None:
     """Raise a one-line EvoproxyError unless every layer below 32 bits of `model` (a `transformers`
-    model) has a packed form: an nn.Linear of its own (GPT-2's Conv1D, stored as (in, out), and a head
-    tied to the embedding have none) at a bit-width the format stores."""
+    model) has a packed form: an nn.Linear of its own (GPT-2's Conv1D, stored as (in, out), the projections
+    of nn.MultiheadAttention and a head tied to the embedding have none) at a bit-width the format stores."""
     compressed_tensors()
     embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     for layer, bits in zip(layers, w_bits):
@@ -56,6 +57,12 @@ def check_packable(model: nn.Module, layers: Sequence[LayerInfo], w_bits: Sequen
             raise EvoproxyError(
                 f"--packed: layer {layer.name} is a GPT-2 Conv1D, which compressed-tensors does not pack "
                 "(it packs nn.Linear weights only): save it without --packed"
+            )
+        if isinstance(model.get_submodule(layer.name.rpartition(".")[0]), SplitAttention):
+            raise EvoproxyError(
+                f"--packed: layer {layer.name} is a projection of an nn.MultiheadAttention, whose checkpoint "
+                "stores q, k and v fused (in_proj_weight) and which reads its weights as tensors: save it "
+                "without --packed"
             )
         if not isinstance(module, nn.Linear):
             raise EvoproxyError(f"--packed: layer {layer.name} is not an nn.Linear, the only layer packed")

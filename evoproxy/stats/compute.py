@@ -138,7 +138,7 @@ def _compute_stats(
     acts = {}
     inputs = images if labels.dim() == 2 else images.float()
     normalized = normalized_outputs(work, inputs[:1], {n: modules[n] for n in names})
-    # scaled_dot_product_attention's fused CPU kernels (nn.MultiheadAttention's) have no second
+    # scaled_dot_product_attention's fused CPU kernels (nn.MultiheadAttention's, SplitAttention's) have no second
     # derivative; its plain math form, the same attention, does.
     with sdpa_kernel([SDPBackend.MATH]) if settings.hessian else contextlib.nullcontext():
         logits = run_with_outputs(

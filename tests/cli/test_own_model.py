@@ -256,7 +256,9 @@ def test_conv1d_layers_of_a_signal_model_are_quantized(tmp_path, monkeypatch, ca
     assert "quantized, A8" in capsys.readouterr().out
 
 
-def test_transformer_block_linears_are_quantized_and_attention_modules_reported(tmp_path, monkeypatch, capsys):
+def test_transformer_block_linears_and_multihead_attention_are_quantized_and_what_stays_reported(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     torch.save(dict(zip(("images", "labels"), user_models.sequences())), "seq.pt")
     with pytest.warns(EvoproxyWarning, match="SynFlow statistics"):  # attention has no SynFlow linearisation
@@ -283,8 +285,15 @@ def test_transformer_block_linears_are_quantized_and_attention_modules_reported(
         == 0
     )
     capsys.readouterr()
+    torch.save(user_models.attention().state_dict(), "attention.pt")  # in_proj_weight, as the user saved it
     with pytest.warns(EvoproxyWarning) as warned:
-        assert main(["stats", "--model", "user_models:attention", "--data", "seq.pt", *FAST, "--json"]) == 0
+        attention = ["--model", "user_models:attention", "--weights", "attention.pt", "--data", "seq.pt"]
+        assert main(["stats", *attention, *FAST, "--json"]) == 0
+    names = [l["name"] for l in json.loads(capsys.readouterr().out)["layers"]]
+    assert names == ["embed", "attn.q", "attn.k", "attn.v", "attn.out_proj", "head"]
+    assert not any("full precision" in str(w.message) for w in warned)
+    with pytest.warns(EvoproxyWarning) as warned:
+        assert main(["stats", "--model", "user_models:zero_attention", "--data", "seq.pt", *FAST, "--json"]) == 0
     assert [l["name"] for l in json.loads(capsys.readouterr().out)["layers"]] == ["embed", "head"]
     said = " ".join(str(w.message) for w in warned)
     assert "nn.MultiheadAttention (attn) stay at full precision" in said and "attn.out_proj" in said

@@ -193,6 +193,17 @@ def test_a_gpt2_conv1d_and_a_head_tied_to_the_embedding_are_refused(tmp_path, ca
         check_packable(tied, layers, [4] * len(layers))
 
 
+def test_the_projections_of_multihead_attention_are_refused():
+    import user_models
+    from evoproxy.model import layer_registry, split_attention
+    from evoproxy.quant import check_packable
+
+    model = split_attention(user_models.attention())
+    layers = layer_registry(model, (6, 4))
+    with pytest.raises(EvoproxyError, match="layer attn.q is a projection of an nn.MultiheadAttention"):
+        check_packable(model, layers, [4] * len(layers))
+
+
 def test_compressed_tensors_is_not_imported_before_a_command_runs():
     code = "import sys, evoproxy.cli; evoproxy.cli.build_parser(); print('compressed_tensors' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -154,3 +154,30 @@ def test_attention_through_scaled_dot_product_attention_gets_its_hessian():
         stats = compute_stats(_SelfAttention(), x, y, "attention", StatsSettings(hutchinson_samples=2, power_iters=2))
     assert [l.info.name for l in stats.layers] == ["embed", "head"]
     assert all(torch.isfinite(torch.tensor([l.hessian_trace, l.hessian_eig])).all() for l in stats.layers)
+
+
+def test_split_attention_and_a_vit_of_torchvision_blocks_get_their_hessian():
+    """Split into nn.Linear projections (as `load_model` gives it), the attention's q, k, v and
+    out_proj are layers whose Hessian goes through scaled_dot_product_attention (need_weights=False)
+    or the attention weights written out (need_weights=True, the default)."""
+    import warnings
+
+    import user_models
+    from evoproxy.model import split_attention
+    from evoproxy.stats import StatsSettings, compute_stats
+
+    g = torch.Generator().manual_seed(0)
+    settings = StatsSettings(hutchinson_samples=2, power_iters=2)
+    cases = [
+        (split_attention(_SelfAttention()), torch.randn(8, 6, 4, generator=g), "attn"),
+        (split_attention(user_models.attention()), torch.randn(8, 6, 4, generator=g), "attn"),
+        (user_models.common_block("vit-mha"), torch.rand(8, 1, 8, 8, generator=g), "block.self_attention"),
+    ]
+    for model, x, attention in cases:
+        y = torch.randint(0, 3, (8,), generator=g)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*(Hessian|full precision).*")
+            stats = compute_stats(model, x, y, "split", settings)
+        names = [l.info.name for l in stats.layers]
+        assert all(f"{attention}.{p}" in names for p in ("q", "k", "v", "out_proj"))
+        assert all(torch.isfinite(torch.tensor([l.hessian_trace, l.hessian_eig])).all() for l in stats.layers)
