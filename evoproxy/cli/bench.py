@@ -77,6 +77,7 @@ def cmd_bench_show(args) -> None:
 def cmd_rank(args) -> None:
     from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, check_draws, load_bench, plot_ranking, rank_proxy
     from ..model import check_device
+    from ..stats import quant_errors
     from ..table import format_table, printable, printable_lines
 
     check_draws(args.samples, args.repeats, args.seed)  # before the statistics
@@ -89,7 +90,8 @@ def cmd_rank(args) -> None:
     stats, stats_seconds, _ = bench_stats(
         bench, weights=args.weights, log=log, data=args.data, device=check_device(args.device)
     )
-    results = [rank_proxy(p, stats, entries, args.samples, args.repeats, args.seed) for p in proxies]
+    with quant_errors.reporting(len(stats.layers), log):  # the proxies' first reads of Q take long on a big model
+        results = [rank_proxy(p, stats, entries, args.samples, args.repeats, args.seed) for p in proxies]
     if args.plot:
         plot_ranking(results, entries, args.plot)
     if args.json:

@@ -87,6 +87,25 @@ def test_allocating_by_a_bit_aware_proxy_reports_its_progress_through_the_quanti
     assert lines == []  # outside the allocation, no lines
 
 
+def test_rank_reports_its_progress_through_the_quantization_errors_on_stderr(trained_mlp, monkeypatch, capsys):
+    import json
+
+    from evoproxy.cli import main
+
+    assert main(["bench", "build", *trained_mlp, "--configs", "3", "--eval-size", "40", "--out", "b.jsonl"]) == 0
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every layer is "long" after the first
+    capsys.readouterr()
+    rank = ["rank", "--bench", "b.jsonl", "--proxies", "hawq-v2", "--split", "all", "--samples", "0", "--repeats", "1"]
+    assert main(rank) == 0
+    out, err = capsys.readouterr()
+    lines = [l.split(" (")[0] for l in err.splitlines() if "quantization errors" in l]
+    assert lines == ["[stats] quantization errors: layer 1/3", "[stats] quantization errors: layer 2/3"]
+    assert "quantization errors" not in out
+    assert main([*rank, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["results"][0]["proxy"] == "hawq-v2" and "quantization errors" not in err
+
+
 def test_the_memo_is_bounded_and_forgets_statistics_that_are_gone(tmp_path, monkeypatch):
     stats, _ = _cached(tmp_path)
     sizes = [l.W.numel() * 8 for l in stats.layers]
