@@ -71,7 +71,8 @@ class _SoftRounding(torch.autograd.Function):
         if reg_weight > 0:  # d/dh of λ(1 − |2h − 1|^β) = −2λβ · (2h − 1) · |2h − 1|^(β − 2)
             d = h * 2 - 1
             grad_h.add_(d.abs().pow_(beta - 2).mul_(d), alpha=-2 * reg_weight * beta)
-        # dh/dV = (ζ − γ) σ(V)(1 − σ(V)), 0 where h is clamped (autograd also passes h's exact 0 and 1)
+        # dh/dV = (ζ − γ) σ(V)(1 − σ(V)), 0 where h is 0 or 1 (autograd's clamp differs only where the
+        # unclamped h is exactly 0 or 1)
         grad_h.mul_(torch.addcmul(s, s, s, value=-1)).masked_fill_((h == 0) | (h == 1), 0)
         return grad_h.mul_(ZETA - GAMMA), None, None, None, None, None, None
 
