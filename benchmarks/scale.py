@@ -5,6 +5,7 @@ fresh statistics cache per model). Peak memory is the command process's maximum 
 
     python benchmarks/scale.py [--models resnet20,resnet18-64,resnet18-224,vit-224,vit-b-64] [--batch-size 16]
                                [--hessian-seconds 120] [--configs 3] [--eval-size 256] [--adaround]
+                               [--adaround-iters N]
                                [--commands stats,allocate,quantize,bench]
 """
 
@@ -70,8 +71,13 @@ def steps(args, folder: Path) -> list[tuple[str, list[str], list[str]]]:
     out[1][2].extend(["--out", alloc])
     out = [step for name, step in zip(COMMANDS, out) if name in args.commands]
     if args.adaround:
+        iters = ["--iters", str(args.adaround_iters)] if args.adaround_iters else []
         out.append(
-            ("quantize --method adaround", ["quantize"], ["--bits-file", alloc, "--method", "adaround", *evaluate])
+            (
+                f"quantize --method adaround{' '.join(['', *iters])}",
+                ["quantize"],
+                ["--bits-file", alloc, "--method", "adaround", *iters, *evaluate],
+            )
         )
     return out
 
@@ -84,6 +90,7 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=3, help="bench configurations measured (default 3)")
     parser.add_argument("--eval-size", type=int, default=256, help="test images per measurement (default 256)")
     parser.add_argument("--adaround", action="store_true", help="also time quantize --method adaround")
+    parser.add_argument("--adaround-iters", type=int, help="its iterations per block (default: the command's)")
     parser.add_argument(
         "--commands",
         default=",".join(COMMANDS),

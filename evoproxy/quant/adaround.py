@@ -49,28 +49,55 @@ BETA = (20.0, 2.0)  # the regulariser's exponent, from soft (only h near 0 or 1 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
+class _SoftRounding(torch.autograd.Function):
+    """The soft weight step · clamp(⌊w/step⌋ + h(V), −q, q), whose backward also adds to V's gradient
+    that of the rounding regulariser λ · Σ (1 − |2h − 1|^β) (its value is never read): a dozen passes
+    over the weights per step instead of autograd's graph of two roundings, which on the large
+    layers of a real model cost more than their convolutions."""
+
+    @staticmethod
+    def forward(ctx, v, floor, slope, step, q, reg_weight, beta):
+        s = torch.sigmoid(v)
+        h = (s * (ZETA - GAMMA)).add_(GAMMA).clamp_(0, 1)
+        ctx.save_for_backward(s, h, slope)
+        ctx.reg = reg_weight, beta
+        return (floor + h).clamp_(-q, q).mul_(step)
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, h, slope = ctx.saved_tensors
+        reg_weight, beta = ctx.reg
+        grad_h = grad * slope
+        if reg_weight > 0:  # d/dh of λ(1 − |2h − 1|^β) = −2λβ · (2h − 1) · |2h − 1|^(β − 2)
+            d = h * 2 - 1
+            grad_h.add_(d.abs().pow_(beta - 2).mul_(d), alpha=-2 * reg_weight * beta)
+        # dh/dV = (ζ − γ) σ(V)(1 − σ(V)), 0 where h is 0 or 1 (autograd's clamp differs only where the
+        # unclamped h is exactly 0 or 1)
+        grad_h.mul_(torch.addcmul(s, s, s, value=-1)).masked_fill_((h == 0) | (h == 1), 0)
+        return grad_h.mul_(ZETA - GAMMA), None, None, None, None, None, None
+
+
 class AdaRoundQuantizer(nn.Module):
     """Parametrization of a weight (C, ...) at `bits`: w ↦ step · clamp(⌊w/step⌋ + h(V), −q, q),
-    `step` (C,) per output channel; `hard` rounds up where h ≥ 0.5 and down elsewhere."""
+    `step` (C,) per output channel; `hard` rounds up where h ≥ 0.5 and down elsewhere. The float
+    weight stays fixed while its rounding is learned, so ⌊w/step⌋ is computed once, here; while soft,
+    the backward pass adds the gradient of the rounding regulariser at `reg` = (λ, β) to V's."""
 
     def __init__(self, w: torch.Tensor, step: torch.Tensor, bits: int):
         super().__init__()
-        self.q, self.hard = 2 ** (bits - 1) - 1, False
+        self.q, self.hard, self.reg = 2 ** (bits - 1) - 1, False, (0.0, BETA[0])
         self.register_buffer("step", step.reshape(-1, *[1] * (w.dim() - 1)).to(w))
-        rest = (w / self.step - torch.floor(w / self.step)).detach()
+        self.register_buffer("floor", torch.floor(w / self.step).detach())
+        rest = (w / self.step - self.floor).detach()
         self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(V) = rest
-
-    def rounding(self) -> torch.Tensor:
-        """h(V) in [0, 1], the share of a step each weight is rounded up by (0 or 1 when hard)."""
-        h = torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
-        return (h >= 0.5).to(h) if self.hard else h
-
-    def regulariser(self, beta: float) -> torch.Tensor:
-        """Σ (1 − |2h − 1|^β): 0 once every h is 0 or 1."""
-        return (1 - (2 * self.rounding() - 1).abs().pow(beta)).sum()
+        # dw/dh: the step, 0 where ⌊w/step⌋ + h is clamped for every h in (0, 1)
+        self.register_buffer("slope", self.step * ((self.floor >= -self.q) & (self.floor < self.q)))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.floor(w / self.step) + self.rounding(), -self.q, self.q) * self.step
+        if self.hard:
+            h = torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+            return torch.clamp(self.floor + (h >= 0.5).to(h), -self.q, self.q) * self.step
+        return _SoftRounding.apply(self.v, self.floor, self.slope, self.step, self.q, *self.reg)
 
 
 @dataclass(frozen=True)
@@ -167,15 +194,16 @@ def block_calls(model: nn.Module, block: str, images: torch.Tensor, batch_size: 
     else:
         hook = module.register_forward_hook(lambda m, args, out: seen.append(_detached(out)))
     try:
-        for i in range(0, len(images), batch_size):
-            model(images[i : i + batch_size])
+        with parametrize.cached():  # the hardened weights once per pass, not once per batch
+            for i in range(0, len(images), batch_size):
+                model(images[i : i + batch_size])
     finally:
         hook.remove()
     return seen
 
 
 def _mean_error(module: nn.Module, calls: list, targets: list) -> float:
-    with torch.no_grad():
+    with torch.no_grad(), parametrize.cached():
         return sum(_output_error(module(*args, **kwargs), t).item() for (args, kwargs), t in zip(calls, targets)) / max(
             len(calls), 1
         )
@@ -193,17 +221,17 @@ def _reconstruct(
     """Learn the rounding of `quantizers` (those of `module`) so that `module` on `calls` gives
     `targets`, then harden it; progress lines named `what` go to `log` (pace.paced)."""
     for qz in quantizers:
-        qz.hard = False
-    opt = torch.optim.Adam([qz.v for qz in quantizers], lr=settings.lr)
+        qz.hard, qz.reg = False, (0.0, BETA[0])
+    opt = torch.optim.Adam([qz.v for qz in quantizers], lr=settings.lr, fused=True)
     order = torch.randint(len(calls), (settings.iters,), generator=torch.Generator().manual_seed(settings.seed))
     warmup = int(WARMUP * settings.iters)
     for it, k in paced(enumerate(order.tolist()), settings.iters, what, log):
+        if it >= warmup:
+            progress = (it - warmup) / max(settings.iters - warmup, 1)
+            for qz in quantizers:
+                qz.reg = settings.reg_weight, BETA[1] + (BETA[0] - BETA[1]) * (1 - progress)
         args, kwargs = calls[k]
         loss = _output_error(module(*args, **kwargs), targets[k])
-        if it >= warmup and settings.reg_weight > 0:
-            progress = (it - warmup) / max(settings.iters - warmup, 1)
-            beta = BETA[1] + (BETA[0] - BETA[1]) * (1 - progress)
-            loss = loss + settings.reg_weight * sum(qz.regulariser(beta) for qz in quantizers)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

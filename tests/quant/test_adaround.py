@@ -15,6 +15,7 @@ from evoproxy.errors import EvoproxyError
 from evoproxy.model import layer_registry
 from evoproxy.model.nets import ResNet20
 from evoproxy.quant import (
+    AdaRoundQuantizer,
     AdaRoundSettings,
     QuantSettings,
     adaround_model,
@@ -22,6 +23,7 @@ from evoproxy.quant import (
     reconstruction_blocks,
     weight_steps,
 )
+from evoproxy.quant.adaround import GAMMA, ZETA
 
 FLOAT_ACTS = QuantSettings(act_bits=32, bn_recalibration=False)
 QUIET = dict(log=lambda m: None)
@@ -40,6 +42,24 @@ def test_blocks_are_residual_blocks_transformer_blocks_or_single_layers():
     ]
     mlp = user_models.mlp()  # a Sequential: layer by layer
     assert reconstruction_blocks(mlp, layer_registry(mlp, (12,))) == [("0", ("0",)), ("2", ("2",)), ("4", ("4",))]
+
+
+@pytest.mark.parametrize("reg", [(0.0, 20.0), (0.5, 20.0), (0.5, 7.3), (0.5, 2.0)])
+def test_the_soft_weights_gradient_is_autograds_of_the_weight_plus_the_rounding_regulariser(reg):
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 3, 3)
+    qz = AdaRoundQuantizer(w, w.abs().amax((1, 2, 3)) / 4, 3)  # q = 3: the largest weights are clipped
+    with torch.no_grad():
+        qz.v.add_(3 * torch.randn_like(qz.v))  # some h clamped at 0 or 1
+    qz.reg, g = reg, torch.randn_like(w)
+    (qz(w) * g).sum().backward()
+    v = qz.v.detach().requires_grad_()
+    h = torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+    weight = torch.clamp(torch.floor(w / qz.step) + h, -qz.q, qz.q) * qz.step
+    reg_weight, beta = reg
+    ((weight * g).sum() + reg_weight * (1 - (2 * h - 1).abs().pow(beta)).sum()).backward()
+    assert torch.equal(qz(w), weight.detach())
+    assert (v.grad == 0).any() and torch.allclose(qz.v.grad, v.grad, rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module")
