@@ -122,10 +122,19 @@ def int8_layer_names(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> list[str
     ]
 
 
+def _chain(node: fx.Node, modules: dict) -> tuple[fx.Node | None, fx.Node | None]:
+    """The BatchNorm right after the layer `node` (its only user), and a ReLU right after that (or
+    after the layer); None for each that is not there."""
+    bn = _only_user(node)
+    if bn is None or bn.op != "call_module" or not isinstance(modules[bn.target], _BN):
+        bn = None
+    relu = _only_user(node if bn is None else bn)
+    return bn, relu if relu is not None and _is_relu(relu, modules) else None
+
+
 def followers(model: nn.Module, names: Sequence[str]) -> dict[str, list[nn.Module]]:
-    """Per layer of `names`, the BatchNorm right after it in `model` and a ReLU after that (or after
-    the layer), the chain that `_fold_chains` folds: what runs beside the layer in an exported file.
-    None for each if torch.fx cannot trace the model."""
+    """Per layer of `names`, the chain that `_fold_chains` folds (`_chain`): what runs beside the
+    layer in an exported file. An empty chain for each if torch.fx cannot trace the model."""
     out = {name: [] for name in names}
     try:
         gm = fx.symbolic_trace(model)
@@ -133,31 +142,25 @@ def followers(model: nn.Module, names: Sequence[str]) -> dict[str, list[nn.Modul
         return out
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target not in out:
-            continue
-        chain, nxt = out[node.target], _only_user(node)
-        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _BN):
-            chain.append(modules[nxt.target])
-            nxt = _only_user(nxt)
-        if nxt is not None and _is_relu(nxt, modules):
-            chain.append(nn.ReLU())
+        if node.op == "call_module" and node.target in out:
+            bn, relu = _chain(node, modules)
+            out[node.target] = ([] if bn is None else [modules[bn.target]]) + ([] if relu is None else [nn.ReLU()])
     return out
 
 
 def _fold_chains(gm: fx.GraphModule, modules: dict, int8: set[str]) -> set[fx.Node]:
     """Fold the BatchNorm right after each of the `int8` layers of `gm` into it; the nodes that end
-    each layer's chain: the layer, or a ReLU right after it (or after its BatchNorm)."""
+    each layer's chain (`_chain`): the layer, or a ReLU right after it (or after its BatchNorm)."""
     ends = set()
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or node.target not in int8:
             continue
-        bn = _only_user(node)
-        if bn is not None and bn.op == "call_module" and isinstance(modules[bn.target], _BN):
+        bn, relu = _chain(node, modules)
+        if bn is not None:
             _fold_bn(modules[node.target], modules[bn.target])
             bn.replace_all_uses_with(node)
             gm.graph.erase_node(bn)
-        relu = _only_user(node)
-        ends.add(relu if relu is not None and _is_relu(relu, modules) else node)
+        ends.add(relu or node)
     return ends
 
 
