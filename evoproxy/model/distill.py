@@ -30,7 +30,7 @@ from ..errors import EvoproxyError
 from ..files import open_with_checksum, save_with_checksum
 from ..params import Interval, check_parameters
 from .layers import evaluating
-from .registry import weights_hash
+from .registry import behaviour_hash, weights_hash
 
 DISTILL_BATCH = 64  # images optimised together: the statistics are matched over each batch
 MAX_IMAGES = 1 << 16  # a typo should not start hours of distillation
@@ -118,8 +118,8 @@ def distill_images(
     statistics of `model` (the module docstring) on the model's device, the same for the same seed;
     returned on the CPU.
 
-    `cache`, a folder (the statistics cache, `evoproxy.files.cache_dir()`), keeps them by (weights,
-    n, seed, input shape, settings): a second call reads them back instead of distilling again.
+    `cache`, a folder (the statistics cache, `evoproxy.files.cache_dir()`), keeps them by (weights
+    and behaviour, n, seed, input shape, settings): a second call reads them back instead of distilling again.
     A model without BatchNorm, or a language model, is an EvoproxyError. Cost: about
     `settings.iters` forward and backward passes of the model per DISTILL_BATCH images."""
     device = check_distillable(model)[0].running_mean.device
@@ -131,7 +131,14 @@ def distill_images(
     shape = tuple(int(s) for s in input_shape)
     path = None
     if cache is not None:
-        key = {"weights": weights_hash(model), "n": n, "seed": seed, "shape": shape, "format": FORMAT_VERSION}
+        key = {
+            "weights": weights_hash(model),
+            "behaviour": behaviour_hash(model, torch.zeros(1, *shape, device=device)),
+            "n": n,
+            "seed": seed,
+            "shape": shape,
+            "format": FORMAT_VERSION,
+        }
         digest = hashlib.sha256(json.dumps(key | asdict(settings), sort_keys=True).encode()).hexdigest()
         path = Path(cache) / f"distilled-{digest[:32]}.pt"
         file, _ = open_with_checksum(path)

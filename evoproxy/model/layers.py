@@ -71,6 +71,14 @@ def run_with_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Mo
             h.remove()
 
 
+def refused_inputs(model: nn.Module, input_shape: tuple[int, ...]) -> str:
+    """What a model that refuses inputs of `input_shape` (one sample's) is told."""
+    return (
+        f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
+        "check the data and its image size"
+    )
+
+
 def normalized_outputs(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -> set[str]:
     """The names of `modules` whose output a BatchNorm takes as its input, as one forward pass of
     `x` shows (the BatchNorms that PTQ re-estimates after quantizing them)."""
@@ -186,8 +194,7 @@ def layer_registry(
             torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device),
             dict(modules),
             lambda n, out: out_numel.__setitem__(n, out[0].numel()),
-            f"{type(model).__name__} does not accept inputs of shape {tuple(input_shape)} (the data's); "
-            "check the data and its image size",
+            refused_inputs(model, input_shape),
         )
     unused = [name for name, _ in modules if name not in out_numel]
     if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight

@@ -18,7 +18,7 @@ from ..hashing import tensors_hash
 from ..reference import import_callable
 from .attention import fused_state_dict, split_attention
 from .data import asset_path
-from .layers import select_output
+from .layers import evaluating, refused_inputs, run_with_outputs, select_output
 from .lm import TinyLM
 from .nets import (
     ConvNeXtSmall,
@@ -170,6 +170,22 @@ def default_data(ref: str) -> str:
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 over the model's state_dict (names, dtypes, shapes and bytes), in hex."""
     return tensors_hash(model.state_dict().items())
+
+
+def behaviour_hash(model: nn.Module, x: torch.Tensor) -> str:
+    """SHA-256 (hex) of the model's output on `x` (one sample is enough) in eval mode, on one
+    thread: what its weights alone cannot tell, i.e. the code of its forward (two models with one
+    state_dict may compute different things). Keys the caches of what is computed from a model,
+    beside its weights_hash. Inputs that the model refuses are an EvoproxyError."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one order of summation, so one output, whatever the core count
+    try:
+        with evaluating(model), torch.no_grad():
+            out = run_with_outputs(model, x, {}, None, refused_inputs(model, x.shape[1:]))
+    finally:
+        torch.set_num_threads(threads)
+    # an output that is not a tensor is refused later, by what reads it; keyed by its type meanwhile
+    return tensors_hash([("output", out)]) if isinstance(out, torch.Tensor) else type(out).__qualname__
 
 
 def checkpoint_path(spec: ModelSpec) -> Path:

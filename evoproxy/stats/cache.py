@@ -1,5 +1,7 @@
-"""The on-disk cache of the statistics: one entry per (model weights, batch, settings), a plain
-blob of tensors with its sha256 beside it, under $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy."""
+"""The on-disk cache of the statistics: one entry per (model weights, model behaviour, batch,
+settings), a plain blob of tensors with its sha256 beside it, under $EVOPROXY_CACHE_DIR or
+~/.cache/evoproxy. The behaviour (the model's output on the batch's first sample) tells apart two
+models that share a state_dict but not a forward."""
 
 from __future__ import annotations
 
@@ -16,27 +18,21 @@ from torch import nn
 
 from ..errors import EvoproxyWarning
 from ..files import CHECKSUM_MISMATCH, cache_dir, open_with_checksum, save_with_checksum
-from ..model import weights_hash
+from ..model import behaviour_hash, weights_hash
 from .compute import batch_hash, check_batch, compute_stats
 from .model_stats import FORMAT_VERSION, ModelStats, StatsSettings
 
 
-def cache_key(weights: str, batch: str, settings: StatsSettings) -> str:
-    described = asdict(settings)
-    for name, default in (
-        ("exclude", ()),
-        ("output", None),
-        ("hessian", True),
-        ("group_size", None),
-        ("asymmetric", False),
-        ("hessian_seconds", None),
-    ):
-        if described[name] == default:  # left out when default, so that older cache keys stay what they were
-            del described[name]
-    payload = json.dumps(
-        {"weights": weights, "batch": batch, "settings": described, "format": FORMAT_VERSION}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+def _model_key(model: nn.Module, images: torch.Tensor) -> str:
+    """The model's weights_hash and behaviour_hash on the first calibration sample."""
+    first = images[:1] if not images.is_floating_point() else images[:1].float()  # token ids stay integers
+    return f"{weights_hash(model)}+{behaviour_hash(model, first)}"
+
+
+def _entry_path(model_key: str, batch: str, settings: StatsSettings, cache) -> Path:
+    payload = {"model": model_key, "batch": batch, "settings": asdict(settings), "format": FORMAT_VERSION}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir(cache) / f"stats-{key}.pt"
 
 
 def stats_cache_path(
@@ -46,8 +42,8 @@ def stats_cache_path(
     settings: StatsSettings,
     cache: str | os.PathLike | None = None,
 ) -> Path:
-    """The cache file of the statistics of (model weights, batch, settings)."""
-    return cache_dir(cache) / f"stats-{cache_key(weights_hash(model), batch_hash(images, labels), settings)}.pt"
+    """The cache file of the statistics of (model weights and behaviour, batch, settings)."""
+    return _entry_path(_model_key(model, images), batch_hash(images, labels), settings, cache)
 
 
 def load_stats_file(path: str | os.PathLike | BinaryIO) -> ModelStats:
@@ -97,19 +93,20 @@ def load_or_compute_stats(
     identical tensors. Statistics without the Hessian or the output perturbations are also served
     by a cached entry that has them (they are then simply there)."""
     check_batch(images, labels)
-    path = stats_cache_path(model, images, labels, settings, cache)
-    if use_cache:
-        fuller = [
-            replace(settings, hessian=h, perturbations=p)
-            for h in dict.fromkeys((True, settings.hessian))
-            for p in dict.fromkeys((True, settings.perturbations))
-        ]
-        for candidate in dict.fromkeys(stats_cache_path(model, images, labels, s, cache) for s in fuller):
-            if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
-                return stats, True
+    if not use_cache:
+        return compute_stats(model, images, labels, model_name, settings, log, device), False
+    model_key, batch = _model_key(model, images), batch_hash(images, labels)
+    fuller = [
+        replace(settings, hessian=h, perturbations=p)
+        for h in dict.fromkeys((True, settings.hessian))
+        for p in dict.fromkeys((True, settings.perturbations))
+    ]
+    for candidate in dict.fromkeys(_entry_path(model_key, batch, s, cache) for s in fuller):
+        if candidate.is_file() and (stats := _read_cache_entry(candidate, log)) is not None:
+            return stats, True
     stats = compute_stats(model, images, labels, model_name, settings, log, device)
-    if use_cache:
-        # saved straight to the file: in memory, the bytes would be a second copy of the statistics
-        sha256 = save_with_checksum(path, lambda tmp: torch.save(stats.to_blob(), tmp))
-        stats.cache_entry = {"path": str(path), "sha256": sha256}
+    path = _entry_path(model_key, batch, settings, cache)
+    # saved straight to the file: in memory, the bytes would be a second copy of the statistics
+    sha256 = save_with_checksum(path, lambda tmp: torch.save(stats.to_blob(), tmp))
+    stats.cache_entry = {"path": str(path), "sha256": sha256}
     return stats, False

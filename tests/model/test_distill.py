@@ -78,6 +78,15 @@ def test_the_second_call_reads_the_cache_and_a_damaged_entry_is_distilled_again(
     assert torch.equal(first, distill_images(model, (1, 8, 8), 3, settings=FEW, cache=tmp_path))
 
 
+def test_a_model_with_the_same_weights_but_another_forward_is_another_entry(tmp_path):
+    model, other = bn_net(), bn_net()
+    other[2] = nn.Tanh()  # no weights: the state_dicts are equal, what the images are distilled for is not
+    first = distill_images(model, (1, 8, 8), 3, settings=FEW, cache=tmp_path)
+    second = distill_images(other, (1, 8, 8), 3, settings=FEW, cache=tmp_path)
+    assert len(list(tmp_path.glob("distilled-*.pt"))) == 2 and not torch.equal(first, second)
+    assert torch.equal(second, distill_images(other, (1, 8, 8), 3, settings=FEW))
+
+
 @pytest.mark.parametrize("bad", [{"n": 0}, {"seed": -1}])
 def test_bad_counts_and_seeds_are_named(bad):
     with pytest.raises(ParameterError, match=f"distill_images.{next(iter(bad))}"):

@@ -6,10 +6,11 @@ import hashlib
 import os
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
-from evoproxy.errors import EvoproxyWarning
+from evoproxy.errors import EvoproxyError, EvoproxyWarning
 from evoproxy.stats import StatsSettings, load_or_compute_stats, stats_cache_path
 
 FAST = StatsSettings(hutchinson_samples=4, power_iters=3, act_max_elems=512)
@@ -79,3 +80,21 @@ def test_a_link_planted_at_the_old_temporary_name_is_not_followed(tmp_path):
         name.symlink_to(victim)
     load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")
     assert victim.read_text() == "precious" and path.is_file() and not path.is_symlink()
+
+
+def test_a_model_with_the_same_weights_but_another_forward_is_another_entry(tmp_path):
+    model, x, y = _model_and_batch()
+    other = nn.Sequential(*model[:1], nn.Tanh(), *model[2:]).eval()  # no weights in Tanh: one state_dict
+    assert other.state_dict().keys() == model.state_dict().keys()
+    stats, _ = load_or_compute_stats(model, x, y, "m", FAST, cache=tmp_path / "c")
+    stats_other, hit = load_or_compute_stats(other, x, y, "other", FAST, cache=tmp_path / "c")
+    assert not hit and stats_other.model == "other"
+    assert not torch.equal(stats.layers[1].G, stats_other.layers[1].G)
+    assert stats_cache_path(model, x, y, FAST, tmp_path / "c") != stats_cache_path(other, x, y, FAST, tmp_path / "c")
+
+
+def test_a_batch_that_does_not_fit_the_model_is_one_line_before_any_entry(tmp_path):
+    model, _, y = _model_and_batch()
+    with pytest.raises(EvoproxyError, match=r"does not accept inputs of shape \(1, 9, 9\)") as info:
+        load_or_compute_stats(model, torch.randn(8, 1, 9, 9), y, "m", FAST, cache=tmp_path / "c")
+    assert "\n" not in str(info.value) and not (tmp_path / "c").exists()
