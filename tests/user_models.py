@@ -2,7 +2,8 @@
 a Linear-only net, a Conv1d net, a transformer-style block with nn.Linear projections, ones with
 nn.MultiheadAttention, a model that returns a tuple, MobileNetV3-, ShuffleNetV2-, EfficientNet-,
 ConvNeXt-, ViT- (with nn.Linear projections, and with nn.MultiheadAttention as torchvision's),
-DenseNet- and ResNeXt-style nets, and data functions."""
+Swin- (its projections applied through F.linear, as torchvision's), DenseNet- and ResNeXt-style nets,
+and data functions."""
 
 from __future__ import annotations
 
@@ -381,6 +382,70 @@ class GroupedBottleneck(nn.Module):
         return torch.relu(x + self.net(x))
 
 
+def window_attention(x, qkv_weight, proj_weight, position_bias, window, heads, shift, qkv_bias, proj_bias):
+    """torchvision's `shifted_window_attention` on (batch, H, W, C), without its padding and shift mask:
+    its projections applied by F.linear to weights that it is given, not by modules."""
+    b, h, w, c = x.shape
+    x = torch.roll(x, (-shift, -shift), (1, 2))
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, window**2, c)
+    qkv = nn.functional.linear(x, qkv_weight, qkv_bias)
+    q, k, v = qkv.reshape(x.size(0), x.size(1), 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    attn = torch.softmax((q * (c // heads) ** -0.5) @ k.transpose(-2, -1) + position_bias, -1)
+    x = nn.functional.linear((attn @ v).transpose(1, 2).reshape(x.size(0), x.size(1), c), proj_weight, proj_bias)
+    x = x.view(b, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    return torch.roll(x, (shift, shift), (1, 2))
+
+
+class WindowAttention(nn.Module):
+    """torchvision's ShiftedWindowAttention: nn.Linear `qkv` and `proj` that its forward never calls,
+    passing their weights and biases to `window_attention`."""
+
+    def __init__(self, d: int, window: int, heads: int, shift: int):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.position_bias = nn.Parameter(0.1 * torch.randn(heads, window**2, window**2))
+        self.window, self.heads, self.shift = window, heads, shift
+
+    def forward(self, x):
+        return window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            self.position_bias,
+            self.window,
+            self.heads,
+            self.shift,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+        )
+
+
+class SwinBlock(nn.Module):
+    """Swin's block on (batch, H, W, C): pre-norm window attention, then an MLP, both residual."""
+
+    def __init__(self, d: int, shift: int, window: int = 2, heads: int = 2):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(d), WindowAttention(d, window, heads, shift)
+        self.norm2, self.mlp = nn.LayerNorm(d), nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Swin(nn.Module):
+    """A Swin transformer on 8×8 grey images: 2×2 patches by a strided convolution (4×4 of them, channels
+    last), a block on 2×2 windows and one on windows shifted by one, LayerNorm, a mean, a Linear head."""
+
+    def __init__(self, d: int = 8):
+        super().__init__()
+        self.patches, self.blocks = nn.Conv2d(1, d, 2, 2), nn.Sequential(SwinBlock(d, shift=0), SwinBlock(d, shift=1))
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(self.patches(x).permute(0, 2, 3, 1))).mean((1, 2)))
+
+
 def _on_8x8(*blocks: nn.Module) -> nn.Module:
     """`blocks`, 8 channels in and out, for 8×8 grey images: a 3×3 stem, the blocks, a mean over the
     pixels and a Linear head of 3 classes."""
@@ -392,6 +457,7 @@ COMMON_BLOCKS = {  # one small net per block of the common architectures, for 8�
     "convnext": lambda: _on_8x8(ConvNeXtBlock(8), ConvNeXtBlock(8)),
     "vit": ViT,
     "vit-mha": lambda: ViT(block=EncoderBlock),
+    "swin": Swin,
     "densenet": lambda: _on_8x8(DenseLayer(8, 4), DenseLayer(12, 4), nn.Conv2d(16, 8, 1), nn.AvgPool2d(2)),
     "resnext": lambda: _on_8x8(GroupedBottleneck(8), GroupedBottleneck(8)),
 }

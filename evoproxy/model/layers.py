@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError, EvoproxyWarning, ParameterError, message_line
+from .functional import route_functional
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -178,7 +179,9 @@ def layer_registry(
     """The ordered quantizable layers of `model` for inputs of `input_shape` (one sample, no
     batch dimension) and `input_dtype` (None: the model's parameters'; int64 for token ids) that its
     forward pass calls, less those matching `exclude`; layers it does not call are left out with a
-    warning. MACs are counted from the output shapes seen in one forward pass."""
+    warning. A layer whose weight a parent applies through F.linear/F.conv* counts as called: `model`
+    is changed to route those calls through the layer (`route_functional`), which computes the same.
+    MACs are counted from the output shapes seen in one forward pass."""
     modules = quantizable_modules(model)
     if not modules:
         raise EvoproxyError(f"{type(model).__name__} has no Conv1d, Conv2d or Linear layer: nothing to quantize")
@@ -189,15 +192,25 @@ def layer_registry(
     out_numel: dict[str, int] = {}
     with evaluating(model), torch.no_grad():
         param = next(model.parameters())
-        run_with_outputs(
+        x = torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device)
+        # The pass also routes the layers that a parent applies through F.linear/F.conv* (`route_functional`).
+        elsewhere = route_functional(
             model,
-            torch.zeros((1, *input_shape), dtype=input_dtype or param.dtype, device=param.device),
-            dict(modules),
-            lambda n, out: out_numel.__setitem__(n, out[0].numel()),
-            refused_inputs(model, input_shape),
+            [m for _, m in modules],
+            lambda: run_with_outputs(
+                model,
+                x,
+                dict(modules),
+                lambda n, out: out_numel.__setitem__(n, out.numel()),  # of one sample, whichever axis the batch is
+                refused_inputs(model, input_shape),
+            ),
         )
-    unused = [name for name, _ in modules if name not in out_numel]
-    if unused:  # an auxiliary head, or a projection that its parent applies as a plain weight
+    unused = [
+        f"{name} (its weight goes to {elsewhere[name]})" if name in elsewhere else name
+        for name, _ in modules
+        if name not in out_numel
+    ]
+    if unused:  # an auxiliary head, or a projection that its parent applies in a way routing cannot follow
         warnings.warn(
             f"{len(unused)} layer(s) not called in the forward pass stay at full precision and out of "
             f"the layer registry: {', '.join(unused)}",
