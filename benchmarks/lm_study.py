@@ -11,8 +11,11 @@ page (docs/language-models.md), on a shipped perplexity bench.
    (those after its first 32): perplexity, and the difference from uniform 3-bit and from the best
    handcrafted proxy's allocation with its 95 % bootstrap interval over the windows.
 
+With --around B, both also judge the tools' measured scores (kl, output-mse) measured with every
+other layer at B bits (`--perturb-around B`) rather than in float, named "kl around B".
+
 Usage: python benchmarks/lm_study.py [--bench kjv-tinylm-g128-w234] [--evolved runs/NAME ...]
-       [--budgets 2.5,3,3.5] [--windows 256]
+       [--budgets 2.5,3,3.5] [--windows 256] [--around B]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from evoproxy.bench import bench_model, bench_stats, load_bench, paired_bootstra
 from evoproxy.model import next_token_loss
 from evoproxy.proxy import HANDCRAFTED, get_proxy
 from evoproxy.quant import QuantSettings, average_bits, quantize_model, size_mb_at_average_bits
+from evoproxy.stats import StatsSettings
 
 BENCH_WINDOWS = 32  # the bench's evaluation windows: the study measures on the ones after them
 
@@ -63,14 +67,20 @@ def main() -> None:
     parser.add_argument("--evolved", nargs="*", default=[], help="run directories or genome files")
     parser.add_argument("--budgets", default="2.5,3,3.5", help="average bits per weight, scales included")
     parser.add_argument("--windows", type=int, default=256, help="test windows the allocations are measured on")
+    parser.add_argument("--around", type=int, help="also kl and output-mse measured with the other layers at B bits")
     args = parser.parse_args()
     warnings.simplefilter("ignore", EvoproxyWarning)  # mean-bits's equal sensitivities: its allocation is meant so
     bench = load_bench(args.bench)
     stats, _, _ = bench_stats(bench)
     held = bench.split("held-out")
     names = [n for n in HANDCRAFTED if n != "emq-paper"] + ["evoproxy-zoo", *args.evolved]
-    proxies = {n: get_proxy(n) for n in names}
-    ranked = {n: rank_proxy(p, stats, held) for n, p in proxies.items()}
+    proxies = {n: (get_proxy(n), stats) for n in names}
+    around = []
+    if args.around is not None:
+        local = bench_stats(bench, settings=StatsSettings(hessian=False, perturb_around=args.around))[0]
+        around = [f"{n} around {args.around}" for n in ("kl", "output-mse")]
+        proxies |= {a: (get_proxy(a.split()[0]), local) for a in around}
+    ranked = {n: rank_proxy(p, s, held) for n, (p, s) in proxies.items()}
     print(f"{bench.name}, held-out split ({len(held)} configurations, never searched): mean ρ in %")
     print(f"{'proxy':<28}{'mean ρ (all)':>14}{'ρ | size':>10}")
     for n, r in ranked.items():
@@ -78,7 +88,7 @@ def main() -> None:
     usable = {n: r for n, r in ranked.items() if r.error is None and n in HANDCRAFTED and n != "mean-bits"}
     best = max(usable, key=lambda n: usable[n].rho_all)
     quality = np.array([e.quality for e in held])
-    for n in args.evolved:
+    for n in [*args.evolved, *around]:
         for other in ("mean-bits", best):
             d, lo, hi = paired_bootstrap(ranked[n].scores, ranked[other].scores, quality)
             print(f"{n} − {other}: {d * 100:+.2f} points [{lo * 100:+.2f}, {hi * 100:+.2f}]")
@@ -102,9 +112,9 @@ def main() -> None:
             )
         )
     for budget in (float(b) for b in args.budgets.split(",")):
-        for n in dict.fromkeys([best, "mean-bits", "fisher", "hawq-v2", "evoproxy-zoo", *args.evolved]):
+        for n in dict.fromkeys([best, "mean-bits", "fisher", "hawq-v2", "evoproxy-zoo", *args.evolved, *around]):
             size = size_mb_at_average_bits(layers, budget, fmt=fmt)
-            problem = proxy_problem(proxies[n], stats, size, w_bits=choices, act_bits=32, fixed={})
+            problem = proxy_problem(*proxies[n], size, w_bits=choices, act_bits=32, fixed={})
             bits = allocate(problem, "ilp").w_bits
             qmodel = quantize_model(model, layers, bits, calib, settings)
             label = f"{n} @ {budget:g} ({average_bits(layers, bits, fmt):.3f})"

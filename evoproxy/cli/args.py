@@ -238,6 +238,14 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         "of each (default: none; the result then depends on the machine's speed)",
     )
     p.add_argument(
+        "--perturb-around",
+        type=int,
+        metavar="BITS",
+        help="measure each layer's output perturbations (the kl, output-mse and sqnr proxies' input) with every "
+        "other layer at BITS bits, the operating point of a budget near BITS bits a weight, rather than in float "
+        "(default: float, as the tools measure them)",
+    )
+    p.add_argument(
         "--act-max-elems",
         type=int,
         default=65536,
@@ -270,6 +278,7 @@ def stats_settings(args) -> StatsSettings:
         args.output,
         **weight_format_args(args),
         hessian_seconds=args.hessian_seconds,
+        perturb_around=args.perturb_around,
     )
 
 

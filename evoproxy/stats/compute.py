@@ -208,7 +208,9 @@ def _compute_stats(
     measured = [{p: {} for p in PERTURBATIONS} for _ in params]
     if settings.perturbations:
         start = time.perf_counter()
-        measured = output_perturbations(work, inputs, labels, modules, names, QBITS, settings.weight_format, log)
+        measured = output_perturbations(
+            work, inputs, labels, modules, names, QBITS, settings.weight_format, log, settings.perturb_around
+        )
         timings["output perturbations"] = time.perf_counter() - start
         log(f"output perturbations done ({timings['output perturbations']:.1f} s)")
 

@@ -14,7 +14,7 @@ from ..model import LayerInfo
 from ..params import Interval, OneOf, check_parameters
 from ..quant import WeightFormat
 from .perturbation import PERTURBATIONS, sqnr_db
-from .quant_errors import QuantizationErrors
+from .quant_errors import QBITS, QuantizationErrors
 
 TENSOR_FIELDS = ("W", "G", "A", "H", "V")
 # The layer's place in the network, which no statistic sees, as 0-d float64 tensors: whether a
@@ -53,6 +53,10 @@ class StatsSettings:
     # Wall-clock bound of the Hessian (half for Hutchinson, half for the top eigenvalues; at least one
     # sample and one step per layer): None, no bound. A bounded Hessian depends on the machine's speed.
     hessian_seconds: float | None = None
+    # The bit-width every other layer's weights sit at while a layer's output perturbation is measured
+    # (perturbation.py): None, float (the tools' way); else near the budget's average, the operating point
+    # where the allocation trades bits, since a layer's effect there differs from its effect alone.
+    perturb_around: int | None = None
 
     CONSTRAINTS = {
         "hutchinson_samples": Interval(1, None, integer=True),
@@ -61,11 +65,14 @@ class StatsSettings:
         "power_tol": Interval(0, None),
         "act_max_elems": Interval(1, None, integer=True),
         "hessian_seconds": [Interval(0, None, closed="neither"), OneOf((None,))],
+        "perturb_around": [OneOf(QBITS), OneOf((None,))],
     }
 
     def __post_init__(self):
         object.__setattr__(self, "exclude", tuple(self.exclude))  # a list when read back from a cache file
         check_parameters(self)
+        if not self.perturbations:  # nothing measured around it: one cache entry either way
+            object.__setattr__(self, "perturb_around", None)
         self.weight_format  # checks group_size and asymmetric
 
     @property

@@ -13,17 +13,23 @@ model's token window):
           quantized weights on the same input, ∂L/∂Y of the sample's own loss: NVIDIA ModelOpt
           auto_quantize's default score.
 
-Where they differ from the tools: weights only, in the statistics' weight format (activations and
-the other layers stay float), and BatchNorm is not re-estimated after quantizing (the benches may
-re-estimate it). Cost: one forward pass of the batch per layer and bit-width, plus one backward;
-where torch.fx can trace the model as the bench sweep does, each pass computes only what the
-layer's output feeds, and takes every other value from one float pass (the same values, to the bit).
+Where they differ from the tools: weights only, in the statistics' weight format (activations
+stay float), and BatchNorm is not re-estimated after quantizing (the benches may re-estimate it).
+The other layers stay float too, unless `around` names a bit-width for them: MSE and KL are then
+those of the whole model with every layer at `around` bits but this one at b (still against the
+float outputs), measured at the operating point of a budget near `around` bits a weight, where
+errors add to one another's; TAYLOR stays the layer's own.
+
+Cost: one forward pass of the batch per layer and bit-width, plus one backward; where torch.fx can
+trace the model as the bench sweep does, each pass computes only what the layer's output feeds, and
+takes every other value from one pass of the model as the other layers are (the same values, to the bit).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import fx, nn
@@ -105,6 +111,20 @@ def _with_layer(work: nn.Module, images: torch.Tensor) -> Callable[[str, torch.T
     return run
 
 
+@contextmanager
+def _all_at(modules: dict[str, nn.Module], names: list[str], bits: int | None, fmt) -> Iterator[dict]:
+    """Within it, the weights of the layers `names` are quantized to `bits` (None: left as they are);
+    yields their float weights so changed, restored on leaving."""
+    saved = {n: modules[n].weight.detach().clone() for n in names} if bits is not None else {}
+    for name, weight in saved.items():
+        modules[name].weight.copy_(quantize_weight(weight, bits, fmt))
+    try:
+        yield saved
+    finally:
+        for name, weight in saved.items():
+            modules[name].weight.copy_(weight)
+
+
 def output_perturbations(
     work: nn.Module,
     images: torch.Tensor,
@@ -114,10 +134,12 @@ def output_perturbations(
     bits: tuple[int, ...],
     fmt: WeightFormat,
     log=None,
+    around: int | None = None,
 ) -> list[dict[str, dict[int, torch.Tensor]]]:
     """Per layer of `names` (modules of `work`, an eval-mode model whose weights require grad), a
-    dict perturbation name → bit-width → float64 tensor (batch,). `work` is left as it was. `log`
-    gets a line of progress now and then (pace.paced)."""
+    dict perturbation name → bit-width → float64 tensor (batch,); with the other layers at `around`
+    bits (None: float) for MSE and KL. `work` is left as it was. `log` gets a line of progress now
+    and then (pace.paced)."""
     inputs, outputs = {}, {}
 
     def keep(module, args, out, name):
@@ -135,11 +157,11 @@ def output_perturbations(
     log_p = torch.log_softmax(reference, -1)
 
     result = []
-    with torch.no_grad():
-        forward = _with_layer(work, images)
+    with torch.no_grad(), _all_at(modules, names, around, fmt) as float_weights:
+        forward = _with_layer(work, images)  # its reused values those of the model at `around` bits
         for name, grad in paced(zip(names, grads), len(names), "output perturbations: layer", log):
             module = modules[name]
-            weight = module.weight.detach().clone()
+            weight = float_weights[name] if float_weights else module.weight.detach().clone()
             float_out = outputs[name].detach()
             measured = {p: {} for p in PERTURBATIONS}
             for b in bits:

@@ -66,6 +66,32 @@ def test_every_layer_is_measured_at_every_bit_width_and_the_model_is_untouched(m
         assert float(layer.MSE[2].mean()) > float(layer.MSE[8].mean()) >= 0
 
 
+@pytest.mark.parametrize("layer, bits", [(0, 2), (2, 4)])
+def test_around_a_bit_width_the_other_layers_sit_at_it(measured, layer, bits):
+    model, x, y, _ = measured
+    model = model.eval()
+    layers = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    stats = compute_stats(model, x, y, "tiny", StatsSettings(hutchinson_samples=2, power_iters=2, perturb_around=3))
+    float_weights = [m.weight.detach().clone() for m in layers]
+    with torch.no_grad():
+        reference = model(x)
+        for i, (m, w) in enumerate(zip(layers, float_weights)):
+            m.weight.copy_(quantize_weight(w, bits if i == layer else 3))
+        quantized = model(x)
+        for m, w in zip(layers, float_weights):
+            m.weight.copy_(w)
+    kl = (torch.softmax(reference, 1) * (torch.log_softmax(reference, 1) - torch.log_softmax(quantized, 1))).sum(1)
+    got = stats.layers[layer]
+    assert torch.allclose(got.KL[bits], kl.double(), rtol=1e-3, atol=1e-9)
+    assert torch.allclose(
+        got.MSE[bits], (((quantized - reference) ** 2).mean(1) / (reference**2).mean()).double(), rtol=1e-4
+    )
+    # at its own bit-width every layer measures one model, the uniform one
+    assert all(torch.allclose(s.KL[3], stats.layers[0].KL[3]) for s in stats.layers)
+    assert torch.equal(got.TAYLOR[bits], measured[3].layers[layer].TAYLOR[bits])  # the layer's own, as before
+    assert all(torch.equal(w, m.weight) for w, m in zip(float_weights, layers))
+
+
 def test_group_format_is_what_is_measured():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
@@ -176,3 +202,21 @@ def test_the_pass_that_reuses_float_values_measures_what_full_passes_do(model, m
     for a, b in zip(reused.layers, full.layers):
         for p in PERTURBATIONS:
             assert all(torch.equal(getattr(a, p)[bits], getattr(b, p)[bits]) for bits in QBITS), (a.info.name, p)
+
+
+def test_allocate_measures_around_the_bit_width_it_is_told_and_keeps_both_entries(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["allocate", "--model", "synthetic_stats:tiny_fmnist_net", "--batch-size", "8", "--size-mb", "0.001"]
+    base += ["--fixed", "none", "--cache-dir", str(tmp_path / "cache"), "--proxy", "kl"]
+    assert main([*base, "--perturb-around", "3"]) == 0
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "output perturbations done" in capsys.readouterr().err  # the float entry is another one
+    assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 2
+    assert main([*base, "--perturb-around", "3"]) == 0 and "output perturbations" not in capsys.readouterr().err
+    assert main([*base, "--perturb-around", "1"]) == 2
+    assert "--perturb-around must be one of 2, 3, 4, 5, 6, 7, 8, got 1" in capsys.readouterr().err
+
+
+def test_without_perturbations_the_bit_width_they_would_be_measured_around_is_no_setting():
+    assert StatsSettings(perturbations=False, perturb_around=3) == StatsSettings(perturbations=False)
