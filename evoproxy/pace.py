@@ -11,19 +11,27 @@ from typing import TypeVar
 PROGRESS_SECONDS = 30.0
 T = TypeVar("T")
 
+# When the last line of any loop was logged (or the first loop with a log began): the interval runs
+# from there, so that passes too short to speak alone (a model's calibration passes, then its
+# evaluation) still speak when they add up to a long silence.
+_quiet_since: float | None = None
+
 
 def paced(
     items: Iterable[T], total: int, what: str, log: Callable[[str], None] | None, seconds: float | None = None
 ) -> Iterator[T]:
     """`items`, of which there are `total` (or at most `total`: the time left is then a bound), logging
     "`what` i/total (s so far, about s left)" before item i once `seconds` have passed since the last
-    line (default PROGRESS_SECONDS; none before the first item: a short loop says nothing). `log` None:
-    no lines."""
+    line of any loop (default PROGRESS_SECONDS; none before the first item: a short loop after a line
+    says nothing). `log` None: no lines."""
+    global _quiet_since
     seconds = PROGRESS_SECONDS if seconds is None else seconds
-    start = last = time.perf_counter()
+    start = time.perf_counter()
+    if log is not None and _quiet_since is None:
+        _quiet_since = start
     for i, item in enumerate(items):
         now = time.perf_counter()
-        if log is not None and i and now - last >= seconds:
-            last, took = now, now - start
+        if log is not None and i and now - _quiet_since >= seconds:
+            _quiet_since, took = now, now - start
             log(f"{what} {i}/{total} ({took:.0f} s, about {took * (total - i) / i:.0f} s left)")
         yield item

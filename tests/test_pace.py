@@ -1,6 +1,9 @@
 """Progress lines of long loops (evoproxy.pace): when they come, what they say, and that every
-long stage of the statistics and AdaRound's reconstruction gives them."""
+long stage of the statistics, AdaRound's reconstruction and a PTQ measurement's passes give them."""
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from evoproxy import pace
@@ -16,6 +19,19 @@ def test_a_line_before_each_item_once_the_interval_has_passed_none_before_the_fi
     lines.clear()
     assert list(paced(range(3), 3, "step", lines.append, seconds=3600.0)) == [0, 1, 2] and lines == []
     assert list(paced(range(3), 3, "step", None, seconds=0.0)) == [0, 1, 2]  # no log: no lines, same items
+
+
+def test_loops_too_short_to_speak_alone_speak_once_their_silence_adds_up(monkeypatch):
+    clock = iter(range(0, 1000, 10))  # each reading of the clock 10 s after the one before
+    monkeypatch.setattr(pace, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(pace, "_quiet_since", None)
+    lines: list[str] = []
+    assert list(paced("ab", 2, "first", lines.append, seconds=30.0)) == list("ab") and lines == []  # 20 s
+    assert list(paced("ab", 2, "second", lines.append, seconds=30.0)) == list("ab")  # 20 s of its own
+    assert lines == ["second 1/2 (20 s, about 20 s left)"]  # 50 s since the first began
+    monkeypatch.setattr(pace, "_quiet_since", None)
+    lines.clear()
+    assert list(paced("ab", 2, "second", lines.append, seconds=30.0)) == list("ab") and lines == []  # alone: quiet
 
 
 def test_every_long_stage_of_the_statistics_reports_its_progress(tiny, monkeypatch):
@@ -39,3 +55,42 @@ def test_adaround_reports_its_progress_within_a_block(monkeypatch):
     lines: list[str] = []
     adaround_model(model, layers, [4, 4], torch.randn(16, 6), AdaRoundSettings(iters=4), log=lines.append)
     assert any(line.startswith("block 1/") and ": iteration 1/4 (" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("sweep", [True, False], ids=["sweep", "one model at a time"])
+def test_a_ptq_measurement_reports_each_of_its_passes_over_the_images(monkeypatch, sweep):
+    from evoproxy.model import layer_registry
+    from evoproxy.quant import PtqEvaluator, QuantSettings
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every batch is "long" after the first
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32, 3)
+    ).eval()
+    calib, images, labels = torch.randn(300, 1, 6, 6), torch.randn(250, 1, 6, 6), torch.randint(0, 3, (250,))
+    lines: list[str] = []
+    evaluator = PtqEvaluator(net, layer_registry(net, (1, 6, 6)), calib, images, labels, QuantSettings(8), lines.append)
+    if not sweep:
+        evaluator.sweep = None
+    quiet = PtqEvaluator(net, evaluator.layers, calib, images, labels, QuantSettings(8))
+    assert evaluator.fp_value() == quiet.fp_value() and evaluator.measure([4, 4]) == quiet.measure([4, 4])
+    assert [line.split(" (")[0] for line in lines] == [
+        *(f"evaluation: batch {i}/3" for i in (1, 2)),  # the float model's
+        "BatchNorm re-estimation: batch 1/2",  # batches of 256
+        *(f"activation ranges: batch {i}/3" for i in (1, 2)),
+        *(f"evaluation: batch {i}/3" for i in (1, 2)),
+    ]
+
+
+def test_quantize_reports_its_passes_on_stderr(trained_mlp, monkeypatch, capsys):
+    import json
+
+    from evoproxy.cli import main
+
+    with open("bits.json", "w") as f:
+        json.dump({"bits": [4, 4, 4]}, f)
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)
+    assert main(["quantize", *trained_mlp, "--bits-file", "bits.json"]) == 0
+    out, err = capsys.readouterr()
+    assert "[rtn] activation ranges: batch 1/2 (" in err  # the mlp has no BatchNorm; its 48 test vectors are one batch
+    assert "batch" not in out

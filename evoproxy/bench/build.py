@@ -3,6 +3,7 @@ append each result to the file as it comes. A killed build resumes where it stop
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
@@ -135,9 +136,12 @@ def build_bench(
     `jobs` local worker processes measure the chunks; with `backend` "dask", the workers of the
     Dask cluster that the current distributed Client is connected to do, each on `device`. Either
     way chunks are written in build order as they come in, and Dask measures a chunk again on
-    another worker where its worker dies."""
+    another worker where its worker dies. With `progress`, a bar of the configurations on stderr,
+    and beside it a line now and then while one pass over the images lasts (pace.paced; in this
+    process: jobs=1)."""
     given = {"bit_choices": list(bit_choices), "n_configs": n_configs, "seed": seed, "jobs": jobs}
     check_parameters(given, BUILD_CONSTRAINTS, owner="build_bench")
+    log = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None  # printed plainly, it breaks the bar
     settings.weight_format.check_layers(layers)
     free = len(layers) - len(fixed)
     if len(bit_choices) ** free < n_configs:
@@ -182,7 +186,9 @@ def build_bench(
             header = old
         else:
             metric = metric_of(labels)
-            header[f"fp_{metric.name}"] = metric.measure(model.to(device), images.to(device), labels.to(device))
+            header[f"fp_{metric.name}"] = metric.measure(
+                model.to(device), images.to(device), labels.to(device), log=log
+            )
             write_header(out, header)
             entries = []
         done = {e.bits for e in entries}
@@ -195,9 +201,8 @@ def build_bench(
             dask = backend == "dask"
             with parallel_config(backend="dask" if dask else "loky", n_jobs=-1 if dask else jobs):
                 if jobs == 1 and not dask:  # one evaluator, so every chunk shares its quantized weights
-                    evaluator = PtqEvaluator(
-                        model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings
-                    )
+                    on_device = (model.to(device), layers, calib.to(device), images.to(device), labels.to(device))
+                    evaluator = PtqEvaluator(*on_device, settings, log)
                     results = (evaluator.measure_many(c) for c in chunks)
                 else:
                     results = Parallel(return_as="generator")(

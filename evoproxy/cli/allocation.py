@@ -218,6 +218,7 @@ def cmd_pareto(args) -> None:
     fp_accuracy = None
     if args.evaluate:
         # Each point is measured at its own activation bits (evaluate_points); the settings' are the most.
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         evaluator = PtqEvaluator.on_data(
             model,
             problems[0][1].layers,
@@ -225,9 +226,10 @@ def cmd_pareto(args) -> None:
             QuantSettings(act_choices[-1], not args.no_bn_recal, **weight_format_args(args)),
             source,
             args.device,
+            log,
         )
         fp_accuracy = evaluator.fp_value()
-        points = evaluate_points(points, evaluator, lambda line: print(line, file=sys.stderr, flush=True))
+        points = evaluate_points(points, evaluator, log)
     if args.plot:
         plot_pareto(
             points,

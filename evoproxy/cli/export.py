@@ -5,6 +5,7 @@ a bits file as the per-layer configuration of the tools that quantize language m
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from ..errors import EvoproxyError
 from ..files import write_atomically
@@ -28,7 +29,8 @@ def cmd_export(args) -> None:
     bits, act_bits = load_bit_config(args.bits_file, [l.name for l in layers])
     # Before training, the LSQ model is the round-to-nearest PTQ model: one export path for both.
     calib = source.calibration()[0].to(device)
-    qmodel = lsq_model(model.to(device), layers, bits, act_bits, calib, not args.no_bn_recal).eval()
+    log = lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    qmodel = lsq_model(model.to(device), layers, bits, act_bits, calib, not args.no_bn_recal, log).eval()
     if args.checkpoint:
         epochs = load_qat_state(qmodel, args.checkpoint)
         what = f"QAT model of {args.checkpoint} ({epochs} epoch(s))"

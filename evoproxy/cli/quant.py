@@ -89,7 +89,11 @@ def cmd_quantize(args) -> None:
             f"--method {args.method} learns per-channel symmetric steps: leave out --group-size and --asymmetric, "
             "or use --method rtn"
         )
-    evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device)
+
+    def log(msg: str) -> None:
+        print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
+
+    evaluator = PtqEvaluator.on_data(model, layers, args.eval_size, settings, source, args.device, log)
     metric = evaluator.metric
     full, act_label = [32] * len(layers), act_bits_label(act_bits)
     quantized = {
@@ -114,9 +118,6 @@ def cmd_quantize(args) -> None:
         + (f", BatchNorm {'re-estimated' if settings.bn_recalibration else 'kept'}" if batchnorm else "")
     )
 
-    def log(msg: str) -> None:
-        print(f"[{args.method}] {msg}", file=sys.stderr, flush=True)
-
     if args.method == "qat":
         print(
             f"QAT: {method.epochs} epoch(s) on {len(train[0])} training images, {method.optimizer} lr {method.lr:g} "
@@ -124,7 +125,9 @@ def cmd_quantize(args) -> None:
             f"{', distilled from the full-precision model' if method.distill else ''}",
             flush=True,
         )
-        qmodel = lsq_model(evaluator.model, layers, bits, act_bits, evaluator.calib_images, settings.bn_recalibration)
+        qmodel = lsq_model(
+            evaluator.model, layers, bits, act_bits, evaluator.calib_images, settings.bn_recalibration, log
+        )
         train_qat(
             qmodel,
             evaluator.model,
@@ -151,7 +154,7 @@ def cmd_quantize(args) -> None:
         rows.append(
             {
                 "model": f"{METHOD_NAMES[args.method]}, {act_label}",
-                "acc": metric.measure(qmodel, evaluator.images, evaluator.labels),
+                "acc": metric.measure(qmodel, evaluator.images, evaluator.labels, log=log),
                 **quantized,
             }
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..bench import bench_stats, load_bench
 from ..errors import EvoproxyError
 from ..files import write_atomically
-from ..proxy import Genome, load_space, space_violation
+from ..proxy import INPUT, Genome, load_space, space_violation
 from .checkpoint import RunState, load_checkpoint, save_checkpoint
 from .fitness import Outcome, search_partition
 from .operators import (
@@ -99,12 +99,16 @@ class Evolution:
                     f"the init proxy {g.name or g.formula()} does not lie in the {self.space.name} space: {why}"
                 )
         self.benches = [load_bench(b) for b in s.benches]
-        got = [bench_stats(b, log=lambda m: self.log(f"[stats] {m}"), device=self.device) for b in self.benches]
+        got = [bench_stats(b, log=self._stats_log, device=self.device) for b in self.benches]
         self.stats = [stats for stats, _, _ in got]
         partitions = [search_partition(b, s.samples, s.seed) for b in self.benches]
         self.fitness_configs = [fit for fit, _ in partitions]
         self.validation = [val for _, val in partitions]
         return [path for _, _, path in got]
+
+    def _stats_log(self, msg: str) -> None:
+        """Log a line of the statistics' progress."""
+        self.log(f"[stats] {msg}")
 
     def _record_statistics(self) -> None:
         """Store the cache entry (path, sha256) of each bench's statistics, which the report names;
@@ -154,6 +158,8 @@ class Evolution:
         Every candidate is stored as it is judged, and the state after every iteration, so that
         a run killed at any moment continues where it stopped (checkpoint.py)."""
         s, (total, endless) = self.settings, self._budget(hours, iterations)
+        if "Q" in self.space.choices[INPUT]:  # before the first candidate that reads it
+            self.evaluate.compute_quantization_errors(self._stats_log)
         resumed = load_checkpoint(self.store, self.rng, self._merit)
         it, population, state = resumed.iteration, resumed.population, resumed.state
         self.seen, self.replay = resumed.seen, resumed.replay
@@ -315,7 +321,7 @@ class Evolution:
 
     def _save_result(self, iteration: int) -> Individual:
         """Choose the run's result after `iteration` and write it as best.json and best.py."""
-        best = select_final(self.store, self.settings, self.stats, self.validation, iteration)
+        best = select_final(self.store, self.settings, self.stats, self.validation, iteration, self._stats_log)
         named = Genome(best.genome.graph, self.settings.space, name=self.dir.name)  # tables show the run's name
         named.save(self.dir / "best.json")
         write_atomically(self.dir / "best.py", named.to_python())

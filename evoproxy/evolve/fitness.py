@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from ..bench import TOPK, Bench
 from ..errors import ParameterError, exception_line
 from ..params import Interval, OneOf, check_parameters
 from ..proxy import INPUT, Genome, bit_columns, operands, table_score
+from ..stats import quant_errors
 
 # (outer, inner) pairs such that outer(inner(x)) undoes or merely repeats inner.
 CONFLICTS = frozenset(
@@ -247,6 +249,17 @@ class BenchesTask:
         return Outcome(
             AGGREGATES[self.aggregate]([o.fitness for o in outcomes]), parts, seconds=sum(o.seconds for o in outcomes)
         )
+
+    def compute_quantization_errors(self, inputs: list, log: Callable[[str], None] | None) -> None:
+        """Compute the Q each bench's configurations read, on that bench's prepared `inputs`, with
+        `log` getting progress lines (quant_errors.reporting): read first by a candidate, it would
+        take long on a large model without a word, and count against that candidate's time limit."""
+        with quant_errors.reporting(sum(len(layers) for layers in inputs), log):
+            for task, layers in zip(self.tasks, inputs):
+                for layer in layers:
+                    for bits in task.held:
+                        if "Q" in layer and bits in layer["Q"]:
+                            layer["Q"][bits]
 
 
 def search_partition(

@@ -36,12 +36,13 @@ def select_final(
     stats: list[ModelStats],
     validation: list[tuple[np.ndarray, np.ndarray]],
     iteration: int,
+    log: Callable[[str], None] | None = None,
 ) -> Individual:
     """The run's result after `iteration`: among the `select_top` fittest candidates in `store`
     with distinct behaviour, the best on the `validation` configurations (bits, accuracies per
     bench, judged on that bench's `stats`; ties: the fitter, then the earlier); the fittest
     where select_top is 0 or a bench has fewer than 4 validation configurations. Stored as
-    `final` with the iteration it belongs to."""
+    `final` with the iteration it belongs to. `log` gets progress lines while the Q they read is computed."""
     parsimony = settings.parsimony
 
     def row_merit(row) -> float:  # the genome is parsed only where parsimony needs its complexity
@@ -54,6 +55,8 @@ def select_final(
     if settings.select_top and all(len(acc) >= 4 for _, acc in validation):
         task = BenchesTask([FitnessTask(bits, acc) for bits, acc in validation], settings.aggregate)
         inputs = [prepare_inputs(s) for s in stats]
+        if any("Q" in ind.genome.names for ind in picks):
+            task.compute_quantization_errors(inputs, log)
         for ind in picks:
             outcome = task.judge(ind.genome, inputs, settings.csp)
             ind.validation = outcome.fitness if outcome.ok else float("-inf")

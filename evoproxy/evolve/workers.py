@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -81,3 +82,10 @@ class Evaluator:
         for i, part in enumerate(parts):
             out[i::n] = part
         return out
+
+    def compute_quantization_errors(self, log: Callable[[str], None]) -> None:
+        """BenchesTask.compute_quantization_errors on the inputs candidates are judged on, where they
+        are judged in this process (jobs=1); a worker computes its own Q as its candidates read it."""
+        if self.jobs == 1 and self.backend is None:
+            inputs, task = _context(*self.args)
+            task.compute_quantization_errors(inputs, log)

@@ -19,7 +19,17 @@ from .layers import (
     selected,
 )
 from .lm import TinyLM
-from .metrics import EVAL_BATCH, METRICS, Metric, accuracy, count_correct, metric_of, next_token_loss, perplexity
+from .metrics import (
+    EVAL_BATCH,
+    METRICS,
+    Metric,
+    accuracy,
+    count_correct,
+    metric_of,
+    next_token_loss,
+    paced_batches,
+    perplexity,
+)
 from .nets import MobileNetV2Small, ResNet20
 from .sources import DEFAULT_SPEC, DISTILLED, DataSource, DistilledSource, calibration_batch, open_data
 from .registry import (
@@ -75,6 +85,7 @@ __all__ = [
     "normalize",
     "normalized_outputs",
     "open_data",
+    "paced_batches",
     "perplexity",
     "quantizable_modules",
     "run_with_outputs",

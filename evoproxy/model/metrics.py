@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError
+from ..pace import paced
 
 # Small nets on small images spend much of their time in elementwise work (BatchNorm, ReLU, fake
 # quantization) that streams every activation through memory: 100 images' activations stay in the
@@ -76,15 +77,30 @@ class Metric:
         return self.low <= value <= self.high
 
     @torch.no_grad()
-    def measure(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = EVAL_BATCH):
-        """The metric of `model` (put in eval mode) on `inputs` and their `targets`, batch by batch."""
+    def measure(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int = EVAL_BATCH,
+        log: Callable[[str], None] | None = None,
+    ):
+        """The metric of `model` (put in eval mode) on `inputs` and their `targets`, batch by batch;
+        `log` gets a line now and then on a long evaluation (pace.paced)."""
         model.eval()
         top = int(targets.max())
         total = sum(
-            self.batch_sum(model(inputs[i : i + batch_size]), targets[i : i + batch_size], top)
-            for i in range(0, len(inputs), batch_size)
+            self.batch_sum(model(x), y, top)
+            for x, y in zip(paced_batches(inputs, batch_size, "evaluation", log), targets.split(batch_size))
         )
         return self.finish(total, targets.numel())
+
+
+def paced_batches(x: torch.Tensor, size: int, what: str, log: Callable[[str], None] | None):
+    """`x` in batches of `size` (along its first dimension) for the pass named `what`, with `log`
+    getting a line now and then while they last (pace.paced)."""
+    parts = x.split(size)
+    return paced(parts, len(parts), f"{what}: batch", log)
 
 
 METRICS = {

@@ -316,4 +316,4 @@ def adaround_model(
         )
     with torch.no_grad():
         weights = [modules[l.name].weight.detach().clone() for l in layers]
-    return quantize_model(model, layers, w_bits, calib_images, quant, _LearnedWeights(weights)), records
+    return quantize_model(model, layers, w_bits, calib_images, quant, _LearnedWeights(weights), log), records

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ..errors import EvoproxyError
-from ..model import EVAL_BATCH, LayerInfo, quantizable_modules
+from ..model import EVAL_BATCH, LayerInfo, paced_batches, quantizable_modules
 from ..params import Satisfies, check_parameters
 from .cost import WeightFormat, check_bits, is_bit_width, per_layer_bits
 from .weights import WeightLevels, quantize_levels, weight_steps
@@ -310,12 +310,13 @@ def quantize_model(
     calib_images: torch.Tensor,
     settings: QuantSettings = QuantSettings(),
     cache: WeightCache | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of `model` (eval mode) for per-layer weight bits `w_bits` (aligned
     with `layers`) in `settings.weight_format` (a given WeightCache must hold that format) and
     `settings.act_bits` activations (one bit-width or one per layer; a layer at 32 keeps a float
-    input), calibrated on `calib_images` (BatchNorm re-estimated in batches of BN_BATCH). The model
-    itself is not modified."""
+    input), calibrated on `calib_images` (BatchNorm re-estimated in batches of BN_BATCH; `log`
+    gets a line now and then on a long pass, pace.paced). The model itself is not modified."""
     check_bits(layers, w_bits, "the weight bit configuration", low=2)  # at 1 bit q = 2^0 - 1 = 0 levels
     a_bits = per_layer_bits(layers, settings.act_bits, "the activation bit configuration")
     fmt = settings.weight_format
@@ -333,14 +334,14 @@ def quantize_model(
     if settings.bn_recalibration and bns:  # without a BatchNorm (a language model) the passes would change nothing
         for bn in bns:
             start_reestimation(bn)
-        for batch in calib_images.split(BN_BATCH):
+        for batch in paced_batches(calib_images, BN_BATCH, "BatchNorm re-estimation", log):
             qmodel(batch)
         qmodel.eval()
     hooks = [
         quantize_input(modules[layer.name], int(w), a, fmt) for layer, w, a in zip(layers, w_bits, a_bits) if a < 32
     ]
     if hooks:  # min/max ranges do not depend on the batches (BatchNorm's variance above does)
-        for batch in calib_images.split(EVAL_BATCH):
+        for batch in paced_batches(calib_images, EVAL_BATCH, "activation ranges", log):
             qmodel(batch)
         for hook in hooks:
             hook.calibrating = False

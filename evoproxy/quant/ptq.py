@@ -4,7 +4,7 @@ of common leading layers (a Sweep), and measuring each distinct configuration on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -26,7 +26,8 @@ class PtqEvaluator:
     tokens (N, T)). One WeightCache serves every configuration; `measured` maps each configuration
     (weight bits, activation bits: tuples in registry order) to its value. A model that the sweep
     cannot follow (`sweep.Untraceable`: fx cannot trace it, it writes tensors in place, ...) is
-    measured one configuration at a time, with the same results, only slower."""
+    measured one configuration at a time, with the same results, only slower. `log` gets a line now
+    and then while a pass over the images lasts (pace.paced)."""
 
     def __init__(
         self,
@@ -36,8 +37,9 @@ class PtqEvaluator:
         images: torch.Tensor,
         labels: torch.Tensor,
         settings: QuantSettings = QuantSettings(),
+        log: Callable[[str], None] | None = None,
     ):
-        self.model, self.layers, self.calib_images = model, list(layers), calib_images
+        self.model, self.layers, self.calib_images, self.log = model, list(layers), calib_images, log
         self.images, self.labels, self.settings = images, labels, settings
         self.metric = metric_of(labels)
         self.cache = WeightCache(model, self.layers, settings.weight_format)
@@ -56,16 +58,17 @@ class PtqEvaluator:
         settings: QuantSettings = QuantSettings(),
         source: DataSource | None = None,
         device: str = "cpu",
+        log: Callable[[str], None] | None = None,
     ) -> PtqEvaluator:
         """An evaluator on the first `eval_size` test images of `source` (default: the shipped
         Fashion-MNIST), calibrated on its calibration pool (the benchmarks' setting), on `device`."""
         calib, images, labels = (source or open_data()).ptq_data(eval_size)
         device = check_device(device)
-        return cls(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings)
+        return cls(model.to(device), layers, calib.to(device), images.to(device), labels.to(device), settings, log)
 
     def fp_value(self) -> float:
         """The metric of the full-precision model."""
-        return self.metric.measure(self.model, self.images, self.labels)
+        return self.metric.measure(self.model, self.images, self.labels, log=self.log)
 
     def measure(self, w_bits: Sequence[int], a_bits: int | Sequence[int] | None = None) -> float:
         """The metric with per-layer weight bits `w_bits` (registry order) and activation bits `a_bits`
@@ -82,11 +85,14 @@ class PtqEvaluator:
         for w_bits, _ in todo:
             check_bits(self.layers, w_bits, "the weight bit configuration", low=2)
         if todo and self.sweep is not None:
-            found = self.sweep.measure([tuple(zip(w, a)) for w, a in todo], self.calib_images, self.images, self.labels)
+            configs = [tuple(zip(w, a)) for w, a in todo]
+            found = self.sweep.measure(configs, self.calib_images, self.images, self.labels, self.log)
             self.measured.update(zip(todo, found))
         elif todo:
             settings = replace(self.settings, act_bits=act)
             for w_bits, _ in todo:
-                qmodel = quantize_model(self.model, self.layers, w_bits, self.calib_images, settings, self.cache)
-                self.measured[w_bits, act] = self.metric.measure(qmodel, self.images, self.labels)
+                qmodel = quantize_model(
+                    self.model, self.layers, w_bits, self.calib_images, settings, self.cache, self.log
+                )
+                self.measured[w_bits, act] = self.metric.measure(qmodel, self.images, self.labels, log=self.log)
         return [self.measured[k] for k in keys]

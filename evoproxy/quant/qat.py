@@ -88,13 +88,14 @@ def lsq_model(
     act_bits: int | Sequence[int],
     calib_images: torch.Tensor,
     bn_recalibration: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> nn.Module:
     """A copy of `model` (train mode) with LSQ quantizers on the weights (`w_bits`, aligned with
     `layers`) and inputs (`act_bits`: one for every layer or one per layer; 32: none) of every
     registry layer, initialised from the PTQ quantizer calibrated on `calib_images` (N, ...):
-    before training, the outputs of `quantize_model` up to float rounding. The model itself is
-    not modified."""
-    ptq = quantize_model(model, layers, w_bits, calib_images, QuantSettings(act_bits, bn_recalibration))
+    before training, the outputs of `quantize_model` up to float rounding (`log` gets its passes'
+    progress lines). The model itself is not modified."""
+    ptq = quantize_model(model, layers, w_bits, calib_images, QuantSettings(act_bits, bn_recalibration), log=log)
     qmodel = copy.deepcopy(model)
     # The PTQ copy differs from the model in its quantized weights and its buffers (BatchNorm
     # statistics re-estimated after weight quantization): start from those buffers.

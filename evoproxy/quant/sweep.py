@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import reduce
 
 import torch
 from torch import fx, nn
 
-from ..model import EVAL_BATCH, LayerInfo, metric_of, selected
+from ..model import EVAL_BATCH, LayerInfo, metric_of, paced_batches, selected
 from ..model.layers import OutputSelector
 from .fakequant import BN_BATCH, WeightCache, quantize_input, start_reestimation
 
@@ -141,27 +141,32 @@ class Sweep:
 
     @torch.no_grad()
     def measure(
-        self, configs: Sequence[Config], calib_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
+        self,
+        configs: Sequence[Config],
+        calib_images: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        log: Callable[[str], None] | None = None,
     ) -> list[float]:
         """The metric (top-1 %, or perplexity for next-token labels) of each configuration, as
-        `metric.measure(quantize_model(...))` gives it."""
+        `metric.measure(quantize_model(...))` gives it; `log` gets their passes' progress lines."""
         order = sorted(range(len(configs)), key=lambda i: configs[i])
         keys = [[tuple(configs[i][j] for j in d) for d in self.deps] for i in order]
         states: dict[tuple[fx.Node, tuple], nn.Module] = {}  # re-estimated BatchNorms, input-quantized layers
         if any(r == "bn" for r in self.role.values()):
-            for batch in calib_images.split(BN_BATCH):
+            for batch in paced_batches(calib_images, BN_BATCH, "BatchNorm re-estimation", log):
                 self._run(batch, keys, "bn", states)
             for state in states.values():
                 state.eval()
         ranged = [k for k, i in zip(keys, order) if any(a < 32 for _, a in configs[i])]
         if ranged:  # min/max ranges do not depend on the batches (BatchNorm's variance above does)
-            for batch in calib_images.split(EVAL_BATCH):
+            for batch in paced_batches(calib_images, EVAL_BATCH, "activation ranges", log):
                 self._run(batch, ranged, "range", states)
             for state in states.values():
                 for quantizer in state._forward_pre_hooks.values():  # the layers' (BatchNorm copies have none)
                     quantizer.calibrating = False
         metric, totals, top = metric_of(labels), [0] * len(configs), int(labels.max())
-        for batch, truth in zip(images.split(EVAL_BATCH), labels.split(EVAL_BATCH)):
+        for batch, truth in zip(paced_batches(images, EVAL_BATCH, "evaluation", log), labels.split(EVAL_BATCH)):
             for i, logits in zip(order, self._run(batch, keys, "eval", states)):
                 totals[i] += metric.batch_sum(logits, truth, top)
         return [metric.finish(t, labels.numel()) for t in totals]

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from evoproxy import pace
 from evoproxy.bench import bench_stats, load_bench
 from evoproxy.errors import EvoproxyError
 from evoproxy.model import MODELS
 from evoproxy.proxy import Genome, get_genome, load_space, prepare_inputs, sample_genome
-from evoproxy.evolve import Evolution, EvolutionSettings, Individual, RunStore, migrate, search_partition
+from evoproxy.evolve import Evolution, EvolutionSettings, Individual, RunStore, migrate, search_partition, workers
 from evoproxy.evolve.fitness import CSPSettings, FitnessTask, conflict
 from evoproxy.evolve.progress import Tally, progress_line
+from evoproxy.stats import quant_errors
 from stopped_runs import candidate_rows as _rows, stopped_during
 
 SMALL = dict(population=6, iterations=12, samples=30, seed=3)
@@ -431,6 +433,30 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     text, data = full_report(tmp_path / "r", transfer=transfer)
     assert text.count("the evolved proxy cannot rank fmnist-") == 2 and "non-finite scores" in text
     assert "difference" not in data["benches"]["fmnist-resnet20-w234"]
+
+
+@pytest.mark.parametrize("space", ["bitaware", "branched"])
+def test_a_run_computes_q_before_its_first_candidate_with_progress_lines_where_its_space_reads_q(
+    tmp_path, monkeypatch, space
+):
+    monkeypatch.setattr(workers, "_CONTEXT", {})  # statistics loaded afresh: their Q not yet computed
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every layer is "long" after the first
+    computed = []
+    real = quant_errors.weight_quantization_error
+    monkeypatch.setattr(quant_errors, "weight_quantization_error", lambda *a: computed.append(a[1]) or real(*a))
+    lines: list[str] = []
+    evo = Evolution(tmp_path / space, EvolutionSettings(**{**SMALL, "iterations": 1, "space": space}), log=lines.append)
+    evo.run()
+    evo.close()
+    n = len(evo.stats[0].layers)
+    if space == "branched":  # no candidate reads Q: none computed, nothing to report
+        assert computed == [] and not any("quantization errors" in l for l in lines)
+        return
+    first = next(i for i, l in enumerate(lines) if l.startswith("iteration"))
+    assert [l.split(" (")[0] for l in lines[:first] if "quantization errors" in l] == [
+        f"[stats] quantization errors: layer {i}/{n}" for i in range(1, n)
+    ]
+    assert set(computed) == set(np.unique(evo.fitness_configs[0][0]).tolist())  # those the fitness sample uses
 
 
 def test_progress_line_gives_shares_of_proposed_candidates_since_the_last_line():
