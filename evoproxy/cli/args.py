@@ -241,9 +241,8 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         "--perturb-around",
         type=int,
         metavar="BITS",
-        help="measure each layer's output perturbations (the kl, output-mse and sqnr proxies' input) with every "
-        "other layer at BITS bits, the operating point of a budget near BITS bits a weight, rather than in float "
-        "(default: float, as the tools measure them)",
+        help="measure each layer's output perturbations (kl, output-mse, sqnr) with every other layer at BITS bits, "
+        "as at a budget near BITS bits a weight (default: every other layer in float, as the tools measure them)",
     )
     p.add_argument(
         "--act-max-elems",
