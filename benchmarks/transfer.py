@@ -16,9 +16,14 @@ accuracy of each proxy's knapsack allocation on the left-out model at three size
 quarter, half and three quarters of the way from every free layer at the lowest bit choice to
 every one at the highest), seed 0's evolved proxy for the evolved column.
 
+With `--perturb-around B` the searches read output perturbations measured with every other layer at
+B bits (`evoproxy evolve --perturb-around`), and the tools' scores so measured ("kl@B", ...) join
+the baselines beside the tools' own, measured with every other layer in float.
+
 Usage: python benchmarks/transfer.py [--seeds 3] [--space bitaware] [--aggregate mean]
        [--iterations 1000] [--population 20] [--islands 1] [--samples 50] [--init hawq-v2] [--parsimony 0]
        [--folds resnet20,...] [--sets zoo] [--by architecture] [--eval-size 2000] [--no-allocation]
+       [--perturb-around B]
 """
 
 from __future__ import annotations
@@ -37,16 +42,16 @@ from evoproxy.proxy import HANDCRAFTED, get_genome
 from evoproxy.quant import PtqEvaluator, QuantSettings, model_size_mb
 from evoproxy.evolve import Evolution, EvolutionSettings, expand_benches
 from evoproxy.model import MODELS
+from evoproxy.stats import StatsSettings
 from evoproxy.evolve.fitness import AGGREGATES
 
 SHOWN = ("mean-bits", "hawq-v2", "fisher", "output-mse", "kl", "taylor")
+AROUND = ("output-mse", "kl", "sqnr")  # the scores whose measurement --perturb-around changes
 
 
-def allocation_accuracy(
-    proxies: dict, bench: Bench, stats, eval_size: int
-) -> tuple[list[float], dict[str, list[float]]]:
-    """PTQ top-1 of each proxy's allocation on the bench's model (its statistics `stats`) at three
-    size budgets."""
+def allocation_accuracy(proxies: dict, bench: Bench, eval_size: int) -> tuple[list[float], dict[str, list[float]]]:
+    """PTQ top-1 of the allocation of each proxy of `proxies` (label → (proxy, the statistics of the
+    bench's model it reads)) on the bench's model at three size budgets."""
     header = bench.header
     model, layers, source = bench_model(bench)
     choices = header["bit_choices"]
@@ -58,7 +63,7 @@ def allocation_accuracy(
     budgets = [low + f * (high - low) for f in (0.25, 0.5, 0.75)]
     evaluator = PtqEvaluator.on_data(model, layers, eval_size, QuantSettings(header["act_bits"], False), source)
     out = {}
-    for label, proxy in proxies.items():
+    for label, (proxy, stats) in proxies.items():
         out[label] = []
         for budget in budgets:
             problem = proxy_problem(proxy, stats, budget, w_bits=choices, act_bits=header["act_bits"], fixed=fixed)
@@ -66,11 +71,16 @@ def allocation_accuracy(
     return budgets, out
 
 
-def report(name: str, bench: Bench, stats, evolved: list, proxies: list, args) -> tuple:
-    """Print a left-out bench's line (and its allocation accuracies); its row of the summary."""
+def report(name: str, bench: Bench, stats, around, evolved: list, proxies: list, args) -> tuple:
+    """Print a left-out bench's line (and its allocation accuracies); its row of the summary. `stats`
+    are the model's statistics with the perturbations measured in float, `around` with them measured
+    around --perturb-around bits (None without it), which the evolved proxies read."""
     entries = bench.split("all")
     truth = Bench.arrays(entries)[1]
     hand = {n: rank_proxy(make(), stats, entries, 0, 1) for n, make in HANDCRAFTED.items()}
+    if around is not None:
+        hand |= {f"{n}@{args.perturb_around}": rank_proxy(HANDCRAFTED[n](), around, entries, 0, 1) for n in AROUND}
+    shown = [*SHOWN, *(f"{n}@{args.perturb_around}" for n in AROUND if around is not None)]
     best_hand = best_handcrafted(hand)
     ours = [100 * r.rho_all for r in evolved]
     usable = [r.scores for r in evolved if r.error is None]
@@ -79,14 +89,18 @@ def report(name: str, bench: Bench, stats, evolved: list, proxies: list, args) -
         f"{name} ({len(entries)} configurations): evolved {statistics.mean(ours):.2f} ± "
         f"{statistics.stdev(ours) if len(ours) > 1 else 0:.2f} (ρ | size "
         f"{statistics.mean(100 * r.partial for r in evolved):.2f}); "
-        + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in SHOWN)
+        + ", ".join(f"{n} {100 * hand[n].rho_all:.2f} (ρ | size {100 * hand[n].partial:.2f})" for n in shown)
         + f"; best handcrafted {best_hand} {100 * hand[best_hand].rho_all:.2f}; evolved − it "
         f"{100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, {100 * diff[2]:+.2f}]",
         flush=True,
     )
     if not args.no_allocation:
-        chosen = {"evolved": proxies[0], **{n: HANDCRAFTED[n]() for n in SHOWN}}
-        budgets, acc = allocation_accuracy(chosen, bench, stats, args.eval_size)
+        chosen = {
+            "evolved": (proxies[0], stats if around is None else around),
+            **{n: (HANDCRAFTED[n](), stats) for n in SHOWN},
+        }
+        chosen |= {f"{n}@{args.perturb_around}": (HANDCRAFTED[n](), around) for n in AROUND if around is not None}
+        budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
         print(
             f"  PTQ top-1 on the first {args.eval_size} test images at "
             + ", ".join(f"{b:.4f}" for b in budgets)
@@ -120,6 +134,7 @@ def main() -> None:
     )
     parser.add_argument("--eval-size", type=int, default=2000, help="test images for the allocation accuracies")
     parser.add_argument("--no-allocation", action="store_true", help="skip the allocation accuracies")
+    parser.add_argument("--perturb-around", type=int, help="as evoproxy evolve --perturb-around")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="evoproxy-transfer-"))
@@ -131,12 +146,18 @@ def main() -> None:
         f"leave one {args.by} out of {args.sets}: {args.space} space, {args.aggregate} over the other "
         f"architectures' benches, {args.islands} × |P|={args.population}, N={args.iterations}, samples "
         f"{args.samples or 'all'}, {args.seeds} seeds{', init ' + args.init if args.init else ''}, "
-        f"parsimony {args.parsimony}; mean ρ over all configurations in %"
+        f"parsimony {args.parsimony}"
+        + (f", perturbations around {args.perturb_around} bits" if args.perturb_around else "")
+        + "; mean ρ over all configurations in %"
     )
     summary = []
     for fold in folds:
         held = {b: load_bench(b) for b in mains if fold_of[b] == fold}
         stats = {b: bench_stats(bench)[0] for b, bench in held.items()}
+        settings = StatsSettings(perturb_around=args.perturb_around)
+        around = {
+            b: bench_stats(bench, settings=settings)[0] if args.perturb_around else None for b, bench in held.items()
+        }
         evolved, proxies = {b: [] for b in held}, []
         for seed in range(args.seeds):
             config = EvolutionSettings(
@@ -150,6 +171,7 @@ def main() -> None:
                 select_top=args.select_top,
                 init=init,
                 parsimony=args.parsimony,
+                perturb_around=args.perturb_around,
                 seed=seed,
             )
             start = time.perf_counter()
@@ -157,16 +179,18 @@ def main() -> None:
             best = evo.run()
             evo.close()
             for b, bench in held.items():
-                evolved[b].append(rank_proxy(best.genome, stats[b], bench.split("all"), 0, 1))
+                evolved[b].append(
+                    rank_proxy(best.genome, stats[b] if around[b] is None else around[b], bench.split("all"), 0, 1)
+                )
             proxies.append(best.genome)
             print(
                 f"  {fold} left out, seed {seed}: {best.genome.formula()}  (fitness {best.fitness:.4f}, "
                 f"{time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
-        summary += [report(b, bench, stats[b], evolved[b], proxies, args) for b, bench in held.items()]
+        summary += [report(b, bench, stats[b], around[b], evolved[b], proxies, args) for b, bench in held.items()]
     print("\nover the folds (mean ρ over all configurations of the left-out model, in %):")
-    gaps = {name: [ours - hand[name] for _, ours, hand, _, _ in summary] for name in HANDCRAFTED}
+    gaps = {name: [ours - hand[name] for _, ours, hand, _, _ in summary] for name in summary[0][2]}
     for name in sorted(gaps, key=lambda n: statistics.mean(gaps[n])):
         print(
             f"  evolved − {name:<9} {statistics.mean(gaps[name]):+6.2f} on average, evolved ahead in "

@@ -52,6 +52,7 @@ def _settings(args) -> EvolutionSettings:
         migration=args.migration,
         select_top=args.select_top,
         parsimony=args.parsimony,
+        perturb_around=args.perturb_around,
         patience=args.patience if args.patience is not None else (200 if args.hours else 0),
     )
 
@@ -227,6 +228,13 @@ def register(sub) -> None:
     g.add_argument("--p-crossover", type=float, default=0.5)
     g.add_argument("--p-mutation", type=float, default=0.5)
     g.add_argument(
+        "--perturb-around",
+        type=int,
+        metavar="BITS",
+        help="judge on output perturbations (the measured space's MSE, KL, TAYLOR) measured with every other "
+        "layer at BITS bits, the benches' operating point, rather than in float (default: float)",
+    )
+    p.add_argument(
         "--parsimony",
         type=float,
         default=0.0,

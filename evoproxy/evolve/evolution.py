@@ -99,7 +99,7 @@ class Evolution:
                     f"the init proxy {g.name or g.formula()} does not lie in the {self.space.name} space: {why}"
                 )
         self.benches = [load_bench(b) for b in s.benches]
-        got = [bench_stats(b, log=self._stats_log, device=self.device) for b in self.benches]
+        got = [bench_stats(b, settings=s.stats_settings, log=self._stats_log, device=self.device) for b in self.benches]
         self.stats = [stats for stats, _, _ in got]
         partitions = [search_partition(b, s.samples, s.seed) for b in self.benches]
         self.fitness_configs = [fit for fit, _ in partitions]

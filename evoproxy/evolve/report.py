@@ -25,7 +25,7 @@ from ..bench import (
 )
 from ..files import write_atomically
 from ..proxy import HANDCRAFTED, Genome
-from ..stats import ModelStats
+from ..stats import ModelStats, StatsSettings
 from ..table import format_table, printable_lines
 from .plot import plot_history
 from .runs import hall_of_fame, run_summary
@@ -59,9 +59,9 @@ class _Judged:
         return paired_bootstrap(self.evolved.scores, self.handcrafted[self.best].scores, Bench.arrays(self.entries)[1])
 
 
-def _judge(best: Genome, bench_name: str, split: str, samples: int, repeats: int) -> _Judged:
+def _judge(best: Genome, bench_name: str, split: str, samples: int, repeats: int, settings: StatsSettings) -> _Judged:
     bench = load_bench(bench_name)
-    stats, _, _ = bench_stats(bench)
+    stats, _, _ = bench_stats(bench, settings=settings)
     entries = bench.split(split)
     return _Judged(
         bench_name,
@@ -121,7 +121,8 @@ def full_report(
     run_dir = Path(run_dir)
     summary = run_summary(run_dir)
     best = summary["genome"]
-    searched = EvolutionSettings.from_dict(summary["config"]).benches
+    config = EvolutionSettings.from_dict(summary["config"])
+    searched = config.benches
     transfer = transfer_benches(searched) if transfer is None else list(transfer)
     lines = [
         f"run {run_dir}: iteration {summary['iteration']}, {summary['candidates']} candidates "
@@ -155,8 +156,8 @@ def full_report(
         "hall_of_fame": front,
         "benches": {},
     }
-    judged = [_judge(best, name, "held-out", samples, repeats) for name in searched]
-    judged += [_judge(best, name, "all", samples, repeats) for name in transfer]
+    judged = [_judge(best, name, "held-out", samples, repeats, config.stats_settings) for name in searched]
+    judged += [_judge(best, name, "all", samples, repeats, config.stats_settings) for name in transfer]
     first = judged[0]
     rows = [
         first.evolved.table_row("evolved (this run)"),

@@ -13,6 +13,7 @@ from ..errors import EvoproxyError, ParameterError
 from ..model import MODELS
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..proxy import Genome, get_genome
+from ..stats import QBITS, StatsSettings
 from .fitness import AGGREGATES, CSPSettings
 
 MAX_POPULATION, MAX_ISLANDS = 10_000, 256  # beyond these a run could not finish one iteration on one machine
@@ -52,6 +53,8 @@ class EvolutionSettings:
     select_top: int = 20
     init: tuple[str, ...] = ()  # genome JSON of proxies the initial population starts with
     parsimony: float = 0.0  # selection compares fitness − parsimony × complexity
+    # the benches' output perturbations measured with every other layer at these bits (None: in float)
+    perturb_around: int | None = None
 
     CONSTRAINTS = {
         "benches": Satisfies(lambda b: not isinstance(b, str) and len(b) > 0, "one or more bench names or files"),
@@ -71,10 +74,16 @@ class EvolutionSettings:
         "max_retries": Interval(1, None, integer=True),
         "select_top": Interval(0, None, integer=True),
         "parsimony": Interval(0, math.inf, closed="left"),
+        "perturb_around": [OneOf(QBITS), OneOf((None,))],
     }
 
     def __post_init__(self):
         check_parameters(self)
+
+    @property
+    def stats_settings(self) -> StatsSettings:
+        """The settings of the statistics every bench of the run is judged on."""
+        return StatsSettings(perturb_around=self.perturb_around)
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values (what run.db stores)."""

@@ -10,13 +10,17 @@ from pathlib import Path
 from ..bench import Bench, bench_stats, load_bench
 from ..errors import EvoproxyError
 from ..proxy import Genome, load_space, prepare_inputs, simplify
+from ..stats import StatsSettings
 from .fitness import BenchesTask, CSPSettings, FitnessTask
 from .runs import run_summary
 from .settings import EvolutionSettings
 
 
 def search_fitness(
-    benches: Sequence[str], aggregate: str = "mean", csp: CSPSettings = CSPSettings()
+    benches: Sequence[str],
+    aggregate: str = "mean",
+    csp: CSPSettings = CSPSettings(),
+    settings: StatsSettings = StatsSettings(),
 ) -> tuple[Callable[[Genome], float | None], int]:
     """The fitness of a genome (None where the CSP rejects it) on every configuration of the search
     split of `benches`, aggregated over them by `aggregate`, and how many configurations that is.
@@ -24,7 +28,7 @@ def search_fitness(
     loaded = [load_bench(b) for b in benches]
     configs = [Bench.arrays(b.split("search")) for b in loaded]
     task = BenchesTask([FitnessTask(bits, acc) for bits, acc in configs], aggregate)
-    inputs = [prepare_inputs(bench_stats(b)[0]) for b in loaded]
+    inputs = [prepare_inputs(bench_stats(b, settings=settings)[0]) for b in loaded]
     csp = replace(csp, conflict=False)
 
     def fitness(genome: Genome) -> float | None:
@@ -47,7 +51,7 @@ def simplified_report(run_dir: str | Path, tolerance: float = 0.0, summary: dict
         space = load_space(config.space)
     except EvoproxyError:  # a space file moved since the run: simplify without its shape
         space = None
-    fitness, n = search_fitness(config.benches, config.aggregate, config.csp)
+    fitness, n = search_fitness(config.benches, config.aggregate, config.csp, config.stats_settings)
     result = simplify(best, fitness, space, tolerance)
     path = run_dir / "simplified.json"
     data = {**result.to_dict(), "configurations": n}

@@ -435,6 +435,26 @@ def test_report_compares_the_result_with_the_best_handcrafted_proxy_on_held_out_
     assert "difference" not in data["benches"]["fmnist-resnet20-w234"]
 
 
+@pytest.mark.slow
+def test_a_run_measured_around_a_bit_width_is_judged_and_reported_on_those_statistics(tmp_path):
+    from evoproxy.evolve import full_report
+    from evoproxy.stats import StatsSettings, load_stats_file
+
+    config = EvolutionSettings(**{**SMALL, "iterations": 2, "space": "measured", "perturb_around": 3})
+    evo = Evolution(tmp_path / "r", config, log=lambda m: None)
+    evo.run()
+    evo.close()
+    assert EvolutionSettings.from_dict(config.to_dict()) == config
+    _, data = full_report(tmp_path / "r", transfer=[])
+    (entry,) = data["statistics"].values()
+    assert entry["sha256"] == entry["search"]["sha256"]  # the report ranks on what the search read
+    measured = load_stats_file(entry["path"])
+    assert measured.settings.perturb_around == 3
+    floating = bench_stats(load_bench("fmnist-resnet20-w234"), settings=StatsSettings(hessian=False))[0]
+    assert not torch.equal(measured.layers[5].KL[2], floating.layers[5].KL[2])
+    assert torch.equal(measured.layers[5].TAYLOR[2], floating.layers[5].TAYLOR[2])  # the layer's own either way
+
+
 @pytest.mark.parametrize("space", ["bitaware", "branched"])
 def test_a_run_computes_q_before_its_first_candidate_with_progress_lines_where_its_space_reads_q(
     tmp_path, monkeypatch, space

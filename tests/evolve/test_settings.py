@@ -21,6 +21,7 @@ from evoproxy.proxy import Genome, get_genome
         (EvolutionSettings, {"islands": 257}, "islands", "--islands"),
         (EvolutionSettings, {"parsimony": float("inf")}, "parsimony", "--parsimony"),
         (EvolutionSettings, {"select_top": -1}, "select_top", "--select-top"),
+        (EvolutionSettings, {"perturb_around": 1}, "perturb_around", "--perturb-around"),
         (CSPSettings, {"timeout_s": 0.0}, "timeout_s", "--candidate-timeout"),
         (CSPSettings, {"timeout_s": 86_401.0}, "timeout_s", "--candidate-timeout"),
     ],
