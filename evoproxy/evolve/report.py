@@ -132,6 +132,8 @@ def full_report(
         f"  {best.formula()}",
         f"  paper notation: {best.formula('paper')}",
     ]
+    if config.perturb_around is not None:  # every score below, the tools' included, reads them so
+        lines.insert(1, f"output perturbations measured with every other layer at {config.perturb_around} bits")
     simplified_text, simplified = simplified_report(run_dir, tolerance, summary)
     lines.append(simplified_text)
     store = RunStore(run_dir / "run.db")

@@ -445,7 +445,8 @@ def test_a_run_measured_around_a_bit_width_is_judged_and_reported_on_those_stati
     evo.run()
     evo.close()
     assert EvolutionSettings.from_dict(config.to_dict()) == config
-    _, data = full_report(tmp_path / "r", transfer=[])
+    text, data = full_report(tmp_path / "r", transfer=[])
+    assert "output perturbations measured with every other layer at 3 bits" in text
     (entry,) = data["statistics"].values()
     assert entry["sha256"] == entry["search"]["sha256"]  # the report ranks on what the search read
     measured = load_stats_file(entry["path"])
