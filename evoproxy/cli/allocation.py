@@ -170,6 +170,7 @@ def cmd_allocate(args) -> None:
             if len(act_choices) > 1
             else f"activations {act_choices[0]}-bit"
         )
+        + (f"; perturbations measured around {b} bits" if (b := stats.settings.perturb_around) is not None else "")
     )
     act_column = (["act"], ["A bits"]) if len(set(result.a_bits)) > 1 else ([], [])
     lat_column = latency_column(rows, table, result)

@@ -209,7 +209,7 @@ def test_allocate_measures_around_the_bit_width_it_is_told_and_keeps_both_entrie
     base = ["allocate", "--model", "synthetic_stats:tiny_fmnist_net", "--batch-size", "8", "--size-mb", "0.001"]
     base += ["--fixed", "none", "--cache-dir", str(tmp_path / "cache"), "--proxy", "kl"]
     assert main([*base, "--perturb-around", "3"]) == 0
-    capsys.readouterr()
+    assert "; perturbations measured around 3 bits" in capsys.readouterr().out
     assert main(base) == 0
     assert "output perturbations done" in capsys.readouterr().err  # the float entry is another one
     assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 2
