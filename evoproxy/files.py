@@ -85,6 +85,29 @@ def refuse_link(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def output_file(path: str | None, flag: str) -> None:
+    """Refuse, before any work, a file flag's `path` that cannot be written: its folder missing (it
+    is not created, so that a typo does not scatter outputs) or not writable, a folder itself, or a
+    symbolic link (the file would replace the link, not write through it: say so instead)."""
+    if path is None:
+        return
+    refuse_link(path, flag)
+    folder = Path(path).parent
+    if Path(path).is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "is a folder" if Path(path).is_dir() else f"needs an existing, writable folder {folder}"
+        raise EvoproxyError(f"{flag} {path} {why}: give a file in a folder you can write to")
+
+
+def output_folder(path: str, flag: str) -> None:
+    """Create the folder of a folder flag, or refuse in one line the one that cannot be written."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvoproxyError(f"{flag} {path}: {exc.strerror}; give a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
+
+
 def open_in_place(path: Path, mode: str = "a") -> IO:
     """`path` opened to grow ("a") or change ("r+b") in place, never through a symbolic link."""
     flags = {"a": os.O_WRONLY | os.O_APPEND, "r+b": os.O_RDWR}[mode]

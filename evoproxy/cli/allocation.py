@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..errors import EvoproxyError
-from ..files import write_atomically
+from ..files import output_file, write_atomically
 from .args import (
     EVAL_SIZE,
     TEXT_EVAL_SIZE,
@@ -17,7 +17,6 @@ from .args import (
     data_source,
     evaluated_on,
     model_stats,
-    output_file,
     resolve_proxies,
 )
 from .bits import (

@@ -1,17 +1,14 @@
 """Flags that several commands share, and how they are read: the model, the data, the
-statistics settings, output files and lists of proxies (bits and budgets: bits.py)."""
+statistics settings and lists of proxies (bits and budgets: bits.py; output files: files.py)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError, ParameterError
-from ..files import refuse_link
 from .bits import add_weight_format_args, weight_format_args
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
@@ -237,13 +234,7 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
         help="wall-clock bound of the Hessian: half for Hutchinson samples, half for the top eigenvalues, at least one "
         "of each (default: none; the result then depends on the machine's speed)",
     )
-    p.add_argument(
-        "--perturb-around",
-        type=int,
-        metavar="BITS",
-        help="measure each layer's output perturbations (kl, output-mse, sqnr) with every other layer at BITS bits, "
-        "as at a budget near BITS bits a weight (default: every other layer in float, as the tools measure them)",
-    )
+    add_perturb_around_arg(p)
     p.add_argument(
         "--act-max-elems",
         type=int,
@@ -260,6 +251,18 @@ def add_stats_args(p: argparse.ArgumentParser, training: bool = False) -> None:
     )
     p.add_argument("--cache-dir", help="statistics cache (default $EVOPROXY_CACHE_DIR or ~/.cache/evoproxy)")
     add_weight_format_args(p)
+
+
+def add_perturb_around_arg(p) -> None:
+    """--perturb-around, of every command that measures the output perturbations."""
+    p.add_argument(
+        "--perturb-around",
+        type=int,
+        metavar="BITS",
+        help="measure each layer's output perturbations (kl, output-mse, sqnr; MSE, KL in a search) with every other "
+        "layer at BITS bits, as at a budget near BITS bits a weight (default: every other layer in float, as the "
+        "tools measure them; a proxy evolved with it is measured as its run was)",
+    )
 
 
 def stats_settings(args) -> StatsSettings:
@@ -292,7 +295,7 @@ def model_stats(
     from dataclasses import replace
 
     from ..model import load_model
-    from ..proxy import needs_hessian, needs_perturbations
+    from ..proxy import needs_hessian, needs_perturbations, perturbations_around
     from ..stats import default_batch, load_or_compute_stats
 
     source = source or data_source(args)
@@ -309,6 +312,7 @@ def model_stats(
             settings,
             hessian=any(needs_hessian(p) for p in proxies),
             perturbations=any(needs_perturbations(p) for p in proxies),
+            perturb_around=perturbations_around(proxies, settings.perturb_around),
         )
     log = (lambda msg: None) if quiet else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
     stats, hit = load_or_compute_stats(
@@ -316,29 +320,6 @@ def model_stats(
     )
     source.check_classes(model)  # after the statistics, which word a model that does not run on the data
     return model, name, stats, hit
-
-
-def output_file(path: str | None, flag: str) -> None:
-    """Refuse, before any work, a file flag's `path` that cannot be written: its folder missing (it
-    is not created, so that a typo does not scatter outputs) or not writable, a folder itself, or a
-    symbolic link (the file would replace the link, not write through it: say so instead)."""
-    if path is None:
-        return
-    refuse_link(path, flag)
-    folder = Path(path).parent
-    if Path(path).is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        why = "is a folder" if Path(path).is_dir() else f"needs an existing, writable folder {folder}"
-        raise EvoproxyError(f"{flag} {path} {why}: give a file in a folder you can write to")
-
-
-def output_folder(path: str, flag: str) -> None:
-    """Create the folder of a folder flag, or refuse in one line the one that cannot be written."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvoproxyError(f"{flag} {path}: {exc.strerror}; give a folder you can write to") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise EvoproxyError(f"{flag} {path} is not writable; give a folder you can write to")
 
 
 def resolve_proxies(spec: str) -> list:

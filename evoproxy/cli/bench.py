@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import (
+    add_perturb_around_arg,
     EVAL_SIZE,
     TEXT_EVAL_SIZE,
     add_data_args,
@@ -77,6 +78,7 @@ def cmd_bench_show(args) -> None:
 def cmd_rank(args) -> None:
     from ..bench import TABLE_COLUMNS, TABLE_HEADERS, bench_stats, check_draws, load_bench, plot_ranking, rank_proxy
     from ..model import check_device
+    from ..proxy import perturbations_around
     from ..stats import StatsSettings, quant_errors
     from ..table import format_table, printable, printable_lines
 
@@ -87,7 +89,7 @@ def cmd_rank(args) -> None:
     if len(entries) < 2:
         raise EvoproxyError(f"the {args.split} split of {bench.name} has {len(entries)} configurations; need 2 or more")
     log = (lambda msg: None) if args.json else (lambda msg: print(f"[stats] {msg}", file=sys.stderr))
-    settings = StatsSettings(perturb_around=args.perturb_around)
+    settings = StatsSettings(perturb_around=perturbations_around(proxies, args.perturb_around))
     stats, stats_seconds, _ = bench_stats(
         bench, settings=settings, weights=args.weights, log=log, data=args.data, device=check_device(args.device)
     )
@@ -206,13 +208,7 @@ def register(sub) -> None:
     )
     p.add_argument("--data", help="the data the bench was made on, if it is no longer where the bench records it")
     p.add_argument("--device", default="cpu", help="torch device the statistics are computed on (default cpu)")
-    p.add_argument(
-        "--perturb-around",
-        type=int,
-        metavar="BITS",
-        help="measure the output perturbations (kl, output-mse, sqnr) with every other layer at BITS bits "
-        "(default: in float)",
-    )
+    add_perturb_around_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", help="PNG file: score against accuracy per proxy, coloured by size")
     p.set_defaults(func=cmd_rank)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EvoproxyError
-from .args import output_folder
+from ..files import output_folder
+from .args import add_perturb_around_arg
 from .parallel import add_backend_args, parallel_backend
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `evoproxy --help` starts fast
@@ -227,13 +228,7 @@ def register(sub) -> None:
     g.add_argument("--ratio", type=float, default=0.25, help="tournament selection ratio r (default 0.25)")
     g.add_argument("--p-crossover", type=float, default=0.5)
     g.add_argument("--p-mutation", type=float, default=0.5)
-    g.add_argument(
-        "--perturb-around",
-        type=int,
-        metavar="BITS",
-        help="judge on output perturbations (the measured space's MSE, KL, TAYLOR) measured with every other "
-        "layer at BITS bits, the benches' operating point, rather than in float (default: float)",
-    )
+    add_perturb_around_arg(g)
     p.add_argument(
         "--parsimony",
         type=float,

@@ -9,7 +9,8 @@ import sys
 
 from ..errors import EvoproxyError
 from ..files import write_atomically
-from .args import add_data_args, add_model_args, data_source, evaluated_on, load_user_model, output_file
+from ..files import output_file
+from .args import add_data_args, add_model_args, data_source, evaluated_on, load_user_model
 
 
 def cmd_export(args) -> None:

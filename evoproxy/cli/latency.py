@@ -7,7 +7,8 @@ import json
 import sys
 
 from ..errors import EvoproxyError
-from .args import add_data_args, add_model_args, data_source, load_user_model, output_file
+from ..files import output_file
+from .args import add_data_args, add_model_args, data_source, load_user_model
 
 
 def latency_table(args):

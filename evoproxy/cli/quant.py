@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from ..files import filling
+from ..files import filling, output_folder
 from .args import (
     TEXT_EVAL_SIZE,
     add_data_args,
@@ -15,7 +15,6 @@ from .args import (
     data_source,
     evaluated_on,
     load_user_model,
-    output_folder,
 )
 from .bits import add_weight_format_args, weight_format_args
 

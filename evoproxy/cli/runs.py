@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EvoproxyError
-from .args import output_file
+from ..files import output_file
 
 
 def cmd_show(args) -> None:

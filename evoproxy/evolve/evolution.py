@@ -322,7 +322,8 @@ class Evolution:
     def _save_result(self, iteration: int) -> Individual:
         """Choose the run's result after `iteration` and write it as best.json and best.py."""
         best = select_final(self.store, self.settings, self.stats, self.validation, iteration, self._stats_log)
-        named = Genome(best.genome.graph, self.settings.space, name=self.dir.name)  # tables show the run's name
+        # named as the run, so that tables show it; measured as the run measured its benches
+        named = Genome(best.genome.graph, self.settings.space, self.dir.name, self.settings.perturb_around)
         named.save(self.dir / "best.json")
         write_atomically(self.dir / "best.py", named.to_python())
         return best

@@ -60,7 +60,7 @@ def simplified_report(run_dir: str | Path, tolerance: float = 0.0, summary: dict
     if not result.shorter:
         path.unlink(missing_ok=True)
         return f"simplified: no shorter proxy of equal fitness ({on}: {before}, {result.evaluations} evaluations)", data
-    Genome(result.genome.graph, result.genome.space, name=f"{run_dir.name}-simplified").save(path)
+    Genome(result.genome.graph, result.genome.space, f"{run_dir.name}-simplified", config.perturb_around).save(path)
     where = (
         ""
         if result.space is None

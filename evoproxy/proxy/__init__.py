@@ -3,7 +3,16 @@ Proxy interface: genomes (graphs of primitives drawn from a search space, varied
 simplified, exported as Python / sympy / LaTeX), the handcrafted proxies and user functions, found
 by name through `get_proxy`."""
 
-from .base import FunctionProxy, Proxy, as_bits, bit_score, needs_hessian, needs_perturbations, validity_reason
+from .base import (
+    FunctionProxy,
+    Proxy,
+    as_bits,
+    bit_score,
+    needs_hessian,
+    needs_perturbations,
+    perturbations_around,
+    validity_reason,
+)
 from .export import sympy_function, to_latex, to_python, to_sympy
 from .genome import Genome
 from .graph import AGGREGATE, BINARY, INPUT, ROLES, UNARY, canonical, operands
@@ -52,6 +61,7 @@ __all__ = [
     "n_layers",
     "needs_hessian",
     "needs_perturbations",
+    "perturbations_around",
     "operands",
     "prepare_inputs",
     "rewrite",

@@ -69,6 +69,19 @@ def validity_reason(values: torch.Tensor) -> str | None:
     return None
 
 
+def perturbations_around(proxies, given: int | None) -> int | None:
+    """The bits every other layer sits at where the output perturbations that `proxies` read are to
+    be measured: those a genome was evolved on (Genome.perturb_around), else `given` (None: float).
+    EvoproxyError where proxies, or a proxy and `given`, ask for two."""
+    wanted = {p.name: b for p in proxies if (b := getattr(p, "perturb_around", None)) is not None}
+    if given is not None:
+        wanted = {**{n: b for n, b in wanted.items() if b != given}, "--perturb-around": given}
+    if len(set(wanted.values())) > 1:
+        asked = ", ".join(f"{n} {b} bits" for n, b in wanted.items())
+        raise EvoproxyError(f"the output perturbations cannot be measured around two bit-widths at once: {asked}")
+    return next(iter(wanted.values()), given)
+
+
 def needs_hessian(proxy) -> bool:
     """Whether `proxy` reads Hessian statistics (H, its trace or top eigenvalue), which are most of
     the statistics' cost. A proxy that does not say is assumed to."""

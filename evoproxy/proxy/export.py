@@ -126,7 +126,15 @@ def to_python(genome) -> str:
     parts = [
         f'"""Mixed-precision quantization proxy exported by evoproxy {__version__}.\n\n'
         f"    {genome.formula()}\n\n"
-        f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n" + use + '"""\n',
+        f"Canonical hash {genome.wl_hash()}. Needs torch and the Python standard library only.\n"
+        + use
+        + (
+            f"Evolved on output perturbations measured with every other layer at {genome.perturb_around} bits\n"
+            f"(`evoproxy stats --perturb-around {genome.perturb_around}`): give it statistics measured so.\n"
+            if genome.perturb_around is not None
+            else ""
+        )
+        + '"""\n',
         "from collections.abc import Mapping\nfrom typing import Protocol, runtime_checkable\n\nimport torch",
         f"EPS = {primitives.EPS!r}\nFACTORS = {factors!r}\nINPUTS = {used_inputs!r}",
         *helpers,

@@ -42,7 +42,9 @@ class Genome:
     (frozen, canonically numbered, the output last), `kinds` (tensor or scalar per node).
     """
 
-    def __init__(self, graph: nx.DiGraph, space: str | None = None, name: str | None = None):
+    def __init__(
+        self, graph: nx.DiGraph, space: str | None = None, name: str | None = None, perturb_around: int | None = None
+    ):
         graph = canonical(graph)
         too_big = size_reason(graph)
         if too_big:
@@ -56,11 +58,16 @@ class Genome:
         self.graph = nx.freeze(graph)
         self.space = space
         self._name = name
+        # the bits every other layer sat at where the perturbations it was evolved on were measured
+        # (StatsSettings.perturb_around; None: in float): the statistics it is to read
+        self.perturb_around = perturb_around
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_expression(cls, expr, space: str | None = None, name: str | None = None) -> "Genome":
+    def from_expression(
+        cls, expr, space: str | None = None, name: str | None = None, perturb_around: int | None = None
+    ) -> "Genome":
         """A genome from a nested tuple: an input name ("W"), or (op, operand[, operand]).
         The outermost op must be an aggregation, e.g. ("sum", ("mul", "G", "W"))."""
         graph = nx.DiGraph()
@@ -83,7 +90,7 @@ class Genome:
 
         root = add(expr)
         graph.nodes[root]["role"] = "aggregate"
-        return cls(graph, space, name)
+        return cls(graph, space, name, perturb_around)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Genome":
@@ -244,6 +251,7 @@ class Genome:
             "version": VERSION,
             "name": self._name,
             "space": self.space,
+            **({"perturb_around": self.perturb_around} if self.perturb_around is not None else {}),
             "formula": self.formula(),
             "hash": self.wl_hash(),
             "nodes": nodes,

@@ -20,8 +20,8 @@ VERSION = 1
 MAX_JSON_BYTES = 256 * 1024
 
 
-def graph_from_dict(data: dict) -> tuple[nx.DiGraph, str | None, str | None]:
-    """The graph, space and name of the genome stored by `Genome.to_dict`."""
+def graph_from_dict(data: dict) -> tuple[nx.DiGraph, str | None, str | None, int | None]:
+    """The graph, space, name and perturb_around of the genome stored by `Genome.to_dict`."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise EvoproxyError(f"not an evoproxy genome: expected a JSON object with format {FORMAT!r}")
     if data.get("version") != VERSION:
@@ -50,8 +50,10 @@ def graph_from_dict(data: dict) -> tuple[nx.DiGraph, str | None, str | None]:
             raise EvoproxyError(f"genome node {node['id']}: operands must be distinct ids of other nodes")
         for arg, operand in enumerate(ops):
             graph.add_edge(operand, node["id"], arg=arg)
-    space, name = data.get("space"), data.get("name")
-    return graph, space if isinstance(space, str) else None, name if isinstance(name, str) else None
+    space, name, around = data.get("space"), data.get("name"), data.get("perturb_around")
+    if around is not None and (isinstance(around, bool) or around not in range(2, 9)):
+        raise EvoproxyError(f"genome perturb_around {reprlib.repr(around)}: a bit-width from 2 to 8, or left out")
+    return graph, space if isinstance(space, str) else None, name if isinstance(name, str) else None, around
 
 
 def parse_json(text: str) -> dict:

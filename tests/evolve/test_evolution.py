@@ -445,6 +445,7 @@ def test_a_run_measured_around_a_bit_width_is_judged_and_reported_on_those_stati
     evo.run()
     evo.close()
     assert EvolutionSettings.from_dict(config.to_dict()) == config
+    assert Genome.load(tmp_path / "r" / "best.json").perturb_around == 3  # what allocate then measures
     text, data = full_report(tmp_path / "r", transfer=[])
     assert "output perturbations measured with every other layer at 3 bits" in text
     (entry,) = data["statistics"].values()

@@ -9,7 +9,8 @@ from synthetic_stats import tiny_conv_net
 
 from evoproxy.cli import main
 from evoproxy.model import TinyLM
-from evoproxy.proxy import FunctionProxy, Genome, get_proxy, needs_perturbations
+from evoproxy.errors import EvoproxyError
+from evoproxy.proxy import FunctionProxy, Genome, get_proxy, needs_perturbations, perturbations_around
 from evoproxy.quant import WeightFormat, quantize_weight
 from evoproxy.stats import PERTURBATIONS, QBITS, StatsSettings, compute_stats, load_or_compute_stats
 
@@ -220,3 +221,34 @@ def test_allocate_measures_around_the_bit_width_it_is_told_and_keeps_both_entrie
 
 def test_without_perturbations_the_bit_width_they_would_be_measured_around_is_no_setting():
     assert StatsSettings(perturbations=False, perturb_around=3) == StatsSettings(perturbations=False)
+
+
+def test_a_proxy_evolved_around_a_bit_width_is_measured_so_and_a_contrary_flag_is_refused(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    reads_kl = Genome.from_expression(("sum", ("no_op", ("mean", "KL"))), "measured", "mine", perturb_around=3)
+    reads_kl.save(tmp_path / "mine.json")
+    assert Genome.load(tmp_path / "mine.json").perturb_around == 3
+    base = ["allocate", "--model", "synthetic_stats:tiny_fmnist_net", "--batch-size", "8", "--size-mb", "0.001"]
+    base += ["--fixed", "none", "--cache-dir", str(tmp_path / "cache"), "--proxy", "mine.json"]
+    assert main(base) == 0 and "; perturbations measured around 3 bits" in capsys.readouterr().out
+    assert main([*base, "--perturb-around", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be measured around two bit-widths at once: mine 3 bits, --perturb-around 4 bits" in err
+
+
+def test_which_bit_width_the_perturbations_are_measured_around():
+    around = [Genome.from_expression(("sum", "KL"), name=f"g{b}", perturb_around=b) for b in (3, 4)]
+    assert perturbations_around([get_proxy("kl")], None) is None
+    assert perturbations_around([get_proxy("kl")], 4) == 4
+    assert perturbations_around([around[0], get_proxy("kl")], None) == 3
+    assert perturbations_around([around[0]], 3) == 3
+    with pytest.raises(EvoproxyError, match="g3 3 bits, g4 4 bits"):
+        perturbations_around(around, None)
+    data = around[0].to_dict()
+    for bad in (1, 9, "3", True):
+        with pytest.raises(EvoproxyError, match="perturb_around"):
+            Genome.from_dict({**data, "perturb_around": bad})
+    assert "perturb_around" not in Genome.from_expression(("sum", "KL")).to_dict()
+    assert "`evoproxy stats --perturb-around 3`" in around[0].to_python()  # the exported file says so too
