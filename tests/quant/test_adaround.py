@@ -19,6 +19,7 @@ from evoproxy.quant import (
     AdaRoundSettings,
     QuantSettings,
     adaround_model,
+    quantize_model,
     quantize_weight,
     reconstruction_blocks,
     weight_steps,
@@ -105,6 +106,20 @@ def test_hardened_weights_lie_on_the_ptq_grid_a_step_from_round_to_nearest(one_l
     # round-to-nearest's, and some of them to the other one.
     moved = (learned - rtn).abs()
     assert torch.all(moved <= step * (1 + 1e-4)) and torch.any(moved > 0.5 * step)
+
+
+@pytest.mark.parametrize("name", ["vit", "vit-mha", "swin"])
+def test_attention_blocks_are_reconstructed_below_round_to_nearest(name):
+    """ViT's encoder blocks (their nn.MultiheadAttention split, or nn.Linear projections) and Swin's
+    window attention (projections applied through F.linear, routed through their layers)."""
+    model = user_models.common_block(name).eval()
+    images = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    layers = layer_registry(model, (1, 8, 8))
+    qmodel, records = adaround_model(
+        model, layers, [3] * len(layers), images, AdaRoundSettings(iters=300), FLOAT_ACTS, **QUIET
+    )
+    rtn = quantize_model(model, layers, [3] * len(layers), images, FLOAT_ACTS)
+    assert len(records) >= 3 and _error(qmodel, images, model) < 0.8 * _error(rtn, images, model)
 
 
 def test_a_model_is_reconstructed_block_by_block_deterministically_and_left_untouched():
