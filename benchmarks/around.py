@@ -3,9 +3,12 @@ measured with every other layer at the bench's middle bit-width (`--perturb-arou
 other layer in float, as the tools measure them? For each shipped bench: mean ρ (all) over all its
 configurations (no search is involved, so no configuration was seen by one) of kl, output-mse and
 sqnr measured both ways, and the paired difference around − float with its 95 % bootstrap interval
-over configurations.
+over configurations. With --allocation, also the PTQ top-1 of each proxy's allocation, measured both
+ways, on each classifier bench's model at three size budgets (benchmarks/transfer.py's: a quarter,
+half and three quarters of the way from every free layer at the lowest bit choice to the highest).
 
 Usage: python benchmarks/around.py [--benches a,b,...] [--proxies kl,output-mse,sqnr] [--around B]
+       [--allocation] [--eval-size 2000]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from evoproxy.bench import bench_stats, load_bench, paired_bootstrap, rho_mean, 
 from evoproxy.errors import EvoproxyWarning
 from evoproxy.proxy import get_proxy
 from evoproxy.stats import StatsSettings
+from transfer import allocation_accuracy
 
 
 def main() -> None:
@@ -27,6 +31,8 @@ def main() -> None:
     parser.add_argument("--benches", default=",".join(shipped_benches()))
     parser.add_argument("--proxies", default="kl,output-mse,sqnr")
     parser.add_argument("--around", type=int, help="the other layers' bits (default: each bench's middle choice)")
+    parser.add_argument("--allocation", action="store_true", help="also each allocation's PTQ top-1")
+    parser.add_argument("--eval-size", type=int, default=2000, help="test images for the allocation accuracies")
     args = parser.parse_args()
     warnings.simplefilter("ignore", EvoproxyWarning)
     proxies = [get_proxy(p) for p in args.proxies.split(",")]
@@ -53,6 +59,16 @@ def main() -> None:
             rho = {way: 100 * rho_mean(s, quality) for way, s in scores.items()}
             row += f"{rho['float']:>20.2f} → {rho['around']:6.2f}{100 * d:>+12.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
         print(row, flush=True)
+        if args.allocation and bench.metric.name == "accuracy":
+            chosen = {f"{p.name} {way}": (p, s) for p in proxies for way, s in got.items()}
+            budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
+            print(
+                f"  PTQ top-1 on the first {args.eval_size} test images at "
+                + ", ".join(f"{b:.4f}" for b in budgets)
+                + " MB: "
+                + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
+                flush=True,
+            )
     print(
         f"\nmean around − float over {len(gains[proxies[0].name])} benches: "
         + ", ".join(f"{n} {100 * np.mean(g):+.2f}" for n, g in gains.items())
