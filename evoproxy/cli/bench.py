@@ -122,6 +122,7 @@ def cmd_rank(args) -> None:
     print(
         f"{printable(bench.name)}, {args.split} split: {len(entries)} configurations; ρ in %, mean ± std over "
         f"{args.repeats} draws of {args.samples or 'all'}; mean ρ (all) and τ over the whole split"
+        + (f"; perturbations measured around {b} bits" if (b := stats.settings.perturb_around) is not None else "")
     )
     print(printable_lines(format_table(rows, [*TABLE_COLUMNS, "ms"], [*TABLE_HEADERS, "ms/config"])))  # proxy names
     print(f"statistics (computed once, cached): {stats_seconds:.2f} s")

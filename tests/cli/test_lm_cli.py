@@ -68,6 +68,10 @@ def test_rank_allocate_and_quantize_read_the_metric_and_the_average_bits_budget(
         == 0
     )
     assert "fisher" in capsys.readouterr().out
+    around = ["rank", "--bench", "lm.jsonl", "--proxies", "kl", "--samples", "0", "--repeats", "1", "--split", "all"]
+    assert main([*around, "--perturb-around", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "; perturbations measured around 3 bits" in out and "\nkl " in out
     argv = [
         "allocate",
         *MODEL,
