@@ -9,11 +9,11 @@ from pathlib import Path
 
 from ..errors import EvoproxyError
 from .args import (
-    add_perturb_around_arg,
     EVAL_SIZE,
     TEXT_EVAL_SIZE,
     add_data_args,
     add_model_args,
+    add_perturb_around_arg,
     data_source,
     evaluated_on,
     exclude_patterns,

@@ -229,7 +229,7 @@ def register(sub) -> None:
     g.add_argument("--p-crossover", type=float, default=0.5)
     g.add_argument("--p-mutation", type=float, default=0.5)
     add_perturb_around_arg(g)
-    p.add_argument(
+    g.add_argument(
         "--parsimony",
         type=float,
         default=0.0,
