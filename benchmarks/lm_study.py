@@ -12,7 +12,7 @@ page (docs/language-models.md), on a shipped perplexity bench.
    handcrafted proxy's allocation with its 95 % bootstrap interval over the windows.
 
 With --around B, both also judge the tools' measured scores (kl, output-mse) measured with every
-other layer at B bits (`--perturb-around B`) rather than in float, named "kl around B".
+other layer at B bits (`--perturb-around B`) rather than in float, named "kl@B" (as transfer.py names them).
 
 Usage: python benchmarks/lm_study.py [--bench kjv-tinylm-g128-w234] [--evolved runs/NAME ...]
        [--budgets 2.5,3,3.5] [--windows 256] [--around B]
@@ -78,8 +78,8 @@ def main() -> None:
     around = []
     if args.around is not None:
         local = bench_stats(bench, settings=StatsSettings(hessian=False, perturb_around=args.around))[0]
-        around = [f"{n} around {args.around}" for n in ("kl", "output-mse")]
-        proxies |= {a: (get_proxy(a.split()[0]), local) for a in around}
+        around = [f"{n}@{args.around}" for n in ("kl", "output-mse")]
+        proxies |= {a: (get_proxy(a.split("@")[0]), local) for a in around}
     ranked = {n: rank_proxy(p, s, held) for n, (p, s) in proxies.items()}
     print(f"{bench.name}, held-out split ({len(held)} configurations, never searched): mean ρ in %")
     print(f"{'proxy':<28}{'mean ρ (all)':>14}{'ρ | size':>10}")
