@@ -185,7 +185,7 @@ def search_adaqat(
     ]
     a_var = FractionalBits(init_a, a_choices, settings.a_lr, settings.oscillations, owner, "init_a_bits")
     fixed_w = {i: w for i, (w, _) in problem.fixed.items()}
-    net, w_select, a_select = adaqat_network(model, problem, calib_images)
+    net, w_select, a_select = adaqat_network(model, problem, calib_images, log)
 
     def full_w(free_w: Sequence[int]) -> list[int]:
         bits = {**fixed_w, **dict(zip(free, free_w))}

@@ -105,7 +105,7 @@ def search_edmips(
     problem.check_feasible()
     start = time.perf_counter()
     device = data.calibration.device
-    supernet, mixers = edmips_supernet(model, problem, data.calibration)
+    supernet, mixers = edmips_supernet(model, problem, data.calibration, log)
     task_loss = objective(supernet).to(device)
     alphas = [m.alpha for m in mixers]
     is_alpha = {id(a) for a in alphas}
