@@ -108,3 +108,21 @@ def test_the_competing_allocators_report_their_calibration_passes(trained_mlp, m
     assert f"[{method}] activation ranges: batch 1/2 (" in err  # the mlp's 192 calibration vectors
     if method == "smpq":
         assert "[smpq] Shapley round: removal 1/" in err  # within the round, not only at the epoch's end
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log file", "terminal"])
+def test_bench_build_prints_a_bar_on_a_terminal_and_plain_lines_elsewhere(trained_mlp, monkeypatch, capsys, terminal):
+    import sys
+
+    from evoproxy.cli import main
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    build = ["bench", "build", *trained_mlp, "--fixed", "none", "--bits", "2,3,4,8", "--configs", "40"]
+    assert main([*build, "--out", "b.jsonl"]) == 0
+    err = capsys.readouterr().err
+    chunks = [line.split(" (")[0] for line in err.splitlines() if "chunk" in line]
+    if terminal:  # tqdm redraws its bar in place
+        assert "\r" in err and "40/40" in err and chunks == []
+    else:  # a log file gets whole lines, the chunks' among them (16 configurations each: 3 chunks)
+        assert "\r" not in err and chunks == ["b: 16-configuration chunk 1/3", "b: 16-configuration chunk 2/3"]
