@@ -94,7 +94,7 @@ def shapley_permutations(
             mask[:] = True
             current = full
         if full - current > truncation:
-            continue
+            continue  # the rest of this order is credited 0
         mask[i] = False
         after = value(mask)
         calls += 1
