@@ -1,6 +1,7 @@
 """Progress lines of long loops (evoproxy.pace): when they come, what they say, and that every
-long stage of the statistics, AdaRound's reconstruction, a PTQ measurement's passes and the
-competing allocators' calibration passes and Shapley rounds give them."""
+long stage of the statistics, AdaRound's reconstruction, a PTQ measurement's passes, the
+competing allocators' calibration passes and Shapley rounds and bench building's chunks give them
+(those as plain lines off a terminal, a bar on one)."""
 
 from types import SimpleNamespace
 
@@ -98,14 +99,16 @@ def test_quantize_reports_its_passes_on_stderr(trained_mlp, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("method", ["edmips", "seam", "smpq", "adaqat"])
-def test_the_competing_allocators_report_their_calibration_passes(trained_mlp, monkeypatch, capsys, method):
+def test_the_competing_allocators_report_their_setup_passes(trained_mlp, monkeypatch, capsys, method):
     from evoproxy.cli import main
 
     monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)
-    smpq = ["--val-images", "64", "--samples", "2"] if method == "smpq" else []
-    assert main(["mpq", "--method", method, *trained_mlp, "--size-mb", "1", "--out", "a.json", *smpq]) == 0
+    own = {"smpq": ["--val-images", "64", "--samples", "2"], "seam": ["--batch-size", "4"]}.get(method, [])
+    assert main(["mpq", "--method", method, *trained_mlp, "--size-mb", "1", "--out", "a.json", *own]) == 0
     err = capsys.readouterr().err
     assert f"[{method}] activation ranges: batch 1/2 (" in err  # the mlp's 192 calibration vectors
+    if method == "seam":
+        assert "[seam] class statistics: batch 1/2 (" in err  # its 8 training vectors' features, 4 a batch
     if method == "smpq":
         assert "[smpq] Shapley round: removal 1/" in err  # within the round, not only at the epoch's end
 
