@@ -37,6 +37,15 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOPROXY_FMNIST_DIR", str(tmp_path / "no-fmnist"))
 
 
+@pytest.fixture(autouse=True)
+def _quiet_start(monkeypatch):
+    # Progress lines come once PROGRESS_SECONDS have passed since the last line of any loop: each test
+    # starts that interval afresh, so that no test's output depends on how long the tests before it took.
+    from evoproxy import pace
+
+    monkeypatch.setattr(pace, "_quiet_since", None)
+
+
 @pytest.fixture(scope="session")
 def _stats_cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("stats-cache")

@@ -1,5 +1,7 @@
 """Progress lines of long loops (evoproxy.pace): when they come, what they say, and that every
-long stage of the statistics, AdaRound's reconstruction and a PTQ measurement's passes give them."""
+long stage of the statistics, AdaRound's reconstruction, a PTQ measurement's passes, the
+competing allocators' calibration passes and Shapley rounds and bench building's chunks give them
+(those as plain lines off a terminal, a bar on one)."""
 
 from types import SimpleNamespace
 
@@ -94,3 +96,36 @@ def test_quantize_reports_its_passes_on_stderr(trained_mlp, monkeypatch, capsys)
     out, err = capsys.readouterr()
     assert "[rtn] activation ranges: batch 1/2 (" in err  # the mlp has no BatchNorm; its 48 test vectors are one batch
     assert "batch" not in out
+
+
+@pytest.mark.parametrize("method", ["edmips", "seam", "smpq", "adaqat"])
+def test_the_competing_allocators_report_their_setup_passes(trained_mlp, monkeypatch, capsys, method):
+    from evoproxy.cli import main
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)
+    own = {"smpq": ["--val-images", "64", "--samples", "2"], "seam": ["--batch-size", "4"]}.get(method, [])
+    assert main(["mpq", "--method", method, *trained_mlp, "--size-mb", "1", "--out", "a.json", *own]) == 0
+    err = capsys.readouterr().err
+    assert f"[{method}] activation ranges: batch 1/2 (" in err  # the mlp's 192 calibration vectors
+    if method == "seam":
+        assert "[seam] class statistics: batch 1/2 (" in err  # its 8 training vectors' features, 4 a batch
+    if method == "smpq":
+        assert "[smpq] Shapley round: removal 1/" in err  # within the round, not only at the epoch's end
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log file", "terminal"])
+def test_bench_build_prints_a_bar_on_a_terminal_and_plain_lines_elsewhere(trained_mlp, monkeypatch, capsys, terminal):
+    import sys
+
+    from evoproxy.cli import main
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    build = ["bench", "build", *trained_mlp, "--fixed", "none", "--bits", "2,3,4,8", "--configs", "40"]
+    assert main([*build, "--out", "b.jsonl"]) == 0
+    err = capsys.readouterr().err
+    chunks = [line.split(" (")[0] for line in err.splitlines() if "chunk" in line]
+    if terminal:  # tqdm redraws its bar in place
+        assert "\r" in err and "40/40" in err and chunks == []
+    else:  # a log file gets whole lines, the chunks' among them (16 configurations each: 3 chunks)
+        assert "\r" not in err and chunks == ["b: 16-configuration chunk 1/3", "b: 16-configuration chunk 2/3"]

@@ -165,11 +165,11 @@ def search_adaqat(
     activation bit-width (`problem.a_choices`) of `model` with AdaQAT under `problem`'s fixed layers
     and budgets (its values are ignored), on `data.train`, the quantizers initialised on
     `data.calibration`; on the device of `data.calibration`. One line per epoch goes to `log` (N_w,
-    N_a, task loss, BitOPs). An infeasible budget is refused before any training. The result's
-    `found` is ⌈N⌉ at the end; each layer's sensitivity in its file is its final N_w (fixed layers:
-    their bits), and `details` hold the fractional bit-widths ("n_w" per free layer, "n_a"), the
-    step at which the freeze rule fixed each ("w_frozen_at_step", "a_frozen_at_step"; None: never)
-    and the found bits."""
+    N_a, task loss, BitOPs), and progress lines on the long passes. An infeasible budget is refused
+    before any training. The result's `found` is ⌈N⌉ at the end; each layer's sensitivity in its
+    file is its final N_w (fixed layers: their bits), and `details` hold the fractional bit-widths
+    ("n_w" per free layer, "n_a"), the step at which the freeze rule fixed each ("w_frozen_at_step",
+    "a_frozen_at_step"; None: never) and the found bits."""
     problem.check_feasible()
     start = time.perf_counter()
     calib_images = data.calibration
@@ -185,7 +185,7 @@ def search_adaqat(
     ]
     a_var = FractionalBits(init_a, a_choices, settings.a_lr, settings.oscillations, owner, "init_a_bits")
     fixed_w = {i: w for i, (w, _) in problem.fixed.items()}
-    net, w_select, a_select = adaqat_network(model, problem, calib_images)
+    net, w_select, a_select = adaqat_network(model, problem, calib_images, log)
 
     def full_w(free_w: Sequence[int]) -> list[int]:
         bits = {**fixed_w, **dict(zip(free, free_w))}

@@ -94,9 +94,10 @@ def search_edmips(
     """Search per-layer weight (and, with several `problem.a_choices`, activation) bits for `model`
     with EdMIPS under `problem`'s choices, fixed layers and budgets (its values are ignored), on
     `data.train`, the activation quantizers calibrated on `data.calibration`; on the device of
-    `data.calibration`. One line per epoch goes to `log`. An infeasible budget is refused before any
-    training. The result's `found` is the argmax policy; each layer's sensitivity in its file is the
-    expected bit-width, and its details the probabilities of its bit-widths.
+    `data.calibration`. One line per epoch goes to `log`, and progress lines on the long passes. An
+    infeasible budget is refused before any training. The result's `found` is the argmax policy;
+    each layer's sensitivity in its file is the expected bit-width, and its details the
+    probabilities of its bit-widths.
 
     `objective(supernet)` gives the module whose (images, labels) ↦ loss is the task loss (its own
     parameters train with the weights). With `alpha_rule`, α takes no gradient steps: after every
@@ -105,7 +106,7 @@ def search_edmips(
     problem.check_feasible()
     start = time.perf_counter()
     device = data.calibration.device
-    supernet, mixers = edmips_supernet(model, problem, data.calibration)
+    supernet, mixers = edmips_supernet(model, problem, data.calibration, log)
     task_loss = objective(supernet).to(device)
     alphas = [m.alpha for m in mixers]
     is_alpha = {id(a) for a in alphas}

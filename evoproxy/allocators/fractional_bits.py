@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -102,20 +102,25 @@ class BitSelect(nn.Module):
 
 
 def adaqat_network(
-    model: nn.Module, problem: AllocationProblem, calib_images: torch.Tensor
+    model: nn.Module,
+    problem: AllocationProblem,
+    calib_images: torch.Tensor,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, list[BitSelect], list[BitSelect]]:
     """A copy of `model` (train mode) whose registry layers quantize their weights and inputs at
     selectable bits: free layers' weights at any of `problem.w_choices`, fixed ones at their own
     bits, inputs at any of `problem.a_choices`, every candidate's LSQ steps initialised on
-    `calib_images` (N, ...) as `lsq_model` does. Returns it with the weight selectors of the free
-    layers (`problem.free` order) and the input selectors of all layers; `model` is not modified."""
+    `calib_images` (N, ...) as `lsq_model` does (`log` gets its passes' progress lines). Returns it
+    with the weight selectors of the free layers (`problem.free` order) and the input selectors of
+    all layers; `model` is not modified."""
     layers = problem.layers
     n = len(layers)
 
     def copy_modules(w: int, a: int) -> dict[str, nn.Module]:
         # The layers of a throwaway `lsq_model` copy at w-bit weights and a-bit inputs; no BatchNorm
         # re-estimation, so every copy shares the model's statistics.
-        return dict(quantizable_modules(lsq_model(model, layers, [w] * n, a, calib_images, bn_recalibration=False)))
+        throwaway = lsq_model(model, layers, [w] * n, a, calib_images, bn_recalibration=False, log=log)
+        return dict(quantizable_modules(throwaway))
 
     identity = {l.name: nn.Identity() for l in layers}  # 32 bits: no quantizer
     by_w = {
@@ -129,7 +134,7 @@ def adaqat_network(
     lowest = problem.a_choices[0]
     # Built at the fewest activation bits, so that every layer whose input is quantized has its hook.
     net = (
-        lsq_model(model, layers, [32] * n, lowest, calib_images, bn_recalibration=False)
+        lsq_model(model, layers, [32] * n, lowest, calib_images, bn_recalibration=False, log=log)
         if lowest < 32
         else copy.deepcopy(model).train()
     )

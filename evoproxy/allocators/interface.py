@@ -170,11 +170,12 @@ Search = Callable[[nn.Module, AllocationProblem, SearchData, Any, Callable[[str]
 @dataclass(frozen=True)
 class Allocator:
     """An entry of `ALLOCATORS`: the method's `title`, its `settings` class (a `TrainingSettings`
-    with all its knobs), its `search(model, problem, data, settings, log)` (`log` takes one line
-    per epoch), and `summary`, a sentence on how it works. Its policy: it searches on
-    `train_fraction` of the training images unless told otherwise (None: all of them), reads
-    `validation_images` held-out images by default (0: none), chooses activation bits among
-    `act_bits` by default, and one per layer (`act_per_layer`) or one for the network."""
+    with all its knobs), its `search(model, problem, data, settings, log)` (`log` takes one line per
+    epoch, and a progress line now and then on a long pass: pace.paced), and `summary`, a sentence
+    on how it works. Its policy: it searches on `train_fraction` of the training images unless told
+    otherwise (None: all of them), reads `validation_images` held-out images by default (0: none),
+    chooses activation bits among `act_bits` by default, and one per layer (`act_per_layer`) or one
+    for the network."""
 
     title: str
     settings: type[TrainingSettings]

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
-from ..model import quantizable_modules
+from ..model import paced_batches, quantizable_modules
 from .edmips import EdmipsSettings, search_edmips
 from .interface import NON_NEGATIVE, Allocator, SearchData, SearchResult, setting
 
@@ -75,7 +75,8 @@ class LargeMarginObjective(nn.Module):
     """SEAM's task loss for `search_edmips`: (images, labels) ↦ `large_margin_loss` of the
     supernet's input to `head` (its last layer, whose output is not used), with learned class
     means and diagonal log-variances started at the features' class means and pooled within-class
-    variance on `images` (read in batches of `settings.batch_size`)."""
+    variance on `images` (read in batches of `settings.batch_size`, `log` getting that pass's
+    progress lines)."""
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class LargeMarginObjective(nn.Module):
         images: torch.Tensor,
         labels: torch.Tensor,
         settings: SeamSettings,
+        log: Callable[[str], None] | None = None,
     ):
         super().__init__()
         self.supernet, self.settings = supernet, settings
@@ -93,8 +95,8 @@ class LargeMarginObjective(nn.Module):
             supernet.eval()  # statistics without moving BatchNorm's running estimates
             device, batch_size = next(supernet.parameters()).device, settings.batch_size
             parts = [
-                (supernet(images[i : i + batch_size].to(device)).shape[1], self._features)
-                for i in range(0, len(images), batch_size)
+                (supernet(x.to(device)).shape[1], self._features)
+                for x in paced_batches(images, batch_size, "class statistics", log)
             ]
             supernet.train()
         classes, g = parts[0][0], torch.cat([f for _, f in parts])
@@ -139,7 +141,7 @@ def search_seam(
 
     def objective(supernet: nn.Module) -> nn.Module:
         head = dict(quantizable_modules(supernet))[problem.layers[last].name]
-        return LargeMarginObjective(supernet, head, *data.train, settings)
+        return LargeMarginObjective(supernet, head, *data.train, settings, log)
 
     result = search_edmips(model, problem, data, settings, log, method="seam", objective=objective)
     return replace(result, details={"search_images": len(data.train[0]), **result.details})

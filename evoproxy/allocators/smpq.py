@@ -32,6 +32,7 @@ from torch import nn
 
 from ..allocation import AllocationProblem
 from ..errors import EvoproxyError
+from ..pace import paced
 from ..params import Interval
 from .edmips import EdmipsSettings, search_edmips
 from .interface import POSITIVE, Allocator, SearchData, SearchResult, setting
@@ -73,6 +74,7 @@ def shapley_permutations(
     samples: int,
     rng: np.random.Generator,
     truncation: float = math.inf,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Monte Carlo permutation estimate of the Shapley values of `players` under `value`, a
     function of a boolean mask (players,) of the coalition. Each of `samples` random orders takes
@@ -80,32 +82,40 @@ def shapley_permutations(
     loses: its marginal contribution to the players after it, i.e. the permutation read backwards,
     so the mean over orders is unbiased. Once the value has fallen more than `truncation` below
     the full coalition's, the rest of that order is credited 0. Returns the estimates (players,)
-    and how many times `value` was called."""
+    and how many times `value` was called; `log` gets a line now and then (pace.paced) on how many
+    of the samples × players removals are done."""
     mask = np.ones(players, dtype=bool)
     full = value(mask)
     calls = 1
     total = np.zeros(players)
-    for _ in range(samples):
-        mask[:] = True
-        current = full
-        for i in rng.permutation(players):
-            if full - current > truncation:
-                break
-            mask[i] = False
-            after = value(mask)
-            calls += 1
-            total[i] += current - after
-            current = after
+    removals = [i for _ in range(samples) for i in rng.permutation(players)]  # the orders one after another
+    for step, i in enumerate(paced(removals, len(removals), "Shapley round: removal", log)):
+        if step % players == 0:  # a new order starts from the full coalition
+            mask[:] = True
+            current = full
+        if full - current > truncation:
+            continue  # the rest of this order is credited 0
+        mask[i] = False
+        after = value(mask)
+        calls += 1
+        total[i] += current - after
+        current = after
     return total / samples, calls
 
 
 class ShapleyAlphaRule:
     """`search_edmips`'s `alpha_rule` for SMPQ: one round of `shapley_permutations` on the
-    validation images per call, then the momentum step of α (module docstring). Counts the value
-    evaluations in `evaluations`."""
+    validation images per call, then the momentum step of α (module docstring), `log` getting the
+    round's progress lines. Counts the value evaluations in `evaluations`."""
 
-    def __init__(self, problem: AllocationProblem, val: tuple[torch.Tensor, torch.Tensor], settings: SmpqSettings):
-        self.problem, self.val, self.settings = problem, val, settings
+    def __init__(
+        self,
+        problem: AllocationProblem,
+        val: tuple[torch.Tensor, torch.Tensor],
+        settings: SmpqSettings,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.problem, self.val, self.settings, self.log = problem, val, settings, log
         self.rng = np.random.default_rng(settings.seed)
         self.momentum: np.ndarray | None = None
         self.evaluations = 0
@@ -137,6 +147,7 @@ class ShapleyAlphaRule:
                 self.settings.samples,
                 self.rng,
                 self.settings.truncation,
+                self.log,
             )
             for m in mixers:
                 m.present.fill_(True)
@@ -164,7 +175,7 @@ def search_smpq(
     validation images ("validation_images")."""
     if len(data.validation[0]) == 0:
         raise EvoproxyError("SMPQ needs validation images for its value function: the data's validation part is empty")
-    rule = ShapleyAlphaRule(problem, data.validation, settings)
+    rule = ShapleyAlphaRule(problem, data.validation, settings, log)
     result = search_edmips(model, problem, data, settings, log, method="smpq", alpha_rule=rule)
     return replace(
         result,

@@ -13,7 +13,7 @@ it is the cost model's).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -49,14 +49,17 @@ class BitMixer(nn.Module):
 
 
 def edmips_supernet(
-    model: nn.Module, problem: AllocationProblem, calib_images: torch.Tensor
+    model: nn.Module,
+    problem: AllocationProblem,
+    calib_images: torch.Tensor,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, list[BitMixer]]:
     """A copy of `model` (train mode) whose free layers (`problem.free`) mix their weight bit
     choices (`problem.w_choices`) with one `BitMixer` each and, when `problem.a_choices` holds
     several, their inputs' activation bit choices with another; the mixers are returned as every
     free layer's weight mixer in `problem.free` order, then every input mixer in the same order.
     Fixed layers are quantized at their bits; activation quantizers are calibrated on
-    `calib_images` (N, ...). `model` is not modified."""
+    `calib_images` (N, ...), `log` getting those passes' progress lines. `model` is not modified."""
     layers = problem.layers
     free = set(problem.free)
     names = {layer.name for layer in layers}
@@ -64,7 +67,7 @@ def edmips_supernet(
     def copy_modules(w_bits: int, a_bits: int) -> dict[str, nn.Module]:
         # A throwaway lsq_model copy whose quantizers are taken out: weight steps from the PTQ
         # quantizer's, input ranges calibrated with float weights (as the supernet's own are).
-        copy = lsq_model(model, layers, [w_bits] * len(layers), a_bits, calib_images, bn_recalibration=False)
+        copy = lsq_model(model, layers, [w_bits] * len(layers), a_bits, calib_images, bn_recalibration=False, log=log)
         return {name: m for name, m in quantizable_modules(copy) if name in names}
 
     def weight_quantizers(bits: int) -> dict[str, nn.Module]:
@@ -80,7 +83,7 @@ def edmips_supernet(
     }
     # Free layers' inputs at their fewest activation bits: a quantizer (and its pre-hook) that the mix replaces.
     act_bits = [problem.fixed[i][1] if i not in free else problem.a_choices[0] for i in range(len(layers))]
-    supernet = lsq_model(model, layers, [32] * len(layers), act_bits, calib_images, bn_recalibration=False)
+    supernet = lsq_model(model, layers, [32] * len(layers), act_bits, calib_images, bn_recalibration=False, log=log)
     modules = dict(quantizable_modules(supernet))
     weight_mixers, act_mixers = [], []
     for index, layer in enumerate(layers):

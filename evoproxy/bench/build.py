@@ -4,7 +4,7 @@ append each result to the file as it comes. A killed build resumes where it stop
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from .. import locking
 from ..errors import EvoproxyError, ParameterError
 from ..files import open_in_place, refuse_link, remove_leftovers
 from ..model import LayerInfo, metric_of, weights_hash
+from ..pace import paced
 from ..params import Interval, OneOf, Satisfies, check_parameters
 from ..quant import PtqEvaluator, QuantSettings, is_bit_width, model_bops, model_size_mb
 from .format import (
@@ -80,10 +81,15 @@ def _write(
     results: Iterable[list[float]],
     entries: list[Entry],
     bar: tqdm,
+    log: Callable[[str], None] | None,
 ) -> None:
-    """Append each chunk's entries to the bench file `out` (and to `entries`) as its results come."""
+    """Append each chunk's entries to the bench file `out` (and to `entries`) as its results come,
+    with `bar` updated and `log` getting a line now and then (pace.paced)."""
     metric, fmt = header.get("metric", DEFAULT_METRIC), settings.weight_format
-    for configs, values in zip(chunks, results):
+    size = len(chunks[0])
+    for configs, values in paced(
+        zip(chunks, results), len(chunks), f"{header['name']}: {size}-configuration chunk", log
+    ):
         new = [
             Entry(
                 bits,
@@ -136,12 +142,18 @@ def build_bench(
     `jobs` local worker processes measure the chunks; with `backend` "dask", the workers of the
     Dask cluster that the current distributed Client is connected to do, each on `device`. Either
     way chunks are written in build order as they come in, and Dask measures a chunk again on
-    another worker where its worker dies. With `progress`, a bar of the configurations on stderr,
-    and beside it a line now and then while one pass over the images lasts (pace.paced; in this
-    process: jobs=1)."""
+    another worker where its worker dies. With `progress`, on stderr: a line now and then while one
+    pass over the images lasts (pace.paced; in this process: jobs=1), and on a terminal a bar of the
+    configurations beside them, elsewhere a line now and then on the chunks measured."""
     given = {"bit_choices": list(bit_choices), "n_configs": n_configs, "seed": seed, "jobs": jobs}
     check_parameters(given, BUILD_CONSTRAINTS, owner="build_bench")
-    log = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None  # printed plainly, it breaks the bar
+    # Off a terminal (a log file) the bar's carriage returns would make one endless line.
+    bar_shown = progress and sys.stderr.isatty()
+    log = None
+    if bar_shown:
+        log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 — printed plainly, a line breaks the bar
+    elif progress:
+        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     settings.weight_format.check_layers(layers)
     free = len(layers) - len(fixed)
     if len(bit_choices) ** free < n_configs:
@@ -195,7 +207,7 @@ def build_bench(
         todo = [c for c in build_order(len(layers), bit_choices, n_configs, fixed, seed) if c not in done]
         if todo:
             bar = tqdm(
-                total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg", disable=not progress
+                total=n_configs, initial=n_configs - len(todo), desc=header["name"], unit="cfg", disable=not bar_shown
             )
             chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
             dask = backend == "dask"
@@ -209,6 +221,6 @@ def build_bench(
                         delayed(_measure)(model, layers, c, calib, images, labels, settings, device, threads=1)
                         for c in chunks
                     )
-                _write(out, header, layers, settings, chunks, results, entries, bar)
+                _write(out, header, layers, settings, chunks, results, entries, bar, None if bar_shown else log)
             bar.close()
         return Bench(header, entries, str(out))

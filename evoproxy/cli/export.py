@@ -39,9 +39,9 @@ def cmd_export(args) -> None:
         what = f"round-to-nearest PTQ model (BatchNorm {'kept' if args.no_bn_recal else 're-estimated'})"
     images, labels = source.evaluation(args.eval_size, most=500) if args.eval_size != 0 else (None, None)
     if args.kernels == "int8":
-        check, ops = export_int8_onnx(qmodel, layers, source.input_shape, args.onnx, calib, images)
+        check, ops = export_int8_onnx(qmodel, layers, source.input_shape, args.onnx, calib, images, log)
     else:
-        check, ops = export_onnx(qmodel, layers, source.input_shape, args.onnx, images), None
+        check, ops = export_onnx(qmodel, layers, source.input_shape, args.onnx, images, log), None
     weights, acts = sorted({b for b in bits if b < 32}), sorted({a for a in act_bits if a < 32})
     print(
         f"wrote {args.onnx}: the {what} of {name} with {args.bits_file}; QuantizeLinear/DequantizeLinear pairs on "

@@ -161,16 +161,17 @@ def export_onnx(
     input_shape: Sequence[int],
     path: str | Path,
     check_images: torch.Tensor | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> OnnxCheck | None:
     """Write the LSQ model `qmodel` (from `lsq_model`, trained or not) to the ONNX file `path`
     with QDQ pairs on the quantized weights and inputs of `layers` (as `write_onnx`).
     With `check_images` (N, *input_shape), the file is first run in onnxruntime on them and put in
-    place only if it computes what `qmodel` computes (`check_outputs`; else EvoproxyError, and
-    `path` is left as it was); returns what the check found (None unchecked)."""
+    place only if it computes what `qmodel` computes (`check_outputs`, `log` getting its progress
+    lines; else EvoproxyError, and `path` is left as it was); returns what the check found (None unchecked)."""
     model = qdq_model(qmodel, layers).cpu().float()
     return write_onnx(
         model,
         input_shape,
         path,
-        lambda tmp: None if check_images is None else check_outputs(qmodel, tmp, check_images, Path(path)),
+        lambda tmp: None if check_images is None else check_outputs(qmodel, tmp, check_images, Path(path), log),
     )

@@ -31,7 +31,7 @@ DISAGREE_TOL of them (the default ResNet-20 at W8A8: 1 image of 500).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from ..errors import EvoproxyError, exception_line
-from ..model import EVAL_BATCH, LayerInfo, evaluating, quantizable_modules
+from ..model import EVAL_BATCH, LayerInfo, evaluating, paced_batches, quantizable_modules
 from .fakequant import ActQuant
 from .onnx_export import INT8_MAX, UINT8_MAX, qdq_model, write_onnx
 from .onnx_runtime import OnnxCheck, ort_session, run_both
@@ -173,9 +173,15 @@ def _input_pair(node: fx.Node, modules: dict) -> ActQuant | None:
     return None
 
 
-def int8_model(qmodel: nn.Module, layers: Sequence[LayerInfo], calib_images: torch.Tensor) -> nn.Module:
+def int8_model(
+    qmodel: nn.Module,
+    layers: Sequence[LayerInfo],
+    calib_images: torch.Tensor,
+    log: Callable[[str], None] | None = None,
+) -> nn.Module:
     """A copy of the LSQ model `qmodel` (eval mode) as a torch.fx GraphModule with its int8 layers
-    rewritten (module docstring), output ranges calibrated on `calib_images`, then written as
+    rewritten (module docstring), output ranges calibrated on `calib_images` (`log` gets that
+    pass's progress lines, pace.paced), then written as
     `qdq_model` writes it (int8 layers' biases kept inside). EvoproxyError if torch.fx cannot trace it."""
     model = copy.deepcopy(qmodel).eval()
     try:
@@ -205,7 +211,7 @@ def int8_model(qmodel: nn.Module, layers: Sequence[LayerInfo], calib_images: tor
     gm.recompile()
     gm.delete_all_unused_submodules()
     with evaluating(gm), torch.no_grad():
-        for batch in calib_images.split(EVAL_BATCH):
+        for batch in paced_batches(calib_images, EVAL_BATCH, "output ranges", log):
             gm(batch.to(next(gm.parameters()).device))
     for module in gm.modules():
         if isinstance(module, OutputQdq):
@@ -225,11 +231,14 @@ def optimized_ops(path: Path) -> list[str]:
         optimized.unlink(missing_ok=True)
 
 
-def check_int8(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OnnxCheck:
+def check_int8(
+    qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path, log: Callable[[str], None] | None = None
+) -> OnnxCheck:
     """Compare the int8-kernel file `path` in onnxruntime with the fake-quantized `qmodel` on
-    `images` by their top-1 classes: EvoproxyError naming `target` if more than DISAGREE_TOL of
-    them differ. The check's `tolerance` is that fraction, `diff` the fraction found."""
-    got, want = run_both(qmodel, path, images, target)
+    `images` by their top-1 classes (`run_both`, `log` its progress lines): EvoproxyError naming
+    `target` if more than DISAGREE_TOL of them differ. The check's `tolerance` is that fraction,
+    `diff` the fraction found."""
+    got, want = run_both(qmodel, path, images, target, log)
     disagree = (got.argmax(1) != want.argmax(1)).float().mean().item()
     if not disagree <= DISAGREE_TOL or got.isnan().any():
         raise EvoproxyError(
@@ -246,15 +255,17 @@ def export_int8_onnx(
     path: str | Path,
     calib_images: torch.Tensor,
     check_images: torch.Tensor | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[OnnxCheck | None, list[str]]:
     """Write the LSQ model `qmodel` as `export_onnx` does, its int8 layers in the form that
     onnxruntime runs as integer kernels (module docstring), output ranges calibrated on
     `calib_images`; checked by `check_int8` on `check_images` (None: unchecked) before it is put in
-    place. Returns the check and the operators of onnxruntime's optimized graph."""
-    model = int8_model(qmodel, layers, calib_images).cpu().float()
+    place, `log` getting the passes' progress lines. Returns the check and the operators of
+    onnxruntime's optimized graph."""
+    model = int8_model(qmodel, layers, calib_images, log).cpu().float()
 
     def check(tmp: Path) -> tuple[OnnxCheck | None, list[str]]:
-        result = None if check_images is None else check_int8(qmodel, tmp, check_images, Path(path))
+        result = None if check_images is None else check_int8(qmodel, tmp, check_images, Path(path), log)
         return result, optimized_ops(tmp)
 
     return write_onnx(model, input_shape, path, check)

@@ -1,7 +1,7 @@
 """An exported ONNX file run in onnxruntime: its session, its accuracy, and the check that it computes
 what the PyTorch model computes.
 
-The check compares the outputs on a batch of images. Two levels of the coarsest activation
+The check compares the outputs on a set of images. Two levels of the coarsest activation
 quantizer are allowed, but a deep network goes beyond that without any fault in the graph. The two
 runtimes sum in other orders, so the odd value lies within float rounding of a level boundary and
 lands on the other level (a rounding flip). Every later quantizer turns the difference this makes
@@ -17,6 +17,7 @@ computes what the PyTorch model computes, and is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import EvoproxyError, exception_line
-from ..model import count_correct, evaluating, quantizable_modules
+from ..model import EVAL_BATCH, count_correct, evaluating, paced_batches, quantizable_modules
 
 FLOAT_RTOL = 1e-3  # float32 sums reassociated: 2^-23 per term over up to ~10^4 terms
 INPUT_RTOL = 1e-4  # of a quantizer's range: float rounding of the sums before it, far below a level
@@ -101,28 +102,35 @@ def run_session(session, images: torch.Tensor) -> dict[str, torch.Tensor]:
     return {o.name: torch.from_numpy(v) for o, v in zip(session.get_outputs(), outputs)}
 
 
-def run_both(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`; an
+def run_both(
+    qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path, log: Callable[[str], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of the ONNX file `path` in onnxruntime and of `qmodel` in PyTorch on `images`, in
+    batches of EVAL_BATCH (`log` gets a line now and then on each runtime's pass, pace.paced); an
     EvoproxyError (naming `target`, not written) where the file cannot run them or gives another shape."""
     device = next(qmodel.parameters()).device
     with evaluating(qmodel), torch.no_grad():
-        want = qmodel(images.to(device)).float().cpu()
-    got = run_session(ort_session(path), images)["logits"]
-    if got.shape != want.shape:
-        raise EvoproxyError(
-            f"the ONNX model's outputs on {len(images)} images have the shape {tuple(got.shape)}, the PyTorch "
-            f"model's {tuple(want.shape)}"
-            + (f"; {TRACED_BATCH}" if got.shape[:1] != want.shape[:1] else "")
-            + f": {target} not written"
-        )
-    return got, want
+        want = [qmodel(x.to(device)).float().cpu() for x in paced_batches(images, EVAL_BATCH, "PyTorch check", log)]
+    session, got = ort_session(path), []
+    for x, ours in zip(paced_batches(images, EVAL_BATCH, "onnxruntime check", log), want):
+        got.append(run_session(session, x)["logits"])
+        if got[-1].shape != ours.shape:
+            raise EvoproxyError(
+                f"the ONNX model's outputs on {len(x)} images have the shape {tuple(got[-1].shape)}, the PyTorch "
+                f"model's {tuple(ours.shape)}"
+                + (f"; {TRACED_BATCH}" if got[-1].shape[:1] != ours.shape[:1] else "")
+                + f": {target} not written"
+            )
+    return torch.cat(got), torch.cat(want)
 
 
-def check_outputs(qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path) -> OnnxCheck:
-    """Compare the ONNX file `path` in onnxruntime with `qmodel` in PyTorch on `images`: within
-    `output_tolerance`, or else layer by layer (see the module's docstring). An EvoproxyError
-    naming `target` if they differ."""
-    got, want = run_both(qmodel, path, images, target)
+def check_outputs(
+    qmodel: nn.Module, path: Path, images: torch.Tensor, target: Path, log: Callable[[str], None] | None = None
+) -> OnnxCheck:
+    """Compare the ONNX file `path` in onnxruntime with `qmodel` in PyTorch on `images` (`run_both`,
+    `log` its progress lines): within `output_tolerance`, or else layer by layer (see the module's
+    docstring). An EvoproxyError naming `target` if they differ."""
+    got, want = run_both(qmodel, path, images, target, log)
     diff, tol = (got - want).abs().max().item(), output_tolerance(qmodel, want)
     if diff <= tol:
         return OnnxCheck(got, want, diff, tol)

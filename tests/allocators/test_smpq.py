@@ -50,6 +50,18 @@ def test_truncation_credits_the_rest_of_an_order_nothing_and_saves_evaluations()
     assert calls < 1 + 50 * 4
 
 
+def test_a_round_reports_its_removals_and_estimates_what_it_estimates_quietly(monkeypatch):
+    from evoproxy import pace
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every removal is "long" after the first
+    value = lambda mask: float(mask[0]) + 0.01 * mask[1:].sum()  # noqa: E731
+    lines: list[str] = []
+    told = shapley_permutations(value, 4, 3, np.random.default_rng(2), truncation=0.5, log=lines.append)
+    quiet = shapley_permutations(value, 4, 3, np.random.default_rng(2), truncation=0.5)
+    assert np.array_equal(told[0], quiet[0]) and told[1] == quiet[1]
+    assert [line.split(" (")[0] for line in lines] == [f"Shapley round: removal {i}/12" for i in range(1, 12)]
+
+
 def _budget() -> float:
     return round(model_size_mb(layer_registry(user_models.mlp(), (12,)), [8, 3, 8]), 6)
 

@@ -202,6 +202,25 @@ def test_export_runs_each_runtime_once_on_the_check_images(onnx, mlp_files, caps
     assert abs(ours - theirs) <= 2.5  # one image in 40
 
 
+@pytest.mark.parametrize("kernels", ["float", "int8"])
+def test_export_reports_its_check_in_both_runtimes_batch_by_batch(onnx, mlp_files, capsys, monkeypatch, kernels):
+    from evoproxy import pace
+    from evoproxy.quant import onnx_runtime
+
+    monkeypatch.setattr(pace, "PROGRESS_SECONDS", 0.0)  # every batch is "long" after the first
+    monkeypatch.setattr(onnx_runtime, "EVAL_BATCH", 16)  # the 48 test vectors in 3 batches
+    bits = ["--bits-file", "bits.json", "--onnx", "m.onnx", "--kernels", kernels]
+    assert main(["export", *mlp_files, *bits]) == 0
+    out, err = capsys.readouterr()
+    for runtime in ("PyTorch", "onnxruntime"):
+        assert [line.split(" (")[0] for line in err.splitlines() if f"] {runtime} check" in line] == [
+            f"[export] {runtime} check: batch {i}/3" for i in (1, 2)
+        ], err
+    assert "top-1 on 48 test images" in out
+    if kernels == "int8":  # and the output ranges' pass over the 192 calibration vectors
+        assert "[export] output ranges: batch 1/2 (" in err
+
+
 def test_export_one_line_errors(mlp_files, capsys, one_line_error):
     export = ["export", *mlp_files, "--onnx", "m.onnx", "--eval-size", "0"]
     Path("short.json").write_text(json.dumps({"bits": [4, 4]}))
@@ -358,8 +377,8 @@ def test_export_prints_the_rounding_flips_where_onnxruntime_and_pytorch_disagree
     real_qdq, real_export = onnx_export.qdq_model, evoproxy.quant.export_onnx
     monkeypatch.setattr(onnx_export, "qdq_model", lambda *args: _Nudged(real_qdq(*args)))
 
-    def on_boundaries(qmodel, layers, shape, path, images):
-        return real_export(qmodel, layers, shape, path, _on_level_boundaries(qmodel, layers, images.shape))
+    def on_boundaries(qmodel, layers, shape, path, images, log):
+        return real_export(qmodel, layers, shape, path, _on_level_boundaries(qmodel, layers, images.shape), log)
 
     monkeypatch.setattr(evoproxy.quant, "export_onnx", on_boundaries)
     assert main(["export", *mlp_files, "--bits-file", "bits.json", "--onnx", "m.onnx", "--eval-size", "8"]) == 0
