@@ -58,7 +58,8 @@ def cmd_stats(args) -> None:
         "kl_2bit",
     ]
     headers = ["#", "layer", "kind", "shape", "params", "MACs", "trace(H)", "λmax(H)", "‖G‖", "std(A)", "synflow"]
-    print(format_table(rows, cols, [*headers, "SQNR@4b (dB)", "KL@2b"]))
+    around = "" if (b := stats.settings.perturb_around) is None else f", others@{b}b"
+    print(format_table(rows, cols, [*headers, f"SQNR@4b{around} (dB)", f"KL@2b{around}"]))
     print(
         f"SynFlow values are scaled by e^-{stats.synflow_log_scale:.1f}; "
         f"Hutchinson used {stats.hutchinson_samples_used} samples"

@@ -215,6 +215,8 @@ def test_allocate_measures_around_the_bit_width_it_is_told_and_keeps_both_entrie
     assert "output perturbations done" in capsys.readouterr().err  # the float entry is another one
     assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 2
     assert main([*base, "--perturb-around", "3"]) == 0 and "output perturbations" not in capsys.readouterr().err
+    stats = ["stats", *base[1:5], "--cache-dir", str(tmp_path / "cache"), "--perturb-around", "3"]
+    assert main(stats) == 0 and "KL@2b, others@3b" in capsys.readouterr().out  # the table names its measurement
     assert main([*base, "--perturb-around", "1"]) == 2
     assert "--perturb-around must be one of 2, 3, 4, 5, 6, 7, 8, got 1" in capsys.readouterr().err
 
