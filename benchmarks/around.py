@@ -23,7 +23,7 @@ from evoproxy.bench import bench_stats, load_bench, paired_bootstrap, rho_mean, 
 from evoproxy.errors import EvoproxyWarning
 from evoproxy.proxy import get_proxy
 from evoproxy.stats import StatsSettings
-from transfer import allocation_accuracy
+from transfer import allocation_line
 
 
 def main() -> None:
@@ -61,14 +61,7 @@ def main() -> None:
         print(row, flush=True)
         if args.allocation and bench.metric.name == "accuracy":
             chosen = {f"{p.name} {way}": (p, s) for p in proxies for way, s in got.items()}
-            budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
-            print(
-                f"  PTQ top-1 on the first {args.eval_size} test images at "
-                + ", ".join(f"{b:.4f}" for b in budgets)
-                + " MB: "
-                + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
-                flush=True,
-            )
+            print(allocation_line(chosen, bench, args.eval_size), flush=True)
     print(
         f"\nmean around − float over {len(gains[proxies[0].name])} benches: "
         + ", ".join(f"{n} {100 * np.mean(g):+.2f}" for n, g in gains.items())

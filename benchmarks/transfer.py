@@ -71,6 +71,17 @@ def allocation_accuracy(proxies: dict, bench: Bench, eval_size: int) -> tuple[li
     return budgets, out
 
 
+def allocation_line(proxies: dict, bench: Bench, eval_size: int) -> str:
+    """`allocation_accuracy`'s figures as one indented line of the study's output."""
+    budgets, acc = allocation_accuracy(proxies, bench, eval_size)
+    return (
+        f"  PTQ top-1 on the first {eval_size} test images at "
+        + ", ".join(f"{b:.4f}" for b in budgets)
+        + " MB: "
+        + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items())
+    )
+
+
 def report(name: str, bench: Bench, stats, around, evolved: list, proxies: list, args) -> tuple:
     """Print a left-out bench's line (and its allocation accuracies); its row of the summary. `stats`
     are the model's statistics with the perturbations measured in float, `around` with them measured
@@ -100,14 +111,7 @@ def report(name: str, bench: Bench, stats, around, evolved: list, proxies: list,
             **{n: (HANDCRAFTED[n](), stats) for n in SHOWN},
         }
         chosen |= {f"{n}@{args.perturb_around}": (HANDCRAFTED[n](), around) for n in AROUND if around is not None}
-        budgets, acc = allocation_accuracy(chosen, bench, args.eval_size)
-        print(
-            f"  PTQ top-1 on the first {args.eval_size} test images at "
-            + ", ".join(f"{b:.4f}" for b in budgets)
-            + " MB: "
-            + "; ".join(f"{n} " + "/".join(f"{a:.2f}" for a in v) for n, v in acc.items()),
-            flush=True,
-        )
+        print(allocation_line(chosen, bench, args.eval_size), flush=True)
     return name, statistics.mean(ours), {n: 100 * r.rho_all for n, r in hand.items()}, best_hand, diff
 
 
