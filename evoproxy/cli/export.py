@@ -8,8 +8,7 @@ import importlib.util
 import sys
 
 from ..errors import EvoproxyError
-from ..files import write_atomically
-from ..files import output_file
+from ..files import output_file, write_atomically
 from .args import add_data_args, add_model_args, data_source, evaluated_on, load_user_model
 
 
