@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 from ..errors import EvoproxyError
-from ..files import write_atomically
-from ..files import output_file
+from ..files import output_file, write_atomically
 from .args import add_data_args, add_model_args, data_source, flag_of, load_user_model
 from .bits import (
     add_bit_choice_args,
